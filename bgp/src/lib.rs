@@ -6,4 +6,7 @@
 //! values and return messages and actions; only [`speaker`] touches sockets
 //! and clocks.
 
+pub mod fsm;
+pub mod policy;
+pub mod rib;
 pub mod wire;

@@ -1,0 +1,261 @@
+//! Route policy: import and export filters by prefix (with length ranges),
+//! AS path and community, plus the built-in Kubernetes defaults.
+//!
+//! A [`Policy`] is an ordered list of [`Rule`]s; the first rule whose
+//! conditions all match decides, otherwise the policy's default applies.
+//! [`PeerPolicy`] is what a peer's `import` / `export` setting resolves to.
+
+use crate::wire::{community, PathAttributes};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Accept or reject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Accept,
+    #[default]
+    Reject,
+}
+
+/// A prefix with an optional length range: `10.0.0.0/8` with `le: 24`
+/// matches every prefix inside 10/8 from /8 to /24.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixMatch {
+    pub prefix: IpNet,
+    #[serde(default)]
+    pub ge: Option<u8>,
+    #[serde(default)]
+    pub le: Option<u8>,
+}
+
+impl PrefixMatch {
+    pub fn matches(&self, p: &IpNet) -> bool {
+        if !self.prefix.contains(p) || std::mem::discriminant(&self.prefix) != std::mem::discriminant(p) {
+            return false;
+        }
+        let len = p.prefix_len();
+        match (self.ge, self.le) {
+            (None, None) => len == self.prefix.prefix_len(),
+            (ge, le) => {
+                len >= ge.unwrap_or(self.prefix.prefix_len()) && len <= le.unwrap_or(self.prefix.max_prefix_len())
+            }
+        }
+    }
+}
+
+/// Changes a rule makes to an accepted route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSet {
+    #[serde(default)]
+    pub local_pref: Option<u32>,
+    #[serde(default)]
+    pub med: Option<u32>,
+    /// Communities to add, as `ASN:VALUE` strings or well-known names.
+    #[serde(default)]
+    pub add_communities: Vec<String>,
+}
+
+/// One rule: every given condition must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Matches when the prefix matches any entry (empty: any prefix).
+    #[serde(default)]
+    pub prefixes: Vec<PrefixMatch>,
+    /// Matches when the AS path contains this AS.
+    #[serde(default)]
+    pub as_path_contains: Option<u32>,
+    /// Matches when the route carries this community (`ASN:VALUE`).
+    #[serde(default)]
+    pub community: Option<String>,
+    pub action: Verdict,
+    #[serde(default)]
+    pub set: Option<RouteSet>,
+}
+
+/// A named policy: rules in order, then the default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub default: Verdict,
+}
+
+/// Parses `ASN:VALUE` or a well-known community name.
+pub fn parse_community(s: &str) -> Option<u32> {
+    match s.to_ascii_lowercase().replace('-', "_").as_str() {
+        "no_export" => return Some(community::NO_EXPORT),
+        "no_advertise" => return Some(community::NO_ADVERTISE),
+        "no_export_subconfed" => return Some(community::NO_EXPORT_SUBCONFED),
+        "graceful_shutdown" => return Some(community::GRACEFUL_SHUTDOWN),
+        _ => {}
+    }
+    let (a, b) = s.split_once(':')?;
+    Some((a.trim().parse::<u16>().ok()? as u32) << 16 | b.trim().parse::<u16>().ok()? as u32)
+}
+
+/// Why a route was accepted or rejected: what `explain` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub reason: String,
+}
+
+impl Decision {
+    fn new(verdict: Verdict, reason: impl Into<String>) -> Self {
+        Decision {
+            verdict,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The outcome of applying a policy to a route: the verdict and, when a
+/// rule changed the route, the new attributes.
+pub struct Applied {
+    pub decision: Decision,
+    pub attrs: Option<PathAttributes>,
+}
+
+impl Policy {
+    fn rule_matches(rule: &Rule, prefix: &IpNet, attrs: &PathAttributes) -> bool {
+        (rule.prefixes.is_empty() || rule.prefixes.iter().any(|m| m.matches(prefix)))
+            && rule.as_path_contains.is_none_or(|a| attrs.as_path.contains(a))
+            && rule
+                .community
+                .as_deref()
+                .is_none_or(|c| parse_community(c).is_some_and(|c| attrs.has_community(c)))
+    }
+
+    /// Applies the policy; attributes are copied only when a rule sets
+    /// something, so an unchanged route keeps sharing its interned set.
+    pub fn apply(&self, name: &str, prefix: &IpNet, attrs: &PathAttributes) -> Applied {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if Self::rule_matches(rule, prefix, attrs) {
+                let decision = Decision::new(rule.action, format!("policy {name} rule {}", i + 1));
+                let changed = match (&rule.set, rule.action) {
+                    (Some(set), Verdict::Accept) => {
+                        let mut a = attrs.clone();
+                        if let Some(lp) = set.local_pref {
+                            a.local_pref = Some(lp);
+                        }
+                        if let Some(med) = set.med {
+                            a.med = Some(med);
+                        }
+                        for c in set.add_communities.iter().filter_map(|c| parse_community(c)) {
+                            if !a.communities.contains(&c) {
+                                a.communities.push(c);
+                            }
+                        }
+                        Some(a)
+                    }
+                    _ => None,
+                };
+                return Applied {
+                    decision,
+                    attrs: changed,
+                };
+            }
+        }
+        Applied {
+            decision: Decision::new(self.default, format!("policy {name} default")),
+            attrs: None,
+        }
+    }
+}
+
+/// What a peer's `import` or `export` setting resolves to.
+#[derive(Debug, Clone)]
+pub enum PeerPolicy {
+    /// The safe Kubernetes default (see [`import_default`] and
+    /// [`export_default`]).
+    Default,
+    All,
+    None,
+    Named(String, Arc<Policy>),
+}
+
+impl PeerPolicy {
+    pub fn name(&self) -> &str {
+        match self {
+            PeerPolicy::Default => "default",
+            PeerPolicy::All => "all",
+            PeerPolicy::None => "none",
+            PeerPolicy::Named(n, _) => n,
+        }
+    }
+}
+
+/// What the node itself owns, for the default policies.
+#[derive(Debug, Clone, Default)]
+pub struct LocalPrefixes {
+    /// The node's PodCIDRs: never imported, not even a covering or
+    /// more specific route.
+    pub pod_cidrs: Vec<IpNet>,
+    /// Accept a default route from peers (off: a ToR's default route never
+    /// replaces the node's own).
+    pub accept_default_route: bool,
+}
+
+/// The default import rule: anything but routes that overlap the node's
+/// own PodCIDR, and the default route unless allowed.
+pub fn import_default(local: &LocalPrefixes, prefix: &IpNet) -> Decision {
+    if let Some(own) = local
+        .pod_cidrs
+        .iter()
+        .find(|own| own.contains(prefix) || prefix.contains(*own))
+    {
+        return Decision::new(
+            Verdict::Reject,
+            format!("default import: overlaps the node's own PodCIDR {own}"),
+        );
+    }
+    if prefix.prefix_len() == 0 && !local.accept_default_route {
+        return Decision::new(Verdict::Reject, "default import: default route not accepted");
+    }
+    Decision::new(Verdict::Accept, "default import")
+}
+
+/// The default export rule: only the node's own prefixes (the PodCIDR and
+/// owner-approved prefixes, all of them locally originated).
+pub fn export_default(locally_originated: bool) -> Decision {
+    if locally_originated {
+        Decision::new(Verdict::Accept, "default export: originated by this node")
+    } else {
+        Decision::new(Verdict::Reject, "default export: learned routes are not re-advertised")
+    }
+}
+
+/// Evaluates an import setting.
+pub fn evaluate_import(policy: &PeerPolicy, local: &LocalPrefixes, prefix: &IpNet, attrs: &PathAttributes) -> Applied {
+    let plain = |d| Applied {
+        decision: d,
+        attrs: None,
+    };
+    match policy {
+        PeerPolicy::Default => plain(import_default(local, prefix)),
+        PeerPolicy::All => plain(Decision::new(Verdict::Accept, "import all")),
+        PeerPolicy::None => plain(Decision::new(Verdict::Reject, "import none")),
+        PeerPolicy::Named(n, p) => p.apply(n, prefix, attrs),
+    }
+}
+
+/// Evaluates an export setting.
+pub fn evaluate_export(policy: &PeerPolicy, locally_originated: bool, prefix: &IpNet, attrs: &PathAttributes) -> Applied {
+    let plain = |d| Applied {
+        decision: d,
+        attrs: None,
+    };
+    match policy {
+        PeerPolicy::Default => plain(export_default(locally_originated)),
+        PeerPolicy::All => plain(Decision::new(Verdict::Accept, "export all")),
+        PeerPolicy::None => plain(Decision::new(Verdict::Reject, "export none")),
+        PeerPolicy::Named(n, p) => p.apply(n, prefix, attrs),
+    }
+}
