@@ -1,1 +1,82 @@
-fn main(){}
+//! `novanet-agent`: the NovaNet node agent. Loads the configuration, runs
+//! the BGP speaker with the node's ToR and mesh peers, advertises the
+//! node's PodCIDR, and on SIGTERM withdraws it and closes every session
+//! with a shutdown communication.
+
+mod config;
+mod routing;
+mod status;
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "novanet-agent", version, about = "NovaNet node agent: native routing with BGP")]
+struct Args {
+    /// Configuration file (JSON).
+    #[arg(long, env = "NOVANET_CONFIG", default_value = "/etc/novanet/novanet.json")]
+    config: PathBuf,
+    /// Log format.
+    #[arg(long, env = "NOVANET_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+}
+
+fn init_logging(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NOVANET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("novanet-agent: config {}: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.log_level, &args.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("novanet-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "agent failed");
+            eprintln!("novanet-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: config::Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let metrics = status::parse_address(&cfg.metrics_address)?;
+    let speaker = routing::start(&cfg).await?;
+    let http = tokio::spawn(status::serve(metrics, speaker.clone()));
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        r = http => {
+            r??;
+        }
+    }
+    speaker
+        .shutdown(&format!("NovaNet node agent on {} shutting down", cfg.node_name))
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}

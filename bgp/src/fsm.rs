@@ -233,6 +233,13 @@ impl Fsm {
         }
     }
 
+    /// Starts the session on a connection the peer opened (no outgoing
+    /// connect is made first).
+    pub fn start_with_connection(&mut self, now: Instant) -> Vec<Action> {
+        self.started = true;
+        self.handle(Event::TcpConnected, now)
+    }
+
     /// Fires the timers that have expired by `now`.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();

@@ -99,6 +99,8 @@ pub struct Rib {
     attrs: AttrTable,
     peers: Vec<Option<PeerInfo>>,
     paths: usize,
+    /// Paths per peer, by peer index.
+    peer_paths: Vec<usize>,
 }
 
 impl Rib {
@@ -121,6 +123,7 @@ impl Rib {
         let i = id as usize;
         if self.peers.len() <= i {
             self.peers.resize(i + 1, None);
+            self.peer_paths.resize(i + 1, 0);
         }
         self.peers[i] = Some(info);
     }
@@ -164,10 +167,21 @@ impl Rib {
 
     /// Paths a peer has in the table.
     pub fn paths_from(&self, peer: PeerId) -> usize {
-        self.routes
-            .values()
-            .map(|e| e.paths.iter().filter(|p| p.peer == peer).count())
-            .sum()
+        self.peer_paths.get(peer as usize).copied().unwrap_or(0)
+    }
+
+    fn count_path(&mut self, peer: PeerId, added: bool) {
+        let i = peer as usize;
+        if self.peer_paths.len() <= i {
+            self.peer_paths.resize(i + 1, 0);
+        }
+        if added {
+            self.paths += 1;
+            self.peer_paths[i] += 1;
+        } else {
+            self.paths -= 1;
+            self.peer_paths[i] -= 1;
+        }
     }
 
     fn selection(&self, e: &RibEntry) -> Option<Best> {
@@ -197,7 +211,7 @@ impl Rib {
             Some(slot) => Some(std::mem::replace(slot, path)),
             None => {
                 entry.paths.push(path);
-                self.paths += 1;
+                self.count_path(peer, true);
                 None
             }
         };
@@ -215,7 +229,7 @@ impl Rib {
             .iter()
             .position(|p| p.peer == peer && p.path_id == nlri.path_id)?;
         let old = entry.paths.remove(i);
-        self.paths -= 1;
+        self.count_path(peer, false);
         self.attrs.release(old.attrs);
         self.reselect(nlri.prefix)
     }
@@ -242,11 +256,21 @@ impl Rib {
         self.remove_paths(peer, |p| p.stale)
     }
 
+    /// Removes a peer's stale paths of one family (End-of-RIB received).
+    pub fn sweep_stale_family(&mut self, peer: PeerId, family: crate::wire::Family) -> Vec<BestChange> {
+        let v4 = family == crate::wire::Family::IPV4_UNICAST;
+        self.remove_paths_where(peer, |prefix, p| p.stale && matches!(prefix, IpNet::V4(_)) == v4)
+    }
+
     fn remove_paths(&mut self, peer: PeerId, pick: impl Fn(&Path) -> bool) -> Vec<BestChange> {
+        self.remove_paths_where(peer, |_, p| pick(p))
+    }
+
+    fn remove_paths_where(&mut self, peer: PeerId, pick: impl Fn(&IpNet, &Path) -> bool) -> Vec<BestChange> {
         let affected: Vec<IpNet> = self
             .routes
             .iter()
-            .filter(|(_, e)| e.paths.iter().any(|p| p.peer == peer && pick(p)))
+            .filter(|(k, e)| e.paths.iter().any(|p| p.peer == peer && pick(k, p)))
             .map(|(k, _)| *k)
             .collect();
         let mut changes = Vec::new();
@@ -254,15 +278,15 @@ impl Rib {
             let entry = self.routes.get_mut(&prefix).expect("collected above");
             let mut removed = Vec::new();
             entry.paths.retain(|p| {
-                if p.peer == peer && pick(p) {
+                if p.peer == peer && pick(&prefix, p) {
                     removed.push(p.attrs.clone());
                     false
                 } else {
                     true
                 }
             });
-            self.paths -= removed.len();
             for a in removed {
+                self.count_path(peer, false);
                 self.attrs.release(a);
             }
             changes.extend(self.reselect(prefix));

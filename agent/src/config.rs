@@ -1,0 +1,407 @@
+//! The agent's configuration file (SPEC section 12): JSON, snake_case,
+//! unknown keys rejected with their path, documented defaults, and the
+//! checks that name the key to fix.
+
+use ipnet::IpNet;
+use novanet_bgp::policy::Policy;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+/// A configuration problem, with the key path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub node_name: String,
+    #[serde(default)]
+    pub node_ip: Option<IpAddr>,
+    #[serde(default)]
+    pub pod_cidr: Option<IpNet>,
+    /// Further PodCIDRs (dual stack).
+    #[serde(default)]
+    pub pod_cidrs: Vec<IpNet>,
+    #[serde(default = "default_socket")]
+    pub listen_socket: String,
+    #[serde(default = "default_metrics")]
+    pub metrics_address: String,
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub owners: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub disconnect_grace_period: Option<u64>,
+    #[serde(default)]
+    pub routing: Routing,
+}
+
+fn default_socket() -> String {
+    "/run/novaroute/novaroute.sock".into()
+}
+fn default_metrics() -> String {
+    ":9102".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// How the per-node AS number is derived from the node address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AsnMode {
+    /// 65000 + last octet (the documented rule; collides across subnets).
+    #[default]
+    LastOctet,
+    /// 64512 + 256 x third octet + fourth octet.
+    LastTwoOctets,
+    /// 4200000000 + the last three octets: private 4-octet ASNs, unique
+    /// within a /8.
+    Private4Byte,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    #[serde(default)]
+    pub local_as: u32,
+    #[serde(default)]
+    pub router_id: Option<String>,
+    #[serde(default)]
+    pub asn_mode: AsnMode,
+    #[serde(default)]
+    pub peers: Vec<PeerEntry>,
+    #[serde(default)]
+    pub bfd: Bfd,
+    #[serde(default)]
+    pub node_mesh: NodeMesh,
+    #[serde(default)]
+    pub fib: Fib,
+    #[serde(default)]
+    pub frr_socket_dir: Option<String>,
+    #[serde(default)]
+    pub control_plane_vip: Option<String>,
+    #[serde(default)]
+    pub control_plane_vip_health_interval: Option<u64>,
+    /// Named import/export policies for `peers[].import` / `export`.
+    #[serde(default)]
+    pub policies: BTreeMap<String, Policy>,
+    /// TCP port the speaker accepts sessions on.
+    #[serde(default = "default_bgp_port")]
+    pub listen_port: u16,
+    /// Restart time announced for graceful restart (0 turns it off).
+    #[serde(default = "default_gr_time")]
+    pub graceful_restart_time: u16,
+    /// Accept a default route from peers.
+    #[serde(default)]
+    pub accept_default_route: bool,
+    // Flat BFD keys of the NovaNet Helm chart, folded into `bfd`.
+    #[serde(default)]
+    pub bfd_enabled: Option<bool>,
+    #[serde(default)]
+    pub bfd_min_rx_ms: Option<u32>,
+    #[serde(default)]
+    pub bfd_min_tx_ms: Option<u32>,
+    #[serde(default)]
+    pub bfd_detect_mult: Option<u32>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("defaults")
+    }
+}
+
+fn default_protocol() -> String {
+    "bgp".into()
+}
+fn default_bgp_port() -> u16 {
+    179
+}
+fn default_gr_time() -> u16 {
+    120
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bfd {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_bfd_interval")]
+    pub min_rx_ms: u32,
+    #[serde(default = "default_bfd_interval")]
+    pub min_tx_ms: u32,
+    #[serde(default = "default_bfd_mult")]
+    pub detect_multiplier: u32,
+}
+
+impl Default for Bfd {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("defaults")
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_bfd_interval() -> u32 {
+    300
+}
+fn default_bfd_mult() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MeshSource {
+    #[default]
+    Kubernetes,
+    Static,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NodeMesh {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub source: MeshSource,
+    #[serde(default)]
+    pub nodes: Vec<MeshNode>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshNode {
+    pub name: String,
+    pub ip: IpAddr,
+    #[serde(default)]
+    pub pod_cidr: Option<IpNet>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fib {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for Fib {
+    fn default() -> Self {
+        Fib { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    pub neighbor_address: IpAddr,
+    pub remote_as: u32,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub bfd_enabled: bool,
+    #[serde(default)]
+    pub bfd_min_rx_ms: u32,
+    #[serde(default)]
+    pub bfd_min_tx_ms: u32,
+    #[serde(default)]
+    pub bfd_detect_multiplier: u32,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub ebgp_multihop: u8,
+    #[serde(default)]
+    pub ttl_security_hops: Option<u8>,
+    #[serde(default)]
+    pub source_address: Option<IpAddr>,
+    #[serde(default)]
+    pub hold_time: u16,
+    #[serde(default)]
+    pub keepalive: u16,
+    #[serde(default)]
+    pub address_families: Vec<String>,
+    #[serde(default, alias = "max_prefixes")]
+    pub max_prefix: u32,
+    #[serde(default)]
+    pub max_prefix_warning_only: Option<bool>,
+    #[serde(default)]
+    pub passive: bool,
+    /// TCP port of the peer (179).
+    #[serde(default = "default_bgp_port")]
+    pub port: u16,
+    #[serde(default = "default_policy_name")]
+    pub import: String,
+    #[serde(default = "default_policy_name")]
+    pub export: String,
+}
+
+fn default_policy_name() -> String {
+    "default".into()
+}
+
+/// Prefix limit applied when a peer sets none (the documented default).
+pub const DEFAULT_MAX_PREFIX: u32 = 1000;
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and checks configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { "(top level)".to_string() } else { path };
+            invalid(path, e.into_inner().to_string())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.routing;
+        if self.node_ip.is_none() {
+            return Err(invalid("node_ip", "required: the node's address"));
+        }
+        match r.protocol.as_str() {
+            "bgp" => {}
+            "ospf" => return Err(invalid("routing.protocol", "\"ospf\" needs the OSPF bridge, which this build does not include")),
+            other => return Err(invalid("routing.protocol", format!("must be \"bgp\" or \"ospf\", not {other:?}"))),
+        }
+        self.router_id()?;
+        self.local_as()?;
+        for (i, p) in r.peers.iter().enumerate() {
+            let at = |k: &str| format!("routing.peers[{i}].{k}");
+            if p.remote_as == 0 {
+                return Err(invalid(at("remote_as"), "must be set (non-zero)"));
+            }
+            if p.hold_time != 0 && p.hold_time < 3 {
+                return Err(invalid(at("hold_time"), "must be 0 or at least 3 seconds"));
+            }
+            if p.keepalive != 0 && p.hold_time != 0 && p.hold_time < 3 * p.keepalive {
+                return Err(invalid(at("keepalive"), "must be at most a third of hold_time"));
+            }
+            for (j, f) in p.address_families.iter().enumerate() {
+                if parse_family(f).is_none() {
+                    return Err(invalid(
+                        format!("routing.peers[{i}].address_families[{j}]"),
+                        format!("{f:?} is not one of ipv4-unicast, ipv4, ipv6-unicast, ipv6"),
+                    ));
+                }
+            }
+            for (k, name) in [("import", &p.import), ("export", &p.export)] {
+                if !matches!(name.as_str(), "default" | "all" | "none") && !r.policies.contains_key(name) {
+                    return Err(invalid(
+                        at(k),
+                        format!("{name:?} is not \"default\", \"all\", \"none\" or a policy under routing.policies"),
+                    ));
+                }
+            }
+            if let Some(pw) = &p.password {
+                if pw.len() > 80 {
+                    return Err(invalid(at("password"), "TCP MD5 keys are at most 80 bytes"));
+                }
+            }
+            if r.peers[..i].iter().any(|q| q.neighbor_address == p.neighbor_address) {
+                return Err(invalid(at("neighbor_address"), format!("{} is listed twice", p.neighbor_address)));
+            }
+        }
+        if r.node_mesh.enabled && r.node_mesh.source == MeshSource::Kubernetes {
+            return Err(invalid(
+                "routing.node_mesh.source",
+                "\"kubernetes\" needs the Node watcher, which this build does not include; use \"static\" with routing.node_mesh.nodes",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The router id: `routing.router_id`, else the node's IPv4 address.
+    pub fn router_id(&self) -> Result<Ipv4Addr, ConfigError> {
+        match self.routing.router_id.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => {
+                let id: Ipv4Addr = s
+                    .parse()
+                    .map_err(|_| invalid("routing.router_id", format!("{s:?} is not an IPv4 address")))?;
+                if id.is_unspecified() || id.is_multicast() {
+                    return Err(invalid("routing.router_id", "must be a unicast IPv4 address"));
+                }
+                Ok(id)
+            }
+            None => match self.node_ip {
+                Some(IpAddr::V4(a)) => Ok(a),
+                _ => Err(invalid("routing.router_id", "required when node_ip is not IPv4")),
+            },
+        }
+    }
+
+    /// The local AS: `routing.local_as`, else the per-node rule.
+    pub fn local_as(&self) -> Result<u32, ConfigError> {
+        if self.routing.local_as != 0 {
+            return Ok(self.routing.local_as);
+        }
+        match self.node_ip {
+            Some(ip) => node_asn(ip, self.routing.asn_mode)
+                .ok_or_else(|| invalid("routing.local_as", "required when node_ip is not IPv4")),
+            None => Err(invalid("node_ip", "required")),
+        }
+    }
+
+    /// Every PodCIDR of the node.
+    pub fn pod_cidrs(&self) -> Vec<IpNet> {
+        let mut v: Vec<IpNet> = self.pod_cidr.into_iter().collect();
+        for p in &self.pod_cidrs {
+            if !v.contains(p) {
+                v.push(*p);
+            }
+        }
+        v
+    }
+}
+
+/// The per-node AS number of a node address.
+pub fn node_asn(ip: IpAddr, mode: AsnMode) -> Option<u32> {
+    let IpAddr::V4(a) = ip else { return None };
+    let o = a.octets();
+    Some(match mode {
+        AsnMode::LastOctet => 65000 + o[3] as u32,
+        AsnMode::LastTwoOctets => 64512 + 256 * o[2] as u32 + o[3] as u32,
+        AsnMode::Private4Byte => 4_200_000_000 + ((o[1] as u32) << 16 | (o[2] as u32) << 8 | o[3] as u32),
+    })
+}
+
+/// Parses an address family name of the config and the API.
+pub fn parse_family(s: &str) -> Option<novanet_bgp::wire::Family> {
+    use novanet_bgp::wire::Family;
+    match s.to_ascii_lowercase().replace('_', "-").as_str() {
+        "ipv4-unicast" | "ipv4" => Some(Family::IPV4_UNICAST),
+        "ipv6-unicast" | "ipv6" => Some(Family::IPV6_UNICAST),
+        _ => None,
+    }
+}

@@ -1,0 +1,577 @@
+//! The core task: owns the RIB, applies what peer tasks deliver, runs the
+//! decision process, exports changes into each established peer's pending
+//! map, and answers the [`Speaker`](super::Speaker) handle.
+
+use super::peer::{self, PeerCommand, PeerCtx};
+use super::{Command, PeerConfig, PeerShared, PeerStatus, PathView, RouteView, SpeakerConfig, SpeakerError, SpeakerEvent};
+use crate::fsm::Negotiated;
+use crate::rib::export::ExportTarget;
+use crate::rib::{BestChange, PeerId, PeerInfo, Rib, LOCAL_PEER};
+use crate::wire::error::subcode;
+use crate::wire::{Family, Nlri, Notification, PathAttributes};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+/// How long shutdown waits for withdrawals to be written.
+const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// What peer tasks and the listener tell the core.
+pub(crate) enum PeerEvent {
+    Up {
+        id: PeerId,
+        negotiated: Box<Negotiated>,
+        local: SocketAddr,
+    },
+    Down {
+        id: PeerId,
+        /// Keep the peer's routes as stale for this long (graceful restart
+        /// helper); `None` removes them now.
+        keep_stale_for: Option<Duration>,
+    },
+    Routes {
+        id: PeerId,
+        announce: Vec<(Nlri, Arc<PathAttributes>)>,
+        withdraw: Vec<Nlri>,
+    },
+    EndOfRib {
+        id: PeerId,
+        family: Family,
+    },
+    RefreshRequested {
+        id: PeerId,
+        family: Family,
+    },
+    Incoming(TcpStream),
+    SweepStale {
+        id: PeerId,
+        generation: u64,
+    },
+}
+
+struct Slot {
+    config: PeerConfig,
+    shared: Arc<PeerShared>,
+    commands: mpsc::Sender<PeerCommand>,
+    task: JoinHandle<()>,
+    export: Option<ExportTarget>,
+    /// Generation of the stale-route timer; a newer Down or an Up bumps it.
+    stale_generation: u64,
+    max_prefix_warned: bool,
+}
+
+struct Core {
+    config: SpeakerConfig,
+    rib: Rib,
+    slots: HashMap<PeerId, Slot>,
+    by_address: HashMap<IpAddr, PeerId>,
+    next_id: PeerId,
+    registry: Arc<Mutex<HashMap<IpAddr, Arc<PeerShared>>>>,
+    events: broadcast::Sender<SpeakerEvent>,
+    peer_tx: mpsc::Sender<PeerEvent>,
+    listener_fd: Option<(i32, bool)>,
+    shutting_down: bool,
+}
+
+pub(crate) fn spawn(
+    config: SpeakerConfig,
+    commands: mpsc::Receiver<Command>,
+    registry: Arc<Mutex<HashMap<IpAddr, Arc<PeerShared>>>>,
+    events: broadcast::Sender<SpeakerEvent>,
+    listener: Option<TcpListener>,
+) {
+    let (peer_tx, peer_rx) = mpsc::channel(1024);
+    let listener_fd = listener
+        .as_ref()
+        .map(|l| (l.as_raw_fd(), l.local_addr().map(|a| a.is_ipv6()).unwrap_or(false)));
+    if let Some(l) = listener {
+        let tx = peer_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((stream, _)) => {
+                        if tx.send(PeerEvent::Incoming(stream)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a BGP connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    let core = Core {
+        rib: Rib::new(config.router_id),
+        config,
+        slots: HashMap::new(),
+        by_address: HashMap::new(),
+        next_id: 1,
+        registry,
+        events,
+        peer_tx,
+        listener_fd,
+        shutting_down: false,
+    };
+    tokio::spawn(core.run(commands, peer_rx));
+}
+
+impl Core {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut peer_rx: mpsc::Receiver<PeerEvent>) {
+        loop {
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Shutdown(message, done)) => {
+                        self.shutdown(&message).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => {
+                        self.shutdown("speaker stopped").await;
+                        return;
+                    }
+                },
+                Some(ev) = peer_rx.recv() => self.on_peer_event(ev),
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddPeer(cfg, reply) => {
+                let _ = reply.send(self.add_peer(*cfg));
+            }
+            Command::RemovePeer(addr, reply) => {
+                let _ = reply.send(self.remove_peer(addr));
+            }
+            Command::Originate(prefix, attrs) => {
+                let attrs = self.rib.intern(*attrs);
+                let changes: Vec<BestChange> = self
+                    .rib
+                    .announce(LOCAL_PEER, Nlri::new(prefix), attrs)
+                    .into_iter()
+                    .collect();
+                self.propagate(changes);
+            }
+            Command::WithdrawLocal(prefix) => {
+                let changes: Vec<BestChange> = self.rib.withdraw(LOCAL_PEER, Nlri::new(prefix)).into_iter().collect();
+                self.propagate(changes);
+            }
+            Command::Routes(prefix, reply) => {
+                let _ = reply.send(self.route_views(prefix));
+            }
+            Command::RequestRefresh(addr) => {
+                if let Some(slot) = self.by_address.get(&addr).and_then(|id| self.slots.get(id)) {
+                    for f in &slot.config.families {
+                        let _ = slot.commands.try_send(PeerCommand::SendRefresh(*f));
+                    }
+                }
+            }
+            Command::Shutdown(..) => unreachable!("handled in run"),
+        }
+    }
+
+    fn add_peer(&mut self, cfg: PeerConfig) -> Result<(), SpeakerError> {
+        if self.by_address.contains_key(&cfg.address) {
+            return Err(SpeakerError::PeerExists(cfg.address));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        if let (Some((fd, v6)), Some(pw)) = (self.listener_fd, cfg.password.as_deref()) {
+            if let Err(e) = super::transport::set_md5(fd, v6, cfg.address, Some(pw)) {
+                tracing::error!(peer = %cfg.address, error = %e, "cannot install the TCP MD5 key on the listener");
+            }
+        }
+        let shared = Arc::new(PeerShared {
+            status: Mutex::new(PeerStatus::new(&cfg, self.config.local_as)),
+            outbox: Mutex::new(Default::default()),
+            wake: tokio::sync::Notify::new(),
+        });
+        let (tx, rx) = mpsc::channel(16);
+        let ctx = PeerCtx {
+            id,
+            config: cfg.clone(),
+            speaker: self.config.clone(),
+            shared: shared.clone(),
+            core: self.peer_tx.clone(),
+            commands: rx,
+            events: self.events.clone(),
+        };
+        let task = tokio::spawn(peer::run(ctx));
+        self.registry
+            .lock()
+            .expect("peer registry")
+            .insert(cfg.address, shared.clone());
+        self.by_address.insert(cfg.address, id);
+        tracing::info!(peer = %cfg.address, remote_as = cfg.remote_as, role = ?cfg.role, "peer configured");
+        self.slots.insert(
+            id,
+            Slot {
+                config: cfg,
+                shared,
+                commands: tx,
+                task,
+                export: None,
+                stale_generation: 0,
+                max_prefix_warned: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn remove_peer(&mut self, addr: IpAddr) -> Result<(), SpeakerError> {
+        let id = self.by_address.remove(&addr).ok_or(SpeakerError::NoSuchPeer(addr))?;
+        let slot = self.slots.remove(&id).expect("slot of a known address");
+        self.registry.lock().expect("peer registry").remove(&addr);
+        let stop = Notification::new(crate::wire::error::code::CEASE, subcode::PEER_DECONFIGURED);
+        if slot.commands.try_send(PeerCommand::Stop(stop)).is_err() {
+            slot.task.abort();
+        }
+        if let (Some((fd, v6)), Some(_)) = (self.listener_fd, slot.config.password.as_deref()) {
+            let _ = super::transport::set_md5(fd, v6, addr, None);
+        }
+        let changes = self.rib.remove_peer(id);
+        self.propagate(changes);
+        tracing::info!(peer = %addr, "peer removed");
+        Ok(())
+    }
+
+    fn on_peer_event(&mut self, ev: PeerEvent) {
+        match ev {
+            PeerEvent::Incoming(stream) => {
+                let remote = stream.peer_addr().ok().map(|a| a.ip().to_canonical());
+                match remote.and_then(|ip| self.by_address.get(&ip).map(|id| (ip, *id))) {
+                    Some((_, id)) => {
+                        let slot = &self.slots[&id];
+                        let _ = slot.commands.try_send(PeerCommand::Connection(stream));
+                    }
+                    None => {
+                        tracing::debug!(remote = ?remote, "connection from an unconfigured address refused");
+                    }
+                }
+            }
+            PeerEvent::Up { id, negotiated, local } => self.peer_up(id, *negotiated, local),
+            PeerEvent::Down { id, keep_stale_for } => self.peer_down(id, keep_stale_for),
+            PeerEvent::Routes { id, announce, withdraw } => self.routes_in(id, announce, withdraw),
+            PeerEvent::EndOfRib { id, family } => {
+                let changes = self.rib.sweep_stale_family(id, family);
+                if !changes.is_empty() {
+                    tracing::info!(peer = id, %family, swept = changes.len(), "stale routes swept after End-of-RIB");
+                }
+                self.propagate(changes);
+            }
+            PeerEvent::RefreshRequested { id, family } => {
+                tracing::info!(peer = id, %family, "route refresh requested by peer");
+                self.dump_to(id, Some(family));
+            }
+            PeerEvent::SweepStale { id, generation } => {
+                if self.slots.get(&id).is_some_and(|s| s.stale_generation == generation) {
+                    let changes = self.rib.sweep_stale(id);
+                    tracing::info!(peer = id, swept = changes.len(), "graceful restart time over: stale routes swept");
+                    self.propagate(changes);
+                }
+            }
+        }
+    }
+
+    fn peer_up(&mut self, id: PeerId, n: Negotiated, local: SocketAddr) {
+        let Some(slot) = self.slots.get_mut(&id) else { return };
+        let families: Vec<Family> = n
+            .families
+            .iter()
+            .copied()
+            .filter(|f| slot.config.families.contains(f))
+            .collect();
+        let local_ip = local.ip().to_canonical();
+        let (mut v4, mut v6) = (None, None);
+        match local_ip {
+            IpAddr::V4(a) => v4 = Some(a),
+            IpAddr::V6(a) => v6 = Some(a),
+        }
+        match slot.config.source_address {
+            Some(IpAddr::V4(a)) if v4.is_none() => v4 = Some(a),
+            Some(IpAddr::V6(a)) if v6.is_none() => v6 = Some(a),
+            _ => {}
+        }
+        slot.export = Some(ExportTarget::new(
+            id,
+            self.config.local_as,
+            n.remote_as,
+            slot.config.export.clone(),
+            families,
+            v4,
+            v6,
+            n.extended_next_hop_v4,
+        ));
+        self.rib.set_peer(
+            id,
+            PeerInfo {
+                address: slot.config.address,
+                router_id: n.remote_id,
+                ibgp: n.remote_as == self.config.local_as,
+                local: false,
+            },
+        );
+        // The stale timer keeps running until End-of-RIB; it is not reset.
+        self.dump_to(id, None);
+    }
+
+    fn peer_down(&mut self, id: PeerId, keep_stale_for: Option<Duration>) {
+        let Some(slot) = self.slots.get_mut(&id) else { return };
+        slot.export = None;
+        slot.max_prefix_warned = false;
+        {
+            let mut out = slot.shared.outbox.lock().expect("outbox");
+            out.pending.clear();
+            out.end_of_rib.clear();
+        }
+        slot.shared.status.lock().expect("peer status").prefixes_sent = 0;
+        slot.stale_generation += 1;
+        match keep_stale_for {
+            Some(d) if !self.shutting_down => {
+                let n = self.rib.mark_stale(id);
+                tracing::info!(peer = %slot.config.address, stale = n, seconds = d.as_secs(), "peer restarting: routes kept as stale");
+                let generation = slot.stale_generation;
+                let tx = self.peer_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let _ = tx.send(PeerEvent::SweepStale { id, generation }).await;
+                });
+            }
+            _ => {
+                let changes = self.rib.remove_peer(id);
+                self.propagate(changes);
+            }
+        }
+        self.publish_received(id);
+    }
+
+    fn routes_in(&mut self, id: PeerId, announce: Vec<(Nlri, Arc<PathAttributes>)>, withdraw: Vec<Nlri>) {
+        if !self.slots.contains_key(&id) {
+            return;
+        }
+        let mut changes = Vec::new();
+        for n in withdraw {
+            changes.extend(self.rib.withdraw(id, n));
+        }
+        for (n, attrs) in announce {
+            changes.extend(self.rib.announce(id, n, attrs));
+        }
+        self.propagate(changes);
+        self.publish_received(id);
+        self.check_max_prefix(id);
+    }
+
+    fn check_max_prefix(&mut self, id: PeerId) {
+        let received = self.rib.paths_from(id);
+        let Some(slot) = self.slots.get_mut(&id) else { return };
+        let limit = slot.config.max_prefix as usize;
+        if limit == 0 || received <= limit {
+            return;
+        }
+        if slot.config.max_prefix_warning_only {
+            if !slot.max_prefix_warned {
+                slot.max_prefix_warned = true;
+                tracing::warn!(peer = %slot.config.address, received, limit, "peer exceeds its prefix limit");
+            }
+            return;
+        }
+        tracing::warn!(peer = %slot.config.address, received, limit, "peer exceeds its prefix limit: closing the session");
+        // RFC 4486: Cease / Maximum Number of Prefixes Reached, data = AFI,
+        // SAFI, limit.
+        let mut n = Notification::new(crate::wire::error::code::CEASE, subcode::MAX_PREFIXES);
+        n.data.extend_from_slice(&1u16.to_be_bytes());
+        n.data.push(1);
+        n.data.extend_from_slice(&(limit as u32).to_be_bytes());
+        let _ = slot.commands.try_send(PeerCommand::Reset(n));
+    }
+
+    fn publish_received(&self, id: PeerId) {
+        if let Some(slot) = self.slots.get(&id) {
+            slot.shared.status.lock().expect("peer status").prefixes_received = self.rib.paths_from(id) as u64;
+        }
+    }
+
+    /// Sends a peer everything it should have (session up, route refresh).
+    fn dump_to(&mut self, id: PeerId, only: Option<Family>) {
+        let Some(slot) = self.slots.get_mut(&id) else { return };
+        let Some(target) = slot.export.as_mut() else { return };
+        let mut sent = 0u64;
+        {
+            let mut out = slot.shared.outbox.lock().expect("outbox");
+            for (prefix, entry) in self.rib.iter() {
+                if only.is_some_and(|f| f != Family::of(prefix)) {
+                    continue;
+                }
+                let Some(best) = best_of(entry) else { continue };
+                let source_ibgp = self.rib.peer(best.peer).is_some_and(|p| p.ibgp);
+                if let Ok(attrs) = target.export(prefix, &best, source_ibgp) {
+                    out.pending.announce(*prefix, attrs);
+                    sent += 1;
+                }
+            }
+            let families = match only {
+                Some(f) => vec![f],
+                None => target.families.clone(),
+            };
+            out.end_of_rib.extend(families);
+        }
+        {
+            let mut st = slot.shared.status.lock().expect("peer status");
+            st.prefixes_sent = if only.is_some() { st.prefixes_sent.max(sent) } else { sent };
+        }
+        slot.shared.wake.notify_one();
+    }
+
+    /// Exports selection changes to every established peer.
+    fn propagate(&mut self, changes: Vec<BestChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        for slot in self.slots.values_mut() {
+            let Some(target) = slot.export.as_mut() else { continue };
+            let mut delta: i64 = 0;
+            let mut touched = false;
+            let mut out = slot.shared.outbox.lock().expect("outbox");
+            for c in &changes {
+                let export = |t: &mut ExportTarget, b: &Option<crate::rib::Best>| {
+                    b.as_ref().and_then(|b| {
+                        let src_ibgp = self.rib.peer(b.peer).is_some_and(|p| p.ibgp);
+                        t.export(&c.prefix, b, src_ibgp).ok()
+                    })
+                };
+                let old = export(target, &c.old);
+                let new = export(target, &c.best);
+                match (old, new) {
+                    (Some(o), Some(n)) if Arc::ptr_eq(&o, &n) => {}
+                    (o, Some(n)) => {
+                        if o.is_none() {
+                            delta += 1;
+                        }
+                        out.pending.announce(c.prefix, n);
+                        touched = true;
+                    }
+                    (Some(_), None) => {
+                        delta -= 1;
+                        out.pending.withdraw(c.prefix);
+                        touched = true;
+                    }
+                    (None, None) => {}
+                }
+            }
+            drop(out);
+            if touched {
+                let mut st = slot.shared.status.lock().expect("peer status");
+                st.prefixes_sent = (st.prefixes_sent as i64 + delta).max(0) as u64;
+                drop(st);
+                slot.shared.wake.notify_one();
+            }
+        }
+        let _ = self.events.send(SpeakerEvent::Routes(Arc::new(changes)));
+    }
+
+    fn route_views(&self, only: Option<IpNet>) -> Vec<RouteView> {
+        let describe_peer = |id: PeerId| -> String {
+            if id == LOCAL_PEER {
+                "local".into()
+            } else {
+                self.slots
+                    .get(&id)
+                    .map(|s| s.config.address.to_string())
+                    .unwrap_or_else(|| format!("peer#{id}"))
+            }
+        };
+        let view = |prefix: &IpNet| -> Option<RouteView> {
+            let entry = self.rib.entry(prefix)?;
+            let multipath = entry.forwarding().len();
+            let paths = self
+                .rib
+                .explain(prefix)
+                .into_iter()
+                .enumerate()
+                .map(|(i, (p, step))| PathView {
+                    from: describe_peer(p.peer),
+                    best: i == 0,
+                    multipath: i > 0 && i < multipath,
+                    stale: p.stale,
+                    next_hop: p.attrs.next_hop,
+                    as_path: p.attrs.as_path.to_string(),
+                    local_pref: p.attrs.local_pref,
+                    med: p.attrs.med,
+                    origin: format!("{:?}", p.attrs.origin).to_lowercase(),
+                    communities: p
+                        .attrs
+                        .communities
+                        .iter()
+                        .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
+                        .collect(),
+                    lost_at: step.map(|s| s.describe().to_string()),
+                })
+                .collect();
+            Some(RouteView { prefix: *prefix, paths })
+        };
+        match only {
+            Some(p) => view(&p).into_iter().collect(),
+            None => {
+                let mut prefixes: Vec<IpNet> = self.rib.iter().map(|(p, _)| *p).collect();
+                prefixes.sort();
+                prefixes.iter().filter_map(view).collect()
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, message: &str) {
+        self.shutting_down = true;
+        let local: Vec<IpNet> = self
+            .rib
+            .iter()
+            .filter(|(_, e)| e.paths().iter().any(|p| p.peer == LOCAL_PEER))
+            .map(|(p, _)| *p)
+            .collect();
+        let mut changes = Vec::new();
+        for p in local {
+            changes.extend(self.rib.withdraw(LOCAL_PEER, Nlri::new(p)));
+        }
+        self.propagate(changes);
+        // Wait until every outbox is drained into the writers.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_LIMIT;
+        while tokio::time::Instant::now() < deadline
+            && self
+                .slots
+                .values()
+                .any(|s| s.export.is_some() && !s.shared.outbox.lock().expect("outbox").pending.is_empty())
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let cease = Notification::cease_with_message(subcode::ADMIN_SHUTDOWN, message);
+        let mut tasks = Vec::new();
+        for (_, slot) in self.slots.drain() {
+            let _ = slot.commands.send(PeerCommand::Stop(cease.clone())).await;
+            tasks.push(slot.task);
+        }
+        for t in tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_FLUSH_LIMIT, t).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+fn best_of(entry: &crate::rib::RibEntry) -> Option<crate::rib::Best> {
+    let best = entry.best()?;
+    Some(crate::rib::Best {
+        peer: best.peer,
+        attrs: best.attrs.clone(),
+        next_hops: entry.forwarding().iter().filter_map(|p| p.attrs.next_hop).collect(),
+    })
+}

@@ -1,0 +1,347 @@
+//! The tokio BGP speaker: the RIB task ([`core`]), one task per peer
+//! ([`peer`]), and TCP ([`transport`]).
+//!
+//! ```text
+//! socket -> transport reader -> peer task (decode, FSM, import policy)
+//!        -> core (RIB, decision, export) -> per-peer pending map
+//!        -> peer task (pack UPDATEs) -> transport writer -> socket
+//! ```
+//! [`Speaker`] is the handle the agent holds. Peer status is read from
+//! state each peer task publishes, so a status query never waits behind
+//! route processing.
+
+pub mod core;
+pub mod peer;
+pub mod transport;
+
+use crate::fsm::State;
+use crate::policy::{LocalPrefixes, PeerPolicy};
+use crate::rib::BestChange;
+use crate::wire::{Family, PathAttributes};
+use ipnet::IpNet;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Speaker-wide settings.
+#[derive(Debug, Clone)]
+pub struct SpeakerConfig {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    /// TCP port to accept sessions on; `None` accepts none (active only).
+    pub listen_port: Option<u16>,
+    /// Port peers are connected to.
+    pub peer_port: u16,
+    pub local_prefixes: LocalPrefixes,
+    /// Restart time announced in the graceful-restart capability; 0 turns
+    /// the capability off.
+    pub graceful_restart_time: u16,
+}
+
+/// Where a peer comes from: what operators see as the session's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerRole {
+    /// A top-of-rack router from `routing.peers`.
+    Tor,
+    /// Another cluster node (node mesh).
+    Mesh,
+    /// Added through the API.
+    Api,
+}
+
+/// One configured neighbor.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    pub description: String,
+    pub role: PeerRole,
+    pub hold_time: u16,
+    pub keepalive: Option<u16>,
+    pub connect_retry: Duration,
+    pub passive: bool,
+    pub source_address: Option<IpAddr>,
+    /// eBGP multihop TTL; 0 means directly connected (TTL 1).
+    pub ebgp_multihop: u8,
+    /// GTSM (RFC 5082): accept only packets within this many hops.
+    pub ttl_security_hops: Option<u8>,
+    pub password: Option<String>,
+    pub families: Vec<Family>,
+    /// Prefix limit; 0 means none.
+    pub max_prefix: u32,
+    /// Over the limit: only warn (true) or close the session (false).
+    pub max_prefix_warning_only: bool,
+    pub import: PeerPolicy,
+    pub export: PeerPolicy,
+}
+
+impl PeerConfig {
+    /// A peer with the usual defaults: 90 s hold, 5 s connect retry,
+    /// the families of its address, the safe default policies.
+    pub fn new(address: IpAddr, remote_as: u32) -> Self {
+        PeerConfig {
+            address,
+            remote_as,
+            description: String::new(),
+            role: PeerRole::Tor,
+            hold_time: 90,
+            keepalive: None,
+            connect_retry: Duration::from_secs(5),
+            passive: false,
+            source_address: None,
+            ebgp_multihop: 0,
+            ttl_security_hops: None,
+            password: None,
+            families: vec![if address.is_ipv4() {
+                Family::IPV4_UNICAST
+            } else {
+                Family::IPV6_UNICAST
+            }],
+            max_prefix: 0,
+            max_prefix_warning_only: false,
+            import: PeerPolicy::Default,
+            export: PeerPolicy::Default,
+        }
+    }
+}
+
+/// What operators and the API see of a session.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub neighbor_address: IpAddr,
+    pub remote_as: u32,
+    pub local_as: u32,
+    pub description: String,
+    pub role: PeerRole,
+    pub state: String,
+    #[serde(skip)]
+    pub fsm_state: State,
+    /// Seconds since the epoch when the session last reached Established.
+    pub established_at: Option<u64>,
+    pub remote_router_id: Option<Ipv4Addr>,
+    pub families: Vec<String>,
+    pub prefixes_received: u64,
+    pub prefixes_sent: u64,
+    pub updates_received: u64,
+    pub updates_sent: u64,
+    pub established_transitions: u64,
+    pub last_error: Option<String>,
+    pub last_notification_sent: Option<String>,
+    pub last_notification_received: Option<String>,
+}
+
+impl PeerStatus {
+    fn new(cfg: &PeerConfig, local_as: u32) -> Self {
+        PeerStatus {
+            neighbor_address: cfg.address,
+            remote_as: cfg.remote_as,
+            local_as,
+            description: cfg.description.clone(),
+            role: cfg.role,
+            state: State::Idle.name().into(),
+            fsm_state: State::Idle,
+            established_at: None,
+            remote_router_id: None,
+            families: Vec::new(),
+            prefixes_received: 0,
+            prefixes_sent: 0,
+            updates_received: 0,
+            updates_sent: 0,
+            established_transitions: 0,
+            last_error: None,
+            last_notification_sent: None,
+            last_notification_received: None,
+        }
+    }
+
+    pub(crate) fn set_state(&mut self, s: State) {
+        self.fsm_state = s;
+        self.state = s.name().into();
+        if s == State::Established {
+            self.established_at = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs());
+            self.established_transitions += 1;
+        } else {
+            self.established_at = None;
+        }
+    }
+}
+
+/// Session and route events, for logs, metrics and the FIB.
+#[derive(Debug, Clone)]
+pub enum SpeakerEvent {
+    PeerState {
+        address: IpAddr,
+        from: State,
+        to: State,
+        reason: Option<String>,
+    },
+    /// Selected routes changed.
+    Routes(Arc<Vec<BestChange>>),
+}
+
+/// A path of a prefix as shown to operators.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathView {
+    /// `local` or the peer address.
+    pub from: String,
+    pub best: bool,
+    pub multipath: bool,
+    pub stale: bool,
+    pub next_hop: Option<IpAddr>,
+    pub as_path: String,
+    pub local_pref: Option<u32>,
+    pub med: Option<u32>,
+    pub origin: String,
+    pub communities: Vec<String>,
+    /// For a non-best path: the decision step at which it lost.
+    pub lost_at: Option<String>,
+}
+
+/// A prefix and its paths.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteView {
+    pub prefix: IpNet,
+    pub paths: Vec<PathView>,
+}
+
+/// Requests from the [`Speaker`] handle to the core task.
+pub(crate) enum Command {
+    AddPeer(Box<PeerConfig>, oneshot::Sender<Result<(), SpeakerError>>),
+    RemovePeer(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
+    Originate(IpNet, Box<PathAttributes>),
+    WithdrawLocal(IpNet),
+    Routes(Option<IpNet>, oneshot::Sender<Vec<RouteView>>),
+    RequestRefresh(IpAddr),
+    Shutdown(String, oneshot::Sender<()>),
+}
+
+/// Errors the speaker API reports.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpeakerError {
+    #[error("peer {0} is already configured")]
+    PeerExists(IpAddr),
+    #[error("peer {0} is not configured")]
+    NoSuchPeer(IpAddr),
+    #[error("the speaker has stopped")]
+    Stopped,
+}
+
+/// State a peer task publishes for readers outside the core.
+pub(crate) struct PeerShared {
+    pub status: Mutex<PeerStatus>,
+    pub outbox: Mutex<Outbox>,
+    pub wake: tokio::sync::Notify,
+}
+
+/// Changes waiting for a peer, and End-of-RIB markers due after them.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pub pending: crate::rib::export::Pending,
+    pub end_of_rib: Vec<Family>,
+}
+
+/// The handle to a running speaker.
+#[derive(Clone)]
+pub struct Speaker {
+    commands: mpsc::Sender<Command>,
+    peers: Arc<Mutex<HashMap<IpAddr, Arc<PeerShared>>>>,
+    events: broadcast::Sender<SpeakerEvent>,
+    config: Arc<SpeakerConfig>,
+}
+
+impl Speaker {
+    /// Starts the core task and, if configured, the listener.
+    pub async fn start(config: SpeakerConfig) -> std::io::Result<Speaker> {
+        let (commands, rx) = mpsc::channel(256);
+        let peers = Arc::new(Mutex::new(HashMap::new()));
+        let (events, _) = broadcast::channel(4096);
+        let listener = match config.listen_port {
+            Some(port) => Some(transport::listen(port)?),
+            None => None,
+        };
+        core::spawn(config.clone(), rx, peers.clone(), events.clone(), listener);
+        Ok(Speaker {
+            commands,
+            peers,
+            events,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn config(&self) -> &SpeakerConfig {
+        &self.config
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    pub async fn add_peer(&self, peer: PeerConfig) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::AddPeer(Box::new(peer), tx)).await?
+    }
+
+    pub async fn remove_peer(&self, address: IpAddr) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::RemovePeer(address, tx)).await?
+    }
+
+    /// Originates a prefix from this node with the given attributes (next
+    /// hop and AS path are filled in per peer on export).
+    pub async fn originate(&self, prefix: IpNet, attrs: PathAttributes) -> Result<(), SpeakerError> {
+        self.commands
+            .send(Command::Originate(prefix, Box::new(attrs)))
+            .await
+            .map_err(|_| SpeakerError::Stopped)
+    }
+
+    pub async fn withdraw(&self, prefix: IpNet) -> Result<(), SpeakerError> {
+        self.commands
+            .send(Command::WithdrawLocal(prefix))
+            .await
+            .map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Asks a peer to send its routes again (RFC 2918).
+    pub async fn request_refresh(&self, address: IpAddr) -> Result<(), SpeakerError> {
+        self.commands
+            .send(Command::RequestRefresh(address))
+            .await
+            .map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// The status of every peer, without waiting for the core.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let peers = self.peers.lock().expect("peer registry");
+        let mut v: Vec<PeerStatus> = peers
+            .values()
+            .map(|p| p.status.lock().expect("peer status").clone())
+            .collect();
+        v.sort_by_key(|p| p.neighbor_address);
+        v
+    }
+
+    /// The table, or one prefix of it, with every path.
+    pub async fn routes(&self, prefix: Option<IpNet>) -> Result<Vec<RouteView>, SpeakerError> {
+        self.ask(|tx| Command::Routes(prefix, tx)).await
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<SpeakerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Withdraws every originated prefix, waits (bounded) until the
+    /// withdrawals are written, then closes every session with a Cease
+    /// (Administrative Shutdown) carrying `message`.
+    pub async fn shutdown(&self, message: &str) -> Result<(), SpeakerError> {
+        let message = message.to_owned();
+        self.ask(|tx| Command::Shutdown(message, tx)).await
+    }
+}
