@@ -3,9 +3,7 @@
 //! node's PodCIDR, and on SIGTERM withdraws it and closes every session
 //! with a shutdown communication.
 
-mod config;
-mod routing;
-mod status;
+use novanet_agent::{config, routing, status};
 
 use clap::Parser;
 use std::path::PathBuf;

@@ -7,6 +7,7 @@
 //! and clocks.
 
 pub mod fsm;
+pub mod mrt;
 pub mod policy;
 pub mod rib;
 pub mod speaker;

@@ -83,6 +83,8 @@ struct Runner {
     primary_was_up: bool,
     /// The peer's graceful-restart capability of the current session.
     peer_gr: Option<GracefulRestart>,
+    /// The primary session's state as last published.
+    reported: State,
 }
 
 /// Capabilities this speaker announces to a peer.
@@ -161,6 +163,7 @@ pub(crate) async fn run(ctx: PeerCtx) {
         finished: false,
         primary_was_up: false,
         peer_gr: None,
+        reported: State::Idle,
         ctx,
     };
     let actions = runner.primary.fsm.handle(Event::Start, Instant::now());
@@ -378,7 +381,6 @@ impl Runner {
     /// Carries out FSM actions for one session, in order.
     async fn execute(&mut self, which: Which, actions: Vec<Action>) {
         for action in actions {
-            let before = self.session(which).map(|s| s.fsm.state());
             match action {
                 Action::Connect => {
                     if which == Which::Primary && self.connecting.is_none() && self.primary.conn.is_none() {
@@ -421,19 +423,18 @@ impl Runner {
                     }
                 }
             }
-            self.note_state(which, before);
         }
+        self.report_state();
     }
 
-    fn note_state(&mut self, which: Which, before: Option<State>) {
-        if which != Which::Primary {
-            return;
-        }
+    /// Publishes a change of the primary session's state.
+    fn report_state(&mut self) {
         let after = self.primary.fsm.state();
-        let Some(before) = before else { return };
+        let before = self.reported;
         if before == after {
             return;
         }
+        self.reported = after;
         self.ctx.shared.status.lock().expect("peer status").set_state(after);
         tracing::info!(peer = %self.ctx.config.address, from = %before, to = %after, "session state");
         let _ = self.ctx.events.send(SpeakerEvent::PeerState {
@@ -452,8 +453,10 @@ impl Runner {
             if let Some(c) = old.conn {
                 c.close();
             }
-            let prev = old.fsm.state();
-            self.note_state(Which::Primary, Some(prev));
+            drop(old.fsm);
+            if let Some(c) = self.connecting.take() {
+                c.abort();
+            }
         } else {
             self.close_secondary(collision_notification()).await;
         }
@@ -643,8 +646,8 @@ impl Runner {
         let now = Instant::now();
         if self.primary.conn.is_none() && matches!(self.primary.fsm.state(), State::Idle | State::Connect | State::Active) {
             let sec = self.secondary.take().expect("checked");
-            let old = std::mem::replace(&mut self.primary, sec);
-            self.note_state(Which::Primary, Some(old.fsm.state()));
+            self.primary = sec;
+            self.report_state();
             return;
         }
         let remote_id = self
@@ -665,9 +668,8 @@ impl Runner {
             Which::Primary => {
                 let a = self.primary.fsm.handle(Event::Stop(collision_notification()), now);
                 self.execute(Which::Primary, a).await;
-                let sec = self.secondary.take().expect("checked");
-                let old = std::mem::replace(&mut self.primary, sec);
-                self.note_state(Which::Primary, Some(old.fsm.state()));
+                self.primary = self.secondary.take().expect("checked");
+                self.report_state();
             }
         }
     }
