@@ -11,7 +11,11 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct AttrTable {
     set: HashSet<Arc<PathAttributes>>,
+    released: usize,
 }
+
+/// Releases before a collection is considered.
+const COLLECT_AFTER: usize = 1024;
 
 impl AttrTable {
     /// Returns the shared copy of `attrs`, adding it when new.
@@ -33,13 +37,20 @@ impl AttrTable {
         attrs
     }
 
-    /// Drops a route's reference; the set leaves the table with its last
-    /// route.
+    /// Drops a route's reference. Unused sets are collected once releases
+    /// reach half the table (amortised O(1) per release).
     pub fn release(&mut self, attrs: Arc<PathAttributes>) {
-        // One reference is ours, one is the table's.
-        if Arc::strong_count(&attrs) == 2 {
-            self.set.remove(&*attrs);
+        drop(attrs);
+        self.released += 1;
+        if self.released >= COLLECT_AFTER && self.released >= self.set.len() / 2 {
+            self.collect();
         }
+    }
+
+    /// Drops every set only the table still holds.
+    pub fn collect(&mut self) {
+        self.set.retain(|a| Arc::strong_count(a) > 1);
+        self.released = 0;
     }
 
     /// Number of distinct attribute sets held.

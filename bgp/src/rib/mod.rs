@@ -165,6 +165,11 @@ impl Rib {
         self.attrs.len()
     }
 
+    /// Drops attribute sets no route uses any more.
+    pub fn collect_unused_attributes(&mut self) {
+        self.attrs.collect();
+    }
+
     /// Paths a peer has in the table.
     pub fn paths_from(&self, peer: PeerId) -> usize {
         self.peer_paths.get(peer as usize).copied().unwrap_or(0)
@@ -200,6 +205,7 @@ impl Rib {
     /// Adds or replaces a peer's path for a prefix.
     pub fn announce(&mut self, peer: PeerId, nlri: Nlri, attrs: Arc<PathAttributes>) -> Option<BestChange> {
         let attrs = self.attrs.intern_arc(attrs);
+        let before = self.routes.get(&nlri.prefix).and_then(|e| self.selection(e));
         let entry = self.routes.entry(nlri.prefix).or_default();
         let path = Path {
             peer,
@@ -218,11 +224,12 @@ impl Rib {
         if let Some(old) = old {
             self.attrs.release(old.attrs);
         }
-        self.reselect(nlri.prefix)
+        self.reselect(nlri.prefix, before)
     }
 
     /// Removes a peer's path for a prefix.
     pub fn withdraw(&mut self, peer: PeerId, nlri: Nlri) -> Option<BestChange> {
+        let before = self.routes.get(&nlri.prefix).and_then(|e| self.selection(e));
         let entry = self.routes.get_mut(&nlri.prefix)?;
         let i = entry
             .paths
@@ -231,7 +238,7 @@ impl Rib {
         let old = entry.paths.remove(i);
         self.count_path(peer, false);
         self.attrs.release(old.attrs);
-        self.reselect(nlri.prefix)
+        self.reselect(nlri.prefix, before)
     }
 
     /// Removes every path of a peer (session down without graceful restart).
@@ -275,6 +282,7 @@ impl Rib {
             .collect();
         let mut changes = Vec::new();
         for prefix in affected {
+            let before = self.routes.get(&prefix).and_then(|e| self.selection(e));
             let entry = self.routes.get_mut(&prefix).expect("collected above");
             let mut removed = Vec::new();
             entry.paths.retain(|p| {
@@ -289,15 +297,14 @@ impl Rib {
                 self.count_path(peer, false);
                 self.attrs.release(a);
             }
-            changes.extend(self.reselect(prefix));
+            changes.extend(self.reselect(prefix, before));
         }
         changes
     }
 
-    /// Re-runs the decision for a prefix; reports a change of selection.
-    fn reselect(&mut self, prefix: IpNet) -> Option<BestChange> {
+    /// Re-runs the decision for a prefix; reports a change from `before`.
+    fn reselect(&mut self, prefix: IpNet, before: Option<Best>) -> Option<BestChange> {
         let entry = self.routes.get(&prefix)?;
-        let before = self.selection(entry);
         if entry.paths.is_empty() {
             self.routes.remove(&prefix);
             return before.map(|old| BestChange {
