@@ -75,6 +75,7 @@ pub enum AsnMode {
     LastTwoOctets,
     /// 4200000000 + the last three octets: private 4-octet ASNs, unique
     /// within a /8.
+    #[serde(rename = "private_4byte")]
     Private4Byte,
 }
 
@@ -212,7 +213,7 @@ impl Default for Fib {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerEntry {
     pub neighbor_address: IpAddr,

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cfg)) {
+    match rt.block_on(run(args.config.clone(), cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "agent failed");
@@ -58,18 +58,38 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cfg: config::Config) -> anyhow::Result<()> {
+async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let metrics = status::parse_address(&cfg.metrics_address)?;
     let speaker = routing::start(&cfg).await?;
-    let http = tokio::spawn(status::serve(metrics, speaker.clone()));
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        r = http => {
-            r??;
+    let mut http = tokio::spawn(status::serve(metrics, speaker.clone()));
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: shutting down");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: shutting down");
+                break;
+            }
+            _ = hup.recv() => match config::Config::load(&config_path) {
+                Ok(new) => match routing::reload(&speaker, &cfg, &new).await {
+                    Ok(()) => {
+                        tracing::info!(config = %config_path.display(), "configuration reloaded");
+                        cfg = new;
+                    }
+                    Err(e) => tracing::error!(error = %e, "configuration reload incomplete"),
+                },
+                Err(e) => tracing::error!(error = %e, "configuration not reloaded; the running one stays"),
+            },
+            r = &mut http => {
+                r??;
+                break;
+            }
         }
     }
     speaker

@@ -119,3 +119,70 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Speaker> {
     }
     Ok(speaker)
 }
+
+/// Applies a changed configuration to the running speaker (SIGHUP):
+/// PodCIDRs advertised or withdrawn, peers added or removed, a peer whose
+/// only change is its policies kept up (route refresh in, export
+/// difference out), any other peer change resets that peer alone.
+pub async fn reload(speaker: &Speaker, old: &Config, new: &Config) -> anyhow::Result<()> {
+    if old.local_as()? != new.local_as()? || old.router_id()? != new.router_id()? {
+        anyhow::bail!("routing.local_as / routing.router_id changed: restart the agent to apply");
+    }
+    let (old_cidrs, new_cidrs) = (old.pod_cidrs(), new.pod_cidrs());
+    for p in old_cidrs.iter().filter(|p| !new_cidrs.contains(p)) {
+        speaker.withdraw(*p).await?;
+        tracing::info!(prefix = %p, "PodCIDR withdrawn");
+    }
+    for p in new_cidrs.iter().filter(|p| !old_cidrs.contains(p)) {
+        speaker.originate(*p, PathAttributes::default()).await?;
+        tracing::info!(prefix = %p, "PodCIDR advertised");
+    }
+    let peers_of = |cfg: &Config| -> Vec<(PeerConfig, Option<PeerEntry>)> {
+        cfg.routing
+            .peers
+            .iter()
+            .map(|p| (tor_peer(cfg, p), Some(p.clone())))
+            .chain(mesh_peers(cfg).into_iter().map(|p| (p, None)))
+            .collect()
+    };
+    let (before, after) = (peers_of(old), peers_of(new));
+    for (pc, _) in before.iter().filter(|(b, _)| !after.iter().any(|(a, _)| a.address == b.address)) {
+        speaker.remove_peer(pc.address).await?;
+    }
+    for (pc, entry) in &after {
+        match before.iter().find(|(b, _)| b.address == pc.address) {
+            None => speaker.add_peer(pc.clone()).await?,
+            Some((_, old_entry)) => {
+                let policy_text = |cfg: &Config, e: &Option<PeerEntry>| {
+                    e.as_ref().map(|e| {
+                        (
+                            format!("{:?}", cfg.routing.policies.get(&e.import)),
+                            format!("{:?}", cfg.routing.policies.get(&e.export)),
+                        )
+                    })
+                };
+                let same_session = match (old_entry, entry) {
+                    (Some(o), Some(n)) => {
+                        let strip = |e: &PeerEntry| PeerEntry {
+                            import: String::new(),
+                            export: String::new(),
+                            ..e.clone()
+                        };
+                        strip(o) == strip(n)
+                    }
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same_session {
+                    speaker.remove_peer(pc.address).await?;
+                    speaker.add_peer(pc.clone()).await?;
+                } else if old_entry.as_ref().map(|e| (&e.import, &e.export)) != entry.as_ref().map(|e| (&e.import, &e.export))
+                    || policy_text(old, old_entry) != policy_text(new, entry)
+                {
+                    speaker.set_policies(pc.address, pc.import.clone(), pc.export.clone()).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,14 @@
+//! The namespace lab used by the interop tests: network namespaces joined
+//! by veth pairs, real FRR, BIRD and GoBGP daemons, and `novanet-agent`
+//! processes, all named uniquely per test and removed when the [`Lab`] is
+//! dropped, even when the test fails.
+//!
+//! Needs root, iproute2, and the Debian packages frr, bird2 and gobgpd.
 
+pub mod agent;
+pub mod daemons;
+pub mod lab;
+
+pub use agent::Agent;
+pub use daemons::{Bird, Frr, GoBgp};
+pub use lab::{wait_until, Lab};

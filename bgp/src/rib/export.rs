@@ -73,6 +73,20 @@ impl ExportTarget {
         }
     }
 
+    /// The same session with another policy (to compare two exports).
+    pub fn with_policy(&self, policy: PeerPolicy) -> ExportTarget {
+        ExportTarget::new(
+            self.peer,
+            self.local_as,
+            self.remote_as,
+            policy,
+            self.families.clone(),
+            self.local_v4,
+            self.local_v6,
+            self.extended_next_hop_v4,
+        )
+    }
+
     pub fn ibgp(&self) -> bool {
         self.local_as == self.remote_as
     }

@@ -5,6 +5,7 @@
 use super::peer::{self, PeerCommand, PeerCtx};
 use super::{Command, PeerConfig, PeerShared, PeerStatus, PathView, RouteView, SpeakerConfig, SpeakerError, SpeakerEvent};
 use crate::fsm::Negotiated;
+use crate::policy::PeerPolicy;
 use crate::rib::export::ExportTarget;
 use crate::rib::{BestChange, PeerId, PeerInfo, Rib, LOCAL_PEER};
 use crate::wire::error::subcode;
@@ -176,6 +177,9 @@ impl Core {
                     }
                 }
             }
+            Command::SetPolicies(addr, import, export, reply) => {
+                let _ = reply.send(self.set_policies(addr, import, export));
+            }
             Command::Shutdown(..) => unreachable!("handled in run"),
         }
     }
@@ -242,6 +246,50 @@ impl Core {
         let changes = self.rib.remove_peer(id);
         self.propagate(changes);
         tracing::info!(peer = %addr, "peer removed");
+        Ok(())
+    }
+
+    fn set_policies(&mut self, addr: IpAddr, import: PeerPolicy, export: PeerPolicy) -> Result<(), SpeakerError> {
+        let id = *self.by_address.get(&addr).ok_or(SpeakerError::NoSuchPeer(addr))?;
+        let slot = self.slots.get_mut(&id).expect("slot of a known address");
+        slot.config.import = import.clone();
+        slot.config.export = export.clone();
+        let _ = slot.commands.try_send(PeerCommand::SetImport(import));
+        for f in &slot.config.families {
+            let _ = slot.commands.try_send(PeerCommand::SendRefresh(*f));
+        }
+        let Some(target) = slot.export.as_mut() else { return Ok(()) };
+        // Export the table under the old and the new policy; send the
+        // difference.
+        let old_policy = std::mem::replace(&mut target.policy, export);
+        let mut before = target.with_policy(old_policy);
+        target.clear_cache();
+        let mut delta: i64 = 0;
+        let mut out = slot.shared.outbox.lock().expect("outbox");
+        for (prefix, entry) in self.rib.iter() {
+            let Some(best) = best_of(entry) else { continue };
+            let src_ibgp = self.rib.peer(best.peer).is_some_and(|p| p.ibgp);
+            let old = before.export(prefix, &best, src_ibgp).ok();
+            let new = target.export(prefix, &best, src_ibgp).ok();
+            match (old, new) {
+                (None, Some(n)) => {
+                    delta += 1;
+                    out.pending.announce(*prefix, n);
+                }
+                (Some(_), None) => {
+                    delta -= 1;
+                    out.pending.withdraw(*prefix);
+                }
+                (Some(o), Some(n)) if o != n => out.pending.announce(*prefix, n),
+                _ => {}
+            }
+        }
+        drop(out);
+        let mut st = slot.shared.status.lock().expect("peer status");
+        st.prefixes_sent = (st.prefixes_sent as i64 + delta).max(0) as u64;
+        drop(st);
+        slot.shared.wake.notify_one();
+        tracing::info!(peer = %addr, "policies replaced");
         Ok(())
     }
 

@@ -219,6 +219,7 @@ pub(crate) enum Command {
     WithdrawLocal(IpNet),
     Routes(Option<IpNet>, oneshot::Sender<Vec<RouteView>>),
     RequestRefresh(IpAddr),
+    SetPolicies(IpAddr, PeerPolicy, PeerPolicy, oneshot::Sender<Result<(), SpeakerError>>),
     Shutdown(String, oneshot::Sender<()>),
 }
 
@@ -315,6 +316,13 @@ impl Speaker {
             .send(Command::RequestRefresh(address))
             .await
             .map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Replaces a peer's import and export policies without resetting the
+    /// session: the peer is asked to resend its routes (route refresh) and
+    /// only the differences of the export are sent.
+    pub async fn set_policies(&self, address: IpAddr, import: PeerPolicy, export: PeerPolicy) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::SetPolicies(address, import, export, tx)).await?
     }
 
     /// The status of every peer, without waiting for the core.

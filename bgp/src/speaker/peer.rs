@@ -37,6 +37,8 @@ pub(crate) enum PeerCommand {
     /// Close the session with this NOTIFICATION and start over.
     Reset(Notification),
     SendRefresh(Family),
+    /// Use this import policy from now on.
+    SetImport(crate::policy::PeerPolicy),
 }
 
 pub(crate) struct PeerCtx {
@@ -267,6 +269,7 @@ impl Runner {
                 let a = self.primary.fsm.handle(Event::Start, now);
                 self.execute(Which::Primary, a).await;
             }
+            PeerCommand::SetImport(policy) => self.ctx.config.import = policy,
             PeerCommand::SendRefresh(family) => {
                 if let Some(n) = self.primary.fsm.negotiated() {
                     if n.route_refresh && self.primary.fsm.state() == State::Established {

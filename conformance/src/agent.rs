@@ -1,0 +1,131 @@
+//! `novanet-agent` processes in lab namespaces, and their HTTP status
+//! endpoint reached from inside the namespace.
+
+use crate::lab::Lab;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The agent binary: `NOVANET_AGENT_BIN`, else built once from this
+/// workspace (`cargo build -p novanet-agent`).
+pub fn agent_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("NOVANET_AGENT_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "-q", "-p", "novanet-agent", "--bin", "novanet-agent"])
+            .status()
+            .expect("cargo build novanet-agent");
+        assert!(st.success(), "building novanet-agent failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("debug").join("novanet-agent")
+    })
+    .clone()
+}
+
+/// A running agent.
+pub struct Agent {
+    pub name: String,
+    pub ns: String,
+    pub config_path: PathBuf,
+    metrics_port: u16,
+}
+
+/// Port of the agent's status endpoint inside its namespace.
+pub const STATUS_PORT: u16 = 9102;
+
+impl Agent {
+    /// Writes `config` and starts the agent in namespace `ns`.
+    pub fn start(lab: &mut Lab, ns: &str, config: &Value) -> Agent {
+        let mut config = config.clone();
+        config["metrics_address"] = Value::String(format!("127.0.0.1:{STATUS_PORT}"));
+        let path = lab.dir().join(format!("agent-{ns}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).expect("agent config");
+        let name = format!("agent-{ns}");
+        let bin = agent_binary();
+        let log = lab.spawn(&name, ns, &bin.display().to_string(), &["--config", &path.display().to_string()]);
+        let agent = Agent {
+            name,
+            ns: lab.ns_name(ns),
+            config_path: path,
+            metrics_port: STATUS_PORT,
+        };
+        crate::wait_until("agent status endpoint", Duration::from_secs(30), || {
+            if lab.has_exited(&agent.name) {
+                panic!("the agent exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            agent.get("/healthz").map(|_| ())
+        });
+        agent
+    }
+
+    /// Rewrites the config file (the agent reads it on SIGHUP).
+    pub fn rewrite_config(&self, config: &Value) {
+        let mut config = config.clone();
+        config["metrics_address"] = Value::String(format!("127.0.0.1:{}", self.metrics_port));
+        std::fs::write(&self.config_path, serde_json::to_vec_pretty(&config).unwrap()).expect("agent config");
+    }
+
+    /// GET on the status endpoint, from inside the agent's namespace.
+    pub fn get(&self, path: &str) -> Result<String, String> {
+        let ns = self.ns.clone();
+        let port = self.metrics_port;
+        let path = path.to_string();
+        std::thread::spawn(move || -> Result<String, String> {
+            let f = std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
+            // SAFETY: setns on a namespace file, in a thread of our own that
+            // ends right after the request.
+            let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error().to_string());
+            }
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+            let mut resp = String::new();
+            s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+            let (head, body) = resp.split_once("\r\n\r\n").ok_or("no HTTP body")?;
+            if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+                return Err(head.lines().next().unwrap_or("").to_string());
+            }
+            Ok(body.to_string())
+        })
+        .join()
+        .map_err(|_| "request thread panicked".to_string())?
+    }
+
+    pub fn peers(&self) -> Value {
+        self.get("/status/peers").ok().and_then(|b| serde_json::from_str(&b).ok()).unwrap_or(Value::Null)
+    }
+
+    pub fn peer(&self, addr: &str) -> Value {
+        self.peers()
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["neighbor_address"] == addr).cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn peer_state(&self, addr: &str) -> String {
+        self.peer(addr)["state"].as_str().unwrap_or("").to_string()
+    }
+
+    /// The paths the agent holds for a prefix (empty when none).
+    pub fn route(&self, prefix: &str) -> Vec<Value> {
+        self.get(&format!("/status/routes?prefix={prefix}"))
+            .ok()
+            .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+            .and_then(|v| v.as_array().and_then(|a| a.first()).map(|r| r["paths"].clone()))
+            .and_then(|p| p.as_array().cloned())
+            .unwrap_or_default()
+    }
+}
