@@ -10,10 +10,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "novanet-agent", version, about = "NovaNet node agent: native routing with BGP")]
+#[command(
+    name = "novanet-agent",
+    version,
+    about = "NovaNet node agent: native routing with BGP"
+)]
 struct Args {
     /// Configuration file (JSON).
-    #[arg(long, env = "NOVANET_CONFIG", default_value = "/etc/novanet/novanet.json")]
+    #[arg(
+        long,
+        env = "NOVANET_CONFIG",
+        default_value = "/etc/novanet/novanet.json"
+    )]
     config: PathBuf,
     /// Log format.
     #[arg(long, env = "NOVANET_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
@@ -23,7 +31,9 @@ struct Args {
 fn init_logging(level: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NOVANET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -41,7 +51,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cfg.log_level, &args.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("novanet-agent: cannot start the runtime: {e}");
@@ -93,7 +106,10 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         }
     }
     speaker
-        .shutdown(&format!("NovaNet node agent on {} shutting down", cfg.node_name))
+        .shutdown(&format!(
+            "NovaNet node agent on {} shutting down",
+            cfg.node_name
+        ))
         .await?;
     tracing::info!("stopped");
     Ok(())

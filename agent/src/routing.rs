@@ -56,12 +56,20 @@ pub fn tor_peer(cfg: &Config, p: &PeerEntry) -> PeerConfig {
     pc.ttl_security_hops = p.ttl_security_hops;
     pc.password = p.password.clone().filter(|s| !s.is_empty());
     if !p.address_families.is_empty() {
-        pc.families = p.address_families.iter().filter_map(|f| parse_family(f)).collect();
+        pc.families = p
+            .address_families
+            .iter()
+            .filter_map(|f| parse_family(f))
+            .collect();
         pc.families.dedup();
     }
     // An explicit limit tears the session down; the documented default only
     // warns, so a ToR sending more than expected is never cut off silently.
-    pc.max_prefix = if p.max_prefix == 0 { DEFAULT_MAX_PREFIX } else { p.max_prefix };
+    pc.max_prefix = if p.max_prefix == 0 {
+        DEFAULT_MAX_PREFIX
+    } else {
+        p.max_prefix
+    };
     pc.max_prefix_warning_only = p.max_prefix_warning_only.unwrap_or(p.max_prefix == 0);
     pc.import = policy(cfg, &p.import);
     pc.export = policy(cfg, &p.export);
@@ -146,7 +154,10 @@ pub async fn reload(speaker: &Speaker, old: &Config, new: &Config) -> anyhow::Re
             .collect()
     };
     let (before, after) = (peers_of(old), peers_of(new));
-    for (pc, _) in before.iter().filter(|(b, _)| !after.iter().any(|(a, _)| a.address == b.address)) {
+    for (pc, _) in before
+        .iter()
+        .filter(|(b, _)| !after.iter().any(|(a, _)| a.address == b.address))
+    {
         speaker.remove_peer(pc.address).await?;
     }
     for (pc, entry) in &after {
@@ -176,10 +187,13 @@ pub async fn reload(speaker: &Speaker, old: &Config, new: &Config) -> anyhow::Re
                 if !same_session {
                     speaker.remove_peer(pc.address).await?;
                     speaker.add_peer(pc.clone()).await?;
-                } else if old_entry.as_ref().map(|e| (&e.import, &e.export)) != entry.as_ref().map(|e| (&e.import, &e.export))
+                } else if old_entry.as_ref().map(|e| (&e.import, &e.export))
+                    != entry.as_ref().map(|e| (&e.import, &e.export))
                     || policy_text(old, old_entry) != policy_text(new, entry)
                 {
-                    speaker.set_policies(pc.address, pc.import.clone(), pc.export.clone()).await?;
+                    speaker
+                        .set_policies(pc.address, pc.import.clone(), pc.export.clone())
+                        .await?;
                 }
             }
         }

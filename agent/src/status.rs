@@ -14,7 +14,11 @@ use std::net::SocketAddr;
 
 /// Parses `metrics_address` (`:9102`, `0.0.0.0:9102`, `[::1]:9102`).
 pub fn parse_address(s: &str) -> anyhow::Result<SocketAddr> {
-    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
     full.parse()
         .map_err(|_| anyhow::anyhow!("metrics_address: {s:?} is not HOST:PORT or :PORT"))
 }
@@ -28,7 +32,10 @@ async fn peers(State(speaker): State<Speaker>) -> Json<serde_json::Value> {
     Json(serde_json::to_value(speaker.peers()).unwrap_or_default())
 }
 
-async fn routes(State(speaker): State<Speaker>, Query(q): Query<RouteQuery>) -> Result<Json<serde_json::Value>, StatusCode> {
+async fn routes(
+    State(speaker): State<Speaker>,
+    Query(q): Query<RouteQuery>,
+) -> Result<Json<serde_json::Value>, StatusCode> {
     let v = speaker
         .routes(q.prefix)
         .await
@@ -37,7 +44,10 @@ async fn routes(State(speaker): State<Speaker>, Query(q): Query<RouteQuery>) -> 
 }
 
 async fn ready(State(speaker): State<Speaker>) -> StatusCode {
-    match speaker.routes(Some("0.0.0.0/32".parse().expect("literal"))).await {
+    match speaker
+        .routes(Some("0.0.0.0/32".parse().expect("literal")))
+        .await
+    {
         Ok(_) => StatusCode::OK,
         Err(_) => StatusCode::SERVICE_UNAVAILABLE,
     }

@@ -11,7 +11,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 const MARKER_HEX: &str = "ffffffffffffffffffffffffffffffff";
@@ -30,8 +33,14 @@ fn codec2() -> SessionCodec {
 #[test]
 fn keepalive_vector() {
     let bytes = hex(&format!("{MARKER_HEX} 0013 04"));
-    assert_eq!(decode_message(&bytes, &codec4()).unwrap(), Message::Keepalive);
-    assert_eq!(message_bytes(&Message::Keepalive, &codec4()).to_vec(), bytes);
+    assert_eq!(
+        decode_message(&bytes, &codec4()).unwrap(),
+        Message::Keepalive
+    );
+    assert_eq!(
+        message_bytes(&Message::Keepalive, &codec4()).to_vec(),
+        bytes
+    );
 }
 
 #[test]
@@ -55,8 +64,14 @@ fn open_vector() {
             Capability::FourOctetAs(65001),
         ],
     };
-    assert_eq!(decode_message(&bytes, &codec4()).unwrap(), Message::Open(open.clone()));
-    assert_eq!(message_bytes(&Message::Open(open), &codec4()).to_vec(), bytes);
+    assert_eq!(
+        decode_message(&bytes, &codec4()).unwrap(),
+        Message::Open(open.clone())
+    );
+    assert_eq!(
+        message_bytes(&Message::Open(open), &codec4()).to_vec(),
+        bytes
+    );
 }
 
 #[test]
@@ -70,7 +85,10 @@ fn open_with_four_octet_asn_uses_as_trans() {
     };
     let bytes = message_bytes(&Message::Open(open.clone()), &codec4());
     assert_eq!(&bytes[20..22], &AS_TRANS.to_be_bytes());
-    assert_eq!(decode_message(&bytes, &codec4()).unwrap(), Message::Open(open));
+    assert_eq!(
+        decode_message(&bytes, &codec4()).unwrap(),
+        Message::Open(open)
+    );
 }
 
 #[test]
@@ -111,20 +129,32 @@ fn open_capabilities_round_trip() {
         ],
     };
     let bytes = message_bytes(&Message::Open(open.clone()), &codec4());
-    assert_eq!(decode_message(&bytes, &codec4()).unwrap(), Message::Open(open));
+    assert_eq!(
+        decode_message(&bytes, &codec4()).unwrap(),
+        Message::Open(open)
+    );
 }
 
 #[test]
 fn open_errors_name_their_notification() {
     let bad_version = hex(&format!("{MARKER_HEX} 001d 01 03 fde9 00b4 01010101 00"));
     let e = decode_message(&bad_version, &codec4()).unwrap_err();
-    assert_eq!((e.code, e.subcode), (code::OPEN, subcode::UNSUPPORTED_VERSION));
+    assert_eq!(
+        (e.code, e.subcode),
+        (code::OPEN, subcode::UNSUPPORTED_VERSION)
+    );
     let bad_hold = hex(&format!("{MARKER_HEX} 001d 01 04 fde9 0002 01010101 00"));
     let e = decode_message(&bad_hold, &codec4()).unwrap_err();
-    assert_eq!((e.code, e.subcode), (code::OPEN, subcode::UNACCEPTABLE_HOLD_TIME));
+    assert_eq!(
+        (e.code, e.subcode),
+        (code::OPEN, subcode::UNACCEPTABLE_HOLD_TIME)
+    );
     let zero_id = hex(&format!("{MARKER_HEX} 001d 01 04 fde9 00b4 00000000 00"));
     let e = decode_message(&zero_id, &codec4()).unwrap_err();
-    assert_eq!((e.code, e.subcode), (code::OPEN, subcode::BAD_BGP_IDENTIFIER));
+    assert_eq!(
+        (e.code, e.subcode),
+        (code::OPEN, subcode::BAD_BGP_IDENTIFIER)
+    );
 }
 
 #[test]
@@ -132,15 +162,27 @@ fn header_errors() {
     let mut bad_marker = hex(&format!("{MARKER_HEX} 0013 04"));
     bad_marker[3] = 0;
     let e = frame(&bad_marker, MAX_MESSAGE_LEN).unwrap_err();
-    assert_eq!((e.code, e.subcode), (code::MESSAGE_HEADER, subcode::CONNECTION_NOT_SYNCHRONIZED));
+    assert_eq!(
+        (e.code, e.subcode),
+        (code::MESSAGE_HEADER, subcode::CONNECTION_NOT_SYNCHRONIZED)
+    );
     let bad_len = hex(&format!("{MARKER_HEX} 0014 04 00"));
     let e = frame(&bad_len, MAX_MESSAGE_LEN).unwrap_err();
-    assert_eq!((e.code, e.subcode), (code::MESSAGE_HEADER, subcode::BAD_MESSAGE_LENGTH));
+    assert_eq!(
+        (e.code, e.subcode),
+        (code::MESSAGE_HEADER, subcode::BAD_MESSAGE_LENGTH)
+    );
     let bad_type = hex(&format!("{MARKER_HEX} 0013 09"));
     let e = frame(&bad_type, MAX_MESSAGE_LEN).unwrap_err();
-    assert_eq!((e.code, e.subcode), (code::MESSAGE_HEADER, subcode::BAD_MESSAGE_TYPE));
+    assert_eq!(
+        (e.code, e.subcode),
+        (code::MESSAGE_HEADER, subcode::BAD_MESSAGE_TYPE)
+    );
     // A partial message asks for more bytes.
-    assert_eq!(frame(&hex(&format!("{MARKER_HEX} 0017 02 00")), MAX_MESSAGE_LEN).unwrap(), None);
+    assert_eq!(
+        frame(&hex(&format!("{MARKER_HEX} 0017 02 00")), MAX_MESSAGE_LEN).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -158,9 +200,15 @@ fn update_vector_ipv4() {
     assert_eq!(u.nlri, vec![Nlri::new("192.0.2.0/24".parse().unwrap())]);
     assert_eq!(u.attrs.origin, Origin::Igp);
     assert_eq!(u.attrs.as_path, AsPath::from_sequence(vec![65001]));
-    assert_eq!(u.attrs.next_hop, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
+    assert_eq!(
+        u.attrs.next_hop,
+        Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)))
+    );
     assert!(u.treat_as_withdraw.is_none());
-    assert_eq!(message_bytes(&Message::Update(u), &codec4()).to_vec(), bytes);
+    assert_eq!(
+        message_bytes(&Message::Update(u), &codec4()).to_vec(),
+        bytes
+    );
 }
 
 #[test]
@@ -187,19 +235,35 @@ fn update_vector_ipv6_mp_reach_with_link_local() {
     assert_eq!(mp.next_hop.global, "2001:db8::1".parse::<IpAddr>().unwrap());
     assert_eq!(mp.next_hop.link_local, Some("fe80::1".parse().unwrap()));
     let (n, nh, ll) = u.announcements().next().unwrap();
-    assert_eq!((n.prefix.to_string(), nh, ll), ("2001:db8:1::/48".into(), Some(mp.next_hop.global), mp.next_hop.link_local));
-    assert_eq!(message_bytes(&Message::Update(u), &codec4()).to_vec(), fixed);
+    assert_eq!(
+        (n.prefix.to_string(), nh, ll),
+        (
+            "2001:db8:1::/48".into(),
+            Some(mp.next_hop.global),
+            mp.next_hop.link_local
+        )
+    );
+    assert_eq!(
+        message_bytes(&Message::Update(u), &codec4()).to_vec(),
+        fixed
+    );
 }
 
 #[test]
 fn end_of_rib_markers() {
     for f in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
         let bytes = message_bytes(&Message::Update(Update::end_of_rib(f)), &codec4());
-        let Message::Update(u) = decode_message(&bytes, &codec4()).unwrap() else { panic!() };
+        let Message::Update(u) = decode_message(&bytes, &codec4()).unwrap() else {
+            panic!()
+        };
         assert_eq!(u.end_of_rib, Some(f));
     }
     assert_eq!(
-        message_bytes(&Message::Update(Update::end_of_rib(Family::IPV4_UNICAST)), &codec4()).len(),
+        message_bytes(
+            &Message::Update(Update::end_of_rib(Family::IPV4_UNICAST)),
+            &codec4()
+        )
+        .len(),
         23
     );
 }
@@ -210,8 +274,13 @@ fn notification_with_shutdown_communication() {
     let bytes = message_bytes(&Message::Notification(n.clone()), &codec4());
     assert_eq!(bytes[19..21], [6, 2]);
     assert_eq!(bytes[21] as usize, "maintenance: node drained".len());
-    let Message::Notification(back) = decode_message(&bytes, &codec4()).unwrap() else { panic!() };
-    assert_eq!(back.shutdown_communication().as_deref(), Some("maintenance: node drained"));
+    let Message::Notification(back) = decode_message(&bytes, &codec4()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        back.shutdown_communication().as_deref(),
+        Some("maintenance: node drained")
+    );
     assert!(back.to_string().contains("maintenance: node drained"));
     // Long messages are cut at a character boundary to 255 octets.
     let long = "é".repeat(200);
@@ -227,11 +296,20 @@ fn route_refresh_vector() {
         family: Family::IPV6_UNICAST,
         subtype: RefreshSubtype::Request,
     };
-    assert_eq!(decode_message(&bytes, &codec4()).unwrap(), Message::RouteRefresh(rr));
-    assert_eq!(message_bytes(&Message::RouteRefresh(rr), &codec4()).to_vec(), bytes);
+    assert_eq!(
+        decode_message(&bytes, &codec4()).unwrap(),
+        Message::RouteRefresh(rr)
+    );
+    assert_eq!(
+        message_bytes(&Message::RouteRefresh(rr), &codec4()).to_vec(),
+        bytes
+    );
     let bad = hex(&format!("{MARKER_HEX} 0018 05 0002 00 01 00"));
     let e = decode_message(&bad, &codec4()).unwrap_err();
-    assert_eq!((e.code, e.subcode), (code::ROUTE_REFRESH, subcode::INVALID_MESSAGE_LENGTH));
+    assert_eq!(
+        (e.code, e.subcode),
+        (code::ROUTE_REFRESH, subcode::INVALID_MESSAGE_LENGTH)
+    );
 }
 
 #[test]
@@ -252,12 +330,21 @@ fn two_octet_session_rebuilds_four_octet_path() {
     };
     let bytes = message_bytes(&Message::Update(u.clone()), &codec2());
     // The AS_PATH on the wire holds AS_TRANS for the 4-octet AS.
-    let Message::Update(raw) = decode_message(&bytes, &SessionCodec { four_octet_as: true, ..codec2() }).unwrap_or(Message::Keepalive) else {
+    let Message::Update(raw) = decode_message(
+        &bytes,
+        &SessionCodec {
+            four_octet_as: true,
+            ..codec2()
+        },
+    )
+    .unwrap_or(Message::Keepalive) else {
         // Decoding 2-octet bytes as 4-octet is malformed: treat as withdraw.
         unreachable!()
     };
     assert!(raw.treat_as_withdraw.is_some() || raw.attrs.as_path != attrs.as_path);
-    let Message::Update(back) = decode_message(&bytes, &codec2()).unwrap() else { panic!() };
+    let Message::Update(back) = decode_message(&bytes, &codec2()).unwrap() else {
+        panic!()
+    };
     assert_eq!(back.attrs.as_path, attrs.as_path);
     assert_eq!(back.attrs.aggregator, attrs.aggregator);
 }
@@ -270,7 +357,11 @@ fn packing_splits_at_message_size_and_keeps_every_prefix() {
         ..Default::default()
     };
     let prefixes: Vec<Nlri> = (0..5000u32)
-        .map(|i| Nlri::new(IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap())))
+        .map(|i| {
+            Nlri::new(IpNet::V4(
+                ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap(),
+            ))
+        })
         .collect();
     let mut buf = BytesMut::new();
     pack_announcements(&attrs, &prefixes, &codec4(), &mut buf);
@@ -279,7 +370,9 @@ fn packing_splits_at_message_size_and_keeps_every_prefix() {
     let mut rest = &buf[..];
     while let Some(len) = frame(rest, MAX_MESSAGE_LEN).unwrap() {
         assert!(len <= MAX_MESSAGE_LEN);
-        let Message::Update(u) = decode_message(&rest[..len], &codec4()).unwrap() else { panic!() };
+        let Message::Update(u) = decode_message(&rest[..len], &codec4()).unwrap() else {
+            panic!()
+        };
         announced.extend(u.nlri.iter().map(|n| n.prefix));
         withdrawn.extend(u.withdrawn.iter().map(|n| n.prefix));
         rest = &rest[len..];
@@ -301,7 +394,15 @@ fn packing_ipv6_uses_mp_reach_and_mp_unreach() {
         ..Default::default()
     };
     let prefixes: Vec<Nlri> = (0..3000u128)
-        .map(|i| Nlri::new(IpNet::V6(ipnet::Ipv6Net::new(std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) + (i << 64)), 64).unwrap())))
+        .map(|i| {
+            Nlri::new(IpNet::V6(
+                ipnet::Ipv6Net::new(
+                    std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) + (i << 64)),
+                    64,
+                )
+                .unwrap(),
+            ))
+        })
         .collect();
     let mut buf = BytesMut::new();
     pack_announcements(&attrs, &prefixes, &codec4(), &mut buf);
@@ -309,7 +410,9 @@ fn packing_ipv6_uses_mp_reach_and_mp_unreach() {
     let (mut a, mut w) = (0, 0);
     let mut rest = &buf[..];
     while let Some(len) = frame(rest, MAX_MESSAGE_LEN).unwrap() {
-        let Message::Update(u) = decode_message(&rest[..len], &codec4()).unwrap() else { panic!() };
+        let Message::Update(u) = decode_message(&rest[..len], &codec4()).unwrap() else {
+            panic!()
+        };
         a += u.mp_reach.map(|m| m.nlri.len()).unwrap_or(0);
         w += u.mp_unreach.map(|m| m.nlri.len()).unwrap_or(0);
         rest = &rest[len..];
@@ -346,15 +449,24 @@ fn assert_withdraw(parts: &[&str], sub: u8, attr: Option<u8>) {
     assert_eq!(e.action, ErrorAction::TreatAsWithdraw);
     assert_eq!(e.subcode, sub, "{e}");
     assert_eq!(e.attribute, attr, "{e}");
-    assert!(u.nlri.is_empty() && u.mp_reach.is_none(), "nothing may be announced");
-    assert_eq!(u.withdrawn, vec![Nlri::new("192.0.2.0/24".parse().unwrap())]);
+    assert!(
+        u.nlri.is_empty() && u.mp_reach.is_none(),
+        "nothing may be announced"
+    );
+    assert_eq!(
+        u.withdrawn,
+        vec![Nlri::new("192.0.2.0/24".parse().unwrap())]
+    );
 }
 
 fn assert_discard(parts: &[&str], attr: u8) {
     let u = outcome(parts).expect("not a session reset");
     assert!(u.treat_as_withdraw.is_none());
     assert_eq!(u.nlri.len(), 1, "the route stays");
-    assert!(u.discarded.iter().any(|e| e.attribute == Some(attr) && e.action == ErrorAction::AttributeDiscard));
+    assert!(u
+        .discarded
+        .iter()
+        .any(|e| e.attribute == Some(attr) && e.action == ErrorAction::AttributeDiscard));
 }
 
 fn assert_reset(parts: &[&str], code_: u8, sub: u8) {
@@ -372,74 +484,179 @@ fn rfc7606_well_formed_baseline() {
 
 #[test]
 fn rfc7606_origin() {
-    assert_withdraw(&["40 01 02 0000", AS_PATH, NEXT_HOP], subcode::ATTRIBUTE_LENGTH, Some(attr_type::ORIGIN));
-    assert_withdraw(&["40 01 01 03", AS_PATH, NEXT_HOP], subcode::INVALID_ORIGIN, Some(attr_type::ORIGIN));
+    assert_withdraw(
+        &["40 01 02 0000", AS_PATH, NEXT_HOP],
+        subcode::ATTRIBUTE_LENGTH,
+        Some(attr_type::ORIGIN),
+    );
+    assert_withdraw(
+        &["40 01 01 03", AS_PATH, NEXT_HOP],
+        subcode::INVALID_ORIGIN,
+        Some(attr_type::ORIGIN),
+    );
     // Wrong flags (optional bit on a well-known attribute).
-    assert_withdraw(&["c0 01 01 00", AS_PATH, NEXT_HOP], subcode::ATTRIBUTE_FLAGS, Some(attr_type::ORIGIN));
+    assert_withdraw(
+        &["c0 01 01 00", AS_PATH, NEXT_HOP],
+        subcode::ATTRIBUTE_FLAGS,
+        Some(attr_type::ORIGIN),
+    );
 }
 
 #[test]
 fn rfc7606_as_path_and_next_hop() {
-    assert_withdraw(&[ORIGIN, "40 02 06 07 01 0000fde9", NEXT_HOP], subcode::MALFORMED_AS_PATH, Some(attr_type::AS_PATH));
-    assert_withdraw(&[ORIGIN, "40 02 05 02 02 0000fd", NEXT_HOP], subcode::MALFORMED_AS_PATH, Some(attr_type::AS_PATH));
-    assert_withdraw(&[ORIGIN, AS_PATH, "40 03 05 0a00000100"], subcode::ATTRIBUTE_LENGTH, Some(attr_type::NEXT_HOP));
-    assert_withdraw(&[ORIGIN, AS_PATH, "40 03 04 e0000001"], subcode::INVALID_NEXT_HOP, Some(attr_type::NEXT_HOP));
+    assert_withdraw(
+        &[ORIGIN, "40 02 06 07 01 0000fde9", NEXT_HOP],
+        subcode::MALFORMED_AS_PATH,
+        Some(attr_type::AS_PATH),
+    );
+    assert_withdraw(
+        &[ORIGIN, "40 02 05 02 02 0000fd", NEXT_HOP],
+        subcode::MALFORMED_AS_PATH,
+        Some(attr_type::AS_PATH),
+    );
+    assert_withdraw(
+        &[ORIGIN, AS_PATH, "40 03 05 0a00000100"],
+        subcode::ATTRIBUTE_LENGTH,
+        Some(attr_type::NEXT_HOP),
+    );
+    assert_withdraw(
+        &[ORIGIN, AS_PATH, "40 03 04 e0000001"],
+        subcode::INVALID_NEXT_HOP,
+        Some(attr_type::NEXT_HOP),
+    );
 }
 
 #[test]
 fn rfc7606_med_local_pref_communities() {
-    assert_withdraw(&[ORIGIN, AS_PATH, NEXT_HOP, "80 04 03 000001"], subcode::ATTRIBUTE_LENGTH, Some(attr_type::MED));
-    assert_withdraw(&[ORIGIN, AS_PATH, NEXT_HOP, "40 05 02 0064"], subcode::ATTRIBUTE_LENGTH, Some(attr_type::LOCAL_PREF));
-    assert_withdraw(&[ORIGIN, AS_PATH, NEXT_HOP, "c0 08 03 fde900"], subcode::OPTIONAL_ATTRIBUTE, Some(attr_type::COMMUNITIES));
-    assert_withdraw(&[ORIGIN, AS_PATH, NEXT_HOP, "c0 10 07 00020000fde900"], subcode::OPTIONAL_ATTRIBUTE, Some(attr_type::EXTENDED_COMMUNITIES));
-    assert_withdraw(&[ORIGIN, AS_PATH, NEXT_HOP, "c0 20 0b 0000fde9 00000001 000000"], subcode::OPTIONAL_ATTRIBUTE, Some(attr_type::LARGE_COMMUNITIES));
-    assert_withdraw(&[ORIGIN, AS_PATH, NEXT_HOP, "80 0a 03 010203"], subcode::ATTRIBUTE_LENGTH, Some(attr_type::CLUSTER_LIST));
+    assert_withdraw(
+        &[ORIGIN, AS_PATH, NEXT_HOP, "80 04 03 000001"],
+        subcode::ATTRIBUTE_LENGTH,
+        Some(attr_type::MED),
+    );
+    assert_withdraw(
+        &[ORIGIN, AS_PATH, NEXT_HOP, "40 05 02 0064"],
+        subcode::ATTRIBUTE_LENGTH,
+        Some(attr_type::LOCAL_PREF),
+    );
+    assert_withdraw(
+        &[ORIGIN, AS_PATH, NEXT_HOP, "c0 08 03 fde900"],
+        subcode::OPTIONAL_ATTRIBUTE,
+        Some(attr_type::COMMUNITIES),
+    );
+    assert_withdraw(
+        &[ORIGIN, AS_PATH, NEXT_HOP, "c0 10 07 00020000fde900"],
+        subcode::OPTIONAL_ATTRIBUTE,
+        Some(attr_type::EXTENDED_COMMUNITIES),
+    );
+    assert_withdraw(
+        &[
+            ORIGIN,
+            AS_PATH,
+            NEXT_HOP,
+            "c0 20 0b 0000fde9 00000001 000000",
+        ],
+        subcode::OPTIONAL_ATTRIBUTE,
+        Some(attr_type::LARGE_COMMUNITIES),
+    );
+    assert_withdraw(
+        &[ORIGIN, AS_PATH, NEXT_HOP, "80 0a 03 010203"],
+        subcode::ATTRIBUTE_LENGTH,
+        Some(attr_type::CLUSTER_LIST),
+    );
 }
 
 #[test]
 fn rfc7606_attribute_discard_classes() {
-    assert_discard(&[ORIGIN, AS_PATH, NEXT_HOP, "40 06 01 00"], attr_type::ATOMIC_AGGREGATE);
-    assert_discard(&[ORIGIN, AS_PATH, NEXT_HOP, "c0 07 05 0000fde901"], attr_type::AGGREGATOR);
+    assert_discard(
+        &[ORIGIN, AS_PATH, NEXT_HOP, "40 06 01 00"],
+        attr_type::ATOMIC_AGGREGATE,
+    );
+    assert_discard(
+        &[ORIGIN, AS_PATH, NEXT_HOP, "c0 07 05 0000fde901"],
+        attr_type::AGGREGATOR,
+    );
     let two = SessionCodec {
         four_octet_as: false,
         ..Default::default()
     };
-    let body = update_with(&attrs_hex(&[ORIGIN, "40 02 04 02 01 fde9", NEXT_HOP, "c0 11 03 020100"]));
+    let body = update_with(&attrs_hex(&[
+        ORIGIN,
+        "40 02 04 02 01 fde9",
+        NEXT_HOP,
+        "c0 11 03 020100",
+    ]));
     let u = decode_update(&body, &two).unwrap();
     assert!(u.treat_as_withdraw.is_none());
-    assert!(u.discarded.iter().any(|e| e.attribute == Some(attr_type::AS4_PATH)));
+    assert!(u
+        .discarded
+        .iter()
+        .any(|e| e.attribute == Some(attr_type::AS4_PATH)));
 }
 
 #[test]
 fn rfc7606_missing_mandatory_attributes() {
-    assert_withdraw(&[ORIGIN, AS_PATH], subcode::MISSING_WELL_KNOWN, Some(attr_type::NEXT_HOP));
-    assert_withdraw(&[AS_PATH, NEXT_HOP], subcode::MISSING_WELL_KNOWN, Some(attr_type::ORIGIN));
-    assert_withdraw(&[ORIGIN, NEXT_HOP], subcode::MISSING_WELL_KNOWN, Some(attr_type::AS_PATH));
+    assert_withdraw(
+        &[ORIGIN, AS_PATH],
+        subcode::MISSING_WELL_KNOWN,
+        Some(attr_type::NEXT_HOP),
+    );
+    assert_withdraw(
+        &[AS_PATH, NEXT_HOP],
+        subcode::MISSING_WELL_KNOWN,
+        Some(attr_type::ORIGIN),
+    );
+    assert_withdraw(
+        &[ORIGIN, NEXT_HOP],
+        subcode::MISSING_WELL_KNOWN,
+        Some(attr_type::AS_PATH),
+    );
 }
 
 #[test]
 fn rfc7606_attribute_overrun_is_treat_as_withdraw() {
-    assert_withdraw(&[ORIGIN, AS_PATH, NEXT_HOP, "c0 08 10 0000"], subcode::MALFORMED_ATTRIBUTE_LIST, None);
+    assert_withdraw(
+        &[ORIGIN, AS_PATH, NEXT_HOP, "c0 08 10 0000"],
+        subcode::MALFORMED_ATTRIBUTE_LIST,
+        None,
+    );
 }
 
 #[test]
 fn rfc7606_session_reset_classes() {
     // MP_REACH_NLRI that cannot be parsed: the NLRI cannot be located.
-    assert_reset(&[ORIGIN, AS_PATH, "80 0e 03 000201"], code::UPDATE, subcode::OPTIONAL_ATTRIBUTE);
+    assert_reset(
+        &[ORIGIN, AS_PATH, "80 0e 03 000201"],
+        code::UPDATE,
+        subcode::OPTIONAL_ATTRIBUTE,
+    );
     // Two MP_REACH_NLRI.
     let mp = "80 0e 15 0002 01 10 20010db8000000000000000000000001 00";
-    assert_reset(&[ORIGIN, AS_PATH, mp, mp], code::UPDATE, subcode::MALFORMED_ATTRIBUTE_LIST);
+    assert_reset(
+        &[ORIGIN, AS_PATH, mp, mp],
+        code::UPDATE,
+        subcode::MALFORMED_ATTRIBUTE_LIST,
+    );
     // Unrecognized well-known attribute.
-    assert_reset(&[ORIGIN, AS_PATH, NEXT_HOP, "40 63 01 00"], code::UPDATE, subcode::UNRECOGNIZED_WELL_KNOWN);
+    assert_reset(
+        &[ORIGIN, AS_PATH, NEXT_HOP, "40 63 01 00"],
+        code::UPDATE,
+        subcode::UNRECOGNIZED_WELL_KNOWN,
+    );
     // Malformed NLRI field.
     let mut body = update_with(&attrs_hex(&[ORIGIN, AS_PATH, NEXT_HOP]));
     let n = body.len();
     body[n - 4] = 33;
     let e = decode_update(&body, &codec4()).unwrap_err();
-    assert_eq!((e.action, e.subcode), (ErrorAction::SessionReset, subcode::INVALID_NETWORK_FIELD));
+    assert_eq!(
+        (e.action, e.subcode),
+        (ErrorAction::SessionReset, subcode::INVALID_NETWORK_FIELD)
+    );
     // Withdrawn-routes length beyond the message.
     let e = decode_update(&hex("0010 0000"), &codec4()).unwrap_err();
-    assert_eq!((e.action, e.subcode), (ErrorAction::SessionReset, subcode::MALFORMED_ATTRIBUTE_LIST));
+    assert_eq!(
+        (e.action, e.subcode),
+        (ErrorAction::SessionReset, subcode::MALFORMED_ATTRIBUTE_LIST)
+    );
 }
 
 #[test]
@@ -452,7 +669,11 @@ fn duplicate_attribute_keeps_the_first() {
 #[test]
 fn unknown_optional_transitive_is_passed_on_with_partial_bit() {
     let u = outcome(&[ORIGIN, AS_PATH, NEXT_HOP, "c0 63 02 abcd", "80 64 01 ff"]).unwrap();
-    assert_eq!(u.attrs.unknown.len(), 1, "optional non-transitive unknowns are dropped");
+    assert_eq!(
+        u.attrs.unknown.len(),
+        1,
+        "optional non-transitive unknowns are dropped"
+    );
     assert_eq!(u.attrs.unknown[0].type_code, 0x63);
     let bytes = message_bytes(&Message::Update(u), &codec4());
     let pos = bytes.windows(4).position(|w| w == [0xe0, 0x63, 0x02, 0xab]);
@@ -466,22 +687,38 @@ mod roundtrip {
     use proptest::prelude::*;
 
     fn v4_prefix() -> impl Strategy<Value = Nlri> {
-        (any::<u32>(), 0u8..=32).prop_map(|(a, l)| Nlri::new(IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(a), l).unwrap().trunc())))
+        (any::<u32>(), 0u8..=32).prop_map(|(a, l)| {
+            Nlri::new(IpNet::V4(
+                ipnet::Ipv4Net::new(Ipv4Addr::from(a), l).unwrap().trunc(),
+            ))
+        })
     }
 
     fn v6_prefix() -> impl Strategy<Value = Nlri> {
-        (any::<u128>(), 0u8..=128)
-            .prop_map(|(a, l)| Nlri::new(IpNet::V6(ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(a), l).unwrap().trunc())))
+        (any::<u128>(), 0u8..=128).prop_map(|(a, l)| {
+            Nlri::new(IpNet::V6(
+                ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(a), l)
+                    .unwrap()
+                    .trunc(),
+            ))
+        })
     }
 
     fn segment(max_asn: u32) -> impl Strategy<Value = AsSegment> {
-        (prop_oneof![Just(SegmentKind::Sequence), Just(SegmentKind::Set)], prop::collection::vec(1..=max_asn, 1..10))
+        (
+            prop_oneof![Just(SegmentKind::Sequence), Just(SegmentKind::Set)],
+            prop::collection::vec(1..=max_asn, 1..10),
+        )
             .prop_map(|(kind, asns)| AsSegment { kind, asns })
     }
 
     fn attrs(max_asn: u32) -> impl Strategy<Value = PathAttributes> {
         (
-            prop_oneof![Just(Origin::Igp), Just(Origin::Egp), Just(Origin::Incomplete)],
+            prop_oneof![
+                Just(Origin::Igp),
+                Just(Origin::Egp),
+                Just(Origin::Incomplete)
+            ],
             prop::collection::vec(segment(max_asn), 0..3),
             1u32..0xdfff_ffff,
             prop::option::of(any::<u32>()),
@@ -491,48 +728,57 @@ mod roundtrip {
             prop::collection::vec(any::<u32>(), 0..5),
             prop::collection::vec(any::<[u8; 8]>(), 0..3),
             prop::collection::vec((any::<u32>(), any::<u32>(), any::<u32>()), 0..3),
-            prop::collection::vec((100u8..200, prop::collection::vec(any::<u8>(), 0..300)), 0..2),
+            prop::collection::vec(
+                (100u8..200, prop::collection::vec(any::<u8>(), 0..300)),
+                0..2,
+            ),
         )
-            .prop_map(|(origin, segs, nh, med, lp, atomic, agg, comms, ext, large, unknown)| PathAttributes {
-                origin,
-                as_path: AsPath { segments: segs },
-                next_hop: Some(IpAddr::V4(Ipv4Addr::from(nh.max(0x0100_0000)))),
-                med,
-                local_pref: lp,
-                atomic_aggregate: atomic,
-                aggregator: agg.map(|(asn, a)| Aggregator {
-                    asn,
-                    address: Ipv4Addr::from(a),
-                }),
-                communities: comms,
-                ext_communities: ext,
-                large_communities: large
-                    .into_iter()
-                    .map(|(g, a, b)| LargeCommunity {
-                        global_admin: g,
-                        local1: a,
-                        local2: b,
-                    })
-                    .collect(),
-                unknown: {
-                    let mut seen = std::collections::HashSet::new();
-                    unknown
-                        .into_iter()
-                        .filter(|(t, _)| seen.insert(*t))
-                        .map(|(t, v)| RawAttribute {
-                            flags: 0xe0,
-                            type_code: t,
-                            value: v.into(),
-                        })
-                        .collect()
+            .prop_map(
+                |(origin, segs, nh, med, lp, atomic, agg, comms, ext, large, unknown)| {
+                    PathAttributes {
+                        origin,
+                        as_path: AsPath { segments: segs },
+                        next_hop: Some(IpAddr::V4(Ipv4Addr::from(nh.max(0x0100_0000)))),
+                        med,
+                        local_pref: lp,
+                        atomic_aggregate: atomic,
+                        aggregator: agg.map(|(asn, a)| Aggregator {
+                            asn,
+                            address: Ipv4Addr::from(a),
+                        }),
+                        communities: comms,
+                        ext_communities: ext,
+                        large_communities: large
+                            .into_iter()
+                            .map(|(g, a, b)| LargeCommunity {
+                                global_admin: g,
+                                local1: a,
+                                local2: b,
+                            })
+                            .collect(),
+                        unknown: {
+                            let mut seen = std::collections::HashSet::new();
+                            unknown
+                                .into_iter()
+                                .filter(|(t, _)| seen.insert(*t))
+                                .map(|(t, v)| RawAttribute {
+                                    flags: 0xe0,
+                                    type_code: t,
+                                    value: v.into(),
+                                })
+                                .collect()
+                        },
+                        ..Default::default()
+                    }
                 },
-                ..Default::default()
-            })
+            )
     }
 
     fn check(u: &Update, codec: &SessionCodec) {
         let bytes = message_bytes(&Message::Update(u.clone()), codec);
-        let Message::Update(back) = decode_message(&bytes, codec).unwrap() else { panic!() };
+        let Message::Update(back) = decode_message(&bytes, codec).unwrap() else {
+            panic!()
+        };
         assert_eq!(&back.attrs, &u.attrs);
         assert_eq!(back.nlri, u.nlri);
         assert_eq!(back.withdrawn, u.withdrawn);

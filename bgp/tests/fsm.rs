@@ -38,7 +38,8 @@ fn peer_open(asn: u32, hold: u16) -> Open {
 }
 
 fn sends_open(a: &[Action]) -> bool {
-    a.iter().any(|x| matches!(x, Action::Send(Message::Open(_))))
+    a.iter()
+        .any(|x| matches!(x, Action::Send(Message::Open(_))))
 }
 
 fn sent_notification(a: &[Action]) -> Option<(u8, u8)> {
@@ -97,7 +98,10 @@ fn connect_failure_retries_after_the_connect_retry_timer() {
     assert_eq!(f.state(), State::Active);
     assert_eq!(f.next_deadline(), Some(t0 + Duration::from_secs(5)));
     assert!(f.on_tick(t0 + Duration::from_secs(4)).is_empty());
-    assert_eq!(f.on_tick(t0 + Duration::from_secs(5)), vec![Action::Connect]);
+    assert_eq!(
+        f.on_tick(t0 + Duration::from_secs(5)),
+        vec![Action::Connect]
+    );
     assert_eq!(f.state(), State::Connect);
 }
 
@@ -105,24 +109,42 @@ fn connect_failure_retries_after_the_connect_retry_timer() {
 fn keepalive_timer_sends_keepalives() {
     let (mut f, t0) = established();
     assert!(f.on_tick(t0 + Duration::from_secs(2)).is_empty());
-    assert_eq!(f.on_tick(t0 + Duration::from_secs(3)), vec![Action::Send(Message::Keepalive)]);
-    assert_eq!(f.on_tick(t0 + Duration::from_secs(6)), vec![Action::Send(Message::Keepalive)]);
+    assert_eq!(
+        f.on_tick(t0 + Duration::from_secs(3)),
+        vec![Action::Send(Message::Keepalive)]
+    );
+    assert_eq!(
+        f.on_tick(t0 + Duration::from_secs(6)),
+        vec![Action::Send(Message::Keepalive)]
+    );
 }
 
 #[test]
 fn hold_timer_expiry_closes_with_notification() {
     let (mut f, t0) = established();
     // Traffic before the deadline restarts the hold timer.
-    f.handle(Event::Message(Message::Keepalive), t0 + Duration::from_secs(8));
+    f.handle(
+        Event::Message(Message::Keepalive),
+        t0 + Duration::from_secs(8),
+    );
     let a = f.on_tick(t0 + Duration::from_secs(10));
-    assert_eq!(sent_notification(&a), None, "hold timer was restarted at 8 s");
+    assert_eq!(
+        sent_notification(&a),
+        None,
+        "hold timer was restarted at 8 s"
+    );
     let a = f.on_tick(t0 + Duration::from_secs(17));
     assert_eq!(sent_notification(&a), Some((code::HOLD_TIMER_EXPIRED, 0)));
     assert!(a.contains(&Action::Disconnect));
-    assert!(a.iter().any(|x| matches!(x, Action::Down(DownReason::Sent(_)))));
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::Down(DownReason::Sent(_)))));
     assert_eq!(f.state(), State::Idle);
     // Automatic restart after connect-retry.
-    assert_eq!(f.on_tick(t0 + Duration::from_secs(30)), vec![Action::Connect]);
+    assert_eq!(
+        f.on_tick(t0 + Duration::from_secs(30)),
+        vec![Action::Connect]
+    );
 }
 
 #[test]
@@ -157,7 +179,10 @@ fn wrong_peer_as_is_refused() {
     f.handle(Event::Start, t0);
     f.handle(Event::TcpConnected, t0);
     let a = f.handle(Event::Message(Message::Open(peer_open(65099, 90))), t0);
-    assert_eq!(sent_notification(&a), Some((code::OPEN, subcode::BAD_PEER_AS)));
+    assert_eq!(
+        sent_notification(&a),
+        Some((code::OPEN, subcode::BAD_PEER_AS))
+    );
     assert_eq!(f.state(), State::Idle);
 }
 
@@ -168,11 +193,17 @@ fn unexpected_messages_are_fsm_errors() {
     f.handle(Event::Start, t0);
     f.handle(Event::TcpConnected, t0);
     let a = f.handle(Event::Message(Message::Update(Update::default())), t0);
-    assert_eq!(sent_notification(&a), Some((code::FSM, subcode::FSM_UNEXPECTED_IN_OPENSENT)));
+    assert_eq!(
+        sent_notification(&a),
+        Some((code::FSM, subcode::FSM_UNEXPECTED_IN_OPENSENT))
+    );
 
     let (mut f, t0) = established();
     let a = f.handle(Event::Message(Message::Open(peer_open(65000, 90))), t0);
-    assert_eq!(sent_notification(&a), Some((code::FSM, subcode::FSM_UNEXPECTED_IN_ESTABLISHED)));
+    assert_eq!(
+        sent_notification(&a),
+        Some((code::FSM, subcode::FSM_UNEXPECTED_IN_ESTABLISHED))
+    );
 }
 
 #[test]
@@ -184,7 +215,10 @@ fn updates_and_refresh_are_delivered_when_established() {
         family: Family::IPV4_UNICAST,
         subtype: RefreshSubtype::Request,
     };
-    assert_eq!(f.handle(Event::Message(Message::RouteRefresh(rr)), t0), vec![Action::RefreshRequested(rr)]);
+    assert_eq!(
+        f.handle(Event::Message(Message::RouteRefresh(rr)), t0),
+        vec![Action::RefreshRequested(rr)]
+    );
 }
 
 #[test]
@@ -192,16 +226,26 @@ fn notification_from_peer_ends_the_session() {
     let (mut f, t0) = established();
     let n = Notification::cease_with_message(subcode::ADMIN_SHUTDOWN, "bye");
     let a = f.handle(Event::Message(Message::Notification(n.clone())), t0);
-    assert_eq!(a, vec![Action::Disconnect, Action::Down(DownReason::Received(n))]);
+    assert_eq!(
+        a,
+        vec![Action::Disconnect, Action::Down(DownReason::Received(n))]
+    );
     assert_eq!(f.state(), State::Idle);
 }
 
 #[test]
 fn decode_error_sends_its_notification() {
     let (mut f, t0) = established();
-    let e = DecodeError::update(ErrorKind::MalformedMpReach, subcode::OPTIONAL_ATTRIBUTE, ErrorAction::SessionReset);
+    let e = DecodeError::update(
+        ErrorKind::MalformedMpReach,
+        subcode::OPTIONAL_ATTRIBUTE,
+        ErrorAction::SessionReset,
+    );
     let a = f.handle(Event::DecodeFailed(e), t0);
-    assert_eq!(sent_notification(&a), Some((code::UPDATE, subcode::OPTIONAL_ATTRIBUTE)));
+    assert_eq!(
+        sent_notification(&a),
+        Some((code::UPDATE, subcode::OPTIONAL_ATTRIBUTE))
+    );
 }
 
 #[test]
@@ -211,7 +255,11 @@ fn stop_sends_cease_and_stays_down() {
     let a = f.handle(Event::Stop(n.clone()), t0);
     assert_eq!(
         a,
-        vec![Action::Send(Message::Notification(n.clone())), Action::Disconnect, Action::Down(DownReason::Sent(n))]
+        vec![
+            Action::Send(Message::Notification(n.clone())),
+            Action::Disconnect,
+            Action::Down(DownReason::Sent(n))
+        ]
     );
     assert_eq!(f.state(), State::Idle);
     assert_eq!(f.next_deadline(), None, "no automatic restart after a stop");
@@ -222,7 +270,10 @@ fn stop_sends_cease_and_stays_down() {
 fn transport_loss_when_established_reports_connection_lost() {
     let (mut f, t0) = established();
     let a = f.handle(Event::TcpFailed, t0);
-    assert_eq!(a, vec![Action::Disconnect, Action::Down(DownReason::ConnectionLost)]);
+    assert_eq!(
+        a,
+        vec![Action::Disconnect, Action::Down(DownReason::ConnectionLost)]
+    );
 }
 
 #[test]
@@ -240,7 +291,8 @@ fn two_octet_peer_negotiates_two_octet_codec() {
     f.handle(Event::Start, t0);
     f.handle(Event::TcpConnected, t0);
     let mut open = peer_open(65000, 90);
-    open.capabilities.retain(|c| !matches!(c, Capability::FourOctetAs(_)));
+    open.capabilities
+        .retain(|c| !matches!(c, Capability::FourOctetAs(_)));
     f.handle(Event::Message(Message::Open(open)), t0);
     assert!(!f.negotiated().unwrap().codec.four_octet_as);
 }
@@ -250,13 +302,22 @@ fn collision_keeps_the_higher_identifiers_connection() {
     let low = Ipv4Addr::new(10, 0, 0, 1);
     let high = Ipv4Addr::new(10, 0, 0, 10);
     // We have the higher id: our outbound connection survives.
-    assert_eq!(resolve_collision(high, low, true), CollisionWinner::Existing);
+    assert_eq!(
+        resolve_collision(high, low, true),
+        CollisionWinner::Existing
+    );
     assert_eq!(resolve_collision(high, low, false), CollisionWinner::New);
     // The peer has the higher id: its connection survives.
     assert_eq!(resolve_collision(low, high, true), CollisionWinner::New);
-    assert_eq!(resolve_collision(low, high, false), CollisionWinner::Existing);
+    assert_eq!(
+        resolve_collision(low, high, false),
+        CollisionWinner::Existing
+    );
     let n = collision_notification();
-    assert_eq!((n.code, n.subcode), (code::CEASE, subcode::CONNECTION_COLLISION));
+    assert_eq!(
+        (n.code, n.subcode),
+        (code::CEASE, subcode::CONNECTION_COLLISION)
+    );
 }
 
 #[test]
@@ -277,7 +338,10 @@ fn collision_script_two_connections() {
     let winner = resolve_collision(ours.config().router_id, remote_id, true);
     assert_eq!(winner, CollisionWinner::New);
     let a = ours.handle(Event::Stop(collision_notification()), t0);
-    assert_eq!(sent_notification(&a), Some((code::CEASE, subcode::CONNECTION_COLLISION)));
+    assert_eq!(
+        sent_notification(&a),
+        Some((code::CEASE, subcode::CONNECTION_COLLISION))
+    );
     theirs.handle(Event::Message(Message::Open(open)), t0);
     theirs.handle(Event::Message(Message::Keepalive), t0);
     assert_eq!(theirs.state(), State::Established);

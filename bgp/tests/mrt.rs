@@ -15,9 +15,12 @@ fn data(name: &str) -> Vec<u8> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mrt"));
     let path = dir.join(name);
-    let gz = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (set NOVANET_MRT_DIR)", path.display()));
+    let gz = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (set NOVANET_MRT_DIR)", path.display()));
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();
+    flate2::read::MultiGzDecoder::new(&gz[..])
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -35,7 +38,9 @@ fn replay_updates(name: &str) -> Counts {
     let mut c = Counts::default();
     for rec in records(&bytes) {
         let rec = rec.expect("MRT record");
-        let Some(m) = bgp_message(&rec).expect("BGP message record") else { continue };
+        let Some(m) = bgp_message(&rec).expect("BGP message record") else {
+            continue;
+        };
         c.messages += 1;
         if m.message_type != 2 {
             continue;
@@ -44,7 +49,8 @@ fn replay_updates(name: &str) -> Counts {
             four_octet_as: m.four_octet_as,
             ..Default::default()
         };
-        let u = decode_update(m.body, &codec).unwrap_or_else(|e| panic!("UPDATE {} from {}: {e}", c.updates, m.peer_ip));
+        let u = decode_update(m.body, &codec)
+            .unwrap_or_else(|e| panic!("UPDATE {} from {}: {e}", c.updates, m.peer_ip));
         c.updates += 1;
         if u.treat_as_withdraw.is_some() {
             c.treat_as_withdraw += 1;
@@ -107,7 +113,12 @@ fn rrc00_bview_2000_decodes() {
         entries.clear();
         rib_entries(&rec, &mut peers, &mut entries).expect("RIB entries decode");
         for e in &entries {
-            assert!(e.attributes.treat_as_withdraw.is_none(), "{}: {:?}", e.prefix, e.attributes.treat_as_withdraw);
+            assert!(
+                e.attributes.treat_as_withdraw.is_none(),
+                "{}: {:?}",
+                e.prefix,
+                e.attributes.treat_as_withdraw
+            );
             assert!(!e.attributes.attrs.as_path.segments.is_empty() || e.peer_as == 0);
             prefixes.insert(e.prefix);
             peer_set.insert(e.peer_ip);

@@ -62,7 +62,11 @@ fn decide(a: (PeerId, PathAttributes), b: (PeerId, PathAttributes), winner: Peer
         }
         assert_eq!(best_peer(&rib, "192.0.2.0/24"), Some(winner), "{step:?}");
         let explained = rib.explain(&prefix("192.0.2.0/24"));
-        assert_eq!(explained[1].1, Some(step), "the losing path lost at {step:?}");
+        assert_eq!(
+            explained[1].1,
+            Some(step),
+            "the losing path lost at {step:?}"
+        );
     }
 }
 
@@ -70,7 +74,12 @@ fn decide(a: (PeerId, PathAttributes), b: (PeerId, PathAttributes), winner: Peer
 fn step_local_pref() {
     let mut hi = attrs(&[65001, 65002], "10.0.1.1");
     hi.local_pref = Some(200);
-    decide((1, hi), (2, attrs(&[65002], "10.0.2.1")), 1, Step::LocalPref);
+    decide(
+        (1, hi),
+        (2, attrs(&[65002], "10.0.2.1")),
+        1,
+        Step::LocalPref,
+    );
 }
 
 #[test]
@@ -78,12 +87,22 @@ fn step_locally_originated() {
     let local = PathAttributes::default();
     let mut learned = attrs(&[65002], "10.0.2.1");
     learned.local_pref = Some(100);
-    decide((LOCAL_PEER, local), (2, learned), LOCAL_PEER, Step::LocallyOriginated);
+    decide(
+        (LOCAL_PEER, local),
+        (2, learned),
+        LOCAL_PEER,
+        Step::LocallyOriginated,
+    );
 }
 
 #[test]
 fn step_as_path_length() {
-    decide((1, attrs(&[65001, 65009], "10.0.1.1")), (2, attrs(&[65002], "10.0.2.1")), 2, Step::AsPathLength);
+    decide(
+        (1, attrs(&[65001, 65009], "10.0.1.1")),
+        (2, attrs(&[65002], "10.0.2.1")),
+        2,
+        Step::AsPathLength,
+    );
 }
 
 #[test]
@@ -104,13 +123,23 @@ fn step_med_same_neighbour_as_only() {
 
 #[test]
 fn step_ebgp_over_ibgp() {
-    decide((3, attrs(&[65001], "10.0.3.1")), (2, attrs(&[65002], "10.0.2.1")), 2, Step::EbgpOverIbgp);
+    decide(
+        (3, attrs(&[65001], "10.0.3.1")),
+        (2, attrs(&[65002], "10.0.2.1")),
+        2,
+        Step::EbgpOverIbgp,
+    );
 }
 
 #[test]
 fn step_router_id() {
     // Same next hop so the two are not multipath siblings.
-    decide((4, attrs(&[65004], "10.0.9.1")), (2, attrs(&[65002], "10.0.9.1")), 2, Step::RouterId);
+    decide(
+        (4, attrs(&[65004], "10.0.9.1")),
+        (2, attrs(&[65002], "10.0.9.1")),
+        2,
+        Step::RouterId,
+    );
 }
 
 #[test]
@@ -130,27 +159,47 @@ fn step_peer_address() {
         rib.announce(peer, Nlri::new(prefix("192.0.2.0/24")), a);
     }
     assert_eq!(best_peer(&rib, "192.0.2.0/24"), Some(1));
-    assert_eq!(rib.explain(&prefix("192.0.2.0/24"))[1].1, Some(Step::PeerAddress));
+    assert_eq!(
+        rib.explain(&prefix("192.0.2.0/24"))[1].1,
+        Some(Step::PeerAddress)
+    );
 }
 
 #[test]
 fn ecmp_over_two_tors() {
     let mut rib = rib_with_peers();
     let a = rib.intern(attrs(&[65001], "10.0.1.1"));
-    let c1 = rib.announce(1, Nlri::new(prefix("192.0.2.0/24")), a).unwrap();
-    assert_eq!(c1.best.as_ref().unwrap().next_hops.as_slice(), &[ip("10.0.1.1")]);
+    let c1 = rib
+        .announce(1, Nlri::new(prefix("192.0.2.0/24")), a)
+        .unwrap();
+    assert_eq!(
+        c1.best.as_ref().unwrap().next_hops.as_slice(),
+        &[ip("10.0.1.1")]
+    );
     // Second ToR in another AS with an equally long path: multipath.
     let b = rib.intern(attrs(&[65002], "10.0.2.1"));
-    let c2 = rib.announce(2, Nlri::new(prefix("192.0.2.0/24")), b).unwrap();
+    let c2 = rib
+        .announce(2, Nlri::new(prefix("192.0.2.0/24")), b)
+        .unwrap();
     let mut hops = c2.best.unwrap().next_hops.to_vec();
     hops.sort();
     assert_eq!(hops, vec![ip("10.0.1.1"), ip("10.0.2.1")]);
-    assert_eq!(rib.entry(&prefix("192.0.2.0/24")).unwrap().forwarding().len(), 2);
+    assert_eq!(
+        rib.entry(&prefix("192.0.2.0/24"))
+            .unwrap()
+            .forwarding()
+            .len(),
+        2
+    );
     // A longer path is not a sibling; an iBGP path is not either.
     let c = rib.intern(attrs(&[65004, 65005], "10.0.4.1"));
-    assert!(rib.announce(4, Nlri::new(prefix("192.0.2.0/24")), c).is_none());
+    assert!(rib
+        .announce(4, Nlri::new(prefix("192.0.2.0/24")), c)
+        .is_none());
     let d = rib.intern(attrs(&[65003], "10.0.3.1"));
-    assert!(rib.announce(3, Nlri::new(prefix("192.0.2.0/24")), d).is_none());
+    assert!(rib
+        .announce(3, Nlri::new(prefix("192.0.2.0/24")), d)
+        .is_none());
     // One ToR withdraws: back to one next hop.
     let c3 = rib.withdraw(1, Nlri::new(prefix("192.0.2.0/24"))).unwrap();
     assert_eq!(c3.best.unwrap().next_hops.as_slice(), &[ip("10.0.2.1")]);
@@ -166,14 +215,20 @@ fn withdraw_last_path_removes_the_prefix() {
     assert!(rib.is_empty());
     drop(c);
     rib.collect_unused_attributes();
-    assert_eq!(rib.attribute_sets(), 0, "the attribute set left with its last route");
+    assert_eq!(
+        rib.attribute_sets(),
+        0,
+        "the attribute set left with its last route"
+    );
     assert!(rib.withdraw(1, Nlri::new(prefix("192.0.2.0/24"))).is_none());
 }
 
 #[test]
 fn a_million_routes_share_few_attribute_sets() {
     let mut rib = rib_with_peers();
-    let sets: Vec<PathAttributes> = (0..4).map(|i| attrs(&[65001, 64500 + i], "10.0.1.1")).collect();
+    let sets: Vec<PathAttributes> = (0..4)
+        .map(|i| attrs(&[65001, 64500 + i], "10.0.1.1"))
+        .collect();
     for i in 0..1_000_000u32 {
         // A fresh Arc per route, as a peer task would deliver them: the
         // RIB must fold them into the shared sets.
@@ -203,8 +258,15 @@ fn graceful_restart_stale_paths_are_swept() {
     let a = rib.intern(attrs(&[65001], "10.0.1.1"));
     rib.announce(1, Nlri::new(prefix("192.0.2.0/24")), a);
     let swept = rib.sweep_stale_family(1, Family::IPV4_UNICAST);
-    assert_eq!(swept.iter().map(|c| c.prefix).collect::<Vec<_>>(), vec![prefix("198.51.100.0/24")]);
-    assert_eq!(rib.sweep_stale(1).len(), 1, "the IPv6 stale path goes with the timer");
+    assert_eq!(
+        swept.iter().map(|c| c.prefix).collect::<Vec<_>>(),
+        vec![prefix("198.51.100.0/24")]
+    );
+    assert_eq!(
+        rib.sweep_stale(1).len(),
+        1,
+        "the IPv6 stale path goes with the timer"
+    );
     assert_eq!(rib.len(), 1);
 }
 
@@ -237,7 +299,9 @@ fn default_export_sends_only_own_prefixes_with_next_hop_self() {
     assert_eq!(out.as_path, AsPath::from_sequence(vec![65010]));
     assert_eq!(out.next_hop, Some(ip("10.0.0.10")));
     let learned = best(1, attrs(&[65001], "10.0.1.1"));
-    let why = t.export(&prefix("192.0.2.0/24"), &learned, false).unwrap_err();
+    let why = t
+        .export(&prefix("192.0.2.0/24"), &learned, false)
+        .unwrap_err();
     assert_eq!(why.verdict, Verdict::Reject);
     assert!(why.reason.contains("default export"), "{}", why.reason);
 }
@@ -260,27 +324,60 @@ fn export_all_rewrites_for_ebgp_and_shares_the_result() {
 fn export_never_loops_or_leaks() {
     let mut t = target(PeerPolicy::All, 65001);
     let b = best(1, attrs(&[65001], "10.0.1.1"));
-    assert!(t.export(&prefix("192.0.2.0/24"), &b, false).unwrap_err().reason.contains("AS path"));
+    assert!(t
+        .export(&prefix("192.0.2.0/24"), &b, false)
+        .unwrap_err()
+        .reason
+        .contains("AS path"));
     let mut na = attrs(&[65002], "10.0.2.1");
     na.communities.push(community::NO_EXPORT);
-    assert!(t.export(&prefix("192.0.2.0/24"), &best(2, na), false).unwrap_err().reason.contains("NO_EXPORT"));
+    assert!(t
+        .export(&prefix("192.0.2.0/24"), &best(2, na), false)
+        .unwrap_err()
+        .reason
+        .contains("NO_EXPORT"));
     let mut nadv = attrs(&[65002], "10.0.2.1");
     nadv.communities.push(community::NO_ADVERTISE);
-    assert!(t.export(&prefix("192.0.2.0/24"), &best(2, nadv), false).unwrap_err().reason.contains("NO_ADVERTISE"));
-    let self_learned = Best { peer: 9, ..best(2, attrs(&[65002], "10.0.2.1")) };
-    assert!(t.export(&prefix("192.0.2.0/24"), &self_learned, false).is_err());
+    assert!(t
+        .export(&prefix("192.0.2.0/24"), &best(2, nadv), false)
+        .unwrap_err()
+        .reason
+        .contains("NO_ADVERTISE"));
+    let self_learned = Best {
+        peer: 9,
+        ..best(2, attrs(&[65002], "10.0.2.1"))
+    };
+    assert!(t
+        .export(&prefix("192.0.2.0/24"), &self_learned, false)
+        .is_err());
     let v6 = best(LOCAL_PEER, PathAttributes::default());
-    assert!(t.export(&prefix("2001:db8::/32"), &v6, false).unwrap_err().reason.contains("family"));
+    assert!(t
+        .export(&prefix("2001:db8::/32"), &v6, false)
+        .unwrap_err()
+        .reason
+        .contains("family"));
 }
 
 #[test]
 fn ibgp_export_keeps_path_and_sets_local_pref() {
     let mut t = target(PeerPolicy::All, 65010);
-    let out = t.export(&prefix("192.0.2.0/24"), &best(1, attrs(&[65001], "10.0.1.1")), false).unwrap();
+    let out = t
+        .export(
+            &prefix("192.0.2.0/24"),
+            &best(1, attrs(&[65001], "10.0.1.1")),
+            false,
+        )
+        .unwrap();
     assert_eq!(out.as_path, AsPath::from_sequence(vec![65001]));
     assert_eq!(out.local_pref, Some(100));
     assert_eq!(out.next_hop, Some(ip("10.0.1.1")));
-    assert!(t.export(&prefix("192.0.2.0/24"), &best(3, attrs(&[65001], "10.0.3.1")), true).is_err());
+    assert!(t
+        .export(
+            &prefix("192.0.2.0/24"),
+            &best(3, attrs(&[65001], "10.0.3.1")),
+            true
+        )
+        .is_err());
 }
 
 #[test]
@@ -311,7 +408,10 @@ fn named_policy_by_prefix_range_and_community() {
     let mut t = target(PeerPolicy::Named("tor-out".into(), Arc::new(policy)), 65000);
     let b = best(1, attrs(&[65001], "10.0.1.1"));
     assert!(t.export(&prefix("10.1.0.0/16"), &b, false).is_ok());
-    assert!(t.export(&prefix("10.1.1.0/25"), &b, false).is_err(), "longer than le 24");
+    assert!(
+        t.export(&prefix("10.1.1.0/25"), &b, false).is_err(),
+        "longer than le 24"
+    );
     let why = t.export(&prefix("192.0.2.0/24"), &b, false).unwrap_err();
     assert_eq!(why.reason, "policy tor-out default");
 }
@@ -323,11 +423,26 @@ fn default_import_refuses_own_pod_cidr_and_default_route() {
         pod_cidrs: vec![prefix("10.244.10.0/24")],
         accept_default_route: false,
     };
-    assert_eq!(import_default(&local, &prefix("10.244.10.0/24")).verdict, Verdict::Reject);
-    assert_eq!(import_default(&local, &prefix("10.244.10.128/25")).verdict, Verdict::Reject);
-    assert_eq!(import_default(&local, &prefix("10.244.0.0/16")).verdict, Verdict::Reject);
-    assert_eq!(import_default(&local, &prefix("0.0.0.0/0")).verdict, Verdict::Reject);
-    assert_eq!(import_default(&local, &prefix("10.244.11.0/24")).verdict, Verdict::Accept);
+    assert_eq!(
+        import_default(&local, &prefix("10.244.10.0/24")).verdict,
+        Verdict::Reject
+    );
+    assert_eq!(
+        import_default(&local, &prefix("10.244.10.128/25")).verdict,
+        Verdict::Reject
+    );
+    assert_eq!(
+        import_default(&local, &prefix("10.244.0.0/16")).verdict,
+        Verdict::Reject
+    );
+    assert_eq!(
+        import_default(&local, &prefix("0.0.0.0/0")).verdict,
+        Verdict::Reject
+    );
+    assert_eq!(
+        import_default(&local, &prefix("10.244.11.0/24")).verdict,
+        Verdict::Accept
+    );
 }
 
 #[test]
@@ -343,8 +458,18 @@ fn pending_coalesces_and_packs_withdrawals_first() {
     assert_eq!(p.encode_all(&SessionCodec::default(), &mut buf), (2, 1));
     assert!(p.is_empty());
     let len = frame(&buf, MAX_MESSAGE_LEN).unwrap().unwrap();
-    let Message::Update(first) = decode_message(&buf[..len], &SessionCodec::default()).unwrap() else { panic!() };
+    let Message::Update(first) = decode_message(&buf[..len], &SessionCodec::default()).unwrap()
+    else {
+        panic!()
+    };
     assert_eq!(first.withdrawn.len(), 1, "withdrawals first");
-    let Message::Update(second) = decode_message(&buf[len..], &SessionCodec::default()).unwrap() else { panic!() };
-    assert_eq!(second.nlri.len(), 2, "one UPDATE for both prefixes sharing attributes");
+    let Message::Update(second) = decode_message(&buf[len..], &SessionCodec::default()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        second.nlri.len(),
+        2,
+        "one UPDATE for both prefixes sharing attributes"
+    );
 }

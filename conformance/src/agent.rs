@@ -21,7 +21,14 @@ pub fn agent_binary() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
             .current_dir(&root)
-            .args(["build", "-q", "-p", "novanet-agent", "--bin", "novanet-agent"])
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "novanet-agent",
+                "--bin",
+                "novanet-agent",
+            ])
             .status()
             .expect("cargo build novanet-agent");
         assert!(st.success(), "building novanet-agent failed");
@@ -53,7 +60,12 @@ impl Agent {
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).expect("agent config");
         let name = format!("agent-{ns}");
         let bin = agent_binary();
-        let log = lab.spawn(&name, ns, &bin.display().to_string(), &["--config", &path.display().to_string()]);
+        let log = lab.spawn(
+            &name,
+            ns,
+            &bin.display().to_string(),
+            &["--config", &path.display().to_string()],
+        );
         let agent = Agent {
             name,
             ns: lab.ns_name(ns),
@@ -62,7 +74,10 @@ impl Agent {
         };
         crate::wait_until("agent status endpoint", Duration::from_secs(30), || {
             if lab.has_exited(&agent.name) {
-                panic!("the agent exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "the agent exited: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             agent.get("/healthz").map(|_| ())
         });
@@ -73,7 +88,11 @@ impl Agent {
     pub fn rewrite_config(&self, config: &Value) {
         let mut config = config.clone();
         config["metrics_address"] = Value::String(format!("127.0.0.1:{}", self.metrics_port));
-        std::fs::write(&self.config_path, serde_json::to_vec_pretty(&config).unwrap()).expect("agent config");
+        std::fs::write(
+            &self.config_path,
+            serde_json::to_vec_pretty(&config).unwrap(),
+        )
+        .expect("agent config");
     }
 
     /// GET on the status endpoint, from inside the agent's namespace.
@@ -82,16 +101,20 @@ impl Agent {
         let port = self.metrics_port;
         let path = path.to_string();
         std::thread::spawn(move || -> Result<String, String> {
-            let f = std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
+            let f =
+                std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
             // SAFETY: setns on a namespace file, in a thread of our own that
             // ends right after the request.
             let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
             if r != 0 {
                 return Err(std::io::Error::last_os_error().to_string());
             }
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+            let mut s =
+                std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .map_err(|e| e.to_string())?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .map_err(|e| e.to_string())?;
             let mut resp = String::new();
             s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
             let (head, body) = resp.split_once("\r\n\r\n").ok_or("no HTTP body")?;
@@ -105,7 +128,10 @@ impl Agent {
     }
 
     pub fn peers(&self) -> Value {
-        self.get("/status/peers").ok().and_then(|b| serde_json::from_str(&b).ok()).unwrap_or(Value::Null)
+        self.get("/status/peers")
+            .ok()
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .unwrap_or(Value::Null)
     }
 
     pub fn peer(&self, addr: &str) -> Value {
@@ -124,7 +150,11 @@ impl Agent {
         self.get(&format!("/status/routes?prefix={prefix}"))
             .ok()
             .and_then(|b| serde_json::from_str::<Value>(&b).ok())
-            .and_then(|v| v.as_array().and_then(|a| a.first()).map(|r| r["paths"].clone()))
+            .and_then(|v| {
+                v.as_array()
+                    .and_then(|a| a.first())
+                    .map(|r| r["paths"].clone())
+            })
             .and_then(|p| p.as_array().cloned())
             .unwrap_or_default()
     }

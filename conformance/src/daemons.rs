@@ -45,9 +45,11 @@ impl Frr {
         ]));
         lab.track_pid_file(&format!("frr-{ns}"), pid_file.into());
         let frr = Frr { instance };
-        crate::wait_until("FRR vty to answer", std::time::Duration::from_secs(20), || {
-            frr.try_vtysh("show bgp summary json").map(|_| ())
-        });
+        crate::wait_until(
+            "FRR vty to answer",
+            std::time::Duration::from_secs(20),
+            || frr.try_vtysh("show bgp summary json").map(|_| ()),
+        );
         frr
     }
 
@@ -59,17 +61,27 @@ impl Frr {
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
         }
     }
 
     pub fn vtysh(&self, command: &str) -> String {
-        self.try_vtysh(command).unwrap_or_else(|e| panic!("vtysh {command:?}: {e}"))
+        self.try_vtysh(command)
+            .unwrap_or_else(|e| panic!("vtysh {command:?}: {e}"))
     }
 
     /// Runs configuration lines (`configure terminal` ... ).
     pub fn configure(&self, lines: &[&str]) {
-        let mut args = vec!["-N".to_string(), self.instance.clone(), "-c".into(), "configure terminal".into()];
+        let mut args = vec![
+            "-N".to_string(),
+            self.instance.clone(),
+            "-c".into(),
+            "configure terminal".into(),
+        ];
         for l in lines {
             args.push("-c".into());
             args.push((*l).into());
@@ -87,14 +99,19 @@ impl Frr {
     }
 
     pub fn neighbor_state(&self, addr: &str) -> String {
-        self.neighbor(addr)["bgpState"].as_str().unwrap_or("").to_string()
+        self.neighbor(addr)["bgpState"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     /// AS paths of the best path of a prefix, when FRR has it.
     pub fn route_as_path(&self, afi: &str, prefix: &str) -> Option<String> {
         let v = self.json(&format!("show bgp {afi} unicast {prefix} json"));
         let paths = v["paths"].as_array()?;
-        paths.first().map(|p| p["aspath"]["string"].as_str().unwrap_or("").to_string())
+        paths
+            .first()
+            .map(|p| p["aspath"]["string"].as_str().unwrap_or("").to_string())
     }
 }
 
@@ -121,9 +138,11 @@ impl Bird {
         ]));
         lab.track_pid_file(&format!("bird-{ns}"), pid_file);
         let bird = Bird { socket };
-        crate::wait_until("BIRD control socket", std::time::Duration::from_secs(20), || {
-            bird.try_birdc(&["show", "status"]).map(|_| ())
-        });
+        crate::wait_until(
+            "BIRD control socket",
+            std::time::Duration::from_secs(20),
+            || bird.try_birdc(&["show", "status"]).map(|_| ()),
+        );
         bird
     }
 
@@ -142,20 +161,28 @@ impl Bird {
     }
 
     pub fn birdc(&self, args: &[&str]) -> String {
-        self.try_birdc(args).unwrap_or_else(|e| panic!("birdc {args:?}: {e}"))
+        self.try_birdc(args)
+            .unwrap_or_else(|e| panic!("birdc {args:?}: {e}"))
     }
 
     /// `BGP state:` of a protocol.
     pub fn bgp_state(&self, protocol: &str) -> String {
         self.birdc(&["show", "protocols", "all", protocol])
             .lines()
-            .find_map(|l| l.trim().strip_prefix("BGP state:").map(|s| s.trim().to_string()))
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("BGP state:")
+                    .map(|s| s.trim().to_string())
+            })
             .unwrap_or_default()
     }
 
     /// The `show route PREFIX all` text ("" when BIRD has no such route).
     pub fn route(&self, prefix: &str) -> String {
-        let out = self.birdc(&["show", "route", prefix, "all"]);
+        // birdc exits non-zero for "Network not found".
+        let out = self
+            .try_birdc(&["show", "route", prefix, "all"])
+            .unwrap_or_default();
         if out.contains(prefix.split('/').next().unwrap_or(prefix)) {
             out
         } else {
@@ -165,9 +192,11 @@ impl Bird {
 
     /// The `BGP.as_path:` of a route.
     pub fn route_as_path(&self, prefix: &str) -> Option<String> {
-        self.route(prefix)
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("BGP.as_path:").map(|s| s.trim().to_string()))
+        self.route(prefix).lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("BGP.as_path:")
+                .map(|s| s.trim().to_string())
+        })
     }
 }
 
@@ -190,43 +219,74 @@ impl GoBgp {
             &format!("gobgp-{ns}"),
             ns,
             "gobgpd",
-            &["-f", &conf.display().to_string(), "-p", "--api-hosts", &api, "--pprof-disable"],
+            &[
+                "-f",
+                &conf.display().to_string(),
+                "-p",
+                "--api-hosts",
+                &api,
+                "--pprof-disable",
+            ],
         );
         let g = GoBgp {
             ns: lab.ns_name(ns),
             port,
         };
-        crate::wait_until("GoBGP API", std::time::Duration::from_secs(20), || g.try_cli(&["global"]).map(|_| ()));
+        crate::wait_until("GoBGP API", std::time::Duration::from_secs(20), || {
+            g.try_cli(&["global"]).map(|_| ())
+        });
         g
     }
 
     pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "gobgp", "-p", &self.port.to_string()])
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "gobgp",
+                "-p",
+                &self.port.to_string(),
+            ])
             .args(args)
             .output()
             .map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
         }
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        self.try_cli(args).unwrap_or_else(|e| panic!("gobgp {args:?}: {e}"))
+        self.try_cli(args)
+            .unwrap_or_else(|e| panic!("gobgp {args:?}: {e}"))
     }
 
     /// The session state of a neighbor (`ESTABLISHED`, ...), as GoBGP
     /// reports it.
     pub fn neighbor_state(&self, addr: &str) -> String {
-        let v: Value = serde_json::from_str(&self.try_cli(&["-j", "neighbor", addr]).unwrap_or_default()).unwrap_or(Value::Null);
-        v["state"]["session_state"].as_str().map(|s| s.to_string()).unwrap_or_else(|| v["state"]["session_state"].to_string())
+        let v: Value =
+            serde_json::from_str(&self.try_cli(&["-j", "neighbor", addr]).unwrap_or_default())
+                .unwrap_or(Value::Null);
+        v["state"]["session_state"]
+            .as_str()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| v["state"]["session_state"].to_string())
     }
 
     /// The AS path of a prefix in GoBGP's global RIB, when present.
     pub fn route_as_path(&self, family: &str, prefix: &str) -> Option<String> {
-        let v: Value = serde_json::from_str(&self.try_cli(&["-j", "global", "rib", "-a", family, prefix]).ok()?).ok()?;
+        let v: Value = serde_json::from_str(
+            &self
+                .try_cli(&["-j", "global", "rib", "-a", family, prefix])
+                .ok()?,
+        )
+        .ok()?;
         let paths = v.as_object()?.values().next()?.as_array()?;
         let attrs = paths.first()?["attrs"].as_array()?;
         let asp = attrs.iter().find(|a| a["type"] == 2)?;

@@ -11,7 +11,14 @@ const T: Duration = Duration::from_secs(40);
 fn topology(lab: &mut Lab) {
     lab.add_ns("tor");
     lab.add_ns("node");
-    lab.link("tor", "eth0", &["10.0.0.1/24", "fd00::1/64"], "node", "eth0", &["10.0.0.10/24", "fd00::10/64"]);
+    lab.link(
+        "tor",
+        "eth0",
+        &["10.0.0.1/24", "fd00::1/64"],
+        "node",
+        "eth0",
+        &["10.0.0.10/24", "fd00::10/64"],
+    );
 }
 
 fn frr_config(local_as: u32, remote_as: u32, extra_neighbor: &str) -> String {
@@ -74,16 +81,22 @@ fn established(frr: &Frr, addr: &str) {
 }
 
 fn frr_has(frr: &Frr, afi: &str, prefix: &str, as_path: &str) {
-    wait_until(&format!("FRR to hold {prefix} via AS path {as_path}"), T, || match frr.route_as_path(afi, prefix) {
-        Some(p) if p == as_path => Ok(()),
-        other => Err(format!("{other:?}")),
-    });
+    wait_until(
+        &format!("FRR to hold {prefix} via AS path {as_path}"),
+        T,
+        || match frr.route_as_path(afi, prefix) {
+            Some(p) if p == as_path => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
 }
 
 fn frr_lacks(frr: &Frr, afi: &str, prefix: &str) {
-    wait_until(&format!("FRR to drop {prefix}"), T, || match frr.route_as_path(afi, prefix) {
-        None => Ok(()),
-        Some(p) => Err(p),
+    wait_until(&format!("FRR to drop {prefix}"), T, || {
+        match frr.route_as_path(afi, prefix) {
+            None => Ok(()),
+            Some(p) => Err(p),
+        }
     });
 }
 
@@ -91,7 +104,11 @@ fn agent_has(agent: &Agent, prefix: &str, next_hop: &str, as_path: &str) {
     wait_until(&format!("agent to hold {prefix}"), T, || {
         let paths = agent.route(prefix);
         match paths.first() {
-            Some(p) if p["next_hop"] == next_hop && p["as_path"] == as_path && p["best"] == true => Ok(()),
+            Some(p)
+                if p["next_hop"] == next_hop && p["as_path"] == as_path && p["best"] == true =>
+            {
+                Ok(())
+            }
             other => Err(format!("{other:?}")),
         }
     });
@@ -109,7 +126,9 @@ fn agent_lacks(agent: &Agent, prefix: &str) {
 }
 
 fn counter(frr: &Frr, addr: &str, key: &str) -> u64 {
-    frr.neighbor(addr)["messageStats"][key].as_u64().unwrap_or(0)
+    frr.neighbor(addr)["messageStats"][key]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -134,10 +153,17 @@ fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
     assert_eq!(peer["prefixes_sent"], 1);
     // Routes learned from one ToR are not re-advertised by default: the
     // IPv6 session carries only the node's own IPv6 prefix.
-    assert_eq!(frr.json("show bgp summary json")["ipv6Unicast"]["peers"]["fd00::10"]["pfxRcd"], 1);
+    assert_eq!(
+        frr.json("show bgp summary json")["ipv6Unicast"]["peers"]["fd00::10"]["pfxRcd"],
+        1
+    );
 
     // Withdraw from FRR.
-    frr.configure(&["router bgp 65000", "address-family ipv4 unicast", "no network 192.0.2.0/24"]);
+    frr.configure(&[
+        "router bgp 65000",
+        "address-family ipv4 unicast",
+        "no network 192.0.2.0/24",
+    ]);
     agent_lacks(&agent, "192.0.2.0/24");
 
     // Withdraw from the agent, without a session reset: a new PodCIDR.
@@ -145,14 +171,20 @@ fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
     lab.signal(&agent.name, libc::SIGHUP);
     frr_has(&frr, "ipv4", "10.244.20.0/24", "65010");
     frr_lacks(&frr, "ipv4", "10.244.10.0/24");
-    assert_eq!(agent.peer("10.0.0.1")["established_transitions"], 1, "no session reset");
+    assert_eq!(
+        agent.peer("10.0.0.1")["established_transitions"],
+        1,
+        "no session reset"
+    );
 
     // Route refresh requested by FRR: the agent sends its routes again.
     let sent_before = agent.peer("10.0.0.1")["updates_sent"].as_u64().unwrap();
     frr.vtysh("clear bgp ipv4 unicast 10.0.0.10 soft in");
-    wait_until("FRR to send a route refresh", T, || match counter(&frr, "10.0.0.10", "routeRefreshSent") {
-        n if n >= 1 => Ok(()),
-        n => Err(n.to_string()),
+    wait_until("FRR to send a route refresh", T, || {
+        match counter(&frr, "10.0.0.10", "routeRefreshSent") {
+            n if n >= 1 => Ok(()),
+            n => Err(n.to_string()),
+        }
     });
     wait_until("the agent to answer with UPDATEs", T, || {
         let now = agent.peer("10.0.0.1")["updates_sent"].as_u64().unwrap_or(0);
@@ -165,21 +197,34 @@ fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
     frr_has(&frr, "ipv4", "10.244.20.0/24", "65010");
 
     // Route refresh requested by the agent: an import policy change.
-    frr.configure(&["router bgp 65000", "address-family ipv4 unicast", "network 198.51.100.0/24"]);
+    frr.configure(&[
+        "router bgp 65000",
+        "address-family ipv4 unicast",
+        "network 198.51.100.0/24",
+    ]);
     agent_has(&agent, "198.51.100.0/24", "10.0.0.1", "65000");
     let refresh_before = counter(&frr, "10.0.0.10", "routeRefreshRecv");
-    let mut cfg = agent_config("10.244.20.0/24", json!({
-        "policies": {"tor-in": {"rules": [{"prefixes": [{"prefix": "198.51.100.0/24"}], "action": "reject"}], "default": "accept"}}
-    }));
+    let mut cfg = agent_config(
+        "10.244.20.0/24",
+        json!({
+            "policies": {"tor-in": {"rules": [{"prefixes": [{"prefix": "198.51.100.0/24"}], "action": "reject"}], "default": "accept"}}
+        }),
+    );
     cfg["routing"]["peers"][0]["import"] = json!("tor-in");
     agent.rewrite_config(&cfg);
     lab.signal(&agent.name, libc::SIGHUP);
-    wait_until("FRR to receive a route refresh", T, || match counter(&frr, "10.0.0.10", "routeRefreshRecv") {
-        n if n > refresh_before => Ok(()),
-        n => Err(n.to_string()),
+    wait_until("FRR to receive a route refresh", T, || {
+        match counter(&frr, "10.0.0.10", "routeRefreshRecv") {
+            n if n > refresh_before => Ok(()),
+            n => Err(n.to_string()),
+        }
     });
     agent_lacks(&agent, "198.51.100.0/24");
-    assert_eq!(agent.peer("10.0.0.1")["established_transitions"], 1, "no session reset");
+    assert_eq!(
+        agent.peer("10.0.0.1")["established_transitions"],
+        1,
+        "no session reset"
+    );
 
     // Shutdown: PodCIDR withdrawn, Cease with our shutdown communication.
     lab.signal(&agent.name, libc::SIGTERM);
@@ -187,7 +232,10 @@ fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
     assert!(status.success(), "agent exit status {status}");
     let n = frr.neighbor("10.0.0.10");
     assert_ne!(n["bgpState"], "Established");
-    let reason = format!("{} {}", n["lastNotificationReason"], n["lastShutdownDescription"]);
+    let reason = format!(
+        "{} {}",
+        n["lastNotificationReason"], n["lastShutdownDescription"]
+    );
     assert!(reason.contains("Administrative Shutdown"), "{reason}");
     assert!(reason.contains("node-a shutting down"), "{reason}");
     frr_lacks(&frr, "ipv4", "10.244.20.0/24");
@@ -199,7 +247,11 @@ fn frr_four_octet_as_both_sides() {
     topology(&mut lab);
     // The agent takes a private 4-octet AS from its address (4200000000 +
     // 0.0.10 -> 4200000010); the ToR has one too.
-    let frr = Frr::start(&mut lab, "tor", &frr_config(4_200_000_001, 4_200_000_010, ""));
+    let frr = Frr::start(
+        &mut lab,
+        "tor",
+        &frr_config(4_200_000_001, 4_200_000_010, ""),
+    );
     let mut cfg = agent_config("10.244.10.0/24", json!({"asn_mode": "private_4byte"}));
     cfg["routing"]["peers"][0]["remote_as"] = json!(4_200_000_001u32);
     cfg["routing"]["peers"][1]["remote_as"] = json!(4_200_000_001u32);
@@ -214,7 +266,11 @@ fn frr_four_octet_as_both_sides() {
 fn frr_tcp_md5() {
     let mut lab = Lab::new("frrmd5");
     topology(&mut lab);
-    let frr = Frr::start(&mut lab, "tor", &frr_config(65000, 65010, " neighbor 10.0.0.10 password s3cret-key"));
+    let frr = Frr::start(
+        &mut lab,
+        "tor",
+        &frr_config(65000, 65010, " neighbor 10.0.0.10 password s3cret-key"),
+    );
     let mut cfg = agent_config("10.244.10.0/24", json!({}));
     cfg["routing"]["peers"][0]["password"] = json!("s3cret-key");
     let agent = Agent::start(&mut lab, "node", &cfg);

@@ -70,7 +70,9 @@ pub fn compare(a: &Candidate, b: &Candidate) -> (Ordering, Step) {
     let steps: [(Step, &dyn Fn() -> Ordering); 9] = [
         (Step::LocalPref, &|| local_pref(b).cmp(&local_pref(a))),
         (Step::LocallyOriginated, &|| b.peer.local.cmp(&a.peer.local)),
-        (Step::AsPathLength, &|| pa.as_path.path_len().cmp(&pb.as_path.path_len())),
+        (Step::AsPathLength, &|| {
+            pa.as_path.path_len().cmp(&pb.as_path.path_len())
+        }),
         (Step::Origin, &|| pa.origin.cmp(&pb.origin)),
         (Step::Med, &|| {
             if pa.as_path.first_as() == pb.as_path.first_as() {
@@ -81,10 +83,13 @@ pub fn compare(a: &Candidate, b: &Candidate) -> (Ordering, Step) {
         }),
         (Step::EbgpOverIbgp, &|| a.peer.ibgp.cmp(&b.peer.ibgp)),
         (Step::RouterId, &|| {
-            let id = |c: &Candidate| u32::from(c.path.attrs.originator_id.unwrap_or(c.peer.router_id));
+            let id =
+                |c: &Candidate| u32::from(c.path.attrs.originator_id.unwrap_or(c.peer.router_id));
             id(a).cmp(&id(b))
         }),
-        (Step::ClusterListLength, &|| pa.cluster_list.len().cmp(&pb.cluster_list.len())),
+        (Step::ClusterListLength, &|| {
+            pa.cluster_list.len().cmp(&pb.cluster_list.len())
+        }),
         (Step::PeerAddress, &|| a.peer.address.cmp(&b.peer.address)),
     ];
     for (step, cmp) in steps {

@@ -113,7 +113,10 @@ impl ExportTarget {
             return reject("carries NO_EXPORT");
         }
         if !self.ibgp() && attrs.as_path.contains(self.remote_as) {
-            return reject(format!("AS path already contains the peer's AS {}", self.remote_as));
+            return reject(format!(
+                "AS path already contains the peer's AS {}",
+                self.remote_as
+            ));
         }
         let local = best.peer == LOCAL_PEER;
         let applied = evaluate_export(&self.policy, local, prefix, attrs);
@@ -140,10 +143,11 @@ impl ExportTarget {
 
     fn next_hop_for(&self, family: Family) -> Result<IpAddr, Decision> {
         let nh = match family {
-            Family::IPV4_UNICAST => self
-                .local_v4
-                .map(IpAddr::V4)
-                .or_else(|| self.extended_next_hop_v4.then_some(self.local_v6.map(IpAddr::V6)).flatten()),
+            Family::IPV4_UNICAST => self.local_v4.map(IpAddr::V4).or_else(|| {
+                self.extended_next_hop_v4
+                    .then_some(self.local_v6.map(IpAddr::V6))
+                    .flatten()
+            }),
             _ => self.local_v6.map(IpAddr::V6),
         };
         nh.ok_or_else(|| Decision {
@@ -155,7 +159,10 @@ impl ExportTarget {
     fn rewrite(&self, src: &PathAttributes, local: bool, next_hop: IpAddr) -> PathAttributes {
         let mut a = src.clone();
         if self.ibgp() {
-            a.local_pref = Some(src.local_pref.unwrap_or(super::decision::DEFAULT_LOCAL_PREF));
+            a.local_pref = Some(
+                src.local_pref
+                    .unwrap_or(super::decision::DEFAULT_LOCAL_PREF),
+            );
             if local || a.next_hop.is_none() {
                 a.next_hop = Some(next_hop);
             }

@@ -68,7 +68,11 @@ impl RibEntry {
 
     /// The best path and the paths that share forwarding with it.
     pub fn forwarding(&self) -> &[Path] {
-        let n = if self.paths.is_empty() { 0 } else { 1 + self.multipath as usize };
+        let n = if self.paths.is_empty() {
+            0
+        } else {
+            1 + self.multipath as usize
+        };
         &self.paths[..n]
     }
 }
@@ -203,9 +207,17 @@ impl Rib {
     }
 
     /// Adds or replaces a peer's path for a prefix.
-    pub fn announce(&mut self, peer: PeerId, nlri: Nlri, attrs: Arc<PathAttributes>) -> Option<BestChange> {
+    pub fn announce(
+        &mut self,
+        peer: PeerId,
+        nlri: Nlri,
+        attrs: Arc<PathAttributes>,
+    ) -> Option<BestChange> {
         let attrs = self.attrs.intern_arc(attrs);
-        let before = self.routes.get(&nlri.prefix).and_then(|e| self.selection(e));
+        let before = self
+            .routes
+            .get(&nlri.prefix)
+            .and_then(|e| self.selection(e));
         let entry = self.routes.entry(nlri.prefix).or_default();
         let path = Path {
             peer,
@@ -213,7 +225,11 @@ impl Rib {
             attrs,
             stale: false,
         };
-        let old = match entry.paths.iter_mut().find(|p| p.peer == peer && p.path_id == nlri.path_id) {
+        let old = match entry
+            .paths
+            .iter_mut()
+            .find(|p| p.peer == peer && p.path_id == nlri.path_id)
+        {
             Some(slot) => Some(std::mem::replace(slot, path)),
             None => {
                 entry.paths.push(path);
@@ -229,7 +245,10 @@ impl Rib {
 
     /// Removes a peer's path for a prefix.
     pub fn withdraw(&mut self, peer: PeerId, nlri: Nlri) -> Option<BestChange> {
-        let before = self.routes.get(&nlri.prefix).and_then(|e| self.selection(e));
+        let before = self
+            .routes
+            .get(&nlri.prefix)
+            .and_then(|e| self.selection(e));
         let entry = self.routes.get_mut(&nlri.prefix)?;
         let i = entry
             .paths
@@ -264,16 +283,26 @@ impl Rib {
     }
 
     /// Removes a peer's stale paths of one family (End-of-RIB received).
-    pub fn sweep_stale_family(&mut self, peer: PeerId, family: crate::wire::Family) -> Vec<BestChange> {
+    pub fn sweep_stale_family(
+        &mut self,
+        peer: PeerId,
+        family: crate::wire::Family,
+    ) -> Vec<BestChange> {
         let v4 = family == crate::wire::Family::IPV4_UNICAST;
-        self.remove_paths_where(peer, |prefix, p| p.stale && matches!(prefix, IpNet::V4(_)) == v4)
+        self.remove_paths_where(peer, |prefix, p| {
+            p.stale && matches!(prefix, IpNet::V4(_)) == v4
+        })
     }
 
     fn remove_paths(&mut self, peer: PeerId, pick: impl Fn(&Path) -> bool) -> Vec<BestChange> {
         self.remove_paths_where(peer, |_, p| pick(p))
     }
 
-    fn remove_paths_where(&mut self, peer: PeerId, pick: impl Fn(&IpNet, &Path) -> bool) -> Vec<BestChange> {
+    fn remove_paths_where(
+        &mut self,
+        peer: PeerId,
+        pick: impl Fn(&IpNet, &Path) -> bool,
+    ) -> Vec<BestChange> {
         let affected: Vec<IpNet> = self
             .routes
             .iter()
@@ -364,7 +393,10 @@ static UNKNOWN_PEER: PeerInfo = PeerInfo {
 };
 
 fn peer_of(peers: &[Option<PeerInfo>], id: PeerId) -> &PeerInfo {
-    peers.get(id as usize).and_then(Option::as_ref).unwrap_or(&UNKNOWN_PEER)
+    peers
+        .get(id as usize)
+        .and_then(Option::as_ref)
+        .unwrap_or(&UNKNOWN_PEER)
 }
 
 /// Puts the best path first and its multipath siblings right after it.
@@ -396,7 +428,10 @@ fn order_paths(entry: &mut RibEntry, peers: &[Option<PeerInfo>]) {
                 path: &paths[i],
                 peer: peer_of(peers, paths[i].peer),
             };
-            multipath_eligible(&b, &o) && !paths[1..k].iter().any(|s| s.attrs.next_hop == paths[i].attrs.next_hop)
+            multipath_eligible(&b, &o)
+                && !paths[1..k]
+                    .iter()
+                    .any(|s| s.attrs.next_hop == paths[i].attrs.next_hop)
         };
         if eligible {
             paths.swap(k, i);

@@ -3,7 +3,10 @@
 //! map, and answers the [`Speaker`](super::Speaker) handle.
 
 use super::peer::{self, PeerCommand, PeerCtx};
-use super::{Command, PeerConfig, PeerShared, PeerStatus, PathView, RouteView, SpeakerConfig, SpeakerError, SpeakerEvent};
+use super::{
+    Command, PathView, PeerConfig, PeerShared, PeerStatus, RouteView, SpeakerConfig, SpeakerError,
+    SpeakerEvent,
+};
 use crate::fsm::Negotiated;
 use crate::policy::PeerPolicy;
 use crate::rib::export::ExportTarget;
@@ -88,9 +91,12 @@ pub(crate) fn spawn(
     listener: Option<TcpListener>,
 ) {
     let (peer_tx, peer_rx) = mpsc::channel(1024);
-    let listener_fd = listener
-        .as_ref()
-        .map(|l| (l.as_raw_fd(), l.local_addr().map(|a| a.is_ipv6()).unwrap_or(false)));
+    let listener_fd = listener.as_ref().map(|l| {
+        (
+            l.as_raw_fd(),
+            l.local_addr().map(|a| a.is_ipv6()).unwrap_or(false),
+        )
+    });
     if let Some(l) = listener {
         let tx = peer_tx.clone();
         tokio::spawn(async move {
@@ -125,7 +131,11 @@ pub(crate) fn spawn(
 }
 
 impl Core {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut peer_rx: mpsc::Receiver<PeerEvent>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut peer_rx: mpsc::Receiver<PeerEvent>,
+    ) {
         loop {
             tokio::select! {
                 biased;
@@ -164,7 +174,11 @@ impl Core {
                 self.propagate(changes);
             }
             Command::WithdrawLocal(prefix) => {
-                let changes: Vec<BestChange> = self.rib.withdraw(LOCAL_PEER, Nlri::new(prefix)).into_iter().collect();
+                let changes: Vec<BestChange> = self
+                    .rib
+                    .withdraw(LOCAL_PEER, Nlri::new(prefix))
+                    .into_iter()
+                    .collect();
                 self.propagate(changes);
             }
             Command::Routes(prefix, reply) => {
@@ -233,7 +247,10 @@ impl Core {
     }
 
     fn remove_peer(&mut self, addr: IpAddr) -> Result<(), SpeakerError> {
-        let id = self.by_address.remove(&addr).ok_or(SpeakerError::NoSuchPeer(addr))?;
+        let id = self
+            .by_address
+            .remove(&addr)
+            .ok_or(SpeakerError::NoSuchPeer(addr))?;
         let slot = self.slots.remove(&id).expect("slot of a known address");
         self.registry.lock().expect("peer registry").remove(&addr);
         let stop = Notification::new(crate::wire::error::code::CEASE, subcode::PEER_DECONFIGURED);
@@ -249,8 +266,16 @@ impl Core {
         Ok(())
     }
 
-    fn set_policies(&mut self, addr: IpAddr, import: PeerPolicy, export: PeerPolicy) -> Result<(), SpeakerError> {
-        let id = *self.by_address.get(&addr).ok_or(SpeakerError::NoSuchPeer(addr))?;
+    fn set_policies(
+        &mut self,
+        addr: IpAddr,
+        import: PeerPolicy,
+        export: PeerPolicy,
+    ) -> Result<(), SpeakerError> {
+        let id = *self
+            .by_address
+            .get(&addr)
+            .ok_or(SpeakerError::NoSuchPeer(addr))?;
         let slot = self.slots.get_mut(&id).expect("slot of a known address");
         slot.config.import = import.clone();
         slot.config.export = export.clone();
@@ -258,7 +283,9 @@ impl Core {
         for f in &slot.config.families {
             let _ = slot.commands.try_send(PeerCommand::SendRefresh(*f));
         }
-        let Some(target) = slot.export.as_mut() else { return Ok(()) };
+        let Some(target) = slot.export.as_mut() else {
+            return Ok(());
+        };
         // Export the table under the old and the new policy; send the
         // difference.
         let old_policy = std::mem::replace(&mut target.policy, export);
@@ -307,9 +334,17 @@ impl Core {
                     }
                 }
             }
-            PeerEvent::Up { id, negotiated, local } => self.peer_up(id, *negotiated, local),
+            PeerEvent::Up {
+                id,
+                negotiated,
+                local,
+            } => self.peer_up(id, *negotiated, local),
             PeerEvent::Down { id, keep_stale_for } => self.peer_down(id, keep_stale_for),
-            PeerEvent::Routes { id, announce, withdraw } => self.routes_in(id, announce, withdraw),
+            PeerEvent::Routes {
+                id,
+                announce,
+                withdraw,
+            } => self.routes_in(id, announce, withdraw),
             PeerEvent::EndOfRib { id, family } => {
                 let changes = self.rib.sweep_stale_family(id, family);
                 if !changes.is_empty() {
@@ -322,9 +357,17 @@ impl Core {
                 self.dump_to(id, Some(family));
             }
             PeerEvent::SweepStale { id, generation } => {
-                if self.slots.get(&id).is_some_and(|s| s.stale_generation == generation) {
+                if self
+                    .slots
+                    .get(&id)
+                    .is_some_and(|s| s.stale_generation == generation)
+                {
                     let changes = self.rib.sweep_stale(id);
-                    tracing::info!(peer = id, swept = changes.len(), "graceful restart time over: stale routes swept");
+                    tracing::info!(
+                        peer = id,
+                        swept = changes.len(),
+                        "graceful restart time over: stale routes swept"
+                    );
                     self.propagate(changes);
                 }
             }
@@ -332,7 +375,9 @@ impl Core {
     }
 
     fn peer_up(&mut self, id: PeerId, n: Negotiated, local: SocketAddr) {
-        let Some(slot) = self.slots.get_mut(&id) else { return };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
         let families: Vec<Family> = n
             .families
             .iter()
@@ -374,7 +419,9 @@ impl Core {
     }
 
     fn peer_down(&mut self, id: PeerId, keep_stale_for: Option<Duration>) {
-        let Some(slot) = self.slots.get_mut(&id) else { return };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
         slot.export = None;
         slot.max_prefix_warned = false;
         {
@@ -382,7 +429,11 @@ impl Core {
             out.pending.clear();
             out.end_of_rib.clear();
         }
-        slot.shared.status.lock().expect("peer status").prefixes_sent = 0;
+        slot.shared
+            .status
+            .lock()
+            .expect("peer status")
+            .prefixes_sent = 0;
         slot.stale_generation += 1;
         match keep_stale_for {
             Some(d) if !self.shutting_down => {
@@ -403,7 +454,12 @@ impl Core {
         self.publish_received(id);
     }
 
-    fn routes_in(&mut self, id: PeerId, announce: Vec<(Nlri, Arc<PathAttributes>)>, withdraw: Vec<Nlri>) {
+    fn routes_in(
+        &mut self,
+        id: PeerId,
+        announce: Vec<(Nlri, Arc<PathAttributes>)>,
+        withdraw: Vec<Nlri>,
+    ) {
         if !self.slots.contains_key(&id) {
             return;
         }
@@ -421,7 +477,9 @@ impl Core {
 
     fn check_max_prefix(&mut self, id: PeerId) {
         let received = self.rib.paths_from(id);
-        let Some(slot) = self.slots.get_mut(&id) else { return };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
         let limit = slot.config.max_prefix as usize;
         if limit == 0 || received <= limit {
             return;
@@ -445,14 +503,22 @@ impl Core {
 
     fn publish_received(&self, id: PeerId) {
         if let Some(slot) = self.slots.get(&id) {
-            slot.shared.status.lock().expect("peer status").prefixes_received = self.rib.paths_from(id) as u64;
+            slot.shared
+                .status
+                .lock()
+                .expect("peer status")
+                .prefixes_received = self.rib.paths_from(id) as u64;
         }
     }
 
     /// Sends a peer everything it should have (session up, route refresh).
     fn dump_to(&mut self, id: PeerId, only: Option<Family>) {
-        let Some(slot) = self.slots.get_mut(&id) else { return };
-        let Some(target) = slot.export.as_mut() else { return };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let Some(target) = slot.export.as_mut() else {
+            return;
+        };
         let mut sent = 0u64;
         {
             let mut out = slot.shared.outbox.lock().expect("outbox");
@@ -475,7 +541,11 @@ impl Core {
         }
         {
             let mut st = slot.shared.status.lock().expect("peer status");
-            st.prefixes_sent = if only.is_some() { st.prefixes_sent.max(sent) } else { sent };
+            st.prefixes_sent = if only.is_some() {
+                st.prefixes_sent.max(sent)
+            } else {
+                sent
+            };
         }
         slot.shared.wake.notify_one();
     }
@@ -486,7 +556,9 @@ impl Core {
             return;
         }
         for slot in self.slots.values_mut() {
-            let Some(target) = slot.export.as_mut() else { continue };
+            let Some(target) = slot.export.as_mut() else {
+                continue;
+            };
             let mut delta: i64 = 0;
             let mut touched = false;
             let mut out = slot.shared.outbox.lock().expect("outbox");
@@ -565,7 +637,10 @@ impl Core {
                     lost_at: step.map(|s| s.describe().to_string()),
                 })
                 .collect();
-            Some(RouteView { prefix: *prefix, paths })
+            Some(RouteView {
+                prefix: *prefix,
+                paths,
+            })
         };
         match only {
             Some(p) => view(&p).into_iter().collect(),
@@ -593,10 +668,9 @@ impl Core {
         // Wait until every outbox is drained into the writers.
         let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_LIMIT;
         while tokio::time::Instant::now() < deadline
-            && self
-                .slots
-                .values()
-                .any(|s| s.export.is_some() && !s.shared.outbox.lock().expect("outbox").pending.is_empty())
+            && self.slots.values().any(|s| {
+                s.export.is_some() && !s.shared.outbox.lock().expect("outbox").pending.is_empty()
+            })
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -620,6 +694,10 @@ fn best_of(entry: &crate::rib::RibEntry) -> Option<crate::rib::Best> {
     Some(crate::rib::Best {
         peer: best.peer,
         attrs: best.attrs.clone(),
-        next_hops: entry.forwarding().iter().filter_map(|p| p.attrs.next_hop).collect(),
+        next_hops: entry
+            .forwarding()
+            .iter()
+            .filter_map(|p| p.attrs.next_hop)
+            .collect(),
     })
 }

@@ -219,7 +219,12 @@ pub(crate) enum Command {
     WithdrawLocal(IpNet),
     Routes(Option<IpNet>, oneshot::Sender<Vec<RouteView>>),
     RequestRefresh(IpAddr),
-    SetPolicies(IpAddr, PeerPolicy, PeerPolicy, oneshot::Sender<Result<(), SpeakerError>>),
+    SetPolicies(
+        IpAddr,
+        PeerPolicy,
+        PeerPolicy,
+        oneshot::Sender<Result<(), SpeakerError>>,
+    ),
     Shutdown(String, oneshot::Sender<()>),
 }
 
@@ -280,9 +285,15 @@ impl Speaker {
         &self.config
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SpeakerError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SpeakerError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).await.map_err(|_| SpeakerError::Stopped)?;
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| SpeakerError::Stopped)?;
         rx.await.map_err(|_| SpeakerError::Stopped)
     }
 
@@ -296,7 +307,11 @@ impl Speaker {
 
     /// Originates a prefix from this node with the given attributes (next
     /// hop and AS path are filled in per peer on export).
-    pub async fn originate(&self, prefix: IpNet, attrs: PathAttributes) -> Result<(), SpeakerError> {
+    pub async fn originate(
+        &self,
+        prefix: IpNet,
+        attrs: PathAttributes,
+    ) -> Result<(), SpeakerError> {
         self.commands
             .send(Command::Originate(prefix, Box::new(attrs)))
             .await
@@ -321,8 +336,14 @@ impl Speaker {
     /// Replaces a peer's import and export policies without resetting the
     /// session: the peer is asked to resend its routes (route refresh) and
     /// only the differences of the export are sent.
-    pub async fn set_policies(&self, address: IpAddr, import: PeerPolicy, export: PeerPolicy) -> Result<(), SpeakerError> {
-        self.ask(|tx| Command::SetPolicies(address, import, export, tx)).await?
+    pub async fn set_policies(
+        &self,
+        address: IpAddr,
+        import: PeerPolicy,
+        export: PeerPolicy,
+    ) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::SetPolicies(address, import, export, tx))
+            .await?
     }
 
     /// The status of every peer, without waiting for the core.

@@ -60,10 +60,18 @@ const TCP_MD5SIG_MAXKEYLEN: usize = 80;
 
 /// Installs (or, with `None`, removes) the TCP MD5 key for `peer` on a
 /// socket (RFC 2385). On an IPv6 socket an IPv4 peer is given mapped.
-pub fn set_md5(fd: i32, socket_is_v6: bool, peer: IpAddr, password: Option<&str>) -> io::Result<()> {
+pub fn set_md5(
+    fd: i32,
+    socket_is_v6: bool,
+    peer: IpAddr,
+    password: Option<&str>,
+) -> io::Result<()> {
     let key = password.unwrap_or("").as_bytes();
     if key.len() > TCP_MD5SIG_MAXKEYLEN {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "TCP MD5 password longer than 80 bytes"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "TCP MD5 password longer than 80 bytes",
+        ));
     }
     // SAFETY: the struct is plain old data; all zeroes is a valid value.
     let mut sig: TcpMd5Sig = unsafe { std::mem::zeroed() };
@@ -106,7 +114,11 @@ fn set_ttl_options(fd: i32, v6: bool, opts: &SocketOptions) -> io::Result<()> {
 /// Connects to a peer with the session's socket options.
 pub async fn connect(peer: SocketAddr, opts: &SocketOptions) -> io::Result<TcpStream> {
     let v6 = peer.is_ipv6();
-    let socket = if v6 { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+    let socket = if v6 {
+        TcpSocket::new_v6()?
+    } else {
+        TcpSocket::new_v4()?
+    };
     let fd = socket.as_raw_fd();
     if let Some(src) = opts.source {
         socket.bind(SocketAddr::new(src, 0))?;
@@ -245,10 +257,15 @@ impl Connection {
         self.outbound_tx = None;
         self.reader.abort();
         // The writer ends by itself after flushing; give it a bound.
-        let Some(writer) = self.writer.take() else { return };
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
         tokio::spawn(async move {
             let abort = writer.abort_handle();
-            if tokio::time::timeout(std::time::Duration::from_secs(5), writer).await.is_err() {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         });

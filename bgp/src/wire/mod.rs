@@ -70,7 +70,10 @@ pub fn frame(buf: &[u8], max_len: usize) -> Result<Option<usize>, DecodeError> {
         return Ok(None);
     }
     if buf[..16] != MARKER {
-        return Err(DecodeError::header(ErrorKind::BadMarker, subcode::CONNECTION_NOT_SYNCHRONIZED));
+        return Err(DecodeError::header(
+            ErrorKind::BadMarker,
+            subcode::CONNECTION_NOT_SYNCHRONIZED,
+        ));
     }
     let len = u16::from_be_bytes([buf[16], buf[17]]) as usize;
     let (min, max) = match buf[18] {
@@ -79,10 +82,18 @@ pub fn frame(buf: &[u8], max_len: usize) -> Result<Option<usize>, DecodeError> {
         3 => (21, max_len),
         4 => (19, 19),
         5 => (19, max_len),
-        _ => return Err(DecodeError::header(ErrorKind::BadType, subcode::BAD_MESSAGE_TYPE)),
+        _ => {
+            return Err(DecodeError::header(
+                ErrorKind::BadType,
+                subcode::BAD_MESSAGE_TYPE,
+            ))
+        }
     };
     if len < min || len > max {
-        return Err(DecodeError::header(ErrorKind::BadLength, subcode::BAD_MESSAGE_LENGTH));
+        return Err(DecodeError::header(
+            ErrorKind::BadLength,
+            subcode::BAD_MESSAGE_LENGTH,
+        ));
     }
     Ok((buf.len() >= len).then_some(len))
 }

@@ -80,7 +80,9 @@ impl Notification {
             (code::CEASE, subcode::ADMIN_RESET) => "cease: administrative reset",
             (code::CEASE, subcode::CONNECTION_REJECTED) => "cease: connection rejected",
             (code::CEASE, subcode::OTHER_CONFIG_CHANGE) => "cease: other configuration change",
-            (code::CEASE, subcode::CONNECTION_COLLISION) => "cease: connection collision resolution",
+            (code::CEASE, subcode::CONNECTION_COLLISION) => {
+                "cease: connection collision resolution"
+            }
             (code::CEASE, subcode::OUT_OF_RESOURCES) => "cease: out of resources",
             (code::CEASE, subcode::HARD_RESET) => "cease: hard reset",
             (code::CEASE, _) => "cease",
@@ -107,7 +109,10 @@ pub fn decode_notification(body: &[u8]) -> Result<Notification, DecodeError> {
             subcode: *s,
             data: data.to_vec(),
         }),
-        _ => Err(DecodeError::header(ErrorKind::MalformedNotification, subcode::BAD_MESSAGE_LENGTH)),
+        _ => Err(DecodeError::header(
+            ErrorKind::MalformedNotification,
+            subcode::BAD_MESSAGE_LENGTH,
+        )),
     }
 }
 

@@ -60,7 +60,10 @@ pub enum Capability {
     /// RFC 8950 entries: (NLRI family, next-hop AFI).
     ExtendedNextHop(Vec<(Family, u16)>),
     ExtendedMessage,
-    Unknown { code: u8, value: Vec<u8> },
+    Unknown {
+        code: u8,
+        value: Vec<u8>,
+    },
 }
 
 /// An OPEN message.
@@ -191,7 +194,10 @@ fn parse_capability(code: u8, v: &[u8]) -> Result<Capability, DecodeError> {
                 v.chunks_exact(6)
                     .map(|c| {
                         (
-                            Family::new(u16::from_be_bytes([c[0], c[1]]), u16::from_be_bytes([c[2], c[3]]) as u8),
+                            Family::new(
+                                u16::from_be_bytes([c[0], c[1]]),
+                                u16::from_be_bytes([c[2], c[3]]) as u8,
+                            ),
                             u16::from_be_bytes([c[4], c[5]]),
                         )
                     })
@@ -209,7 +215,8 @@ fn parse_capabilities(mut i: &[u8], out: &mut Vec<Capability>) -> Result<(), Dec
     while !i.is_empty() {
         let (rest, code) = be_u8::<_, nom::error::Error<&[u8]>>(i).map_err(|_| TRUNCATED)?;
         let (rest, len) = be_u8::<_, nom::error::Error<&[u8]>>(rest).map_err(|_| TRUNCATED)?;
-        let (rest, value) = take::<_, _, nom::error::Error<&[u8]>>(len)(rest).map_err(|_| TRUNCATED)?;
+        let (rest, value) =
+            take::<_, _, nom::error::Error<&[u8]>>(len)(rest).map_err(|_| TRUNCATED)?;
         out.push(parse_capability(code, value)?);
         i = rest;
     }
@@ -221,7 +228,10 @@ pub fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
     let t = |_| DecodeError::header(ErrorKind::BadLength, subcode::BAD_MESSAGE_LENGTH);
     let (i, version) = be_u8::<_, nom::error::Error<&[u8]>>(body).map_err(t)?;
     if version != 4 {
-        return Err(DecodeError::open(ErrorKind::UnsupportedVersion, subcode::UNSUPPORTED_VERSION));
+        return Err(DecodeError::open(
+            ErrorKind::UnsupportedVersion,
+            subcode::UNSUPPORTED_VERSION,
+        ));
     }
     let (i, asn) = be_u16::<_, nom::error::Error<&[u8]>>(i).map_err(t)?;
     let (i, hold_time) = be_u16::<_, nom::error::Error<&[u8]>>(i).map_err(t)?;
@@ -237,23 +247,36 @@ pub fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
         (false, i, opt_len as usize)
     };
     if i.len() != params_len {
-        return Err(DecodeError::header(ErrorKind::BadLength, subcode::BAD_MESSAGE_LENGTH));
+        return Err(DecodeError::header(
+            ErrorKind::BadLength,
+            subcode::BAD_MESSAGE_LENGTH,
+        ));
     }
     if hold_time == 1 || hold_time == 2 {
-        return Err(DecodeError::open(ErrorKind::UnacceptableHoldTime, subcode::UNACCEPTABLE_HOLD_TIME));
+        return Err(DecodeError::open(
+            ErrorKind::UnacceptableHoldTime,
+            subcode::UNACCEPTABLE_HOLD_TIME,
+        ));
     }
     let router_id = Ipv4Addr::from(id);
     if id == 0 {
-        return Err(DecodeError::open(ErrorKind::BadBgpIdentifier, subcode::BAD_BGP_IDENTIFIER));
+        return Err(DecodeError::open(
+            ErrorKind::BadBgpIdentifier,
+            subcode::BAD_BGP_IDENTIFIER,
+        ));
     }
     let mut capabilities = Vec::new();
     let mut p = i;
     while !p.is_empty() {
         let (rest, ptype) = be_u8::<_, nom::error::Error<&[u8]>>(p).map_err(t)?;
         let (rest, plen) = if extended {
-            be_u16::<_, nom::error::Error<&[u8]>>(rest).map(|(r, l)| (r, l as usize)).map_err(t)?
+            be_u16::<_, nom::error::Error<&[u8]>>(rest)
+                .map(|(r, l)| (r, l as usize))
+                .map_err(t)?
         } else {
-            be_u8::<_, nom::error::Error<&[u8]>>(rest).map(|(r, l)| (r, l as usize)).map_err(t)?
+            be_u8::<_, nom::error::Error<&[u8]>>(rest)
+                .map(|(r, l)| (r, l as usize))
+                .map_err(t)?
         };
         let (rest, value) = take::<_, _, nom::error::Error<&[u8]>>(plen)(rest).map_err(t)?;
         if ptype != 2 {
@@ -341,7 +364,11 @@ fn encode_capability(c: &Capability, out: &mut Vec<u8>) {
 /// parameter, as most implementations send them.
 pub fn encode_open(open: &Open, buf: &mut impl BufMut) {
     buf.put_u8(open.version);
-    buf.put_u16(if open.asn > u16::MAX as u32 { AS_TRANS } else { open.asn as u16 });
+    buf.put_u16(if open.asn > u16::MAX as u32 {
+        AS_TRANS
+    } else {
+        open.asn as u16
+    });
     buf.put_u16(open.hold_time);
     buf.put_slice(&open.router_id.octets());
     let mut params = Vec::new();

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: installs the Debian packages the tests need, checks
+# formatting and lints, then runs every test (unit, codec, FSM, RIB, MRT
+# replay, and the interop tests against real FRR, BIRD and GoBGP in network
+# namespaces, which need root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -q -- -D warnings
+cargo build --workspace --bins -q
+cargo test --workspace
