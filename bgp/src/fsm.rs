@@ -109,8 +109,10 @@ impl std::fmt::Display for DownReason {
     }
 }
 
-/// Inputs to the state machine.
+/// Inputs to the state machine. (A message moves through once; boxing it
+/// would cost an allocation per message for nothing.)
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// Start the session (RFC events 1/4/5: manual or automatic start,
     /// passive per the config).
@@ -130,6 +132,7 @@ pub enum Event {
 
 /// Outputs of the state machine, to be carried out in order.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Action {
     /// Open an outgoing TCP connection to the peer.
     Connect,
@@ -314,7 +317,7 @@ impl Fsm {
                     State::Connect | State::Active => out.push(Action::Disconnect),
                     State::Idle => {}
                 }
-                self.to_idle();
+                self.reset_to_idle();
             }
             Event::TcpConnected => match self.state {
                 State::Idle if !self.started => {
@@ -442,14 +445,14 @@ impl Fsm {
         out.push(Action::Disconnect);
         out.push(Action::Down(reason));
         let started = self.started;
-        self.to_idle();
+        self.reset_to_idle();
         self.started = started;
         if started {
             self.set(Timer::ConnectRetry, Some(now + self.config.connect_retry));
         }
     }
 
-    fn to_idle(&mut self) {
+    fn reset_to_idle(&mut self) {
         self.state = State::Idle;
         self.clear_timers();
         self.remote_open = None;

@@ -355,7 +355,7 @@ pub fn parse_attributes(
                 ))?,
             },
             COMMUNITIES => {
-                if value.is_empty() || value.len() % 4 != 0 {
+                if value.is_empty() || !value.len().is_multiple_of(4) {
                     out.fault(taw(
                         ErrorKind::MalformedCommunities,
                         subcode::OPTIONAL_ATTRIBUTE,
@@ -369,7 +369,7 @@ pub fn parse_attributes(
                 }
             }
             EXTENDED_COMMUNITIES => {
-                if value.is_empty() || value.len() % 8 != 0 {
+                if value.is_empty() || !value.len().is_multiple_of(8) {
                     out.fault(taw(
                         ErrorKind::MalformedCommunities,
                         subcode::OPTIONAL_ATTRIBUTE,
@@ -383,7 +383,7 @@ pub fn parse_attributes(
                 }
             }
             LARGE_COMMUNITIES => {
-                if value.is_empty() || value.len() % 12 != 0 {
+                if value.is_empty() || !value.len().is_multiple_of(12) {
                     out.fault(taw(
                         ErrorKind::MalformedCommunities,
                         subcode::OPTIONAL_ATTRIBUTE,
@@ -405,7 +405,7 @@ pub fn parse_attributes(
                 _ => out.fault(length_error(ErrorKind::AttributeLength))?,
             },
             CLUSTER_LIST => {
-                if value.is_empty() || value.len() % 4 != 0 {
+                if value.is_empty() || !value.len().is_multiple_of(4) {
                     out.fault(length_error(ErrorKind::AttributeLength))?;
                 } else {
                     out.attrs.cluster_list = value

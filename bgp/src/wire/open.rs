@@ -139,7 +139,7 @@ fn parse_capability(code: u8, v: &[u8]) -> Result<Capability, DecodeError> {
     use cap_code::*;
     let bad = DecodeError::open(ErrorKind::MalformedCapability, 0);
     let all = |r: R<'_, Capability>| match r {
-        Ok((rest, c)) if rest.is_empty() => Ok(c),
+        Ok(([], c)) => Ok(c),
         _ => Err(bad),
     };
     match code {
@@ -150,7 +150,7 @@ fn parse_capability(code: u8, v: &[u8]) -> Result<Capability, DecodeError> {
         ROUTE_REFRESH | ENHANCED_ROUTE_REFRESH | EXTENDED_MESSAGE => Err(bad),
         FOUR_OCTET_AS => all(be_u32(v).map(|(i, a)| (i, Capability::FourOctetAs(a)))),
         GRACEFUL_RESTART => {
-            if v.len() < 2 || (v.len() - 2) % 4 != 0 {
+            if v.len() < 2 || !(v.len() - 2).is_multiple_of(4) {
                 return Err(bad);
             }
             let head = u16::from_be_bytes([v[0], v[1]]);
@@ -169,7 +169,7 @@ fn parse_capability(code: u8, v: &[u8]) -> Result<Capability, DecodeError> {
             }))
         }
         ADD_PATH => {
-            if v.len() % 4 != 0 {
+            if !v.len().is_multiple_of(4) {
                 return Err(bad);
             }
             Ok(Capability::AddPath(
@@ -187,7 +187,7 @@ fn parse_capability(code: u8, v: &[u8]) -> Result<Capability, DecodeError> {
             ))
         }
         EXTENDED_NEXT_HOP => {
-            if v.len() % 6 != 0 {
+            if !v.len().is_multiple_of(6) {
                 return Err(bad);
             }
             Ok(Capability::ExtendedNextHop(
