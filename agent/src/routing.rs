@@ -112,6 +112,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Speaker> {
         .await
         .map_err(|e| anyhow::anyhow!("routing.listen_port {}: {e}", cfg.routing.listen_port))?;
     for p in &cfg.routing.peers {
+        if p.bfd_enabled {
+            tracing::warn!(peer = %p.neighbor_address, "bfd_enabled is set but this build has no BFD: the session runs on hold timers alone");
+        }
         speaker.add_peer(tor_peer(cfg, p)).await?;
     }
     for pod_cidr in cfg.pod_cidrs() {

@@ -3,6 +3,7 @@
 //! map, and answers the [`Speaker`](super::Speaker) handle.
 
 use super::peer::{self, PeerCommand, PeerCtx};
+use super::supervise::{self, Supervised};
 use super::{
     Command, PathView, PeerConfig, PeerShared, PeerStatus, RouteView, SpeakerConfig, SpeakerError,
     SpeakerEvent,
@@ -21,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
-use tokio::task::JoinHandle;
 
 /// How long shutdown waits for withdrawals to be written.
 const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(5);
@@ -57,13 +57,18 @@ pub(crate) enum PeerEvent {
         id: PeerId,
         generation: u64,
     },
+    /// A session task panicked; the session is gone.
+    TaskFailed {
+        id: PeerId,
+        message: String,
+    },
 }
 
 struct Slot {
     config: PeerConfig,
     shared: Arc<PeerShared>,
     commands: mpsc::Sender<PeerCommand>,
-    task: JoinHandle<()>,
+    task: Supervised,
     export: Option<ExportTarget>,
     /// Generation of the stale-route timer; a newer Down or an Up bumps it.
     stale_generation: u64,
@@ -214,17 +219,7 @@ impl Core {
             outbox: Mutex::new(Default::default()),
             wake: tokio::sync::Notify::new(),
         });
-        let (tx, rx) = mpsc::channel(16);
-        let ctx = PeerCtx {
-            id,
-            config: cfg.clone(),
-            speaker: self.config.clone(),
-            shared: shared.clone(),
-            core: self.peer_tx.clone(),
-            commands: rx,
-            events: self.events.clone(),
-        };
-        let task = tokio::spawn(peer::run(ctx));
+        let (tx, task) = self.spawn_peer_task(id, &cfg, &shared);
         self.registry
             .lock()
             .expect("peer registry")
@@ -246,6 +241,60 @@ impl Core {
         Ok(())
     }
 
+    /// Starts a peer's session task under supervision: if it panics, the
+    /// core hears of it and starts it again.
+    fn spawn_peer_task(
+        &self,
+        id: PeerId,
+        cfg: &PeerConfig,
+        shared: &Arc<PeerShared>,
+    ) -> (mpsc::Sender<PeerCommand>, Supervised) {
+        let (tx, rx) = mpsc::channel(16);
+        let ctx = PeerCtx {
+            id,
+            config: cfg.clone(),
+            speaker: self.config.clone(),
+            shared: shared.clone(),
+            core: self.peer_tx.clone(),
+            commands: rx,
+            events: self.events.clone(),
+        };
+        let Supervised { abort, done } = supervise::spawn(peer::run(ctx));
+        let report = self.peer_tx.clone();
+        let done = tokio::spawn(async move {
+            let panicked = done.await.ok().flatten();
+            if let Some(message) = &panicked {
+                let _ = report
+                    .send(PeerEvent::TaskFailed {
+                        id,
+                        message: message.clone(),
+                    })
+                    .await;
+            }
+            panicked
+        });
+        (tx, Supervised { abort, done })
+    }
+
+    fn task_failed(&mut self, id: PeerId, message: String) {
+        let Some(slot) = self.slots.get(&id) else {
+            return;
+        };
+        let (cfg, shared) = (slot.config.clone(), slot.shared.clone());
+        tracing::error!(peer = %cfg.address, panic = %message, "session task failed; the session is restarted");
+        {
+            let mut st = shared.status.lock().expect("peer status");
+            st.set_state(crate::fsm::State::Idle);
+            st.last_error = Some(format!("internal error, session restarted: {message}"));
+        }
+        self.peer_down(id, None);
+        let (tx, task) = self.spawn_peer_task(id, &cfg, &shared);
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.commands = tx;
+            slot.task = task;
+        }
+    }
+
     fn remove_peer(&mut self, addr: IpAddr) -> Result<(), SpeakerError> {
         let id = self
             .by_address
@@ -255,7 +304,7 @@ impl Core {
         self.registry.lock().expect("peer registry").remove(&addr);
         let stop = Notification::new(crate::wire::error::code::CEASE, subcode::PEER_DECONFIGURED);
         if slot.commands.try_send(PeerCommand::Stop(stop)).is_err() {
-            slot.task.abort();
+            slot.task.abort.abort();
         }
         if let (Some((fd, v6)), Some(_)) = (self.listener_fd, slot.config.password.as_deref()) {
             let _ = super::transport::set_md5(fd, v6, addr, None);
@@ -356,6 +405,7 @@ impl Core {
                 tracing::info!(peer = id, %family, "route refresh requested by peer");
                 self.dump_to(id, Some(family));
             }
+            PeerEvent::TaskFailed { id, message } => self.task_failed(id, message),
             PeerEvent::SweepStale { id, generation } => {
                 if self
                     .slots
@@ -681,9 +731,11 @@ impl Core {
             tasks.push(slot.task);
         }
         for t in tasks {
-            let abort = t.abort_handle();
-            if tokio::time::timeout(SHUTDOWN_FLUSH_LIMIT, t).await.is_err() {
-                abort.abort();
+            if tokio::time::timeout(SHUTDOWN_FLUSH_LIMIT, t.done)
+                .await
+                .is_err()
+            {
+                t.abort.abort();
             }
         }
     }

@@ -12,6 +12,7 @@
 
 pub mod core;
 pub mod peer;
+mod supervise;
 pub mod transport;
 
 use crate::fsm::State;
