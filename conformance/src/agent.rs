@@ -97,18 +97,9 @@ impl Agent {
 
     /// GET on the status endpoint, from inside the agent's namespace.
     pub fn get(&self, path: &str) -> Result<String, String> {
-        let ns = self.ns.clone();
         let port = self.metrics_port;
         let path = path.to_string();
-        std::thread::spawn(move || -> Result<String, String> {
-            let f =
-                std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
-            // SAFETY: setns on a namespace file, in a thread of our own that
-            // ends right after the request.
-            let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-            if r != 0 {
-                return Err(std::io::Error::last_os_error().to_string());
-            }
+        crate::lab::in_namespace(&self.ns, move || -> Result<String, String> {
             let mut s =
                 std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -123,8 +114,6 @@ impl Agent {
             }
             Ok(body.to_string())
         })
-        .join()
-        .map_err(|_| "request thread panicked".to_string())?
     }
 
     pub fn peers(&self) -> Value {

@@ -233,6 +233,21 @@ impl Lab {
     }
 }
 
+/// Runs `f` on a thread of its own that has entered namespace `ns` (a full
+/// name), e.g. to open sockets there.
+pub fn in_namespace<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("namespace file");
+        // SAFETY: setns on a namespace file, for this thread only.
+        let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
 fn read_pid(f: &Path) -> Option<u32> {
     std::fs::read_to_string(f).ok()?.trim().parse().ok()
 }

@@ -11,4 +11,4 @@ pub mod lab;
 
 pub use agent::Agent;
 pub use daemons::{Bird, Frr, GoBgp};
-pub use lab::{wait_until, Lab};
+pub use lab::{in_namespace, wait_until, Lab};
