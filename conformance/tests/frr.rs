@@ -37,6 +37,7 @@ router bgp {local_as}
  neighbor fd00::10 timers connect 1
  address-family ipv4 unicast
   network 192.0.2.0/24
+  neighbor 10.0.0.10 addpath-tx-all-paths
   no neighbor fd00::10 activate
  exit-address-family
  address-family ipv6 unicast
@@ -146,6 +147,19 @@ fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
     frr_has(&frr, "ipv6", "fd10:244:10::/64", "65010");
     agent_has(&agent, "192.0.2.0/24", "10.0.0.1", "65000");
     agent_has(&agent, "2001:db8:ff::/48", "fd00::1", "65000");
+    // FRR sends with add-path (path identifiers); the agent receives them
+    // and sends without.
+    let addpath =
+        frr.neighbor("10.0.0.10")["neighborCapabilities"]["addPath"]["ipv4Unicast"].clone();
+    assert_eq!(
+        (
+            addpath["txAdvertised"].clone(),
+            addpath["rxAdvertisedAndReceived"].clone()
+        ),
+        (json!(true), json!(true))
+    );
+    let path_id = agent.route("192.0.2.0/24")[0]["path_id"].as_u64().unwrap();
+    assert_ne!(path_id, 0, "FRR's path identifier arrived");
     let peer = agent.peer("10.0.0.1");
     assert_eq!(peer["state"], "Established");
     assert_eq!(peer["role"], "tor");

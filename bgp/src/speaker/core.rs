@@ -672,6 +672,7 @@ impl Core {
                     from: describe_peer(p.peer),
                     best: i == 0,
                     multipath: i > 0 && i < multipath,
+                    path_id: p.path_id,
                     stale: p.stale,
                     next_hop: p.attrs.next_hop,
                     as_path: p.attrs.as_path.to_string(),

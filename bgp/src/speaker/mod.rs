@@ -194,6 +194,8 @@ pub struct PathView {
     pub from: String,
     pub best: bool,
     pub multipath: bool,
+    /// Add-path identifier (0 without add-path).
+    pub path_id: u32,
     pub stale: bool,
     pub next_hop: Option<IpAddr>,
     pub as_path: String,

@@ -55,7 +55,10 @@ pub(crate) struct PeerCtx {
 struct Session {
     fsm: Fsm,
     conn: Option<Connection>,
+    /// How the peer's messages are decoded (add-path: what we receive).
     codec: SessionCodec,
+    /// How our messages are encoded (add-path: what we send).
+    tx_codec: SessionCodec,
 }
 
 impl Session {
@@ -64,6 +67,7 @@ impl Session {
             fsm: Fsm::new(cfg),
             conn: None,
             codec: SessionCodec::default(),
+            tx_codec: SessionCodec::default(),
         }
     }
 }
@@ -400,7 +404,7 @@ impl Runner {
         let Some(s) = self.session(which) else { return };
         let Some(conn) = &s.conn else { return };
         let mut buf = BytesMut::with_capacity(64);
-        encode_message(msg, &s.codec, &mut buf);
+        encode_message(msg, &s.tx_codec, &mut buf);
         conn.send(buf.freeze()).await;
         if let Message::Notification(n) = msg {
             self.ctx
@@ -512,6 +516,11 @@ impl Runner {
             self.close_secondary(collision_notification()).await;
         }
         self.primary.codec = n.codec;
+        self.primary.tx_codec = SessionCodec {
+            add_path_v4: n.add_path_send.contains(&Family::IPV4_UNICAST),
+            add_path_v6: n.add_path_send.contains(&Family::IPV6_UNICAST),
+            ..n.codec
+        };
         self.peer_gr = n.peer_graceful_restart.clone();
         self.primary_was_up = true;
         let local = self
@@ -689,13 +698,13 @@ impl Runner {
         let mut buf = BytesMut::new();
         let eor = {
             let mut out = self.ctx.shared.outbox.lock().expect("outbox");
-            out.pending.encode_all(&self.primary.codec, &mut buf);
+            out.pending.encode_all(&self.primary.tx_codec, &mut buf);
             std::mem::take(&mut out.end_of_rib)
         };
         for f in eor {
             encode_message(
                 &Message::Update(Update::end_of_rib(f)),
-                &self.primary.codec,
+                &self.primary.tx_codec,
                 &mut buf,
             );
         }
