@@ -13,10 +13,7 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -279,11 +276,7 @@ impl Config {
         let de = &mut serde_json::Deserializer::from_str(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let path = if path == "." {
-                "(top level)".to_string()
-            } else {
-                path
-            };
+            let path = if path == "." { "(top level)".to_string() } else { path };
             invalid(path, e.into_inner().to_string())
         })?;
         cfg.validate()?;
@@ -321,10 +314,7 @@ impl Config {
                 return Err(invalid(at("hold_time"), "must be 0 or at least 3 seconds"));
             }
             if p.keepalive != 0 && p.hold_time != 0 && p.hold_time < 3 * p.keepalive {
-                return Err(invalid(
-                    at("keepalive"),
-                    "must be at most a third of hold_time",
-                ));
+                return Err(invalid(at("keepalive"), "must be at most a third of hold_time"));
             }
             for (j, f) in p.address_families.iter().enumerate() {
                 if parse_family(f).is_none() {
@@ -335,9 +325,7 @@ impl Config {
                 }
             }
             for (k, name) in [("import", &p.import), ("export", &p.export)] {
-                if !matches!(name.as_str(), "default" | "all" | "none")
-                    && !r.policies.contains_key(name)
-                {
+                if !matches!(name.as_str(), "default" | "all" | "none") && !r.policies.contains_key(name) {
                     return Err(invalid(
                         at(k),
                         format!("{name:?} is not \"default\", \"all\", \"none\" or a policy under routing.policies"),
@@ -349,10 +337,7 @@ impl Config {
                     return Err(invalid(at("password"), "TCP MD5 keys are at most 80 bytes"));
                 }
             }
-            if r.peers[..i]
-                .iter()
-                .any(|q| q.neighbor_address == p.neighbor_address)
-            {
+            if r.peers[..i].iter().any(|q| q.neighbor_address == p.neighbor_address) {
                 return Err(invalid(
                     at("neighbor_address"),
                     format!("{} is listed twice", p.neighbor_address),
@@ -372,23 +357,17 @@ impl Config {
     pub fn router_id(&self) -> Result<Ipv4Addr, ConfigError> {
         match self.routing.router_id.as_deref().filter(|s| !s.is_empty()) {
             Some(s) => {
-                let id: Ipv4Addr = s.parse().map_err(|_| {
-                    invalid("routing.router_id", format!("{s:?} is not an IPv4 address"))
-                })?;
+                let id: Ipv4Addr = s
+                    .parse()
+                    .map_err(|_| invalid("routing.router_id", format!("{s:?} is not an IPv4 address")))?;
                 if id.is_unspecified() || id.is_multicast() {
-                    return Err(invalid(
-                        "routing.router_id",
-                        "must be a unicast IPv4 address",
-                    ));
+                    return Err(invalid("routing.router_id", "must be a unicast IPv4 address"));
                 }
                 Ok(id)
             }
             None => match self.node_ip {
                 Some(IpAddr::V4(a)) => Ok(a),
-                _ => Err(invalid(
-                    "routing.router_id",
-                    "required when node_ip is not IPv4",
-                )),
+                _ => Err(invalid("routing.router_id", "required when node_ip is not IPv4")),
             },
         }
     }
@@ -424,9 +403,7 @@ pub fn node_asn(ip: IpAddr, mode: AsnMode) -> Option<u32> {
     Some(match mode {
         AsnMode::LastOctet => 65000 + o[3] as u32,
         AsnMode::LastTwoOctets => 64512 + 256 * o[2] as u32 + o[3] as u32,
-        AsnMode::Private4Byte => {
-            4_200_000_000 + ((o[1] as u32) << 16 | (o[2] as u32) << 8 | o[3] as u32)
-        }
+        AsnMode::Private4Byte => 4_200_000_000 + ((o[1] as u32) << 16 | (o[2] as u32) << 8 | o[3] as u32),
     })
 }
 

@@ -17,11 +17,7 @@ use std::process::ExitCode;
 )]
 struct Args {
     /// Configuration file (JSON).
-    #[arg(
-        long,
-        env = "NOVANET_CONFIG",
-        default_value = "/etc/novanet/novanet.json"
-    )]
+    #[arg(long, env = "NOVANET_CONFIG", default_value = "/etc/novanet/novanet.json")]
     config: PathBuf,
     /// Log format.
     #[arg(long, env = "NOVANET_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
@@ -51,10 +47,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cfg.log_level, &args.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("novanet-agent: cannot start the runtime: {e}");
@@ -106,10 +99,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         }
     }
     speaker
-        .shutdown(&format!(
-            "NovaNet node agent on {} shutting down",
-            cfg.node_name
-        ))
+        .shutdown(&format!("NovaNet node agent on {} shutting down", cfg.node_name))
         .await?;
     tracing::info!("stopped");
     Ok(())

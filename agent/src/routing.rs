@@ -56,11 +56,7 @@ pub fn tor_peer(cfg: &Config, p: &PeerEntry) -> PeerConfig {
     pc.ttl_security_hops = p.ttl_security_hops;
     pc.password = p.password.clone().filter(|s| !s.is_empty());
     if !p.address_families.is_empty() {
-        pc.families = p
-            .address_families
-            .iter()
-            .filter_map(|f| parse_family(f))
-            .collect();
+        pc.families = p.address_families.iter().filter_map(|f| parse_family(f)).collect();
         pc.families.dedup();
     }
     // An explicit limit tears the session down; the documented default only

@@ -44,10 +44,7 @@ async fn routes(
 }
 
 async fn ready(State(speaker): State<Speaker>) -> StatusCode {
-    match speaker
-        .routes(Some("0.0.0.0/32".parse().expect("literal")))
-        .await
-    {
+    match speaker.routes(Some("0.0.0.0/32".parse().expect("literal"))).await {
         Ok(_) => StatusCode::OK,
         Err(_) => StatusCode::SERVICE_UNAVAILABLE,
     }

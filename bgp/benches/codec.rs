@@ -35,18 +35,10 @@ fn prefixes(n: u32) -> Vec<Nlri> {
 /// and its prefix count.
 fn full_update() -> (Vec<u8>, usize) {
     let mut buf = BytesMut::new();
-    pack_announcements(
-        &attrs(),
-        &prefixes(2000),
-        &SessionCodec::default(),
-        &mut buf,
-    );
+    pack_announcements(&attrs(), &prefixes(2000), &SessionCodec::default(), &mut buf);
     let len = frame(&buf, MAX_MESSAGE_LEN).unwrap().unwrap();
     let body = buf[HEADER_LEN..len].to_vec();
-    let n = decode_update(&body, &SessionCodec::default())
-        .unwrap()
-        .nlri
-        .len();
+    let n = decode_update(&body, &SessionCodec::default()).unwrap().nlri.len();
     (body, n)
 }
 

@@ -9,8 +9,7 @@
 
 use crate::wire::error::{code, subcode};
 use crate::wire::{
-    AddPathMode, Capability, Family, GracefulRestart, Message, Notification, Open, RouteRefresh,
-    SessionCodec, Update,
+    AddPathMode, Capability, Family, GracefulRestart, Message, Notification, Open, RouteRefresh, SessionCodec, Update,
 };
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -266,10 +265,7 @@ impl Fsm {
     }
 
     fn hold_expired(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if matches!(
-            self.state,
-            State::OpenSent | State::OpenConfirm | State::Established
-        ) {
+        if matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established) {
             let n = Notification::new(code::HOLD_TIMER_EXPIRED, 0);
             self.fail(now, DownReason::Sent(n.clone()), Some(n), out);
         }
@@ -346,10 +342,7 @@ impl Fsm {
             },
             Event::DecodeFailed(e) => {
                 let n = Notification::new(e.code, e.subcode);
-                if matches!(
-                    self.state,
-                    State::OpenSent | State::OpenConfirm | State::Established
-                ) {
+                if matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established) {
                     self.fail(now, DownReason::Sent(n.clone()), Some(n), &mut out);
                 }
             }
@@ -376,10 +369,7 @@ impl Fsm {
                 self.restart_hold(now);
                 out.push(Action::RefreshRequested(r));
             }
-            (
-                State::OpenSent | State::OpenConfirm | State::Established,
-                Message::Notification(n),
-            ) => {
+            (State::OpenSent | State::OpenConfirm | State::Established, Message::Notification(n)) => {
                 self.fail(now, DownReason::Received(n), None, out);
             }
             (State::OpenSent | State::OpenConfirm | State::Established, _) => {
@@ -432,13 +422,7 @@ impl Fsm {
 
     /// Ends the session: optional NOTIFICATION, close, Down, back to Idle
     /// with the connect-retry timer armed for an automatic restart.
-    fn fail(
-        &mut self,
-        now: Instant,
-        reason: DownReason,
-        send: Option<Notification>,
-        out: &mut Vec<Action>,
-    ) {
+    fn fail(&mut self, now: Instant, reason: DownReason, send: Option<Notification>, out: &mut Vec<Action>) {
         if let Some(n) = send {
             out.push(Action::Send(Message::Notification(n)));
         }
@@ -489,23 +473,17 @@ pub fn negotiate(config: &FsmConfig, remote: &Open) -> Negotiated {
         .filter(|f| their_families.contains(f))
         .collect();
     let has = |o: &Open, probe: fn(&Capability) -> bool| o.has(probe);
-    let route_refresh = has(&ours, |c| matches!(c, Capability::RouteRefresh))
-        && has(remote, |c| matches!(c, Capability::RouteRefresh));
+    let route_refresh =
+        has(&ours, |c| matches!(c, Capability::RouteRefresh)) && has(remote, |c| matches!(c, Capability::RouteRefresh));
     let enhanced_route_refresh = has(&ours, |c| matches!(c, Capability::EnhancedRouteRefresh))
         && has(remote, |c| matches!(c, Capability::EnhancedRouteRefresh));
     let extended_message = has(&ours, |c| matches!(c, Capability::ExtendedMessage))
         && has(remote, |c| matches!(c, Capability::ExtendedMessage));
     // Add-path: we receive when we asked to receive and they can send.
-    let add_path_dir =
-        |f: Family, ours_wants: fn(&AddPathMode) -> bool, theirs: fn(&AddPathMode) -> bool| {
-            ours.add_path()
-                .iter()
-                .any(|(af, m)| *af == f && ours_wants(m))
-                && remote
-                    .add_path()
-                    .iter()
-                    .any(|(af, m)| *af == f && theirs(m))
-        };
+    let add_path_dir = |f: Family, ours_wants: fn(&AddPathMode) -> bool, theirs: fn(&AddPathMode) -> bool| {
+        ours.add_path().iter().any(|(af, m)| *af == f && ours_wants(m))
+            && remote.add_path().iter().any(|(af, m)| *af == f && theirs(m))
+    };
     let codec = SessionCodec {
         four_octet_as,
         add_path_v4: add_path_dir(Family::IPV4_UNICAST, |m| m.receive, |m| m.send),
@@ -516,10 +494,7 @@ pub fn negotiate(config: &FsmConfig, remote: &Open) -> Negotiated {
         .into_iter()
         .filter(|f| add_path_dir(*f, |m| m.send, |m| m.receive))
         .collect();
-    let peer_graceful_restart = ours
-        .graceful_restart()
-        .and(remote.graceful_restart())
-        .cloned();
+    let peer_graceful_restart = ours.graceful_restart().and(remote.graceful_restart()).cloned();
     let enh = |o: &Open| {
         o.extended_next_hop()
             .iter()
@@ -551,11 +526,7 @@ pub enum CollisionWinner {
 /// with the higher BGP identifier survives. `existing_is_outbound` tells
 /// whether the connection already in OpenSent/OpenConfirm is the one we
 /// opened (the new one is then the peer's, and vice versa).
-pub fn resolve_collision(
-    local_id: Ipv4Addr,
-    remote_id: Ipv4Addr,
-    existing_is_outbound: bool,
-) -> CollisionWinner {
+pub fn resolve_collision(local_id: Ipv4Addr, remote_id: Ipv4Addr, existing_is_outbound: bool) -> CollisionWinner {
     let we_win = u32::from(local_id) > u32::from(remote_id);
     // Keep the connection that the higher identifier initiated.
     if we_win == existing_is_outbound {

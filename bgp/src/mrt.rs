@@ -116,10 +116,7 @@ pub struct MrtMessage<'a> {
 fn ip_of(afi: u16, b: &[u8]) -> Option<(IpAddr, usize)> {
     match afi {
         1 if b.len() >= 4 => Some((IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])), 4)),
-        2 if b.len() >= 16 => Some((
-            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[..16]).ok()?)),
-            16,
-        )),
+        2 if b.len() >= 16 => Some((IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[..16]).ok()?)), 16)),
         _ => None,
     }
 }
@@ -228,17 +225,11 @@ pub fn rib_entries(
                 let p = &e[..n];
                 let plen = e[n];
                 let prefix = if n == 4 {
-                    IpNet::V4(
-                        Ipv4Net::new(Ipv4Addr::new(p[0], p[1], p[2], p[3]), plen)
-                            .map_err(|_| bad())?,
-                    )
+                    IpNet::V4(Ipv4Net::new(Ipv4Addr::new(p[0], p[1], p[2], p[3]), plen).map_err(|_| bad())?)
                 } else {
                     IpNet::V6(
-                        Ipv6Net::new(
-                            Ipv6Addr::from(<[u8; 16]>::try_from(p).map_err(|_| bad())?),
-                            plen,
-                        )
-                        .map_err(|_| bad())?,
+                        Ipv6Net::new(Ipv6Addr::from(<[u8; 16]>::try_from(p).map_err(|_| bad())?), plen)
+                            .map_err(|_| bad())?,
                     )
                 };
                 let (peer_ip, _) = ip_of(rec.subtype, &e[n + 6..]).ok_or_else(bad)?;
@@ -265,18 +256,13 @@ pub fn rib_entries(
                 }
                 let vlen = u16::from_be_bytes([b[4], b[5]]) as usize;
                 let mut i = 6 + vlen;
-                let count = u16::from_be_bytes([
-                    *b.get(i).ok_or_else(bad)?,
-                    *b.get(i + 1).ok_or_else(bad)?,
-                ]);
+                let count = u16::from_be_bytes([*b.get(i).ok_or_else(bad)?, *b.get(i + 1).ok_or_else(bad)?]);
                 i += 2;
                 peer_index.clear();
                 for _ in 0..count {
                     let t = *b.get(i).ok_or_else(bad)?;
                     i += 5;
-                    let (ip, n) =
-                        ip_of(if t & 1 != 0 { 2 } else { 1 }, b.get(i..).ok_or_else(bad)?)
-                            .ok_or_else(bad)?;
+                    let (ip, n) = ip_of(if t & 1 != 0 { 2 } else { 1 }, b.get(i..).ok_or_else(bad)?).ok_or_else(bad)?;
                     i += n;
                     let asn = if t & 2 != 0 {
                         let v = b.get(i..i + 4).ok_or_else(bad)?;
@@ -301,19 +287,11 @@ pub fn rib_entries(
                 let plen = *b.get(4).ok_or_else(bad)?;
                 let nbytes = (plen as usize).div_ceil(8);
                 let mut prefixes: Vec<Nlri> = Vec::new();
-                parse_nlri_field(
-                    b.get(4..5 + nbytes).ok_or_else(bad)?,
-                    kind,
-                    false,
-                    &mut prefixes,
-                )
-                .map_err(RibError::Bgp)?;
+                parse_nlri_field(b.get(4..5 + nbytes).ok_or_else(bad)?, kind, false, &mut prefixes)
+                    .map_err(RibError::Bgp)?;
                 let prefix = prefixes.first().ok_or_else(bad)?.prefix;
                 let mut i = 5 + nbytes;
-                let count = u16::from_be_bytes([
-                    *b.get(i).ok_or_else(bad)?,
-                    *b.get(i + 1).ok_or_else(bad)?,
-                ]);
+                let count = u16::from_be_bytes([*b.get(i).ok_or_else(bad)?, *b.get(i + 1).ok_or_else(bad)?]);
                 i += 2;
                 let codec = SessionCodec::default();
                 for _ in 0..count {

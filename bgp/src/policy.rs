@@ -33,17 +33,14 @@ pub struct PrefixMatch {
 
 impl PrefixMatch {
     pub fn matches(&self, p: &IpNet) -> bool {
-        if !self.prefix.contains(p)
-            || std::mem::discriminant(&self.prefix) != std::mem::discriminant(p)
-        {
+        if !self.prefix.contains(p) || std::mem::discriminant(&self.prefix) != std::mem::discriminant(p) {
             return false;
         }
         let len = p.prefix_len();
         match (self.ge, self.le) {
             (None, None) => len == self.prefix.prefix_len(),
             (ge, le) => {
-                len >= ge.unwrap_or(self.prefix.prefix_len())
-                    && len <= le.unwrap_or(self.prefix.max_prefix_len())
+                len >= ge.unwrap_or(self.prefix.prefix_len()) && len <= le.unwrap_or(self.prefix.max_prefix_len())
             }
         }
     }
@@ -129,9 +126,7 @@ pub struct Applied {
 impl Policy {
     fn rule_matches(rule: &Rule, prefix: &IpNet, attrs: &PathAttributes) -> bool {
         (rule.prefixes.is_empty() || rule.prefixes.iter().any(|m| m.matches(prefix)))
-            && rule
-                .as_path_contains
-                .is_none_or(|a| attrs.as_path.contains(a))
+            && rule.as_path_contains.is_none_or(|a| attrs.as_path.contains(a))
             && rule
                 .community
                 .as_deref()
@@ -153,11 +148,7 @@ impl Policy {
                         if let Some(med) = set.med {
                             a.med = Some(med);
                         }
-                        for c in set
-                            .add_communities
-                            .iter()
-                            .filter_map(|c| parse_community(c))
-                        {
+                        for c in set.add_communities.iter().filter_map(|c| parse_community(c)) {
                             if !a.communities.contains(&c) {
                                 a.communities.push(c);
                             }
@@ -226,10 +217,7 @@ pub fn import_default(local: &LocalPrefixes, prefix: &IpNet) -> Decision {
         );
     }
     if prefix.prefix_len() == 0 && !local.accept_default_route {
-        return Decision::new(
-            Verdict::Reject,
-            "default import: default route not accepted",
-        );
+        return Decision::new(Verdict::Reject, "default import: default route not accepted");
     }
     Decision::new(Verdict::Accept, "default import")
 }
@@ -240,20 +228,12 @@ pub fn export_default(locally_originated: bool) -> Decision {
     if locally_originated {
         Decision::new(Verdict::Accept, "default export: originated by this node")
     } else {
-        Decision::new(
-            Verdict::Reject,
-            "default export: learned routes are not re-advertised",
-        )
+        Decision::new(Verdict::Reject, "default export: learned routes are not re-advertised")
     }
 }
 
 /// Evaluates an import setting.
-pub fn evaluate_import(
-    policy: &PeerPolicy,
-    local: &LocalPrefixes,
-    prefix: &IpNet,
-    attrs: &PathAttributes,
-) -> Applied {
+pub fn evaluate_import(policy: &PeerPolicy, local: &LocalPrefixes, prefix: &IpNet, attrs: &PathAttributes) -> Applied {
     let plain = |d| Applied {
         decision: d,
         attrs: None,

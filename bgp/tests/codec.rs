@@ -33,14 +33,8 @@ fn codec2() -> SessionCodec {
 #[test]
 fn keepalive_vector() {
     let bytes = hex(&format!("{MARKER_HEX} 0013 04"));
-    assert_eq!(
-        decode_message(&bytes, &codec4()).unwrap(),
-        Message::Keepalive
-    );
-    assert_eq!(
-        message_bytes(&Message::Keepalive, &codec4()).to_vec(),
-        bytes
-    );
+    assert_eq!(decode_message(&bytes, &codec4()).unwrap(), Message::Keepalive);
+    assert_eq!(message_bytes(&Message::Keepalive, &codec4()).to_vec(), bytes);
 }
 
 #[test]
@@ -64,14 +58,8 @@ fn open_vector() {
             Capability::FourOctetAs(65001),
         ],
     };
-    assert_eq!(
-        decode_message(&bytes, &codec4()).unwrap(),
-        Message::Open(open.clone())
-    );
-    assert_eq!(
-        message_bytes(&Message::Open(open), &codec4()).to_vec(),
-        bytes
-    );
+    assert_eq!(decode_message(&bytes, &codec4()).unwrap(), Message::Open(open.clone()));
+    assert_eq!(message_bytes(&Message::Open(open), &codec4()).to_vec(), bytes);
 }
 
 #[test]
@@ -85,10 +73,7 @@ fn open_with_four_octet_asn_uses_as_trans() {
     };
     let bytes = message_bytes(&Message::Open(open.clone()), &codec4());
     assert_eq!(&bytes[20..22], &AS_TRANS.to_be_bytes());
-    assert_eq!(
-        decode_message(&bytes, &codec4()).unwrap(),
-        Message::Open(open)
-    );
+    assert_eq!(decode_message(&bytes, &codec4()).unwrap(), Message::Open(open));
 }
 
 #[test]
@@ -129,32 +114,20 @@ fn open_capabilities_round_trip() {
         ],
     };
     let bytes = message_bytes(&Message::Open(open.clone()), &codec4());
-    assert_eq!(
-        decode_message(&bytes, &codec4()).unwrap(),
-        Message::Open(open)
-    );
+    assert_eq!(decode_message(&bytes, &codec4()).unwrap(), Message::Open(open));
 }
 
 #[test]
 fn open_errors_name_their_notification() {
     let bad_version = hex(&format!("{MARKER_HEX} 001d 01 03 fde9 00b4 01010101 00"));
     let e = decode_message(&bad_version, &codec4()).unwrap_err();
-    assert_eq!(
-        (e.code, e.subcode),
-        (code::OPEN, subcode::UNSUPPORTED_VERSION)
-    );
+    assert_eq!((e.code, e.subcode), (code::OPEN, subcode::UNSUPPORTED_VERSION));
     let bad_hold = hex(&format!("{MARKER_HEX} 001d 01 04 fde9 0002 01010101 00"));
     let e = decode_message(&bad_hold, &codec4()).unwrap_err();
-    assert_eq!(
-        (e.code, e.subcode),
-        (code::OPEN, subcode::UNACCEPTABLE_HOLD_TIME)
-    );
+    assert_eq!((e.code, e.subcode), (code::OPEN, subcode::UNACCEPTABLE_HOLD_TIME));
     let zero_id = hex(&format!("{MARKER_HEX} 001d 01 04 fde9 00b4 00000000 00"));
     let e = decode_message(&zero_id, &codec4()).unwrap_err();
-    assert_eq!(
-        (e.code, e.subcode),
-        (code::OPEN, subcode::BAD_BGP_IDENTIFIER)
-    );
+    assert_eq!((e.code, e.subcode), (code::OPEN, subcode::BAD_BGP_IDENTIFIER));
 }
 
 #[test]
@@ -168,16 +141,10 @@ fn header_errors() {
     );
     let bad_len = hex(&format!("{MARKER_HEX} 0014 04 00"));
     let e = frame(&bad_len, MAX_MESSAGE_LEN).unwrap_err();
-    assert_eq!(
-        (e.code, e.subcode),
-        (code::MESSAGE_HEADER, subcode::BAD_MESSAGE_LENGTH)
-    );
+    assert_eq!((e.code, e.subcode), (code::MESSAGE_HEADER, subcode::BAD_MESSAGE_LENGTH));
     let bad_type = hex(&format!("{MARKER_HEX} 0013 09"));
     let e = frame(&bad_type, MAX_MESSAGE_LEN).unwrap_err();
-    assert_eq!(
-        (e.code, e.subcode),
-        (code::MESSAGE_HEADER, subcode::BAD_MESSAGE_TYPE)
-    );
+    assert_eq!((e.code, e.subcode), (code::MESSAGE_HEADER, subcode::BAD_MESSAGE_TYPE));
     // A partial message asks for more bytes.
     assert_eq!(
         frame(&hex(&format!("{MARKER_HEX} 0017 02 00")), MAX_MESSAGE_LEN).unwrap(),
@@ -200,15 +167,9 @@ fn update_vector_ipv4() {
     assert_eq!(u.nlri, vec![Nlri::new("192.0.2.0/24".parse().unwrap())]);
     assert_eq!(u.attrs.origin, Origin::Igp);
     assert_eq!(u.attrs.as_path, AsPath::from_sequence(vec![65001]));
-    assert_eq!(
-        u.attrs.next_hop,
-        Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)))
-    );
+    assert_eq!(u.attrs.next_hop, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
     assert!(u.treat_as_withdraw.is_none());
-    assert_eq!(
-        message_bytes(&Message::Update(u), &codec4()).to_vec(),
-        bytes
-    );
+    assert_eq!(message_bytes(&Message::Update(u), &codec4()).to_vec(), bytes);
 }
 
 #[test]
@@ -243,10 +204,7 @@ fn update_vector_ipv6_mp_reach_with_link_local() {
             mp.next_hop.link_local
         )
     );
-    assert_eq!(
-        message_bytes(&Message::Update(u), &codec4()).to_vec(),
-        fixed
-    );
+    assert_eq!(message_bytes(&Message::Update(u), &codec4()).to_vec(), fixed);
 }
 
 #[test]
@@ -259,11 +217,7 @@ fn end_of_rib_markers() {
         assert_eq!(u.end_of_rib, Some(f));
     }
     assert_eq!(
-        message_bytes(
-            &Message::Update(Update::end_of_rib(Family::IPV4_UNICAST)),
-            &codec4()
-        )
-        .len(),
+        message_bytes(&Message::Update(Update::end_of_rib(Family::IPV4_UNICAST)), &codec4()).len(),
         23
     );
 }
@@ -296,14 +250,8 @@ fn route_refresh_vector() {
         family: Family::IPV6_UNICAST,
         subtype: RefreshSubtype::Request,
     };
-    assert_eq!(
-        decode_message(&bytes, &codec4()).unwrap(),
-        Message::RouteRefresh(rr)
-    );
-    assert_eq!(
-        message_bytes(&Message::RouteRefresh(rr), &codec4()).to_vec(),
-        bytes
-    );
+    assert_eq!(decode_message(&bytes, &codec4()).unwrap(), Message::RouteRefresh(rr));
+    assert_eq!(message_bytes(&Message::RouteRefresh(rr), &codec4()).to_vec(), bytes);
     let bad = hex(&format!("{MARKER_HEX} 0018 05 0002 00 01 00"));
     let e = decode_message(&bad, &codec4()).unwrap_err();
     assert_eq!(
@@ -396,11 +344,7 @@ fn packing_ipv6_uses_mp_reach_and_mp_unreach() {
     let prefixes: Vec<Nlri> = (0..3000u128)
         .map(|i| {
             Nlri::new(IpNet::V6(
-                ipnet::Ipv6Net::new(
-                    std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) + (i << 64)),
-                    64,
-                )
-                .unwrap(),
+                ipnet::Ipv6Net::new(std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) + (i << 64)), 64).unwrap(),
             ))
         })
         .collect();
@@ -449,14 +393,8 @@ fn assert_withdraw(parts: &[&str], sub: u8, attr: Option<u8>) {
     assert_eq!(e.action, ErrorAction::TreatAsWithdraw);
     assert_eq!(e.subcode, sub, "{e}");
     assert_eq!(e.attribute, attr, "{e}");
-    assert!(
-        u.nlri.is_empty() && u.mp_reach.is_none(),
-        "nothing may be announced"
-    );
-    assert_eq!(
-        u.withdrawn,
-        vec![Nlri::new("192.0.2.0/24".parse().unwrap())]
-    );
+    assert!(u.nlri.is_empty() && u.mp_reach.is_none(), "nothing may be announced");
+    assert_eq!(u.withdrawn, vec![Nlri::new("192.0.2.0/24".parse().unwrap())]);
 }
 
 fn assert_discard(parts: &[&str], attr: u8) {
@@ -549,12 +487,7 @@ fn rfc7606_med_local_pref_communities() {
         Some(attr_type::EXTENDED_COMMUNITIES),
     );
     assert_withdraw(
-        &[
-            ORIGIN,
-            AS_PATH,
-            NEXT_HOP,
-            "c0 20 0b 0000fde9 00000001 000000",
-        ],
+        &[ORIGIN, AS_PATH, NEXT_HOP, "c0 20 0b 0000fde9 00000001 000000"],
         subcode::OPTIONAL_ATTRIBUTE,
         Some(attr_type::LARGE_COMMUNITIES),
     );
@@ -567,10 +500,7 @@ fn rfc7606_med_local_pref_communities() {
 
 #[test]
 fn rfc7606_attribute_discard_classes() {
-    assert_discard(
-        &[ORIGIN, AS_PATH, NEXT_HOP, "40 06 01 00"],
-        attr_type::ATOMIC_AGGREGATE,
-    );
+    assert_discard(&[ORIGIN, AS_PATH, NEXT_HOP, "40 06 01 00"], attr_type::ATOMIC_AGGREGATE);
     assert_discard(
         &[ORIGIN, AS_PATH, NEXT_HOP, "c0 07 05 0000fde901"],
         attr_type::AGGREGATOR,
@@ -587,10 +517,7 @@ fn rfc7606_attribute_discard_classes() {
     ]));
     let u = decode_update(&body, &two).unwrap();
     assert!(u.treat_as_withdraw.is_none());
-    assert!(u
-        .discarded
-        .iter()
-        .any(|e| e.attribute == Some(attr_type::AS4_PATH)));
+    assert!(u.discarded.iter().any(|e| e.attribute == Some(attr_type::AS4_PATH)));
 }
 
 #[test]
@@ -669,11 +596,7 @@ fn duplicate_attribute_keeps_the_first() {
 #[test]
 fn unknown_optional_transitive_is_passed_on_with_partial_bit() {
     let u = outcome(&[ORIGIN, AS_PATH, NEXT_HOP, "c0 63 02 abcd", "80 64 01 ff"]).unwrap();
-    assert_eq!(
-        u.attrs.unknown.len(),
-        1,
-        "optional non-transitive unknowns are dropped"
-    );
+    assert_eq!(u.attrs.unknown.len(), 1, "optional non-transitive unknowns are dropped");
     assert_eq!(u.attrs.unknown[0].type_code, 0x63);
     let bytes = message_bytes(&Message::Update(u), &codec4());
     let pos = bytes.windows(4).position(|w| w == [0xe0, 0x63, 0x02, 0xab]);
@@ -687,19 +610,14 @@ mod roundtrip {
     use proptest::prelude::*;
 
     fn v4_prefix() -> impl Strategy<Value = Nlri> {
-        (any::<u32>(), 0u8..=32).prop_map(|(a, l)| {
-            Nlri::new(IpNet::V4(
-                ipnet::Ipv4Net::new(Ipv4Addr::from(a), l).unwrap().trunc(),
-            ))
-        })
+        (any::<u32>(), 0u8..=32)
+            .prop_map(|(a, l)| Nlri::new(IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(a), l).unwrap().trunc())))
     }
 
     fn v6_prefix() -> impl Strategy<Value = Nlri> {
         (any::<u128>(), 0u8..=128).prop_map(|(a, l)| {
             Nlri::new(IpNet::V6(
-                ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(a), l)
-                    .unwrap()
-                    .trunc(),
+                ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(a), l).unwrap().trunc(),
             ))
         })
     }
@@ -714,11 +632,7 @@ mod roundtrip {
 
     fn attrs(max_asn: u32) -> impl Strategy<Value = PathAttributes> {
         (
-            prop_oneof![
-                Just(Origin::Igp),
-                Just(Origin::Egp),
-                Just(Origin::Incomplete)
-            ],
+            prop_oneof![Just(Origin::Igp), Just(Origin::Egp), Just(Origin::Incomplete)],
             prop::collection::vec(segment(max_asn), 0..3),
             1u32..0xdfff_ffff,
             prop::option::of(any::<u32>()),
@@ -728,48 +642,43 @@ mod roundtrip {
             prop::collection::vec(any::<u32>(), 0..5),
             prop::collection::vec(any::<[u8; 8]>(), 0..3),
             prop::collection::vec((any::<u32>(), any::<u32>(), any::<u32>()), 0..3),
-            prop::collection::vec(
-                (100u8..200, prop::collection::vec(any::<u8>(), 0..300)),
-                0..2,
-            ),
+            prop::collection::vec((100u8..200, prop::collection::vec(any::<u8>(), 0..300)), 0..2),
         )
             .prop_map(
-                |(origin, segs, nh, med, lp, atomic, agg, comms, ext, large, unknown)| {
-                    PathAttributes {
-                        origin,
-                        as_path: AsPath { segments: segs },
-                        next_hop: Some(IpAddr::V4(Ipv4Addr::from(nh.max(0x0100_0000)))),
-                        med,
-                        local_pref: lp,
-                        atomic_aggregate: atomic,
-                        aggregator: agg.map(|(asn, a)| Aggregator {
-                            asn,
-                            address: Ipv4Addr::from(a),
-                        }),
-                        communities: comms,
-                        ext_communities: ext,
-                        large_communities: large
+                |(origin, segs, nh, med, lp, atomic, agg, comms, ext, large, unknown)| PathAttributes {
+                    origin,
+                    as_path: AsPath { segments: segs },
+                    next_hop: Some(IpAddr::V4(Ipv4Addr::from(nh.max(0x0100_0000)))),
+                    med,
+                    local_pref: lp,
+                    atomic_aggregate: atomic,
+                    aggregator: agg.map(|(asn, a)| Aggregator {
+                        asn,
+                        address: Ipv4Addr::from(a),
+                    }),
+                    communities: comms,
+                    ext_communities: ext,
+                    large_communities: large
+                        .into_iter()
+                        .map(|(g, a, b)| LargeCommunity {
+                            global_admin: g,
+                            local1: a,
+                            local2: b,
+                        })
+                        .collect(),
+                    unknown: {
+                        let mut seen = std::collections::HashSet::new();
+                        unknown
                             .into_iter()
-                            .map(|(g, a, b)| LargeCommunity {
-                                global_admin: g,
-                                local1: a,
-                                local2: b,
+                            .filter(|(t, _)| seen.insert(*t))
+                            .map(|(t, v)| RawAttribute {
+                                flags: 0xe0,
+                                type_code: t,
+                                value: v.into(),
                             })
-                            .collect(),
-                        unknown: {
-                            let mut seen = std::collections::HashSet::new();
-                            unknown
-                                .into_iter()
-                                .filter(|(t, _)| seen.insert(*t))
-                                .map(|(t, v)| RawAttribute {
-                                    flags: 0xe0,
-                                    type_code: t,
-                                    value: v.into(),
-                                })
-                                .collect()
-                        },
-                        ..Default::default()
-                    }
+                            .collect()
+                    },
+                    ..Default::default()
                 },
             )
     }

@@ -38,8 +38,7 @@ fn peer_open(asn: u32, hold: u16) -> Open {
 }
 
 fn sends_open(a: &[Action]) -> bool {
-    a.iter()
-        .any(|x| matches!(x, Action::Send(Message::Open(_))))
+    a.iter().any(|x| matches!(x, Action::Send(Message::Open(_))))
 }
 
 fn sent_notification(a: &[Action]) -> Option<(u8, u8)> {
@@ -98,10 +97,7 @@ fn connect_failure_retries_after_the_connect_retry_timer() {
     assert_eq!(f.state(), State::Active);
     assert_eq!(f.next_deadline(), Some(t0 + Duration::from_secs(5)));
     assert!(f.on_tick(t0 + Duration::from_secs(4)).is_empty());
-    assert_eq!(
-        f.on_tick(t0 + Duration::from_secs(5)),
-        vec![Action::Connect]
-    );
+    assert_eq!(f.on_tick(t0 + Duration::from_secs(5)), vec![Action::Connect]);
     assert_eq!(f.state(), State::Connect);
 }
 
@@ -123,28 +119,16 @@ fn keepalive_timer_sends_keepalives() {
 fn hold_timer_expiry_closes_with_notification() {
     let (mut f, t0) = established();
     // Traffic before the deadline restarts the hold timer.
-    f.handle(
-        Event::Message(Message::Keepalive),
-        t0 + Duration::from_secs(8),
-    );
+    f.handle(Event::Message(Message::Keepalive), t0 + Duration::from_secs(8));
     let a = f.on_tick(t0 + Duration::from_secs(10));
-    assert_eq!(
-        sent_notification(&a),
-        None,
-        "hold timer was restarted at 8 s"
-    );
+    assert_eq!(sent_notification(&a), None, "hold timer was restarted at 8 s");
     let a = f.on_tick(t0 + Duration::from_secs(17));
     assert_eq!(sent_notification(&a), Some((code::HOLD_TIMER_EXPIRED, 0)));
     assert!(a.contains(&Action::Disconnect));
-    assert!(a
-        .iter()
-        .any(|x| matches!(x, Action::Down(DownReason::Sent(_)))));
+    assert!(a.iter().any(|x| matches!(x, Action::Down(DownReason::Sent(_)))));
     assert_eq!(f.state(), State::Idle);
     // Automatic restart after connect-retry.
-    assert_eq!(
-        f.on_tick(t0 + Duration::from_secs(30)),
-        vec![Action::Connect]
-    );
+    assert_eq!(f.on_tick(t0 + Duration::from_secs(30)), vec![Action::Connect]);
 }
 
 #[test]
@@ -179,10 +163,7 @@ fn wrong_peer_as_is_refused() {
     f.handle(Event::Start, t0);
     f.handle(Event::TcpConnected, t0);
     let a = f.handle(Event::Message(Message::Open(peer_open(65099, 90))), t0);
-    assert_eq!(
-        sent_notification(&a),
-        Some((code::OPEN, subcode::BAD_PEER_AS))
-    );
+    assert_eq!(sent_notification(&a), Some((code::OPEN, subcode::BAD_PEER_AS)));
     assert_eq!(f.state(), State::Idle);
 }
 
@@ -226,10 +207,7 @@ fn notification_from_peer_ends_the_session() {
     let (mut f, t0) = established();
     let n = Notification::cease_with_message(subcode::ADMIN_SHUTDOWN, "bye");
     let a = f.handle(Event::Message(Message::Notification(n.clone())), t0);
-    assert_eq!(
-        a,
-        vec![Action::Disconnect, Action::Down(DownReason::Received(n))]
-    );
+    assert_eq!(a, vec![Action::Disconnect, Action::Down(DownReason::Received(n))]);
     assert_eq!(f.state(), State::Idle);
 }
 
@@ -242,10 +220,7 @@ fn decode_error_sends_its_notification() {
         ErrorAction::SessionReset,
     );
     let a = f.handle(Event::DecodeFailed(e), t0);
-    assert_eq!(
-        sent_notification(&a),
-        Some((code::UPDATE, subcode::OPTIONAL_ATTRIBUTE))
-    );
+    assert_eq!(sent_notification(&a), Some((code::UPDATE, subcode::OPTIONAL_ATTRIBUTE)));
 }
 
 #[test]
@@ -270,10 +245,7 @@ fn stop_sends_cease_and_stays_down() {
 fn transport_loss_when_established_reports_connection_lost() {
     let (mut f, t0) = established();
     let a = f.handle(Event::TcpFailed, t0);
-    assert_eq!(
-        a,
-        vec![Action::Disconnect, Action::Down(DownReason::ConnectionLost)]
-    );
+    assert_eq!(a, vec![Action::Disconnect, Action::Down(DownReason::ConnectionLost)]);
 }
 
 #[test]
@@ -291,8 +263,7 @@ fn two_octet_peer_negotiates_two_octet_codec() {
     f.handle(Event::Start, t0);
     f.handle(Event::TcpConnected, t0);
     let mut open = peer_open(65000, 90);
-    open.capabilities
-        .retain(|c| !matches!(c, Capability::FourOctetAs(_)));
+    open.capabilities.retain(|c| !matches!(c, Capability::FourOctetAs(_)));
     f.handle(Event::Message(Message::Open(open)), t0);
     assert!(!f.negotiated().unwrap().codec.four_octet_as);
 }
@@ -302,22 +273,13 @@ fn collision_keeps_the_higher_identifiers_connection() {
     let low = Ipv4Addr::new(10, 0, 0, 1);
     let high = Ipv4Addr::new(10, 0, 0, 10);
     // We have the higher id: our outbound connection survives.
-    assert_eq!(
-        resolve_collision(high, low, true),
-        CollisionWinner::Existing
-    );
+    assert_eq!(resolve_collision(high, low, true), CollisionWinner::Existing);
     assert_eq!(resolve_collision(high, low, false), CollisionWinner::New);
     // The peer has the higher id: its connection survives.
     assert_eq!(resolve_collision(low, high, true), CollisionWinner::New);
-    assert_eq!(
-        resolve_collision(low, high, false),
-        CollisionWinner::Existing
-    );
+    assert_eq!(resolve_collision(low, high, false), CollisionWinner::Existing);
     let n = collision_notification();
-    assert_eq!(
-        (n.code, n.subcode),
-        (code::CEASE, subcode::CONNECTION_COLLISION)
-    );
+    assert_eq!((n.code, n.subcode), (code::CEASE, subcode::CONNECTION_COLLISION));
 }
 
 #[test]

@@ -15,8 +15,7 @@ fn data(name: &str) -> Vec<u8> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mrt"));
     let path = dir.join(name);
-    let gz = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set NOVANET_MRT_DIR)", path.display()));
+    let gz = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (set NOVANET_MRT_DIR)", path.display()));
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(&gz[..])
         .read_to_end(&mut out)
@@ -49,8 +48,8 @@ fn replay_updates(name: &str) -> Counts {
             four_octet_as: m.four_octet_as,
             ..Default::default()
         };
-        let u = decode_update(m.body, &codec)
-            .unwrap_or_else(|e| panic!("UPDATE {} from {}: {e}", c.updates, m.peer_ip));
+        let u =
+            decode_update(m.body, &codec).unwrap_or_else(|e| panic!("UPDATE {} from {}: {e}", c.updates, m.peer_ip));
         c.updates += 1;
         if u.treat_as_withdraw.is_some() {
             c.treat_as_withdraw += 1;

@@ -62,11 +62,7 @@ fn decide(a: (PeerId, PathAttributes), b: (PeerId, PathAttributes), winner: Peer
         }
         assert_eq!(best_peer(&rib, "192.0.2.0/24"), Some(winner), "{step:?}");
         let explained = rib.explain(&prefix("192.0.2.0/24"));
-        assert_eq!(
-            explained[1].1,
-            Some(step),
-            "the losing path lost at {step:?}"
-        );
+        assert_eq!(explained[1].1, Some(step), "the losing path lost at {step:?}");
     }
 }
 
@@ -74,12 +70,7 @@ fn decide(a: (PeerId, PathAttributes), b: (PeerId, PathAttributes), winner: Peer
 fn step_local_pref() {
     let mut hi = attrs(&[65001, 65002], "10.0.1.1");
     hi.local_pref = Some(200);
-    decide(
-        (1, hi),
-        (2, attrs(&[65002], "10.0.2.1")),
-        1,
-        Step::LocalPref,
-    );
+    decide((1, hi), (2, attrs(&[65002], "10.0.2.1")), 1, Step::LocalPref);
 }
 
 #[test]
@@ -87,12 +78,7 @@ fn step_locally_originated() {
     let local = PathAttributes::default();
     let mut learned = attrs(&[65002], "10.0.2.1");
     learned.local_pref = Some(100);
-    decide(
-        (LOCAL_PEER, local),
-        (2, learned),
-        LOCAL_PEER,
-        Step::LocallyOriginated,
-    );
+    decide((LOCAL_PEER, local), (2, learned), LOCAL_PEER, Step::LocallyOriginated);
 }
 
 #[test]
@@ -159,47 +145,27 @@ fn step_peer_address() {
         rib.announce(peer, Nlri::new(prefix("192.0.2.0/24")), a);
     }
     assert_eq!(best_peer(&rib, "192.0.2.0/24"), Some(1));
-    assert_eq!(
-        rib.explain(&prefix("192.0.2.0/24"))[1].1,
-        Some(Step::PeerAddress)
-    );
+    assert_eq!(rib.explain(&prefix("192.0.2.0/24"))[1].1, Some(Step::PeerAddress));
 }
 
 #[test]
 fn ecmp_over_two_tors() {
     let mut rib = rib_with_peers();
     let a = rib.intern(attrs(&[65001], "10.0.1.1"));
-    let c1 = rib
-        .announce(1, Nlri::new(prefix("192.0.2.0/24")), a)
-        .unwrap();
-    assert_eq!(
-        c1.best.as_ref().unwrap().next_hops.as_slice(),
-        &[ip("10.0.1.1")]
-    );
+    let c1 = rib.announce(1, Nlri::new(prefix("192.0.2.0/24")), a).unwrap();
+    assert_eq!(c1.best.as_ref().unwrap().next_hops.as_slice(), &[ip("10.0.1.1")]);
     // Second ToR in another AS with an equally long path: multipath.
     let b = rib.intern(attrs(&[65002], "10.0.2.1"));
-    let c2 = rib
-        .announce(2, Nlri::new(prefix("192.0.2.0/24")), b)
-        .unwrap();
+    let c2 = rib.announce(2, Nlri::new(prefix("192.0.2.0/24")), b).unwrap();
     let mut hops = c2.best.unwrap().next_hops.to_vec();
     hops.sort();
     assert_eq!(hops, vec![ip("10.0.1.1"), ip("10.0.2.1")]);
-    assert_eq!(
-        rib.entry(&prefix("192.0.2.0/24"))
-            .unwrap()
-            .forwarding()
-            .len(),
-        2
-    );
+    assert_eq!(rib.entry(&prefix("192.0.2.0/24")).unwrap().forwarding().len(), 2);
     // A longer path is not a sibling; an iBGP path is not either.
     let c = rib.intern(attrs(&[65004, 65005], "10.0.4.1"));
-    assert!(rib
-        .announce(4, Nlri::new(prefix("192.0.2.0/24")), c)
-        .is_none());
+    assert!(rib.announce(4, Nlri::new(prefix("192.0.2.0/24")), c).is_none());
     let d = rib.intern(attrs(&[65003], "10.0.3.1"));
-    assert!(rib
-        .announce(3, Nlri::new(prefix("192.0.2.0/24")), d)
-        .is_none());
+    assert!(rib.announce(3, Nlri::new(prefix("192.0.2.0/24")), d).is_none());
     // One ToR withdraws: back to one next hop.
     let c3 = rib.withdraw(1, Nlri::new(prefix("192.0.2.0/24"))).unwrap();
     assert_eq!(c3.best.unwrap().next_hops.as_slice(), &[ip("10.0.2.1")]);
@@ -215,20 +181,14 @@ fn withdraw_last_path_removes_the_prefix() {
     assert!(rib.is_empty());
     drop(c);
     rib.collect_unused_attributes();
-    assert_eq!(
-        rib.attribute_sets(),
-        0,
-        "the attribute set left with its last route"
-    );
+    assert_eq!(rib.attribute_sets(), 0, "the attribute set left with its last route");
     assert!(rib.withdraw(1, Nlri::new(prefix("192.0.2.0/24"))).is_none());
 }
 
 #[test]
 fn a_million_routes_share_few_attribute_sets() {
     let mut rib = rib_with_peers();
-    let sets: Vec<PathAttributes> = (0..4)
-        .map(|i| attrs(&[65001, 64500 + i], "10.0.1.1"))
-        .collect();
+    let sets: Vec<PathAttributes> = (0..4).map(|i| attrs(&[65001, 64500 + i], "10.0.1.1")).collect();
     for i in 0..1_000_000u32 {
         // A fresh Arc per route, as a peer task would deliver them: the
         // RIB must fold them into the shared sets.
@@ -262,11 +222,7 @@ fn graceful_restart_stale_paths_are_swept() {
         swept.iter().map(|c| c.prefix).collect::<Vec<_>>(),
         vec![prefix("198.51.100.0/24")]
     );
-    assert_eq!(
-        rib.sweep_stale(1).len(),
-        1,
-        "the IPv6 stale path goes with the timer"
-    );
+    assert_eq!(rib.sweep_stale(1).len(), 1, "the IPv6 stale path goes with the timer");
     assert_eq!(rib.len(), 1);
 }
 
@@ -299,9 +255,7 @@ fn default_export_sends_only_own_prefixes_with_next_hop_self() {
     assert_eq!(out.as_path, AsPath::from_sequence(vec![65010]));
     assert_eq!(out.next_hop, Some(ip("10.0.0.10")));
     let learned = best(1, attrs(&[65001], "10.0.1.1"));
-    let why = t
-        .export(&prefix("192.0.2.0/24"), &learned, false)
-        .unwrap_err();
+    let why = t.export(&prefix("192.0.2.0/24"), &learned, false).unwrap_err();
     assert_eq!(why.verdict, Verdict::Reject);
     assert!(why.reason.contains("default export"), "{}", why.reason);
 }
@@ -347,9 +301,7 @@ fn export_never_loops_or_leaks() {
         peer: 9,
         ..best(2, attrs(&[65002], "10.0.2.1"))
     };
-    assert!(t
-        .export(&prefix("192.0.2.0/24"), &self_learned, false)
-        .is_err());
+    assert!(t.export(&prefix("192.0.2.0/24"), &self_learned, false).is_err());
     let v6 = best(LOCAL_PEER, PathAttributes::default());
     assert!(t
         .export(&prefix("2001:db8::/32"), &v6, false)
@@ -362,21 +314,13 @@ fn export_never_loops_or_leaks() {
 fn ibgp_export_keeps_path_and_sets_local_pref() {
     let mut t = target(PeerPolicy::All, 65010);
     let out = t
-        .export(
-            &prefix("192.0.2.0/24"),
-            &best(1, attrs(&[65001], "10.0.1.1")),
-            false,
-        )
+        .export(&prefix("192.0.2.0/24"), &best(1, attrs(&[65001], "10.0.1.1")), false)
         .unwrap();
     assert_eq!(out.as_path, AsPath::from_sequence(vec![65001]));
     assert_eq!(out.local_pref, Some(100));
     assert_eq!(out.next_hop, Some(ip("10.0.1.1")));
     assert!(t
-        .export(
-            &prefix("192.0.2.0/24"),
-            &best(3, attrs(&[65001], "10.0.3.1")),
-            true
-        )
+        .export(&prefix("192.0.2.0/24"), &best(3, attrs(&[65001], "10.0.3.1")), true)
         .is_err());
 }
 
@@ -435,10 +379,7 @@ fn default_import_refuses_own_pod_cidr_and_default_route() {
         import_default(&local, &prefix("10.244.0.0/16")).verdict,
         Verdict::Reject
     );
-    assert_eq!(
-        import_default(&local, &prefix("0.0.0.0/0")).verdict,
-        Verdict::Reject
-    );
+    assert_eq!(import_default(&local, &prefix("0.0.0.0/0")).verdict, Verdict::Reject);
     assert_eq!(
         import_default(&local, &prefix("10.244.11.0/24")).verdict,
         Verdict::Accept
@@ -458,18 +399,12 @@ fn pending_coalesces_and_packs_withdrawals_first() {
     assert_eq!(p.encode_all(&SessionCodec::default(), &mut buf), (2, 1));
     assert!(p.is_empty());
     let len = frame(&buf, MAX_MESSAGE_LEN).unwrap().unwrap();
-    let Message::Update(first) = decode_message(&buf[..len], &SessionCodec::default()).unwrap()
-    else {
+    let Message::Update(first) = decode_message(&buf[..len], &SessionCodec::default()).unwrap() else {
         panic!()
     };
     assert_eq!(first.withdrawn.len(), 1, "withdrawals first");
-    let Message::Update(second) = decode_message(&buf[len..], &SessionCodec::default()).unwrap()
-    else {
+    let Message::Update(second) = decode_message(&buf[len..], &SessionCodec::default()).unwrap() else {
         panic!()
     };
-    assert_eq!(
-        second.nlri.len(),
-        2,
-        "one UPDATE for both prefixes sharing attributes"
-    );
+    assert_eq!(second.nlri.len(), 2, "one UPDATE for both prefixes sharing attributes");
 }

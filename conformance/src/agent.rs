@@ -21,14 +21,7 @@ pub fn agent_binary() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
             .current_dir(&root)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "novanet-agent",
-                "--bin",
-                "novanet-agent",
-            ])
+            .args(["build", "-q", "-p", "novanet-agent", "--bin", "novanet-agent"])
             .status()
             .expect("cargo build novanet-agent");
         assert!(st.success(), "building novanet-agent failed");
@@ -88,11 +81,7 @@ impl Agent {
     pub fn rewrite_config(&self, config: &Value) {
         let mut config = config.clone();
         config["metrics_address"] = Value::String(format!("127.0.0.1:{}", self.metrics_port));
-        std::fs::write(
-            &self.config_path,
-            serde_json::to_vec_pretty(&config).unwrap(),
-        )
-        .expect("agent config");
+        std::fs::write(&self.config_path, serde_json::to_vec_pretty(&config).unwrap()).expect("agent config");
     }
 
     /// GET on the status endpoint, from inside the agent's namespace.
@@ -100,12 +89,10 @@ impl Agent {
         let port = self.metrics_port;
         let path = path.to_string();
         crate::lab::in_namespace(&self.ns, move || -> Result<String, String> {
-            let mut s =
-                std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(Duration::from_secs(10)))
                 .map_err(|e| e.to_string())?;
-            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                .map_err(|e| e.to_string())?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
             let mut resp = String::new();
             s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
             let (head, body) = resp.split_once("\r\n\r\n").ok_or("no HTTP body")?;
@@ -139,11 +126,7 @@ impl Agent {
         self.get(&format!("/status/routes?prefix={prefix}"))
             .ok()
             .and_then(|b| serde_json::from_str::<Value>(&b).ok())
-            .and_then(|v| {
-                v.as_array()
-                    .and_then(|a| a.first())
-                    .map(|r| r["paths"].clone())
-            })
+            .and_then(|v| v.as_array().and_then(|a| a.first()).map(|r| r["paths"].clone()))
             .and_then(|p| p.as_array().cloned())
             .unwrap_or_default()
     }

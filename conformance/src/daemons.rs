@@ -5,6 +5,17 @@ use crate::lab::{run, Lab};
 use serde_json::Value;
 use std::process::Command;
 
+/// Runs a command; its stdout on success, its output as the error else.
+fn output_text(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
 /// An FRR bgpd (with `-Z`: no zebra, no kernel routes) in a namespace.
 pub struct Frr {
     pub instance: String,
@@ -45,28 +56,14 @@ impl Frr {
         ]));
         lab.track_pid_file(&format!("frr-{ns}"), pid_file.into());
         let frr = Frr { instance };
-        crate::wait_until(
-            "FRR vty to answer",
-            std::time::Duration::from_secs(20),
-            || frr.try_vtysh("show bgp summary json").map(|_| ()),
-        );
+        crate::wait_until("FRR vty to answer", std::time::Duration::from_secs(20), || {
+            frr.try_vtysh("show bgp summary json").map(|_| ())
+        });
         frr
     }
 
     pub fn try_vtysh(&self, command: &str) -> Result<String, String> {
-        let out = Command::new("vtysh")
-            .args(["-N", &self.instance, "-c", command])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+        output_text(Command::new("vtysh").args(["-N", &self.instance, "-c", command]))
     }
 
     pub fn vtysh(&self, command: &str) -> String {
@@ -99,10 +96,7 @@ impl Frr {
     }
 
     pub fn neighbor_state(&self, addr: &str) -> String {
-        self.neighbor(addr)["bgpState"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        self.neighbor(addr)["bgpState"].as_str().unwrap_or("").to_string()
     }
 
     /// AS paths of the best path of a prefix, when FRR has it.
@@ -138,51 +132,32 @@ impl Bird {
         ]));
         lab.track_pid_file(&format!("bird-{ns}"), pid_file);
         let bird = Bird { socket };
-        crate::wait_until(
-            "BIRD control socket",
-            std::time::Duration::from_secs(20),
-            || bird.try_birdc(&["show", "status"]).map(|_| ()),
-        );
+        crate::wait_until("BIRD control socket", std::time::Duration::from_secs(20), || {
+            bird.try_birdc(&["show", "status"]).map(|_| ())
+        });
         bird
     }
 
     pub fn try_birdc(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("birdc")
-            .arg("-s")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        output_text(Command::new("birdc").arg("-s").arg(&self.socket).args(args))
     }
 
     pub fn birdc(&self, args: &[&str]) -> String {
-        self.try_birdc(args)
-            .unwrap_or_else(|e| panic!("birdc {args:?}: {e}"))
+        self.try_birdc(args).unwrap_or_else(|e| panic!("birdc {args:?}: {e}"))
     }
 
     /// `BGP state:` of a protocol.
     pub fn bgp_state(&self, protocol: &str) -> String {
         self.birdc(&["show", "protocols", "all", protocol])
             .lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("BGP state:")
-                    .map(|s| s.trim().to_string())
-            })
+            .find_map(|l| l.trim().strip_prefix("BGP state:").map(|s| s.trim().to_string()))
             .unwrap_or_default()
     }
 
     /// The `show route PREFIX all` text ("" when BIRD has no such route).
     pub fn route(&self, prefix: &str) -> String {
         // birdc exits non-zero for "Network not found".
-        let out = self
-            .try_birdc(&["show", "route", prefix, "all"])
-            .unwrap_or_default();
+        let out = self.try_birdc(&["show", "route", prefix, "all"]).unwrap_or_default();
         if out.contains(prefix.split('/').next().unwrap_or(prefix)) {
             out
         } else {
@@ -192,11 +167,9 @@ impl Bird {
 
     /// The `BGP.as_path:` of a route.
     pub fn route_as_path(&self, prefix: &str) -> Option<String> {
-        self.route(prefix).lines().find_map(|l| {
-            l.trim()
-                .strip_prefix("BGP.as_path:")
-                .map(|s| s.trim().to_string())
-        })
+        self.route(prefix)
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("BGP.as_path:").map(|s| s.trim().to_string()))
     }
 }
 
@@ -239,40 +212,23 @@ impl GoBgp {
     }
 
     pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns,
-                "gobgp",
-                "-p",
-                &self.port.to_string(),
-            ])
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+        let port = self.port.to_string();
+        output_text(
+            Command::new("ip")
+                .args(["netns", "exec", &self.ns, "gobgp", "-p", &port])
+                .args(args),
+        )
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        self.try_cli(args)
-            .unwrap_or_else(|e| panic!("gobgp {args:?}: {e}"))
+        self.try_cli(args).unwrap_or_else(|e| panic!("gobgp {args:?}: {e}"))
     }
 
     /// The session state of a neighbor (`ESTABLISHED`, ...), as GoBGP
     /// reports it.
     pub fn neighbor_state(&self, addr: &str) -> String {
         let v: Value =
-            serde_json::from_str(&self.try_cli(&["-j", "neighbor", addr]).unwrap_or_default())
-                .unwrap_or(Value::Null);
+            serde_json::from_str(&self.try_cli(&["-j", "neighbor", addr]).unwrap_or_default()).unwrap_or(Value::Null);
         v["state"]["session_state"]
             .as_str()
             .map(|s| s.to_string())
@@ -281,12 +237,8 @@ impl GoBgp {
 
     /// The AS path of a prefix in GoBGP's global RIB, when present.
     pub fn route_as_path(&self, family: &str, prefix: &str) -> Option<String> {
-        let v: Value = serde_json::from_str(
-            &self
-                .try_cli(&["-j", "global", "rib", "-a", family, prefix])
-                .ok()?,
-        )
-        .ok()?;
+        let v: Value =
+            serde_json::from_str(&self.try_cli(&["-j", "global", "rib", "-a", family, prefix]).ok()?).ok()?;
         let paths = v.as_object()?.values().next()?.as_array()?;
         let attrs = paths.first()?["attrs"].as_array()?;
         let asp = attrs.iter().find(|a| a["type"] == 2)?;

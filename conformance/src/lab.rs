@@ -37,11 +37,7 @@ pub fn run(cmd: &mut Command) -> Output {
 
 /// Polls `probe` every 100 ms until it yields a value, for at most
 /// `timeout`; fails the test with `what` and the last observation.
-pub fn wait_until<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> Result<T, String>,
-) -> T {
+pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
     let end = Instant::now() + timeout;
     loop {
         match probe() {
@@ -68,11 +64,7 @@ impl Lab {
     pub fn new(name: &str) -> Lab {
         require_root();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let short: String = name
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(6)
-            .collect();
+        let short: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).take(6).collect();
         let prefix = format!("nv{}{}{}", std::process::id() % 100_000, n, short);
         let dir = std::env::temp_dir().join("novanet-lab").join(&prefix);
         std::fs::create_dir_all(&dir).expect("lab directory");
@@ -121,23 +113,14 @@ impl Lab {
 
     /// Joins two namespaces with a veth pair and addresses both ends
     /// (each address with its prefix length; IPv4 and IPv6 alike).
-    pub fn link(
-        &mut self,
-        a: &str,
-        a_if: &str,
-        a_addrs: &[&str],
-        b: &str,
-        b_if: &str,
-        b_addrs: &[&str],
-    ) {
+    pub fn link(&mut self, a: &str, a_if: &str, a_addrs: &[&str], b: &str, b_if: &str, b_addrs: &[&str]) {
         let (na, nb) = (self.ns_name(a), self.ns_name(b));
         run(Command::new("ip").args([
             "link", "add", a_if, "netns", &na, "type", "veth", "peer", "name", b_if, "netns", &nb,
         ]));
         for (ns, ifname, addrs) in [(&na, a_if, a_addrs), (&nb, b_if, b_addrs)] {
             for addr in addrs {
-                run(Command::new("ip")
-                    .args(["-n", ns, "addr", "add", addr, "dev", ifname, "nodad"]));
+                run(Command::new("ip").args(["-n", ns, "addr", "add", addr, "dev", ifname, "nodad"]));
             }
             run(Command::new("ip").args(["-n", ns, "link", "set", ifname, "up"]));
         }
@@ -195,9 +178,7 @@ impl Lab {
 
     /// Sends a signal to a process the lab started.
     pub fn signal(&self, name: &str, sig: i32) {
-        let pid = self
-            .pid(name)
-            .unwrap_or_else(|| panic!("no process {name}"));
+        let pid = self.pid(name).unwrap_or_else(|| panic!("no process {name}"));
         // SAFETY: plain kill(2) on a PID this lab started.
         unsafe {
             libc::kill(pid as i32, sig);
@@ -215,20 +196,14 @@ impl Lab {
 
     /// Waits (bounded) for a spawned process to exit; returns its status.
     pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> std::process::ExitStatus {
-        let i = self
-            .procs
-            .iter()
-            .rposition(|(n, _)| n == name)
-            .expect("known process");
+        let i = self.procs.iter().rposition(|(n, _)| n == name).expect("known process");
         let Proc::Child(child) = &mut self.procs[i].1 else {
             panic!("{name} is not a child process")
         };
-        wait_until(&format!("{name} to exit"), timeout, || {
-            match child.try_wait() {
-                Ok(Some(st)) => Ok(st),
-                Ok(None) => Err("still running".into()),
-                Err(e) => Err(e.to_string()),
-            }
+        wait_until(&format!("{name} to exit"), timeout, || match child.try_wait() {
+            Ok(Some(st)) => Ok(st),
+            Ok(None) => Err("still running".into()),
+            Err(e) => Err(e.to_string()),
         })
     }
 }

@@ -6,6 +6,7 @@
 //! Needs root, iproute2, and the Debian packages frr, bird2 and gobgpd.
 
 pub mod agent;
+pub mod checks;
 pub mod daemons;
 pub mod lab;
 

@@ -2,24 +2,9 @@
 //! at the peer with the node's AS path, the peer's prefixes at the agent,
 //! and withdrawals both ways.
 
-use novanet_conformance::{wait_until, Agent, Bird, GoBgp, Lab};
+use novanet_conformance::checks::{agent_established, agent_has, agent_lacks, tor_and_node, wait_for_value};
+use novanet_conformance::{Agent, Bird, GoBgp, Lab};
 use serde_json::{json, Value};
-use std::time::Duration;
-
-const T: Duration = Duration::from_secs(40);
-
-fn topology(lab: &mut Lab) {
-    lab.add_ns("tor");
-    lab.add_ns("node");
-    lab.link(
-        "tor",
-        "eth0",
-        &["10.0.0.1/24", "fd00::1/64"],
-        "node",
-        "eth0",
-        &["10.0.0.10/24", "fd00::10/64"],
-    );
-}
 
 fn agent_config(pod_cidr: &str) -> Value {
     json!({
@@ -37,35 +22,9 @@ fn agent_config(pod_cidr: &str) -> Value {
     })
 }
 
-fn agent_route(agent: &Agent, prefix: &str, next_hop: &str, as_path: &str) {
-    wait_until(&format!("agent to hold {prefix}"), T, || {
-        match agent.route(prefix).first() {
-            Some(p) if p["next_hop"] == next_hop && p["as_path"] == as_path => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
-}
-
-fn agent_lacks(agent: &Agent, prefix: &str) {
-    wait_until(&format!("agent to drop {prefix}"), T, || {
-        let paths = agent.route(prefix);
-        if paths.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{paths:?}"))
-        }
-    });
-}
-
 fn sessions_up(agent: &Agent) {
-    for addr in ["10.0.0.1", "fd00::1"] {
-        wait_until(&format!("agent session with {addr}"), T, || {
-            match agent.peer_state(addr) {
-                s if s == "Established" => Ok(()),
-                s => Err(s),
-            }
-        });
-    }
+    agent_established(agent, "10.0.0.1");
+    agent_established(agent, "fd00::1");
 }
 
 const BIRD_CONFIG: &str = r#"
@@ -90,28 +49,22 @@ protocol bgp node6 {
 #[test]
 fn bird_sessions_routes_and_withdrawals() {
     let mut lab = Lab::new("bird");
-    topology(&mut lab);
+    tor_and_node(&mut lab);
     let bird = Bird::start(&mut lab, "tor", BIRD_CONFIG);
     let agent = Agent::start(&mut lab, "node", &agent_config("10.244.10.0/24"));
     sessions_up(&agent);
     for p in ["node4", "node6"] {
-        wait_until(&format!("BIRD {p} Established"), T, || {
-            match bird.bgp_state(p) {
-                s if s == "Established" => Ok(()),
-                s => Err(s),
-            }
+        wait_for_value(&format!("BIRD {p} Established"), "Established".to_string(), || {
+            bird.bgp_state(p)
         });
     }
     for prefix in ["10.244.10.0/24", "fd10:244:10::/64"] {
-        wait_until(&format!("BIRD to hold {prefix}"), T, || {
-            match bird.route_as_path(prefix) {
-                Some(p) if p == "65010" => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
+        wait_for_value(&format!("BIRD to hold {prefix}"), Some("65010".into()), || {
+            bird.route_as_path(prefix)
         });
     }
-    agent_route(&agent, "203.0.113.0/24", "10.0.0.1", "65000");
-    agent_route(&agent, "2001:db8:bb::/48", "fd00::1", "65000");
+    agent_has(&agent, "203.0.113.0/24", "10.0.0.1", "65000");
+    agent_has(&agent, "2001:db8:bb::/48", "fd00::1", "65000");
 
     // Withdraw from BIRD.
     bird.birdc(&["disable", "st4"]);
@@ -119,17 +72,11 @@ fn bird_sessions_routes_and_withdrawals() {
     // Withdraw from the agent.
     agent.rewrite_config(&agent_config("10.244.20.0/24"));
     lab.signal(&agent.name, libc::SIGHUP);
-    wait_until("BIRD to drop the old PodCIDR", T, || {
-        match bird.route_as_path("10.244.10.0/24") {
-            None => Ok(()),
-            Some(p) => Err(p),
-        }
+    wait_for_value("BIRD to drop the old PodCIDR", None, || {
+        bird.route_as_path("10.244.10.0/24")
     });
-    wait_until("BIRD to hold the new PodCIDR", T, || {
-        match bird.route_as_path("10.244.20.0/24") {
-            Some(p) if p == "65010" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
+    wait_for_value("BIRD to hold the new PodCIDR", Some("65010".into()), || {
+        bird.route_as_path("10.244.20.0/24")
     });
 }
 
@@ -167,41 +114,28 @@ const GOBGP_CONFIG: &str = r#"
 #[test]
 fn gobgp_sessions_routes_and_withdrawals() {
     let mut lab = Lab::new("gobgp");
-    topology(&mut lab);
+    tor_and_node(&mut lab);
     let gobgp = GoBgp::start(&mut lab, "tor", GOBGP_CONFIG);
     gobgp.cli(&["global", "rib", "add", "198.51.100.0/24", "-a", "ipv4"]);
     gobgp.cli(&["global", "rib", "add", "2001:db8:cc::/48", "-a", "ipv6"]);
     let agent = Agent::start(&mut lab, "node", &agent_config("10.244.10.0/24"));
     sessions_up(&agent);
-    wait_until("GoBGP to hold the IPv4 PodCIDR", T, || {
-        match gobgp.route_as_path("ipv4", "10.244.10.0/24") {
-            Some(p) if p == "65010" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
+    let path = |family: &str, prefix: &str| gobgp.route_as_path(family, prefix);
+    wait_for_value("GoBGP to hold the IPv4 PodCIDR", Some("65010".into()), || {
+        path("ipv4", "10.244.10.0/24")
     });
-    wait_until("GoBGP to hold the IPv6 PodCIDR", T, || {
-        match gobgp.route_as_path("ipv6", "fd10:244:10::/64") {
-            Some(p) if p == "65010" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
+    wait_for_value("GoBGP to hold the IPv6 PodCIDR", Some("65010".into()), || {
+        path("ipv6", "fd10:244:10::/64")
     });
-    agent_route(&agent, "198.51.100.0/24", "10.0.0.1", "65000");
-    agent_route(&agent, "2001:db8:cc::/48", "fd00::1", "65000");
+    agent_has(&agent, "198.51.100.0/24", "10.0.0.1", "65000");
+    agent_has(&agent, "2001:db8:cc::/48", "fd00::1", "65000");
 
     gobgp.cli(&["global", "rib", "del", "198.51.100.0/24", "-a", "ipv4"]);
     agent_lacks(&agent, "198.51.100.0/24");
     agent.rewrite_config(&agent_config("10.244.20.0/24"));
     lab.signal(&agent.name, libc::SIGHUP);
-    wait_until("GoBGP to drop the old PodCIDR", T, || {
-        match gobgp.route_as_path("ipv4", "10.244.10.0/24") {
-            None => Ok(()),
-            Some(p) => Err(p),
-        }
-    });
-    wait_until("GoBGP to hold the new PodCIDR", T, || {
-        match gobgp.route_as_path("ipv4", "10.244.20.0/24") {
-            Some(p) if p == "65010" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
+    wait_for_value("GoBGP to drop the old PodCIDR", None, || path("ipv4", "10.244.10.0/24"));
+    wait_for_value("GoBGP to hold the new PodCIDR", Some("65010".into()), || {
+        path("ipv4", "10.244.20.0/24")
     });
 }

@@ -2,24 +2,12 @@
 //! withdrawals both ways, route refresh both ways, 4-octet AS, TCP MD5,
 //! and the shutdown sequence.
 
+use novanet_conformance::checks::{agent_has, agent_lacks, tor_and_node};
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(40);
-
-fn topology(lab: &mut Lab) {
-    lab.add_ns("tor");
-    lab.add_ns("node");
-    lab.link(
-        "tor",
-        "eth0",
-        &["10.0.0.1/24", "fd00::1/64"],
-        "node",
-        "eth0",
-        &["10.0.0.10/24", "fd00::10/64"],
-    );
-}
 
 fn frr_config(local_as: u32, remote_as: u32, extra_neighbor: &str) -> String {
     format!(
@@ -101,41 +89,14 @@ fn frr_lacks(frr: &Frr, afi: &str, prefix: &str) {
     });
 }
 
-fn agent_has(agent: &Agent, prefix: &str, next_hop: &str, as_path: &str) {
-    wait_until(&format!("agent to hold {prefix}"), T, || {
-        let paths = agent.route(prefix);
-        match paths.first() {
-            Some(p)
-                if p["next_hop"] == next_hop && p["as_path"] == as_path && p["best"] == true =>
-            {
-                Ok(())
-            }
-            other => Err(format!("{other:?}")),
-        }
-    });
-}
-
-fn agent_lacks(agent: &Agent, prefix: &str) {
-    wait_until(&format!("agent to drop {prefix}"), T, || {
-        let paths = agent.route(prefix);
-        if paths.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{paths:?}"))
-        }
-    });
-}
-
 fn counter(frr: &Frr, addr: &str, key: &str) -> u64 {
-    frr.neighbor(addr)["messageStats"][key]
-        .as_u64()
-        .unwrap_or(0)
+    frr.neighbor(addr)["messageStats"][key].as_u64().unwrap_or(0)
 }
 
 #[test]
 fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
     let mut lab = Lab::new("frr");
-    topology(&mut lab);
+    tor_and_node(&mut lab);
     let frr = Frr::start(&mut lab, "tor", &frr_config(65000, 65010, ""));
     let cfg = agent_config("10.244.10.0/24", json!({}));
     let agent = Agent::start(&mut lab, "node", &cfg);
@@ -149,8 +110,7 @@ fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
     agent_has(&agent, "2001:db8:ff::/48", "fd00::1", "65000");
     // FRR sends with add-path (path identifiers); the agent receives them
     // and sends without.
-    let addpath =
-        frr.neighbor("10.0.0.10")["neighborCapabilities"]["addPath"]["ipv4Unicast"].clone();
+    let addpath = frr.neighbor("10.0.0.10")["neighborCapabilities"]["addPath"]["ipv4Unicast"].clone();
     assert_eq!(
         (
             addpath["txAdvertised"].clone(),
@@ -185,11 +145,7 @@ fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
     lab.signal(&agent.name, libc::SIGHUP);
     frr_has(&frr, "ipv4", "10.244.20.0/24", "65010");
     frr_lacks(&frr, "ipv4", "10.244.10.0/24");
-    assert_eq!(
-        agent.peer("10.0.0.1")["established_transitions"],
-        1,
-        "no session reset"
-    );
+    assert_eq!(agent.peer("10.0.0.1")["established_transitions"], 1, "no session reset");
 
     // Route refresh requested by FRR: the agent sends its routes again.
     let sent_before = agent.peer("10.0.0.1")["updates_sent"].as_u64().unwrap();
@@ -234,11 +190,7 @@ fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
         }
     });
     agent_lacks(&agent, "198.51.100.0/24");
-    assert_eq!(
-        agent.peer("10.0.0.1")["established_transitions"],
-        1,
-        "no session reset"
-    );
+    assert_eq!(agent.peer("10.0.0.1")["established_transitions"], 1, "no session reset");
 
     // Shutdown: PodCIDR withdrawn, Cease with our shutdown communication.
     lab.signal(&agent.name, libc::SIGTERM);
@@ -246,10 +198,7 @@ fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
     assert!(status.success(), "agent exit status {status}");
     let n = frr.neighbor("10.0.0.10");
     assert_ne!(n["bgpState"], "Established");
-    let reason = format!(
-        "{} {}",
-        n["lastNotificationReason"], n["lastShutdownDescription"]
-    );
+    let reason = format!("{} {}", n["lastNotificationReason"], n["lastShutdownDescription"]);
     assert!(reason.contains("Administrative Shutdown"), "{reason}");
     assert!(reason.contains("node-a shutting down"), "{reason}");
     frr_lacks(&frr, "ipv4", "10.244.20.0/24");
@@ -258,14 +207,10 @@ fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
 #[test]
 fn frr_four_octet_as_both_sides() {
     let mut lab = Lab::new("frr4oct");
-    topology(&mut lab);
+    tor_and_node(&mut lab);
     // The agent takes a private 4-octet AS from its address (4200000000 +
     // 0.0.10 -> 4200000010); the ToR has one too.
-    let frr = Frr::start(
-        &mut lab,
-        "tor",
-        &frr_config(4_200_000_001, 4_200_000_010, ""),
-    );
+    let frr = Frr::start(&mut lab, "tor", &frr_config(4_200_000_001, 4_200_000_010, ""));
     let mut cfg = agent_config("10.244.10.0/24", json!({"asn_mode": "private_4byte"}));
     cfg["routing"]["peers"][0]["remote_as"] = json!(4_200_000_001u32);
     cfg["routing"]["peers"][1]["remote_as"] = json!(4_200_000_001u32);
@@ -279,7 +224,7 @@ fn frr_four_octet_as_both_sides() {
 #[test]
 fn frr_tcp_md5() {
     let mut lab = Lab::new("frrmd5");
-    topology(&mut lab);
+    tor_and_node(&mut lab);
     let frr = Frr::start(
         &mut lab,
         "tor",

@@ -55,14 +55,7 @@ fn malformed_updates_from_a_scripted_peer() {
     let mut lab = Lab::new("rfc7606");
     lab.add_ns("tor");
     lab.add_ns("node");
-    lab.link(
-        "tor",
-        "eth0",
-        &["10.0.0.1/24"],
-        "node",
-        "eth0",
-        &["10.0.0.10/24"],
-    );
+    lab.link("tor", "eth0", &["10.0.0.1/24"], "node", "eth0", &["10.0.0.10/24"]);
 
     let (to_peer, peer_rx) = mpsc::channel::<()>();
     let (peer_tx, from_peer) = mpsc::channel::<&'static str>();
@@ -101,11 +94,8 @@ fn malformed_updates_from_a_scripted_peer() {
         peer_tx.send("sent").unwrap();
         peer_rx.recv().unwrap();
         // Session reset: an MP_REACH_NLRI too short to parse.
-        s.write_all(&update(
-            "40 01 01 00  40 02 06 02 01 0000fde8  80 0e 03 000201",
-            "",
-        ))
-        .unwrap();
+        s.write_all(&update("40 01 01 00  40 02 06 02 01 0000fde8  80 0e 03 000201", ""))
+            .unwrap();
         loop {
             let (kind, body) = read_message(&mut s);
             if kind == 3 {
@@ -139,11 +129,7 @@ fn malformed_updates_from_a_scripted_peer() {
         agent.route("203.0.113.0/24").is_empty(),
         "treat-as-withdraw installs nothing"
     );
-    assert_eq!(
-        agent.peer_state("10.0.0.1"),
-        "Established",
-        "the session stays up"
-    );
+    assert_eq!(agent.peer_state("10.0.0.1"), "Established", "the session stays up");
     assert_eq!(agent.peer("10.0.0.1")["prefixes_received"], 2);
 
     to_peer.send(()).unwrap();

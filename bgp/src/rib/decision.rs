@@ -83,8 +83,7 @@ pub fn compare(a: &Candidate, b: &Candidate) -> (Ordering, Step) {
         }),
         (Step::EbgpOverIbgp, &|| a.peer.ibgp.cmp(&b.peer.ibgp)),
         (Step::RouterId, &|| {
-            let id =
-                |c: &Candidate| u32::from(c.path.attrs.originator_id.unwrap_or(c.peer.router_id));
+            let id = |c: &Candidate| u32::from(c.path.attrs.originator_id.unwrap_or(c.peer.router_id));
             id(a).cmp(&id(b))
         }),
         (Step::ClusterListLength, &|| {

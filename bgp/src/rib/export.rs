@@ -113,10 +113,7 @@ impl ExportTarget {
             return reject("carries NO_EXPORT");
         }
         if !self.ibgp() && attrs.as_path.contains(self.remote_as) {
-            return reject(format!(
-                "AS path already contains the peer's AS {}",
-                self.remote_as
-            ));
+            return reject(format!("AS path already contains the peer's AS {}", self.remote_as));
         }
         let local = best.peer == LOCAL_PEER;
         let applied = evaluate_export(&self.policy, local, prefix, attrs);
@@ -159,10 +156,7 @@ impl ExportTarget {
     fn rewrite(&self, src: &PathAttributes, local: bool, next_hop: IpAddr) -> PathAttributes {
         let mut a = src.clone();
         if self.ibgp() {
-            a.local_pref = Some(
-                src.local_pref
-                    .unwrap_or(super::decision::DEFAULT_LOCAL_PREF),
-            );
+            a.local_pref = Some(src.local_pref.unwrap_or(super::decision::DEFAULT_LOCAL_PREF));
             if local || a.next_hop.is_none() {
                 a.next_hop = Some(next_hop);
             }

@@ -198,26 +198,14 @@ impl Rib {
         Some(Best {
             peer: best.peer,
             attrs: best.attrs.clone(),
-            next_hops: e
-                .forwarding()
-                .iter()
-                .filter_map(|p| p.attrs.next_hop)
-                .collect(),
+            next_hops: e.forwarding().iter().filter_map(|p| p.attrs.next_hop).collect(),
         })
     }
 
     /// Adds or replaces a peer's path for a prefix.
-    pub fn announce(
-        &mut self,
-        peer: PeerId,
-        nlri: Nlri,
-        attrs: Arc<PathAttributes>,
-    ) -> Option<BestChange> {
+    pub fn announce(&mut self, peer: PeerId, nlri: Nlri, attrs: Arc<PathAttributes>) -> Option<BestChange> {
         let attrs = self.attrs.intern_arc(attrs);
-        let before = self
-            .routes
-            .get(&nlri.prefix)
-            .and_then(|e| self.selection(e));
+        let before = self.routes.get(&nlri.prefix).and_then(|e| self.selection(e));
         let entry = self.routes.entry(nlri.prefix).or_default();
         let path = Path {
             peer,
@@ -245,10 +233,7 @@ impl Rib {
 
     /// Removes a peer's path for a prefix.
     pub fn withdraw(&mut self, peer: PeerId, nlri: Nlri) -> Option<BestChange> {
-        let before = self
-            .routes
-            .get(&nlri.prefix)
-            .and_then(|e| self.selection(e));
+        let before = self.routes.get(&nlri.prefix).and_then(|e| self.selection(e));
         let entry = self.routes.get_mut(&nlri.prefix)?;
         let i = entry
             .paths
@@ -283,26 +268,16 @@ impl Rib {
     }
 
     /// Removes a peer's stale paths of one family (End-of-RIB received).
-    pub fn sweep_stale_family(
-        &mut self,
-        peer: PeerId,
-        family: crate::wire::Family,
-    ) -> Vec<BestChange> {
+    pub fn sweep_stale_family(&mut self, peer: PeerId, family: crate::wire::Family) -> Vec<BestChange> {
         let v4 = family == crate::wire::Family::IPV4_UNICAST;
-        self.remove_paths_where(peer, |prefix, p| {
-            p.stale && matches!(prefix, IpNet::V4(_)) == v4
-        })
+        self.remove_paths_where(peer, |prefix, p| p.stale && matches!(prefix, IpNet::V4(_)) == v4)
     }
 
     fn remove_paths(&mut self, peer: PeerId, pick: impl Fn(&Path) -> bool) -> Vec<BestChange> {
         self.remove_paths_where(peer, |_, p| pick(p))
     }
 
-    fn remove_paths_where(
-        &mut self,
-        peer: PeerId,
-        pick: impl Fn(&IpNet, &Path) -> bool,
-    ) -> Vec<BestChange> {
+    fn remove_paths_where(&mut self, peer: PeerId, pick: impl Fn(&IpNet, &Path) -> bool) -> Vec<BestChange> {
         let affected: Vec<IpNet> = self
             .routes
             .iter()
@@ -393,10 +368,7 @@ static UNKNOWN_PEER: PeerInfo = PeerInfo {
 };
 
 fn peer_of(peers: &[Option<PeerInfo>], id: PeerId) -> &PeerInfo {
-    peers
-        .get(id as usize)
-        .and_then(Option::as_ref)
-        .unwrap_or(&UNKNOWN_PEER)
+    peers.get(id as usize).and_then(Option::as_ref).unwrap_or(&UNKNOWN_PEER)
 }
 
 /// Puts the best path first and its multipath siblings right after it.
@@ -428,10 +400,7 @@ fn order_paths(entry: &mut RibEntry, peers: &[Option<PeerInfo>]) {
                 path: &paths[i],
                 peer: peer_of(peers, paths[i].peer),
             };
-            multipath_eligible(&b, &o)
-                && !paths[1..k]
-                    .iter()
-                    .any(|s| s.attrs.next_hop == paths[i].attrs.next_hop)
+            multipath_eligible(&b, &o) && !paths[1..k].iter().any(|s| s.attrs.next_hop == paths[i].attrs.next_hop)
         };
         if eligible {
             paths.swap(k, i);

@@ -5,8 +5,7 @@
 use super::peer::{self, PeerCommand, PeerCtx};
 use super::supervise::{self, Supervised};
 use super::{
-    Command, PathView, PeerConfig, PeerShared, PeerStatus, RouteView, SpeakerConfig, SpeakerError,
-    SpeakerEvent,
+    Command, PathView, PeerConfig, PeerShared, PeerStatus, RouteView, SpeakerConfig, SpeakerError, SpeakerEvent,
 };
 use crate::fsm::Negotiated;
 use crate::policy::PeerPolicy;
@@ -96,12 +95,9 @@ pub(crate) fn spawn(
     listener: Option<TcpListener>,
 ) {
     let (peer_tx, peer_rx) = mpsc::channel(1024);
-    let listener_fd = listener.as_ref().map(|l| {
-        (
-            l.as_raw_fd(),
-            l.local_addr().map(|a| a.is_ipv6()).unwrap_or(false),
-        )
-    });
+    let listener_fd = listener
+        .as_ref()
+        .map(|l| (l.as_raw_fd(), l.local_addr().map(|a| a.is_ipv6()).unwrap_or(false)));
     if let Some(l) = listener {
         let tx = peer_tx.clone();
         tokio::spawn(async move {
@@ -136,11 +132,7 @@ pub(crate) fn spawn(
 }
 
 impl Core {
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut peer_rx: mpsc::Receiver<PeerEvent>,
-    ) {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut peer_rx: mpsc::Receiver<PeerEvent>) {
         loop {
             tokio::select! {
                 biased;
@@ -179,11 +171,7 @@ impl Core {
                 self.propagate(changes);
             }
             Command::WithdrawLocal(prefix) => {
-                let changes: Vec<BestChange> = self
-                    .rib
-                    .withdraw(LOCAL_PEER, Nlri::new(prefix))
-                    .into_iter()
-                    .collect();
+                let changes: Vec<BestChange> = self.rib.withdraw(LOCAL_PEER, Nlri::new(prefix)).into_iter().collect();
                 self.propagate(changes);
             }
             Command::Routes(prefix, reply) => {
@@ -296,10 +284,7 @@ impl Core {
     }
 
     fn remove_peer(&mut self, addr: IpAddr) -> Result<(), SpeakerError> {
-        let id = self
-            .by_address
-            .remove(&addr)
-            .ok_or(SpeakerError::NoSuchPeer(addr))?;
+        let id = self.by_address.remove(&addr).ok_or(SpeakerError::NoSuchPeer(addr))?;
         let slot = self.slots.remove(&id).expect("slot of a known address");
         self.registry.lock().expect("peer registry").remove(&addr);
         let stop = Notification::new(crate::wire::error::code::CEASE, subcode::PEER_DECONFIGURED);
@@ -315,16 +300,8 @@ impl Core {
         Ok(())
     }
 
-    fn set_policies(
-        &mut self,
-        addr: IpAddr,
-        import: PeerPolicy,
-        export: PeerPolicy,
-    ) -> Result<(), SpeakerError> {
-        let id = *self
-            .by_address
-            .get(&addr)
-            .ok_or(SpeakerError::NoSuchPeer(addr))?;
+    fn set_policies(&mut self, addr: IpAddr, import: PeerPolicy, export: PeerPolicy) -> Result<(), SpeakerError> {
+        let id = *self.by_address.get(&addr).ok_or(SpeakerError::NoSuchPeer(addr))?;
         let slot = self.slots.get_mut(&id).expect("slot of a known address");
         slot.config.import = import.clone();
         slot.config.export = export.clone();
@@ -383,17 +360,9 @@ impl Core {
                     }
                 }
             }
-            PeerEvent::Up {
-                id,
-                negotiated,
-                local,
-            } => self.peer_up(id, *negotiated, local),
+            PeerEvent::Up { id, negotiated, local } => self.peer_up(id, *negotiated, local),
             PeerEvent::Down { id, keep_stale_for } => self.peer_down(id, keep_stale_for),
-            PeerEvent::Routes {
-                id,
-                announce,
-                withdraw,
-            } => self.routes_in(id, announce, withdraw),
+            PeerEvent::Routes { id, announce, withdraw } => self.routes_in(id, announce, withdraw),
             PeerEvent::EndOfRib { id, family } => {
                 let changes = self.rib.sweep_stale_family(id, family);
                 if !changes.is_empty() {
@@ -407,11 +376,7 @@ impl Core {
             }
             PeerEvent::TaskFailed { id, message } => self.task_failed(id, message),
             PeerEvent::SweepStale { id, generation } => {
-                if self
-                    .slots
-                    .get(&id)
-                    .is_some_and(|s| s.stale_generation == generation)
-                {
+                if self.slots.get(&id).is_some_and(|s| s.stale_generation == generation) {
                     let changes = self.rib.sweep_stale(id);
                     tracing::info!(
                         peer = id,
@@ -479,11 +444,7 @@ impl Core {
             out.pending.clear();
             out.end_of_rib.clear();
         }
-        slot.shared
-            .status
-            .lock()
-            .expect("peer status")
-            .prefixes_sent = 0;
+        slot.shared.status.lock().expect("peer status").prefixes_sent = 0;
         slot.stale_generation += 1;
         match keep_stale_for {
             Some(d) if !self.shutting_down => {
@@ -504,12 +465,7 @@ impl Core {
         self.publish_received(id);
     }
 
-    fn routes_in(
-        &mut self,
-        id: PeerId,
-        announce: Vec<(Nlri, Arc<PathAttributes>)>,
-        withdraw: Vec<Nlri>,
-    ) {
+    fn routes_in(&mut self, id: PeerId, announce: Vec<(Nlri, Arc<PathAttributes>)>, withdraw: Vec<Nlri>) {
         if !self.slots.contains_key(&id) {
             return;
         }
@@ -553,11 +509,7 @@ impl Core {
 
     fn publish_received(&self, id: PeerId) {
         if let Some(slot) = self.slots.get(&id) {
-            slot.shared
-                .status
-                .lock()
-                .expect("peer status")
-                .prefixes_received = self.rib.paths_from(id) as u64;
+            slot.shared.status.lock().expect("peer status").prefixes_received = self.rib.paths_from(id) as u64;
         }
     }
 
@@ -688,10 +640,7 @@ impl Core {
                     lost_at: step.map(|s| s.describe().to_string()),
                 })
                 .collect();
-            Some(RouteView {
-                prefix: *prefix,
-                paths,
-            })
+            Some(RouteView { prefix: *prefix, paths })
         };
         match only {
             Some(p) => view(&p).into_iter().collect(),
@@ -719,9 +668,10 @@ impl Core {
         // Wait until every outbox is drained into the writers.
         let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_LIMIT;
         while tokio::time::Instant::now() < deadline
-            && self.slots.values().any(|s| {
-                s.export.is_some() && !s.shared.outbox.lock().expect("outbox").pending.is_empty()
-            })
+            && self
+                .slots
+                .values()
+                .any(|s| s.export.is_some() && !s.shared.outbox.lock().expect("outbox").pending.is_empty())
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -732,10 +682,7 @@ impl Core {
             tasks.push(slot.task);
         }
         for t in tasks {
-            if tokio::time::timeout(SHUTDOWN_FLUSH_LIMIT, t.done)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(SHUTDOWN_FLUSH_LIMIT, t.done).await.is_err() {
                 t.abort.abort();
             }
         }
@@ -747,10 +694,6 @@ fn best_of(entry: &crate::rib::RibEntry) -> Option<crate::rib::Best> {
     Some(crate::rib::Best {
         peer: best.peer,
         attrs: best.attrs.clone(),
-        next_hops: entry
-            .forwarding()
-            .iter()
-            .filter_map(|p| p.attrs.next_hop)
-            .collect(),
+        next_hops: entry.forwarding().iter().filter_map(|p| p.attrs.next_hop).collect(),
     })
 }

@@ -288,15 +288,9 @@ impl Speaker {
         &self.config
     }
 
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, SpeakerError> {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SpeakerError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| SpeakerError::Stopped)?;
+        self.commands.send(make(tx)).await.map_err(|_| SpeakerError::Stopped)?;
         rx.await.map_err(|_| SpeakerError::Stopped)
     }
 
@@ -310,11 +304,7 @@ impl Speaker {
 
     /// Originates a prefix from this node with the given attributes (next
     /// hop and AS path are filled in per peer on export).
-    pub async fn originate(
-        &self,
-        prefix: IpNet,
-        attrs: PathAttributes,
-    ) -> Result<(), SpeakerError> {
+    pub async fn originate(&self, prefix: IpNet, attrs: PathAttributes) -> Result<(), SpeakerError> {
         self.commands
             .send(Command::Originate(prefix, Box::new(attrs)))
             .await
@@ -345,8 +335,7 @@ impl Speaker {
         import: PeerPolicy,
         export: PeerPolicy,
     ) -> Result<(), SpeakerError> {
-        self.ask(|tx| Command::SetPolicies(address, import, export, tx))
-            .await?
+        self.ask(|tx| Command::SetPolicies(address, import, export, tx)).await?
     }
 
     /// The status of every peer, without waiting for the core.

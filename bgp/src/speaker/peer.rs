@@ -10,15 +10,14 @@ use super::core::PeerEvent;
 use super::transport::{self, Connection, Inbound, SocketOptions};
 use super::{PeerConfig, PeerShared, SpeakerConfig, SpeakerEvent};
 use crate::fsm::{
-    collision_notification, resolve_collision, Action, CollisionWinner, DownReason, Event, Fsm,
-    FsmConfig, Negotiated, State,
+    collision_notification, resolve_collision, Action, CollisionWinner, DownReason, Event, Fsm, FsmConfig, Negotiated,
+    State,
 };
 use crate::policy::{evaluate_import, Verdict};
 use crate::rib::PeerId;
 use crate::wire::{
-    decode_message, encode_message, AddPathMode, Capability, Family, GracefulRestart,
-    GracefulRestartFamily, Message, Nlri, Notification, PathAttributes, RefreshSubtype,
-    RouteRefresh, SessionCodec, Update,
+    decode_message, encode_message, AddPathMode, Capability, Family, GracefulRestart, GracefulRestartFamily, Message,
+    Nlri, Notification, PathAttributes, RefreshSubtype, RouteRefresh, SessionCodec, Update,
 };
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -96,11 +95,7 @@ struct Runner {
 
 /// Capabilities this speaker announces to a peer.
 fn capabilities(cfg: &PeerConfig, speaker: &SpeakerConfig) -> Vec<Capability> {
-    let mut caps: Vec<Capability> = cfg
-        .families
-        .iter()
-        .map(|f| Capability::Multiprotocol(*f))
-        .collect();
+    let mut caps: Vec<Capability> = cfg.families.iter().map(|f| Capability::Multiprotocol(*f)).collect();
     caps.push(Capability::RouteRefresh);
     caps.push(Capability::EnhancedRouteRefresh);
     caps.push(Capability::FourOctetAs(speaker.local_as));
@@ -155,9 +150,7 @@ pub(crate) async fn run(ctx: PeerCtx) {
     let socket = SocketOptions {
         password: cfg.password.clone(),
         ttl,
-        min_ttl: cfg
-            .ttl_security_hops
-            .map(|h| 255u8.saturating_sub(h.saturating_sub(1))),
+        min_ttl: cfg.ttl_security_hops.map(|h| 255u8.saturating_sub(h.saturating_sub(1))),
         source: cfg.source_address,
     };
     let fsm_config = FsmConfig {
@@ -317,11 +310,8 @@ impl Runner {
         };
         let _ = s.fsm.handle(Event::Stop(n.clone()), Instant::now());
         if let Some(conn) = s.conn.take() {
-            conn.send(crate::wire::message_bytes(
-                &Message::Notification(n),
-                &s.codec,
-            ))
-            .await;
+            conn.send(crate::wire::message_bytes(&Message::Notification(n), &s.codec))
+                .await;
             conn.close();
         }
     }
@@ -385,12 +375,8 @@ impl Runner {
                 Ok(msg) => Event::Message(msg),
                 Err(e) => {
                     tracing::warn!(peer = %self.ctx.config.address, error = %e, "malformed message");
-                    self.ctx
-                        .shared
-                        .status
-                        .lock()
-                        .expect("peer status")
-                        .last_error = Some(format!("malformed message: {e}"));
+                    self.ctx.shared.status.lock().expect("peer status").last_error =
+                        Some(format!("malformed message: {e}"));
                     Event::DecodeFailed(e)
                 }
             },
@@ -421,25 +407,13 @@ impl Runner {
         for action in actions {
             match action {
                 Action::Connect => {
-                    if which == Which::Primary
-                        && self.connecting.is_none()
-                        && self.primary.conn.is_none()
-                    {
-                        let addr =
-                            SocketAddr::new(self.ctx.config.address, self.ctx.speaker.peer_port);
+                    if which == Which::Primary && self.connecting.is_none() && self.primary.conn.is_none() {
+                        let addr = SocketAddr::new(self.ctx.config.address, self.ctx.speaker.peer_port);
                         let opts = self.socket.clone();
                         self.connecting = Some(tokio::spawn(async move {
-                            match tokio::time::timeout(
-                                Duration::from_secs(10),
-                                transport::connect(addr, &opts),
-                            )
-                            .await
-                            {
+                            match tokio::time::timeout(Duration::from_secs(10), transport::connect(addr, &opts)).await {
                                 Ok(r) => r,
-                                Err(_) => Err(std::io::Error::new(
-                                    std::io::ErrorKind::TimedOut,
-                                    "connect timed out",
-                                )),
+                                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
                             }
                         }));
                     }
@@ -485,12 +459,7 @@ impl Runner {
             return;
         }
         self.reported = after;
-        self.ctx
-            .shared
-            .status
-            .lock()
-            .expect("peer status")
-            .set_state(after);
+        self.ctx.shared.status.lock().expect("peer status").set_state(after);
         tracing::info!(peer = %self.ctx.config.address, from = %before, to = %after, "session state");
         let _ = self.ctx.events.send(SpeakerEvent::PeerState {
             address: self.ctx.config.address,
@@ -572,9 +541,7 @@ impl Runner {
         if which == Which::Primary && self.primary_was_up {
             self.primary_was_up = false;
             let graceful = match (&reason, self.peer_gr.take()) {
-                (DownReason::ConnectionLost, Some(gr)) => {
-                    Some(Duration::from_secs(gr.restart_time.max(1) as u64))
-                }
+                (DownReason::ConnectionLost, Some(gr)) => Some(Duration::from_secs(gr.restart_time.max(1) as u64)),
                 _ => None,
             };
             let _ = self
@@ -589,12 +556,7 @@ impl Runner {
     }
 
     async fn on_update(&mut self, u: Update) {
-        self.ctx
-            .shared
-            .status
-            .lock()
-            .expect("peer status")
-            .updates_received += 1;
+        self.ctx.shared.status.lock().expect("peer status").updates_received += 1;
         if let Some(family) = u.end_of_rib {
             let _ = self
                 .ctx
@@ -646,8 +608,7 @@ impl Runner {
         } else {
             None
         };
-        let mut variants: HashMap<(Option<IpAddr>, Option<Ipv6Addr>), Arc<PathAttributes>> =
-            HashMap::new();
+        let mut variants: HashMap<(Option<IpAddr>, Option<Ipv6Addr>), Arc<PathAttributes>> = HashMap::new();
         for (nlri, nh, ll) in u.announcements() {
             if path_error.is_some() || nh.is_none() {
                 withdraw.push(*nlri);
@@ -713,12 +674,7 @@ impl Runner {
         }
         let messages = count_messages(&buf);
         conn.send(buf.freeze()).await;
-        self.ctx
-            .shared
-            .status
-            .lock()
-            .expect("peer status")
-            .updates_sent += messages;
+        self.ctx.shared.status.lock().expect("peer status").updates_sent += messages;
     }
 
     /// Resolves a collision between the two connections once the peer's
@@ -731,10 +687,7 @@ impl Runner {
         }
         let now = Instant::now();
         if self.primary.conn.is_none()
-            && matches!(
-                self.primary.fsm.state(),
-                State::Idle | State::Connect | State::Active
-            )
+            && matches!(self.primary.fsm.state(), State::Idle | State::Connect | State::Active)
         {
             let sec = self.secondary.take().expect("checked");
             self.primary = sec;
@@ -749,19 +702,15 @@ impl Runner {
             .map(|o| o.router_id);
         let Some(remote_id) = remote_id else { return };
         let existing_outbound = self.primary.conn.as_ref().is_some_and(|c| c.outbound);
-        let loser =
-            match resolve_collision(self.ctx.speaker.router_id, remote_id, existing_outbound) {
-                CollisionWinner::Existing => Which::Secondary,
-                CollisionWinner::New => Which::Primary,
-            };
+        let loser = match resolve_collision(self.ctx.speaker.router_id, remote_id, existing_outbound) {
+            CollisionWinner::Existing => Which::Secondary,
+            CollisionWinner::New => Which::Primary,
+        };
         tracing::info!(peer = %self.ctx.config.address, closing = ?loser, "connection collision resolved");
         match loser {
             Which::Secondary => self.close_secondary(collision_notification()).await,
             Which::Primary => {
-                let a = self
-                    .primary
-                    .fsm
-                    .handle(Event::Stop(collision_notification()), now);
+                let a = self.primary.fsm.handle(Event::Stop(collision_notification()), now);
                 self.execute(Which::Primary, a).await;
                 self.primary = self.secondary.take().expect("checked");
                 self.report_state();

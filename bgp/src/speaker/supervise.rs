@@ -44,10 +44,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_is_reported_not_propagated() {
         let s = spawn(async { panic!("bad bytes from 10.0.0.1") });
-        assert_eq!(
-            s.done.await.unwrap().as_deref(),
-            Some("bad bytes from 10.0.0.1")
-        );
+        assert_eq!(s.done.await.unwrap().as_deref(), Some("bad bytes from 10.0.0.1"));
     }
 
     #[tokio::test]

@@ -60,12 +60,7 @@ const TCP_MD5SIG_MAXKEYLEN: usize = 80;
 
 /// Installs (or, with `None`, removes) the TCP MD5 key for `peer` on a
 /// socket (RFC 2385). On an IPv6 socket an IPv4 peer is given mapped.
-pub fn set_md5(
-    fd: i32,
-    socket_is_v6: bool,
-    peer: IpAddr,
-    password: Option<&str>,
-) -> io::Result<()> {
+pub fn set_md5(fd: i32, socket_is_v6: bool, peer: IpAddr, password: Option<&str>) -> io::Result<()> {
     let key = password.unwrap_or("").as_bytes();
     if key.len() > TCP_MD5SIG_MAXKEYLEN {
         return Err(io::Error::new(
@@ -114,11 +109,7 @@ fn set_ttl_options(fd: i32, v6: bool, opts: &SocketOptions) -> io::Result<()> {
 /// Connects to a peer with the session's socket options.
 pub async fn connect(peer: SocketAddr, opts: &SocketOptions) -> io::Result<TcpStream> {
     let v6 = peer.is_ipv6();
-    let socket = if v6 {
-        TcpSocket::new_v6()?
-    } else {
-        TcpSocket::new_v4()?
-    };
+    let socket = if v6 { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
     let fd = socket.as_raw_fd();
     if let Some(src) = opts.source {
         socket.bind(SocketAddr::new(src, 0))?;

@@ -209,10 +209,7 @@ fn known(t: u8) -> Option<(bool, bool, ErrorAction)> {
 ///
 /// Errors whose action is a session reset come back as `Err`; the others are
 /// recorded in the result (`treat_as_withdraw`, `discarded`).
-pub fn parse_attributes(
-    mut input: &[u8],
-    codec: &SessionCodec,
-) -> Result<ParsedAttributes, DecodeError> {
+pub fn parse_attributes(mut input: &[u8], codec: &SessionCodec) -> Result<ParsedAttributes, DecodeError> {
     use attr_type::*;
     let mut out = ParsedAttributes::default();
     let mut as4_path: Option<AsPath> = None;
@@ -279,17 +276,12 @@ pub fn parse_attributes(
             }
             continue;
         };
-        if (flags & flag::OPTIONAL != 0) != optional
-            || (flags & flag::TRANSITIVE != 0) != transitive
-        {
-            let e =
-                DecodeError::update(ErrorKind::AttributeFlags, subcode::ATTRIBUTE_FLAGS, action)
-                    .about(t);
+        if (flags & flag::OPTIONAL != 0) != optional || (flags & flag::TRANSITIVE != 0) != transitive {
+            let e = DecodeError::update(ErrorKind::AttributeFlags, subcode::ATTRIBUTE_FLAGS, action).about(t);
             out.fault(e)?;
             continue;
         }
-        let length_error =
-            |kind| DecodeError::update(kind, subcode::ATTRIBUTE_LENGTH, action).about(t);
+        let length_error = |kind| DecodeError::update(kind, subcode::ATTRIBUTE_LENGTH, action).about(t);
 
         match t {
             ORIGIN => match value {
@@ -301,11 +293,7 @@ pub fn parse_attributes(
             },
             AS_PATH => match parse_as_path(value, codec.four_octet_as) {
                 Some(p) => out.attrs.as_path = p,
-                None => out.fault(taw(
-                    ErrorKind::MalformedAsPath,
-                    subcode::MALFORMED_AS_PATH,
-                    t,
-                ))?,
+                None => out.fault(taw(ErrorKind::MalformedAsPath, subcode::MALFORMED_AS_PATH, t))?,
             },
             NEXT_HOP => match value {
                 [a, b, c, d] => {
@@ -348,19 +336,11 @@ pub fn parse_attributes(
             AS4_PATH => match parse_as_path(value, true) {
                 Some(p) if !codec.four_octet_as => as4_path = Some(p),
                 Some(_) => {}
-                None => out.fault(discard(
-                    ErrorKind::MalformedAsPath,
-                    subcode::MALFORMED_AS_PATH,
-                    t,
-                ))?,
+                None => out.fault(discard(ErrorKind::MalformedAsPath, subcode::MALFORMED_AS_PATH, t))?,
             },
             COMMUNITIES => {
                 if value.is_empty() || !value.len().is_multiple_of(4) {
-                    out.fault(taw(
-                        ErrorKind::MalformedCommunities,
-                        subcode::OPTIONAL_ATTRIBUTE,
-                        t,
-                    ))?;
+                    out.fault(taw(ErrorKind::MalformedCommunities, subcode::OPTIONAL_ATTRIBUTE, t))?;
                 } else {
                     out.attrs.communities = value
                         .chunks_exact(4)
@@ -370,25 +350,14 @@ pub fn parse_attributes(
             }
             EXTENDED_COMMUNITIES => {
                 if value.is_empty() || !value.len().is_multiple_of(8) {
-                    out.fault(taw(
-                        ErrorKind::MalformedCommunities,
-                        subcode::OPTIONAL_ATTRIBUTE,
-                        t,
-                    ))?;
+                    out.fault(taw(ErrorKind::MalformedCommunities, subcode::OPTIONAL_ATTRIBUTE, t))?;
                 } else {
-                    out.attrs.ext_communities = value
-                        .chunks_exact(8)
-                        .map(|c| c.try_into().expect("8 bytes"))
-                        .collect();
+                    out.attrs.ext_communities = value.chunks_exact(8).map(|c| c.try_into().expect("8 bytes")).collect();
                 }
             }
             LARGE_COMMUNITIES => {
                 if value.is_empty() || !value.len().is_multiple_of(12) {
-                    out.fault(taw(
-                        ErrorKind::MalformedCommunities,
-                        subcode::OPTIONAL_ATTRIBUTE,
-                        t,
-                    ))?;
+                    out.fault(taw(ErrorKind::MalformedCommunities, subcode::OPTIONAL_ATTRIBUTE, t))?;
                 } else {
                     out.attrs.large_communities = value
                         .chunks_exact(12)
@@ -427,11 +396,7 @@ pub fn parse_attributes(
 }
 
 /// RFC 6793 section 4.2.3: rebuild the real path from AS_PATH and AS4_PATH.
-fn merge_as4(
-    attrs: &mut PathAttributes,
-    as4_path: Option<AsPath>,
-    as4_aggregator: Option<Aggregator>,
-) {
+fn merge_as4(attrs: &mut PathAttributes, as4_path: Option<AsPath>, as4_aggregator: Option<Aggregator>) {
     if let Some(agg) = attrs.aggregator {
         if agg.asn != AS_TRANS as u32 {
             // AGGREGATOR carries a real AS: AS4_* come from an old speaker's
@@ -577,17 +542,8 @@ fn parse_mp_reach(value: &[u8], codec: &SessionCodec) -> Result<MpReach, DecodeE
     }
     let next_hop = parse_mp_next_hop(family, nh).ok_or(bad)?;
     let mut nlri = Vec::new();
-    parse_nlri_field(
-        nlri_bytes,
-        address_kind(family),
-        codec.add_path(family),
-        &mut nlri,
-    )?;
-    Ok(MpReach {
-        family,
-        next_hop,
-        nlri,
-    })
+    parse_nlri_field(nlri_bytes, address_kind(family), codec.add_path(family), &mut nlri)?;
+    Ok(MpReach { family, next_hop, nlri })
 }
 
 fn parse_mp_unreach(value: &[u8], codec: &SessionCodec) -> Result<MpUnreach, DecodeError> {
@@ -601,12 +557,7 @@ fn parse_mp_unreach(value: &[u8], codec: &SessionCodec) -> Result<MpUnreach, Dec
     let family = Family::new(u16::from_be_bytes([value[0], value[1]]), value[2]);
     let mut nlri = Vec::new();
     if family.is_supported() {
-        parse_nlri_field(
-            &value[3..],
-            address_kind(family),
-            codec.add_path(family),
-            &mut nlri,
-        )?;
+        parse_nlri_field(&value[3..], address_kind(family), codec.add_path(family), &mut nlri)?;
     }
     Ok(MpUnreach { family, nlri })
 }
@@ -636,11 +587,7 @@ fn encode_as_path(path: &AsPath, four_octet: bool, out: &mut Vec<u8>) {
                 if four_octet {
                     out.extend_from_slice(&a.to_be_bytes());
                 } else {
-                    let a2 = if a > u16::MAX as u32 {
-                        AS_TRANS
-                    } else {
-                        a as u16
-                    };
+                    let a2 = if a > u16::MAX as u32 { AS_TRANS } else { a as u16 };
                     out.extend_from_slice(&a2.to_be_bytes());
                 }
             }
@@ -693,12 +640,7 @@ pub fn encode_mp_unreach(mp: &MpUnreach, codec: &SessionCodec, buf: &mut impl Bu
 /// Encodes the attributes of `attrs` (not MP_REACH/MP_UNREACH) in type
 /// order. NEXT_HOP is written only when `attrs.next_hop` is IPv4 and
 /// `with_next_hop` is set (an UPDATE that carries classic IPv4 NLRI).
-pub fn encode_attributes(
-    attrs: &PathAttributes,
-    codec: &SessionCodec,
-    with_next_hop: bool,
-    buf: &mut impl BufMut,
-) {
+pub fn encode_attributes(attrs: &PathAttributes, codec: &SessionCodec, with_next_hop: bool, buf: &mut impl BufMut) {
     use attr_type::*;
     const WK: u8 = flag::TRANSITIVE;
     const OPT: u8 = flag::OPTIONAL;
@@ -749,22 +691,14 @@ pub fn encode_attributes(
         None => false,
     };
     if !attrs.communities.is_empty() {
-        let v: Vec<u8> = attrs
-            .communities
-            .iter()
-            .flat_map(|c| c.to_be_bytes())
-            .collect();
+        let v: Vec<u8> = attrs.communities.iter().flat_map(|c| c.to_be_bytes()).collect();
         put_attr(buf, OPT_T, COMMUNITIES, &v);
     }
     if let Some(id) = attrs.originator_id {
         put_attr(buf, OPT, ORIGINATOR_ID, &id.octets());
     }
     if !attrs.cluster_list.is_empty() {
-        let v: Vec<u8> = attrs
-            .cluster_list
-            .iter()
-            .flat_map(|c| c.to_be_bytes())
-            .collect();
+        let v: Vec<u8> = attrs.cluster_list.iter().flat_map(|c| c.to_be_bytes()).collect();
         put_attr(buf, OPT, CLUSTER_LIST, &v);
     }
     if !attrs.ext_communities.is_empty() {

@@ -169,5 +169,4 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// Shorthand for the common "message ended early" header error.
-pub(crate) const TRUNCATED: DecodeError =
-    DecodeError::header(ErrorKind::Truncated, subcode::BAD_MESSAGE_LENGTH);
+pub(crate) const TRUNCATED: DecodeError = DecodeError::header(ErrorKind::Truncated, subcode::BAD_MESSAGE_LENGTH);

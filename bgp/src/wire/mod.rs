@@ -84,18 +84,10 @@ pub fn frame(buf: &[u8], max_len: usize) -> Result<Option<usize>, DecodeError> {
         3 => (21, max_len),
         4 => (19, 19),
         5 => (19, max_len),
-        _ => {
-            return Err(DecodeError::header(
-                ErrorKind::BadType,
-                subcode::BAD_MESSAGE_TYPE,
-            ))
-        }
+        _ => return Err(DecodeError::header(ErrorKind::BadType, subcode::BAD_MESSAGE_TYPE)),
     };
     if len < min || len > max {
-        return Err(DecodeError::header(
-            ErrorKind::BadLength,
-            subcode::BAD_MESSAGE_LENGTH,
-        ));
+        return Err(DecodeError::header(ErrorKind::BadLength, subcode::BAD_MESSAGE_LENGTH));
     }
     Ok((buf.len() >= len).then_some(len))
 }

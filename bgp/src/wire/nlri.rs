@@ -36,8 +36,7 @@ pub fn parse_nlri_field(
     while !input.is_empty() {
         let mut path_id = 0;
         if add_path {
-            let (rest, id) =
-                be_u32::<_, nom::error::Error<&[u8]>>(input).map_err(|_| INVALID_NLRI)?;
+            let (rest, id) = be_u32::<_, nom::error::Error<&[u8]>>(input).map_err(|_| INVALID_NLRI)?;
             path_id = id;
             input = rest;
         }

@@ -80,9 +80,7 @@ impl Notification {
             (code::CEASE, subcode::ADMIN_RESET) => "cease: administrative reset",
             (code::CEASE, subcode::CONNECTION_REJECTED) => "cease: connection rejected",
             (code::CEASE, subcode::OTHER_CONFIG_CHANGE) => "cease: other configuration change",
-            (code::CEASE, subcode::CONNECTION_COLLISION) => {
-                "cease: connection collision resolution"
-            }
+            (code::CEASE, subcode::CONNECTION_COLLISION) => "cease: connection collision resolution",
             (code::CEASE, subcode::OUT_OF_RESOURCES) => "cease: out of resources",
             (code::CEASE, subcode::HARD_RESET) => "cease: hard reset",
             (code::CEASE, _) => "cease",

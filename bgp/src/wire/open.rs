@@ -194,10 +194,7 @@ fn parse_capability(code: u8, v: &[u8]) -> Result<Capability, DecodeError> {
                 v.chunks_exact(6)
                     .map(|c| {
                         (
-                            Family::new(
-                                u16::from_be_bytes([c[0], c[1]]),
-                                u16::from_be_bytes([c[2], c[3]]) as u8,
-                            ),
+                            Family::new(u16::from_be_bytes([c[0], c[1]]), u16::from_be_bytes([c[2], c[3]]) as u8),
                             u16::from_be_bytes([c[4], c[5]]),
                         )
                     })
@@ -215,8 +212,7 @@ fn parse_capabilities(mut i: &[u8], out: &mut Vec<Capability>) -> Result<(), Dec
     while !i.is_empty() {
         let (rest, code) = be_u8::<_, nom::error::Error<&[u8]>>(i).map_err(|_| TRUNCATED)?;
         let (rest, len) = be_u8::<_, nom::error::Error<&[u8]>>(rest).map_err(|_| TRUNCATED)?;
-        let (rest, value) =
-            take::<_, _, nom::error::Error<&[u8]>>(len)(rest).map_err(|_| TRUNCATED)?;
+        let (rest, value) = take::<_, _, nom::error::Error<&[u8]>>(len)(rest).map_err(|_| TRUNCATED)?;
         out.push(parse_capability(code, value)?);
         i = rest;
     }
@@ -247,10 +243,7 @@ pub fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
         (false, i, opt_len as usize)
     };
     if i.len() != params_len {
-        return Err(DecodeError::header(
-            ErrorKind::BadLength,
-            subcode::BAD_MESSAGE_LENGTH,
-        ));
+        return Err(DecodeError::header(ErrorKind::BadLength, subcode::BAD_MESSAGE_LENGTH));
     }
     if hold_time == 1 || hold_time == 2 {
         return Err(DecodeError::open(

@@ -183,9 +183,7 @@ impl AsPath {
     pub fn prepended(&self, asn: u32) -> AsPath {
         let mut out = self.clone();
         match out.segments.first_mut() {
-            Some(s) if s.kind == SegmentKind::Sequence && s.asns.len() < 255 => {
-                s.asns.insert(0, asn)
-            }
+            Some(s) if s.kind == SegmentKind::Sequence && s.asns.len() < 255 => s.asns.insert(0, asn),
             _ => out.segments.insert(
                 0,
                 AsSegment {
@@ -220,11 +218,7 @@ impl fmt::Display for AsPath {
             f.write_str(open)?;
             for (i, a) in s.asns.iter().enumerate() {
                 if i > 0 {
-                    f.write_str(if s.kind == SegmentKind::Sequence {
-                        " "
-                    } else {
-                        ","
-                    })?;
+                    f.write_str(if s.kind == SegmentKind::Sequence { " " } else { "," })?;
                 }
                 write!(f, "{a}")?;
             }

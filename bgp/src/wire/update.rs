@@ -1,8 +1,8 @@
 //! UPDATE message (RFC 4271 4.3, RFC 4760) and UPDATE packing.
 
 use super::attributes::{
-    encode_attributes, encode_mp_reach, encode_mp_unreach, parse_attributes, MpReach, MpUnreach,
-    PathAttributes, SessionCodec,
+    encode_attributes, encode_mp_reach, encode_mp_unreach, parse_attributes, MpReach, MpUnreach, PathAttributes,
+    SessionCodec,
 };
 use super::error::{subcode, DecodeError, ErrorAction, ErrorKind};
 use super::nlri::{encode_nlri, encoded_len, parse_nlri_field, AddressKind};
@@ -57,9 +57,7 @@ impl Update {
     }
 
     /// Every announced prefix with the next hop that goes with it.
-    pub fn announcements(
-        &self,
-    ) -> impl Iterator<Item = (&Nlri, Option<IpAddr>, Option<std::net::Ipv6Addr>)> {
+    pub fn announcements(&self) -> impl Iterator<Item = (&Nlri, Option<IpAddr>, Option<std::net::Ipv6Addr>)> {
         let classic = self.nlri.iter().map(|n| (n, self.attrs.next_hop, None));
         let mp = self.mp_reach.iter().flat_map(|m| {
             m.nlri
@@ -116,15 +114,11 @@ pub fn decode_update(body: &[u8], codec: &SessionCodec) -> Result<Update, Decode
         use super::attributes::attr_type::*;
         let reach_mp = u.mp_reach.as_ref().is_some_and(|m| !m.nlri.is_empty());
         let missing = if !u.nlri.is_empty() || reach_mp {
-            [ORIGIN, AS_PATH]
-                .into_iter()
-                .find(|t| !present(&parsed.present, *t))
+            [ORIGIN, AS_PATH].into_iter().find(|t| !present(&parsed.present, *t))
         } else {
             None
         }
-        .or_else(|| {
-            (!u.nlri.is_empty() && !present(&parsed.present, NEXT_HOP)).then_some(NEXT_HOP)
-        });
+        .or_else(|| (!u.nlri.is_empty() && !present(&parsed.present, NEXT_HOP)).then_some(NEXT_HOP));
         if let Some(t) = missing {
             u.treat_as_withdraw = Some(
                 DecodeError::update(
@@ -210,19 +204,13 @@ fn finish_message(buf: &mut BytesMut, start: usize) {
 /// IPv4 prefixes with an IPv4 next hop go in the classic NLRI field; IPv6
 /// prefixes, and IPv4 prefixes with an IPv6 next hop (RFC 8950), go in
 /// MP_REACH_NLRI.
-pub fn pack_announcements(
-    attrs: &PathAttributes,
-    prefixes: &[Nlri],
-    codec: &SessionCodec,
-    out: &mut BytesMut,
-) {
+pub fn pack_announcements(attrs: &PathAttributes, prefixes: &[Nlri], codec: &SessionCodec, out: &mut BytesMut) {
     if prefixes.is_empty() {
         return;
     }
     let max = codec.max_message_len();
     let family = Family::of(&prefixes[0].prefix);
-    let classic =
-        family == Family::IPV4_UNICAST && matches!(attrs.next_hop, Some(IpAddr::V4(_)) | None);
+    let classic = family == Family::IPV4_UNICAST && matches!(attrs.next_hop, Some(IpAddr::V4(_)) | None);
     // Attribute bytes without NLRI, to know the room left per message.
     let mut probe = BytesMut::new();
     encode_attributes(attrs, codec, classic, &mut probe);
@@ -252,9 +240,7 @@ pub fn pack_announcements(
         let apos = out.len();
         out.put_u16(0);
         if !classic {
-            let nh = attrs
-                .next_hop
-                .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+            let nh = attrs.next_hop.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
             encode_mp_reach(
                 &MpReach {
                     family,
@@ -283,9 +269,7 @@ pub fn pack_announcements(
 
 /// Packs withdrawals into as few UPDATE messages as the size allows.
 pub fn pack_withdrawals(prefixes: &[Nlri], codec: &SessionCodec, out: &mut BytesMut) {
-    let (v4, v6): (Vec<Nlri>, Vec<Nlri>) = prefixes
-        .iter()
-        .partition(|n| matches!(n.prefix, IpNet::V4(_)));
+    let (v4, v6): (Vec<Nlri>, Vec<Nlri>) = prefixes.iter().partition(|n| matches!(n.prefix, IpNet::V4(_)));
     let max = codec.max_message_len();
     for n in v4.chunks(chunk_count(&v4, max - HEADER_LEN - 4, codec.add_path_v4)) {
         let start = start_message(out);
@@ -299,11 +283,7 @@ pub fn pack_withdrawals(prefixes: &[Nlri], codec: &SessionCodec, out: &mut Bytes
         out.put_u16(0);
         finish_message(out, start);
     }
-    for n in v6.chunks(chunk_count(
-        &v6,
-        max - HEADER_LEN - 4 - 7,
-        codec.add_path_v6,
-    )) {
+    for n in v6.chunks(chunk_count(&v6, max - HEADER_LEN - 4 - 7, codec.add_path_v6)) {
         let start = start_message(out);
         out.put_u16(0);
         let apos = out.len();
@@ -324,11 +304,7 @@ pub fn pack_withdrawals(prefixes: &[Nlri], codec: &SessionCodec, out: &mut Bytes
 
 /// How many prefixes of the worst-case size fit in `room` bytes.
 fn chunk_count(prefixes: &[Nlri], room: usize, add_path: bool) -> usize {
-    let worst = prefixes
-        .iter()
-        .map(|n| encoded_len(n, add_path))
-        .max()
-        .unwrap_or(1);
+    let worst = prefixes.iter().map(|n| encoded_len(n, add_path)).max().unwrap_or(1);
     (room / worst).max(1)
 }
 

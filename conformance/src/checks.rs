@@ -1,0 +1,68 @@
+//! The common lab topology of the interop tests and the checks they make
+//! on the agent.
+
+use crate::{wait_until, Agent, Lab};
+use std::time::Duration;
+
+/// How long a check waits for the network to settle.
+pub const SETTLE: Duration = Duration::from_secs(40);
+
+/// One ToR (`tor`: 10.0.0.1, fd00::1) and one node (`node`: 10.0.0.10,
+/// fd00::10) on one link.
+pub fn tor_and_node(lab: &mut Lab) {
+    lab.add_ns("tor");
+    lab.add_ns("node");
+    lab.link(
+        "tor",
+        "eth0",
+        &["10.0.0.1/24", "fd00::1/64"],
+        "node",
+        "eth0",
+        &["10.0.0.10/24", "fd00::10/64"],
+    );
+}
+
+/// Waits until the agent's best path for `prefix` has this next hop and
+/// AS path.
+pub fn agent_has(agent: &Agent, prefix: &str, next_hop: &str, as_path: &str) {
+    wait_until(
+        &format!("agent to hold {prefix} via {next_hop} [{as_path}]"),
+        SETTLE,
+        || match agent.route(prefix).first() {
+            Some(p) if p["next_hop"] == next_hop && p["as_path"] == as_path && p["best"] == true => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+}
+
+/// Waits until the agent holds no path for `prefix`.
+pub fn agent_lacks(agent: &Agent, prefix: &str) {
+    wait_until(&format!("agent to drop {prefix}"), SETTLE, || {
+        let paths = agent.route(prefix);
+        if paths.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{paths:?}"))
+        }
+    });
+}
+
+/// Waits until the agent's session with `addr` is Established.
+pub fn agent_established(agent: &Agent, addr: &str) {
+    wait_until(
+        &format!("agent session with {addr} Established"),
+        SETTLE,
+        || match agent.peer_state(addr) {
+            s if s == "Established" => Ok(()),
+            s => Err(s),
+        },
+    );
+}
+
+/// Waits until `probe` returns `want`.
+pub fn wait_for_value<T: PartialEq + std::fmt::Debug>(what: &str, want: T, mut probe: impl FnMut() -> T) {
+    wait_until(what, SETTLE, || match probe() {
+        v if v == want => Ok(()),
+        v => Err(format!("{v:?}")),
+    });
+}
