@@ -70,8 +70,10 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let metrics = status::parse_address(&cfg.metrics_address)?;
-    let speaker = routing::start(&cfg).await?;
-    let mut http = tokio::spawn(status::serve(metrics, speaker.clone()));
+    let routing = routing::start(&cfg).await?;
+    let speaker = routing.speaker.clone();
+    let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
+    let mut http = tokio::spawn(status::serve(metrics, speaker.clone(), fib_status));
     loop {
         tokio::select! {
             _ = term.recv() => {

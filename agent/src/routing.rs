@@ -2,19 +2,26 @@
 //! ToR peers, static node-mesh peers, and the node's PodCIDR advertised.
 
 use crate::config::{node_asn, parse_family, Config, PeerEntry, DEFAULT_MAX_PREFIX};
+use crate::fib::{Fib, FibInput};
 use novanet_bgp::policy::{LocalPrefixes, PeerPolicy};
-use novanet_bgp::speaker::{PeerConfig, PeerRole, Speaker, SpeakerConfig};
+use novanet_bgp::speaker::{PeerConfig, PeerRole, RouteSink, Speaker, SpeakerConfig, SpeakerEvent};
 use novanet_bgp::wire::{Origin, PathAttributes};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Multihop TTL used for node-mesh peers, which are often routed through
 /// the ToRs rather than on one segment.
 pub const MESH_MULTIHOP: u8 = 255;
 
-/// Speaker settings from the configuration.
+/// Speaker settings from the configuration (no route sink, not
+/// restarting).
 pub fn speaker_config(cfg: &Config) -> anyhow::Result<SpeakerConfig> {
     Ok(SpeakerConfig {
+        restarting: Arc::new(AtomicBool::new(false)),
+        route_sink: None,
         local_as: cfg.local_as()?,
         router_id: cfg.router_id()?,
         listen_port: Some(cfg.routing.listen_port),
@@ -94,9 +101,34 @@ pub fn mesh_peers(cfg: &Config) -> Vec<PeerConfig> {
         .collect()
 }
 
-/// Starts the speaker, configures every peer and advertises the PodCIDRs.
-pub async fn start(cfg: &Config) -> anyhow::Result<Speaker> {
-    let sc = speaker_config(cfg)?;
+/// The running routing manager: the speaker and, when enabled, the FIB.
+pub struct Routing {
+    pub speaker: Speaker,
+    pub fib: Option<Fib>,
+}
+
+/// How often the FIB compares itself with the kernel.
+pub const FIB_RECONCILE_EVERY: Duration = Duration::from_secs(30);
+
+/// Starts the FIB writer (when enabled) and the speaker, configures every
+/// peer and advertises the PodCIDRs.
+pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
+    let mut sc = speaker_config(cfg)?;
+    let fib = if cfg.routing.fib.enabled {
+        let fib = Fib::start(FIB_RECONCILE_EVERY).map_err(|e| anyhow::anyhow!("kernel FIB (routing.fib): {e}"))?;
+        let input = Mutex::new(fib.input());
+        sc.route_sink = Some(RouteSink(Arc::new(move |changes| {
+            let _ = input.lock().expect("fib input").send(FibInput::Changes(changes));
+        })));
+        if fib.adopted > 0 {
+            sc.restarting.store(true, Ordering::Relaxed);
+        }
+        Some(fib)
+    } else {
+        tracing::info!("routing.fib.enabled is false: learned routes stay out of the kernel");
+        None
+    };
+    let restarting = sc.restarting.clone();
     tracing::info!(
         node = %cfg.node_name,
         node_ip = ?cfg.node_ip,
@@ -124,7 +156,57 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Speaker> {
     for pc in mesh_peers(cfg) {
         speaker.add_peer(pc).await?;
     }
-    Ok(speaker)
+    if let Some(f) = &fib {
+        if restarting.load(Ordering::Relaxed) {
+            let stale_for = Duration::from_secs(cfg.routing.graceful_restart_time.max(1) as u64);
+            tokio::spawn(finish_restart(speaker.clone(), f.input(), restarting, stale_for));
+        }
+    }
+    Ok(Routing { speaker, fib })
+}
+
+/// Ends a restart with forwarding state kept: once every configured peer
+/// has sent End-of-RIB for each of its families (or `stale_for` has
+/// passed), the kernel routes that were not re-learned are removed and
+/// OPENs stop announcing a restart.
+async fn finish_restart(
+    speaker: Speaker,
+    fib: std::sync::mpsc::Sender<FibInput>,
+    restarting: Arc<AtomicBool>,
+    stale_for: Duration,
+) {
+    let mut events = speaker.subscribe();
+    let deadline = tokio::time::sleep(stale_for);
+    tokio::pin!(deadline);
+    let mut done: HashSet<(std::net::IpAddr, String)> = HashSet::new();
+    let synced = |done: &HashSet<(std::net::IpAddr, String)>| {
+        let peers = speaker.peers();
+        !peers.is_empty()
+            && peers.iter().all(|p| {
+                p.fsm_state == novanet_bgp::fsm::State::Established
+                    && p.families
+                        .iter()
+                        .all(|f| done.contains(&(p.neighbor_address, f.clone())))
+            })
+    };
+    let reason = loop {
+        tokio::select! {
+            _ = &mut deadline => break "restart time over",
+            ev = events.recv() => match ev {
+                Ok(SpeakerEvent::EndOfRib { address, family }) => {
+                    done.insert((address, family.to_string()));
+                    if synced(&done) {
+                        break "End-of-RIB from every peer";
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            },
+        }
+    };
+    tracing::info!(reason, "graceful restart finished");
+    restarting.store(false, Ordering::Relaxed);
+    let _ = fib.send(FibInput::Sweep);
 }
 
 /// Applies a changed configuration to the running speaker (SIGHUP):

@@ -1,9 +1,11 @@
 //! The HTTP endpoint on `metrics_address`: liveness, readiness, and JSON
-//! views of the sessions and the table for operators and tests.
+//! views of the sessions, the table and the kernel FIB for operators and
+//! tests.
 //!
 //! `GET /healthz`, `GET /readyz`, `GET /status/peers`,
-//! `GET /status/routes` (optionally `?prefix=P`).
+//! `GET /status/routes` (optionally `?prefix=P`), `GET /status/fib`.
 
+use crate::fib::FibStatus;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -11,6 +13,7 @@ use axum::{Json, Router};
 use novanet_bgp::speaker::Speaker;
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 /// Parses `metrics_address` (`:9102`, `0.0.0.0:9102`, `[::1]:9102`).
 pub fn parse_address(s: &str) -> anyhow::Result<SocketAddr> {
@@ -23,41 +26,58 @@ pub fn parse_address(s: &str) -> anyhow::Result<SocketAddr> {
         .map_err(|_| anyhow::anyhow!("metrics_address: {s:?} is not HOST:PORT or :PORT"))
 }
 
+/// What the handlers read.
+#[derive(Clone)]
+struct AppState {
+    speaker: Speaker,
+    fib: Option<Arc<Mutex<FibStatus>>>,
+}
+
 #[derive(Deserialize)]
 struct RouteQuery {
     prefix: Option<ipnet::IpNet>,
 }
 
-async fn peers(State(speaker): State<Speaker>) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(speaker.peers()).unwrap_or_default())
+async fn peers(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(app.speaker.peers()).unwrap_or_default())
 }
 
 async fn routes(
-    State(speaker): State<Speaker>,
+    State(app): State<AppState>,
     Query(q): Query<RouteQuery>,
 ) -> Result<Json<serde_json::Value>, StatusCode> {
-    let v = speaker
+    let v = app
+        .speaker
         .routes(q.prefix)
         .await
         .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
     Ok(Json(serde_json::to_value(v).unwrap_or_default()))
 }
 
-async fn ready(State(speaker): State<Speaker>) -> StatusCode {
-    match speaker.routes(Some("0.0.0.0/32".parse().expect("literal"))).await {
+async fn fib_status(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let status = match &app.fib {
+        Some(f) => f.lock().expect("fib status").clone(),
+        None => FibStatus::default(),
+    };
+    Json(serde_json::to_value(status).unwrap_or_default())
+}
+
+async fn ready(State(app): State<AppState>) -> StatusCode {
+    match app.speaker.routes(Some("0.0.0.0/32".parse().expect("literal"))).await {
         Ok(_) => StatusCode::OK,
         Err(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
 /// Serves the endpoint until the task is dropped.
-pub async fn serve(addr: SocketAddr, speaker: Speaker) -> anyhow::Result<()> {
+pub async fn serve(addr: SocketAddr, speaker: Speaker, fib: Option<Arc<Mutex<FibStatus>>>) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/status/peers", get(peers))
         .route("/status/routes", get(routes))
-        .with_state(speaker);
+        .route("/status/fib", get(fib_status))
+        .with_state(AppState { speaker, fib });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("metrics_address {addr}: {e}"))?;

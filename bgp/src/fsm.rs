@@ -195,6 +195,11 @@ impl Fsm {
         &self.config
     }
 
+    /// Replaces the capabilities announced in the next OPEN.
+    pub fn set_capabilities(&mut self, capabilities: Vec<Capability>) {
+        self.config.capabilities = capabilities;
+    }
+
     /// The peer's OPEN, once received.
     pub fn remote_open(&self) -> Option<&Open> {
         self.remote_open.as_ref()

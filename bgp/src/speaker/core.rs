@@ -364,6 +364,12 @@ impl Core {
             PeerEvent::Down { id, keep_stale_for } => self.peer_down(id, keep_stale_for),
             PeerEvent::Routes { id, announce, withdraw } => self.routes_in(id, announce, withdraw),
             PeerEvent::EndOfRib { id, family } => {
+                if let Some(slot) = self.slots.get(&id) {
+                    let _ = self.events.send(SpeakerEvent::EndOfRib {
+                        address: slot.config.address,
+                        family,
+                    });
+                }
                 let changes = self.rib.sweep_stale_family(id, family);
                 if !changes.is_empty() {
                     tracing::info!(peer = id, %family, swept = changes.len(), "stale routes swept after End-of-RIB");
@@ -598,7 +604,11 @@ impl Core {
                 slot.shared.wake.notify_one();
             }
         }
-        let _ = self.events.send(SpeakerEvent::Routes(Arc::new(changes)));
+        let changes = Arc::new(changes);
+        if let Some(sink) = &self.config.route_sink {
+            (sink.0)(changes.clone());
+        }
+        let _ = self.events.send(SpeakerEvent::Routes(changes));
     }
 
     fn route_views(&self, only: Option<IpNet>) -> Vec<RouteView> {

@@ -40,6 +40,23 @@ pub struct SpeakerConfig {
     /// Restart time announced in the graceful-restart capability; 0 turns
     /// the capability off.
     pub graceful_restart_time: u16,
+    /// This speaker has restarted with its forwarding state kept (the
+    /// kernel still holds its routes): OPENs carry the restart (R) and
+    /// forwarding-preserved (F) bits while it is set.
+    pub restarting: Arc<std::sync::atomic::AtomicBool>,
+    /// Where every change of selected routes goes (the kernel FIB).
+    pub route_sink: Option<RouteSink>,
+}
+
+/// A consumer of selected-route changes, called from the core task; it
+/// must not block.
+#[derive(Clone)]
+pub struct RouteSink(pub Arc<dyn Fn(Arc<Vec<BestChange>>) + Send + Sync>);
+
+impl std::fmt::Debug for RouteSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteSink")
+    }
 }
 
 /// Where a peer comes from: what operators see as the session's role.
@@ -185,6 +202,8 @@ pub enum SpeakerEvent {
     },
     /// Selected routes changed.
     Routes(Arc<Vec<BestChange>>),
+    /// A peer finished sending its routes of a family (End-of-RIB).
+    EndOfRib { address: IpAddr, family: Family },
 }
 
 /// A path of a prefix as shown to operators.

@@ -100,8 +100,9 @@ fn capabilities(cfg: &PeerConfig, speaker: &SpeakerConfig) -> Vec<Capability> {
     caps.push(Capability::EnhancedRouteRefresh);
     caps.push(Capability::FourOctetAs(speaker.local_as));
     if speaker.graceful_restart_time > 0 {
+        let restarting = speaker.restarting.load(std::sync::atomic::Ordering::Relaxed);
         caps.push(Capability::GracefulRestart(GracefulRestart {
-            restarting: false,
+            restarting,
             notification: false,
             restart_time: speaker.graceful_restart_time.min(4095),
             families: cfg
@@ -109,7 +110,7 @@ fn capabilities(cfg: &PeerConfig, speaker: &SpeakerConfig) -> Vec<Capability> {
                 .iter()
                 .map(|f| GracefulRestartFamily {
                     family: *f,
-                    forwarding_preserved: false,
+                    forwarding_preserved: restarting,
                 })
                 .collect(),
         }));
@@ -239,6 +240,7 @@ impl Runner {
                         Err(_) => Event::TcpFailed,
                     };
                     if self.primary.conn.is_none() || matches!(ev, Event::TcpConnected) {
+                        self.refresh_capabilities();
                         let actions = self.primary.fsm.handle(ev, now);
                         self.execute(Which::Primary, actions).await;
                     }
@@ -302,6 +304,14 @@ impl Runner {
         self.finished = true;
     }
 
+    /// Capabilities are computed per connection: the graceful-restart
+    /// bits follow the speaker's restart state.
+    fn refresh_capabilities(&mut self) {
+        let caps = capabilities(&self.ctx.config, &self.ctx.speaker);
+        self.fsm_config.capabilities = caps.clone();
+        self.primary.fsm.set_capabilities(caps);
+    }
+
     /// Closes the second connection with a NOTIFICATION, if there is one.
     /// It never reached Established, so the core knows nothing of it.
     async fn close_secondary(&mut self, n: Notification) {
@@ -324,6 +334,7 @@ impl Runner {
         let Ok(conn) = Connection::new(stream, false) else {
             return;
         };
+        self.refresh_capabilities();
         match self.primary.fsm.state() {
             State::Idle | State::Connect | State::Active if self.primary.conn.is_none() => {
                 if let Some(c) = self.connecting.take() {

@@ -1,0 +1,322 @@
+//! The kernel FIB writer: selected BGP routes into the kernel with
+//! protocol `bgp` (186), one owner, per-prefix desired state, many
+//! requests per netlink `send`, and a periodic reconcile against a kernel
+//! dump. It never touches a route of another protocol.
+//!
+//! It runs on a thread of its own with a blocking netlink socket, fed by
+//! the speaker's route sink. [`state`] is the bookkeeping (no I/O);
+//! [`netlink`] the socket.
+
+pub mod netlink;
+pub mod state;
+
+use ipnet::IpNet;
+use netlink::RouteSocket;
+use novanet_bgp::rib::{BestChange, LOCAL_PEER};
+use serde::Serialize;
+use state::{protocol_name, Blocked, FibState, NextHops};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Metric of our routes: other protocols' routes with a lower metric win,
+/// and a route of another protocol with this metric is never replaced.
+pub const BGP_METRIC: u32 = 20;
+
+/// Operations per batch between looks at new input.
+const BATCH: usize = 2048;
+
+/// What the writer is told.
+pub enum FibInput {
+    Changes(Arc<Vec<BestChange>>),
+    /// The restart is over: remove stale routes that were not re-learned.
+    Sweep,
+}
+
+/// A learned prefix that does not forward through our route, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockedRoute {
+    pub prefix: IpNet,
+    pub reason: String,
+}
+
+/// What the writer publishes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FibStatus {
+    pub enabled: bool,
+    /// Routes of ours in the kernel.
+    pub installed: usize,
+    /// Routes the RIB wants in the kernel.
+    pub desired: usize,
+    /// Routes left by a previous run, not yet re-learned or swept.
+    pub stale: usize,
+    pub failed_operations: u64,
+    pub last_error: Option<String>,
+    pub blocked: Vec<BlockedRoute>,
+    /// BGP next hops the kernel cannot reach (their paths are left out).
+    pub unreachable_next_hops: Vec<IpAddr>,
+    /// Seconds since the epoch of the last reconcile with the kernel.
+    pub last_reconcile: Option<u64>,
+}
+
+/// The running writer.
+pub struct Fib {
+    input: mpsc::Sender<FibInput>,
+    status: Arc<Mutex<FibStatus>>,
+    /// Routes of ours found in the kernel at start (a restart).
+    pub adopted: usize,
+}
+
+impl Fib {
+    /// Opens the netlink socket, adopts routes left by a previous run, and
+    /// starts the writer thread.
+    pub fn start(reconcile_every: Duration) -> std::io::Result<Fib> {
+        let mut socket = RouteSocket::open(BGP_METRIC)?;
+        let mut state = FibState::new(BGP_METRIC);
+        let dump = socket.dump()?;
+        let adopted = state.adopt(&dump);
+        if adopted > 0 {
+            tracing::info!(routes = adopted, "routes of a previous run kept in the kernel as stale");
+        }
+        let status = Arc::new(Mutex::new(FibStatus {
+            enabled: true,
+            installed: adopted,
+            stale: adopted,
+            ..Default::default()
+        }));
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            socket,
+            state,
+            status: status.clone(),
+            bgp_hops: HashMap::new(),
+            resolved: HashMap::new(),
+            reconcile_every,
+            reported_blocked: HashSet::new(),
+        };
+        std::thread::Builder::new()
+            .name("fib-writer".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(Fib {
+            input: tx,
+            status,
+            adopted,
+        })
+    }
+
+    /// A handle that feeds the writer.
+    pub fn input(&self) -> mpsc::Sender<FibInput> {
+        self.input.clone()
+    }
+
+    pub fn status(&self) -> FibStatus {
+        self.status.lock().expect("fib status").clone()
+    }
+
+    /// A shared view of the status, for the status endpoint.
+    pub fn status_handle(&self) -> Arc<Mutex<FibStatus>> {
+        self.status.clone()
+    }
+}
+
+struct Writer {
+    socket: RouteSocket,
+    state: FibState,
+    status: Arc<Mutex<FibStatus>>,
+    /// BGP next hops per prefix, before resolution.
+    bgp_hops: HashMap<IpNet, NextHops>,
+    /// Next hop -> gateway the kernel uses to reach it (`None`:
+    /// unreachable). Cleared at each reconcile.
+    resolved: HashMap<IpAddr, Option<IpAddr>>,
+    reconcile_every: Duration,
+    reported_blocked: HashSet<IpNet>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<FibInput>) {
+        let mut next_reconcile = Instant::now() + self.reconcile_every;
+        loop {
+            let wait = if self.state.has_work() {
+                Duration::ZERO
+            } else {
+                next_reconcile.saturating_duration_since(Instant::now())
+            };
+            match rx.recv_timeout(wait) {
+                Ok(input) => self.take(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            // Coalesce whatever else is waiting before writing.
+            while let Ok(input) = rx.try_recv() {
+                self.take(input);
+            }
+            if self.state.has_work() {
+                self.write_batch();
+            }
+            if Instant::now() >= next_reconcile {
+                self.reconcile();
+                next_reconcile = Instant::now() + self.reconcile_every;
+            }
+            self.publish();
+        }
+    }
+
+    fn take(&mut self, input: FibInput) {
+        match input {
+            FibInput::Changes(changes) => {
+                for c in changes.iter() {
+                    let hops = c
+                        .best
+                        .as_ref()
+                        .filter(|b| b.peer != LOCAL_PEER)
+                        .map(|b| b.next_hops.iter().copied().collect::<NextHops>());
+                    match hops {
+                        Some(h) => {
+                            let resolved = self.resolve_all(&h);
+                            self.bgp_hops.insert(c.prefix, h);
+                            self.state.set(c.prefix, Some(resolved));
+                        }
+                        None => {
+                            self.bgp_hops.remove(&c.prefix);
+                            self.state.set(c.prefix, None);
+                        }
+                    }
+                }
+            }
+            FibInput::Sweep => {
+                let n = self.state.sweep_stale();
+                tracing::info!(routes = n, "restart finished: stale kernel routes removed");
+            }
+        }
+    }
+
+    /// The gateways for a route's BGP next hops; unreachable ones are left
+    /// out.
+    fn resolve_all(&mut self, hops: &NextHops) -> NextHops {
+        let mut out = NextHops::new();
+        for nh in hops {
+            let r = match self.resolved.get(nh) {
+                Some(r) => *r,
+                None => {
+                    let r = self.socket.resolve(*nh).unwrap_or(None);
+                    if r.is_none() {
+                        tracing::warn!(next_hop = %nh, "BGP next hop unreachable: its paths are not installed");
+                    }
+                    self.resolved.insert(*nh, r);
+                    r
+                }
+            };
+            out.extend(r);
+        }
+        out
+    }
+
+    fn write_batch(&mut self) {
+        let ops = self.state.take_batch(BATCH);
+        if ops.is_empty() {
+            return;
+        }
+        let results = self.socket.apply(&ops);
+        let mut failed = 0;
+        let mut last = None;
+        for (op, r) in ops.iter().zip(results) {
+            let ok = match r {
+                Ok(()) => true,
+                // Deleting a route that is already gone is done.
+                Err(e) if matches!(op, state::Op::Delete { .. }) && e.raw_os_error() == Some(libc::ESRCH) => true,
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(prefix = %op.prefix(), error = %e, "kernel refused a route operation");
+                    last = Some(format!("{}: {e}", op.prefix()));
+                    false
+                }
+            };
+            self.state.confirm(op, ok);
+        }
+        if failed > 0 {
+            let mut st = self.status.lock().expect("fib status");
+            st.failed_operations += failed;
+            st.last_error = last;
+        }
+    }
+
+    fn reconcile(&mut self) {
+        // Next hops may be reached differently now.
+        self.resolved.clear();
+        let routes: Vec<(IpNet, NextHops)> = self.bgp_hops.iter().map(|(p, h)| (*p, h.clone())).collect();
+        for (prefix, hops) in routes {
+            let resolved = self.resolve_all(&hops);
+            self.state.set(prefix, Some(resolved));
+        }
+        match self.socket.dump() {
+            Ok(dump) => {
+                let drift = self.state.reconcile(&dump);
+                if drift > 0 {
+                    tracing::info!(
+                        routes = drift,
+                        "kernel routes differed from the desired state; repairing"
+                    );
+                }
+                let mut st = self.status.lock().expect("fib status");
+                st.last_reconcile = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kernel route dump failed");
+                self.status.lock().expect("fib status").last_error = Some(format!("route dump: {e}"));
+            }
+        }
+        let blocked = self.state.blocked_prefixes();
+        for (prefix, why) in &blocked {
+            if self.reported_blocked.insert(*prefix) {
+                match why {
+                    Blocked::Shadowed { protocol } => tracing::warn!(
+                        %prefix,
+                        protocol = %protocol_name(*protocol),
+                        "learned prefix is shadowed by a route of another protocol with a lower metric"
+                    ),
+                    Blocked::Conflict { protocol } => tracing::warn!(
+                        %prefix,
+                        protocol = %protocol_name(*protocol),
+                        "learned prefix not installed: a route of another protocol holds it with the same metric"
+                    ),
+                }
+            }
+        }
+        self.reported_blocked.retain(|p| blocked.iter().any(|(b, _)| b == p));
+        self.status.lock().expect("fib status").blocked = blocked
+            .into_iter()
+            .map(|(prefix, why)| BlockedRoute {
+                prefix,
+                reason: match why {
+                    Blocked::Shadowed { protocol } => format!("shadowed by a {} route", protocol_name(protocol)),
+                    Blocked::Conflict { protocol } => {
+                        format!(
+                            "not installed: a {} route holds the same metric",
+                            protocol_name(protocol)
+                        )
+                    }
+                },
+            })
+            .collect();
+    }
+
+    fn publish(&self) {
+        let mut st = self.status.lock().expect("fib status");
+        st.installed = self.state.installed_count();
+        st.desired = self.state.desired_count();
+        st.stale = self.state.stale_count();
+        let mut unreachable: Vec<IpAddr> = self
+            .resolved
+            .iter()
+            .filter(|(_, r)| r.is_none())
+            .map(|(nh, _)| *nh)
+            .collect();
+        unreachable.sort();
+        st.unreachable_next_hops = unreachable;
+    }
+}

@@ -1,0 +1,307 @@
+//! The kernel side of the FIB: a blocking rtnetlink socket that writes
+//! many route requests per `send`, matches the kernel's ACKs by sequence
+//! number, dumps the routing table, and looks up how a next hop is reached.
+
+use super::state::{KernelRoute, NextHops, Op};
+use ipnet::IpNet;
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteNextHop, RouteProtocol, RouteScope, RouteType,
+    RouteVia,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+
+/// Largest batch of requests written with one `send`.
+const SEND_BYTES: usize = 64 * 1024;
+
+/// An rtnetlink socket for route requests.
+pub struct RouteSocket {
+    socket: Socket,
+    seq: u32,
+    metric: u32,
+    rx: Vec<u8>,
+}
+
+fn family_of(p: &IpNet) -> AddressFamily {
+    match p {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn gateway_attr(prefix: &IpNet, gw: IpAddr) -> RouteAttribute {
+    match (prefix, gw) {
+        // RFC 8950: an IPv4 route through an IPv6 next hop.
+        (IpNet::V4(_), IpAddr::V6(v6)) => RouteAttribute::Via(RouteVia::Inet6(v6)),
+        _ => RouteAttribute::Gateway(RouteAddress::from(gw)),
+    }
+}
+
+impl RouteSocket {
+    pub fn open(metric: u32) -> io::Result<RouteSocket> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        socket.set_rx_buf_sz(8 * 1024 * 1024)?;
+        let _ = socket.set_ext_ack(true);
+        Ok(RouteSocket {
+            socket,
+            seq: 1,
+            metric,
+            rx: vec![0; 1 << 20],
+        })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        self.seq
+    }
+
+    fn route_message(&self, prefix: &IpNet) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.header.address_family = family_of(prefix);
+        m.header.destination_prefix_length = prefix.prefix_len();
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.protocol = RouteProtocol::Bgp;
+        m.header.scope = RouteScope::Universe;
+        m.header.kind = RouteType::Unicast;
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(prefix.network())));
+        m.attributes.push(RouteAttribute::Priority(self.metric));
+        m
+    }
+
+    fn encode(&mut self, msg: RouteNetlinkMessage, flags: u16, out: &mut Vec<u8>) -> u32 {
+        let seq = self.next_seq();
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = seq;
+        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        nl.finalize();
+        let start = out.len();
+        out.resize(start + nl.buffer_len(), 0);
+        nl.serialize(&mut out[start..]);
+        seq
+    }
+
+    fn op_message(&self, op: &Op) -> (RouteNetlinkMessage, u16) {
+        match op {
+            Op::Replace { prefix, next_hops } => {
+                let mut m = self.route_message(prefix);
+                if let [gw] = next_hops.as_slice() {
+                    m.attributes.push(gateway_attr(prefix, *gw));
+                } else {
+                    let paths = next_hops
+                        .iter()
+                        .map(|gw| {
+                            let mut h = RouteNextHop::default();
+                            h.attributes.push(gateway_attr(prefix, *gw));
+                            h
+                        })
+                        .collect();
+                    m.attributes.push(RouteAttribute::MultiPath(paths));
+                }
+                (
+                    RouteNetlinkMessage::NewRoute(m),
+                    NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+                )
+            }
+            Op::Delete { prefix } => (
+                RouteNetlinkMessage::DelRoute(self.route_message(prefix)),
+                NLM_F_REQUEST | NLM_F_ACK,
+            ),
+        }
+    }
+
+    /// Carries out operations, many per `send`; returns one result per
+    /// operation, in order.
+    pub fn apply(&mut self, ops: &[Op]) -> Vec<Result<(), io::Error>> {
+        let mut results: Vec<Option<Result<(), io::Error>>> = (0..ops.len()).map(|_| None).collect();
+        let mut i = 0;
+        while i < ops.len() {
+            let mut buf = Vec::with_capacity(SEND_BYTES);
+            let mut seqs: HashMap<u32, usize> = HashMap::new();
+            while i < ops.len() && buf.len() < SEND_BYTES {
+                let (msg, flags) = self.op_message(&ops[i]);
+                let seq = self.encode(msg, flags, &mut buf);
+                seqs.insert(seq, i);
+                i += 1;
+            }
+            if let Err(e) = self.socket.send(&buf, 0) {
+                for (_, idx) in seqs.drain() {
+                    results[idx] = Some(Err(io::Error::new(e.kind(), e.to_string())));
+                }
+                continue;
+            }
+            while !seqs.is_empty() {
+                let msgs = match self.receive() {
+                    Ok(m) => m,
+                    Err(e) => {
+                        for (_, idx) in seqs.drain() {
+                            results[idx] = Some(Err(io::Error::new(e.kind(), e.to_string())));
+                        }
+                        break;
+                    }
+                };
+                for (seq, payload) in msgs {
+                    if let (Some(idx), NetlinkPayload::Error(err)) = (seqs.remove(&seq), payload) {
+                        results[idx] = Some(match err.code {
+                            None => Ok(()),
+                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                        });
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(io::Error::other("no answer from the kernel"))))
+            .collect()
+    }
+
+    /// Reads one datagram of netlink messages.
+    fn receive(&mut self) -> io::Result<Vec<(u32, NetlinkPayload<RouteNetlinkMessage>)>> {
+        let n = self.socket.recv(&mut &mut self.rx[..], 0)?;
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(self.rx[off..off + 4].try_into().expect("4 bytes")) as usize;
+            if len < 16 || off + len > n {
+                break;
+            }
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.rx[off..off + len])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let (header, payload) = msg.into_parts();
+            out.push((header.sequence_number, payload));
+            off += (len + 3) & !3;
+        }
+        Ok(out)
+    }
+
+    /// Every unicast route of the main table, IPv4 and IPv6.
+    pub fn dump(&mut self) -> io::Result<Vec<KernelRoute>> {
+        let mut routes = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut m = RouteMessage::default();
+            m.header.address_family = family;
+            let mut buf = Vec::new();
+            let seq = self.encode(RouteNetlinkMessage::GetRoute(m), NLM_F_REQUEST | NLM_F_DUMP, &mut buf);
+            self.socket.send(&buf, 0)?;
+            'dump: loop {
+                for (s, payload) in self.receive()? {
+                    if s != seq {
+                        continue;
+                    }
+                    match payload {
+                        NetlinkPayload::Done(_) => break 'dump,
+                        NetlinkPayload::Error(e) if e.code.is_some() => {
+                            return Err(io::Error::other(format!("route dump failed: {e:?}")));
+                        }
+                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
+                            if let Some(k) = kernel_route(&r) {
+                                routes.push(k);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(routes)
+    }
+
+    /// The gateway through which the kernel reaches `addr` now: `addr`
+    /// itself when it is on a connected network, `None` when unreachable.
+    pub fn resolve(&mut self, addr: IpAddr) -> io::Result<Option<IpAddr>> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = match addr {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        m.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
+        m.attributes.push(RouteAttribute::Destination(RouteAddress::from(addr)));
+        let mut buf = Vec::new();
+        let seq = self.encode(RouteNetlinkMessage::GetRoute(m), NLM_F_REQUEST, &mut buf);
+        self.socket.send(&buf, 0)?;
+        loop {
+            for (s, payload) in self.receive()? {
+                if s != seq {
+                    continue;
+                }
+                return Ok(match payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r))
+                        if r.header.kind == RouteType::Unicast =>
+                    {
+                        let gateway = r.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Gateway(g) => address(g),
+                            _ => None,
+                        });
+                        Some(gateway.unwrap_or(addr))
+                    }
+                    _ => None,
+                });
+            }
+        }
+    }
+}
+
+fn address(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+/// A dumped route of the main table, as the FIB state sees it.
+fn kernel_route(r: &RouteMessage) -> Option<KernelRoute> {
+    let mut table = r.header.table as u32;
+    let mut dst = None;
+    let mut metric = 0;
+    let mut next_hops: NextHops = NextHops::new();
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(d) => dst = address(d),
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::Gateway(g) => next_hops.extend(address(g)),
+            RouteAttribute::Via(RouteVia::Inet6(v6)) => next_hops.push(IpAddr::V6(*v6)),
+            RouteAttribute::MultiPath(paths) => {
+                for h in paths {
+                    for ha in &h.attributes {
+                        match ha {
+                            RouteAttribute::Gateway(g) => next_hops.extend(address(g)),
+                            RouteAttribute::Via(RouteVia::Inet6(v6)) => next_hops.push(IpAddr::V6(*v6)),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if table != RouteHeader::RT_TABLE_MAIN as u32 || r.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let len = r.header.destination_prefix_length;
+    let prefix = match (r.header.address_family, dst) {
+        (AddressFamily::Inet, Some(IpAddr::V4(a))) => IpNet::V4(ipnet::Ipv4Net::new(a, len).ok()?),
+        (AddressFamily::Inet6, Some(IpAddr::V6(a))) => IpNet::V6(ipnet::Ipv6Net::new(a, len).ok()?),
+        (AddressFamily::Inet, None) => IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, 0).ok()?),
+        (AddressFamily::Inet6, None) => IpNet::V6(ipnet::Ipv6Net::new(std::net::Ipv6Addr::UNSPECIFIED, 0).ok()?),
+        _ => return None,
+    };
+    next_hops.sort();
+    Some(KernelRoute {
+        prefix,
+        protocol: u8::from(r.header.protocol),
+        metric,
+        next_hops,
+    })
+}
