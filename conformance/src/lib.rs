@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod checks;
 pub mod daemons;
+pub mod kernel;
 pub mod lab;
 
 pub use agent::Agent;

@@ -15,7 +15,7 @@ use netlink::RouteSocket;
 use novanet_bgp::rib::{BestChange, LOCAL_PEER};
 use serde::Serialize;
 use state::{protocol_name, Blocked, FibState, NextHops};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -94,7 +94,7 @@ impl Fib {
             bgp_hops: HashMap::new(),
             resolved: HashMap::new(),
             reconcile_every,
-            reported_blocked: HashSet::new(),
+            blocked: BTreeMap::new(),
         };
         std::thread::Builder::new()
             .name("fib-writer".into())
@@ -131,7 +131,8 @@ struct Writer {
     /// unreachable). Cleared at each reconcile.
     resolved: HashMap<IpAddr, Option<IpAddr>>,
     reconcile_every: Duration,
-    reported_blocked: HashSet<IpNet>,
+    /// Learned prefixes kept from forwarding by other protocols' routes.
+    blocked: BTreeMap<IpNet, Blocked>,
 }
 
 impl Writer {
@@ -177,10 +178,12 @@ impl Writer {
                             let resolved = self.resolve_all(&h);
                             self.bgp_hops.insert(c.prefix, h);
                             self.state.set(c.prefix, Some(resolved));
+                            self.note_blocked(c.prefix);
                         }
                         None => {
                             self.bgp_hops.remove(&c.prefix);
                             self.state.set(c.prefix, None);
+                            self.blocked.remove(&c.prefix);
                         }
                     }
                 }
@@ -270,39 +273,38 @@ impl Writer {
                 self.status.lock().expect("fib status").last_error = Some(format!("route dump: {e}"));
             }
         }
-        let blocked = self.state.blocked_prefixes();
-        for (prefix, why) in &blocked {
-            if self.reported_blocked.insert(*prefix) {
-                match why {
-                    Blocked::Shadowed { protocol } => tracing::warn!(
-                        %prefix,
-                        protocol = %protocol_name(*protocol),
-                        "learned prefix is shadowed by a route of another protocol with a lower metric"
-                    ),
-                    Blocked::Conflict { protocol } => tracing::warn!(
-                        %prefix,
-                        protocol = %protocol_name(*protocol),
-                        "learned prefix not installed: a route of another protocol holds it with the same metric"
-                    ),
+        let now_blocked: BTreeMap<IpNet, Blocked> = self.state.blocked_prefixes().into_iter().collect();
+        self.blocked.retain(|p, _| now_blocked.contains_key(p));
+        for prefix in now_blocked.keys() {
+            self.note_blocked(*prefix);
+        }
+    }
+
+    /// Tracks (and logs once) whether a learned prefix is kept from
+    /// forwarding by another protocol's route.
+    fn note_blocked(&mut self, prefix: IpNet) {
+        match self.state.blocked(&prefix) {
+            Some(why) => {
+                if self.blocked.get(&prefix) != Some(&why) {
+                    match &why {
+                        Blocked::Shadowed { protocol } => tracing::warn!(
+                            %prefix,
+                            protocol = %protocol_name(*protocol),
+                            "learned prefix is shadowed by a route of another protocol with a lower metric"
+                        ),
+                        Blocked::Conflict { protocol } => tracing::warn!(
+                            %prefix,
+                            protocol = %protocol_name(*protocol),
+                            "learned prefix not installed: a route of another protocol holds it with the same metric"
+                        ),
+                    }
+                    self.blocked.insert(prefix, why);
                 }
             }
+            None => {
+                self.blocked.remove(&prefix);
+            }
         }
-        self.reported_blocked.retain(|p| blocked.iter().any(|(b, _)| b == p));
-        self.status.lock().expect("fib status").blocked = blocked
-            .into_iter()
-            .map(|(prefix, why)| BlockedRoute {
-                prefix,
-                reason: match why {
-                    Blocked::Shadowed { protocol } => format!("shadowed by a {} route", protocol_name(protocol)),
-                    Blocked::Conflict { protocol } => {
-                        format!(
-                            "not installed: a {} route holds the same metric",
-                            protocol_name(protocol)
-                        )
-                    }
-                },
-            })
-            .collect();
     }
 
     fn publish(&self) {
@@ -318,5 +320,18 @@ impl Writer {
             .collect();
         unreachable.sort();
         st.unreachable_next_hops = unreachable;
+        st.blocked = self
+            .blocked
+            .iter()
+            .map(|(prefix, why)| BlockedRoute {
+                prefix: *prefix,
+                reason: match why {
+                    Blocked::Shadowed { protocol } => format!("shadowed by a {} route", protocol_name(*protocol)),
+                    Blocked::Conflict { protocol } => {
+                        format!("not installed: a {} route holds the same metric", protocol_name(*protocol))
+                    }
+                },
+            })
+            .collect();
     }
 }

@@ -1,0 +1,53 @@
+//! Reading a namespace's kernel routing table (`ip -j route`).
+
+use crate::Lab;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// One kernel route: protocol, metric and next hops (sorted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub protocol: String,
+    pub metric: u64,
+    pub next_hops: Vec<String>,
+}
+
+fn parse(json: &str, out: &mut BTreeMap<String, Vec<Route>>) {
+    let v: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+    for r in v.as_array().into_iter().flatten() {
+        let Some(dst) = r["dst"].as_str() else { continue };
+        let mut next_hops: Vec<String> = match r["nexthops"].as_array() {
+            Some(hops) => hops.iter().filter_map(|h| h["gateway"].as_str().map(str::to_string)).collect(),
+            None => r["gateway"].as_str().map(str::to_string).into_iter().collect(),
+        };
+        next_hops.sort();
+        let prefix = if dst.contains('/') {
+            dst.to_string()
+        } else if dst.contains(':') {
+            format!("{dst}/128")
+        } else {
+            format!("{dst}/32")
+        };
+        out.entry(prefix).or_default().push(Route {
+            protocol: r["protocol"].as_str().unwrap_or("").to_string(),
+            metric: r["metric"].as_u64().unwrap_or(0),
+            next_hops,
+        });
+    }
+}
+
+/// Every route of the main table, IPv4 and IPv6, by prefix.
+pub fn routes(lab: &Lab, ns: &str) -> BTreeMap<String, Vec<Route>> {
+    let mut out = BTreeMap::new();
+    parse(&lab.exec(ns, "ip", &["-j", "route", "show"]), &mut out);
+    parse(&lab.exec(ns, "ip", &["-j", "-6", "route", "show"]), &mut out);
+    out
+}
+
+/// The `proto bgp` routes, by prefix: their next hops.
+pub fn bgp_routes(lab: &Lab, ns: &str) -> BTreeMap<String, Vec<String>> {
+    routes(lab, ns)
+        .into_iter()
+        .filter_map(|(p, rs)| rs.into_iter().find(|r| r.protocol == "bgp").map(|r| (p, r.next_hops)))
+        .collect()
+}
