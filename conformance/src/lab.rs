@@ -126,6 +126,34 @@ impl Lab {
         }
     }
 
+    /// Creates a bridge in a namespace, with addresses, up.
+    pub fn add_bridge(&mut self, ns: &str, name: &str, addrs: &[&str]) {
+        let n = self.ns_name(ns);
+        run(Command::new("ip").args(["-n", &n, "link", "add", name, "type", "bridge"]));
+        for addr in addrs {
+            run(Command::new("ip").args(["-n", &n, "addr", "add", addr, "dev", name, "nodad"]));
+        }
+        run(Command::new("ip").args(["-n", &n, "link", "set", name, "up"]));
+    }
+
+    /// Joins namespace `a` to bridge `bridge` of namespace `b` with a veth
+    /// pair (`port` is the bridge-side end).
+    pub fn link_to_bridge(&mut self, a: &str, a_if: &str, a_addrs: &[&str], b: &str, bridge: &str, port: &str) {
+        let (na, nb) = (self.ns_name(a), self.ns_name(b));
+        run(Command::new("ip").args(["link", "add", a_if, "netns", &na, "type", "veth", "peer", "name", port, "netns", &nb]));
+        for addr in a_addrs {
+            run(Command::new("ip").args(["-n", &na, "addr", "add", addr, "dev", a_if, "nodad"]));
+        }
+        run(Command::new("ip").args(["-n", &na, "link", "set", a_if, "up"]));
+        run(Command::new("ip").args(["-n", &nb, "link", "set", port, "master", bridge]));
+        run(Command::new("ip").args(["-n", &nb, "link", "set", port, "up"]));
+    }
+
+    /// Turns on IPv4 and IPv6 forwarding in a namespace.
+    pub fn forwarding(&self, ns: &str) {
+        self.exec(ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+    }
+
     /// A command to run inside a namespace.
     pub fn cmd(&self, ns: &str, program: &str) -> Command {
         let mut c = Command::new("ip");
