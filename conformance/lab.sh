@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # The lab: a small cluster in network namespaces.
 #
-#   conformance/lab.sh up      build, start, show sessions and routes
-#   conformance/lab.sh status  show sessions and routes again
+#   conformance/lab.sh up      build, start, show routes and sessions, ping pod to pod
+#   conformance/lab.sh status  show routes, sessions and pings again
 #   conformance/lab.sh down    stop everything and remove the namespaces
 #
-# Topology: one FRR ToR (AS 65000) routing between two nodes; each node runs
-# novanet-agent with its PodCIDR and peers with the ToR and (static node
-# mesh, multihop through the ToR) with the other node.
+# Two FRR ToRs (AS 65001 on 10.0.1.0/24, AS 65002 on 10.0.2.0/24), three
+# nodes attached to both, each running novanet-agent (per-node AS 65000 +
+# last octet), peering with both ToRs and with each other (static node
+# mesh), each with a pod namespace in its PodCIDR.
 #
-#   node-1 10.0.1.10 (AS 65010, 10.244.1.0/24) --- tor --- node-2 10.0.2.11 (AS 65011, 10.244.2.0/24)
+#            tor1 10.0.1.1 (br0)              tor2 10.0.2.1 (br0)
+#              |        |        |              |        |        |
+#   node-1 10.0.1.11  node-2 10.0.1.12  node-3 10.0.1.13   (eth1: 10.0.2.1x)
+#      pod 10.244.1.10   pod 10.244.2.10   pod 10.244.3.10
 set -euo pipefail
 cd "$(dirname "$0")/.."
 P=${NOVANET_LAB_PREFIX:-nvlab}
 RUN=/tmp/$P
-TOR=$P-tor
+NODES=(1 2 3)
+tors=("1 65001 10.0.1" "2 65002 10.0.2")
 
-nodes=("1 10.0.1.10 10.0.1.1 10.244.1.0/24" "2 10.0.2.11 10.0.2.1 10.244.2.0/24")
+ns_of() { echo "$P-$1"; }
 
 down() {
   for f in "$RUN"/*.pid; do
@@ -28,33 +33,38 @@ down() {
     [ -e "$f" ] || continue
     kill -9 "$(cat "$f")" 2>/dev/null || true
   done
-  for ns in "$TOR" "$P-node1" "$P-node2"; do
-    ip netns del "$ns" 2>/dev/null || true
+  for n in tor1 tor2 node1 node2 node3 pod1 pod2 pod3; do
+    ip netns del "$(ns_of $n)" 2>/dev/null || true
   done
-  rm -rf "/var/run/frr/$TOR" "/etc/frr/$TOR" "$RUN"
+  rm -rf "/var/run/frr/$P-tor1" "/var/run/frr/$P-tor2" "/etc/frr/$P-tor1" "/etc/frr/$P-tor2" "$RUN"
 }
 
 status() {
-  echo "== ToR (FRR) BGP summary"
-  vtysh -N "$TOR" -c "show bgp summary" | sed -n '/Neighbor/,$p'
-  echo "== ToR routes"
-  vtysh -N "$TOR" -c "show bgp ipv4 unicast" | sed -n '/Network/,$p'
-  for n in "${nodes[@]}"; do
-    read -r i ip gw cidr <<<"$n"
-    echo "== node-$i ($ip) sessions"
-    ip netns exec "$P-node$i" python3 - "$i" <<'PY'
-import json, sys, urllib.request
+  for i in "${NODES[@]}"; do
+    echo "== node-$i: ip route (proto bgp)"
+    ip -n "$(ns_of node$i)" route show proto bgp | sed 's/^/   /'
+    echo "== node-$i: peers"
+    ip netns exec "$(ns_of node$i)" python3 - <<'PY'
+import json, urllib.request
 peers = json.load(urllib.request.urlopen("http://127.0.0.1:9102/status/peers"))
-print(f"{'NEIGHBOR':<12} {'AS':<7} {'ROLE':<5} {'STATE':<12} {'RCVD':>5} {'SENT':>5}")
+print(f"   {'NEIGHBOR':<12} {'AS':<7} {'ROLE':<5} {'STATE':<12} {'RCVD':>5} {'SENT':>5}")
 for p in peers:
-    print(f"{p['neighbor_address']:<12} {p['remote_as']:<7} {p['role']:<5} {p['state']:<12} {p['prefixes_received']:>5} {p['prefixes_sent']:>5}")
-routes = json.load(urllib.request.urlopen("http://127.0.0.1:9102/status/routes"))
-for r in routes:
-    for p in r["paths"]:
-        mark = "*" if p["best"] else " "
-        print(f"  {mark} {r['prefix']:<18} from {p['from']:<10} via {p['next_hop'] or '-':<10} path [{p['as_path']}]")
+    print(f"   {p['neighbor_address']:<12} {p['remote_as']:<7} {p['role']:<5} {p['state']:<12} {p['prefixes_received']:>5} {p['prefixes_sent']:>5}")
 PY
   done
+  echo "== pod to pod across nodes"
+  local failed=0
+  for a in "${NODES[@]}"; do
+    for b in "${NODES[@]}"; do
+      [ "$a" = "$b" ] && continue
+      if ip netns exec "$(ns_of pod$a)" ping -n -c 3 -i 0.2 -W 1 "10.244.$b.10" > "$RUN/ping-$a-$b.log" 2>&1; then
+        echo "   pod-$a -> pod-$b (10.244.$b.10): $(grep -o '[0-9]* received' "$RUN/ping-$a-$b.log")"
+      else
+        echo "   pod-$a -> pod-$b (10.244.$b.10): FAILED"; failed=1
+      fi
+    done
+  done
+  return $failed
 }
 
 up() {
@@ -63,66 +73,91 @@ up() {
   cargo build -q -p novanet-agent
   down
   mkdir -p "$RUN"
-  ip netns add "$TOR"; ip -n "$TOR" link set lo up
-  ip netns exec "$TOR" sysctl -qw net.ipv4.ip_forward=1
-  local mesh="" neighbors=""
-  for n in "${nodes[@]}"; do
-    read -r i ip gw cidr <<<"$n"
-    mesh+="{\"name\":\"node-$i\",\"ip\":\"$ip\",\"pod_cidr\":\"$cidr\"},"
-    neighbors+=" neighbor $ip remote-as $((65000 + ${ip##*.}))
- neighbor $ip timers 3 9
- neighbor $ip timers connect 1
-"
+  local mesh=""
+  for i in "${NODES[@]}"; do
+    mesh+="{\"name\":\"node-$i\",\"ip\":\"10.0.1.1$i\",\"pod_cidr\":\"10.244.$i.0/24\"},"
   done
-  for n in "${nodes[@]}"; do
-    read -r i ip gw cidr <<<"$n"
-    local ns=$P-node$i
+  for t in "${tors[@]}"; do
+    read -r ti tas tnet <<<"$t"
+    local ns; ns=$(ns_of tor$ti)
     ip netns add "$ns"; ip -n "$ns" link set lo up
-    ip link add "eth$i" netns "$TOR" type veth peer name eth0 netns "$ns"
-    ip -n "$TOR" addr add "$gw/24" dev "eth$i"; ip -n "$TOR" link set "eth$i" up
-    ip -n "$ns" addr add "$ip/24" dev eth0; ip -n "$ns" link set eth0 up
-    ip -n "$ns" route add default via "$gw"
+    ip -n "$ns" link add br0 type bridge
+    ip -n "$ns" addr add "$tnet.1/24" dev br0; ip -n "$ns" link set br0 up
   done
-  mkdir -p "/var/run/frr/$TOR" "/etc/frr/$TOR"; : > "/etc/frr/$TOR/vtysh.conf"
-  cat > "$RUN/bgpd.conf" <<CONF
-hostname tor
-router bgp 65000
- bgp router-id 10.0.0.1
- no bgp ebgp-requires-policy
- no bgp network import-check
-$neighbors
- address-family ipv4 unicast
-  network 192.0.2.0/24
- exit-address-family
-CONF
-  chown -R frr:frr "/var/run/frr/$TOR" "$RUN"
-  ip netns exec "$TOR" /usr/lib/frr/bgpd -d -N "$TOR" -u frr -g frr -Z -f "$RUN/bgpd.conf" \
-    -i "$RUN/bgpd.pid" --log "file:$RUN/bgpd.log"
-  for n in "${nodes[@]}"; do
-    read -r i ip gw cidr <<<"$n"
+  for i in "${NODES[@]}"; do
+    local node pod; node=$(ns_of node$i); pod=$(ns_of pod$i)
+    ip netns add "$node"; ip -n "$node" link set lo up
+    ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
+    for t in "${tors[@]}"; do
+      read -r ti tas tnet <<<"$t"
+      local ifn=eth$((ti - 1))
+      ip link add "$ifn" netns "$node" type veth peer name "n$i" netns "$(ns_of tor$ti)"
+      ip -n "$node" addr add "$tnet.1$i/24" dev "$ifn"; ip -n "$node" link set "$ifn" up
+      ip -n "$(ns_of tor$ti)" link set "n$i" master br0; ip -n "$(ns_of tor$ti)" link set "n$i" up
+    done
+    ip netns add "$pod"; ip -n "$pod" link set lo up
+    ip link add pod0 netns "$node" type veth peer name eth0 netns "$pod"
+    ip -n "$node" addr add "10.244.$i.1/24" dev pod0; ip -n "$node" link set pod0 up
+    ip -n "$pod" addr add "10.244.$i.10/24" dev eth0; ip -n "$pod" link set eth0 up
+    ip -n "$pod" route add default via "10.244.$i.1"
+  done
+  for t in "${tors[@]}"; do
+    read -r ti tas tnet <<<"$t"
+    local ns; ns=$(ns_of tor$ti)
+    mkdir -p "/var/run/frr/$ns" "/etc/frr/$ns"; : > "/etc/frr/$ns/vtysh.conf"
+    {
+      echo "hostname tor$ti"
+      echo "router bgp $tas"
+      echo " bgp router-id $tnet.1"
+      echo " no bgp ebgp-requires-policy"
+      echo " no bgp network import-check"
+      for i in "${NODES[@]}"; do
+        echo " neighbor $tnet.1$i remote-as $((65010 + i))"
+        echo " neighbor $tnet.1$i timers 3 9"
+        echo " neighbor $tnet.1$i timers connect 1"
+      done
+      echo " address-family ipv4 unicast"
+      echo "  network 192.0.2.0/24"
+      echo " exit-address-family"
+    } > "$RUN/tor$ti.conf"
+    chown -R frr:frr "/var/run/frr/$ns" "$RUN"
+    ip netns exec "$ns" /usr/lib/frr/bgpd -d -N "$ns" -u frr -g frr -Z -f "$RUN/tor$ti.conf" \
+      -i "$RUN/tor$ti.pid" --log "file:$RUN/tor$ti.log"
+  done
+  for i in "${NODES[@]}"; do
     cat > "$RUN/node$i.json" <<JSON
 {
   "node_name": "node-$i",
-  "node_ip": "$ip",
-  "pod_cidr": "$cidr",
+  "node_ip": "10.0.1.1$i",
+  "pod_cidr": "10.244.$i.0/24",
   "metrics_address": "127.0.0.1:9102",
   "routing": {
-    "peers": [{"neighbor_address": "$gw", "remote_as": 65000, "description": "tor", "hold_time": 9, "keepalive": 3}],
+    "peers": [
+      {"neighbor_address": "10.0.1.1", "remote_as": 65001, "description": "tor1", "hold_time": 9, "keepalive": 3},
+      {"neighbor_address": "10.0.2.1", "remote_as": 65002, "description": "tor2", "hold_time": 9, "keepalive": 3}
+    ],
     "node_mesh": {"enabled": true, "source": "static", "nodes": [${mesh%,}]}
   }
 }
 JSON
-    ip netns exec "$P-node$i" ./target/debug/novanet-agent --config "$RUN/node$i.json" \
+    ip netns exec "$(ns_of node$i)" ./target/debug/novanet-agent --config "$RUN/node$i.json" \
       > "$RUN/node$i.log" 2>&1 &
     echo $! > "$RUN/node$i.pid"
   done
-  echo "waiting for sessions..."
-  for _ in $(seq 100); do
-    est=$(vtysh -N "$TOR" -c "show bgp summary json" | python3 -c 'import json,sys; d=json.load(sys.stdin)["ipv4Unicast"]["peers"]; print(sum(1 for p in d.values() if p["state"]=="Established"))')
-    [ "$est" = "${#nodes[@]}" ] && break
+  echo "waiting for every node to route every other node's PodCIDR and the ToRs' prefix..."
+  local ready=0
+  for _ in $(seq 150); do
+    ready=1
+    for a in "${NODES[@]}"; do
+      ip -n "$(ns_of node$a)" route show proto bgp 192.0.2.0/24 | grep -q "nexthop via 10.0.2.1" || ready=0
+      for b in "${NODES[@]}"; do
+        [ "$a" = "$b" ] && continue
+        ip -n "$(ns_of node$a)" route show proto bgp | grep -q "^10.244.$b.0/24" || ready=0
+      done
+    done
+    [ $ready = 1 ] && break
     sleep 0.2
   done
-  sleep 1
   status
   echo
   echo "logs and configs: $RUN; tear down with: conformance/lab.sh down"
