@@ -120,8 +120,14 @@ up() {
       echo "  network 192.0.2.0/24"
       echo " exit-address-family"
     } > "$RUN/tor$ti.conf"
+    echo "hostname tor$ti" > "$RUN/tor$ti-zebra.conf"
+    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
     chown -R frr:frr "/var/run/frr/$ns" "$RUN"
-    ip netns exec "$ns" /usr/lib/frr/bgpd -d -N "$ns" -u frr -g frr -Z -f "$RUN/tor$ti.conf" \
+    # zebra installs the ToR's routes into its kernel: the ToRs forward.
+    ip netns exec "$ns" /usr/lib/frr/zebra -d -N "$ns" -u frr -g frr -f "$RUN/tor$ti-zebra.conf" \
+      -i "$RUN/tor$ti-zebra.pid" --log "file:$RUN/tor$ti-zebra.log"
+    for _ in $(seq 50); do [ -S "/var/run/frr/$ns/zserv.api" ] && break; sleep 0.1; done
+    ip netns exec "$ns" /usr/lib/frr/bgpd -d -N "$ns" -u frr -g frr -f "$RUN/tor$ti.conf" \
       -i "$RUN/tor$ti.pid" --log "file:$RUN/tor$ti.log"
   done
   for i in "${NODES[@]}"; do
