@@ -17,7 +17,10 @@ fn parse(json: &str, out: &mut BTreeMap<String, Vec<Route>>) {
     for r in v.as_array().into_iter().flatten() {
         let Some(dst) = r["dst"].as_str() else { continue };
         let mut next_hops: Vec<String> = match r["nexthops"].as_array() {
-            Some(hops) => hops.iter().filter_map(|h| h["gateway"].as_str().map(str::to_string)).collect(),
+            Some(hops) => hops
+                .iter()
+                .filter_map(|h| h["gateway"].as_str().map(str::to_string))
+                .collect(),
             None => r["gateway"].as_str().map(str::to_string).into_iter().collect(),
         };
         next_hops.sort();

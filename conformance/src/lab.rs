@@ -140,7 +140,9 @@ impl Lab {
     /// pair (`port` is the bridge-side end).
     pub fn link_to_bridge(&mut self, a: &str, a_if: &str, a_addrs: &[&str], b: &str, bridge: &str, port: &str) {
         let (na, nb) = (self.ns_name(a), self.ns_name(b));
-        run(Command::new("ip").args(["link", "add", a_if, "netns", &na, "type", "veth", "peer", "name", port, "netns", &nb]));
+        run(Command::new("ip").args([
+            "link", "add", a_if, "netns", &na, "type", "veth", "peer", "name", port, "netns", &nb,
+        ]));
         for addr in a_addrs {
             run(Command::new("ip").args(["-n", &na, "addr", "add", addr, "dev", a_if, "nodad"]));
         }
@@ -151,7 +153,11 @@ impl Lab {
 
     /// Turns on IPv4 and IPv6 forwarding in a namespace.
     pub fn forwarding(&self, ns: &str) {
-        self.exec(ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+        self.exec(
+            ns,
+            "sysctl",
+            &["-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"],
+        );
     }
 
     /// A command to run inside a namespace.

@@ -48,8 +48,36 @@ fn kernel_routes_from_frr_and_bird_tors() {
     // Other protocols' routes, there before the agent: one holds a learned
     // prefix with our metric (never replaced), one shadows another prefix
     // with a lower metric.
-    lab.exec("node", "ip", &["route", "add", "198.51.100.0/24", "via", "10.0.2.1", "metric", "20", "proto", "static"]);
-    lab.exec("node", "ip", &["route", "add", "203.0.113.0/24", "via", "10.0.1.1", "metric", "10", "proto", "static"]);
+    lab.exec(
+        "node",
+        "ip",
+        &[
+            "route",
+            "add",
+            "198.51.100.0/24",
+            "via",
+            "10.0.2.1",
+            "metric",
+            "20",
+            "proto",
+            "static",
+        ],
+    );
+    lab.exec(
+        "node",
+        "ip",
+        &[
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "via",
+            "10.0.1.1",
+            "metric",
+            "10",
+            "proto",
+            "static",
+        ],
+    );
     let static_before = routes(&lab, "node")["198.51.100.0/24"].clone();
 
     let frr = Frr::start(&mut lab, "tor1", FRR);
@@ -72,23 +100,48 @@ fn kernel_routes_from_frr_and_bird_tors() {
 
     // ECMP over the two ToRs, in the kernel with proto bgp.
     let kernel = |p: &str| bgp_routes(&lab, "node").get(p).cloned();
-    wait_for_value("192.0.2.0/24 over both ToRs", hops(&["10.0.1.1", "10.0.2.1"]), || kernel("192.0.2.0/24"));
+    wait_for_value("192.0.2.0/24 over both ToRs", hops(&["10.0.1.1", "10.0.2.1"]), || {
+        kernel("192.0.2.0/24")
+    });
     let r = routes(&lab, "node")["192.0.2.0/24"].clone();
-    assert_eq!(r, vec![Route { protocol: "bgp".into(), metric: 20, next_hops: vec!["10.0.1.1".into(), "10.0.2.1".into()] }]);
+    assert_eq!(
+        r,
+        vec![Route {
+            protocol: "bgp".into(),
+            metric: 20,
+            next_hops: vec!["10.0.1.1".into(), "10.0.2.1".into()]
+        }]
+    );
     // Shadowed by a static route with a lower metric: installed, reported.
-    wait_for_value("203.0.113.0/24 installed", hops(&["10.0.2.1"]), || kernel("203.0.113.0/24"));
+    wait_for_value("203.0.113.0/24 installed", hops(&["10.0.2.1"]), || {
+        kernel("203.0.113.0/24")
+    });
     // Same metric as a static route: not installed, the static untouched.
     assert_eq!(kernel("198.51.100.0/24"), None);
     assert_eq!(routes(&lab, "node")["198.51.100.0/24"], static_before);
     let fib = || serde_json::from_str::<serde_json::Value>(&agent.get("/status/fib").unwrap()).unwrap();
-    wait_for_value("the FIB to report both blocked prefixes", 2, || fib()["blocked"].as_array().map(|a| a.len()).unwrap_or(0));
+    wait_for_value("the FIB to report both blocked prefixes", 2, || {
+        fib()["blocked"].as_array().map(|a| a.len()).unwrap_or(0)
+    });
     let blocked = fib()["blocked"].to_string();
-    assert!(blocked.contains("198.51.100.0/24") && blocked.contains("not installed: a static route"), "{blocked}");
-    assert!(blocked.contains("203.0.113.0/24") && blocked.contains("shadowed by a static route"), "{blocked}");
+    assert!(
+        blocked.contains("198.51.100.0/24") && blocked.contains("not installed: a static route"),
+        "{blocked}"
+    );
+    assert!(
+        blocked.contains("203.0.113.0/24") && blocked.contains("shadowed by a static route"),
+        "{blocked}"
+    );
 
     // A withdrawal from one ToR leaves one next hop.
-    frr.configure(&["router bgp 65001", "address-family ipv4 unicast", "no network 192.0.2.0/24"]);
-    wait_for_value("192.0.2.0/24 over the BIRD ToR only", hops(&["10.0.2.1"]), || kernel("192.0.2.0/24"));
+    frr.configure(&[
+        "router bgp 65001",
+        "address-family ipv4 unicast",
+        "no network 192.0.2.0/24",
+    ]);
+    wait_for_value("192.0.2.0/24 over the BIRD ToR only", hops(&["10.0.2.1"]), || {
+        kernel("192.0.2.0/24")
+    });
 
     // The BIRD session going down takes its routes out of the kernel.
     bird.birdc(&["disable", "node"]);

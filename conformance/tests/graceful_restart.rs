@@ -45,7 +45,14 @@ fn node_with_pod(lab: &mut Lab, node: &str, ip: &str, pod: &str, pod_gw: &str, p
     lab.add_ns(node);
     lab.add_ns(pod);
     lab.link_to_bridge(node, "eth0", &[&format!("{ip}/24")], "tor", "br0", &format!("p-{node}"));
-    lab.link(node, "pod0", &[&format!("{pod_gw}/24")], pod, "eth0", &[&format!("{pod_ip}/24")]);
+    lab.link(
+        node,
+        "pod0",
+        &[&format!("{pod_gw}/24")],
+        pod,
+        "eth0",
+        &[&format!("{pod_ip}/24")],
+    );
     lab.exec(pod, "ip", &["route", "add", "default", "via", pod_gw]);
     lab.forwarding(node);
 }
@@ -66,19 +73,29 @@ fn agent_kill_and_restart_loses_no_packet() {
     let frr = Frr::start(&mut lab, "tor", FRR);
     let cfg_a = node_config("node-a", "10.0.0.11", "10.244.11.0/24");
     let agent_a = Agent::start(&mut lab, "node-a", &cfg_a);
-    let agent_b = Agent::start(&mut lab, "node-b", &node_config("node-b", "10.0.0.12", "10.244.12.0/24"));
+    let agent_b = Agent::start(
+        &mut lab,
+        "node-b",
+        &node_config("node-b", "10.0.0.12", "10.244.12.0/24"),
+    );
     agent_established(&agent_a, "10.0.0.12");
     agent_established(&agent_b, "10.0.0.11");
     let kernel = |lab: &Lab, ns: &str, p: &str| bgp_routes(lab, ns).get(p).cloned();
-    wait_for_value("node-a routes pod-b's PodCIDR", Some(vec!["10.0.0.12".to_string()]), || {
-        kernel(&lab, "node-a", "10.244.12.0/24")
-    });
-    wait_for_value("node-a holds the ToR's route", Some(vec!["10.0.0.1".to_string()]), || {
-        kernel(&lab, "node-a", "198.51.100.0/24")
-    });
-    wait_for_value("node-b routes pod-a's PodCIDR", Some(vec!["10.0.0.11".to_string()]), || {
-        kernel(&lab, "node-b", "10.244.11.0/24")
-    });
+    wait_for_value(
+        "node-a routes pod-b's PodCIDR",
+        Some(vec!["10.0.0.12".to_string()]),
+        || kernel(&lab, "node-a", "10.244.12.0/24"),
+    );
+    wait_for_value(
+        "node-a holds the ToR's route",
+        Some(vec!["10.0.0.1".to_string()]),
+        || kernel(&lab, "node-a", "198.51.100.0/24"),
+    );
+    wait_for_value(
+        "node-b routes pod-a's PodCIDR",
+        Some(vec!["10.0.0.11".to_string()]),
+        || kernel(&lab, "node-b", "10.244.11.0/24"),
+    );
     let routes_a = bgp_routes(&lab, "node-a");
 
     // Traffic from pod-a to pod-b, every 20 ms.
@@ -96,26 +113,48 @@ fn agent_kill_and_restart_loses_no_packet() {
     // PodCIDR as stale.
     lab.signal(&agent_a.name, libc::SIGKILL);
     lab.wait_exit(&agent_a.name, SETTLE);
-    wait_for_value("FRR to keep node-a's PodCIDR as stale", Some(true), || frr_route_stale(&frr, "10.244.11.0/24"));
+    wait_for_value("FRR to keep node-a's PodCIDR as stale", Some(true), || {
+        frr_route_stale(&frr, "10.244.11.0/24")
+    });
     assert_eq!(bgp_routes(&lab, "node-a"), routes_a, "node-a's kernel routes stay");
-    assert_eq!(kernel(&lab, "node-b", "10.244.11.0/24"), Some(vec!["10.0.0.11".to_string()]));
+    assert_eq!(
+        kernel(&lab, "node-b", "10.244.11.0/24"),
+        Some(vec!["10.0.0.11".to_string()])
+    );
     // While node-a is down, the ToR withdraws a route: after the restart
     // it must be swept from node-a's kernel.
-    frr.configure(&["router bgp 65000", "address-family ipv4 unicast", "no network 198.51.100.0/24"]);
+    frr.configure(&[
+        "router bgp 65000",
+        "address-family ipv4 unicast",
+        "no network 198.51.100.0/24",
+    ]);
 
     let agent_a = Agent::start(&mut lab, "node-a", &cfg_a);
     agent_established(&agent_a, "10.0.0.1");
     agent_established(&agent_a, "10.0.0.12");
-    wait_for_value("FRR to refresh node-a's PodCIDR", Some(false), || frr_route_stale(&frr, "10.244.11.0/24"));
-    wait_for_value("the stale route to be swept", None, || kernel(&lab, "node-a", "198.51.100.0/24"));
-    assert_eq!(kernel(&lab, "node-a", "10.244.12.0/24"), Some(vec!["10.0.0.12".to_string()]));
+    wait_for_value("FRR to refresh node-a's PodCIDR", Some(false), || {
+        frr_route_stale(&frr, "10.244.11.0/24")
+    });
+    wait_for_value("the stale route to be swept", None, || {
+        kernel(&lab, "node-a", "198.51.100.0/24")
+    });
+    assert_eq!(
+        kernel(&lab, "node-a", "10.244.12.0/24"),
+        Some(vec!["10.0.0.12".to_string()])
+    );
     let fib: Value = serde_json::from_str(&agent_a.get("/status/fib").unwrap()).unwrap();
     assert_eq!(fib["stale"], 0);
 
     // A few more replies after the restart, then stop and count.
-    let replies_now = std::fs::read_to_string(&ping_log).unwrap_or_default().matches("bytes from").count();
+    let replies_now = std::fs::read_to_string(&ping_log)
+        .unwrap_or_default()
+        .matches("bytes from")
+        .count();
     wait_until("more replies after the restart", SETTLE, || {
-        let n = std::fs::read_to_string(&ping_log).unwrap_or_default().matches("bytes from").count();
+        let n = std::fs::read_to_string(&ping_log)
+            .unwrap_or_default()
+            .matches("bytes from")
+            .count();
         if n >= replies_now + 25 {
             Ok(())
         } else {
@@ -125,8 +164,14 @@ fn agent_kill_and_restart_loses_no_packet() {
     lab.signal("ping", libc::SIGINT);
     lab.wait_exit("ping", Duration::from_secs(10));
     let log = std::fs::read_to_string(&ping_log).unwrap();
-    let summary = log.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("{log}"));
-    let numbers: Vec<u64> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let summary = log
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
     let (sent, received) = (numbers[0], numbers[1]);
     assert!(sent >= 50, "{summary}");
     assert_eq!(sent, received, "no packet lost across the restart: {summary}");

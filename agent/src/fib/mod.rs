@@ -328,7 +328,10 @@ impl Writer {
                 reason: match why {
                     Blocked::Shadowed { protocol } => format!("shadowed by a {} route", protocol_name(*protocol)),
                     Blocked::Conflict { protocol } => {
-                        format!("not installed: a {} route holds the same metric", protocol_name(*protocol))
+                        format!(
+                            "not installed: a {} route holds the same metric",
+                            protocol_name(*protocol)
+                        )
                     }
                 },
             })
