@@ -121,8 +121,21 @@ pub enum PacketError {
 
 const HEADER_LEN: usize = 24;
 
-fn header(i: &[u8]) -> IResult<&[u8], (u8, u8, u8, u8, u32, u32, u32, u32, u32)> {
-    let (i, vd) = be_u8(i)?;
+/// The mandatory section, as on the wire.
+struct Header {
+    version_diag: u8,
+    flags: u8,
+    mult: u8,
+    len: u8,
+    my: u32,
+    your: u32,
+    tx: u32,
+    rx: u32,
+    echo: u32,
+}
+
+fn header(i: &[u8]) -> IResult<&[u8], Header> {
+    let (i, version_diag) = be_u8(i)?;
     let (i, flags) = be_u8(i)?;
     let (i, mult) = be_u8(i)?;
     let (i, len) = be_u8(i)?;
@@ -131,12 +144,36 @@ fn header(i: &[u8]) -> IResult<&[u8], (u8, u8, u8, u8, u32, u32, u32, u32, u32)>
     let (i, tx) = be_u32(i)?;
     let (i, rx) = be_u32(i)?;
     let (i, echo) = be_u32(i)?;
-    Ok((i, (vd, flags, mult, len, my, your, tx, rx, echo)))
+    Ok((
+        i,
+        Header {
+            version_diag,
+            flags,
+            mult,
+            len,
+            my,
+            your,
+            tx,
+            rx,
+            echo,
+        },
+    ))
 }
 
 /// Decodes and checks a control packet.
 pub fn decode(buf: &[u8]) -> Result<ControlPacket, PacketError> {
-    let (_, (vd, flags, mult, len, my, your, tx, rx, echo)) = header(buf).map_err(|_| PacketError::TooShort)?;
+    let (_, h) = header(buf).map_err(|_| PacketError::TooShort)?;
+    let Header {
+        version_diag: vd,
+        flags,
+        mult,
+        len,
+        my,
+        your,
+        tx,
+        rx,
+        echo,
+    } = h;
     if vd >> 5 != 1 {
         return Err(PacketError::BadVersion);
     }

@@ -369,7 +369,7 @@ impl Session {
         }
         if self.next_tx.is_some_and(|t| t <= now) {
             let silent_peer = self.remote_min_rx.is_zero();
-            if !silent_peer && !(self.config.passive && self.remote_discr == 0) {
+            if !(silent_peer || self.config.passive && self.remote_discr == 0) {
                 let poll = self.poll_active;
                 out.push(Output::Send(self.packet(poll, false)));
             }
