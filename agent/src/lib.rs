@@ -1,8 +1,9 @@
 //! The NovaNet node agent as a library: configuration ([`config`]), the
-//! kernel FIB writer ([`fib`]), the routing manager that drives the BGP speaker ([`routing`]), and the HTTP
+//! kernel FIB writer ([`fib`]), BFD for BGP peers ([`liveness`]), the routing manager that drives the BGP speaker ([`routing`]), and the HTTP
 //! status endpoint ([`status`]). The `novanet-agent` binary wires them up.
 
 pub mod config;
 pub mod fib;
+pub mod liveness;
 pub mod routing;
 pub mod status;

@@ -73,7 +73,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let routing = routing::start(&cfg).await?;
     let speaker = routing.speaker.clone();
     let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
-    let mut http = tokio::spawn(status::serve(metrics, speaker.clone(), fib_status));
+    let mut http = tokio::spawn(status::serve(metrics, speaker.clone(), fib_status, routing.bfd.clone()));
     loop {
         tokio::select! {
             _ = term.recv() => {

@@ -101,10 +101,12 @@ pub fn mesh_peers(cfg: &Config) -> Vec<PeerConfig> {
         .collect()
 }
 
-/// The running routing manager: the speaker and, when enabled, the FIB.
+/// The running routing manager: the speaker and, when enabled, the FIB
+/// and BFD.
 pub struct Routing {
     pub speaker: Speaker,
     pub fib: Option<Fib>,
+    pub bfd: Option<novanet_bfd::transport::Bfd>,
 }
 
 /// How often the FIB compares itself with the kernel.
@@ -139,10 +141,15 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
     let speaker = Speaker::start(sc)
         .await
         .map_err(|e| anyhow::anyhow!("routing.listen_port {}: {e}", cfg.routing.listen_port))?;
+    let peers: Vec<PeerConfig> = cfg
+        .routing
+        .peers
+        .iter()
+        .map(|p| tor_peer(cfg, p))
+        .chain(mesh_peers(cfg))
+        .collect();
+    let bfd = crate::liveness::start(cfg, &speaker, &peers).await?;
     for p in &cfg.routing.peers {
-        if p.bfd_enabled {
-            tracing::warn!(peer = %p.neighbor_address, "bfd_enabled is set but this build has no BFD: the session runs on hold timers alone");
-        }
         speaker.add_peer(tor_peer(cfg, p)).await?;
     }
     for pod_cidr in cfg.pod_cidrs() {
@@ -162,7 +169,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
             tokio::spawn(finish_restart(speaker.clone(), f.input(), restarting, stale_for));
         }
     }
-    Ok(Routing { speaker, fib })
+    Ok(Routing { speaker, fib, bfd })
 }
 
 /// Ends a restart with forwarding state kept: once every configured peer

@@ -3,13 +3,15 @@
 //! tests.
 //!
 //! `GET /healthz`, `GET /readyz`, `GET /status/peers`,
-//! `GET /status/routes` (optionally `?prefix=P`), `GET /status/fib`.
+//! `GET /status/routes` (optionally `?prefix=P`), `GET /status/fib`,
+//! `GET /status/bfd`.
 
 use crate::fib::FibStatus;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use novanet_bfd::transport::Bfd;
 use novanet_bgp::speaker::Speaker;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -31,6 +33,7 @@ pub fn parse_address(s: &str) -> anyhow::Result<SocketAddr> {
 struct AppState {
     speaker: Speaker,
     fib: Option<Arc<Mutex<FibStatus>>>,
+    bfd: Option<Bfd>,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +65,14 @@ async fn fib_status(State(app): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::to_value(status).unwrap_or_default())
 }
 
+async fn bfd_sessions(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let sessions = match &app.bfd {
+        Some(b) => b.sessions().await,
+        None => Vec::new(),
+    };
+    Json(serde_json::to_value(sessions).unwrap_or_default())
+}
+
 async fn ready(State(app): State<AppState>) -> StatusCode {
     match app.speaker.routes(Some("0.0.0.0/32".parse().expect("literal"))).await {
         Ok(_) => StatusCode::OK,
@@ -70,14 +81,20 @@ async fn ready(State(app): State<AppState>) -> StatusCode {
 }
 
 /// Serves the endpoint until the task is dropped.
-pub async fn serve(addr: SocketAddr, speaker: Speaker, fib: Option<Arc<Mutex<FibStatus>>>) -> anyhow::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    speaker: Speaker,
+    fib: Option<Arc<Mutex<FibStatus>>>,
+    bfd: Option<Bfd>,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/status/peers", get(peers))
         .route("/status/routes", get(routes))
         .route("/status/fib", get(fib_status))
-        .with_state(AppState { speaker, fib });
+        .route("/status/bfd", get(bfd_sessions))
+        .with_state(AppState { speaker, fib, bfd });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("metrics_address {addr}: {e}"))?;

@@ -22,8 +22,16 @@ pub struct Frr {
 }
 
 impl Frr {
-    /// Starts bgpd in `ns` with `config` (FRR syntax).
+    /// Starts bgpd alone (`-Z`: no zebra, no kernel routes) in `ns` with
+    /// `config` (FRR syntax).
     pub fn start(lab: &mut Lab, ns: &str, config: &str) -> Frr {
+        Self::start_daemons(lab, ns, &[("bgpd", config)])
+    }
+
+    /// Starts several FRR daemons in order (e.g. zebra, bfdd, bgpd), each
+    /// with its configuration; bgpd runs with `-Z` unless zebra is among
+    /// them.
+    pub fn start_daemons(lab: &mut Lab, ns: &str, daemons: &[(&str, &str)]) -> Frr {
         let instance = lab.ns_name(ns);
         let run_dir = format!("/var/run/frr/{instance}");
         let etc_dir = format!("/etc/frr/{instance}");
@@ -33,32 +41,40 @@ impl Frr {
         }
         lab.track_frr_instance(instance.clone());
         std::fs::write(format!("{etc_dir}/vtysh.conf"), "").expect("vtysh.conf");
-        let conf = work.join("bgpd.conf");
-        std::fs::write(&conf, config).expect("bgpd.conf");
-        run(Command::new("chown").args(["-R", "frr:frr", &run_dir, &work.display().to_string()]));
-        let pid_file = format!("{run_dir}/bgpd.pid");
-        let log = work.join("bgpd.log");
-        run(lab.cmd(ns, "/usr/lib/frr/bgpd").args([
-            "-d",
-            "-N",
-            &instance,
-            "-u",
-            "frr",
-            "-g",
-            "frr",
-            "-Z",
-            "-f",
-            &conf.display().to_string(),
-            "-i",
-            &pid_file,
-            "--log",
-            &format!("file:{}", log.display()),
-        ]));
-        lab.track_pid_file(&format!("frr-{ns}"), pid_file.into());
+        let with_zebra = daemons.iter().any(|(d, _)| *d == "zebra");
+        for (daemon, config) in daemons {
+            let conf = work.join(format!("{daemon}.conf"));
+            std::fs::write(&conf, config).expect("FRR config");
+            run(Command::new("chown").args(["-R", "frr:frr", &run_dir, &work.display().to_string()]));
+            let pid_file = format!("{run_dir}/{daemon}.pid");
+            let log = work.join(format!("{daemon}.log"));
+            let conf_s = conf.display().to_string();
+            let log_s = format!("file:{}", log.display());
+            let mut args = vec![
+                "-d", "-N", &instance, "-u", "frr", "-g", "frr", "-f", &conf_s, "-i", &pid_file, "--log", &log_s,
+            ];
+            if *daemon == "bgpd" && !with_zebra {
+                args.push("-Z");
+            }
+            run(lab.cmd(ns, &format!("/usr/lib/frr/{daemon}")).args(&args));
+            lab.track_pid_file(&format!("frr-{ns}-{daemon}"), pid_file.into());
+            if *daemon == "zebra" {
+                let api = format!("{run_dir}/zserv.api");
+                crate::wait_until("zebra's API socket", std::time::Duration::from_secs(20), || {
+                    if std::path::Path::new(&api).exists() {
+                        Ok(())
+                    } else {
+                        Err(api.clone())
+                    }
+                });
+            }
+        }
         let frr = Frr { instance };
-        crate::wait_until("FRR vty to answer", std::time::Duration::from_secs(20), || {
-            frr.try_vtysh("show bgp summary json").map(|_| ())
-        });
+        if daemons.iter().any(|(d, _)| *d == "bgpd") {
+            crate::wait_until("FRR vty to answer", std::time::Duration::from_secs(20), || {
+                frr.try_vtysh("show bgp summary json").map(|_| ())
+            });
+        }
         frr
     }
 

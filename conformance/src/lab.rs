@@ -151,6 +151,34 @@ impl Lab {
         run(Command::new("ip").args(["-n", &nb, "link", "set", port, "up"]));
     }
 
+    /// Drops every packet from `source` arriving in namespace `ns` (the link
+    /// stays up), until [`Lab::undrop`]. Uses nftables.
+    pub fn drop_from(&self, ns: &str, source: &str) {
+        let table = "novanet_test";
+        let _ = self.cmd(ns, "nft").args(["add", "table", "inet", table]).output();
+        let _ = self
+            .cmd(ns, "nft")
+            .args([
+                "add",
+                "chain",
+                "inet",
+                table,
+                "input",
+                "{ type filter hook input priority 0 ; }",
+            ])
+            .output();
+        self.exec(
+            ns,
+            "nft",
+            &["add", "rule", "inet", table, "input", "ip", "saddr", source, "drop"],
+        );
+    }
+
+    /// Removes every drop rule of [`Lab::drop_from`] in a namespace.
+    pub fn undrop(&self, ns: &str) {
+        self.exec(ns, "nft", &["delete", "table", "inet", "novanet_test"]);
+    }
+
     /// Turns on IPv4 and IPv6 forwarding in a namespace.
     pub fn forwarding(&self, ns: &str) {
         self.exec(

@@ -184,6 +184,11 @@ impl Core {
                     }
                 }
             }
+            Command::ResetPeer(addr, notification) => {
+                if let Some(slot) = self.by_address.get(&addr).and_then(|id| self.slots.get(id)) {
+                    let _ = slot.commands.try_send(PeerCommand::Reset(notification));
+                }
+            }
             Command::SetPolicies(addr, import, export, reply) => {
                 let _ = reply.send(self.set_policies(addr, import, export));
             }

@@ -18,7 +18,7 @@ pub mod transport;
 use crate::fsm::State;
 use crate::policy::{LocalPrefixes, PeerPolicy};
 use crate::rib::BestChange;
-use crate::wire::{Family, PathAttributes};
+use crate::wire::{Family, Notification, PathAttributes};
 use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -241,6 +241,7 @@ pub(crate) enum Command {
     WithdrawLocal(IpNet),
     Routes(Option<IpNet>, oneshot::Sender<Vec<RouteView>>),
     RequestRefresh(IpAddr),
+    ResetPeer(IpAddr, Notification),
     SetPolicies(
         IpAddr,
         PeerPolicy,
@@ -355,6 +356,16 @@ impl Speaker {
         export: PeerPolicy,
     ) -> Result<(), SpeakerError> {
         self.ask(|tx| Command::SetPolicies(address, import, export, tx)).await?
+    }
+
+    /// Closes a peer's session with this NOTIFICATION (its routes leave at
+    /// once, without graceful restart) and lets it start over; e.g. when
+    /// BFD finds the path down.
+    pub async fn reset_peer(&self, address: IpAddr, notification: Notification) -> Result<(), SpeakerError> {
+        self.commands
+            .send(Command::ResetPeer(address, notification))
+            .await
+            .map_err(|_| SpeakerError::Stopped)
     }
 
     /// The status of every peer, without waiting for the core.

@@ -67,6 +67,8 @@ pub mod subcode {
     pub const CONNECTION_COLLISION: u8 = 7;
     pub const OUT_OF_RESOURCES: u8 = 8;
     pub const HARD_RESET: u8 = 9;
+    /// RFC 9384: the session was closed because BFD went down.
+    pub const BFD_DOWN: u8 = 10;
     // Route refresh errors (RFC 7313).
     pub const INVALID_MESSAGE_LENGTH: u8 = 1;
 }

@@ -83,6 +83,7 @@ impl Notification {
             (code::CEASE, subcode::CONNECTION_COLLISION) => "cease: connection collision resolution",
             (code::CEASE, subcode::OUT_OF_RESOURCES) => "cease: out of resources",
             (code::CEASE, subcode::HARD_RESET) => "cease: hard reset",
+            (code::CEASE, subcode::BFD_DOWN) => "cease: BFD down",
             (code::CEASE, _) => "cease",
             (code::ROUTE_REFRESH, _) => "ROUTE-REFRESH message error",
             _ => "unknown error",

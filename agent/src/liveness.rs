@@ -1,0 +1,82 @@
+//! BFD for BGP peers: a session per peer with `bfd_enabled` (and per mesh
+//! peer when `routing.bfd.enabled`), and the rule that ties them together:
+//! when a session that was Up goes Down, the BGP session is closed at once
+//! (Cease/BFD Down) and its routes leave the kernel. A BFD session that was
+//! never Up never takes BGP down (RFC 5882).
+
+use crate::config::Config;
+use novanet_bfd::packet::State;
+use novanet_bfd::session::SessionConfig;
+use novanet_bfd::transport::{Bfd, SessionKey, SessionSpec, MULTIHOP_PORT, SINGLE_HOP_PORT};
+use novanet_bgp::speaker::{PeerConfig, Speaker};
+use novanet_bgp::wire::error::{code, subcode};
+use novanet_bgp::wire::Notification;
+use std::time::Duration;
+
+/// The BFD session a BGP peer asks for, if any.
+pub fn session_for(cfg: &Config, peer: &PeerConfig) -> Option<SessionSpec> {
+    let global = &cfg.routing.bfd;
+    let (enabled, rx, tx, mult) = match cfg.routing.peers.iter().find(|p| p.neighbor_address == peer.address) {
+        Some(p) => (p.bfd_enabled, p.bfd_min_rx_ms, p.bfd_min_tx_ms, p.bfd_detect_multiplier),
+        // Mesh peers follow the global setting.
+        None => (cfg.routing.bfd_enabled.unwrap_or(global.enabled), 0, 0, 0),
+    };
+    if !enabled {
+        return None;
+    }
+    let or = |v: u32, d: u32| if v == 0 { d } else { v };
+    let rx = or(rx, cfg.routing.bfd_min_rx_ms.unwrap_or(global.min_rx_ms));
+    let tx = or(tx, cfg.routing.bfd_min_tx_ms.unwrap_or(global.min_tx_ms));
+    let mult = or(mult, cfg.routing.bfd_detect_mult.unwrap_or(global.detect_multiplier));
+    Some(SessionSpec {
+        key: SessionKey {
+            peer: peer.address,
+            multihop: peer.ebgp_multihop > 0,
+        },
+        local: peer.source_address,
+        config: SessionConfig {
+            desired_min_tx: Duration::from_millis(tx as u64),
+            required_min_rx: Duration::from_millis(rx as u64),
+            detect_mult: mult.clamp(1, 255) as u8,
+            passive: false,
+            auth: None,
+        },
+    })
+}
+
+/// Starts BFD (when any peer wants it) with sessions for `peers`, and the
+/// task that closes a BGP session when its BFD session goes down.
+pub async fn start(cfg: &Config, speaker: &Speaker, peers: &[PeerConfig]) -> anyhow::Result<Option<Bfd>> {
+    let specs: Vec<SessionSpec> = peers.iter().filter_map(|p| session_for(cfg, p)).collect();
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let bfd = Bfd::start(SINGLE_HOP_PORT, MULTIHOP_PORT).map_err(|e| anyhow::anyhow!("BFD: {e}"))?;
+    for s in specs {
+        tracing::info!(
+            peer = %s.key.peer,
+            multihop = s.key.multihop,
+            tx_ms = s.config.desired_min_tx.as_millis() as u64,
+            rx_ms = s.config.required_min_rx.as_millis() as u64,
+            multiplier = s.config.detect_mult,
+            "BFD session configured"
+        );
+        bfd.add(s).await.map_err(|e| anyhow::anyhow!("BFD session: {e}"))?;
+    }
+    let mut events = bfd.subscribe();
+    let speaker = speaker.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(ev) if ev.from == State::Up && ev.to == State::Down => {
+                    tracing::warn!(peer = %ev.key.peer, diagnostic = novanet_bfd::packet::diag::name(ev.diag), "BFD down: closing the BGP session");
+                    let n = Notification::new(code::CEASE, subcode::BFD_DOWN);
+                    let _ = speaker.reset_peer(ev.key.peer, n).await;
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    Ok(Some(bfd))
+}

@@ -1,0 +1,227 @@
+//! BFD against FRR bfdd and BIRD: sessions Up with asymmetric timers;
+//! packets from a ToR dropped (the link stays up) take the session Down
+//! within the detection time, the BGP session with it, and the ToR's next
+//! hop out of the kernel while traffic keeps the other ToR; recovery when
+//! the drop is lifted. And a multihop session with FRR.
+
+use novanet_conformance::checks::{agent_established, wait_for_value, SETTLE};
+use novanet_conformance::kernel::bgp_routes;
+use novanet_conformance::{wait_until, Agent, Bird, Frr, Lab};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const ZEBRA: &str = "hostname tor1\n";
+const BFDD: &str = "bfd
+ peer 10.0.1.10 interface eth0
+  receive-interval 200
+  transmit-interval 100
+ !
+!
+";
+const BGPD: &str = "hostname tor1
+router bgp 65001
+ bgp router-id 10.0.1.1
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor 10.0.1.10 remote-as 65010
+ neighbor 10.0.1.10 timers 3 9
+ neighbor 10.0.1.10 timers connect 1
+ neighbor 10.0.1.10 bfd
+ address-family ipv4 unicast
+  network 192.0.2.0/24
+ exit-address-family
+";
+
+const BIRD: &str = r#"
+router id 10.0.2.1;
+protocol device { }
+protocol static st4 { ipv4; route 192.0.2.0/24 blackhole; }
+protocol bfd { neighbor 10.0.2.10; interface "eth0" { interval 100 ms; multiplier 3; }; }
+protocol bgp node {
+  local 10.0.2.1 as 65002;
+  neighbor 10.0.2.10 as 65010;
+  hold time 9; keepalive time 3; connect retry time 1;
+  error wait time 1, 5;
+  bfd on;
+  ipv4 { import all; export all; };
+}
+"#;
+
+fn bfd_session(agent: &Agent, peer: &str) -> Value {
+    let v: Value = serde_json::from_str(&agent.get("/status/bfd").unwrap_or_default()).unwrap_or(Value::Null);
+    v.as_array()
+        .and_then(|a| a.iter().find(|s| s["peer"] == peer).cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn frr_bfd_status(frr: &Frr, peer: &str) -> String {
+    let v = frr.json("show bfd peers json");
+    v.as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|p| p["peer"] == peer)
+                .map(|p| p["status"].as_str().unwrap_or("").to_string())
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn bfd_failover_with_frr_and_bird() {
+    let mut lab = Lab::new("bfd");
+    lab.add_ns("tor1");
+    lab.add_ns("tor2");
+    lab.add_ns("node");
+    lab.link("tor1", "eth0", &["10.0.1.1/24"], "node", "eth0", &["10.0.1.10/24"]);
+    lab.link("tor2", "eth0", &["10.0.2.1/24"], "node", "eth1", &["10.0.2.10/24"]);
+    let frr = Frr::start_daemons(&mut lab, "tor1", &[("zebra", ZEBRA), ("bfdd", BFDD), ("bgpd", BGPD)]);
+    let bird = Bird::start(&mut lab, "tor2", BIRD);
+    let agent = Agent::start(
+        &mut lab,
+        "node",
+        &json!({
+            "node_name": "node-a",
+            "node_ip": "10.0.1.10",
+            "pod_cidr": "10.244.10.0/24",
+            "routing": {"peers": [
+                {"neighbor_address": "10.0.1.1", "remote_as": 65001, "hold_time": 9, "keepalive": 3,
+                 "bfd_enabled": true, "bfd_min_tx_ms": 100, "bfd_min_rx_ms": 150, "bfd_detect_multiplier": 3},
+                {"neighbor_address": "10.0.2.1", "remote_as": 65002, "hold_time": 9, "keepalive": 3,
+                 "bfd_enabled": true, "bfd_min_tx_ms": 100, "bfd_min_rx_ms": 100, "bfd_detect_multiplier": 3}
+            ]}
+        }),
+    );
+    agent_established(&agent, "10.0.1.1");
+    agent_established(&agent, "10.0.2.1");
+    for peer in ["10.0.1.1", "10.0.2.1"] {
+        wait_for_value(&format!("BFD with {peer} Up"), json!("Up"), || {
+            bfd_session(&agent, peer)["state"].clone()
+        });
+    }
+    wait_for_value("FRR's BFD session up", "up".to_string(), || {
+        frr_bfd_status(&frr, "10.0.1.10")
+    });
+    wait_until("BIRD's BFD session up", SETTLE, || {
+        let out = bird.birdc(&["show", "bfd", "sessions"]);
+        if out.contains("10.0.2.10") && out.contains("Up") {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    });
+    // Asymmetric timers: we send at max(our 100, FRR's required 200) and
+    // detect after 3 x max(our required 150, FRR's 100).
+    wait_for_value("timers negotiated with FRR", (json!(200), json!(450)), || {
+        let s = bfd_session(&agent, "10.0.1.1");
+        (s["tx_interval_ms"].clone(), s["detection_time_ms"].clone())
+    });
+    let kernel = |lab: &Lab| bgp_routes(lab, "node").get("192.0.2.0/24").cloned();
+    wait_for_value(
+        "ECMP over both ToRs",
+        Some(vec!["10.0.1.1".to_string(), "10.0.2.1".to_string()]),
+        || kernel(&lab),
+    );
+
+    // Silence the FRR ToR: only BFD can notice within a second.
+    let silenced = Instant::now();
+    lab.drop_from("node", "10.0.1.1");
+    wait_until(
+        "traffic to move to the BIRD ToR",
+        Duration::from_secs(5),
+        || match kernel(&lab) {
+            Some(h) if h == vec!["10.0.2.1".to_string()] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let failover = silenced.elapsed();
+    assert!(failover < Duration::from_millis(1500), "failover took {failover:?}");
+    assert_eq!(bfd_session(&agent, "10.0.1.1")["state"], "Down");
+    assert_ne!(agent.peer_state("10.0.1.1"), "Established");
+    let last = agent.peer("10.0.1.1")["last_notification_sent"].to_string();
+    assert!(last.contains("BFD down"), "{last}");
+    eprintln!("BFD failover (drop -> next hop out of the kernel): {failover:?}");
+
+    // Recovery.
+    lab.undrop("node");
+    agent_established(&agent, "10.0.1.1");
+    wait_for_value(
+        "ECMP restored",
+        Some(vec!["10.0.1.1".to_string(), "10.0.2.1".to_string()]),
+        || kernel(&lab),
+    );
+
+    // The same with BIRD.
+    let silenced = Instant::now();
+    lab.drop_from("node", "10.0.2.1");
+    wait_until(
+        "traffic to move to the FRR ToR",
+        Duration::from_secs(5),
+        || match kernel(&lab) {
+            Some(h) if h == vec!["10.0.1.1".to_string()] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let failover = silenced.elapsed();
+    assert!(failover < Duration::from_millis(1500), "failover took {failover:?}");
+    lab.undrop("node");
+    agent_established(&agent, "10.0.2.1");
+    wait_for_value("BFD with BIRD Up again", json!("Up"), || {
+        bfd_session(&agent, "10.0.2.1")["state"].clone()
+    });
+}
+
+#[test]
+fn bfd_multihop_with_frr() {
+    let mut lab = Lab::new("bfdmh");
+    lab.add_ns("tor");
+    lab.add_ns("node");
+    lab.link("tor", "eth0", &["10.0.0.1/24"], "node", "eth0", &["10.0.0.10/24"]);
+    let bfdd = "bfd\n peer 10.0.0.10 multihop local-address 10.0.0.1\n  receive-interval 100\n  transmit-interval 100\n !\n!\n";
+    let bgpd = "hostname tor
+router bgp 65000
+ bgp router-id 10.0.0.1
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor 10.0.0.10 remote-as 65010
+ neighbor 10.0.0.10 ebgp-multihop 2
+ neighbor 10.0.0.10 update-source 10.0.0.1
+ neighbor 10.0.0.10 timers 3 9
+ neighbor 10.0.0.10 timers connect 1
+ neighbor 10.0.0.10 bfd
+ address-family ipv4 unicast
+  network 192.0.2.0/24
+ exit-address-family
+";
+    let frr = Frr::start_daemons(
+        &mut lab,
+        "tor",
+        &[("zebra", "hostname tor\n"), ("bfdd", bfdd), ("bgpd", bgpd)],
+    );
+    let agent = Agent::start(
+        &mut lab,
+        "node",
+        &json!({
+            "node_name": "node-a",
+            "node_ip": "10.0.0.10",
+            "pod_cidr": "10.244.10.0/24",
+            "routing": {"peers": [
+                {"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3,
+                 "ebgp_multihop": 2, "bfd_enabled": true, "bfd_min_tx_ms": 100, "bfd_min_rx_ms": 100}
+            ]}
+        }),
+    );
+    agent_established(&agent, "10.0.0.1");
+    wait_for_value("multihop BFD Up", (json!("Up"), json!(true)), || {
+        let s = bfd_session(&agent, "10.0.0.1");
+        (s["state"].clone(), s["multihop"].clone())
+    });
+    wait_for_value("FRR's multihop session up", "up".to_string(), || {
+        frr_bfd_status(&frr, "10.0.0.10")
+    });
+    lab.drop_from("node", "10.0.0.1");
+    wait_for_value("BFD down after the drop", json!("Down"), || {
+        bfd_session(&agent, "10.0.0.1")["state"].clone()
+    });
+    wait_for_value("the route gone", None, || {
+        bgp_routes(&lab, "node").get("192.0.2.0/24").cloned()
+    });
+}
