@@ -225,3 +225,49 @@ router bgp 65000
         bgp_routes(&lab, "node").get("192.0.2.0/24").cloned()
     });
 }
+
+#[test]
+fn bfd_never_up_never_takes_bgp_down() {
+    // The ToR runs no BFD: the agent's session stays Down, BGP stays up
+    // (RFC 5882), well past any detection time.
+    let mut lab = Lab::new("bfdnone");
+    lab.add_ns("tor");
+    lab.add_ns("node");
+    lab.link("tor", "eth0", &["10.0.0.1/24"], "node", "eth0", &["10.0.0.10/24"]);
+    let bgpd = "hostname tor
+router bgp 65000
+ bgp router-id 10.0.0.1
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor 10.0.0.10 remote-as 65010
+ neighbor 10.0.0.10 timers 3 9
+ neighbor 10.0.0.10 timers connect 1
+ address-family ipv4 unicast
+  network 192.0.2.0/24
+ exit-address-family
+";
+    let _frr = Frr::start(&mut lab, "tor", bgpd);
+    let agent = Agent::start(
+        &mut lab,
+        "node",
+        &json!({
+            "node_name": "node-a",
+            "node_ip": "10.0.0.10",
+            "pod_cidr": "10.244.10.0/24",
+            "routing": {"peers": [
+                {"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3,
+                 "bfd_enabled": true, "bfd_min_tx_ms": 50, "bfd_min_rx_ms": 50, "bfd_detect_multiplier": 3}
+            ]}
+        }),
+    );
+    agent_established(&agent, "10.0.0.1");
+    let since = agent.peer("10.0.0.1")["established_transitions"].clone();
+    // Watch for 3 s (20 detection times): the session must not move.
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        assert_eq!(agent.peer_state("10.0.0.1"), "Established");
+        assert_eq!(bfd_session(&agent, "10.0.0.1")["state"], "Down");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(agent.peer("10.0.0.1")["established_transitions"], since);
+}
