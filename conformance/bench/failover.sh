@@ -30,7 +30,7 @@ cleanup() {
   rm -rf "/var/run/frr/$P-tor1" "/var/run/frr/$P-tor2" "/etc/frr/$P-tor1" "/etc/frr/$P-tor2"
   rm -f "$RUN"/*.pid
 }
-trap 'cleanup; rm -rf "$RUN"' EXIT
+trap 'cleanup; [ -n "${KEEP:-}" ] || rm -rf "$RUN"' EXIT
 
 frr() { # frr NS DAEMON CONF
   local ns=$P-$1 d=$2
@@ -96,7 +96,7 @@ $bgp_common" noz
    {"neighbor_address": "10.0.3.2", "remote_as": 65003, "max_prefix": $((LOAD + 1)), "import": "all"}
  ]}}
 JSON
-  ip netns exec "$P-node" "$AGENT" --config "$RUN/agent.json" > "$RUN/agent.log" 2>&1 &
+  ip netns exec "$P-node" "$AGENT" --config "$RUN/agent.json" > "${AGENT_LOG:-$RUN/agent.log}" 2>&1 &
   pids+=($!)
   for _ in $(seq 300); do route_hops | grep -q "10.0.1.1" && route_hops | grep -q "10.0.2.1" && break; sleep 0.1; done
   # Let BFD reach its configured rate.
@@ -117,11 +117,13 @@ JSON
     sleep 0.005
   done
   [ -n "$t1" ] && echo $(( (t1 - t0) / 1000000 )) || echo timeout
+  [ -n "${AGENT_LOG:-}" ] && echo "drop at $(date -u -d @"$((t0 / 1000000000))" +%T).$(( (t0 / 1000000) % 1000 ))" >> "$AGENT_LOG"
+  return 0
 }
 
 printf '%-12s %-8s %s\n' "BFD" "load" "drop -> next hop out of the kernel (ms), $RUNS runs"
-for t in 300 50; do
-  for load in 0 1; do
+for t in ${TIMERS:-300 50}; do
+  for load in ${LOADS:-0 1}; do
     results=()
     for _ in $(seq "$RUNS"); do results+=("$(one_run "$t" "$load")"); done
     label="none"; [ "$load" = 1 ] && label="${LOAD}"

@@ -15,7 +15,7 @@ use netlink::RouteSocket;
 use novanet_bgp::rib::{BestChange, LOCAL_PEER};
 use serde::Serialize;
 use state::{protocol_name, Blocked, FibState, NextHops};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -28,9 +28,14 @@ pub const BGP_METRIC: u32 = 20;
 /// Operations per batch between looks at new input.
 const BATCH: usize = 2048;
 
-/// What the writer is told.
+/// What the writer is told. Change batches carry a sequence number, in
+/// the order the RIB made them.
 pub enum FibInput {
-    Changes(Arc<Vec<BestChange>>),
+    /// Changes of routes the kernel may hold already (a failover, a
+    /// withdrawal): applied before any queued bulk work.
+    Urgent(u64, Arc<Vec<BestChange>>),
+    /// New routes (a table load): applied in turn, a batch at a time.
+    Changes(u64, Arc<Vec<BestChange>>),
     /// The restart is over: remove stale routes that were not re-learned.
     Sweep,
 }
@@ -95,6 +100,7 @@ impl Fib {
             resolved: HashMap::new(),
             reconcile_every,
             blocked: BTreeMap::new(),
+            urgent_at: HashMap::new(),
         };
         std::thread::Builder::new()
             .name("fib-writer".into())
@@ -133,25 +139,37 @@ struct Writer {
     reconcile_every: Duration,
     /// Learned prefixes kept from forwarding by other protocols' routes.
     blocked: BTreeMap<IpNet, Blocked>,
+    /// Prefixes changed by urgent input, with the batch number, while bulk
+    /// input is queued.
+    urgent_at: HashMap<IpNet, u64>,
 }
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<FibInput>) {
         let mut next_reconcile = Instant::now() + self.reconcile_every;
+        // Bulk input waiting its turn; urgent input never waits here.
+        let mut backlog: VecDeque<(u64, Arc<Vec<BestChange>>)> = VecDeque::new();
         loop {
-            let wait = if self.state.has_work() {
-                Duration::ZERO
-            } else {
+            let idle = !self.state.has_work() && backlog.is_empty();
+            let wait = if idle {
                 next_reconcile.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
             };
             match rx.recv_timeout(wait) {
-                Ok(input) => self.take(input),
+                Ok(input) => self.receive(input, &mut backlog),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            // Coalesce whatever else is waiting before writing.
             while let Ok(input) = rx.try_recv() {
-                self.take(input);
+                self.receive(input, &mut backlog);
+            }
+            if let Some((seq, changes)) = backlog.pop_front() {
+                self.apply(seq, &changes, false);
+            }
+            if backlog.is_empty() {
+                // No older bulk change can be waiting any more.
+                self.urgent_at.clear();
             }
             if self.state.has_work() {
                 self.write_batch();
@@ -164,33 +182,45 @@ impl Writer {
         }
     }
 
-    fn take(&mut self, input: FibInput) {
+    /// Urgent input and sweeps are taken at once; bulk input is queued.
+    fn receive(&mut self, input: FibInput, backlog: &mut VecDeque<(u64, Arc<Vec<BestChange>>)>) {
         match input {
-            FibInput::Changes(changes) => {
-                for c in changes.iter() {
-                    let hops = c
-                        .best
-                        .as_ref()
-                        .filter(|b| b.peer != LOCAL_PEER)
-                        .map(|b| b.next_hops.iter().copied().collect::<NextHops>());
-                    match hops {
-                        Some(h) => {
-                            let resolved = self.resolve_all(&h);
-                            self.bgp_hops.insert(c.prefix, h);
-                            self.state.set(c.prefix, Some(resolved));
-                            self.note_blocked(c.prefix);
-                        }
-                        None => {
-                            self.bgp_hops.remove(&c.prefix);
-                            self.state.set(c.prefix, None);
-                            self.blocked.remove(&c.prefix);
-                        }
-                    }
-                }
-            }
+            FibInput::Changes(seq, c) => backlog.push_back((seq, c)),
+            FibInput::Urgent(seq, c) => self.apply(seq, &c, true),
             FibInput::Sweep => {
                 let n = self.state.sweep_stale();
                 tracing::info!(routes = n, "restart finished: stale kernel routes removed");
+            }
+        }
+    }
+
+    /// Applies a batch. An urgent batch may overtake queued bulk batches;
+    /// a bulk change older than an urgent one for the same prefix is
+    /// skipped.
+    fn apply(&mut self, seq: u64, changes: &[BestChange], urgent: bool) {
+        for c in changes {
+            if urgent {
+                self.urgent_at.insert(c.prefix, seq);
+            } else if self.urgent_at.get(&c.prefix).is_some_and(|u| *u > seq) {
+                continue;
+            }
+            let hops = c
+                .best
+                .as_ref()
+                .filter(|b| b.peer != LOCAL_PEER)
+                .map(|b| b.next_hops.iter().copied().collect::<NextHops>());
+            match hops {
+                Some(h) => {
+                    let resolved = self.resolve_all(&h);
+                    self.bgp_hops.insert(c.prefix, h);
+                    self.state.set(c.prefix, Some(resolved));
+                    self.note_blocked(c.prefix);
+                }
+                None => {
+                    self.bgp_hops.remove(&c.prefix);
+                    self.state.set(c.prefix, None);
+                    self.blocked.remove(&c.prefix);
+                }
             }
         }
     }

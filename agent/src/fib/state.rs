@@ -68,6 +68,10 @@ pub struct FibState {
     installed: HashMap<IpNet, Installed>,
     /// Other protocols' routes per prefix: (protocol, metric).
     foreign: HashMap<IpNet, Vec<(u8, u32)>>,
+    /// Prefixes to write: changes to routes already in the kernel
+    /// (failover, withdrawals) go first, new routes after them, so a
+    /// failover is never queued behind a full-table load.
+    urgent: VecDeque<IpNet>,
     dirty: VecDeque<IpNet>,
     queued: HashSet<IpNet>,
     /// Installed routes still marked stale.
@@ -96,6 +100,7 @@ impl FibState {
             desired: HashMap::new(),
             installed: HashMap::new(),
             foreign: HashMap::new(),
+            urgent: VecDeque::new(),
             dirty: VecDeque::new(),
             queued: HashSet::new(),
             stale: 0,
@@ -104,7 +109,11 @@ impl FibState {
 
     fn mark(&mut self, prefix: IpNet) {
         if self.queued.insert(prefix) {
-            self.dirty.push_back(prefix);
+            if self.installed.contains_key(&prefix) {
+                self.urgent.push_back(prefix);
+            } else {
+                self.dirty.push_back(prefix);
+            }
         }
     }
 
@@ -126,7 +135,7 @@ impl FibState {
 
     /// Whether operations are waiting.
     pub fn has_work(&self) -> bool {
-        !self.dirty.is_empty()
+        !self.urgent.is_empty() || !self.dirty.is_empty()
     }
 
     /// Routes installed by us (stale ones included).
@@ -182,7 +191,9 @@ impl FibState {
     pub fn take_batch(&mut self, max: usize) -> Vec<Op> {
         let mut ops = Vec::new();
         while ops.len() < max {
-            let Some(prefix) = self.dirty.pop_front() else { break };
+            let Some(prefix) = self.urgent.pop_front().or_else(|| self.dirty.pop_front()) else {
+                break;
+            };
             self.queued.remove(&prefix);
             let installed = self.installed.get(&prefix);
             let op = match (self.desired.get(&prefix), installed) {
@@ -415,6 +426,27 @@ mod tests {
             }]
         );
         assert_eq!(s.installed_count(), 1);
+    }
+
+    #[test]
+    fn changes_to_installed_routes_go_first() {
+        let mut s = FibState::new(20);
+        s.set(p("192.0.2.0/24"), hops(&["10.0.1.1", "10.0.2.1"]));
+        run(&mut s);
+        for i in 0..1000u32 {
+            let prefix = IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x6400_0000 + (i << 8)), 24).unwrap());
+            s.set(prefix, hops(&["10.0.3.2"]));
+        }
+        // A ToR fails while a full table is still being written.
+        s.set(p("192.0.2.0/24"), hops(&["10.0.2.1"]));
+        let first = s.take_batch(1);
+        assert_eq!(
+            first,
+            vec![Op::Replace {
+                prefix: p("192.0.2.0/24"),
+                next_hops: [ip("10.0.2.1")].into_iter().collect()
+            }]
+        );
     }
 
     #[test]

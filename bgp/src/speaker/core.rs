@@ -25,10 +25,14 @@ use tokio::sync::{broadcast, mpsc};
 /// How long shutdown waits for withdrawals to be written.
 const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
-/// What peer tasks and the listener tell the core.
+/// What peer tasks and the listener tell the core. Route batches and
+/// End-of-RIB travel on a channel of their own ([`RouteEvent`]) so that
+/// session events are never queued behind a full-table load.
 pub(crate) enum PeerEvent {
     Up {
         id: PeerId,
+        /// Counts the peer's sessions; route batches carry it too.
+        session: u64,
         negotiated: Box<Negotiated>,
         local: SocketAddr,
     },
@@ -37,15 +41,6 @@ pub(crate) enum PeerEvent {
         /// Keep the peer's routes as stale for this long (graceful restart
         /// helper); `None` removes them now.
         keep_stale_for: Option<Duration>,
-    },
-    Routes {
-        id: PeerId,
-        announce: Vec<(Nlri, Arc<PathAttributes>)>,
-        withdraw: Vec<Nlri>,
-    },
-    EndOfRib {
-        id: PeerId,
-        family: Family,
     },
     RefreshRequested {
         id: PeerId,
@@ -63,6 +58,22 @@ pub(crate) enum PeerEvent {
     },
 }
 
+/// Routes from a peer's session, in the order received. Batches of a
+/// session the core no longer considers up are dropped.
+pub(crate) enum RouteEvent {
+    Routes {
+        id: PeerId,
+        session: u64,
+        announce: Vec<(Nlri, Arc<PathAttributes>)>,
+        withdraw: Vec<Nlri>,
+    },
+    EndOfRib {
+        id: PeerId,
+        session: u64,
+        family: Family,
+    },
+}
+
 struct Slot {
     config: PeerConfig,
     shared: Arc<PeerShared>,
@@ -72,6 +83,8 @@ struct Slot {
     /// Generation of the stale-route timer; a newer Down or an Up bumps it.
     stale_generation: u64,
     max_prefix_warned: bool,
+    /// The established session, as numbered by the peer task.
+    session: Option<u64>,
 }
 
 struct Core {
@@ -83,6 +96,7 @@ struct Core {
     registry: Arc<Mutex<HashMap<IpAddr, Arc<PeerShared>>>>,
     events: broadcast::Sender<SpeakerEvent>,
     peer_tx: mpsc::Sender<PeerEvent>,
+    route_tx: mpsc::Sender<RouteEvent>,
     listener_fd: Option<(i32, bool)>,
     shutting_down: bool,
 }
@@ -95,6 +109,7 @@ pub(crate) fn spawn(
     listener: Option<TcpListener>,
 ) {
     let (peer_tx, peer_rx) = mpsc::channel(1024);
+    let (route_tx, route_rx) = mpsc::channel(1024);
     let listener_fd = listener
         .as_ref()
         .map(|l| (l.as_raw_fd(), l.local_addr().map(|a| a.is_ipv6()).unwrap_or(false)));
@@ -125,14 +140,20 @@ pub(crate) fn spawn(
         registry,
         events,
         peer_tx,
+        route_tx,
         listener_fd,
         shutting_down: false,
     };
-    tokio::spawn(core.run(commands, peer_rx));
+    tokio::spawn(core.run(commands, peer_rx, route_rx));
 }
 
 impl Core {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut peer_rx: mpsc::Receiver<PeerEvent>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut peer_rx: mpsc::Receiver<PeerEvent>,
+        mut route_rx: mpsc::Receiver<RouteEvent>,
+    ) {
         loop {
             tokio::select! {
                 biased;
@@ -149,6 +170,7 @@ impl Core {
                     }
                 },
                 Some(ev) = peer_rx.recv() => self.on_peer_event(ev),
+                Some(ev) = route_rx.recv() => self.on_route_event(ev),
             }
         }
     }
@@ -229,6 +251,7 @@ impl Core {
                 export: None,
                 stale_generation: 0,
                 max_prefix_warned: false,
+                session: None,
             },
         );
         Ok(())
@@ -249,6 +272,7 @@ impl Core {
             speaker: self.config.clone(),
             shared: shared.clone(),
             core: self.peer_tx.clone(),
+            routes: self.route_tx.clone(),
             commands: rx,
             events: self.events.clone(),
         };
@@ -365,22 +389,13 @@ impl Core {
                     }
                 }
             }
-            PeerEvent::Up { id, negotiated, local } => self.peer_up(id, *negotiated, local),
+            PeerEvent::Up {
+                id,
+                session,
+                negotiated,
+                local,
+            } => self.peer_up(id, session, *negotiated, local),
             PeerEvent::Down { id, keep_stale_for } => self.peer_down(id, keep_stale_for),
-            PeerEvent::Routes { id, announce, withdraw } => self.routes_in(id, announce, withdraw),
-            PeerEvent::EndOfRib { id, family } => {
-                if let Some(slot) = self.slots.get(&id) {
-                    let _ = self.events.send(SpeakerEvent::EndOfRib {
-                        address: slot.config.address,
-                        family,
-                    });
-                }
-                let changes = self.rib.sweep_stale_family(id, family);
-                if !changes.is_empty() {
-                    tracing::info!(peer = id, %family, swept = changes.len(), "stale routes swept after End-of-RIB");
-                }
-                self.propagate(changes);
-            }
             PeerEvent::RefreshRequested { id, family } => {
                 tracing::info!(peer = id, %family, "route refresh requested by peer");
                 self.dump_to(id, Some(family));
@@ -400,10 +415,37 @@ impl Core {
         }
     }
 
-    fn peer_up(&mut self, id: PeerId, n: Negotiated, local: SocketAddr) {
+    /// Route batches and End-of-RIB of the session the core knows as up.
+    fn on_route_event(&mut self, ev: RouteEvent) {
+        let (id, session) = match &ev {
+            RouteEvent::Routes { id, session, .. } | RouteEvent::EndOfRib { id, session, .. } => (*id, *session),
+        };
+        if self.slots.get(&id).and_then(|s| s.session) != Some(session) {
+            return;
+        }
+        match ev {
+            RouteEvent::Routes { announce, withdraw, .. } => self.routes_in(id, announce, withdraw),
+            RouteEvent::EndOfRib { family, .. } => {
+                if let Some(slot) = self.slots.get(&id) {
+                    let _ = self.events.send(SpeakerEvent::EndOfRib {
+                        address: slot.config.address,
+                        family,
+                    });
+                }
+                let changes = self.rib.sweep_stale_family(id, family);
+                if !changes.is_empty() {
+                    tracing::info!(peer = id, %family, swept = changes.len(), "stale routes swept after End-of-RIB");
+                }
+                self.propagate(changes);
+            }
+        }
+    }
+
+    fn peer_up(&mut self, id: PeerId, session: u64, n: Negotiated, local: SocketAddr) {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
+        slot.session = Some(session);
         let families: Vec<Family> = n
             .families
             .iter()
@@ -448,6 +490,7 @@ impl Core {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
+        slot.session = None;
         slot.export = None;
         slot.max_prefix_warned = false;
         {

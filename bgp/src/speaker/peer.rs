@@ -6,7 +6,7 @@
 //! resolved by BGP identifier (RFC 4271 6.8) as soon as one of them knows
 //! the peer's identifier.
 
-use super::core::PeerEvent;
+use super::core::{PeerEvent, RouteEvent};
 use super::transport::{self, Connection, Inbound, SocketOptions};
 use super::{PeerConfig, PeerShared, SpeakerConfig, SpeakerEvent};
 use crate::fsm::{
@@ -47,6 +47,7 @@ pub(crate) struct PeerCtx {
     pub speaker: SpeakerConfig,
     pub shared: Arc<PeerShared>,
     pub core: mpsc::Sender<PeerEvent>,
+    pub routes: mpsc::Sender<RouteEvent>,
     pub commands: mpsc::Receiver<PeerCommand>,
     pub events: broadcast::Sender<SpeakerEvent>,
 }
@@ -91,6 +92,8 @@ struct Runner {
     peer_gr: Option<GracefulRestart>,
     /// The primary session's state as last published.
     reported: State,
+    /// Number of the current (or last) established session.
+    session: u64,
 }
 
 /// Capabilities this speaker announces to a peer.
@@ -174,6 +177,7 @@ pub(crate) async fn run(ctx: PeerCtx) {
         primary_was_up: false,
         peer_gr: None,
         reported: State::Idle,
+        session: 0,
         ctx,
     };
     let actions = runner.primary.fsm.handle(Event::Start, Instant::now());
@@ -503,6 +507,7 @@ impl Runner {
         };
         self.peer_gr = n.peer_graceful_restart.clone();
         self.primary_was_up = true;
+        self.session += 1;
         let local = self
             .primary
             .conn
@@ -528,6 +533,7 @@ impl Runner {
             .core
             .send(PeerEvent::Up {
                 id: self.ctx.id,
+                session: self.session,
                 negotiated: Box::new(n),
                 local,
             })
@@ -571,9 +577,10 @@ impl Runner {
         if let Some(family) = u.end_of_rib {
             let _ = self
                 .ctx
-                .core
-                .send(PeerEvent::EndOfRib {
+                .routes
+                .send(RouteEvent::EndOfRib {
                     id: self.ctx.id,
+                    session: self.session,
                     family,
                 })
                 .await;
@@ -591,9 +598,10 @@ impl Runner {
         }
         let _ = self
             .ctx
-            .core
-            .send(PeerEvent::Routes {
+            .routes
+            .send(RouteEvent::Routes {
                 id: self.ctx.id,
+                session: self.session,
                 announce,
                 withdraw,
             })
