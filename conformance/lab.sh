@@ -137,6 +137,7 @@ up() {
   "node_ip": "10.0.1.1$i",
   "pod_cidr": "10.244.$i.0/24",
   "metrics_address": "127.0.0.1:9102",
+  "listen_socket": "$RUN/node$i.sock",
   "routing": {
     "peers": [
       {"neighbor_address": "10.0.1.1", "remote_as": 65001, "description": "tor1", "hold_time": 9, "keepalive": 3},

@@ -44,7 +44,7 @@ pub struct Config {
     #[serde(default = "default_log_level")]
     pub log_level: String,
     #[serde(default)]
-    pub owners: BTreeMap<String, serde_json::Value>,
+    pub owners: BTreeMap<String, crate::control::owners::OwnerConfig>,
     #[serde(default)]
     pub disconnect_grace_period: Option<u64>,
     #[serde(default)]
@@ -305,6 +305,10 @@ impl Config {
         }
         self.router_id()?;
         self.local_as()?;
+        crate::control::owners::Owners::from_config(&self.owners).map_err(|(path, m)| invalid(path, m))?;
+        if self.listen_socket.is_empty() || !self.listen_socket.contains('/') {
+            return Err(invalid("listen_socket", "must be a path"));
+        }
         for (i, p) in r.peers.iter().enumerate() {
             let at = |k: &str| format!("routing.peers[{i}].{k}");
             if p.remote_as == 0 {

@@ -3,6 +3,7 @@
 //! status endpoint ([`status`]). The `novanet-agent` binary wires them up.
 
 pub mod config;
+pub mod control;
 pub mod fib;
 pub mod liveness;
 pub mod routing;

@@ -44,13 +44,11 @@ pub fn session_for(cfg: &Config, peer: &PeerConfig) -> Option<SessionSpec> {
     })
 }
 
-/// Starts BFD (when any peer wants it) with sessions for `peers`, and the
-/// task that closes a BGP session when its BFD session goes down.
-pub async fn start(cfg: &Config, speaker: &Speaker, peers: &[PeerConfig]) -> anyhow::Result<Option<Bfd>> {
+/// Starts BFD with sessions for the configured `peers` that want it, and
+/// the task that closes a BGP session when its BFD session goes down. The
+/// engine runs even without sessions: the API may add some.
+pub async fn start(cfg: &Config, speaker: &Speaker, peers: &[PeerConfig]) -> anyhow::Result<Bfd> {
     let specs: Vec<SessionSpec> = peers.iter().filter_map(|p| session_for(cfg, p)).collect();
-    if specs.is_empty() {
-        return Ok(None);
-    }
     let bfd = Bfd::start(SINGLE_HOP_PORT, MULTIHOP_PORT).map_err(|e| anyhow::anyhow!("BFD: {e}"))?;
     for s in specs {
         tracing::info!(
@@ -78,5 +76,5 @@ pub async fn start(cfg: &Config, speaker: &Speaker, peers: &[PeerConfig]) -> any
             }
         }
     });
-    Ok(Some(bfd))
+    Ok(bfd)
 }

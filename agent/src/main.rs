@@ -3,7 +3,7 @@
 //! node's PodCIDR, and on SIGTERM withdraws it and closes every session
 //! with a shutdown communication.
 
-use novanet_agent::{config, routing, status};
+use novanet_agent::{config, control, routing, status};
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -74,6 +74,20 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let speaker = routing.speaker.clone();
     let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
     let mut http = tokio::spawn(status::serve(metrics, speaker.clone(), fib_status, routing.bfd.clone()));
+    let control = control::new(&cfg, speaker.clone(), routing.bfd.clone())?;
+    tokio::spawn(control::reconciler::run(control.clone()));
+    control::sources::spawn(control.clone());
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let socket = std::path::PathBuf::from(&cfg.listen_socket);
+    let api = tokio::spawn({
+        let control = control.clone();
+        async move {
+            control::server::serve(control, &socket, async {
+                let _ = api_stopped.await;
+            })
+            .await
+        }
+    });
     loop {
         tokio::select! {
             _ = term.recv() => {
@@ -100,9 +114,16 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             }
         }
     }
+    // No more mutations; withdraw everything this node originates (the
+    // PodCIDR and every owner's prefixes), then close the sessions.
+    control.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     speaker
         .shutdown(&format!("NovaNet node agent on {} shutting down", cfg.node_name))
         .await?;
+    let _ = api_stop.send(());
+    if let Ok(Err(e)) = api.await {
+        tracing::warn!(error = %e, "RouteControl API");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -106,7 +106,7 @@ pub fn mesh_peers(cfg: &Config) -> Vec<PeerConfig> {
 pub struct Routing {
     pub speaker: Speaker,
     pub fib: Option<Fib>,
-    pub bfd: Option<novanet_bfd::transport::Bfd>,
+    pub bfd: novanet_bfd::transport::Bfd,
 }
 
 /// How often the FIB compares itself with the kernel.

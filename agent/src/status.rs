@@ -33,7 +33,7 @@ pub fn parse_address(s: &str) -> anyhow::Result<SocketAddr> {
 struct AppState {
     speaker: Speaker,
     fib: Option<Arc<Mutex<FibStatus>>>,
-    bfd: Option<Bfd>,
+    bfd: Bfd,
 }
 
 #[derive(Deserialize)]
@@ -66,10 +66,7 @@ async fn fib_status(State(app): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn bfd_sessions(State(app): State<AppState>) -> Json<serde_json::Value> {
-    let sessions = match &app.bfd {
-        Some(b) => b.sessions().await,
-        None => Vec::new(),
-    };
+    let sessions = app.bfd.sessions().await;
     Json(serde_json::to_value(sessions).unwrap_or_default())
 }
 
@@ -85,7 +82,7 @@ pub async fn serve(
     addr: SocketAddr,
     speaker: Speaker,
     fib: Option<Arc<Mutex<FibStatus>>>,
-    bfd: Option<Bfd>,
+    bfd: Bfd,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))

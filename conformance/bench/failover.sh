@@ -87,7 +87,7 @@ $bgp_common"
  neighbor 10.0.2.10 timers connect 1
 $bgp_common" noz
   cat > "$RUN/agent.json" <<JSON
-{"node_name": "node", "node_ip": "10.0.1.10", "pod_cidr": "10.244.10.0/24", "metrics_address": "127.0.0.1:9102",
+{"node_name": "node", "node_ip": "10.0.1.10", "pod_cidr": "10.244.10.0/24", "metrics_address": "127.0.0.1:9102", "listen_socket": "$RUN/agent.sock",
  "log_level": "warn",
  "routing": {"peers": [
    {"neighbor_address": "10.0.1.1", "remote_as": 65001, "hold_time": 9, "keepalive": 3,

@@ -49,7 +49,7 @@ run_one() {
   case $dut in
     novanet)
       cat > "$RUN/agent.json" <<JSON
-{"node_name": "dut", "node_ip": "10.0.1.1", "pod_cidr": "10.255.0.0/24", "metrics_address": "127.0.0.1:9102",
+{"node_name": "dut", "node_ip": "10.0.1.1", "pod_cidr": "10.255.0.0/24", "metrics_address": "127.0.0.1:9102", "listen_socket": "$RUN/agent.sock",
  "log_level": "warn",
  "routing": {"local_as": 65001, "peers": [{"neighbor_address": "10.0.1.2", "remote_as": 65002,
    "max_prefix": $((N + 1)), "import": "all"}]}}

@@ -39,6 +39,8 @@ pub struct Agent {
     pub ns: String,
     pub config_path: PathBuf,
     metrics_port: u16,
+    /// The RouteControl API socket.
+    pub socket: PathBuf,
 }
 
 /// Port of the agent's status endpoint inside its namespace.
@@ -49,6 +51,10 @@ impl Agent {
     pub fn start(lab: &mut Lab, ns: &str, config: &Value) -> Agent {
         let mut config = config.clone();
         config["metrics_address"] = Value::String(format!("127.0.0.1:{STATUS_PORT}"));
+        if config.get("listen_socket").is_none() {
+            config["listen_socket"] = Value::String(lab.dir().join(format!("agent-{ns}.sock")).display().to_string());
+        }
+        let socket = PathBuf::from(config["listen_socket"].as_str().unwrap_or_default());
         let path = lab.dir().join(format!("agent-{ns}.json"));
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).expect("agent config");
         let name = format!("agent-{ns}");
@@ -64,6 +70,7 @@ impl Agent {
             ns: lab.ns_name(ns),
             config_path: path,
             metrics_port: STATUS_PORT,
+            socket,
         };
         crate::wait_until("agent status endpoint", Duration::from_secs(30), || {
             if lab.has_exited(&agent.name) {
@@ -81,6 +88,7 @@ impl Agent {
     pub fn rewrite_config(&self, config: &Value) {
         let mut config = config.clone();
         config["metrics_address"] = Value::String(format!("127.0.0.1:{}", self.metrics_port));
+        config["listen_socket"] = Value::String(self.socket.display().to_string());
         std::fs::write(&self.config_path, serde_json::to_vec_pretty(&config).unwrap()).expect("agent config");
     }
 

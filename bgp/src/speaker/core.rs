@@ -497,6 +497,7 @@ impl Core {
             let mut out = slot.shared.outbox.lock().expect("outbox");
             out.pending.clear();
             out.end_of_rib.clear();
+            out.local.clear();
         }
         slot.shared.status.lock().expect("peer status").prefixes_sent = 0;
         slot.stale_generation += 1;
@@ -585,6 +586,9 @@ impl Core {
                 let Some(best) = best_of(entry) else { continue };
                 let source_ibgp = self.rib.peer(best.peer).is_some_and(|p| p.ibgp);
                 if let Ok(attrs) = target.export(prefix, &best, source_ibgp) {
+                    if best.peer == LOCAL_PEER {
+                        out.local.push((*prefix, false));
+                    }
                     out.pending.announce(*prefix, attrs);
                     sent += 1;
                 }
@@ -627,6 +631,7 @@ impl Core {
                 };
                 let old = export(target, &c.old);
                 let new = export(target, &c.best);
+                let local = c.best.as_ref().or(c.old.as_ref()).is_some_and(|b| b.peer == LOCAL_PEER);
                 match (old, new) {
                     (Some(o), Some(n)) if Arc::ptr_eq(&o, &n) => {}
                     (o, Some(n)) => {
@@ -634,11 +639,17 @@ impl Core {
                             delta += 1;
                         }
                         out.pending.announce(c.prefix, n);
+                        if local {
+                            out.local.push((c.prefix, false));
+                        }
                         touched = true;
                     }
                     (Some(_), None) => {
                         delta -= 1;
                         out.pending.withdraw(c.prefix);
+                        if local {
+                            out.local.push((c.prefix, true));
+                        }
                         touched = true;
                     }
                     (None, None) => {}

@@ -204,6 +204,13 @@ pub enum SpeakerEvent {
     Routes(Arc<Vec<BestChange>>),
     /// A peer finished sending its routes of a family (End-of-RIB).
     EndOfRib { address: IpAddr, family: Family },
+    /// The announcement (or withdrawal) of a prefix this node originates
+    /// was written to a peer.
+    LocalPrefixSent {
+        prefix: IpNet,
+        peer: IpAddr,
+        withdrawn: bool,
+    },
 }
 
 /// A path of a prefix as shown to operators.
@@ -274,6 +281,10 @@ pub(crate) struct PeerShared {
 pub(crate) struct Outbox {
     pub pending: crate::rib::export::Pending,
     pub end_of_rib: Vec<Family>,
+    /// Locally originated prefixes queued for this peer: (prefix,
+    /// withdrawn). Reported as [`SpeakerEvent::LocalPrefixSent`] once
+    /// written.
+    pub local: Vec<(IpNet, bool)>,
 }
 
 /// The handle to a running speaker.

@@ -676,10 +676,10 @@ impl Runner {
             return;
         };
         let mut buf = BytesMut::new();
-        let eor = {
+        let (eor, local) = {
             let mut out = self.ctx.shared.outbox.lock().expect("outbox");
             out.pending.encode_all(&self.primary.tx_codec, &mut buf);
-            std::mem::take(&mut out.end_of_rib)
+            (std::mem::take(&mut out.end_of_rib), std::mem::take(&mut out.local))
         };
         for f in eor {
             encode_message(
@@ -694,6 +694,13 @@ impl Runner {
         let messages = count_messages(&buf);
         conn.send(buf.freeze()).await;
         self.ctx.shared.status.lock().expect("peer status").updates_sent += messages;
+        for (prefix, withdrawn) in local {
+            let _ = self.ctx.events.send(SpeakerEvent::LocalPrefixSent {
+                prefix,
+                peer: self.ctx.config.address,
+                withdrawn,
+            });
+        }
     }
 
     /// Resolves a collision between the two connections once the peer's

@@ -1,0 +1,93 @@
+//! The intent store: what each owner asked for through the API (peers,
+//! prefixes, BFD sessions, OSPF interfaces), in memory, keyed as the
+//! reference does (`peer:<addr>`, `prefix:<protocol>:<prefix>`,
+//! `bfd:<addr>`, `ospf:<iface>`).
+
+use ipnet::IpNet;
+use novanet_proto::api::{BgpPeer, PrefixAttributes, Protocol};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// A prefix an owner wants advertised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefixIntent {
+    pub prefix: IpNet,
+    /// The prefix as the owner wrote it.
+    pub text: String,
+    pub protocol: Protocol,
+    pub attributes: Option<PrefixAttributes>,
+}
+
+/// A standalone BFD session an owner wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BfdIntent {
+    pub peer: IpAddr,
+    pub min_rx_ms: u32,
+    pub min_tx_ms: u32,
+    pub detect_multiplier: u32,
+    pub interface: String,
+}
+
+/// An interface an owner wants in OSPF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OspfIntent {
+    pub interface: String,
+    pub area: String,
+    pub passive: bool,
+    pub cost: u32,
+    pub hello: u32,
+    pub dead: u32,
+}
+
+/// Everything one owner asked for.
+#[derive(Debug, Clone, Default)]
+pub struct OwnerIntents {
+    pub peers: BTreeMap<IpAddr, BgpPeer>,
+    pub prefixes: BTreeMap<(i32, IpNet), PrefixIntent>,
+    pub bfd: BTreeMap<IpAddr, BfdIntent>,
+    pub ospf: BTreeMap<String, OspfIntent>,
+}
+
+impl OwnerIntents {
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty() && self.prefixes.is_empty() && self.bfd.is_empty() && self.ospf.is_empty()
+    }
+}
+
+/// All owners' intents.
+#[derive(Debug, Clone, Default)]
+pub struct Intents {
+    pub owners: BTreeMap<String, OwnerIntents>,
+}
+
+impl Intents {
+    pub fn owner(&mut self, owner: &str) -> &mut OwnerIntents {
+        self.owners.entry(owner.to_string()).or_default()
+    }
+
+    /// Another owner holding the same prefix and protocol.
+    pub fn prefix_holder(&self, protocol: Protocol, prefix: &IpNet, except: &str) -> Option<String> {
+        self.owners
+            .iter()
+            .find(|(o, i)| o.as_str() != except && i.prefixes.contains_key(&(protocol as i32, *prefix)))
+            .map(|(o, _)| o.clone())
+    }
+
+    /// Every prefix intent with its owner; with several owners of one
+    /// prefix (an `admin` override) the admin's wins.
+    pub fn effective_prefixes(&self) -> BTreeMap<(i32, IpNet), (String, PrefixIntent)> {
+        let mut out: BTreeMap<(i32, IpNet), (String, PrefixIntent)> = BTreeMap::new();
+        for (owner, i) in &self.owners {
+            for (k, p) in &i.prefixes {
+                let take = match out.get(k) {
+                    None => true,
+                    Some((o, _)) => o != super::owners::ADMIN && owner == super::owners::ADMIN,
+                };
+                if take {
+                    out.insert(*k, (owner.clone(), p.clone()));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,117 @@
+//! The routing control plane behind the RouteControl API: owners and their
+//! policy ([`owners`]), the intent store ([`intents`]), the reconciler that
+//! applies intents to the speaker and BFD ([`reconciler`]), the event bus
+//! ([`events`]) and the gRPC server on a Unix socket ([`server`]).
+
+pub mod events;
+pub mod intents;
+pub mod owners;
+pub mod reconciler;
+pub mod server;
+pub mod sources;
+
+use events::EventBus;
+use intents::Intents;
+use novanet_bfd::transport::Bfd;
+use novanet_bgp::speaker::Speaker;
+use owners::Owners;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// How applying one intent went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyState {
+    Pending,
+    Applied,
+    Failed(String),
+}
+
+impl ApplyState {
+    pub fn describe(&self) -> String {
+        match self {
+            ApplyState::Pending => "pending".into(),
+            ApplyState::Applied => "applied".into(),
+            ApplyState::Failed(e) => format!("failed: {e}"),
+        }
+    }
+}
+
+/// State shared by the API server, the reconciler and the event sources.
+pub struct ControlState {
+    pub owners: Owners,
+    pub intents: Mutex<Intents>,
+    pub events: EventBus,
+    pub speaker: Speaker,
+    pub bfd: Bfd,
+    /// Apply outcome per intent key (`peer:A`, `prefix:bgp:P`, `bfd:A`,
+    /// `ospf:I`).
+    pub applied: Mutex<HashMap<String, ApplyState>>,
+    /// Registered owners and their session ids.
+    pub sessions: Mutex<BTreeMap<String, String>>,
+    /// The local AS and router id as last configured.
+    pub bgp: Mutex<(u32, String)>,
+    /// Wakes the reconciler now (coalescing).
+    pub trigger: Notify,
+    /// Refuses mutations once shutdown has begun.
+    pub stopping: std::sync::atomic::AtomicBool,
+}
+
+/// The shared control plane.
+pub type Control = Arc<ControlState>;
+
+impl ControlState {
+    /// Asks for a reconcile soon.
+    pub fn reconcile_soon(&self) {
+        self.trigger.notify_one();
+    }
+
+    pub fn apply_state(&self, key: &str) -> ApplyState {
+        self.applied
+            .lock()
+            .expect("applied")
+            .get(key)
+            .cloned()
+            .unwrap_or(ApplyState::Pending)
+    }
+}
+
+/// Intent keys, as in the reference.
+pub fn peer_key(addr: &std::net::IpAddr) -> String {
+    format!("peer:{addr}")
+}
+
+pub fn prefix_key(protocol: i32, prefix: &ipnet::IpNet) -> String {
+    let p = if protocol == novanet_proto::api::Protocol::Ospf as i32 {
+        "ospf"
+    } else {
+        "bgp"
+    };
+    format!("prefix:{p}:{prefix}")
+}
+
+pub fn bfd_key(addr: &std::net::IpAddr) -> String {
+    format!("bfd:{addr}")
+}
+
+pub fn ospf_key(iface: &str) -> String {
+    format!("ospf:{iface}")
+}
+
+/// Builds the control plane from the configuration.
+pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::Result<Control> {
+    let owners = Owners::from_config(&cfg.owners).map_err(|(path, m)| anyhow::anyhow!("{path}: {m}"))?;
+    let bgp = (speaker.config().local_as, speaker.config().router_id.to_string());
+    Ok(Arc::new(ControlState {
+        owners,
+        intents: Mutex::new(Intents::default()),
+        events: EventBus::default(),
+        speaker,
+        bfd,
+        applied: Mutex::new(HashMap::new()),
+        sessions: Mutex::new(BTreeMap::new()),
+        bgp: Mutex::new(bgp),
+        trigger: Notify::new(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
+    }))
+}

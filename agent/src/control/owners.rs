@@ -1,0 +1,226 @@
+//! Owners of routing intents and what they may do: pre-shared tokens, the
+//! prefix policy types (`host_only`, `subnet`, `any`), `allowed_cidrs`, and
+//! cross-owner conflicts (only `admin` overrides).
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The owner that may take over another owner's prefix.
+pub const ADMIN: &str = "admin";
+
+/// Prefix policy of an owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrefixType {
+    /// IPv4 /32 or IPv6 /128 only.
+    HostOnly,
+    /// IPv4 /8 to /28; IPv6 anything but /128.
+    Subnet,
+    /// Any length.
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedPrefixes {
+    #[serde(rename = "type", deserialize_with = "prefix_type_ci")]
+    pub kind: PrefixType,
+    #[serde(default)]
+    pub allowed_cidrs: Vec<IpNet>,
+}
+
+fn prefix_type_ci<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PrefixType, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.to_ascii_lowercase().as_str() {
+        "host_only" => Ok(PrefixType::HostOnly),
+        "subnet" => Ok(PrefixType::Subnet),
+        "any" => Ok(PrefixType::Any),
+        other => Err(serde::de::Error::custom(format!(
+            "{other:?} is not host_only, subnet or any"
+        ))),
+    }
+}
+
+/// One owner as configured. The token is given inline (`${VAR}` expanded
+/// from the environment) or read from a file (a mounted Secret).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerConfig {
+    #[serde(default)]
+    pub token: String,
+    #[serde(default)]
+    pub token_file: Option<String>,
+    pub allowed_prefixes: AllowedPrefixes,
+}
+
+/// Expands `${VAR}` from the environment; an unset variable is an error
+/// naming it.
+pub fn expand_env(s: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let j = after.find('}').ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
+        let name = &after[..j];
+        let v = std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&v);
+        rest = &after[j + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The owners with their resolved tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Owners {
+    owners: BTreeMap<String, (String, AllowedPrefixes)>,
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Unauthenticated(String),
+    PermissionDenied(String),
+}
+
+impl Owners {
+    /// Resolves tokens; errors name the owner's key path.
+    pub fn from_config(cfg: &BTreeMap<String, OwnerConfig>) -> Result<Owners, (String, String)> {
+        let mut owners = BTreeMap::new();
+        for (name, o) in cfg {
+            let token = match &o.token_file {
+                Some(f) => std::fs::read_to_string(f)
+                    .map(|t| t.trim().to_string())
+                    .map_err(|e| (format!("owners.{name}.token_file"), format!("{f}: {e}")))?,
+                None => expand_env(&o.token).map_err(|e| (format!("owners.{name}.token"), e))?,
+            };
+            if token.is_empty() {
+                return Err((format!("owners.{name}.token"), "required (or token_file)".into()));
+            }
+            owners.insert(name.clone(), (token, o.allowed_prefixes.clone()));
+        }
+        Ok(Owners { owners })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.owners.keys()
+    }
+
+    /// Checks an owner's token (unknown owners and wrong tokens alike).
+    pub fn authenticate(&self, owner: &str, token: &str) -> Result<(), Refusal> {
+        match self.owners.get(owner) {
+            Some((t, _)) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(()),
+            Some(_) => Err(Refusal::Unauthenticated(format!(
+                "authentication failed: invalid token for owner {owner:?}"
+            ))),
+            None => Err(Refusal::Unauthenticated(format!(
+                "authentication failed: unknown owner {owner:?}"
+            ))),
+        }
+    }
+
+    /// Checks a prefix against an owner's prefix policy.
+    pub fn check_prefix(&self, owner: &str, prefix: &IpNet) -> Result<(), Refusal> {
+        let Some((_, policy)) = self.owners.get(owner) else {
+            return Err(Refusal::Unauthenticated(format!(
+                "authentication failed: unknown owner {owner:?}"
+            )));
+        };
+        let len = prefix.prefix_len();
+        let ok_len = match (policy.kind, prefix) {
+            (PrefixType::Any, _) => true,
+            (PrefixType::HostOnly, IpNet::V4(_)) => len == 32,
+            (PrefixType::HostOnly, IpNet::V6(_)) => len == 128,
+            (PrefixType::Subnet, IpNet::V4(_)) => (8..=28).contains(&len),
+            (PrefixType::Subnet, IpNet::V6(_)) => len != 128,
+        };
+        if !ok_len {
+            return Err(Refusal::PermissionDenied(format!(
+                "prefix {prefix} is not allowed for owner {owner:?} (policy {:?})",
+                policy.kind
+            )));
+        }
+        if !policy.allowed_cidrs.is_empty()
+            && !policy
+                .allowed_cidrs
+                .iter()
+                .any(|c| c.contains(&prefix.network()) && len >= c.prefix_len())
+        {
+            return Err(Refusal::PermissionDenied(format!(
+                "prefix {prefix} is outside the allowed CIDRs of owner {owner:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owners() -> Owners {
+        let cfg: BTreeMap<String, OwnerConfig> = serde_json::from_str(
+            r#"{
+              "novaedge": {"token": "e", "allowed_prefixes": {"type": "host_only", "allowed_cidrs": ["10.0.0.0/8", "192.168.0.0/16"]}},
+              "novanet": {"token": "n", "allowed_prefixes": {"type": "subnet", "allowed_cidrs": ["10.244.0.0/16"]}},
+              "admin": {"token": "a", "allowed_prefixes": {"type": "ANY"}}
+            }"#,
+        )
+        .unwrap();
+        Owners::from_config(&cfg).unwrap()
+    }
+
+    fn p(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn tokens() {
+        let o = owners();
+        assert!(o.authenticate("novaedge", "e").is_ok());
+        assert!(matches!(
+            o.authenticate("novaedge", "x"),
+            Err(Refusal::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            o.authenticate("nobody", "e"),
+            Err(Refusal::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn prefix_types_and_cidrs() {
+        let o = owners();
+        assert!(o.check_prefix("novaedge", &p("10.1.2.3/32")).is_ok());
+        assert!(o.check_prefix("novaedge", &p("10.1.2.0/24")).is_err(), "host_only");
+        assert!(
+            o.check_prefix("novaedge", &p("172.16.0.1/32")).is_err(),
+            "outside allowed CIDRs"
+        );
+        assert!(o.check_prefix("novanet", &p("10.244.1.0/24")).is_ok());
+        assert!(
+            o.check_prefix("novanet", &p("10.244.1.0/29")).is_err(),
+            "subnet is /8-/28"
+        );
+        assert!(
+            o.check_prefix("novanet", &p("10.0.0.0/8")).is_err(),
+            "shorter than the allowed CIDR"
+        );
+        assert!(o.check_prefix("admin", &p("0.0.0.0/0")).is_ok());
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("NOVANET_TEST_TOKEN_X", "s3cret");
+        assert_eq!(expand_env("a-${NOVANET_TEST_TOKEN_X}-b").unwrap(), "a-s3cret-b");
+        assert!(expand_env("${NOVANET_TEST_UNSET_Y}")
+            .unwrap_err()
+            .contains("NOVANET_TEST_UNSET_Y"));
+    }
+}

@@ -1,0 +1,304 @@
+//! The reconciler: desired (intents) against applied, with full equality,
+//! on every trigger and every 30 s. Peers and prefixes go to the speaker,
+//! BFD intents to the BFD engine; what fails stays un-applied, is retried,
+//! and is visible in GetStatus and as an apply error.
+
+use super::{bfd_key, ospf_key, peer_key, prefix_key, ApplyState, Control};
+use crate::config::parse_family;
+use ipnet::IpNet;
+use novanet_bfd::session::SessionConfig;
+use novanet_bfd::transport::{SessionKey, SessionSpec};
+use novanet_bgp::policy::parse_community;
+use novanet_bgp::speaker::{PeerConfig, PeerRole};
+use novanet_bgp::wire::{Family, Origin, PathAttributes};
+use novanet_proto::api::{AddressFamily, BgpPeer, Protocol};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// How often the reconciler runs without a trigger.
+pub const PERIOD: Duration = Duration::from_secs(30);
+
+/// The speaker's view of an API peer.
+pub fn peer_config(p: &BgpPeer) -> Result<PeerConfig, String> {
+    let addr: IpAddr = p
+        .neighbor_address
+        .parse()
+        .map_err(|_| "neighbor_address is not an IP address".to_string())?;
+    let mut pc = PeerConfig::new(addr, p.remote_as);
+    pc.role = PeerRole::Api;
+    pc.description = p.description.clone();
+    if p.hold_time != 0 {
+        pc.hold_time = p.hold_time.min(u16::MAX as u32) as u16;
+    }
+    if p.keepalive != 0 {
+        pc.keepalive = Some(p.keepalive.min(u16::MAX as u32) as u16);
+    }
+    pc.source_address = (!p.source_address.is_empty())
+        .then(|| p.source_address.parse())
+        .transpose()
+        .map_err(|_| "source_address is not an IP address".to_string())?;
+    pc.ebgp_multihop = p.ebgp_multihop.min(255) as u8;
+    pc.password = (!p.password.is_empty()).then(|| p.password.clone());
+    let families: Vec<Family> = p
+        .address_families
+        .iter()
+        .filter_map(|f| match AddressFamily::try_from(*f) {
+            Ok(AddressFamily::Ipv4Unicast) => parse_family("ipv4-unicast"),
+            Ok(AddressFamily::Ipv6Unicast) => parse_family("ipv6-unicast"),
+            _ => None,
+        })
+        .collect();
+    if !families.is_empty() {
+        pc.families = families;
+    }
+    pc.max_prefix = p.max_prefix;
+    pc.max_prefix_warning_only = true;
+    Ok(pc)
+}
+
+/// The attributes a prefix intent asks for.
+pub fn prefix_attributes(i: &super::intents::PrefixIntent) -> PathAttributes {
+    let mut a = PathAttributes {
+        origin: Origin::Igp,
+        ..Default::default()
+    };
+    if let Some(attrs) = &i.attributes {
+        if attrs.local_preference != 0 {
+            a.local_pref = Some(attrs.local_preference);
+        }
+        if attrs.med != 0 {
+            a.med = Some(attrs.med);
+        }
+        a.communities = attrs.communities.iter().filter_map(|c| parse_community(c)).collect();
+        a.next_hop = attrs.next_hop.parse().ok();
+    }
+    a
+}
+
+/// What has been applied, to diff against.
+#[derive(Default)]
+pub struct Applied {
+    peers: HashMap<IpAddr, BgpPeer>,
+    prefixes: HashMap<(i32, IpNet), super::intents::PrefixIntent>,
+    /// BFD sessions of API peers.
+    bfd: HashMap<IpAddr, (u32, u32, u32)>,
+    /// Standalone BFD sessions (EnableBFD).
+    standalone: HashMap<IpAddr, (u32, u32, u32)>,
+}
+
+/// Runs the reconciler until the control plane stops.
+pub async fn run(control: Control) {
+    let mut applied = Applied::default();
+    loop {
+        reconcile(&control, &mut applied).await;
+        tokio::select! {
+            _ = control.trigger.notified() => {}
+            _ = tokio::time::sleep(PERIOD) => {}
+        }
+        if control.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+    }
+}
+
+fn record(control: &Control, key: String, state: ApplyState) {
+    if let ApplyState::Failed(e) = &state {
+        tracing::warn!(intent = %key, error = %e, "intent not applied");
+    }
+    control.applied.lock().expect("applied").insert(key, state);
+}
+
+/// One cycle.
+pub async fn reconcile(control: &Control, applied: &mut Applied) {
+    let intents = control.intents.lock().expect("intents").clone();
+
+    // Peers: the first owner of an address wins; others are refused.
+    let mut desired_peers: HashMap<IpAddr, (String, BgpPeer)> = HashMap::new();
+    for (owner, i) in &intents.owners {
+        for (addr, p) in &i.peers {
+            match desired_peers.get(addr) {
+                Some((first, _)) => record(
+                    control,
+                    peer_key(addr),
+                    ApplyState::Failed(format!("peer {addr} is already held by owner {first}")),
+                ),
+                None => {
+                    desired_peers.insert(*addr, (owner.clone(), p.clone()));
+                }
+            }
+        }
+    }
+    let gone: Vec<IpAddr> = applied
+        .peers
+        .keys()
+        .filter(|a| !desired_peers.contains_key(a))
+        .copied()
+        .collect();
+    for addr in gone {
+        applied.peers.remove(&addr);
+        let _ = control.speaker.remove_peer(addr).await;
+        if applied.bfd.remove(&addr).is_some() {
+            control.bfd.remove(SessionKey {
+                peer: addr,
+                multihop: false,
+            });
+            control.bfd.remove(SessionKey {
+                peer: addr,
+                multihop: true,
+            });
+        }
+        control.applied.lock().expect("applied").remove(&peer_key(&addr));
+    }
+    for (addr, (_, p)) in &desired_peers {
+        if applied.peers.get(addr) == Some(p) {
+            continue;
+        }
+        let result = async {
+            let pc = peer_config(p)?;
+            if applied.peers.remove(addr).is_some() {
+                let _ = control.speaker.remove_peer(*addr).await;
+            }
+            control.speaker.add_peer(pc.clone()).await.map_err(|e| e.to_string())?;
+            if p.bfd_enabled {
+                let or = |v: u32, d: u32| if v == 0 { d } else { v };
+                control
+                    .bfd
+                    .add(SessionSpec {
+                        key: SessionKey {
+                            peer: *addr,
+                            multihop: pc.ebgp_multihop > 0,
+                        },
+                        local: pc.source_address,
+                        config: SessionConfig {
+                            desired_min_tx: Duration::from_millis(or(p.bfd_min_tx_ms, 300) as u64),
+                            required_min_rx: Duration::from_millis(or(p.bfd_min_rx_ms, 300) as u64),
+                            detect_mult: or(p.bfd_detect_multiplier, 3).min(255) as u8,
+                            passive: false,
+                            auth: None,
+                        },
+                    })
+                    .await
+                    .map_err(|e| format!("BFD: {e}"))?;
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        if p.bfd_enabled {
+            applied
+                .bfd
+                .insert(*addr, (p.bfd_min_rx_ms, p.bfd_min_tx_ms, p.bfd_detect_multiplier));
+        }
+        match result {
+            Ok(()) => {
+                applied.peers.insert(*addr, p.clone());
+                record(control, peer_key(addr), ApplyState::Applied);
+            }
+            Err(e) => record(control, peer_key(addr), ApplyState::Failed(e)),
+        }
+    }
+
+    // Prefixes.
+    let desired = intents.effective_prefixes();
+    let gone: Vec<(i32, IpNet)> = applied
+        .prefixes
+        .keys()
+        .filter(|k| !desired.contains_key(k))
+        .copied()
+        .collect();
+    for k in gone {
+        applied.prefixes.remove(&k);
+        if k.0 == Protocol::Bgp as i32 {
+            let _ = control.speaker.withdraw(k.1).await;
+        }
+        control.applied.lock().expect("applied").remove(&prefix_key(k.0, &k.1));
+    }
+    for (k, (_, p)) in &desired {
+        if applied.prefixes.get(k) == Some(p) {
+            continue;
+        }
+        let key = prefix_key(k.0, &k.1);
+        if k.0 == Protocol::Ospf as i32 {
+            record(
+                control,
+                key,
+                ApplyState::Failed("OSPF prefixes need the OSPF bridge, which this build does not include".into()),
+            );
+            continue;
+        }
+        match control.speaker.originate(k.1, prefix_attributes(p)).await {
+            Ok(()) => {
+                applied.prefixes.insert(*k, p.clone());
+                record(control, key, ApplyState::Applied);
+            }
+            Err(e) => record(control, key, ApplyState::Failed(e.to_string())),
+        }
+    }
+
+    // Standalone BFD sessions.
+    let mut desired_bfd: HashMap<IpAddr, super::intents::BfdIntent> = HashMap::new();
+    for i in intents.owners.values() {
+        for (addr, b) in &i.bfd {
+            desired_bfd.entry(*addr).or_insert_with(|| b.clone());
+        }
+    }
+    let gone: Vec<IpAddr> = applied
+        .standalone
+        .keys()
+        .filter(|a| !desired_bfd.contains_key(a))
+        .copied()
+        .collect();
+    for addr in gone {
+        applied.standalone.remove(&addr);
+        if !applied.bfd.contains_key(&addr) {
+            control.bfd.remove(SessionKey {
+                peer: addr,
+                multihop: false,
+            });
+        }
+        control.applied.lock().expect("applied").remove(&bfd_key(&addr));
+    }
+    for (addr, b) in &desired_bfd {
+        let want = (b.min_rx_ms, b.min_tx_ms, b.detect_multiplier);
+        if applied.standalone.get(addr) == Some(&want) {
+            continue;
+        }
+        let r = control
+            .bfd
+            .add(SessionSpec {
+                key: SessionKey {
+                    peer: *addr,
+                    multihop: false,
+                },
+                local: None,
+                config: SessionConfig {
+                    desired_min_tx: Duration::from_millis(b.min_tx_ms as u64),
+                    required_min_rx: Duration::from_millis(b.min_rx_ms as u64),
+                    detect_mult: b.detect_multiplier.clamp(1, 255) as u8,
+                    passive: false,
+                    auth: None,
+                },
+            })
+            .await;
+        match r {
+            Ok(()) => {
+                applied.standalone.insert(*addr, want);
+                record(control, bfd_key(addr), ApplyState::Applied);
+            }
+            Err(e) => record(control, bfd_key(addr), ApplyState::Failed(e.to_string())),
+        }
+    }
+
+    // OSPF needs the ospfd bridge.
+    for i in intents.owners.values() {
+        for iface in i.ospf.keys() {
+            record(
+                control,
+                ospf_key(iface),
+                ApplyState::Failed(
+                    "OSPF needs the OSPF bridge (ospfd sidecar), which this build does not include".into(),
+                ),
+            );
+        }
+    }
+}

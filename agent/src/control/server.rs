@@ -1,0 +1,701 @@
+//! The RouteControl gRPC service (`novaroute.v1`) over a Unix socket: the
+//! reference's validation and status codes, token authentication, prefix
+//! policy and cross-owner conflicts; successful mutations store the intent
+//! and trigger the reconciler.
+
+// tonic::Status is the error type of every handler; helpers return it as is.
+#![allow(clippy::result_large_err)]
+
+use super::events::EventBus;
+use super::intents::{BfdIntent, OspfIntent, PrefixIntent};
+use super::owners::{Refusal, ADMIN};
+use super::{bfd_key, ospf_key, peer_key, prefix_key, Control};
+use ipnet::IpNet;
+use novanet_proto::api::route_control_server::{RouteControl, RouteControlServer};
+use novanet_proto::api::*;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::pin::Pin;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// The service.
+pub struct Service {
+    control: Control,
+}
+
+fn invalid(m: impl Into<String>) -> Status {
+    Status::invalid_argument(m)
+}
+
+fn refusal(r: Refusal) -> Status {
+    match r {
+        Refusal::Unauthenticated(m) => Status::unauthenticated(m),
+        Refusal::PermissionDenied(m) => Status::permission_denied(m),
+    }
+}
+
+fn require(owner: &str, token: &str) -> Result<(), Status> {
+    if owner.is_empty() {
+        return Err(invalid("owner is required"));
+    }
+    if token.is_empty() {
+        return Err(invalid("token is required"));
+    }
+    Ok(())
+}
+
+fn parse_ip(field: &str, v: &str) -> Result<IpAddr, Status> {
+    if v.is_empty() {
+        return Err(invalid(format!("{field} is required")));
+    }
+    v.parse()
+        .map_err(|_| invalid(format!("{field} {v:?} is not an IP address")))
+}
+
+fn protocol_name(p: i32) -> &'static str {
+    match Protocol::try_from(p) {
+        Ok(Protocol::Ospf) => "ospf",
+        _ => "bgp",
+    }
+}
+
+fn uptime(since_epoch: Option<u64>) -> String {
+    let Some(t) = since_epoch else { return String::new() };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(t);
+    let s = now.saturating_sub(t);
+    format!("{}h{}m{}s", s / 3600, (s / 60) % 60, s % 60)
+}
+
+impl Service {
+    pub fn new(control: Control) -> Self {
+        Service { control }
+    }
+
+    fn events(&self) -> &EventBus {
+        &self.control.events
+    }
+
+    fn mutable(&self) -> Result<(), Status> {
+        if self.control.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Status::unavailable("the agent is shutting down"));
+        }
+        Ok(())
+    }
+
+    fn authenticate(&self, owner: &str, token: &str) -> Result<(), Status> {
+        self.control.owners.authenticate(owner, token).map_err(|r| {
+            self.events().publish(
+                EventType::PolicyViolation,
+                owner,
+                "authentication failed",
+                &[("reason", "invalid_token".into())],
+            );
+            refusal(r)
+        })
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<RouteEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RouteControl for Service {
+    async fn register(&self, req: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        let r = req.into_inner();
+        require(&r.owner, &r.token)?;
+        self.authenticate(&r.owner, &r.token)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let session_id = format!("{}-{nanos}", r.owner);
+        self.control
+            .sessions
+            .lock()
+            .expect("sessions")
+            .insert(r.owner.clone(), session_id.clone());
+        let (prefixes, peers, any) = {
+            let intents = self.control.intents.lock().expect("intents");
+            match intents.owners.get(&r.owner) {
+                Some(i) => (
+                    i.prefixes.values().map(|p| p.text.clone()).collect(),
+                    i.peers.keys().map(|a| a.to_string()).collect(),
+                    !i.is_empty(),
+                ),
+                None => (Vec::new(), Vec::new(), false),
+            }
+        };
+        if r.reassert_intents && any {
+            self.control.reconcile_soon();
+        }
+        self.events().publish(
+            EventType::OwnerRegistered,
+            &r.owner,
+            format!("owner {} registered", r.owner),
+            &[("session_id", session_id.clone())],
+        );
+        Ok(Response::new(RegisterResponse {
+            session_id,
+            current_prefixes: prefixes,
+            current_peers: peers,
+        }))
+    }
+
+    async fn deregister(&self, req: Request<DeregisterRequest>) -> Result<Response<DeregisterResponse>, Status> {
+        let r = req.into_inner();
+        require(&r.owner, &r.token)?;
+        self.authenticate(&r.owner, &r.token)?;
+        if r.withdraw_all {
+            self.control.intents.lock().expect("intents").owners.remove(&r.owner);
+            self.control.reconcile_soon();
+        }
+        self.control.sessions.lock().expect("sessions").remove(&r.owner);
+        self.events().publish(
+            EventType::OwnerDeregistered,
+            &r.owner,
+            format!("owner {} deregistered (withdraw_all={})", r.owner, r.withdraw_all),
+            &[("withdraw_all", r.withdraw_all.to_string())],
+        );
+        Ok(Response::new(DeregisterResponse {}))
+    }
+
+    async fn configure_bgp(&self, req: Request<ConfigureBgpRequest>) -> Result<Response<ConfigureBgpResponse>, Status> {
+        let r = req.into_inner();
+        require(&r.owner, &r.token)?;
+        if r.local_as == 0 {
+            return Err(invalid("local_as must be non-zero"));
+        }
+        if r.router_id.is_empty() {
+            return Err(invalid("router_id is required"));
+        }
+        let id: Ipv4Addr = r
+            .router_id
+            .parse()
+            .map_err(|_| invalid(format!("router_id {:?} is not an IPv4 address", r.router_id)))?;
+        if id.is_multicast() || id.is_unspecified() {
+            return Err(invalid("router_id must be a unicast IPv4 address"));
+        }
+        self.authenticate(&r.owner, &r.token)?;
+        self.mutable()?;
+        let running = self.control.speaker.config();
+        if running.local_as != r.local_as || running.router_id != id {
+            return Err(Status::failed_precondition(format!(
+                "the speaker runs AS {} with router id {}; changing them at runtime needs an agent restart \
+                 (set routing.local_as / routing.router_id)",
+                running.local_as, running.router_id
+            )));
+        }
+        let previous = {
+            let mut bgp = self.control.bgp.lock().expect("bgp");
+            std::mem::replace(&mut *bgp, (r.local_as, r.router_id.clone()))
+        };
+        self.events().publish(
+            EventType::BgpConfigChanged,
+            &r.owner,
+            format!("BGP configured: AS {} router id {}", r.local_as, r.router_id),
+            &[
+                ("local_as", r.local_as.to_string()),
+                ("router_id", r.router_id.clone()),
+                ("previous_as", previous.0.to_string()),
+                ("previous_router_id", previous.1.clone()),
+            ],
+        );
+        Ok(Response::new(ConfigureBgpResponse {
+            previous_as: previous.0,
+            previous_router_id: previous.1,
+        }))
+    }
+
+    async fn apply_peer(&self, req: Request<ApplyPeerRequest>) -> Result<Response<ApplyPeerResponse>, Status> {
+        let r = req.into_inner();
+        require(&r.owner, &r.token)?;
+        let mut p = r.peer.ok_or_else(|| invalid("peer is required"))?;
+        let addr = parse_ip("peer.neighbor_address", &p.neighbor_address)?;
+        if !p.source_address.is_empty() {
+            parse_ip("peer.source_address", &p.source_address)?;
+        }
+        if (p.keepalive == 0) != (p.hold_time == 0) {
+            return Err(invalid("peer.keepalive and peer.hold_time must be both set or both 0"));
+        }
+        if p.hold_time != 0 && p.hold_time < 3 {
+            return Err(invalid("peer.hold_time must be at least 3"));
+        }
+        if p.hold_time != 0 && p.hold_time < 3 * p.keepalive {
+            return Err(invalid("peer.hold_time must be at least 3 x keepalive (RFC 4271)"));
+        }
+        if p.remote_as == 0 {
+            return Err(invalid("peer.remote_as must be non-zero"));
+        }
+        self.authenticate(&r.owner, &r.token)?;
+        self.mutable()?;
+        if p.max_prefix == 0 {
+            p.max_prefix = 1000;
+        }
+        if p.bfd_enabled {
+            if p.bfd_min_rx_ms == 0 {
+                p.bfd_min_rx_ms = 300;
+            }
+            if p.bfd_min_tx_ms == 0 {
+                p.bfd_min_tx_ms = 300;
+            }
+            if p.bfd_detect_multiplier == 0 {
+                p.bfd_detect_multiplier = 3;
+            }
+        }
+        if p.address_families.is_empty() {
+            p.address_families = vec![AddressFamily::Ipv4Unicast as i32];
+        }
+        self.control
+            .intents
+            .lock()
+            .expect("intents")
+            .owner(&r.owner)
+            .peers
+            .insert(addr, p);
+        self.control.applied.lock().expect("applied").remove(&peer_key(&addr));
+        self.control.reconcile_soon();
+        Ok(Response::new(ApplyPeerResponse {}))
+    }
+
+    async fn remove_peer(&self, req: Request<RemovePeerRequest>) -> Result<Response<RemovePeerResponse>, Status> {
+        let r = req.into_inner();
+        require(&r.owner, &r.token)?;
+        let addr = parse_ip("neighbor_address", &r.neighbor_address)?;
+        self.authenticate(&r.owner, &r.token)?;
+        self.mutable()?;
+        let removed = self
+            .control
+            .intents
+            .lock()
+            .expect("intents")
+            .owner(&r.owner)
+            .peers
+            .remove(&addr);
+        if removed.is_none() {
+            return Err(Status::not_found(format!("owner {} has no peer {addr}", r.owner)));
+        }
+        self.control.reconcile_soon();
+        Ok(Response::new(RemovePeerResponse {}))
+    }
+
+    async fn advertise_prefix(
+        &self,
+        req: Request<AdvertisePrefixRequest>,
+    ) -> Result<Response<AdvertisePrefixResponse>, Status> {
+        let r = req.into_inner();
+        require(&r.owner, &r.token)?;
+        if r.prefix.is_empty() {
+            return Err(invalid("prefix is required"));
+        }
+        let prefix: IpNet = r
+            .prefix
+            .parse()
+            .map_err(|_| invalid(format!("prefix {:?} is not a CIDR", r.prefix)))?;
+        let protocol = Protocol::try_from(r.protocol).unwrap_or(Protocol::Unspecified);
+        if protocol == Protocol::Unspecified {
+            return Err(invalid("protocol is required (PROTOCOL_BGP or PROTOCOL_OSPF)"));
+        }
+        self.authenticate(&r.owner, &r.token)?;
+        self.mutable()?;
+        let violation = |reason: &str, extra: Vec<(&str, String)>| {
+            let mut md = vec![
+                ("prefix", r.prefix.clone()),
+                ("protocol", protocol.as_str_name().to_string()),
+                ("reason", reason.to_string()),
+            ];
+            md.extend(extra);
+            self.events().publish(
+                EventType::PolicyViolation,
+                &r.owner,
+                format!("prefix {} refused: {reason}", r.prefix),
+                &md,
+            );
+        };
+        if let Err(e) = self.control.owners.check_prefix(&r.owner, &prefix) {
+            violation("prefix_policy", vec![]);
+            return Err(refusal(e));
+        }
+        let holder = self
+            .control
+            .intents
+            .lock()
+            .expect("intents")
+            .prefix_holder(protocol, &prefix, &r.owner);
+        if let Some(existing) = holder {
+            if r.owner != ADMIN {
+                violation("prefix_conflict", vec![("existing_owner", existing.clone())]);
+                return Err(Status::already_exists(format!(
+                    "prefix {} ({}) is already advertised by owner {existing}",
+                    r.prefix,
+                    protocol_name(r.protocol)
+                )));
+            }
+        }
+        if let Some(a) = &r.attributes {
+            let has_bgp = a.local_preference != 0 || !a.communities.is_empty() || a.med != 0 || !a.next_hop.is_empty();
+            if protocol == Protocol::Ospf && has_bgp {
+                return Err(invalid("BGP attributes cannot be set on an OSPF prefix"));
+            }
+            if !a.next_hop.is_empty() {
+                parse_ip("attributes.next_hop", &a.next_hop)?;
+            }
+            for c in &a.communities {
+                if novanet_bgp::policy::parse_community(c).is_none() {
+                    return Err(invalid(format!(
+                        "community {c:?} is not ASN:VALUE or a well-known name"
+                    )));
+                }
+            }
+        }
+        let intent = PrefixIntent {
+            prefix,
+            text: r.prefix.clone(),
+            protocol,
+            attributes: r.attributes.clone(),
+        };
+        self.control
+            .intents
+            .lock()
+            .expect("intents")
+            .owner(&r.owner)
+            .prefixes
+            .insert((protocol as i32, prefix), intent);
+        self.control
+            .applied
+            .lock()
+            .expect("applied")
+            .remove(&prefix_key(protocol as i32, &prefix));
+        self.control.reconcile_soon();
+        Ok(Response::new(AdvertisePrefixResponse {}))
+    }
+
+    async fn withdraw_prefix(
+        &self,
+        req: Request<WithdrawPrefixRequest>,
+    ) -> Result<Response<WithdrawPrefixResponse>, Status> {
+        let r = req.into_inner();
+        require(&r.owner, &r.token)?;
+        if r.prefix.is_empty() {
+            return Err(invalid("prefix is required"));
+        }
+        let prefix: IpNet = r
+            .prefix
+            .parse()
+            .map_err(|_| invalid(format!("prefix {:?} is not a CIDR", r.prefix)))?;
+        let protocol = Protocol::try_from(r.protocol).unwrap_or(Protocol::Unspecified);
+        if protocol == Protocol::Unspecified {
+            return Err(invalid("protocol is required (PROTOCOL_BGP or PROTOCOL_OSPF)"));
+        }
+        self.authenticate(&r.owner, &r.token)?;
+        self.mutable()?;
+        let removed = self
+            .control
+            .intents
+            .lock()
+            .expect("intents")
+            .owner(&r.owner)
+            .prefixes
+            .remove(&(protocol as i32, prefix));
+        if removed.is_none() {
+            return Err(Status::not_found(format!(
+                "owner {} does not advertise {}",
+                r.owner, r.prefix
+            )));
+        }
+        self.control.reconcile_soon();
+        Ok(Response::new(WithdrawPrefixResponse {}))
+    }
+
+    async fn enable_bfd(&self, req: Request<EnableBfdRequest>) -> Result<Response<EnableBfdResponse>, Status> {
+        let r = req.into_inner();
+        require(&r.owner, &r.token)?;
+        let addr = parse_ip("peer_address", &r.peer_address)?;
+        self.authenticate(&r.owner, &r.token)?;
+        self.mutable()?;
+        let or = |v: u32, d: u32| if v == 0 { d } else { v };
+        let intent = BfdIntent {
+            peer: addr,
+            min_rx_ms: or(r.min_rx_ms, 300),
+            min_tx_ms: or(r.min_tx_ms, 300),
+            detect_multiplier: or(r.detect_multiplier, 3),
+            interface: r.interface_name.clone(),
+        };
+        self.control
+            .intents
+            .lock()
+            .expect("intents")
+            .owner(&r.owner)
+            .bfd
+            .insert(addr, intent);
+        self.control.applied.lock().expect("applied").remove(&bfd_key(&addr));
+        self.control.reconcile_soon();
+        Ok(Response::new(EnableBfdResponse {}))
+    }
+
+    async fn disable_bfd(&self, req: Request<DisableBfdRequest>) -> Result<Response<DisableBfdResponse>, Status> {
+        let r = req.into_inner();
+        require(&r.owner, &r.token)?;
+        let addr = parse_ip("peer_address", &r.peer_address)?;
+        self.authenticate(&r.owner, &r.token)?;
+        self.mutable()?;
+        if self
+            .control
+            .intents
+            .lock()
+            .expect("intents")
+            .owner(&r.owner)
+            .bfd
+            .remove(&addr)
+            .is_none()
+        {
+            return Err(Status::not_found(format!(
+                "owner {} has no BFD session with {addr}",
+                r.owner
+            )));
+        }
+        self.control.reconcile_soon();
+        Ok(Response::new(DisableBfdResponse {}))
+    }
+
+    async fn enable_ospf(&self, req: Request<EnableOspfRequest>) -> Result<Response<EnableOspfResponse>, Status> {
+        let r = req.into_inner();
+        require(&r.owner, &r.token)?;
+        if r.interface_name.is_empty() {
+            return Err(invalid("interface_name is required"));
+        }
+        if r.area_id.is_empty() {
+            return Err(invalid("area_id is required"));
+        }
+        if r.cost > 65535 {
+            return Err(invalid("cost must be at most 65535"));
+        }
+        let or = |v: u32, d: u32| if v == 0 { d } else { v };
+        let (hello, dead) = (or(r.hello_interval, 10), or(r.dead_interval, 40));
+        if dead < hello {
+            return Err(invalid("dead_interval must not be below hello_interval"));
+        }
+        if r.interface_name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(invalid("interface_name must not contain spaces or control characters"));
+        }
+        if r.area_id.parse::<Ipv4Addr>().is_err() && r.area_id.parse::<u32>().is_err() {
+            return Err(invalid(format!(
+                "area_id {:?} is not dotted-quad or a decimal integer",
+                r.area_id
+            )));
+        }
+        self.authenticate(&r.owner, &r.token)?;
+        self.mutable()?;
+        let intent = OspfIntent {
+            interface: r.interface_name.clone(),
+            area: r.area_id,
+            passive: r.passive,
+            cost: or(r.cost, 10),
+            hello,
+            dead,
+        };
+        self.control
+            .intents
+            .lock()
+            .expect("intents")
+            .owner(&r.owner)
+            .ospf
+            .insert(r.interface_name.clone(), intent);
+        self.control
+            .applied
+            .lock()
+            .expect("applied")
+            .remove(&ospf_key(&r.interface_name));
+        self.control.reconcile_soon();
+        Ok(Response::new(EnableOspfResponse {}))
+    }
+
+    async fn disable_ospf(&self, req: Request<DisableOspfRequest>) -> Result<Response<DisableOspfResponse>, Status> {
+        let r = req.into_inner();
+        require(&r.owner, &r.token)?;
+        if r.interface_name.is_empty() {
+            return Err(invalid("interface_name is required"));
+        }
+        self.authenticate(&r.owner, &r.token)?;
+        self.mutable()?;
+        if self
+            .control
+            .intents
+            .lock()
+            .expect("intents")
+            .owner(&r.owner)
+            .ospf
+            .remove(&r.interface_name)
+            .is_none()
+        {
+            return Err(Status::not_found(format!(
+                "owner {} has no OSPF interface {}",
+                r.owner, r.interface_name
+            )));
+        }
+        self.control
+            .applied
+            .lock()
+            .expect("applied")
+            .remove(&ospf_key(&r.interface_name));
+        self.control.reconcile_soon();
+        Ok(Response::new(DisableOspfResponse {}))
+    }
+
+    async fn get_status(&self, req: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
+        let filter = req.into_inner().owner_filter;
+        let intents = self.control.intents.lock().expect("intents").clone();
+        let live = self.control.speaker.peers();
+        let bfd = self.control.bfd.sessions().await;
+        let bfd_state = |addr: &IpAddr| {
+            bfd.iter()
+                .find(|s| s.peer == *addr)
+                .map(|s| s.state.name().to_ascii_lowercase())
+        };
+        let wanted = |owner: &str| filter.is_empty() || filter == owner;
+        let mut resp = GetStatusResponse {
+            frr_status: Some(FrrStatus {
+                version: "unknown".into(),
+                connected: false,
+                uptime: String::new(),
+            }),
+            ..Default::default()
+        };
+        for (owner, i) in intents.owners.iter().filter(|(o, _)| wanted(o)) {
+            for (addr, p) in &i.peers {
+                let l = live.iter().find(|s| s.neighbor_address == *addr);
+                let state = match (l, self.control.apply_state(&peer_key(addr))) {
+                    (Some(s), _) => s.state.clone(),
+                    (None, super::ApplyState::Failed(e)) => format!("failed: {e}"),
+                    (None, _) => "configured".into(),
+                };
+                resp.peers.push(PeerStatus {
+                    neighbor_address: addr.to_string(),
+                    remote_as: p.remote_as,
+                    state,
+                    owner: owner.clone(),
+                    prefixes_received: l.map(|s| s.prefixes_received as u32).unwrap_or(0),
+                    prefixes_sent: l.map(|s| s.prefixes_sent as u32).unwrap_or(0),
+                    uptime: uptime(l.and_then(|s| s.established_at)),
+                    bfd_enabled: p.bfd_enabled,
+                    bfd_status: if p.bfd_enabled {
+                        bfd_state(addr).unwrap_or_else(|| "not found".into())
+                    } else {
+                        "disabled".into()
+                    },
+                    description: p.description.clone(),
+                });
+                if p.bfd_enabled && !i.bfd.contains_key(addr) {
+                    resp.bfd_sessions.push(BfdSessionStatus {
+                        peer_address: addr.to_string(),
+                        state: bfd_state(addr).unwrap_or_else(|| "configured".into()),
+                        owner: owner.clone(),
+                        min_rx_ms: p.bfd_min_rx_ms,
+                        min_tx_ms: p.bfd_min_tx_ms,
+                        detect_multiplier: p.bfd_detect_multiplier,
+                        uptime: String::new(),
+                    });
+                }
+            }
+            for ((proto, prefix), p) in &i.prefixes {
+                let state = match self.control.apply_state(&prefix_key(*proto, prefix)) {
+                    super::ApplyState::Applied => "advertised".to_string(),
+                    other => other.describe(),
+                };
+                resp.prefixes.push(PrefixStatus {
+                    prefix: p.text.clone(),
+                    protocol: *proto,
+                    owner: owner.clone(),
+                    state,
+                });
+            }
+            for (addr, b) in &i.bfd {
+                let state = match (bfd_state(addr), self.control.apply_state(&bfd_key(addr))) {
+                    (_, super::ApplyState::Failed(e)) => format!("failed: {e}"),
+                    (Some(s), _) => s,
+                    (None, _) => "configured".into(),
+                };
+                resp.bfd_sessions.push(BfdSessionStatus {
+                    peer_address: addr.to_string(),
+                    state,
+                    owner: owner.clone(),
+                    min_rx_ms: b.min_rx_ms,
+                    min_tx_ms: b.min_tx_ms,
+                    detect_multiplier: b.detect_multiplier,
+                    uptime: String::new(),
+                });
+            }
+            for (iface, o) in &i.ospf {
+                resp.ospf_interfaces.push(OspfInterfaceStatus {
+                    interface_name: iface.clone(),
+                    area_id: o.area.clone(),
+                    state: self.control.apply_state(&ospf_key(iface)).describe(),
+                    owner: owner.clone(),
+                    neighbor_count: 0,
+                    cost: o.cost,
+                });
+            }
+        }
+        // Peers from the configuration file (ToRs, node mesh).
+        if wanted("_config") {
+            for s in live.iter().filter(|s| s.role != novanet_bgp::speaker::PeerRole::Api) {
+                resp.peers.push(PeerStatus {
+                    neighbor_address: s.neighbor_address.to_string(),
+                    remote_as: s.remote_as,
+                    state: s.state.clone(),
+                    owner: "_config".into(),
+                    prefixes_received: s.prefixes_received as u32,
+                    prefixes_sent: s.prefixes_sent as u32,
+                    uptime: uptime(s.established_at),
+                    bfd_enabled: bfd_state(&s.neighbor_address).is_some(),
+                    bfd_status: bfd_state(&s.neighbor_address).unwrap_or_else(|| "disabled".into()),
+                    description: s.description.clone(),
+                });
+            }
+        }
+        Ok(Response::new(resp))
+    }
+
+    type StreamEventsStream = EventStream;
+
+    async fn stream_events(&self, req: Request<StreamEventsRequest>) -> Result<Response<EventStream>, Status> {
+        let r = req.into_inner();
+        let rx = self
+            .events()
+            .subscribe(&r.owner_filter, &r.event_types)
+            .map_err(invalid)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let stream = tokio_stream::StreamExt::map(stream, Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Serves the API on a Unix socket (mode 0600; a stale socket file is
+/// replaced) until `shutdown` resolves; removes the socket afterwards.
+pub async fn serve(
+    control: Control,
+    path: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("listen_socket directory {}: {e}", dir.display()))?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
+    }
+    if path.exists() {
+        std::fs::remove_file(path).map_err(|e| anyhow::anyhow!("stale listen_socket {}: {e}", path.display()))?;
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).map_err(|e| anyhow::anyhow!("listen_socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!(socket = %path.display(), "RouteControl API listening");
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .add_service(RouteControlServer::new(Service::new(control)))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    let _ = std::fs::remove_file(path);
+    result.map_err(|e| anyhow::anyhow!("RouteControl API: {e}"))
+}
