@@ -6,5 +6,6 @@ pub mod config;
 pub mod control;
 pub mod fib;
 pub mod liveness;
+pub mod metrics;
 pub mod routing;
 pub mod status;

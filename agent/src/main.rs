@@ -73,8 +73,14 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let routing = routing::start(&cfg).await?;
     let speaker = routing.speaker.clone();
     let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
-    let mut http = tokio::spawn(status::serve(metrics, speaker.clone(), fib_status, routing.bfd.clone()));
     let control = control::new(&cfg, speaker.clone(), routing.bfd.clone())?;
+    let mut http = tokio::spawn(status::serve(
+        metrics,
+        speaker.clone(),
+        fib_status,
+        routing.bfd.clone(),
+        control.clone(),
+    ));
     tokio::spawn(control::reconciler::run(control.clone()));
     control::sources::spawn(control.clone());
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -4,8 +4,9 @@
 //!
 //! `GET /healthz`, `GET /readyz`, `GET /status/peers`,
 //! `GET /status/routes` (optionally `?prefix=P`), `GET /status/fib`,
-//! `GET /status/bfd`.
+//! `GET /status/bfd`, `GET /metrics` (Prometheus).
 
+use crate::control::Control;
 use crate::fib::FibStatus;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -34,6 +35,7 @@ struct AppState {
     speaker: Speaker,
     fib: Option<Arc<Mutex<FibStatus>>>,
     bfd: Bfd,
+    control: Control,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +72,11 @@ async fn bfd_sessions(State(app): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::to_value(sessions).unwrap_or_default())
 }
 
+async fn metrics(State(app): State<AppState>) -> String {
+    let fib = app.fib.as_ref().map(|f| f.lock().expect("fib status").clone());
+    crate::metrics::render(&app.control, fib).await
+}
+
 async fn ready(State(app): State<AppState>) -> StatusCode {
     match app.speaker.routes(Some("0.0.0.0/32".parse().expect("literal"))).await {
         Ok(_) => StatusCode::OK,
@@ -83,6 +90,7 @@ pub async fn serve(
     speaker: Speaker,
     fib: Option<Arc<Mutex<FibStatus>>>,
     bfd: Bfd,
+    control: Control,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -91,7 +99,13 @@ pub async fn serve(
         .route("/status/routes", get(routes))
         .route("/status/fib", get(fib_status))
         .route("/status/bfd", get(bfd_sessions))
-        .with_state(AppState { speaker, fib, bfd });
+        .route("/metrics", get(metrics))
+        .with_state(AppState {
+            speaker,
+            fib,
+            bfd,
+            control,
+        });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("metrics_address {addr}: {e}"))?;
