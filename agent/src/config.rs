@@ -274,13 +274,73 @@ impl Config {
     /// Parses and checks configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let de = &mut serde_json::Deserializer::from_str(text);
-        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { "(top level)".to_string() } else { path };
             invalid(path, e.into_inner().to_string())
         })?;
+        cfg.apply_env(|k| std::env::var(k).ok())?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Environment overrides, above the file: `NOVANET_NODE_NAME`,
+    /// `NOVANET_NODE_IP`, `NOVANET_POD_CIDR`, `NOVANET_LOCAL_AS`,
+    /// `NOVANET_ROUTER_ID`, `NOVANET_LISTEN_SOCKET`,
+    /// `NOVANET_METRICS_ADDRESS`, `NOVANET_LOG_LEVEL`. A bad value names
+    /// the variable.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parsed<T: std::str::FromStr>(var: &str, v: &str) -> Result<T, ConfigError> {
+            v.trim()
+                .parse()
+                .map_err(|_| invalid(var, format!("{v:?} is not valid here")))
+        }
+        if let Some(v) = get("NOVANET_NODE_NAME") {
+            self.node_name = v;
+        }
+        if let Some(v) = get("NOVANET_NODE_IP") {
+            self.node_ip = Some(parsed("NOVANET_NODE_IP", &v)?);
+        }
+        if let Some(v) = get("NOVANET_POD_CIDR") {
+            self.pod_cidr = Some(parsed("NOVANET_POD_CIDR", &v)?);
+        }
+        if let Some(v) = get("NOVANET_LOCAL_AS") {
+            self.routing.local_as = parsed("NOVANET_LOCAL_AS", &v)?;
+        }
+        if let Some(v) = get("NOVANET_ROUTER_ID") {
+            self.routing.router_id = Some(v);
+        }
+        if let Some(v) = get("NOVANET_LISTEN_SOCKET") {
+            self.listen_socket = v;
+        }
+        if let Some(v) = get("NOVANET_METRICS_ADDRESS") {
+            self.metrics_address = v;
+        }
+        if let Some(v) = get("NOVANET_LOG_LEVEL") {
+            self.log_level = v;
+        }
+        Ok(())
+    }
+
+    /// Nodes of the static mesh (this one included) that share an AS
+    /// number under the current `asn_mode`: each group of colliding names
+    /// with the AS. eBGP loop prevention silently drops routes between
+    /// them, so this is reported.
+    pub fn asn_collisions(&self) -> Vec<(u32, Vec<String>)> {
+        let mut by_asn: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        let mut seen_self = false;
+        for n in &self.routing.node_mesh.nodes {
+            if let Some(a) = node_asn(n.ip, self.routing.asn_mode) {
+                seen_self |= Some(n.ip) == self.node_ip;
+                by_asn.entry(a).or_default().push(n.name.clone());
+            }
+        }
+        if !seen_self && self.routing.local_as == 0 {
+            if let Some(a) = self.node_ip.and_then(|ip| node_asn(ip, self.routing.asn_mode)) {
+                by_asn.entry(a).or_default().push(self.node_name.clone());
+            }
+        }
+        by_asn.into_iter().filter(|(_, v)| v.len() > 1).collect()
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -418,5 +478,90 @@ pub fn parse_family(s: &str) -> Option<novanet_bgp::wire::Family> {
         "ipv4-unicast" | "ipv4" => Some(Family::IPV4_UNICAST),
         "ipv6-unicast" | "ipv6" => Some(Family::IPV6_UNICAST),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> &'static str {
+        r#"{"node_name": "n1", "node_ip": "10.0.1.10", "pod_cidr": "10.244.1.0/24"}"#
+    }
+
+    #[test]
+    fn defaults_and_per_node_asn() {
+        let c = Config::parse(base()).unwrap();
+        assert_eq!(c.local_as().unwrap(), 65010);
+        assert_eq!(c.router_id().unwrap(), "10.0.1.10".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(c.metrics_address, ":9102");
+        assert_eq!(c.listen_socket, "/run/novaroute/novaroute.sock");
+        assert!(c.routing.fib.enabled && c.routing.bfd.enabled);
+        assert_eq!(
+            node_asn("10.0.2.11".parse().unwrap(), AsnMode::LastTwoOctets),
+            Some(64512 + 2 * 256 + 11)
+        );
+        assert_eq!(
+            node_asn("10.1.2.11".parse().unwrap(), AsnMode::Private4Byte),
+            Some(4_200_000_000 + 0x01020b)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path() {
+        let e = Config::parse(r#"{"node_ip": "10.0.0.1", "routing": {"peers": [{"neighbor_address": "10.0.0.2", "remote_as": 1, "bogus": 1}]}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("routing.peers[0]"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+        let e = Config::parse(
+            r#"{"node_ip": "10.0.0.1", "routing": {"peers": [{"neighbor_address": "x", "remote_as": 1}]}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("routing.peers[0].neighbor_address"), "{e}");
+        let e = Config::parse(
+            r#"{"node_ip": "10.0.0.1", "routing": {"peers": [{"neighbor_address": "10.0.0.2", "remote_as": 0}]}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("routing.peers[0].remote_as"), "{e}");
+        let e = Config::parse(
+            r#"{"node_ip": "10.0.0.1", "owners": {"x": {"token": "", "allowed_prefixes": {"type": "any"}}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("owners.x.token"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let mut c = Config::parse(base()).unwrap();
+        let env = |k: &str| match k {
+            "NOVANET_LOCAL_AS" => Some("4200000001".to_string()),
+            "NOVANET_NODE_IP" => Some("10.9.9.9".to_string()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        assert_eq!(c.local_as().unwrap(), 4_200_000_001);
+        assert_eq!(c.router_id().unwrap(), "10.9.9.9".parse::<Ipv4Addr>().unwrap());
+        let e = c
+            .apply_env(|k| (k == "NOVANET_LOCAL_AS").then(|| "many".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("NOVANET_LOCAL_AS"), "{e}");
+    }
+
+    #[test]
+    fn asn_collisions_are_found() {
+        let text = r#"{"node_name": "a", "node_ip": "10.0.1.10", "routing": {"node_mesh": {"enabled": true, "source": "static", "nodes": [
+            {"name": "a", "ip": "10.0.1.10"}, {"name": "b", "ip": "10.0.2.10"}, {"name": "c", "ip": "10.0.2.11"}]}}}"#;
+        let c = Config::parse(text).unwrap();
+        assert_eq!(
+            c.asn_collisions(),
+            vec![(65010, vec!["a".to_string(), "b".to_string()])]
+        );
+        let mut c2 = c.clone();
+        c2.routing.asn_mode = AsnMode::Private4Byte;
+        assert!(c2.asn_collisions().is_empty(), "collision-free mode");
     }
 }

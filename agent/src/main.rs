@@ -74,6 +74,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let speaker = routing.speaker.clone();
     let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
     let control = control::new(&cfg, speaker.clone(), routing.bfd.clone())?;
+    control::report_asn_collisions(&control);
     let mut http = tokio::spawn(status::serve(
         metrics,
         speaker.clone(),
@@ -123,8 +124,9 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     // No more mutations; withdraw everything this node originates (the
     // PodCIDR and every owner's prefixes), then close the sessions.
     control.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    let grace = std::time::Duration::from_secs(cfg.disconnect_grace_period.unwrap_or(0));
     speaker
-        .shutdown(&format!("NovaNet node agent on {} shutting down", cfg.node_name))
+        .shutdown(&format!("NovaNet node agent on {} shutting down", cfg.node_name), grace)
         .await?;
     let _ = api_stop.send(());
     if let Ok(Err(e)) = api.await {

@@ -84,6 +84,13 @@ pub async fn render(control: &Control, fib: Option<FibStatus>) -> String {
     for (t, n) in by_type {
         failed.with_label_values(&[&t]).set(n);
     }
+    let collisions = IntGauge::new(
+        "novanet_routing_asn_collisions",
+        "Groups of mesh nodes sharing an AS number",
+    )
+    .expect("metric");
+    collisions.set(control.asn_collisions.len() as i64);
+    r.register(Box::new(collisions)).expect("unique metric");
     // Events.
     let events = counter_vec(&r, "novanet_routing_events_total", "Events published", &["type"]);
     for (t, n) in control.events.published() {

@@ -4,7 +4,7 @@
 //!
 //! `GET /healthz`, `GET /readyz`, `GET /status/peers`,
 //! `GET /status/routes` (optionally `?prefix=P`), `GET /status/fib`,
-//! `GET /status/bfd`, `GET /metrics` (Prometheus).
+//! `GET /status/bfd`, `GET /status/node`, `GET /metrics` (Prometheus).
 
 use crate::control::Control;
 use crate::fib::FibStatus;
@@ -72,15 +72,35 @@ async fn bfd_sessions(State(app): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::to_value(sessions).unwrap_or_default())
 }
 
+async fn node(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let cfg = app.speaker.config();
+    Json(serde_json::json!({
+        "local_as": cfg.local_as,
+        "router_id": cfg.router_id,
+        "asn_collisions": app.control.asn_collisions.iter()
+            .map(|(asn, nodes)| serde_json::json!({"asn": asn, "nodes": nodes}))
+            .collect::<Vec<_>>(),
+    }))
+}
+
 async fn metrics(State(app): State<AppState>) -> String {
     let fib = app.fib.as_ref().map(|f| f.lock().expect("fib status").clone());
     crate::metrics::render(&app.control, fib).await
 }
 
-async fn ready(State(app): State<AppState>) -> StatusCode {
-    match app.speaker.routes(Some("0.0.0.0/32".parse().expect("literal"))).await {
-        Ok(_) => StatusCode::OK,
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+/// Ready while the speaker answers (promptly) and the FIB writer has no
+/// unresolved error; not ready once shutdown has begun.
+async fn ready(State(app): State<AppState>) -> (StatusCode, &'static str) {
+    if app.control.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down");
+    }
+    let probe = app.speaker.routes(Some("0.0.0.0/32".parse().expect("literal")));
+    match tokio::time::timeout(std::time::Duration::from_secs(1), probe).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready"),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the BGP speaker is not answering",
+        ),
     }
 }
 
@@ -100,6 +120,7 @@ pub async fn serve(
         .route("/status/fib", get(fib_status))
         .route("/status/bfd", get(bfd_sessions))
         .route("/metrics", get(metrics))
+        .route("/status/node", get(node))
         .with_state(AppState {
             speaker,
             fib,

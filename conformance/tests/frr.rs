@@ -192,8 +192,25 @@ fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
     agent_lacks(&agent, "198.51.100.0/24");
     assert_eq!(agent.peer("10.0.0.1")["established_transitions"], 1, "no session reset");
 
-    // Shutdown: PodCIDR withdrawn, Cease with our shutdown communication.
+    // Shutdown: PodCIDR withdrawn while the session stays up for the
+    // disconnect grace period (readiness off meanwhile), then a Cease with
+    // our shutdown communication.
+    let mut cfg = agent_config("10.244.20.0/24", json!({}));
+    cfg["disconnect_grace_period"] = json!(2);
+    agent.rewrite_config(&cfg);
+    lab.signal(&agent.name, libc::SIGHUP);
+    // The reload is done when the default import policy is back (the route
+    // the named policy refused returns through a route refresh).
+    agent_has(&agent, "198.51.100.0/24", "10.0.0.1", "65000");
+    assert_eq!(agent.get("/readyz").as_deref(), Ok("ready"));
     lab.signal(&agent.name, libc::SIGTERM);
+    frr_lacks(&frr, "ipv4", "10.244.20.0/24");
+    assert_eq!(
+        frr.neighbor_state("10.0.0.10"),
+        "Established",
+        "withdrawn before the session closes"
+    );
+    assert!(agent.get("/readyz").is_err(), "not ready while shutting down");
     let status = lab.wait_exit(&agent.name, T);
     assert!(status.success(), "agent exit status {status}");
     let n = frr.neighbor("10.0.0.10");

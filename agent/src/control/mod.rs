@@ -55,6 +55,8 @@ pub struct ControlState {
     pub trigger: Notify,
     /// Refuses mutations once shutdown has begun.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// Nodes of the mesh sharing an AS number (AS, node names).
+    pub asn_collisions: Vec<(u32, Vec<String>)>,
 }
 
 /// The shared control plane.
@@ -98,6 +100,27 @@ pub fn ospf_key(iface: &str) -> String {
     format!("ospf:{iface}")
 }
 
+/// Reports per-node AS collisions (log and a POLICY_VIOLATION event).
+pub fn report_asn_collisions(control: &Control) {
+    for (asn, nodes) in &control.asn_collisions {
+        tracing::error!(
+            asn,
+            nodes = ?nodes,
+            "nodes share a per-node AS: eBGP loop prevention drops routes between them; set routing.asn_mode to private_4byte"
+        );
+        control.events.publish(
+            novanet_proto::api::EventType::PolicyViolation,
+            "_config",
+            format!("AS {asn} collides between nodes {}", nodes.join(", ")),
+            &[
+                ("reason", "asn_collision".into()),
+                ("asn", asn.to_string()),
+                ("nodes", nodes.join(",")),
+            ],
+        );
+    }
+}
+
 /// Builds the control plane from the configuration.
 pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::Result<Control> {
     let owners = Owners::from_config(&cfg.owners).map_err(|(path, m)| anyhow::anyhow!("{path}: {m}"))?;
@@ -113,5 +136,6 @@ pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::R
         bgp: Mutex::new(bgp),
         trigger: Notify::new(),
         stopping: std::sync::atomic::AtomicBool::new(false),
+        asn_collisions: cfg.asn_collisions(),
     }))
 }

@@ -158,14 +158,14 @@ impl Core {
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
-                    Some(Command::Shutdown(message, done)) => {
-                        self.shutdown(&message).await;
+                    Some(Command::Shutdown(message, grace, done)) => {
+                        self.shutdown(&message, grace).await;
                         let _ = done.send(());
                         return;
                     }
                     Some(cmd) => self.on_command(cmd),
                     None => {
-                        self.shutdown("speaker stopped").await;
+                        self.shutdown("speaker stopped", Duration::ZERO).await;
                         return;
                     }
                 },
@@ -721,7 +721,7 @@ impl Core {
         }
     }
 
-    async fn shutdown(&mut self, message: &str) {
+    async fn shutdown(&mut self, message: &str, grace: Duration) {
         self.shutting_down = true;
         let local: Vec<IpNet> = self
             .rib
@@ -743,6 +743,13 @@ impl Core {
                 .any(|s| s.export.is_some() && !s.shared.outbox.lock().expect("outbox").pending.is_empty())
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !grace.is_zero() {
+            tracing::info!(
+                seconds = grace.as_secs_f64(),
+                "withdrawals sent; waiting the disconnect grace period"
+            );
+            tokio::time::sleep(grace).await;
         }
         let cease = Notification::cease_with_message(subcode::ADMIN_SHUTDOWN, message);
         let mut tasks = Vec::new();

@@ -255,7 +255,7 @@ pub(crate) enum Command {
         PeerPolicy,
         oneshot::Sender<Result<(), SpeakerError>>,
     ),
-    Shutdown(String, oneshot::Sender<()>),
+    Shutdown(String, Duration, oneshot::Sender<()>),
 }
 
 /// Errors the speaker API reports.
@@ -400,10 +400,12 @@ impl Speaker {
     }
 
     /// Withdraws every originated prefix, waits (bounded) until the
-    /// withdrawals are written, then closes every session with a Cease
-    /// (Administrative Shutdown) carrying `message`.
-    pub async fn shutdown(&self, message: &str) -> Result<(), SpeakerError> {
+    /// withdrawals are written, keeps the sessions up `grace` longer (so
+    /// the fabric converges while this node still forwards), then closes
+    /// every session with a Cease (Administrative Shutdown) carrying
+    /// `message`.
+    pub async fn shutdown(&self, message: &str, grace: Duration) -> Result<(), SpeakerError> {
         let message = message.to_owned();
-        self.ask(|tx| Command::Shutdown(message, tx)).await
+        self.ask(|tx| Command::Shutdown(message, grace, tx)).await
     }
 }
