@@ -91,6 +91,24 @@ pub async fn render(control: &Control, fib: Option<FibStatus>) -> String {
     .expect("metric");
     collisions.set(control.asn_collisions.len() as i64);
     r.register(Box::new(collisions)).expect("unique metric");
+    let ops = counter_vec(
+        &r,
+        "novanet_routing_intents_total",
+        "Intent operations",
+        &["owner", "type", "operation"],
+    );
+    for ((owner, kind, op), n) in control.intent_ops.lock().expect("intent counters").iter() {
+        ops.with_label_values(&[owner, kind, op]).inc_by(*n);
+    }
+    let violations = counter_vec(
+        &r,
+        "novanet_routing_policy_violations_total",
+        "Requests refused",
+        &["owner", "reason"],
+    );
+    for ((owner, reason), n) in control.violations.lock().expect("violation counters").iter() {
+        violations.with_label_values(&[owner, reason]).inc_by(*n);
+    }
     // Events.
     let events = counter_vec(&r, "novanet_routing_events_total", "Events published", &["type"]);
     for (t, n) in control.events.published() {

@@ -371,6 +371,11 @@ fn route_control_api_end_to_end() {
         }
         let ospf = st.ospf_interfaces.first().expect("OSPF intent in status");
         assert!(ospf.state.contains("OSPF bridge"), "{}", ospf.state);
+        let ev = expect_event(&mut events, EventType::OspfNeighborDown, "ospf:eth0").await;
+        assert_eq!(
+            (ev.owner.as_str(), ev.metadata["state"].as_str()),
+            ("novanet", "failed")
+        );
         let bfd = st
             .bfd_sessions
             .iter()

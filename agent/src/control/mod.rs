@@ -57,6 +57,10 @@ pub struct ControlState {
     pub stopping: std::sync::atomic::AtomicBool,
     /// Nodes of the mesh sharing an AS number (AS, node names).
     pub asn_collisions: Vec<(u32, Vec<String>)>,
+    /// `intents_total{owner, type, operation}`.
+    pub intent_ops: Mutex<BTreeMap<(String, String, String), u64>>,
+    /// `policy_violations_total{owner, reason}`.
+    pub violations: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 /// The shared control plane.
@@ -66,6 +70,27 @@ impl ControlState {
     /// Asks for a reconcile soon.
     pub fn reconcile_soon(&self) {
         self.trigger.notify_one();
+    }
+
+    /// Counts an intent operation (`set`/`remove` from the API,
+    /// `apply`/`remove` from the reconciler).
+    pub fn count_intent(&self, owner: &str, kind: &str, operation: &str) {
+        *self
+            .intent_ops
+            .lock()
+            .expect("intent counters")
+            .entry((owner.to_string(), kind.to_string(), operation.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Counts a refused request.
+    pub fn count_violation(&self, owner: &str, reason: &str) {
+        *self
+            .violations
+            .lock()
+            .expect("violation counters")
+            .entry((owner.to_string(), reason.to_string()))
+            .or_default() += 1;
     }
 
     pub fn apply_state(&self, key: &str) -> ApplyState {
@@ -137,5 +162,7 @@ pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::R
         trigger: Notify::new(),
         stopping: std::sync::atomic::AtomicBool::new(false),
         asn_collisions: cfg.asn_collisions(),
+        intent_ops: Mutex::new(BTreeMap::new()),
+        violations: Mutex::new(BTreeMap::new()),
     }))
 }

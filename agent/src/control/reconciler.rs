@@ -11,7 +11,7 @@ use novanet_bfd::transport::{SessionKey, SessionSpec};
 use novanet_bgp::policy::parse_community;
 use novanet_bgp::speaker::{PeerConfig, PeerRole};
 use novanet_bgp::wire::{Family, Origin, PathAttributes};
-use novanet_proto::api::{AddressFamily, BgpPeer, Protocol};
+use novanet_proto::api::{AddressFamily, BgpPeer, EventType, Protocol};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -102,11 +102,57 @@ pub async fn run(control: Control) {
     }
 }
 
+/// Records an apply outcome. A new failure is logged and published as an
+/// event of the intent's kind (PEER_DOWN, PREFIX_WITHDRAWN, BFD_DOWN,
+/// OSPF_NEIGHBOR_DOWN) with `state=failed` and the error, once per change.
 fn record(control: &Control, key: String, state: ApplyState) {
+    let previous = control
+        .applied
+        .lock()
+        .expect("applied")
+        .insert(key.clone(), state.clone());
     if let ApplyState::Failed(e) = &state {
+        if previous.as_ref() == Some(&state) {
+            return;
+        }
         tracing::warn!(intent = %key, error = %e, "intent not applied");
+        let kind = match key.split(':').next() {
+            Some("peer") => EventType::PeerDown,
+            Some("prefix") => EventType::PrefixWithdrawn,
+            Some("bfd") => EventType::BfdDown,
+            _ => EventType::OspfNeighborDown,
+        };
+        let owner = owner_of(control, &key);
+        control.events.publish(
+            kind,
+            &owner,
+            format!("{key} not applied: {e}"),
+            &[
+                ("intent", key.clone()),
+                ("state", "failed".into()),
+                ("error", e.clone()),
+            ],
+        );
+    } else if state == ApplyState::Applied {
+        let owner = owner_of(control, &key);
+        let kind = key.split(':').next().unwrap_or("").to_string();
+        control.count_intent(&owner, &kind, "apply");
     }
-    control.applied.lock().expect("applied").insert(key, state);
+}
+
+/// The owner of an intent key.
+fn owner_of(control: &Control, key: &str) -> String {
+    let intents = control.intents.lock().expect("intents");
+    for (owner, i) in &intents.owners {
+        let hit = i.peers.keys().any(|a| super::peer_key(a) == key)
+            || i.prefixes.keys().any(|(p, n)| super::prefix_key(*p, n) == key)
+            || i.bfd.keys().any(|a| super::bfd_key(a) == key)
+            || i.ospf.keys().any(|n| super::ospf_key(n) == key);
+        if hit {
+            return owner.clone();
+        }
+    }
+    String::new()
 }
 
 /// One cycle.

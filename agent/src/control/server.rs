@@ -88,6 +88,7 @@ impl Service {
 
     fn authenticate(&self, owner: &str, token: &str) -> Result<(), Status> {
         self.control.owners.authenticate(owner, token).map_err(|r| {
+            self.control.count_violation(owner, "invalid_token");
             self.events().publish(
                 EventType::PolicyViolation,
                 owner,
@@ -277,6 +278,7 @@ impl RouteControl for Service {
         if removed.is_none() {
             return Err(Status::not_found(format!("owner {} has no peer {addr}", r.owner)));
         }
+        self.control.count_intent(&r.owner, "peer", "remove");
         self.control.reconcile_soon();
         Ok(Response::new(RemovePeerResponse {}))
     }
@@ -301,6 +303,7 @@ impl RouteControl for Service {
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
         let violation = |reason: &str, extra: Vec<(&str, String)>| {
+            self.control.count_violation(&r.owner, reason);
             let mut md = vec![
                 ("prefix", r.prefix.clone()),
                 ("protocol", protocol.as_str_name().to_string()),
@@ -363,6 +366,7 @@ impl RouteControl for Service {
             .owner(&r.owner)
             .prefixes
             .insert((protocol as i32, prefix), intent);
+        self.control.count_intent(&r.owner, "prefix", "set");
         self.control
             .applied
             .lock()
@@ -503,6 +507,7 @@ impl RouteControl for Service {
             .owner(&r.owner)
             .ospf
             .insert(r.interface_name.clone(), intent);
+        self.control.count_intent(&r.owner, "ospf", "set");
         self.control
             .applied
             .lock()
