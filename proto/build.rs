@@ -3,10 +3,16 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     std::env::set_var("PROTOC", protoc);
-    println!("cargo:rerun-if-changed=proto/novaroute/v1/novaroute.proto");
+    println!("cargo:rerun-if-changed=proto");
     tonic_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_protos(&["proto/novaroute/v1/novaroute.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/novaroute/v1/novaroute.proto",
+                "proto/novanet/routing/v1/insight.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

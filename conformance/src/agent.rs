@@ -9,28 +9,40 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The agent binary: `NOVANET_AGENT_BIN`, else built once from this
-/// workspace (`cargo build -p novanet-agent`).
-pub fn agent_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("NOVANET_AGENT_BIN") {
+/// A binary of this workspace, built once per test process (`cargo build
+/// -p PACKAGE --bin NAME`); `env` names a variable that may point at a
+/// prebuilt one.
+fn workspace_binary(cell: &'static OnceLock<PathBuf>, env: &str, package: &str, name: &str) -> PathBuf {
+    cell.get_or_init(|| {
+        if let Some(p) = std::env::var_os(env) {
             return PathBuf::from(p);
         }
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
             .current_dir(&root)
-            .args(["build", "-q", "-p", "novanet-agent", "--bin", "novanet-agent"])
+            .args(["build", "-q", "-p", package, "--bin", name])
             .status()
-            .expect("cargo build novanet-agent");
-        assert!(st.success(), "building novanet-agent failed");
+            .unwrap_or_else(|e| panic!("cargo build {package}: {e}"));
+        assert!(st.success(), "building {package} failed");
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
-        target.join("debug").join("novanet-agent")
+        target.join("debug").join(name)
     })
     .clone()
+}
+
+/// The agent binary (`NOVANET_AGENT_BIN`, else built from the workspace).
+pub fn agent_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    workspace_binary(&BIN, "NOVANET_AGENT_BIN", "novanet-agent", "novanet-agent")
+}
+
+/// The CLI binary (`NOVANETCTL_BIN`, else built from the workspace).
+pub fn ctl_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    workspace_binary(&BIN, "NOVANETCTL_BIN", "novanetctl", "novanetctl")
 }
 
 /// A running agent.

@@ -1,6 +1,7 @@
 //! The NovaRoute RouteControl gRPC API (`novaroute.v1`): messages, the
 //! server trait and the client, generated from
-//! `proto/novaroute/v1/novaroute.proto`.
+//! `proto/novaroute/v1/novaroute.proto`; and the `RoutingInsight`
+//! extension service (`novanet.routing.v1`) for the richer operator views.
 
 #![allow(clippy::all)]
 
@@ -10,4 +11,14 @@ pub mod novaroute {
     }
 }
 
+/// Read-only operator views next to RouteControl.
+pub mod novanet {
+    pub mod routing {
+        pub mod v1 {
+            tonic::include_proto!("novanet.routing.v1");
+        }
+    }
+}
+
+pub use novanet::routing::v1 as insight;
 pub use novaroute::v1 as api;

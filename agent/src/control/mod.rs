@@ -4,6 +4,7 @@
 //! ([`events`]) and the gRPC server on a Unix socket ([`server`]).
 
 pub mod events;
+pub mod insight;
 pub mod intents;
 pub mod owners;
 pub mod reconciler;

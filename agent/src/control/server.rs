@@ -698,7 +698,12 @@ pub async fn serve(
     tracing::info!(socket = %path.display(), "RouteControl API listening");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
-        .add_service(RouteControlServer::new(Service::new(control)))
+        .add_service(RouteControlServer::new(Service::new(control.clone())))
+        .add_service(
+            novanet_proto::insight::routing_insight_server::RoutingInsightServer::new(super::insight::Insight::new(
+                control,
+            )),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     let _ = std::fs::remove_file(path);

@@ -206,6 +206,9 @@ impl Core {
                     }
                 }
             }
+            Command::Explain(prefix, peer, reply) => {
+                let _ = reply.send(self.explain(prefix, peer));
+            }
             Command::ResetPeer(addr, notification) => {
                 if let Some(slot) = self.by_address.get(&addr).and_then(|id| self.slots.get(id)) {
                     let _ = slot.commands.try_send(PeerCommand::Reset(notification));
@@ -668,6 +671,53 @@ impl Core {
             (sink.0)(changes.clone());
         }
         let _ = self.events.send(SpeakerEvent::Routes(changes));
+    }
+
+    fn explain(&mut self, prefix: IpNet, peer: IpAddr) -> super::Explanation {
+        let mut out = super::Explanation {
+            prefix,
+            peer,
+            advertised: false,
+            reason: String::new(),
+            as_path: None,
+            next_hop: None,
+            best_from: None,
+        };
+        let Some(id) = self.by_address.get(&peer).copied() else {
+            out.reason = format!("{peer} is not a configured peer");
+            return out;
+        };
+        let best = self.rib.entry(&prefix).and_then(best_of);
+        out.best_from = best.as_ref().map(|b| {
+            if b.peer == LOCAL_PEER {
+                "local".to_string()
+            } else {
+                self.slots
+                    .get(&b.peer)
+                    .map(|s| s.config.address.to_string())
+                    .unwrap_or_else(|| format!("peer#{}", b.peer))
+            }
+        });
+        let Some(best) = best else {
+            out.reason = format!("no route for {prefix} in the table");
+            return out;
+        };
+        let src_ibgp = self.rib.peer(best.peer).is_some_and(|p| p.ibgp);
+        let slot = self.slots.get_mut(&id).expect("slot of a known address");
+        let Some(target) = slot.export.as_mut() else {
+            out.reason = format!("the session with {peer} is not established");
+            return out;
+        };
+        match target.export(&prefix, &best, src_ibgp) {
+            Ok(attrs) => {
+                out.advertised = true;
+                out.reason = format!("advertised (export policy {})", target.policy.name());
+                out.as_path = Some(attrs.as_path.to_string());
+                out.next_hop = attrs.next_hop;
+            }
+            Err(d) => out.reason = d.reason,
+        }
+        out
     }
 
     fn route_views(&self, only: Option<IpNet>) -> Vec<RouteView> {

@@ -142,7 +142,10 @@ pub struct PeerStatus {
     pub established_at: Option<u64>,
     pub remote_router_id: Option<Ipv4Addr>,
     pub families: Vec<String>,
+    /// Paths from this peer in the table now (accepted by import policy).
     pub prefixes_received: u64,
+    /// Prefixes the peer announced, cumulative (before import policy).
+    pub prefixes_announced: u64,
     pub prefixes_sent: u64,
     pub updates_received: u64,
     pub updates_sent: u64,
@@ -166,6 +169,7 @@ impl PeerStatus {
             remote_router_id: None,
             families: Vec::new(),
             prefixes_received: 0,
+            prefixes_announced: 0,
             prefixes_sent: 0,
             updates_received: 0,
             updates_sent: 0,
@@ -240,6 +244,20 @@ pub struct RouteView {
     pub paths: Vec<PathView>,
 }
 
+/// Whether a prefix is sent to a peer, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub prefix: IpNet,
+    pub peer: IpAddr,
+    pub advertised: bool,
+    pub reason: String,
+    /// What the peer is sent, when advertised.
+    pub as_path: Option<String>,
+    pub next_hop: Option<IpAddr>,
+    /// Where the selected path comes from.
+    pub best_from: Option<String>,
+}
+
 /// Requests from the [`Speaker`] handle to the core task.
 pub(crate) enum Command {
     AddPeer(Box<PeerConfig>, oneshot::Sender<Result<(), SpeakerError>>),
@@ -256,6 +274,7 @@ pub(crate) enum Command {
         oneshot::Sender<Result<(), SpeakerError>>,
     ),
     Shutdown(String, Duration, oneshot::Sender<()>),
+    Explain(IpNet, IpAddr, oneshot::Sender<Explanation>),
 }
 
 /// Errors the speaker API reports.
@@ -377,6 +396,12 @@ impl Speaker {
             .send(Command::ResetPeer(address, notification))
             .await
             .map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Whether `prefix` is advertised to `peer` and, if not, which rule
+    /// stops it.
+    pub async fn explain(&self, prefix: IpNet, peer: IpAddr) -> Result<Explanation, SpeakerError> {
+        self.ask(|tx| Command::Explain(prefix, peer, tx)).await
     }
 
     /// The status of every peer, without waiting for the core.

@@ -573,7 +573,11 @@ impl Runner {
     }
 
     async fn on_update(&mut self, u: Update) {
-        self.ctx.shared.status.lock().expect("peer status").updates_received += 1;
+        {
+            let mut st = self.ctx.shared.status.lock().expect("peer status");
+            st.updates_received += 1;
+            st.prefixes_announced += u.announcements().count() as u64;
+        }
         if let Some(family) = u.end_of_rib {
             let _ = self
                 .ctx
