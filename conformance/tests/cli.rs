@@ -165,10 +165,56 @@ fn novanetctl_read_and_write_commands() {
         "{err}"
     );
 
-    // Write commands, each visible at the ToR.
-    assert!(ctl
-        .write("novaedge", &["register"])
-        .starts_with("Registered: session_id=novaedge-"));
+    // routing events: a stream in table and JSON form.
+    let watch = |format: &str| {
+        std::process::Command::new(ctl_binary())
+            .arg("--socket")
+            .arg(&agent.socket)
+            .args(["routing", "events", "--types", "owner_registered", "-o", format])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("novanetctl routing events")
+    };
+    let (mut table_events, mut json_events) = (watch("table"), watch("json"));
+    // Both streams are subscribed once the table header is out.
+    let mut table_out = std::io::BufReader::new(table_events.stdout.take().unwrap());
+    let mut header = String::new();
+    std::io::BufRead::read_line(&mut table_out, &mut header).unwrap();
+    assert_eq!(header, "Streaming routing events (Ctrl+C to stop)...\n");
+    let mut json_out = std::io::BufReader::new(json_events.stdout.take().unwrap());
+    // The JSON stream has no header: give it time to subscribe by
+    // registering until its first event arrives.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut json_out, &mut line);
+        let _ = tx.send(line);
+    });
+    let json_line = loop {
+        assert!(ctl
+            .write("novaedge", &["register"])
+            .starts_with("Registered: session_id=novaedge-"));
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            break l;
+        }
+    };
+    let ev: Value = serde_json::from_str(&json_line).unwrap();
+    assert_eq!(
+        (ev["type"].as_str(), ev["owner"].as_str()),
+        (Some("owner_registered"), Some("novaedge"))
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut table_out, &mut line).unwrap(); // blank line
+    line.clear();
+    std::io::BufRead::read_line(&mut table_out, &mut line).unwrap();
+    assert!(
+        line.contains("] owner_registered      owner=novaedge    owner novaedge registered"),
+        "{line:?}"
+    );
+    for mut child in [table_events, json_events] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     assert_eq!(
         ctl.write("novaedge", &["advertise", "--prefix", "10.96.0.10/32"]),
         "Prefix advertised: 10.96.0.10/32 via bgp\n"
