@@ -35,6 +35,16 @@ pub struct PeerView {
     pub bfd_tx_interval_ms: u32,
     pub bfd_detection_time_ms: u32,
     pub owner: String,
+    /// Per address family: announced (cumulative), accepted, advertised.
+    pub routes_by_family: Vec<FamilyView>,
+}
+
+#[derive(Serialize)]
+pub struct FamilyView {
+    pub family: String,
+    pub announced_total: u64,
+    pub accepted: u64,
+    pub advertised: u64,
 }
 
 pub async fn peers(a: &mut Agent) -> anyhow::Result<Vec<PeerView>> {
@@ -70,6 +80,16 @@ pub async fn peers(a: &mut Agent) -> anyhow::Result<Vec<PeerView>> {
             bfd_tx_interval_ms: p.bfd_tx_interval_ms,
             bfd_detection_time_ms: p.bfd_detection_time_ms,
             owner: p.owner,
+            routes_by_family: p
+                .routes_by_family
+                .into_iter()
+                .map(|f| FamilyView {
+                    family: f.family,
+                    announced_total: f.announced,
+                    accepted: f.accepted,
+                    advertised: f.advertised,
+                })
+                .collect(),
         })
         .collect())
 }

@@ -73,6 +73,22 @@ impl RoutingInsight for Insight {
                         .unwrap_or_else(|| "disabled".into()),
                     bfd_tx_interval_ms: b.map(|s| s.tx_interval_ms as u32).unwrap_or(0),
                     bfd_detection_time_ms: b.map(|s| s.detection_time_ms as u32).unwrap_or(0),
+                    routes_by_family: {
+                        let split = |all: u64, v6: u64| (all.saturating_sub(v6), v6);
+                        let (a4, a6) = split(p.prefixes_announced, p.prefixes_announced_v6);
+                        let (r4, r6) = split(p.prefixes_received, p.prefixes_received_v6);
+                        let (s4, s6) = split(p.prefixes_sent, p.prefixes_sent_v6);
+                        [("ipv4-unicast", a4, r4, s4), ("ipv6-unicast", a6, r6, s6)]
+                            .into_iter()
+                            .filter(|(f, a, r, s)| p.families.iter().any(|x| x == f) || a + r + s > 0)
+                            .map(|(family, announced, accepted, advertised)| FamilyRoutes {
+                                family: family.into(),
+                                announced,
+                                accepted,
+                                advertised,
+                            })
+                            .collect()
+                    },
                     owner: owners
                         .iter()
                         .find(|(a, _)| *a == p.neighbor_address)

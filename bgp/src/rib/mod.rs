@@ -105,6 +105,8 @@ pub struct Rib {
     paths: usize,
     /// Paths per peer, by peer index.
     peer_paths: Vec<usize>,
+    /// Of those, IPv6 paths.
+    peer_paths_v6: Vec<usize>,
 }
 
 impl Rib {
@@ -128,6 +130,7 @@ impl Rib {
         if self.peers.len() <= i {
             self.peers.resize(i + 1, None);
             self.peer_paths.resize(i + 1, 0);
+            self.peer_paths_v6.resize(i + 1, 0);
         }
         self.peers[i] = Some(info);
     }
@@ -179,17 +182,26 @@ impl Rib {
         self.peer_paths.get(peer as usize).copied().unwrap_or(0)
     }
 
-    fn count_path(&mut self, peer: PeerId, added: bool) {
+    /// IPv6 paths a peer has in the table.
+    pub fn paths_from_v6(&self, peer: PeerId) -> usize {
+        self.peer_paths_v6.get(peer as usize).copied().unwrap_or(0)
+    }
+
+    fn count_path(&mut self, peer: PeerId, prefix: &IpNet, added: bool) {
         let i = peer as usize;
         if self.peer_paths.len() <= i {
             self.peer_paths.resize(i + 1, 0);
+            self.peer_paths_v6.resize(i + 1, 0);
         }
+        let v6 = matches!(prefix, IpNet::V6(_)) as usize;
         if added {
             self.paths += 1;
             self.peer_paths[i] += 1;
+            self.peer_paths_v6[i] += v6;
         } else {
             self.paths -= 1;
             self.peer_paths[i] -= 1;
+            self.peer_paths_v6[i] -= v6;
         }
     }
 
@@ -221,7 +233,7 @@ impl Rib {
             Some(slot) => Some(std::mem::replace(slot, path)),
             None => {
                 entry.paths.push(path);
-                self.count_path(peer, true);
+                self.count_path(peer, &nlri.prefix, true);
                 None
             }
         };
@@ -240,7 +252,7 @@ impl Rib {
             .iter()
             .position(|p| p.peer == peer && p.path_id == nlri.path_id)?;
         let old = entry.paths.remove(i);
-        self.count_path(peer, false);
+        self.count_path(peer, &nlri.prefix, false);
         self.attrs.release(old.attrs);
         self.reselect(nlri.prefix, before)
     }
@@ -298,7 +310,7 @@ impl Rib {
                 }
             });
             for a in removed {
-                self.count_path(peer, false);
+                self.count_path(peer, &prefix, false);
                 self.attrs.release(a);
             }
             changes.extend(self.reselect(prefix, before));

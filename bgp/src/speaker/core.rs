@@ -74,6 +74,27 @@ pub(crate) enum RouteEvent {
     },
 }
 
+/// A change of how many prefixes a peer is sent, in total and IPv6.
+#[derive(Default)]
+struct SentDelta {
+    all: i64,
+    v6: i64,
+}
+
+impl SentDelta {
+    fn add(&mut self, prefix: &IpNet, by: i64) {
+        self.all += by;
+        if matches!(prefix, IpNet::V6(_)) {
+            self.v6 += by;
+        }
+    }
+
+    fn apply(&self, st: &mut PeerStatus) {
+        st.prefixes_sent = (st.prefixes_sent as i64 + self.all).max(0) as u64;
+        st.prefixes_sent_v6 = (st.prefixes_sent_v6 as i64 + self.v6).max(0) as u64;
+    }
+}
+
 struct Slot {
     config: PeerConfig,
     shared: Arc<PeerShared>,
@@ -349,7 +370,7 @@ impl Core {
         let old_policy = std::mem::replace(&mut target.policy, export);
         let mut before = target.with_policy(old_policy);
         target.clear_cache();
-        let mut delta: i64 = 0;
+        let mut delta = SentDelta::default();
         let mut out = slot.shared.outbox.lock().expect("outbox");
         for (prefix, entry) in self.rib.iter() {
             let Some(best) = best_of(entry) else { continue };
@@ -358,11 +379,11 @@ impl Core {
             let new = target.export(prefix, &best, src_ibgp).ok();
             match (old, new) {
                 (None, Some(n)) => {
-                    delta += 1;
+                    delta.add(prefix, 1);
                     out.pending.announce(*prefix, n);
                 }
                 (Some(_), None) => {
-                    delta -= 1;
+                    delta.add(prefix, -1);
                     out.pending.withdraw(*prefix);
                 }
                 (Some(o), Some(n)) if o != n => out.pending.announce(*prefix, n),
@@ -370,9 +391,7 @@ impl Core {
             }
         }
         drop(out);
-        let mut st = slot.shared.status.lock().expect("peer status");
-        st.prefixes_sent = (st.prefixes_sent as i64 + delta).max(0) as u64;
-        drop(st);
+        delta.apply(&mut slot.shared.status.lock().expect("peer status"));
         slot.shared.wake.notify_one();
         tracing::info!(peer = %addr, "policies replaced");
         Ok(())
@@ -502,7 +521,11 @@ impl Core {
             out.end_of_rib.clear();
             out.local.clear();
         }
-        slot.shared.status.lock().expect("peer status").prefixes_sent = 0;
+        {
+            let mut st = slot.shared.status.lock().expect("peer status");
+            st.prefixes_sent = 0;
+            st.prefixes_sent_v6 = 0;
+        }
         slot.stale_generation += 1;
         match keep_stale_for {
             Some(d) if !self.shutting_down => {
@@ -567,7 +590,9 @@ impl Core {
 
     fn publish_received(&self, id: PeerId) {
         if let Some(slot) = self.slots.get(&id) {
-            slot.shared.status.lock().expect("peer status").prefixes_received = self.rib.paths_from(id) as u64;
+            let mut st = slot.shared.status.lock().expect("peer status");
+            st.prefixes_received = self.rib.paths_from(id) as u64;
+            st.prefixes_received_v6 = self.rib.paths_from_v6(id) as u64;
         }
     }
 
@@ -579,7 +604,7 @@ impl Core {
         let Some(target) = slot.export.as_mut() else {
             return;
         };
-        let mut sent = 0u64;
+        let (mut sent, mut sent_v6) = (0u64, 0u64);
         {
             let mut out = slot.shared.outbox.lock().expect("outbox");
             for (prefix, entry) in self.rib.iter() {
@@ -594,6 +619,7 @@ impl Core {
                     }
                     out.pending.announce(*prefix, attrs);
                     sent += 1;
+                    sent_v6 += matches!(prefix, IpNet::V6(_)) as u64;
                 }
             }
             let families = match only {
@@ -602,13 +628,11 @@ impl Core {
             };
             out.end_of_rib.extend(families);
         }
-        {
+        if only.is_none() {
+            // A refresh of one family re-sends what the peer has already.
             let mut st = slot.shared.status.lock().expect("peer status");
-            st.prefixes_sent = if only.is_some() {
-                st.prefixes_sent.max(sent)
-            } else {
-                sent
-            };
+            st.prefixes_sent = sent;
+            st.prefixes_sent_v6 = sent_v6;
         }
         slot.shared.wake.notify_one();
     }
@@ -622,7 +646,7 @@ impl Core {
             let Some(target) = slot.export.as_mut() else {
                 continue;
             };
-            let mut delta: i64 = 0;
+            let mut delta = SentDelta::default();
             let mut touched = false;
             let mut out = slot.shared.outbox.lock().expect("outbox");
             for c in &changes {
@@ -639,7 +663,7 @@ impl Core {
                     (Some(o), Some(n)) if Arc::ptr_eq(&o, &n) => {}
                     (o, Some(n)) => {
                         if o.is_none() {
-                            delta += 1;
+                            delta.add(&c.prefix, 1);
                         }
                         out.pending.announce(c.prefix, n);
                         if local {
@@ -648,7 +672,7 @@ impl Core {
                         touched = true;
                     }
                     (Some(_), None) => {
-                        delta -= 1;
+                        delta.add(&c.prefix, -1);
                         out.pending.withdraw(c.prefix);
                         if local {
                             out.local.push((c.prefix, true));
@@ -660,9 +684,7 @@ impl Core {
             }
             drop(out);
             if touched {
-                let mut st = slot.shared.status.lock().expect("peer status");
-                st.prefixes_sent = (st.prefixes_sent as i64 + delta).max(0) as u64;
-                drop(st);
+                delta.apply(&mut slot.shared.status.lock().expect("peer status"));
                 slot.shared.wake.notify_one();
             }
         }

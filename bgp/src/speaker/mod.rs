@@ -147,6 +147,10 @@ pub struct PeerStatus {
     /// Prefixes the peer announced, cumulative (before import policy).
     pub prefixes_announced: u64,
     pub prefixes_sent: u64,
+    /// The IPv6 share of the three counts above (the rest is IPv4).
+    pub prefixes_received_v6: u64,
+    pub prefixes_announced_v6: u64,
+    pub prefixes_sent_v6: u64,
     pub updates_received: u64,
     pub updates_sent: u64,
     pub established_transitions: u64,
@@ -171,6 +175,9 @@ impl PeerStatus {
             prefixes_received: 0,
             prefixes_announced: 0,
             prefixes_sent: 0,
+            prefixes_received_v6: 0,
+            prefixes_announced_v6: 0,
+            prefixes_sent_v6: 0,
             updates_received: 0,
             updates_sent: 0,
             established_transitions: 0,

@@ -576,7 +576,10 @@ impl Runner {
         {
             let mut st = self.ctx.shared.status.lock().expect("peer status");
             st.updates_received += 1;
-            st.prefixes_announced += u.announcements().count() as u64;
+            for (n, _, _) in u.announcements() {
+                st.prefixes_announced += 1;
+                st.prefixes_announced_v6 += matches!(n.prefix, ipnet::IpNet::V6(_)) as u64;
+            }
         }
         if let Some(family) = u.end_of_rib {
             let _ = self
