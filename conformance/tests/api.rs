@@ -3,7 +3,7 @@
 //! effect is checked at a real FRR ToR.
 
 use hyper_util::rt::TokioIo;
-use novanet_conformance::checks::{agent_established, SETTLE};
+use novanet_conformance::checks::{agent_established, tor_and_node, SETTLE};
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
 use novanet_proto::api::route_control_client::RouteControlClient;
 use novanet_proto::api::*;
@@ -92,16 +92,7 @@ async fn expect_event(stream: &mut tonic::Streaming<RouteEvent>, kind: EventType
 #[test]
 fn route_control_api_end_to_end() {
     let mut lab = Lab::new("api");
-    lab.add_ns("tor");
-    lab.add_ns("node");
-    lab.link(
-        "tor",
-        "eth0",
-        &["10.0.0.1/24", "fd00::1/64"],
-        "node",
-        "eth0",
-        &["10.0.0.10/24", "fd00::10/64"],
-    );
+    tor_and_node(&mut lab);
     let frr = Frr::start(&mut lab, "tor", FRR);
     let agent = Agent::start(
         &mut lab,

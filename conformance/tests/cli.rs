@@ -5,7 +5,7 @@
 //! the error paths.
 
 use novanet_conformance::agent::ctl_binary;
-use novanet_conformance::checks::{agent_established, agent_has, SETTLE};
+use novanet_conformance::checks::{agent_established, agent_has, tor_and_node, SETTLE};
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -101,16 +101,7 @@ fn mask(table: &str, columns: &[&str]) -> String {
 #[test]
 fn novanetctl_read_and_write_commands() {
     let mut lab = Lab::new("ctl");
-    lab.add_ns("tor");
-    lab.add_ns("node");
-    lab.link(
-        "tor",
-        "eth0",
-        &["10.0.0.1/24", "fd00::1/64"],
-        "node",
-        "eth0",
-        &["10.0.0.10/24", "fd00::10/64"],
-    );
+    tor_and_node(&mut lab);
     let frr = Frr::start(&mut lab, "tor", FRR);
     let agent = Agent::start(
         &mut lab,

@@ -53,6 +53,21 @@ fn parse_ip(field: &str, v: &str) -> Result<IpAddr, Status> {
         .map_err(|_| invalid(format!("{field} {v:?} is not an IP address")))
 }
 
+/// The prefix and protocol of an Advertise/WithdrawPrefix request.
+fn prefix_and_protocol(text: &str, protocol: i32) -> Result<(IpNet, Protocol), Status> {
+    if text.is_empty() {
+        return Err(invalid("prefix is required"));
+    }
+    let prefix: IpNet = text
+        .parse()
+        .map_err(|_| invalid(format!("prefix {text:?} is not a CIDR")))?;
+    let protocol = Protocol::try_from(protocol).unwrap_or(Protocol::Unspecified);
+    if protocol == Protocol::Unspecified {
+        return Err(invalid("protocol is required (PROTOCOL_BGP or PROTOCOL_OSPF)"));
+    }
+    Ok((prefix, protocol))
+}
+
 fn protocol_name(p: i32) -> &'static str {
     match Protocol::try_from(p) {
         Ok(Protocol::Ospf) => "ospf",
@@ -289,17 +304,7 @@ impl RouteControl for Service {
     ) -> Result<Response<AdvertisePrefixResponse>, Status> {
         let r = req.into_inner();
         require(&r.owner, &r.token)?;
-        if r.prefix.is_empty() {
-            return Err(invalid("prefix is required"));
-        }
-        let prefix: IpNet = r
-            .prefix
-            .parse()
-            .map_err(|_| invalid(format!("prefix {:?} is not a CIDR", r.prefix)))?;
-        let protocol = Protocol::try_from(r.protocol).unwrap_or(Protocol::Unspecified);
-        if protocol == Protocol::Unspecified {
-            return Err(invalid("protocol is required (PROTOCOL_BGP or PROTOCOL_OSPF)"));
-        }
+        let (prefix, protocol) = prefix_and_protocol(&r.prefix, r.protocol)?;
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
         let violation = |reason: &str, extra: Vec<(&str, String)>| {
@@ -382,17 +387,7 @@ impl RouteControl for Service {
     ) -> Result<Response<WithdrawPrefixResponse>, Status> {
         let r = req.into_inner();
         require(&r.owner, &r.token)?;
-        if r.prefix.is_empty() {
-            return Err(invalid("prefix is required"));
-        }
-        let prefix: IpNet = r
-            .prefix
-            .parse()
-            .map_err(|_| invalid(format!("prefix {:?} is not a CIDR", r.prefix)))?;
-        let protocol = Protocol::try_from(r.protocol).unwrap_or(Protocol::Unspecified);
-        if protocol == Protocol::Unspecified {
-            return Err(invalid("protocol is required (PROTOCOL_BGP or PROTOCOL_OSPF)"));
-        }
+        let (prefix, protocol) = prefix_and_protocol(&r.prefix, r.protocol)?;
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
         let removed = self
