@@ -109,6 +109,8 @@ pub async fn render(control: &Control, fib: Option<FibStatus>) -> String {
     for ((owner, reason), n) in control.violations.lock().expect("violation counters").iter() {
         violations.with_label_values(&[owner, reason]).inc_by(*n);
     }
+    r.register(Box::new(control.reconcile_seconds.clone()))
+        .expect("unique metric");
     // Events.
     let events = counter_vec(&r, "novanet_routing_events_total", "Events published", &["type"]);
     for (t, n) in control.events.published() {

@@ -3,7 +3,9 @@
 # IPv4 /24s to the daemon under test, which re-advertises everything to a
 # monitor peer. Both peers are novanet-inject (our codec), so the harness is
 # never the bottleneck; completion is taken from the monitor, the DUT is
-# never polled. Daemons under test, one after another on the same input:
+# never polled. The injector waits 3 s after its session is up, so the
+# DUT's session to the monitor is up too; the clock starts at the first
+# UPDATE sent. Daemons under test, one after another on the same input:
 # novanet-agent, BIRD 2, FRR bgpd, GoBGP.
 #
 #   conformance/bench/readvertise.sh [N...]     (default: 100000 1000000; DUTS="novanet bird frr gobgp")
@@ -51,7 +53,7 @@ run_one() { # DUT N
     --expect "$n" --exit-when-done --linger 600 > "$RUN/mon.json" 2> "$RUN/mon.log" &
   local mon=$!; pids+=("$mon")
   ip netns exec "$P-inj" "$INJECT" --listen 10.0.1.2:179 --local-as 65002 --router-id 10.0.1.2 \
-    --count "$n" --linger 600 > "$RUN/inj.json" 2> "$RUN/inj.log" &
+    --count "$n" --hold-off 3 --linger 600 > "$RUN/inj.json" 2> "$RUN/inj.log" &
   pids+=($!)
   local dpids=()
   case $dut in

@@ -62,6 +62,8 @@ pub struct ControlState {
     pub intent_ops: Mutex<BTreeMap<(String, String, String), u64>>,
     /// `policy_violations_total{owner, reason}`.
     pub violations: Mutex<BTreeMap<(String, String), u64>>,
+    /// `reconcile_cycle_duration_seconds`.
+    pub reconcile_seconds: prometheus::Histogram,
 }
 
 /// The shared control plane.
@@ -165,5 +167,10 @@ pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::R
         asn_collisions: cfg.asn_collisions(),
         intent_ops: Mutex::new(BTreeMap::new()),
         violations: Mutex::new(BTreeMap::new()),
+        reconcile_seconds: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(
+            "novanet_routing_reconcile_cycle_duration_seconds",
+            "Time of one reconcile cycle",
+        ))
+        .expect("valid histogram"),
     }))
 }

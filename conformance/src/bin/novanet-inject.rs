@@ -49,6 +49,10 @@ struct Args {
     /// Seconds to keep the session after the work is done.
     #[arg(long, default_value_t = 3600)]
     linger: u64,
+    /// Seconds to wait after the session is up before sending (lets the
+    /// daemon under test bring up its other sessions first).
+    #[arg(long, default_value_t = 0.0)]
+    hold_off: f64,
 }
 
 fn epoch() -> f64 {
@@ -137,6 +141,7 @@ fn main() -> std::io::Result<()> {
     let established = epoch();
     let mut sent_at = None;
     if args.count > 0 {
+        std::thread::sleep(Duration::from_secs_f64(args.hold_off));
         let attrs = PathAttributes {
             as_path: AsPath::from_sequence(vec![args.local_as]),
             next_hop: Some(IpAddr::V4(args.next_hop.unwrap_or(local))),
