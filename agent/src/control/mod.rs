@@ -64,6 +64,8 @@ pub struct ControlState {
     pub violations: Mutex<BTreeMap<(String, String), u64>>,
     /// `reconcile_cycle_duration_seconds`.
     pub reconcile_seconds: prometheus::Histogram,
+    /// `grpc_request_duration_seconds{method}` (StreamEvents not timed).
+    pub grpc_seconds: prometheus::HistogramVec,
 }
 
 /// The shared control plane.
@@ -171,6 +173,11 @@ pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::R
             "novanet_routing_reconcile_cycle_duration_seconds",
             "Time of one reconcile cycle",
         ))
+        .expect("valid histogram"),
+        grpc_seconds: prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new("novanet_routing_grpc_request_duration_seconds", "Time of one RPC"),
+            &["method"],
+        )
         .expect("valid histogram"),
     }))
 }

@@ -692,7 +692,12 @@ pub async fn serve(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(socket = %path.display(), "RouteControl API listening");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let timing = RequestTiming(control.grpc_seconds.clone());
     let result = tonic::transport::Server::builder()
+        .layer(tower::layer::layer_fn(move |inner| Timed {
+            inner,
+            timing: timing.clone(),
+        }))
         .add_service(RouteControlServer::new(Service::new(control.clone())))
         .add_service(
             novanet_proto::insight::routing_insight_server::RoutingInsightServer::new(super::insight::Insight::new(
@@ -703,4 +708,41 @@ pub async fn serve(
         .await;
     let _ = std::fs::remove_file(path);
     result.map_err(|e| anyhow::anyhow!("RouteControl API: {e}"))
+}
+
+/// Times every unary RPC into `grpc_request_duration_seconds{method}`.
+#[derive(Clone)]
+struct RequestTiming(prometheus::HistogramVec);
+
+#[derive(Clone)]
+struct Timed<S> {
+    inner: S,
+    timing: RequestTiming,
+}
+
+impl<S, B> tower::Service<tonic::codegen::http::Request<B>> for Timed<S>
+where
+    S: tower::Service<tonic::codegen::http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let method = req.uri().path().rsplit('/').next().unwrap_or("").to_string();
+        let timer = (method != "StreamEvents").then(|| self.timing.0.with_label_values(&[&method]).start_timer());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            if let Some(t) = timer {
+                t.observe_duration();
+            }
+            r
+        })
+    }
 }
