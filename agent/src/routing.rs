@@ -239,7 +239,12 @@ async fn finish_restart(
 /// PodCIDRs advertised or withdrawn, peers added or removed, a peer whose
 /// only change is its policies kept up (route refresh in, export
 /// difference out), any other peer change resets that peer alone.
-pub async fn reload(speaker: &Speaker, old: &Config, new: &Config) -> anyhow::Result<()> {
+pub async fn reload(
+    speaker: &Speaker,
+    bfd: &novanet_bfd::transport::Bfd,
+    old: &Config,
+    new: &Config,
+) -> anyhow::Result<()> {
     if old.local_as()? != new.local_as()? || old.router_id()? != new.router_id()? {
         anyhow::bail!("routing.local_as / routing.router_id changed: restart the agent to apply");
     }
@@ -267,6 +272,32 @@ pub async fn reload(speaker: &Speaker, old: &Config, new: &Config) -> anyhow::Re
     {
         speaker.remove_peer(pc.address).await?;
     }
+    // BFD sessions follow the peers: gone, new or with other timers.
+    for (pc, _) in &before {
+        let was = crate::liveness::session_for(old, pc);
+        let now = after
+            .iter()
+            .find(|(a, _)| a.address == pc.address)
+            .and_then(|(a, _)| crate::liveness::session_for(new, a));
+        if let Some(w) = &was {
+            if now.as_ref().is_none_or(|n| n.key != w.key) {
+                bfd.remove(w.key);
+            }
+        }
+    }
+    for (pc, _) in &after {
+        let was = before
+            .iter()
+            .find(|(b, _)| b.address == pc.address)
+            .and_then(|(b, _)| crate::liveness::session_for(old, b));
+        if let Some(n) = crate::liveness::session_for(new, pc) {
+            if was.as_ref().is_none_or(|w| w.key != n.key || w.config != n.config) {
+                bfd.add(n)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("BFD session with {}: {e}", pc.address))?;
+            }
+        }
+    }
     for (pc, entry) in &after {
         match before.iter().find(|(b, _)| b.address == pc.address) {
             None => speaker.add_peer(pc.clone()).await?,
@@ -281,9 +312,14 @@ pub async fn reload(speaker: &Speaker, old: &Config, new: &Config) -> anyhow::Re
                 };
                 let same_session = match (old_entry, entry) {
                     (Some(o), Some(n)) => {
+                        // Policies and BFD change without a session reset.
                         let strip = |e: &PeerEntry| PeerEntry {
                             import: String::new(),
                             export: String::new(),
+                            bfd_enabled: false,
+                            bfd_min_rx_ms: 0,
+                            bfd_min_tx_ms: 0,
+                            bfd_detect_multiplier: 0,
                             ..e.clone()
                         };
                         strip(o) == strip(n)

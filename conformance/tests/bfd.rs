@@ -270,4 +270,15 @@ router bgp 65000
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(agent.peer("10.0.0.1")["established_transitions"], since);
+
+    // SIGHUP applies BFD changes: the session goes with bfd_enabled off.
+    agent.rewrite_config(&json!({
+        "node_name": "node-a",
+        "node_ip": "10.0.0.10",
+        "pod_cidr": "10.244.10.0/24",
+        "routing": {"peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}]}
+    }));
+    lab.signal(&agent.name, libc::SIGHUP);
+    wait_for_value("the BFD session to go", Value::Null, || bfd_session(&agent, "10.0.0.1"));
+    assert_eq!(agent.peer_state("10.0.0.1"), "Established");
 }
