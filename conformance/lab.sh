@@ -8,7 +8,8 @@
 # Two FRR ToRs (AS 65001 on 10.0.1.0/24, AS 65002 on 10.0.2.0/24), three
 # nodes attached to both, each running novanet-agent (per-node AS 65000 +
 # last octet), peering with both ToRs and with each other (static node
-# mesh), each with a pod namespace in its PodCIDR.
+# mesh), each with a pod namespace in its PodCIDR. `status` shows each node's
+# kernel routes and `novanetctl routing peers`, then pings pod to pod.
 #
 #            tor1 10.0.1.1 (br0)              tor2 10.0.2.1 (br0)
 #              |        |        |              |        |        |
@@ -43,14 +44,8 @@ status() {
   for i in "${NODES[@]}"; do
     echo "== node-$i: ip route (proto bgp)"
     ip -n "$(ns_of node$i)" route show proto bgp | sed 's/^/   /'
-    echo "== node-$i: peers"
-    ip netns exec "$(ns_of node$i)" python3 - <<'PY'
-import json, urllib.request
-peers = json.load(urllib.request.urlopen("http://127.0.0.1:9102/status/peers"))
-print(f"   {'NEIGHBOR':<12} {'AS':<7} {'ROLE':<5} {'STATE':<12} {'RCVD':>5} {'SENT':>5}")
-for p in peers:
-    print(f"   {p['neighbor_address']:<12} {p['remote_as']:<7} {p['role']:<5} {p['state']:<12} {p['prefixes_received']:>5} {p['prefixes_sent']:>5}")
-PY
+    echo "== node-$i: novanetctl routing peers"
+    ./target/debug/novanetctl --socket "$RUN/node$i.sock" routing peers | sed 's/^/   /'
   done
   echo "== pod to pod across nodes"
   local failed=0
@@ -70,7 +65,7 @@ PY
 up() {
   [ "$(id -u)" = 0 ] || { echo "lab.sh: run as root (network namespaces)" >&2; exit 1; }
   ./scripts/install-deps.sh
-  cargo build -q -p novanet-agent
+  cargo build -q -p novanet-agent -p novanetctl
   down
   mkdir -p "$RUN"
   local mesh=""
