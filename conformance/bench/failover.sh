@@ -19,18 +19,9 @@ cargo build --release -q -p novanet-agent -p novanet-conformance
 AGENT=$PWD/target/release/novanet-agent
 INJECT=$PWD/target/release/novanet-inject
 pids=()
+. conformance/bench/lib.sh
 
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  for f in "$RUN"/*.pid; do [ -e "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
-  pids=()
-  for n in tor1 tor2 node inj; do ip netns del "$P-$n" 2>/dev/null || true; done
-  rm -rf "/var/run/frr/$P-tor1" "/var/run/frr/$P-tor2" "/etc/frr/$P-tor1" "/etc/frr/$P-tor2"
-  rm -f "$RUN"/*.pid
-}
-trap 'cleanup; [ -n "${KEEP:-}" ] || rm -rf "$RUN"' EXIT
+trap 'cleanup tor1 tor2 node inj; [ -n "${KEEP:-}" ] || rm -rf "$RUN"' EXIT
 
 frr() { # frr NS DAEMON CONF
   local ns=$P-$1 d=$2
@@ -47,7 +38,7 @@ route_hops() { ip -n "$P-node" route show exact 192.0.2.0/24 proto bgp 2>/dev/nu
 
 one_run() { # TIMER_MS LOAD(0|1)
   local t=$1 load=$2
-  cleanup
+  cleanup tor1 tor2 node inj
   for n in tor1 tor2 node inj; do ip netns add "$P-$n"; ip -n "$P-$n" link set lo up; done
   ip link add eth0 netns "$P-tor1" type veth peer name eth0 netns "$P-node"
   ip link add eth0 netns "$P-tor2" type veth peer name eth1 netns "$P-node"

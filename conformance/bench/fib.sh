@@ -19,24 +19,14 @@ AGENT=$PWD/target/release/novanet-agent
 INJECT=$PWD/target/release/novanet-inject
 
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  pids=()
-  ip netns del "$P-dut" 2>/dev/null || true
-  ip netns del "$P-inj" 2>/dev/null || true
-  rm -rf "/var/run/frr/$P-dut" "/etc/frr/$P-dut"
-}
-trap 'cleanup; rm -rf "$RUN"' EXIT
+. conformance/bench/lib.sh
+trap 'cleanup dut inj; rm -rf "$RUN"' EXIT
 
 last_prefix() { python3 -c "import ipaddress,sys; n=int(sys.argv[1]); print(ipaddress.IPv4Address(int(ipaddress.IPv4Address('100.0.0.0')) + (n-1)*256), end='/24')" "$N"; }
-hwm() { awk '/^VmHWM:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-cpu() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 run_one() {
   local dut=$1 proto=bgp
-  cleanup
+  cleanup dut inj
   ip netns add "$P-dut"; ip netns add "$P-inj"
   ip -n "$P-dut" link set lo up; ip -n "$P-inj" link set lo up
   ip link add eth0 netns "$P-dut" type veth peer name eth0 netns "$P-inj"

@@ -22,26 +22,14 @@ cargo build --release -q -p novanet-agent -p novanet-conformance
 AGENT=$PWD/target/release/novanet-agent
 INJECT=$PWD/target/release/novanet-inject
 pids=()
+. conformance/bench/lib.sh
 
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  for f in "$RUN"/*.pid; do [ -e "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
-  pids=()
-  local x
-  for x in dut inj mon; do ip netns del "$P-$x" 2>/dev/null || true; done
-  rm -rf "/var/run/frr/$P-dut" "/etc/frr/$P-dut"
-  rm -f "$RUN"/*.pid
-}
-trap 'cleanup; [ -n "${KEEP:-}" ] || rm -rf "$RUN"' EXIT
+trap 'cleanup dut inj mon; [ -n "${KEEP:-}" ] || rm -rf "$RUN"' EXIT
 
-hwm() { awk '/^VmHWM:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-cpu() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 run_one() { # DUT N
   local dut=$1 n=$2
-  cleanup
+  cleanup dut inj mon
   for x in dut inj mon; do ip netns add "$P-$x"; ip -n "$P-$x" link set lo up; done
   ip link add eth0 netns "$P-dut" type veth peer name eth0 netns "$P-inj"
   ip link add eth1 netns "$P-dut" type veth peer name eth0 netns "$P-mon"

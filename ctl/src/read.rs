@@ -47,6 +47,17 @@ pub struct FamilyView {
     pub advertised: u64,
 }
 
+/// GetStatus, optionally for one owner.
+async fn get_status(a: &mut Agent, owner: &str) -> anyhow::Result<novanet_proto::api::GetStatusResponse> {
+    Ok(a.control
+        .get_status(GetStatusRequest {
+            owner_filter: owner.to_string(),
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner())
+}
+
 pub async fn peers(a: &mut Agent) -> anyhow::Result<Vec<PeerView>> {
     let r = a
         .insight
@@ -145,14 +156,7 @@ pub struct PrefixView {
 }
 
 pub async fn prefixes(a: &mut Agent, owner: &str) -> anyhow::Result<Vec<PrefixView>> {
-    let st = a
-        .control
-        .get_status(GetStatusRequest {
-            owner_filter: owner.to_string(),
-        })
-        .await
-        .map_err(rpc_error)?
-        .into_inner();
+    let st = get_status(a, owner).await?;
     let mut v: Vec<PrefixView> = st
         .prefixes
         .into_iter()
@@ -214,14 +218,7 @@ pub struct BfdView {
 }
 
 pub async fn bfd(a: &mut Agent, owner: &str) -> anyhow::Result<Vec<BfdView>> {
-    let st = a
-        .control
-        .get_status(GetStatusRequest {
-            owner_filter: owner.to_string(),
-        })
-        .await
-        .map_err(rpc_error)?
-        .into_inner();
+    let st = get_status(a, owner).await?;
     let live = peers(a).await?;
     let mut v: Vec<BfdView> = st
         .bfd_sessions
@@ -308,14 +305,7 @@ pub struct OspfView {
 }
 
 pub async fn ospf(a: &mut Agent, owner: &str) -> anyhow::Result<Vec<OspfView>> {
-    let st = a
-        .control
-        .get_status(GetStatusRequest {
-            owner_filter: owner.to_string(),
-        })
-        .await
-        .map_err(rpc_error)?
-        .into_inner();
+    let st = get_status(a, owner).await?;
     Ok(st
         .ospf_interfaces
         .into_iter()
