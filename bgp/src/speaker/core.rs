@@ -688,11 +688,9 @@ impl Core {
                 slot.shared.wake.notify_one();
             }
         }
-        let changes = Arc::new(changes);
         if let Some(sink) = &self.config.route_sink {
-            (sink.0)(changes.clone());
+            (sink.0)(Arc::new(changes));
         }
-        let _ = self.events.send(SpeakerEvent::Routes(changes));
     }
 
     fn explain(&mut self, prefix: IpNet, peer: IpAddr) -> super::Explanation {

@@ -202,7 +202,9 @@ impl PeerStatus {
     }
 }
 
-/// Session and route events, for logs, metrics and the FIB.
+/// Session events, for logs, metrics and the API. (Selected-route changes
+/// go to the [`RouteSink`] only: a broadcast would keep thousands of
+/// change batches alive in its ring.)
 #[derive(Debug, Clone)]
 pub enum SpeakerEvent {
     PeerState {
@@ -211,8 +213,6 @@ pub enum SpeakerEvent {
         to: State,
         reason: Option<String>,
     },
-    /// Selected routes changed.
-    Routes(Arc<Vec<BestChange>>),
     /// A peer finished sending its routes of a family (End-of-RIB).
     EndOfRib { address: IpAddr, family: Family },
     /// The announcement (or withdrawal) of a prefix this node originates
