@@ -466,5 +466,19 @@ fn route_control_api_end_to_end() {
             .unwrap()
             .into_inner();
         assert!(st.prefixes.is_empty() && st.peers.is_empty());
+        // Every kind of intent was counted, set and removed.
+        let m = agent.get("/metrics").expect("metrics scrape");
+        for (owner, kind, op) in [
+            ("novanet", "peer", "remove"),
+            ("admin", "prefix", "remove"),
+            ("novanet", "bfd", "set"),
+            ("novanet", "bfd", "remove"),
+            ("novanet", "ospf", "set"),
+            ("novanet", "ospf", "remove"),
+        ] {
+            let want =
+                format!("novanet_routing_intents_total{{operation=\"{op}\",owner=\"{owner}\",type=\"{kind}\"}} 1");
+            assert!(m.contains(&want), "metrics lack {want}");
+        }
     });
 }

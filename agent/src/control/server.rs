@@ -101,6 +101,32 @@ impl Service {
         Ok(())
     }
 
+    /// Stores an intent: its previous apply state is dropped, the
+    /// operation counted, the reconciler woken.
+    fn store(&self, owner: &str, kind: &str, key: String, put: impl FnOnce(&mut super::intents::OwnerIntents)) {
+        put(self.control.intents.lock().expect("intents").owner(owner));
+        self.control.applied.lock().expect("applied").remove(&key);
+        self.control.count_intent(owner, kind, "set");
+        self.control.reconcile_soon();
+    }
+
+    /// Removes an intent; false when the owner had no such intent.
+    fn remove(
+        &self,
+        owner: &str,
+        kind: &str,
+        key: String,
+        take: impl FnOnce(&mut super::intents::OwnerIntents) -> bool,
+    ) -> bool {
+        if !take(self.control.intents.lock().expect("intents").owner(owner)) {
+            return false;
+        }
+        self.control.applied.lock().expect("applied").remove(&key);
+        self.control.count_intent(owner, kind, "remove");
+        self.control.reconcile_soon();
+        true
+    }
+
     fn authenticate(&self, owner: &str, token: &str) -> Result<(), Status> {
         self.control.owners.authenticate(owner, token).map_err(|r| {
             self.control.count_violation(owner, "invalid_token");
@@ -264,15 +290,9 @@ impl RouteControl for Service {
         if p.address_families.is_empty() {
             p.address_families = vec![AddressFamily::Ipv4Unicast as i32];
         }
-        self.control
-            .intents
-            .lock()
-            .expect("intents")
-            .owner(&r.owner)
-            .peers
-            .insert(addr, p);
-        self.control.applied.lock().expect("applied").remove(&peer_key(&addr));
-        self.control.reconcile_soon();
+        self.store(&r.owner, "peer", peer_key(&addr), |i| {
+            i.peers.insert(addr, p);
+        });
         Ok(Response::new(ApplyPeerResponse {}))
     }
 
@@ -282,19 +302,9 @@ impl RouteControl for Service {
         let addr = parse_ip("neighbor_address", &r.neighbor_address)?;
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
-        let removed = self
-            .control
-            .intents
-            .lock()
-            .expect("intents")
-            .owner(&r.owner)
-            .peers
-            .remove(&addr);
-        if removed.is_none() {
+        if !self.remove(&r.owner, "peer", peer_key(&addr), |i| i.peers.remove(&addr).is_some()) {
             return Err(Status::not_found(format!("owner {} has no peer {addr}", r.owner)));
         }
-        self.control.count_intent(&r.owner, "peer", "remove");
-        self.control.reconcile_soon();
         Ok(Response::new(RemovePeerResponse {}))
     }
 
@@ -364,20 +374,9 @@ impl RouteControl for Service {
             protocol,
             attributes: r.attributes.clone(),
         };
-        self.control
-            .intents
-            .lock()
-            .expect("intents")
-            .owner(&r.owner)
-            .prefixes
-            .insert((protocol as i32, prefix), intent);
-        self.control.count_intent(&r.owner, "prefix", "set");
-        self.control
-            .applied
-            .lock()
-            .expect("applied")
-            .remove(&prefix_key(protocol as i32, &prefix));
-        self.control.reconcile_soon();
+        self.store(&r.owner, "prefix", prefix_key(protocol as i32, &prefix), |i| {
+            i.prefixes.insert((protocol as i32, prefix), intent);
+        });
         Ok(Response::new(AdvertisePrefixResponse {}))
     }
 
@@ -390,21 +389,15 @@ impl RouteControl for Service {
         let (prefix, protocol) = prefix_and_protocol(&r.prefix, r.protocol)?;
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
-        let removed = self
-            .control
-            .intents
-            .lock()
-            .expect("intents")
-            .owner(&r.owner)
-            .prefixes
-            .remove(&(protocol as i32, prefix));
-        if removed.is_none() {
+        let key = prefix_key(protocol as i32, &prefix);
+        if !self.remove(&r.owner, "prefix", key, |i| {
+            i.prefixes.remove(&(protocol as i32, prefix)).is_some()
+        }) {
             return Err(Status::not_found(format!(
                 "owner {} does not advertise {}",
                 r.owner, r.prefix
             )));
         }
-        self.control.reconcile_soon();
         Ok(Response::new(WithdrawPrefixResponse {}))
     }
 
@@ -422,15 +415,9 @@ impl RouteControl for Service {
             detect_multiplier: or(r.detect_multiplier, 3),
             interface: r.interface_name.clone(),
         };
-        self.control
-            .intents
-            .lock()
-            .expect("intents")
-            .owner(&r.owner)
-            .bfd
-            .insert(addr, intent);
-        self.control.applied.lock().expect("applied").remove(&bfd_key(&addr));
-        self.control.reconcile_soon();
+        self.store(&r.owner, "bfd", bfd_key(&addr), |i| {
+            i.bfd.insert(addr, intent);
+        });
         Ok(Response::new(EnableBfdResponse {}))
     }
 
@@ -440,22 +427,12 @@ impl RouteControl for Service {
         let addr = parse_ip("peer_address", &r.peer_address)?;
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
-        if self
-            .control
-            .intents
-            .lock()
-            .expect("intents")
-            .owner(&r.owner)
-            .bfd
-            .remove(&addr)
-            .is_none()
-        {
+        if !self.remove(&r.owner, "bfd", bfd_key(&addr), |i| i.bfd.remove(&addr).is_some()) {
             return Err(Status::not_found(format!(
                 "owner {} has no BFD session with {addr}",
                 r.owner
             )));
         }
-        self.control.reconcile_soon();
         Ok(Response::new(DisableBfdResponse {}))
     }
 
@@ -495,20 +472,10 @@ impl RouteControl for Service {
             hello,
             dead,
         };
-        self.control
-            .intents
-            .lock()
-            .expect("intents")
-            .owner(&r.owner)
-            .ospf
-            .insert(r.interface_name.clone(), intent);
-        self.control.count_intent(&r.owner, "ospf", "set");
-        self.control
-            .applied
-            .lock()
-            .expect("applied")
-            .remove(&ospf_key(&r.interface_name));
-        self.control.reconcile_soon();
+        let iface = r.interface_name.clone();
+        self.store(&r.owner, "ospf", ospf_key(&iface), |i| {
+            i.ospf.insert(iface.clone(), intent);
+        });
         Ok(Response::new(EnableOspfResponse {}))
     }
 
@@ -520,27 +487,14 @@ impl RouteControl for Service {
         }
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
-        if self
-            .control
-            .intents
-            .lock()
-            .expect("intents")
-            .owner(&r.owner)
-            .ospf
-            .remove(&r.interface_name)
-            .is_none()
-        {
+        if !self.remove(&r.owner, "ospf", ospf_key(&r.interface_name), |i| {
+            i.ospf.remove(&r.interface_name).is_some()
+        }) {
             return Err(Status::not_found(format!(
                 "owner {} has no OSPF interface {}",
                 r.owner, r.interface_name
             )));
         }
-        self.control
-            .applied
-            .lock()
-            .expect("applied")
-            .remove(&ospf_key(&r.interface_name));
-        self.control.reconcile_soon();
         Ok(Response::new(DisableOspfResponse {}))
     }
 
