@@ -49,7 +49,7 @@ fn attrs(path: &[u32], nh: &str) -> PathAttributes {
 }
 
 fn best_peer(rib: &Rib, p: &str) -> Option<PeerId> {
-    rib.entry(&prefix(p)).and_then(|e| e.best()).map(|b| b.peer)
+    rib.entry(&prefix(p)).and_then(|e| e.best()).map(|b| b.peer())
 }
 
 /// Installs two paths and checks that `winner` wins at `step`.

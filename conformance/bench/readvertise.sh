@@ -53,7 +53,8 @@ run_one() { # DUT N
    {"neighbor_address": "10.0.1.2", "remote_as": 65002, "max_prefix": $((n + 1)), "import": "all", "export": "none"},
    {"neighbor_address": "10.0.2.2", "remote_as": 65003, "import": "none", "export": "all"}]}}
 JSON
-      ip netns exec "$P-dut" "$AGENT" --config "$RUN/agent.json" > "$RUN/agent.log" 2>&1 &
+      # NOVANET_WRAP: a profiler to run the agent under (e.g. "heaptrack -o /tmp/agent").
+      ip netns exec "$P-dut" ${NOVANET_WRAP:-} "$AGENT" --config "$RUN/agent.json" > "$RUN/agent.log" 2>&1 &
       dpids=($!)
       ;;
     bird)

@@ -13,7 +13,7 @@ use crate::wire::update::{pack_announcements, pack_withdrawals};
 use crate::wire::{community, Family, Nlri, PathAttributes, SessionCodec};
 use bytes::BytesMut;
 use ipnet::IpNet;
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 

@@ -3,15 +3,22 @@
 //! Routes hold `Arc<PathAttributes>`; a full table with few distinct
 //! attribute sets therefore holds few attribute allocations. A set leaves
 //! the table when its last route lets go of it ([`AttrTable::release`]).
+//!
+//! The prefixes of one UPDATE arrive with one shared `Arc`; the table
+//! remembers the last `Arc` it was given, so only the first prefix of an
+//! UPDATE pays for hashing and comparing the attributes.
 
 use crate::wire::PathAttributes;
-use std::collections::HashSet;
+use hashbrown::HashSet;
 use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct AttrTable {
     set: HashSet<Arc<PathAttributes>>,
     released: usize,
+    /// The last `Arc` passed to [`AttrTable::intern_arc`] and its shared
+    /// copy (holding the first keeps its address from being reused).
+    last: Option<(Arc<PathAttributes>, Arc<PathAttributes>)>,
 }
 
 /// Releases before a collection is considered.
@@ -30,11 +37,20 @@ impl AttrTable {
 
     /// Returns the shared copy of an already built `Arc`.
     pub fn intern_arc(&mut self, attrs: Arc<PathAttributes>) -> Arc<PathAttributes> {
-        if let Some(existing) = self.set.get(&*attrs) {
-            return existing.clone();
+        if let Some((given, shared)) = &self.last {
+            if Arc::ptr_eq(given, &attrs) {
+                return shared.clone();
+            }
         }
-        self.set.insert(attrs.clone());
-        attrs
+        let shared = match self.set.get(&*attrs) {
+            Some(existing) => existing.clone(),
+            None => {
+                self.set.insert(attrs.clone());
+                attrs.clone()
+            }
+        };
+        self.last = Some((attrs, shared.clone()));
+        shared
     }
 
     /// Drops a route's reference. Unused sets are collected once releases
@@ -49,6 +65,7 @@ impl AttrTable {
 
     /// Drops every set only the table still holds.
     pub fn collect(&mut self) {
+        self.last = None;
         self.set.retain(|a| Arc::strong_count(a) > 1);
         self.released = 0;
     }

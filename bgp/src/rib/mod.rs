@@ -9,6 +9,7 @@
 pub mod decision;
 pub mod export;
 pub mod intern;
+mod table;
 
 use crate::wire::{Nlri, PathAttributes};
 use decision::{compare, multipath_eligible, Candidate, Step};
@@ -16,12 +17,12 @@ use intern::AttrTable;
 use ipnet::IpNet;
 use smallvec::SmallVec;
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use table::{Paths, PrefixKey, Slot, Table, V4Key, V6Key};
 
 /// Index of a peer in the RIB. [`LOCAL_PEER`] stands for routes this node
-/// originates.
+/// originates. Identifiers stay below 2^31.
 pub type PeerId = u32;
 
 /// The pseudo-peer of locally originated routes.
@@ -38,42 +39,85 @@ pub struct PeerInfo {
     pub local: bool,
 }
 
-/// One candidate path for a prefix.
+/// One candidate path for a prefix (16 bytes: the stale mark shares a word
+/// with the peer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
-    pub peer: PeerId,
-    pub path_id: u32,
     pub attrs: Arc<PathAttributes>,
+    /// The peer, and in the top bit whether the path is stale.
+    peer_and_stale: u32,
+    pub path_id: u32,
+}
+
+const STALE_BIT: u32 = 1 << 31;
+
+impl Path {
+    pub fn new(peer: PeerId, path_id: u32, attrs: Arc<PathAttributes>) -> Path {
+        assert!(peer < STALE_BIT, "peer identifiers stay below 2^31");
+        Path {
+            attrs,
+            peer_and_stale: peer,
+            path_id,
+        }
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.peer_and_stale & !STALE_BIT
+    }
+
     /// Kept from a restarting peer (graceful restart) until refreshed or
     /// swept.
-    pub stale: bool,
+    pub fn stale(&self) -> bool {
+        self.peer_and_stale & STALE_BIT != 0
+    }
+
+    fn mark_stale(&mut self) {
+        self.peer_and_stale |= STALE_BIT;
+    }
 }
 
 /// All paths of one prefix: the best first, then its multipath siblings
 /// (`multipath` of them), then the rest.
-#[derive(Debug, Clone, Default)]
-pub struct RibEntry {
-    paths: SmallVec<[Path; 1]>,
+#[derive(Debug, Clone, Copy)]
+pub struct RibEntry<'a> {
+    paths: &'a [Path],
     multipath: u8,
 }
 
-impl RibEntry {
-    pub fn paths(&self) -> &[Path] {
-        &self.paths
+impl<'a> RibEntry<'a> {
+    fn of<K>(slot: &'a Slot<K>) -> Self {
+        RibEntry {
+            paths: &slot.paths,
+            multipath: slot.multipath,
+        }
     }
 
-    pub fn best(&self) -> Option<&Path> {
+    pub fn paths(&self) -> &'a [Path] {
+        self.paths
+    }
+
+    pub fn best(&self) -> Option<&'a Path> {
         self.paths.first()
     }
 
     /// The best path and the paths that share forwarding with it.
-    pub fn forwarding(&self) -> &[Path] {
+    pub fn forwarding(&self) -> &'a [Path] {
         let n = if self.paths.is_empty() {
             0
         } else {
             1 + self.multipath as usize
         };
         &self.paths[..n]
+    }
+
+    /// The selection as export and the FIB see it.
+    pub fn selection(&self) -> Option<Best> {
+        let best = self.best()?;
+        Some(Best {
+            peer: best.peer(),
+            attrs: best.attrs.clone(),
+            next_hops: self.forwarding().iter().filter_map(|p| p.attrs.next_hop).collect(),
+        })
     }
 }
 
@@ -96,17 +140,125 @@ pub struct BestChange {
     pub best: Option<Best>,
 }
 
+/// The per-family tables, addressed by `IpNet`.
+#[derive(Debug, Default)]
+struct Tables {
+    v4: Table<V4Key>,
+    v6: Table<V6Key>,
+}
+
+/// A stored entry, whichever its family.
+struct SlotMut<'a> {
+    multipath: &'a mut u8,
+    paths: &'a mut Paths,
+}
+
+impl<'a> SlotMut<'a> {
+    fn of<K>(slot: &'a mut Slot<K>) -> Self {
+        SlotMut {
+            multipath: &mut slot.multipath,
+            paths: &mut slot.paths,
+        }
+    }
+
+    fn view(&self) -> RibEntry<'_> {
+        RibEntry {
+            paths: self.paths,
+            multipath: *self.multipath,
+        }
+    }
+}
+
+impl Tables {
+    fn get(&self, prefix: &IpNet) -> Option<RibEntry<'_>> {
+        match prefix {
+            IpNet::V4(n) => self.v4.get(&n.into()).map(RibEntry::of),
+            IpNet::V6(n) => self.v6.get(&n.into()).map(RibEntry::of),
+        }
+    }
+
+    fn get_mut(&mut self, prefix: &IpNet) -> Option<SlotMut<'_>> {
+        match prefix {
+            IpNet::V4(n) => self.v4.get_mut(&n.into()).map(SlotMut::of),
+            IpNet::V6(n) => self.v6.get_mut(&n.into()).map(SlotMut::of),
+        }
+    }
+
+    fn get_or_insert(&mut self, prefix: &IpNet) -> SlotMut<'_> {
+        match prefix {
+            IpNet::V4(n) => SlotMut::of(self.v4.get_or_insert(n.into())),
+            IpNet::V6(n) => SlotMut::of(self.v6.get_or_insert(n.into())),
+        }
+    }
+
+    fn remove(&mut self, prefix: &IpNet) {
+        match prefix {
+            IpNet::V4(n) => drop(self.v4.remove(&n.into())),
+            IpNet::V6(n) => drop(self.v6.remove(&n.into())),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (IpNet, RibEntry<'_>)> {
+        fn walk<K: PrefixKey>(t: &Table<K>) -> impl Iterator<Item = (IpNet, RibEntry<'_>)> {
+            t.iter().map(|s| (s.key.net(), RibEntry::of(s)))
+        }
+        walk(&self.v4).chain(walk(&self.v6))
+    }
+
+    /// Every path of every prefix, mutably.
+    fn paths_mut(&mut self) -> impl Iterator<Item = &mut Path> {
+        let v4 = self.v4.iter_mut().flat_map(|s| s.paths.iter_mut());
+        let v6 = self.v6.iter_mut().flat_map(|s| s.paths.iter_mut());
+        v4.chain(v6)
+    }
+}
+
+/// Paths held, in total and per peer.
+#[derive(Debug, Default)]
+struct PathCounts {
+    total: usize,
+    /// Paths per peer, by peer index.
+    per_peer: Vec<usize>,
+    /// Of those, IPv6 paths.
+    per_peer_v6: Vec<usize>,
+}
+
+impl PathCounts {
+    fn grow_to(&mut self, peer: PeerId) {
+        let i = peer as usize;
+        if self.per_peer.len() <= i {
+            self.per_peer.resize(i + 1, 0);
+            self.per_peer_v6.resize(i + 1, 0);
+        }
+    }
+
+    fn count(&mut self, peer: PeerId, prefix: &IpNet, added: bool) {
+        self.grow_to(peer);
+        let i = peer as usize;
+        let v6 = matches!(prefix, IpNet::V6(_)) as usize;
+        if added {
+            self.total += 1;
+            self.per_peer[i] += 1;
+            self.per_peer_v6[i] += v6;
+        } else {
+            self.total -= 1;
+            self.per_peer[i] -= 1;
+            self.per_peer_v6[i] -= v6;
+        }
+    }
+}
+
 /// The table.
 #[derive(Debug, Default)]
 pub struct Rib {
-    routes: HashMap<IpNet, RibEntry>,
+    tables: Tables,
     attrs: AttrTable,
     peers: Vec<Option<PeerInfo>>,
-    paths: usize,
-    /// Paths per peer, by peer index.
-    peer_paths: Vec<usize>,
-    /// Of those, IPv6 paths.
-    peer_paths_v6: Vec<usize>,
+    counts: PathCounts,
 }
 
 impl Rib {
@@ -129,9 +281,8 @@ impl Rib {
         let i = id as usize;
         if self.peers.len() <= i {
             self.peers.resize(i + 1, None);
-            self.peer_paths.resize(i + 1, 0);
-            self.peer_paths_v6.resize(i + 1, 0);
         }
+        self.counts.grow_to(id);
         self.peers[i] = Some(info);
     }
 
@@ -144,27 +295,27 @@ impl Rib {
         self.attrs.intern(attrs)
     }
 
-    pub fn entry(&self, prefix: &IpNet) -> Option<&RibEntry> {
-        self.routes.get(prefix)
+    pub fn entry(&self, prefix: &IpNet) -> Option<RibEntry<'_>> {
+        self.tables.get(prefix)
     }
 
-    /// Every prefix with its entry.
-    pub fn iter(&self) -> impl Iterator<Item = (&IpNet, &RibEntry)> {
-        self.routes.iter()
+    /// Every prefix with its entry (IPv4, then IPv6).
+    pub fn iter(&self) -> impl Iterator<Item = (IpNet, RibEntry<'_>)> {
+        self.tables.iter()
     }
 
     /// Number of prefixes.
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.tables.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.len() == 0
     }
 
     /// Number of paths over all prefixes.
     pub fn path_count(&self) -> usize {
-        self.paths
+        self.counts.total
     }
 
     /// Number of distinct attribute sets held.
@@ -179,175 +330,127 @@ impl Rib {
 
     /// Paths a peer has in the table.
     pub fn paths_from(&self, peer: PeerId) -> usize {
-        self.peer_paths.get(peer as usize).copied().unwrap_or(0)
+        self.counts.per_peer.get(peer as usize).copied().unwrap_or(0)
     }
 
     /// IPv6 paths a peer has in the table.
     pub fn paths_from_v6(&self, peer: PeerId) -> usize {
-        self.peer_paths_v6.get(peer as usize).copied().unwrap_or(0)
-    }
-
-    fn count_path(&mut self, peer: PeerId, prefix: &IpNet, added: bool) {
-        let i = peer as usize;
-        if self.peer_paths.len() <= i {
-            self.peer_paths.resize(i + 1, 0);
-            self.peer_paths_v6.resize(i + 1, 0);
-        }
-        let v6 = matches!(prefix, IpNet::V6(_)) as usize;
-        if added {
-            self.paths += 1;
-            self.peer_paths[i] += 1;
-            self.peer_paths_v6[i] += v6;
-        } else {
-            self.paths -= 1;
-            self.peer_paths[i] -= 1;
-            self.peer_paths_v6[i] -= v6;
-        }
-    }
-
-    fn selection(&self, e: &RibEntry) -> Option<Best> {
-        let best = e.paths.first()?;
-        Some(Best {
-            peer: best.peer,
-            attrs: best.attrs.clone(),
-            next_hops: e.forwarding().iter().filter_map(|p| p.attrs.next_hop).collect(),
-        })
+        self.counts.per_peer_v6.get(peer as usize).copied().unwrap_or(0)
     }
 
     /// Adds or replaces a peer's path for a prefix.
     pub fn announce(&mut self, peer: PeerId, nlri: Nlri, attrs: Arc<PathAttributes>) -> Option<BestChange> {
         let attrs = self.attrs.intern_arc(attrs);
-        let before = self.routes.get(&nlri.prefix).and_then(|e| self.selection(e));
-        let entry = self.routes.entry(nlri.prefix).or_default();
-        let path = Path {
-            peer,
-            path_id: nlri.path_id,
-            attrs,
-            stale: false,
-        };
-        let old = match entry
+        let path = Path::new(peer, nlri.path_id, attrs);
+        let slot = self.tables.get_or_insert(&nlri.prefix);
+        let before = slot.view().selection();
+        let replaced = match slot
             .paths
             .iter_mut()
-            .find(|p| p.peer == peer && p.path_id == nlri.path_id)
+            .find(|p| p.peer() == peer && p.path_id == nlri.path_id)
         {
-            Some(slot) => Some(std::mem::replace(slot, path)),
+            Some(existing) => Some(std::mem::replace(existing, path)),
             None => {
-                entry.paths.push(path);
-                self.count_path(peer, &nlri.prefix, true);
+                slot.paths.push(path);
+                self.counts.count(peer, &nlri.prefix, true);
                 None
             }
         };
-        if let Some(old) = old {
+        order_paths(slot.paths, slot.multipath, &self.peers);
+        let after = slot.view().selection();
+        if let Some(old) = replaced {
             self.attrs.release(old.attrs);
         }
-        self.reselect(nlri.prefix, before)
+        changed(nlri.prefix, before, after)
     }
 
     /// Removes a peer's path for a prefix.
     pub fn withdraw(&mut self, peer: PeerId, nlri: Nlri) -> Option<BestChange> {
-        let before = self.routes.get(&nlri.prefix).and_then(|e| self.selection(e));
-        let entry = self.routes.get_mut(&nlri.prefix)?;
-        let i = entry
+        let slot = self.tables.get_mut(&nlri.prefix)?;
+        let i = slot
             .paths
             .iter()
-            .position(|p| p.peer == peer && p.path_id == nlri.path_id)?;
-        let old = entry.paths.remove(i);
-        self.count_path(peer, &nlri.prefix, false);
+            .position(|p| p.peer() == peer && p.path_id == nlri.path_id)?;
+        let before = slot.view().selection();
+        let old = slot.paths.remove(i);
+        let after = self.settle(&nlri.prefix);
+        self.counts.count(peer, &nlri.prefix, false);
         self.attrs.release(old.attrs);
-        self.reselect(nlri.prefix, before)
+        changed(nlri.prefix, before, after)
+    }
+
+    /// Re-runs the decision of a prefix whose paths changed, or drops the
+    /// prefix when it has none left; returns the new selection.
+    fn settle(&mut self, prefix: &IpNet) -> Option<Best> {
+        let slot = self.tables.get_mut(prefix)?;
+        if slot.paths.is_empty() {
+            self.tables.remove(prefix);
+            return None;
+        }
+        order_paths(slot.paths, slot.multipath, &self.peers);
+        slot.view().selection()
     }
 
     /// Removes every path of a peer (session down without graceful restart).
     pub fn remove_peer(&mut self, peer: PeerId) -> Vec<BestChange> {
-        self.remove_paths(peer, |_| true)
+        self.remove_paths_where(peer, |_, _| true)
     }
 
     /// Marks a peer's paths stale (graceful restart helper); returns how many.
     pub fn mark_stale(&mut self, peer: PeerId) -> usize {
         let mut n = 0;
-        for e in self.routes.values_mut() {
-            for p in e.paths.iter_mut().filter(|p| p.peer == peer) {
-                p.stale = true;
-                n += 1;
-            }
+        for p in self.tables.paths_mut().filter(|p| p.peer() == peer) {
+            p.mark_stale();
+            n += 1;
         }
         n
     }
 
     /// Removes a peer's paths still stale (End-of-RIB or restart timer).
     pub fn sweep_stale(&mut self, peer: PeerId) -> Vec<BestChange> {
-        self.remove_paths(peer, |p| p.stale)
+        self.remove_paths_where(peer, |_, p| p.stale())
     }
 
     /// Removes a peer's stale paths of one family (End-of-RIB received).
     pub fn sweep_stale_family(&mut self, peer: PeerId, family: crate::wire::Family) -> Vec<BestChange> {
         let v4 = family == crate::wire::Family::IPV4_UNICAST;
-        self.remove_paths_where(peer, |prefix, p| p.stale && matches!(prefix, IpNet::V4(_)) == v4)
-    }
-
-    fn remove_paths(&mut self, peer: PeerId, pick: impl Fn(&Path) -> bool) -> Vec<BestChange> {
-        self.remove_paths_where(peer, |_, p| pick(p))
+        self.remove_paths_where(peer, |prefix, p| p.stale() && matches!(prefix, IpNet::V4(_)) == v4)
     }
 
     fn remove_paths_where(&mut self, peer: PeerId, pick: impl Fn(&IpNet, &Path) -> bool) -> Vec<BestChange> {
         let affected: Vec<IpNet> = self
-            .routes
+            .tables
             .iter()
-            .filter(|(k, e)| e.paths.iter().any(|p| p.peer == peer && pick(k, p)))
-            .map(|(k, _)| *k)
+            .filter(|(k, e)| e.paths().iter().any(|p| p.peer() == peer && pick(k, p)))
+            .map(|(k, _)| k)
             .collect();
         let mut changes = Vec::new();
         for prefix in affected {
-            let before = self.routes.get(&prefix).and_then(|e| self.selection(e));
-            let entry = self.routes.get_mut(&prefix).expect("collected above");
+            let slot = self.tables.get_mut(&prefix).expect("collected above");
+            let before = slot.view().selection();
             let mut removed = Vec::new();
-            entry.paths.retain(|p| {
-                if p.peer == peer && pick(&prefix, p) {
+            slot.paths.retain(|p| {
+                if p.peer() == peer && pick(&prefix, p) {
                     removed.push(p.attrs.clone());
                     false
                 } else {
                     true
                 }
             });
+            let after = self.settle(&prefix);
             for a in removed {
-                self.count_path(peer, &prefix, false);
+                self.counts.count(peer, &prefix, false);
                 self.attrs.release(a);
             }
-            changes.extend(self.reselect(prefix, before));
+            changes.extend(changed(prefix, before, after));
         }
         changes
-    }
-
-    /// Re-runs the decision for a prefix; reports a change from `before`.
-    fn reselect(&mut self, prefix: IpNet, before: Option<Best>) -> Option<BestChange> {
-        let entry = self.routes.get(&prefix)?;
-        if entry.paths.is_empty() {
-            self.routes.remove(&prefix);
-            return before.map(|old| BestChange {
-                prefix,
-                old: Some(old),
-                best: None,
-            });
-        }
-        let peers = &self.peers;
-        let entry = self.routes.get_mut(&prefix).expect("present");
-        order_paths(entry, peers);
-        let after = self.selection(self.routes.get(&prefix).expect("present"));
-        if before == after {
-            None
-        } else {
-            Some(BestChange {
-                prefix,
-                old: before,
-                best: after,
-            })
-        }
     }
 
     /// Why the best path of `prefix` beat each other path: for each
     /// non-best path, the deciding step.
     pub fn explain(&self, prefix: &IpNet) -> Vec<(Path, Option<Step>)> {
-        let Some(e) = self.routes.get(prefix) else {
+        let Some(e) = self.tables.get(prefix) else {
             return Vec::new();
         };
         let Some(best) = e.paths.first() else {
@@ -367,7 +470,7 @@ impl Rib {
     fn candidate<'a>(&'a self, p: &'a Path) -> Candidate<'a> {
         Candidate {
             path: p,
-            peer: self.peer(p.peer).unwrap_or(&UNKNOWN_PEER),
+            peer: self.peer(p.peer()).unwrap_or(&UNKNOWN_PEER),
         }
     }
 }
@@ -383,18 +486,30 @@ fn peer_of(peers: &[Option<PeerInfo>], id: PeerId) -> &PeerInfo {
     peers.get(id as usize).and_then(Option::as_ref).unwrap_or(&UNKNOWN_PEER)
 }
 
+/// A change report when the selection moved from `before` to `after`.
+fn changed(prefix: IpNet, before: Option<Best>, after: Option<Best>) -> Option<BestChange> {
+    (before != after).then_some(BestChange {
+        prefix,
+        old: before,
+        best: after,
+    })
+}
+
 /// Puts the best path first and its multipath siblings right after it.
-fn order_paths(entry: &mut RibEntry, peers: &[Option<PeerInfo>]) {
-    let paths = &mut entry.paths;
+fn order_paths(paths: &mut [Path], multipath: &mut u8, peers: &[Option<PeerInfo>]) {
+    *multipath = 0;
+    if paths.is_empty() {
+        return;
+    }
     let mut best = 0;
     for i in 1..paths.len() {
         let a = Candidate {
             path: &paths[i],
-            peer: peer_of(peers, paths[i].peer),
+            peer: peer_of(peers, paths[i].peer()),
         };
         let b = Candidate {
             path: &paths[best],
-            peer: peer_of(peers, paths[best].peer),
+            peer: peer_of(peers, paths[best].peer()),
         };
         if compare(&a, &b).0 == Ordering::Less {
             best = i;
@@ -406,11 +521,11 @@ fn order_paths(entry: &mut RibEntry, peers: &[Option<PeerInfo>]) {
         let eligible = {
             let b = Candidate {
                 path: &paths[0],
-                peer: peer_of(peers, paths[0].peer),
+                peer: peer_of(peers, paths[0].peer()),
             };
             let o = Candidate {
                 path: &paths[i],
-                peer: peer_of(peers, paths[i].peer),
+                peer: peer_of(peers, paths[i].peer()),
             };
             multipath_eligible(&b, &o) && !paths[1..k].iter().any(|s| s.attrs.next_hop == paths[i].attrs.next_hop)
         };
@@ -419,5 +534,5 @@ fn order_paths(entry: &mut RibEntry, peers: &[Option<PeerInfo>]) {
             k += 1;
         }
     }
-    entry.multipath = (k - 1).min(u8::MAX as usize) as u8;
+    *multipath = (k - 1).min(u8::MAX as usize) as u8;
 }

@@ -373,20 +373,20 @@ impl Core {
         let mut delta = SentDelta::default();
         let mut out = slot.shared.outbox.lock().expect("outbox");
         for (prefix, entry) in self.rib.iter() {
-            let Some(best) = best_of(entry) else { continue };
+            let Some(best) = entry.selection() else { continue };
             let src_ibgp = self.rib.peer(best.peer).is_some_and(|p| p.ibgp);
-            let old = before.export(prefix, &best, src_ibgp).ok();
-            let new = target.export(prefix, &best, src_ibgp).ok();
+            let old = before.export(&prefix, &best, src_ibgp).ok();
+            let new = target.export(&prefix, &best, src_ibgp).ok();
             match (old, new) {
                 (None, Some(n)) => {
-                    delta.add(prefix, 1);
-                    out.pending.announce(*prefix, n);
+                    delta.add(&prefix, 1);
+                    out.pending.announce(prefix, n);
                 }
                 (Some(_), None) => {
-                    delta.add(prefix, -1);
-                    out.pending.withdraw(*prefix);
+                    delta.add(&prefix, -1);
+                    out.pending.withdraw(prefix);
                 }
-                (Some(o), Some(n)) if o != n => out.pending.announce(*prefix, n),
+                (Some(o), Some(n)) if o != n => out.pending.announce(prefix, n),
                 _ => {}
             }
         }
@@ -608,16 +608,16 @@ impl Core {
         {
             let mut out = slot.shared.outbox.lock().expect("outbox");
             for (prefix, entry) in self.rib.iter() {
-                if only.is_some_and(|f| f != Family::of(prefix)) {
+                if only.is_some_and(|f| f != Family::of(&prefix)) {
                     continue;
                 }
-                let Some(best) = best_of(entry) else { continue };
+                let Some(best) = entry.selection() else { continue };
                 let source_ibgp = self.rib.peer(best.peer).is_some_and(|p| p.ibgp);
-                if let Ok(attrs) = target.export(prefix, &best, source_ibgp) {
+                if let Ok(attrs) = target.export(&prefix, &best, source_ibgp) {
                     if best.peer == LOCAL_PEER {
-                        out.local.push((*prefix, false));
+                        out.local.push((prefix, false));
                     }
-                    out.pending.announce(*prefix, attrs);
+                    out.pending.announce(prefix, attrs);
                     sent += 1;
                     sent_v6 += matches!(prefix, IpNet::V6(_)) as u64;
                 }
@@ -707,7 +707,7 @@ impl Core {
             out.reason = format!("{peer} is not a configured peer");
             return out;
         };
-        let best = self.rib.entry(&prefix).and_then(best_of);
+        let best = self.rib.entry(&prefix).and_then(|e| e.selection());
         out.best_from = best.as_ref().map(|b| {
             if b.peer == LOCAL_PEER {
                 "local".to_string()
@@ -760,11 +760,11 @@ impl Core {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (p, step))| PathView {
-                    from: describe_peer(p.peer),
+                    from: describe_peer(p.peer()),
                     best: i == 0,
                     multipath: i > 0 && i < multipath,
                     path_id: p.path_id,
-                    stale: p.stale,
+                    stale: p.stale(),
                     next_hop: p.attrs.next_hop,
                     as_path: p.attrs.as_path.to_string(),
                     local_pref: p.attrs.local_pref,
@@ -784,7 +784,7 @@ impl Core {
         match only {
             Some(p) => view(&p).into_iter().collect(),
             None => {
-                let mut prefixes: Vec<IpNet> = self.rib.iter().map(|(p, _)| *p).collect();
+                let mut prefixes: Vec<IpNet> = self.rib.iter().map(|(p, _)| p).collect();
                 prefixes.sort();
                 prefixes.iter().filter_map(view).collect()
             }
@@ -796,8 +796,8 @@ impl Core {
         let local: Vec<IpNet> = self
             .rib
             .iter()
-            .filter(|(_, e)| e.paths().iter().any(|p| p.peer == LOCAL_PEER))
-            .map(|(p, _)| *p)
+            .filter(|(_, e)| e.paths().iter().any(|p| p.peer() == LOCAL_PEER))
+            .map(|(p, _)| p)
             .collect();
         let mut changes = Vec::new();
         for p in local {
@@ -833,13 +833,4 @@ impl Core {
             }
         }
     }
-}
-
-fn best_of(entry: &crate::rib::RibEntry) -> Option<crate::rib::Best> {
-    let best = entry.best()?;
-    Some(crate::rib::Best {
-        peer: best.peer,
-        attrs: best.attrs.clone(),
-        next_hops: entry.forwarding().iter().filter_map(|p| p.attrs.next_hop).collect(),
-    })
 }
