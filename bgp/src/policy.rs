@@ -8,6 +8,7 @@
 use crate::wire::{community, PathAttributes};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Accept or reject.
@@ -104,11 +105,12 @@ pub fn parse_community(s: &str) -> Option<u32> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub verdict: Verdict,
-    pub reason: String,
+    /// Fixed reasons are static strings: deciding a route allocates nothing.
+    pub reason: Cow<'static, str>,
 }
 
 impl Decision {
-    fn new(verdict: Verdict, reason: impl Into<String>) -> Self {
+    pub fn new(verdict: Verdict, reason: impl Into<Cow<'static, str>>) -> Self {
         Decision {
             verdict,
             reason: reason.into(),

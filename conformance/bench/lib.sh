@@ -10,7 +10,7 @@ cpu() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 cleanup() {
   local p x
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
+  sleep "${CLEANUP_GRACE:-0.3}"  # profilers wrapping a daemon need longer to write their data
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   for p in "$RUN"/*.pid; do [ -e "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true; done
   pids=()

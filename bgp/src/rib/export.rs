@@ -12,6 +12,7 @@ use crate::policy::{evaluate_export, Decision, PeerPolicy, Verdict};
 use crate::wire::update::{pack_announcements, pack_withdrawals};
 use crate::wire::{community, Family, Nlri, PathAttributes, SessionCodec};
 use bytes::BytesMut;
+use std::borrow::Cow;
 use ipnet::IpNet;
 use hashbrown::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -41,11 +42,8 @@ pub struct ExportTarget {
 /// Why a route is not sent to a peer, or that it is.
 pub type ExportDecision = Result<Arc<PathAttributes>, Decision>;
 
-fn reject(reason: impl Into<String>) -> ExportDecision {
-    Err(Decision {
-        verdict: Verdict::Reject,
-        reason: reason.into(),
-    })
+fn reject(reason: impl Into<Cow<'static, str>>) -> ExportDecision {
+    Err(Decision::new(Verdict::Reject, reason))
 }
 
 impl ExportTarget {
@@ -147,9 +145,11 @@ impl ExportTarget {
             }),
             _ => self.local_v6.map(IpAddr::V6),
         };
-        nh.ok_or_else(|| Decision {
-            verdict: Verdict::Reject,
-            reason: format!("no local address of family {family} on this session for the next hop"),
+        nh.ok_or_else(|| {
+            Decision::new(
+                Verdict::Reject,
+                format!("no local address of family {family} on this session for the next hop"),
+            )
         })
     }
 

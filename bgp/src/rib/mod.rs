@@ -113,10 +113,16 @@ impl<'a> RibEntry<'a> {
     /// The selection as export and the FIB see it.
     pub fn selection(&self) -> Option<Best> {
         let best = self.best()?;
+        let mut next_hops = SmallVec::new();
+        for p in self.forwarding() {
+            if let Some(nh) = p.attrs.next_hop {
+                next_hops.push(nh);
+            }
+        }
         Some(Best {
             peer: best.peer(),
             attrs: best.attrs.clone(),
-            next_hops: self.forwarding().iter().filter_map(|p| p.attrs.next_hop).collect(),
+            next_hops,
         })
     }
 }

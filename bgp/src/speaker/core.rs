@@ -22,6 +22,9 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
 
+/// Route batches queued between the peer tasks and the core.
+const ROUTE_QUEUE_BATCHES: usize = 128;
+
 /// How long shutdown waits for withdrawals to be written.
 const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
@@ -130,7 +133,10 @@ pub(crate) fn spawn(
     listener: Option<TcpListener>,
 ) {
     let (peer_tx, peer_rx) = mpsc::channel(1024);
-    let (route_tx, route_rx) = mpsc::channel(1024);
+    // Route batches are one UPDATE's worth each (up to ~32 KiB decoded):
+    // a short queue lets TCP push back on a peer sending faster than the
+    // table takes routes in, instead of holding its table twice.
+    let (route_tx, route_rx) = mpsc::channel(ROUTE_QUEUE_BATCHES);
     let listener_fd = listener
         .as_ref()
         .map(|l| (l.as_raw_fd(), l.local_addr().map(|a| a.is_ipv6()).unwrap_or(false)));
@@ -735,7 +741,7 @@ impl Core {
                 out.as_path = Some(attrs.as_path.to_string());
                 out.next_hop = attrs.next_hop;
             }
-            Err(d) => out.reason = d.reason,
+            Err(d) => out.reason = d.reason.into_owned(),
         }
         out
     }
