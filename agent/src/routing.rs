@@ -119,27 +119,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
     let fib = if cfg.routing.fib.enabled {
         let fib = Fib::start(FIB_RECONCILE_EVERY).map_err(|e| anyhow::anyhow!("kernel FIB (routing.fib): {e}"))?;
         let input = Mutex::new(fib.input());
-        let batches = std::sync::atomic::AtomicU64::new(0);
         sc.route_sink = Some(RouteSink(Arc::new(move |changes| {
-            // Changes to routes that exist already go ahead of new ones.
-            let input = input.lock().expect("fib input");
-            let seq = batches.fetch_add(1, Ordering::Relaxed);
-            if changes.iter().all(|c| c.old.is_none()) {
-                let _ = input.send(FibInput::Changes(seq, changes));
-            } else if changes.iter().all(|c| c.old.is_some()) {
-                let _ = input.send(FibInput::Urgent(seq, changes));
-            } else {
-                // A prefix changed twice in one batch keeps its order: the
-                // whole batch goes ahead.
-                let mut seen = HashSet::with_capacity(changes.len());
-                if changes.iter().all(|c| seen.insert(c.prefix)) {
-                    let (urgent, bulk): (Vec<_>, Vec<_>) = changes.iter().cloned().partition(|c| c.old.is_some());
-                    let _ = input.send(FibInput::Urgent(seq, Arc::new(urgent)));
-                    let _ = input.send(FibInput::Changes(seq, Arc::new(bulk)));
-                } else {
-                    let _ = input.send(FibInput::Urgent(seq, changes));
-                }
-            }
+            let _ = input.lock().expect("fib input").send(FibInput::Changes(changes));
         })));
         if fib.adopted > 0 {
             sc.restarting.store(true, Ordering::Relaxed);

@@ -9,6 +9,7 @@
 pub mod fsm;
 pub mod mrt;
 pub mod policy;
+pub mod prefix_table;
 pub mod rib;
 pub mod speaker;
 pub mod wire;

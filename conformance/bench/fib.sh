@@ -44,7 +44,7 @@ run_one() {
  "routing": {"local_as": 65001, "peers": [{"neighbor_address": "10.0.1.2", "remote_as": 65002,
    "max_prefix": $((N + 1)), "import": "all"}]}}
 JSON
-      ip netns exec "$P-dut" "$AGENT" --config "$RUN/agent.json" > "$RUN/agent.log" 2>&1 &
+      ip netns exec "$P-dut" ${NOVANET_WRAP:-} "$AGENT" --config "$RUN/agent.json" > "$RUN/agent.log" 2>&1 &
       dpids=($!)
       ;;
     bird)

@@ -15,7 +15,7 @@ use netlink::RouteSocket;
 use novanet_bgp::rib::{BestChange, LOCAL_PEER};
 use serde::Serialize;
 use state::{protocol_name, Blocked, FibState, NextHops};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -28,14 +28,12 @@ pub const BGP_METRIC: u32 = 20;
 /// Operations per batch between looks at new input.
 const BATCH: usize = 2048;
 
-/// What the writer is told. Change batches carry a sequence number, in
-/// the order the RIB made them.
+/// What the writer is told, in the order the RIB made it.
 pub enum FibInput {
-    /// Changes of routes the kernel may hold already (a failover, a
-    /// withdrawal): applied before any queued bulk work.
-    Urgent(u64, Arc<Vec<BestChange>>),
-    /// New routes (a table load): applied in turn, a batch at a time.
-    Changes(u64, Arc<Vec<BestChange>>),
+    /// Selection changes: taken into the desired state on arrival (the
+    /// state coalesces per prefix and puts changes of installed routes,
+    /// such as a failover, ahead of new ones).
+    Changes(Arc<Vec<BestChange>>),
     /// The restart is over: remove stale routes that were not re-learned.
     Sweep,
 }
@@ -96,11 +94,9 @@ impl Fib {
             socket,
             state,
             status: status.clone(),
-            bgp_hops: HashMap::new(),
             resolved: HashMap::new(),
             reconcile_every,
             blocked: BTreeMap::new(),
-            urgent_at: HashMap::new(),
         };
         std::thread::Builder::new()
             .name("fib-writer".into())
@@ -131,45 +127,32 @@ struct Writer {
     socket: RouteSocket,
     state: FibState,
     status: Arc<Mutex<FibStatus>>,
-    /// BGP next hops per prefix, before resolution.
-    bgp_hops: HashMap<IpNet, NextHops>,
     /// Next hop -> gateway the kernel uses to reach it (`None`:
     /// unreachable). Cleared at each reconcile.
     resolved: HashMap<IpAddr, Option<IpAddr>>,
     reconcile_every: Duration,
     /// Learned prefixes kept from forwarding by other protocols' routes.
     blocked: BTreeMap<IpNet, Blocked>,
-    /// Prefixes changed by urgent input, with the batch number, while bulk
-    /// input is queued.
-    urgent_at: HashMap<IpNet, u64>,
 }
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<FibInput>) {
         let mut next_reconcile = Instant::now() + self.reconcile_every;
-        // Bulk input waiting its turn; urgent input never waits here.
-        let mut backlog: VecDeque<(u64, Arc<Vec<BestChange>>)> = VecDeque::new();
         loop {
-            let idle = !self.state.has_work() && backlog.is_empty();
-            let wait = if idle {
-                next_reconcile.saturating_duration_since(Instant::now())
-            } else {
+            // Take in everything that arrived, then write one batch: input
+            // never waits behind more than one batch of kernel work.
+            let wait = if self.state.has_work() {
                 Duration::ZERO
+            } else {
+                next_reconcile.saturating_duration_since(Instant::now())
             };
             match rx.recv_timeout(wait) {
-                Ok(input) => self.receive(input, &mut backlog),
+                Ok(input) => self.receive(input),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             while let Ok(input) = rx.try_recv() {
-                self.receive(input, &mut backlog);
-            }
-            if let Some((seq, changes)) = backlog.pop_front() {
-                self.apply(seq, &changes, false);
-            }
-            if backlog.is_empty() {
-                // No older bulk change can be waiting any more.
-                self.urgent_at.clear();
+                self.receive(input);
             }
             if self.state.has_work() {
                 self.write_batch();
@@ -182,11 +165,9 @@ impl Writer {
         }
     }
 
-    /// Urgent input and sweeps are taken at once; bulk input is queued.
-    fn receive(&mut self, input: FibInput, backlog: &mut VecDeque<(u64, Arc<Vec<BestChange>>)>) {
+    fn receive(&mut self, input: FibInput) {
         match input {
-            FibInput::Changes(seq, c) => backlog.push_back((seq, c)),
-            FibInput::Urgent(seq, c) => self.apply(seq, &c, true),
+            FibInput::Changes(c) => self.apply(&c),
             FibInput::Sweep => {
                 let n = self.state.sweep_stale();
                 tracing::info!(routes = n, "restart finished: stale kernel routes removed");
@@ -194,16 +175,9 @@ impl Writer {
         }
     }
 
-    /// Applies a batch. An urgent batch may overtake queued bulk batches;
-    /// a bulk change older than an urgent one for the same prefix is
-    /// skipped.
-    fn apply(&mut self, seq: u64, changes: &[BestChange], urgent: bool) {
+    /// Takes selection changes into the desired state.
+    fn apply(&mut self, changes: &[BestChange]) {
         for c in changes {
-            if urgent {
-                self.urgent_at.insert(c.prefix, seq);
-            } else if self.urgent_at.get(&c.prefix).is_some_and(|u| *u > seq) {
-                continue;
-            }
             let hops = c
                 .best
                 .as_ref()
@@ -211,39 +185,16 @@ impl Writer {
                 .map(|b| b.next_hops.iter().copied().collect::<NextHops>());
             match hops {
                 Some(h) => {
-                    let resolved = self.resolve_all(&h);
-                    self.bgp_hops.insert(c.prefix, h);
-                    self.state.set(c.prefix, Some(resolved));
+                    let resolved = resolve_all(&mut self.socket, &mut self.resolved, &h);
+                    self.state.set(c.prefix, Some((h, resolved)));
                     self.note_blocked(c.prefix);
                 }
                 None => {
-                    self.bgp_hops.remove(&c.prefix);
                     self.state.set(c.prefix, None);
                     self.blocked.remove(&c.prefix);
                 }
             }
         }
-    }
-
-    /// The gateways for a route's BGP next hops; unreachable ones are left
-    /// out.
-    fn resolve_all(&mut self, hops: &NextHops) -> NextHops {
-        let mut out = NextHops::new();
-        for nh in hops {
-            let r = match self.resolved.get(nh) {
-                Some(r) => *r,
-                None => {
-                    let r = self.socket.resolve(*nh).unwrap_or(None);
-                    if r.is_none() {
-                        tracing::warn!(next_hop = %nh, "BGP next hop unreachable: its paths are not installed");
-                    }
-                    self.resolved.insert(*nh, r);
-                    r
-                }
-            };
-            out.extend(r);
-        }
-        out
     }
 
     fn write_batch(&mut self) {
@@ -278,14 +229,13 @@ impl Writer {
     fn reconcile(&mut self) {
         // Next hops may be reached differently now.
         self.resolved.clear();
-        let routes: Vec<(IpNet, NextHops)> = self.bgp_hops.iter().map(|(p, h)| (*p, h.clone())).collect();
-        for (prefix, hops) in routes {
-            let resolved = self.resolve_all(&hops);
-            self.state.set(prefix, Some(resolved));
-        }
-        match self.socket.dump() {
-            Ok(dump) => {
-                let drift = self.state.reconcile(&dump);
+        let (socket, resolved) = (&mut self.socket, &mut self.resolved);
+        self.state.resolve_again(|hops| resolve_all(socket, resolved, hops));
+        self.state.begin_reconcile();
+        let state = &mut self.state;
+        match self.socket.dump_each(|route| state.reconcile_route(&route)) {
+            Ok(()) => {
+                let drift = self.state.finish_reconcile();
                 if drift > 0 {
                     tracing::info!(
                         routes = drift,
@@ -367,4 +317,21 @@ impl Writer {
             })
             .collect();
     }
+}
+
+/// The gateways for a route's BGP next hops, through a cache of kernel
+/// lookups; unreachable ones are left out.
+fn resolve_all(socket: &mut RouteSocket, cache: &mut HashMap<IpAddr, Option<IpAddr>>, hops: &NextHops) -> NextHops {
+    let mut out = NextHops::new();
+    for nh in hops {
+        let r = *cache.entry(*nh).or_insert_with(|| {
+            let r = socket.resolve(*nh).unwrap_or(None);
+            if r.is_none() {
+                tracing::warn!(next_hop = %nh, "BGP next hop unreachable: its paths are not installed");
+            }
+            r
+        });
+        out.extend(r);
+    }
+    out
 }

@@ -187,6 +187,13 @@ impl RouteSocket {
     /// Every unicast route of the main table, IPv4 and IPv6.
     pub fn dump(&mut self) -> io::Result<Vec<KernelRoute>> {
         let mut routes = Vec::new();
+        self.dump_each(|r| routes.push(r))?;
+        Ok(routes)
+    }
+
+    /// Reads every route of the kernel's main table, one at a time (a full
+    /// table is never held twice).
+    pub fn dump_each(&mut self, mut each: impl FnMut(KernelRoute)) -> io::Result<()> {
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut m = RouteMessage::default();
             m.header.address_family = family;
@@ -205,7 +212,7 @@ impl RouteSocket {
                         }
                         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
                             if let Some(k) = kernel_route(&r) {
-                                routes.push(k);
+                                each(k);
                             }
                         }
                         _ => {}
@@ -213,7 +220,7 @@ impl RouteSocket {
                 }
             }
         }
-        Ok(routes)
+        Ok(())
     }
 
     /// The gateway through which the kernel reaches `addr` now: `addr`

@@ -5,9 +5,11 @@
 //! Desired state is per prefix, not a queue: a prefix that changes ten times
 //! before the writer gets to it is written once, with its latest next hops.
 
+use hashbrown::HashMap;
 use ipnet::IpNet;
+use novanet_bgp::prefix_table::PrefixMap;
 use smallvec::SmallVec;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 /// Next hops of one route, sorted.
@@ -42,14 +44,6 @@ pub struct KernelRoute {
 /// Routing protocol number of our routes (RTPROT_BGP).
 pub const PROTO_BGP: u8 = 186;
 
-#[derive(Debug, Clone)]
-struct Installed {
-    next_hops: NextHops,
-    /// Left by a previous run; removed by [`FibState::sweep_stale`] unless
-    /// re-learned first.
-    stale: bool,
-}
-
 /// Why a learned prefix is not forwarding through our route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocked {
@@ -60,22 +54,135 @@ pub enum Blocked {
     Conflict { protocol: u8 },
 }
 
+/// Identifier of an interned next-hop set; [`NO_HOPS`] is none.
+type HopsId = u32;
+const NO_HOPS: HopsId = 0;
+
+/// Interned next-hop sets: a full table reaches the kernel through a
+/// handful of next hops, so routes refer to their set by a 4-byte id.
+#[derive(Debug)]
+struct HopSets {
+    /// Set and reference count by id; id 0 is unused.
+    sets: Vec<(NextHops, u32)>,
+    ids: HashMap<NextHops, HopsId>,
+    free: Vec<HopsId>,
+}
+
+impl Default for HopSets {
+    fn default() -> Self {
+        HopSets {
+            sets: vec![(NextHops::new(), 0)],
+            ids: HashMap::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl HopSets {
+    /// A reference to `hops` (none for an empty set).
+    fn acquire(&mut self, hops: &NextHops) -> HopsId {
+        if hops.is_empty() {
+            return NO_HOPS;
+        }
+        let id = match self.ids.get(hops) {
+            Some(id) => *id,
+            None => {
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        self.sets[id as usize] = (hops.clone(), 0);
+                        id
+                    }
+                    None => {
+                        self.sets.push((hops.clone(), 0));
+                        (self.sets.len() - 1) as HopsId
+                    }
+                };
+                self.ids.insert(hops.clone(), id);
+                id
+            }
+        };
+        self.sets[id as usize].1 += 1;
+        id
+    }
+
+    fn release(&mut self, id: HopsId) {
+        if id == NO_HOPS {
+            return;
+        }
+        let entry = &mut self.sets[id as usize];
+        entry.1 -= 1;
+        if entry.1 == 0 {
+            let hops = std::mem::take(&mut entry.0);
+            self.ids.remove(&hops);
+            self.free.push(id);
+        }
+    }
+
+    /// Replaces the reference in `slot` by one to `hops`; whether it changed.
+    fn assign(&mut self, slot: &mut HopsId, hops: &NextHops) -> bool {
+        let id = self.acquire(hops);
+        self.release(*slot);
+        let changed = id != *slot;
+        *slot = id;
+        changed
+    }
+
+    fn get(&self, id: HopsId) -> &NextHops {
+        &self.sets[id as usize].0
+    }
+}
+
+/// One prefix's state (16 bytes).
+#[derive(Debug, Clone, Copy, Default)]
+struct Route {
+    /// The BGP next hops the RIB selected.
+    learned: HopsId,
+    /// The gateways that reach them: what the kernel should hold.
+    desired: HopsId,
+    /// What this agent put into the kernel.
+    installed: HopsId,
+    flags: u8,
+}
+
+/// Left by a previous run; removed by [`FibState::sweep_stale`] unless
+/// re-learned first.
+const STALE: u8 = 1;
+/// In a write queue.
+const QUEUED: u8 = 2;
+/// Seen in the kernel dump being reconciled.
+const SEEN: u8 = 4;
+/// Installed but not in the kernel (ours, or adopted from a dump).
+const INSTALLED: u8 = 8;
+
+impl Route {
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn is_empty(&self) -> bool {
+        self.learned == NO_HOPS && self.desired == NO_HOPS && !self.has(INSTALLED) && !self.has(QUEUED)
+    }
+}
+
 /// Desired versus installed routes.
 #[derive(Debug)]
 pub struct FibState {
     metric: u32,
-    desired: HashMap<IpNet, NextHops>,
-    installed: HashMap<IpNet, Installed>,
+    routes: PrefixMap<Route>,
+    hops: HopSets,
     /// Other protocols' routes per prefix: (protocol, metric).
-    foreign: HashMap<IpNet, Vec<(u8, u32)>>,
+    foreign: std::collections::HashMap<IpNet, Vec<(u8, u32)>>,
     /// Prefixes to write: changes to routes already in the kernel
     /// (failover, withdrawals) go first, new routes after them, so a
     /// failover is never queued behind a full-table load.
     urgent: VecDeque<IpNet>,
     dirty: VecDeque<IpNet>,
-    queued: HashSet<IpNet>,
-    /// Installed routes still marked stale.
+    /// Routes with a desired state, installed routes, and stale ones.
+    desired: usize,
+    installed: usize,
     stale: usize,
+    /// Prefixes found out of step during the reconcile under way.
+    drift: usize,
 }
 
 /// Names of kernel route protocols, for logs and status.
@@ -93,44 +200,74 @@ pub fn protocol_name(p: u8) -> String {
     }
 }
 
+/// Queues a prefix for writing, once.
+fn mark(route: &mut Route, prefix: IpNet, urgent: &mut VecDeque<IpNet>, dirty: &mut VecDeque<IpNet>) {
+    if route.has(QUEUED) {
+        return;
+    }
+    route.flags |= QUEUED;
+    if route.has(INSTALLED) {
+        urgent.push_back(prefix);
+    } else {
+        dirty.push_back(prefix);
+    }
+}
+
 impl FibState {
     pub fn new(metric: u32) -> Self {
         FibState {
             metric,
-            desired: HashMap::new(),
-            installed: HashMap::new(),
-            foreign: HashMap::new(),
+            routes: PrefixMap::default(),
+            hops: HopSets::default(),
+            foreign: Default::default(),
             urgent: VecDeque::new(),
             dirty: VecDeque::new(),
-            queued: HashSet::new(),
+            desired: 0,
+            installed: 0,
             stale: 0,
+            drift: 0,
         }
     }
 
-    fn mark(&mut self, prefix: IpNet) {
-        if self.queued.insert(prefix) {
-            if self.installed.contains_key(&prefix) {
-                self.urgent.push_back(prefix);
-            } else {
-                self.dirty.push_back(prefix);
-            }
-        }
+    /// Sets what the RIB selected for a prefix: its BGP next hops and the
+    /// gateways that reach them (the kernel gets the gateways), or with
+    /// `None` (or no gateway) nothing of ours.
+    pub fn set(&mut self, prefix: IpNet, route: Option<(NextHops, NextHops)>) {
+        let (learned, mut resolved) = route.unwrap_or_default();
+        resolved.sort();
+        resolved.dedup();
+        let r = self.routes.get_or_insert_with(&prefix, Route::default);
+        let had = r.desired != NO_HOPS;
+        self.hops.assign(&mut r.learned, &learned);
+        self.hops.assign(&mut r.desired, &resolved);
+        self.desired = self.desired + (r.desired != NO_HOPS) as usize - had as usize;
+        mark(r, prefix, &mut self.urgent, &mut self.dirty);
     }
 
-    /// Sets what the kernel should hold for a prefix: these next hops, or
-    /// (with `None` or no next hop) nothing of ours.
-    pub fn set(&mut self, prefix: IpNet, next_hops: Option<NextHops>) {
-        match next_hops.filter(|nh| !nh.is_empty()) {
-            Some(mut nh) => {
-                nh.sort();
-                nh.dedup();
-                self.desired.insert(prefix, nh);
+    /// Resolves every learned route's next hops again (routes to the next
+    /// hops may have changed); queues the routes whose gateways changed.
+    /// Returns how many.
+    pub fn resolve_again(&mut self, mut resolve: impl FnMut(&NextHops) -> NextHops) -> usize {
+        let mut by_learned: HashMap<HopsId, NextHops> = HashMap::new();
+        let mut changed = 0;
+        for (prefix, r) in self.routes.iter_mut() {
+            if r.learned == NO_HOPS {
+                continue;
             }
-            None => {
-                self.desired.remove(&prefix);
+            let mut resolved = by_learned
+                .entry(r.learned)
+                .or_insert_with(|| resolve(self.hops.get(r.learned)))
+                .clone();
+            resolved.sort();
+            resolved.dedup();
+            let had = r.desired != NO_HOPS;
+            if self.hops.assign(&mut r.desired, &resolved) {
+                self.desired = self.desired + (r.desired != NO_HOPS) as usize - had as usize;
+                mark(r, prefix, &mut self.urgent, &mut self.dirty);
+                changed += 1;
             }
         }
-        self.mark(prefix);
+        changed
     }
 
     /// Whether operations are waiting.
@@ -140,27 +277,40 @@ impl FibState {
 
     /// Routes installed by us (stale ones included).
     pub fn installed_count(&self) -> usize {
-        self.installed.len()
+        self.installed
     }
 
     pub fn stale_count(&self) -> usize {
         self.stale
     }
 
-    /// Records a route of ours in the kernel, keeping the stale count.
-    fn install(&mut self, prefix: IpNet, next_hops: NextHops, stale: bool) {
-        let old = self.installed.insert(prefix, Installed { next_hops, stale });
-        self.stale = self.stale + stale as usize - old.is_some_and(|o| o.stale) as usize;
+    pub fn desired_count(&self) -> usize {
+        self.desired
+    }
+
+    /// Records a route of ours in the kernel, keeping the counts.
+    fn install(&mut self, prefix: &IpNet, next_hops: &NextHops, stale: bool) {
+        let r = self.routes.get_or_insert_with(prefix, Route::default);
+        self.installed += !r.has(INSTALLED) as usize;
+        self.stale = self.stale + stale as usize - r.has(STALE) as usize;
+        self.hops.assign(&mut r.installed, next_hops);
+        r.flags = (r.flags & !STALE) | INSTALLED | if stale { STALE } else { 0 };
     }
 
     fn uninstall(&mut self, prefix: &IpNet) {
-        if self.installed.remove(prefix).is_some_and(|o| o.stale) {
-            self.stale -= 1;
+        let Some(r) = self.routes.get_mut(prefix) else {
+            return;
+        };
+        if r.has(INSTALLED) {
+            self.installed -= 1;
+            self.stale -= r.has(STALE) as usize;
         }
-    }
-
-    pub fn desired_count(&self) -> usize {
-        self.desired.len()
+        self.hops.release(r.installed);
+        r.installed = NO_HOPS;
+        r.flags &= !(INSTALLED | STALE);
+        if r.is_empty() {
+            self.routes.remove(prefix);
+        }
     }
 
     /// What keeps a prefix from forwarding through our route, if anything.
@@ -179,8 +329,9 @@ impl FibState {
     /// Learned prefixes blocked by other protocols' routes.
     pub fn blocked_prefixes(&self) -> Vec<(IpNet, Blocked)> {
         let mut v: Vec<(IpNet, Blocked)> = self
-            .desired
+            .foreign
             .keys()
+            .filter(|p| self.routes.get(p).is_some_and(|r| r.desired != NO_HOPS))
             .filter_map(|p| self.blocked(p).map(|b| (*p, b)))
             .collect();
         v.sort_by_key(|(p, _)| *p);
@@ -194,18 +345,24 @@ impl FibState {
             let Some(prefix) = self.urgent.pop_front().or_else(|| self.dirty.pop_front()) else {
                 break;
             };
-            self.queued.remove(&prefix);
-            let installed = self.installed.get(&prefix);
-            let op = match (self.desired.get(&prefix), installed) {
-                (Some(_), _) if matches!(self.blocked(&prefix), Some(Blocked::Conflict { .. })) => None,
-                (Some(want), Some(have)) if have.next_hops == *want && !have.stale => None,
-                (Some(want), _) => Some(Op::Replace {
-                    prefix,
-                    next_hops: want.clone(),
-                }),
-                (None, Some(have)) if !have.stale => Some(Op::Delete { prefix }),
-                (None, _) => None,
+            let conflict = matches!(self.blocked(&prefix), Some(Blocked::Conflict { .. }));
+            let Some(r) = self.routes.get_mut(&prefix) else {
+                continue;
             };
+            r.flags &= !QUEUED;
+            let r = *r;
+            let op = if r.desired != NO_HOPS {
+                let same = r.has(INSTALLED) && r.installed == r.desired && !r.has(STALE);
+                (!conflict && !same).then(|| Op::Replace {
+                    prefix,
+                    next_hops: self.hops.get(r.desired).clone(),
+                })
+            } else {
+                (r.has(INSTALLED) && !r.has(STALE)).then_some(Op::Delete { prefix })
+            };
+            if op.is_none() && r.is_empty() {
+                self.routes.remove(&prefix);
+            }
             ops.extend(op);
         }
         ops
@@ -214,7 +371,7 @@ impl FibState {
     /// Records the outcome of an operation.
     pub fn confirm(&mut self, op: &Op, ok: bool) {
         match (op, ok) {
-            (Op::Replace { prefix, next_hops }, true) => self.install(*prefix, next_hops.clone(), false),
+            (Op::Replace { prefix, next_hops }, true) => self.install(prefix, next_hops, false),
             (Op::Delete { prefix }, true) => self.uninstall(prefix),
             // A failed replace leaves what was there; a failed delete of a
             // route already gone is the same as a delete.
@@ -223,28 +380,29 @@ impl FibState {
         }
     }
 
+    fn ours(&self, r: &KernelRoute) -> bool {
+        r.protocol == PROTO_BGP && r.metric == self.metric
+    }
+
     /// At start: our routes left in the kernel by a previous run are kept
     /// as stale (forwarding goes on) until re-learned or swept. Returns how
     /// many there were.
     pub fn adopt(&mut self, dump: &[KernelRoute]) -> usize {
         let mut n = 0;
-        let metric = self.metric;
-        for r in dump.iter().filter(|r| r.protocol == PROTO_BGP && r.metric == metric) {
-            self.install(r.prefix, r.next_hops.clone(), true);
-            n += 1;
+        self.foreign.clear();
+        for r in dump {
+            if self.ours(r) {
+                self.install(&r.prefix, &r.next_hops, true);
+                n += 1;
+            } else {
+                self.note_foreign(r);
+            }
         }
-        self.note_foreign(dump);
         n
     }
 
-    fn note_foreign(&mut self, dump: &[KernelRoute]) {
-        self.foreign.clear();
-        for r in dump
-            .iter()
-            .filter(|r| !(r.protocol == PROTO_BGP && r.metric == self.metric))
-        {
-            self.foreign.entry(r.prefix).or_default().push((r.protocol, r.metric));
-        }
+    fn note_foreign(&mut self, r: &KernelRoute) {
+        self.foreign.entry(r.prefix).or_default().push((r.protocol, r.metric));
     }
 
     /// Compares a kernel dump with what we believe: routes of ours that
@@ -252,70 +410,92 @@ impl FibState {
     /// know are removed, and other protocols' routes are noted. Returns the
     /// number of prefixes queued.
     pub fn reconcile(&mut self, dump: &[KernelRoute]) -> usize {
-        self.note_foreign(dump);
-        let ours: HashMap<IpNet, &KernelRoute> = dump
-            .iter()
-            .filter(|r| r.protocol == PROTO_BGP && r.metric == self.metric)
-            .map(|r| (r.prefix, r))
-            .collect();
-        let mut drift: BTreeSet<IpNet> = BTreeSet::new();
-        for (prefix, inst) in &self.installed {
-            match ours.get(prefix) {
-                None => {
-                    drift.insert(*prefix);
-                }
-                Some(k) if k.next_hops != inst.next_hops && !inst.stale => {
-                    drift.insert(*prefix);
-                }
-                _ => {}
+        self.begin_reconcile();
+        for r in dump {
+            self.reconcile_route(r);
+        }
+        self.finish_reconcile()
+    }
+
+    /// A reconcile in steps, for a dump read one route at a time.
+    pub fn begin_reconcile(&mut self) {
+        self.foreign.clear();
+        self.drift = 0;
+        // A dump that failed half-way may have left marks.
+        for (_, r) in self.routes.iter_mut() {
+            r.flags &= !SEEN;
+        }
+    }
+
+    /// One route of the kernel dump.
+    pub fn reconcile_route(&mut self, k: &KernelRoute) {
+        if !self.ours(k) {
+            self.note_foreign(k);
+            return;
+        }
+        let differs = match self.routes.get(&k.prefix) {
+            Some(r) if r.has(INSTALLED) => !r.has(STALE) && self.hops.get(r.installed) != &k.next_hops,
+            // Ours by protocol and metric, but unknown: adopted below so
+            // the desired state decides (delete unless wanted).
+            _ => true,
+        };
+        if differs {
+            // Record what the kernel really holds; writing follows.
+            self.install(&k.prefix, &k.next_hops, false);
+            self.drift += 1;
+        }
+        let r = self.routes.get_mut(&k.prefix).expect("installed above or before");
+        r.flags |= SEEN;
+        if differs {
+            mark(r, k.prefix, &mut self.urgent, &mut self.dirty);
+        }
+    }
+
+    /// Ends a reconcile: installed routes the dump did not hold are written
+    /// again, and routes a foreign route now conflicts with are given up.
+    /// Returns the number of prefixes queued.
+    pub fn finish_reconcile(&mut self) -> usize {
+        let mut gone = Vec::new();
+        for (prefix, r) in self.routes.iter_mut() {
+            let seen = r.has(SEEN);
+            r.flags &= !SEEN;
+            if r.has(INSTALLED) && !seen {
+                gone.push(prefix);
             }
         }
-        for gone in drift.iter().filter(|p| !ours.contains_key(p)) {
-            self.uninstall(gone);
-        }
-        for (prefix, k) in &ours {
-            if !self.installed.contains_key(prefix) {
-                // Ours by protocol and metric, but unknown: adopt it so the
-                // desired state decides (delete unless wanted).
-                self.install(*prefix, k.next_hops.clone(), false);
-                drift.insert(*prefix);
+        for p in &gone {
+            self.uninstall(p);
+            if let Some(r) = self.routes.get_mut(p) {
+                mark(r, *p, &mut self.urgent, &mut self.dirty);
             }
         }
-        // Prefixes a foreign route now conflicts with: ours must go.
         let conflicts: Vec<IpNet> = self
-            .installed
-            .keys()
-            .filter(|p| matches!(self.blocked(p), Some(Blocked::Conflict { .. })))
-            .copied()
+            .foreign
+            .iter()
+            .filter(|(_, f)| f.iter().any(|(_, m)| *m == self.metric))
+            .map(|(p, _)| *p)
+            .filter(|p| self.routes.get(p).is_some_and(|r| r.has(INSTALLED)))
             .collect();
         for p in conflicts {
             self.uninstall(&p);
         }
-        let n = drift.len();
-        for p in drift {
-            self.mark(p);
-        }
-        n
+        self.drift + gone.len()
     }
 
     /// Ends the restart: stale routes not re-learned are removed.
     pub fn sweep_stale(&mut self) -> usize {
-        let stale: Vec<IpNet> = self
-            .installed
-            .iter()
-            .filter(|(p, i)| i.stale && !self.desired.contains_key(p))
-            .map(|(p, _)| *p)
-            .collect();
-        for p in &stale {
-            self.mark(*p);
-        }
-        if self.stale > 0 {
-            for i in self.installed.values_mut() {
-                i.stale = false;
+        let mut swept = 0;
+        for (prefix, r) in self.routes.iter_mut() {
+            if r.has(STALE) {
+                r.flags &= !STALE;
+                if r.desired == NO_HOPS {
+                    mark(r, prefix, &mut self.urgent, &mut self.dirty);
+                    swept += 1;
+                }
             }
-            self.stale = 0;
         }
-        stale.len()
+        self.stale = 0;
+        swept
     }
 }
 
@@ -331,8 +511,10 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn hops(h: &[&str]) -> Option<NextHops> {
-        Some(h.iter().map(|h| ip(h)).collect())
+    /// A route whose BGP next hops are their own gateways.
+    fn hops(h: &[&str]) -> Option<(NextHops, NextHops)> {
+        let h: NextHops = h.iter().map(|h| ip(h)).collect();
+        Some((h.clone(), h))
     }
 
     fn run(state: &mut FibState) -> Vec<Op> {
@@ -473,5 +655,66 @@ mod tests {
                 prefix: p("203.0.113.0/24")
             }
         );
+    }
+
+    #[test]
+    fn reconcile_rewrites_routes_changed_behind_our_back() {
+        let mut s = FibState::new(20);
+        s.set(p("192.0.2.0/24"), hops(&["10.0.1.1"]));
+        run(&mut s);
+        let changed = KernelRoute {
+            prefix: p("192.0.2.0/24"),
+            protocol: PROTO_BGP,
+            metric: 20,
+            next_hops: [ip("10.0.9.9")].into_iter().collect(),
+        };
+        assert_eq!(s.reconcile(std::slice::from_ref(&changed)), 1);
+        assert_eq!(
+            run(&mut s),
+            vec![Op::Replace {
+                prefix: p("192.0.2.0/24"),
+                next_hops: [ip("10.0.1.1")].into_iter().collect()
+            }]
+        );
+        assert_eq!(s.installed_count(), 1);
+    }
+
+    #[test]
+    fn gateways_follow_the_route_to_the_next_hop() {
+        let mut s = FibState::new(20);
+        let learned: NextHops = [ip("10.9.9.9")].into_iter().collect();
+        let via = |g: &str| -> NextHops { [ip(g)].into_iter().collect() };
+        s.set(p("192.0.2.0/24"), Some((learned.clone(), via("10.0.1.1"))));
+        s.set(p("198.51.100.0/24"), Some((learned, via("10.0.1.1"))));
+        assert_eq!(run(&mut s).len(), 2);
+        // The route to 10.9.9.9 now goes through another gateway.
+        let mut lookups = 0;
+        let moved = s.resolve_again(|_| {
+            lookups += 1;
+            via("10.0.2.1")
+        });
+        assert_eq!((moved, lookups), (2, 1), "one lookup per distinct next-hop set");
+        let ops = run(&mut s);
+        assert!(ops
+            .iter()
+            .all(|o| matches!(o, Op::Replace { next_hops, .. } if *next_hops == via("10.0.2.1"))));
+        assert_eq!(s.resolve_again(|_| via("10.0.2.1")), 0);
+    }
+
+    #[test]
+    fn next_hop_sets_are_shared_and_released() {
+        let mut s = FibState::new(20);
+        for i in 0..100u32 {
+            let prefix = IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x6400_0000 + (i << 8)), 24).unwrap());
+            s.set(prefix, hops(&["10.0.1.1", "10.0.2.1"]));
+        }
+        run(&mut s);
+        assert_eq!(s.hops.ids.len(), 1, "one set for a hundred routes");
+        for i in 0..100u32 {
+            let prefix = IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x6400_0000 + (i << 8)), 24).unwrap());
+            s.set(prefix, None);
+        }
+        assert_eq!(run(&mut s).len(), 100);
+        assert_eq!((s.hops.ids.len(), s.routes.len(), s.installed_count()), (0, 0, 0));
     }
 }

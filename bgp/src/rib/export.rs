@@ -12,9 +12,9 @@ use crate::policy::{evaluate_export, Decision, PeerPolicy, Verdict};
 use crate::wire::update::{pack_announcements, pack_withdrawals};
 use crate::wire::{community, Family, Nlri, PathAttributes, SessionCodec};
 use bytes::BytesMut;
-use std::borrow::Cow;
-use ipnet::IpNet;
 use hashbrown::HashMap;
+use ipnet::IpNet;
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 

@@ -9,8 +9,8 @@
 pub mod decision;
 pub mod export;
 pub mod intern;
-mod table;
 
+use crate::prefix_table::{Keyed, PrefixKey, Table, V4Key, V6Key};
 use crate::wire::{Nlri, PathAttributes};
 use decision::{compare, multipath_eligible, Candidate, Step};
 use intern::AttrTable;
@@ -19,7 +19,6 @@ use smallvec::SmallVec;
 use std::cmp::Ordering;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use table::{Paths, PrefixKey, Slot, Table, V4Key, V6Key};
 
 /// Index of a peer in the RIB. [`LOCAL_PEER`] stands for routes this node
 /// originates. Identifiers stay below 2^31.
@@ -146,11 +145,42 @@ pub struct BestChange {
     pub best: Option<Best>,
 }
 
+/// The paths of one prefix, as stored: best first, then `multipath`
+/// siblings, then the rest.
+type Paths = SmallVec<[Path; 1]>;
+
+/// One prefix's stored entry (32 bytes for IPv4: key, count and one path
+/// inline).
+#[derive(Debug, Clone)]
+struct Slot<K> {
+    key: K,
+    /// How many paths after the best share forwarding with it.
+    multipath: u8,
+    paths: Paths,
+}
+
+impl<K: PrefixKey> Keyed for Slot<K> {
+    type Key = K;
+    fn key(&self) -> &K {
+        &self.key
+    }
+}
+
+impl<K> Slot<K> {
+    fn empty(key: K) -> Self {
+        Slot {
+            key,
+            multipath: 0,
+            paths: Paths::new(),
+        }
+    }
+}
+
 /// The per-family tables, addressed by `IpNet`.
 #[derive(Debug, Default)]
 struct Tables {
-    v4: Table<V4Key>,
-    v6: Table<V6Key>,
+    v4: Table<Slot<V4Key>>,
+    v6: Table<Slot<V6Key>>,
 }
 
 /// A stored entry, whichever its family.
@@ -192,8 +222,8 @@ impl Tables {
 
     fn get_or_insert(&mut self, prefix: &IpNet) -> SlotMut<'_> {
         match prefix {
-            IpNet::V4(n) => SlotMut::of(self.v4.get_or_insert(n.into())),
-            IpNet::V6(n) => SlotMut::of(self.v6.get_or_insert(n.into())),
+            IpNet::V4(n) => SlotMut::of(self.v4.get_or_insert_with(n.into(), Slot::empty)),
+            IpNet::V6(n) => SlotMut::of(self.v6.get_or_insert_with(n.into(), Slot::empty)),
         }
     }
 
@@ -209,7 +239,7 @@ impl Tables {
     }
 
     fn iter(&self) -> impl Iterator<Item = (IpNet, RibEntry<'_>)> {
-        fn walk<K: PrefixKey>(t: &Table<K>) -> impl Iterator<Item = (IpNet, RibEntry<'_>)> {
+        fn walk<K: PrefixKey>(t: &Table<Slot<K>>) -> impl Iterator<Item = (IpNet, RibEntry<'_>)> {
             t.iter().map(|s| (s.key.net(), RibEntry::of(s)))
         }
         walk(&self.v4).chain(walk(&self.v6))

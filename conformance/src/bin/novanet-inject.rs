@@ -115,7 +115,10 @@ fn mrt_table(
         rib_entries(&rec, &mut peers, &mut entries).map_err(|e| bad(e.to_string()))?;
         for e in entries.drain(..) {
             if e.attributes.treat_as_withdraw.is_none() && matches!(e.prefix, IpNet::V4(_)) {
-                by_peer.entry(e.peer_ip).or_default().push((e.prefix, e.attributes.attrs));
+                by_peer
+                    .entry(e.peer_ip)
+                    .or_default()
+                    .push((e.prefix, e.attributes.attrs));
             }
         }
     }
