@@ -94,6 +94,12 @@ fn route_control_api_end_to_end() {
     let mut lab = Lab::new("api");
     tor_and_node(&mut lab);
     let frr = Frr::start(&mut lab, "tor", FRR);
+    let dir_mode = |d: &std::path::Path| {
+        std::fs::metadata(d)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+            .unwrap()
+    };
+    let lab_dir_mode = dir_mode(lab.dir());
     let agent = Agent::start(
         &mut lab,
         "node",
@@ -116,6 +122,12 @@ fn route_control_api_end_to_end() {
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
         .unwrap();
     assert_eq!(mode, 0o600, "socket mode");
+    let socket_dir = socket.parent().unwrap();
+    assert_eq!(
+        dir_mode(socket_dir),
+        lab_dir_mode,
+        "an existing socket directory keeps its mode"
+    );
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

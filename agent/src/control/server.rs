@@ -634,7 +634,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        // A directory of our own; an existing one (such as /run or /tmp) is
+        // never touched.
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("listen_socket directory {}: {e}", dir.display()))?;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
     }
