@@ -16,8 +16,11 @@
 #   PxNo    P injectors, the same N /24s each (N prefixes, P*N paths)
 #   mrt[:P] P injectors (default 6) each replaying one peer's table of the
 #           RIPE RIS dump $MRT (real prefixes and attributes)
-# Environment: DUTS="novanet bird frr gobgp", RESULTS=file to append the
-# figures to (tab-separated), NOVANET_WRAP=profiler command for the agent.
+# Environment: DUTS="novanet bird frr gobgp", REPEAT=n runs of each
+# (default 1; the row shown is the run with the median time, every run is
+# written to RESULTS), RESULTS=file to append the figures to
+# (tab-separated), NOVANET_WRAP=profiler command for the agent. Exits 1
+# when a run did not complete.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SCENARIOS=("$@")
@@ -172,15 +175,41 @@ try:
 except Exception as e:
     total, first, held, paths = "failed", "-", 0, 0
 row = [scenario, dut, total, first, f"{int(ticks)/100:.2f}", f"{int(rss)//1024}", str(paths), str(held)]
-print(f"{row[0]:<12} {row[1]:<8} {row[2]:>8} {row[3]:>6} {row[4]:>7} {row[5]:>6} MiB {row[6]:>9} {row[7]:>9}")
+with open(os.path.join(run, "rows"), "a") as f:
+    f.write("\t".join(row) + "\n")
 if results:
     with open(results, "a") as f:
         f.write("\t".join(row) + "\n")
 PY
 }
 
+# Runs a scenario with a DUT REPEAT times; prints the median run's row
+# (the slowest when a run did not complete).
+run_median() { # SCENARIO DUT
+  local k
+  : > "$RUN/rows"
+  for ((k = 0; k < ${REPEAT:-1}; k++)); do run_one "$1" "$2"; done
+  python3 -c '
+import sys
+rows = [l.rstrip("\n").split("\t") for l in sys.stdin if l.strip()]
+def seconds(r):
+    try:
+        return float(r[2])
+    except ValueError:
+        return float("inf")
+rows.sort(key=seconds)
+r = rows[-1] if seconds(rows[-1]) == float("inf") else rows[(len(rows) - 1) // 2]
+print(f"{r[0]:<12} {r[1]:<8} {r[2]:>8} {r[3]:>6} {r[4]:>7} {r[5]:>6} MiB {r[6]:>9} {r[7]:>9}")
+' < "$RUN/rows" | tee -a "$RUN/table"
+}
+
 printf '%-12s %-8s %8s %6s %7s %10s %9s %9s\n' "scenario" "DUT" "seconds" "first" "cpu_s" "peak_rss" "paths_in" "held"
+: > "$RUN/table"
 for s in "${SCENARIOS[@]}"; do
   parse_scenario "$s"
-  for d in $DUTS; do run_one "$s" "$d"; done
+  for d in $DUTS; do run_median "$s" "$d"; done
 done
+if grep -Eq "timeout|failed" "$RUN/table"; then
+  echo "readvertise.sh: a run did not complete" >&2
+  exit 1
+fi
