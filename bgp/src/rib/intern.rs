@@ -36,20 +36,23 @@ impl AttrTable {
     }
 
     /// Returns the shared copy of an already built `Arc`.
-    pub fn intern_arc(&mut self, attrs: Arc<PathAttributes>) -> Arc<PathAttributes> {
+    pub fn intern_arc(&mut self, attrs: &Arc<PathAttributes>) -> Arc<PathAttributes> {
         if let Some((given, shared)) = &self.last {
-            if Arc::ptr_eq(given, &attrs) {
+            if Arc::ptr_eq(given, attrs) {
                 return shared.clone();
             }
         }
-        let shared = match self.set.get(&*attrs) {
+        let shared = match self.set.get(&**attrs) {
             Some(existing) => existing.clone(),
             None => {
-                self.set.insert(attrs.clone());
-                attrs.clone()
+                // A copy of our own: the table's reference count is never
+                // touched by the thread that decoded the set.
+                let own = Arc::new((**attrs).clone());
+                self.set.insert(own.clone());
+                own
             }
         };
-        self.last = Some((attrs, shared.clone()));
+        self.last = Some((attrs.clone(), shared.clone()));
         shared
     }
 

@@ -376,7 +376,26 @@ impl Rib {
 
     /// Adds or replaces a peer's path for a prefix.
     pub fn announce(&mut self, peer: PeerId, nlri: Nlri, attrs: Arc<PathAttributes>) -> Option<BestChange> {
-        let attrs = self.attrs.intern_arc(attrs);
+        let attrs = self.attrs.intern_arc(&attrs);
+        self.announce_interned(peer, nlri, attrs)
+    }
+
+    /// Adds or replaces a peer's paths for prefixes sharing one attribute
+    /// set (one UPDATE); selection changes are appended to `changes`.
+    pub fn announce_all(
+        &mut self,
+        peer: PeerId,
+        attrs: &Arc<PathAttributes>,
+        prefixes: &[Nlri],
+        changes: &mut Vec<BestChange>,
+    ) {
+        let shared = self.attrs.intern_arc(attrs);
+        for n in prefixes {
+            changes.extend(self.announce_interned(peer, *n, shared.clone()));
+        }
+    }
+
+    fn announce_interned(&mut self, peer: PeerId, nlri: Nlri, attrs: Arc<PathAttributes>) -> Option<BestChange> {
         let path = Path::new(peer, nlri.path_id, attrs);
         let slot = self.tables.get_or_insert(&nlri.prefix);
         let before = slot.view().selection();

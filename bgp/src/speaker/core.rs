@@ -67,7 +67,8 @@ pub(crate) enum RouteEvent {
     Routes {
         id: PeerId,
         session: u64,
-        announce: Vec<(Nlri, Arc<PathAttributes>)>,
+        /// Runs of prefixes that share one attribute set, in order.
+        announce: Vec<(Arc<PathAttributes>, Vec<Nlri>)>,
         withdraw: Vec<Nlri>,
     },
     EndOfRib {
@@ -552,7 +553,7 @@ impl Core {
         self.publish_received(id);
     }
 
-    fn routes_in(&mut self, id: PeerId, announce: Vec<(Nlri, Arc<PathAttributes>)>, withdraw: Vec<Nlri>) {
+    fn routes_in(&mut self, id: PeerId, announce: Vec<(Arc<PathAttributes>, Vec<Nlri>)>, withdraw: Vec<Nlri>) {
         if !self.slots.contains_key(&id) {
             return;
         }
@@ -560,8 +561,8 @@ impl Core {
         for n in withdraw {
             changes.extend(self.rib.withdraw(id, n));
         }
-        for (n, attrs) in announce {
-            changes.extend(self.rib.announce(id, n, attrs));
+        for (attrs, prefixes) in &announce {
+            self.rib.announce_all(id, attrs, prefixes, &mut changes);
         }
         self.propagate(changes);
         self.publish_received(id);

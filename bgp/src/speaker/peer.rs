@@ -618,11 +618,11 @@ impl Runner {
     /// Import: loop and first-AS checks, then the peer's import policy.
     /// Rejected prefixes become withdrawals (they may have been accepted
     /// before).
-    fn import(&self, u: Update) -> (Vec<(Nlri, Arc<PathAttributes>)>, Vec<Nlri>) {
+    fn import(&self, u: Update) -> (Vec<(Arc<PathAttributes>, Vec<Nlri>)>, Vec<Nlri>) {
         let local_as = self.ctx.speaker.local_as;
         let ebgp = self.ctx.config.remote_as != local_as;
         let mut withdraw: Vec<Nlri> = u.withdrawals().copied().collect();
-        let mut announce = Vec::new();
+        let mut announce: Vec<(Arc<PathAttributes>, Vec<Nlri>)> = Vec::new();
         let mut base = u.attrs.clone();
         if ebgp {
             base.local_pref = None;
@@ -667,7 +667,10 @@ impl Runner {
                     })
                     .clone(),
             };
-            announce.push((*nlri, attrs));
+            match announce.last_mut() {
+                Some((shared, run)) if Arc::ptr_eq(shared, &attrs) => run.push(*nlri),
+                _ => announce.push((attrs, vec![*nlri])),
+            }
         }
         if let Some(reason) = path_error {
             if !announce.is_empty() || !withdraw.is_empty() {
