@@ -61,14 +61,16 @@ pub(crate) enum PeerEvent {
     },
 }
 
+/// Runs of prefixes that share one attribute set, in order.
+pub(crate) type AttrRuns = Vec<(Arc<PathAttributes>, Vec<Nlri>)>;
+
 /// Routes from a peer's session, in the order received. Batches of a
 /// session the core no longer considers up are dropped.
 pub(crate) enum RouteEvent {
     Routes {
         id: PeerId,
         session: u64,
-        /// Runs of prefixes that share one attribute set, in order.
-        announce: Vec<(Arc<PathAttributes>, Vec<Nlri>)>,
+        announce: AttrRuns,
         withdraw: Vec<Nlri>,
     },
     EndOfRib {
@@ -553,7 +555,7 @@ impl Core {
         self.publish_received(id);
     }
 
-    fn routes_in(&mut self, id: PeerId, announce: Vec<(Arc<PathAttributes>, Vec<Nlri>)>, withdraw: Vec<Nlri>) {
+    fn routes_in(&mut self, id: PeerId, announce: AttrRuns, withdraw: Vec<Nlri>) {
         if !self.slots.contains_key(&id) {
             return;
         }

@@ -6,7 +6,7 @@
 //! resolved by BGP identifier (RFC 4271 6.8) as soon as one of them knows
 //! the peer's identifier.
 
-use super::core::{PeerEvent, RouteEvent};
+use super::core::{AttrRuns, PeerEvent, RouteEvent};
 use super::transport::{self, Connection, Inbound, SocketOptions};
 use super::{PeerConfig, PeerShared, SpeakerConfig, SpeakerEvent};
 use crate::fsm::{
@@ -618,11 +618,11 @@ impl Runner {
     /// Import: loop and first-AS checks, then the peer's import policy.
     /// Rejected prefixes become withdrawals (they may have been accepted
     /// before).
-    fn import(&self, u: Update) -> (Vec<(Arc<PathAttributes>, Vec<Nlri>)>, Vec<Nlri>) {
+    fn import(&self, u: Update) -> (AttrRuns, Vec<Nlri>) {
         let local_as = self.ctx.speaker.local_as;
         let ebgp = self.ctx.config.remote_as != local_as;
         let mut withdraw: Vec<Nlri> = u.withdrawals().copied().collect();
-        let mut announce: Vec<(Arc<PathAttributes>, Vec<Nlri>)> = Vec::new();
+        let mut announce = AttrRuns::new();
         let mut base = u.attrs.clone();
         if ebgp {
             base.local_pref = None;
