@@ -2,7 +2,8 @@
 # The test command: installs the Debian packages the tests need, checks
 # formatting and lints, then runs every test (unit, codec, FSM, RIB, MRT
 # replay, and the interop tests against real FRR, BIRD and GoBGP in network
-# namespaces, which need root).
+# namespaces, which need root), and the benchmark commands at a small size
+# (they must keep working; their full runs are separate commands).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -10,3 +11,4 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo build --workspace --bins -q
 cargo test --workspace
+conformance/bench/smoke.sh
