@@ -199,9 +199,16 @@ fn a_million_routes_share_few_attribute_sets() {
     assert_eq!(rib.len(), 1_000_000);
     assert_eq!(rib.attribute_sets(), 4);
     assert_eq!(rib.paths_from(1), 1_000_000);
-    let changes = rib.remove_peer(1);
-    assert_eq!(changes.len(), 1_000_000);
-    drop(changes);
+    // The peer goes away: its paths leave a slice of prefixes at a time.
+    let prefixes = rib.prefixes_with(1, PathSelector::All);
+    assert_eq!(prefixes.len(), 1_000_000);
+    let mut changed = 0;
+    for slice in prefixes.chunks(4096) {
+        let changes = rib.remove_paths(1, PathSelector::All, slice);
+        assert!(changes.iter().all(|c| c.best.is_none() && c.old.is_some()));
+        changed += changes.len();
+    }
+    assert_eq!((changed, rib.len(), rib.paths_from(1)), (1_000_000, 0, 0));
     rib.collect_unused_attributes();
     assert_eq!(rib.attribute_sets(), 0);
 }

@@ -448,7 +448,7 @@ impl Rib {
 
     /// Removes every path of a peer (session down without graceful restart).
     pub fn remove_peer(&mut self, peer: PeerId) -> Vec<BestChange> {
-        self.remove_paths_where(peer, |_, _| true)
+        self.remove_in_one(peer, PathSelector::All)
     }
 
     /// Marks a peer's paths stale (graceful restart helper); returns how many.
@@ -463,41 +463,57 @@ impl Rib {
 
     /// Removes a peer's paths still stale (End-of-RIB or restart timer).
     pub fn sweep_stale(&mut self, peer: PeerId) -> Vec<BestChange> {
-        self.remove_paths_where(peer, |_, p| p.stale())
+        self.remove_in_one(peer, PathSelector::Stale)
     }
 
     /// Removes a peer's stale paths of one family (End-of-RIB received).
     pub fn sweep_stale_family(&mut self, peer: PeerId, family: crate::wire::Family) -> Vec<BestChange> {
-        let v4 = family == crate::wire::Family::IPV4_UNICAST;
-        self.remove_paths_where(peer, |prefix, p| p.stale() && matches!(prefix, IpNet::V4(_)) == v4)
+        self.remove_in_one(peer, PathSelector::StaleOf(family))
     }
 
-    fn remove_paths_where(&mut self, peer: PeerId, pick: impl Fn(&IpNet, &Path) -> bool) -> Vec<BestChange> {
-        let affected: Vec<IpNet> = self
-            .tables
+    fn remove_in_one(&mut self, peer: PeerId, which: PathSelector) -> Vec<BestChange> {
+        let prefixes = self.prefixes_with(peer, which);
+        self.remove_paths(peer, which, &prefixes)
+    }
+
+    /// The prefixes where `peer` has a path `which` selects: what
+    /// [`Rib::remove_paths`] then takes away, a slice at a time if the
+    /// caller wants the changes in bounded batches (a full table's worth
+    /// of changes at once would be ~150 bytes a prefix).
+    pub fn prefixes_with(&self, peer: PeerId, which: PathSelector) -> Vec<IpNet> {
+        self.tables
             .iter()
-            .filter(|(k, e)| e.paths().iter().any(|p| p.peer() == peer && pick(k, p)))
+            .filter(|(k, e)| e.paths().iter().any(|p| p.peer() == peer && which.selects(k, p)))
             .map(|(k, _)| k)
-            .collect();
+            .collect()
+    }
+
+    /// Removes the paths of `peer` that `which` selects from `prefixes`.
+    pub fn remove_paths(&mut self, peer: PeerId, which: PathSelector, prefixes: &[IpNet]) -> Vec<BestChange> {
         let mut changes = Vec::new();
-        for prefix in affected {
-            let slot = self.tables.get_mut(&prefix).expect("collected above");
+        for prefix in prefixes {
+            let Some(slot) = self.tables.get_mut(prefix) else {
+                continue;
+            };
             let before = slot.view().selection();
             let mut removed = Vec::new();
             slot.paths.retain(|p| {
-                if p.peer() == peer && pick(&prefix, p) {
+                if p.peer() == peer && which.selects(prefix, p) {
                     removed.push(p.attrs.clone());
                     false
                 } else {
                     true
                 }
             });
-            let after = self.settle(&prefix);
+            if removed.is_empty() {
+                continue;
+            }
+            let after = self.settle(prefix);
             for a in removed {
-                self.counts.count(peer, &prefix, false);
+                self.counts.count(peer, prefix, false);
                 self.attrs.release(a);
             }
-            changes.extend(changed(prefix, before, after));
+            changes.extend(changed(*prefix, before, after));
         }
         changes
     }
@@ -539,6 +555,26 @@ static UNKNOWN_PEER: PeerInfo = PeerInfo {
 
 fn peer_of(peers: &[Option<PeerInfo>], id: PeerId) -> &PeerInfo {
     peers.get(id as usize).and_then(Option::as_ref).unwrap_or(&UNKNOWN_PEER)
+}
+
+/// Which of a peer's paths a removal takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathSelector {
+    All,
+    /// Stale paths (graceful restart).
+    Stale,
+    /// Stale paths of one family.
+    StaleOf(crate::wire::Family),
+}
+
+impl PathSelector {
+    fn selects(&self, prefix: &IpNet, p: &Path) -> bool {
+        match self {
+            PathSelector::All => true,
+            PathSelector::Stale => p.stale(),
+            PathSelector::StaleOf(f) => p.stale() && crate::wire::Family::of(prefix) == *f,
+        }
+    }
 }
 
 /// A change report when the selection moved from `before` to `after`.

@@ -10,7 +10,7 @@ use super::{
 use crate::fsm::Negotiated;
 use crate::policy::PeerPolicy;
 use crate::rib::export::ExportTarget;
-use crate::rib::{BestChange, PeerId, PeerInfo, Rib, LOCAL_PEER};
+use crate::rib::{BestChange, PathSelector, PeerId, PeerInfo, Rib, LOCAL_PEER};
 use crate::wire::error::subcode;
 use crate::wire::{Family, Nlri, Notification, PathAttributes};
 use ipnet::IpNet;
@@ -21,6 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
+
+/// Prefixes whose paths are removed (and changes exported) at a time when
+/// a peer goes away.
+const REMOVAL_SLICE: usize = 4096;
 
 /// Route batches queued between the peer tasks and the core.
 const ROUTE_QUEUE_BATCHES: usize = 128;
@@ -356,8 +360,7 @@ impl Core {
         if let (Some((fd, v6)), Some(_)) = (self.listener_fd, slot.config.password.as_deref()) {
             let _ = super::transport::set_md5(fd, v6, addr, None);
         }
-        let changes = self.rib.remove_peer(id);
-        self.propagate(changes);
+        self.remove_paths(id, PathSelector::All);
         tracing::info!(peer = %addr, "peer removed");
         Ok(())
     }
@@ -434,13 +437,8 @@ impl Core {
             PeerEvent::TaskFailed { id, message } => self.task_failed(id, message),
             PeerEvent::SweepStale { id, generation } => {
                 if self.slots.get(&id).is_some_and(|s| s.stale_generation == generation) {
-                    let changes = self.rib.sweep_stale(id);
-                    tracing::info!(
-                        peer = id,
-                        swept = changes.len(),
-                        "graceful restart time over: stale routes swept"
-                    );
-                    self.propagate(changes);
+                    let swept = self.remove_paths(id, PathSelector::Stale);
+                    tracing::info!(peer = id, swept, "graceful restart time over: stale routes swept");
                 }
             }
         }
@@ -463,11 +461,10 @@ impl Core {
                         family,
                     });
                 }
-                let changes = self.rib.sweep_stale_family(id, family);
-                if !changes.is_empty() {
-                    tracing::info!(peer = id, %family, swept = changes.len(), "stale routes swept after End-of-RIB");
+                let swept = self.remove_paths(id, PathSelector::StaleOf(family));
+                if swept > 0 {
+                    tracing::info!(peer = id, %family, swept, "stale routes swept after End-of-RIB");
                 }
-                self.propagate(changes);
             }
         }
     }
@@ -548,8 +545,7 @@ impl Core {
                 });
             }
             _ => {
-                let changes = self.rib.remove_peer(id);
-                self.propagate(changes);
+                self.remove_paths(id, PathSelector::All);
             }
         }
         self.publish_received(id);
@@ -569,6 +565,21 @@ impl Core {
         self.propagate(changes);
         self.publish_received(id);
         self.check_max_prefix(id);
+    }
+
+    /// Removes a peer's paths that `which` selects, a slice of prefixes
+    /// at a time, each slice exported before the next: losing a full-table
+    /// peer never holds a full table of changes at once. Returns the number
+    /// of prefixes whose selection changed.
+    fn remove_paths(&mut self, id: PeerId, which: PathSelector) -> usize {
+        let prefixes = self.rib.prefixes_with(id, which);
+        let mut changed = 0;
+        for slice in prefixes.chunks(REMOVAL_SLICE) {
+            let changes = self.rib.remove_paths(id, which, slice);
+            changed += changes.len();
+            self.propagate(changes);
+        }
+        changed
     }
 
     fn check_max_prefix(&mut self, id: PeerId) {
