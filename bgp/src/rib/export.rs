@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 /// Cached rewrites kept per peer before the cache is cleared.
-const REWRITE_CACHE_LIMIT: usize = 1 << 16;
+const REWRITE_CACHE_LIMIT: usize = 1 << 12;
 
 /// How routes are filtered and rewritten for one peer.
 #[derive(Debug)]
