@@ -15,7 +15,8 @@
 #   PxN     P injectors, N distinct /24s each (P*N prefixes)
 #   PxNo    P injectors, the same N /24s each (N prefixes, P*N paths)
 #   mrt[:P] P injectors (default 6) each replaying one peer's table of the
-#           RIPE RIS dump $MRT (real prefixes and attributes)
+#           RIPE RIS dump $MRT (real prefixes and attributes; default: the
+#           rrc00 2000 table in $NOVANET_MRT_DIR or ../shared/data/mrt)
 # Environment: DUTS="novanet bird frr gobgp", REPEAT=n runs of each
 # (default 1; the row shown is the run with the median time, every run is
 # written to RESULTS), RESULTS=file to append the figures to
@@ -26,7 +27,7 @@ cd "$(dirname "$0")/../.."
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(100000 1000000 10x100000 10x100000o mrt)
 DUTS=${DUTS:-"novanet bird frr gobgp"}
-MRT=${MRT:-$(cd .. && pwd)/shared/data/mrt/ripe-rrc00-bview.20000111.0032.gz}
+MRT=${MRT:-${NOVANET_MRT_DIR:-$(cd .. && pwd)/shared/data/mrt}/ripe-rrc00-bview.20000111.0032.gz}
 P=nvrb$$
 RUN=/tmp/$P
 mkdir -p "$RUN"
