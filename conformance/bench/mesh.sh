@@ -31,6 +31,7 @@ sysctl -qw net.ipv4.neigh.default.gc_thresh3=262144 net.ipv4.neigh.default.gc_th
 trap 'cleanup "${NAMESPACES[@]}"; restore_arp; [ -n "${KEEP:-}" ] || rm -rf "$RUN"' EXIT
 
 node_ip() { echo "10.10.$(($1 / 200)).$((10 + $1 % 200))"; }
+pod_cidr() { echo "10.$((244 + $1 / 256)).$(($1 % 256)).0/24"; }
 
 run_one() { # N
   local n=$1 i
@@ -42,7 +43,7 @@ run_one() { # N
   ip -n "$P-fab" link set br0 up
   local mesh=""
   for ((i = 0; i < n; i++)); do
-    mesh+="{\"name\": \"node-$i\", \"ip\": \"$(node_ip $i)\", \"pod_cidr\": \"10.244.$i.0/24\"},"
+    mesh+="{\"name\": \"node-$i\", \"ip\": \"$(node_ip $i)\", \"pod_cidr\": \"$(pod_cidr $i)\"},"
   done
   local bfd=false; [ -n "${BFD:-}" ] && bfd=true
   for ((i = 0; i < n; i++)); do
@@ -54,7 +55,7 @@ run_one() { # N
     ip -n "$P-n$i" addr add "$(node_ip $i)/16" dev eth0
     ip -n "$P-n$i" link set eth0 up
     cat > "$RUN/n$i.json" <<JSON
-{"node_name": "node-$i", "node_ip": "$(node_ip $i)", "pod_cidr": "10.244.$i.0/24",
+{"node_name": "node-$i", "node_ip": "$(node_ip $i)", "pod_cidr": "$(pod_cidr $i)",
  "metrics_address": "127.0.0.1:9102", "listen_socket": "$RUN/n$i.sock", "log_level": "${LOG_LEVEL:-warn}",
  "routing": {"asn_mode": "last_two_octets", "bfd": {"enabled": $bfd},
    "node_mesh": {"enabled": true, "source": "static", "nodes": [${mesh%,}]}}}
@@ -77,6 +78,9 @@ JSON
     done
     pending=("${left[@]}")
     if [ ${#pending[@]} -eq 0 ]; then t1=$(date +%s.%N); break; fi
+    local dead=0
+    for i in "${!apids[@]}"; do kill -0 "${apids[$i]}" 2>/dev/null || { dead=1; echo "mesh.sh: node $i exited: $(tail -1 "$RUN/n$i.log")" >&2; break; }; done
+    [ "$dead" = 0 ] || break
     sleep 0.25
   done
   sleep 2
