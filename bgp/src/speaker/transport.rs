@@ -129,6 +129,12 @@ pub fn prepare_accepted(stream: &TcpStream, opts: &SocketOptions) -> io::Result<
     stream.set_nodelay(true)
 }
 
+/// Connections the kernel queues before the speaker accepts them: a node
+/// mesh brings one connection from every other node at once, and an
+/// overflowing queue drops them (the peer's connection is then lost in
+/// OpenSent and retried much later). The kernel caps it at somaxconn.
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Binds the BGP listener: dual-stack on `[::]:port` when the host has
 /// IPv6, else IPv4 only.
 pub fn listen(port: u16) -> io::Result<TcpListener> {
@@ -137,7 +143,7 @@ pub fn listen(port: u16) -> io::Result<TcpListener> {
         s.set_only_v6(false)?;
         s.set_reuse_address(true)?;
         s.bind(&SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port).into())?;
-        s.listen(128)?;
+        s.listen(LISTEN_BACKLOG)?;
         s.set_nonblocking(true)?;
         TcpListener::from_std(s.into())
     })();
@@ -147,7 +153,7 @@ pub fn listen(port: u16) -> io::Result<TcpListener> {
             let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
             s.set_reuse_address(true)?;
             s.bind(&SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port).into())?;
-            s.listen(128)?;
+            s.listen(LISTEN_BACKLOG)?;
             s.set_nonblocking(true)?;
             TcpListener::from_std(s.into())
         }
