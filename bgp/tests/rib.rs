@@ -213,6 +213,12 @@ fn a_million_routes_share_few_attribute_sets() {
     assert_eq!(rib.attribute_sets(), 0);
 }
 
+/// Removes what `which` selects of a peer's paths, as the speaker does.
+fn sweep(rib: &mut Rib, peer: PeerId, which: PathSelector) -> Vec<BestChange> {
+    let prefixes = rib.prefixes_with(peer, which);
+    rib.remove_paths(peer, which, &prefixes)
+}
+
 #[test]
 fn graceful_restart_stale_paths_are_swept() {
     let mut rib = rib_with_peers();
@@ -224,12 +230,17 @@ fn graceful_restart_stale_paths_are_swept() {
     // Re-learned after the restart: no longer stale.
     let a = rib.intern(attrs(&[65001], "10.0.1.1"));
     rib.announce(1, Nlri::new(prefix("192.0.2.0/24")), a);
-    let swept = rib.sweep_stale_family(1, Family::IPV4_UNICAST);
+    // End-of-RIB for IPv4 sweeps that family's stale paths only.
+    let swept = sweep(&mut rib, 1, PathSelector::StaleOf(Family::IPV4_UNICAST));
     assert_eq!(
         swept.iter().map(|c| c.prefix).collect::<Vec<_>>(),
         vec![prefix("198.51.100.0/24")]
     );
-    assert_eq!(rib.sweep_stale(1).len(), 1, "the IPv6 stale path goes with the timer");
+    assert_eq!(
+        sweep(&mut rib, 1, PathSelector::Stale).len(),
+        1,
+        "the IPv6 stale path goes with the timer"
+    );
     assert_eq!(rib.len(), 1);
 }
 

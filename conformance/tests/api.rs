@@ -99,6 +99,8 @@ fn route_control_api_end_to_end() {
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
             .unwrap()
     };
+    // A mode the agent would never set, so any change shows.
+    std::fs::set_permissions(lab.dir(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
     let lab_dir_mode = dir_mode(lab.dir());
     let agent = Agent::start(
         &mut lab,
@@ -124,8 +126,8 @@ fn route_control_api_end_to_end() {
     assert_eq!(mode, 0o600, "socket mode");
     let socket_dir = socket.parent().unwrap();
     assert_eq!(
-        dir_mode(socket_dir),
-        lab_dir_mode,
+        (dir_mode(socket_dir), lab_dir_mode),
+        (0o711, 0o711),
         "an existing socket directory keeps its mode"
     );
 

@@ -228,6 +228,13 @@ impl PrefixQueue {
     }
 }
 
+/// Gateways as the kernel is given them: sorted, each once.
+fn gateway_set(mut hops: NextHops) -> NextHops {
+    hops.sort();
+    hops.dedup();
+    hops
+}
+
 /// Queues a prefix for writing, once.
 fn mark(route: &mut Route, prefix: IpNet, urgent: &mut PrefixQueue, dirty: &mut PrefixQueue) {
     if route.has(QUEUED) {
@@ -261,9 +268,8 @@ impl FibState {
     /// gateways that reach them (the kernel gets the gateways), or with
     /// `None` (or no gateway) nothing of ours.
     pub fn set(&mut self, prefix: IpNet, route: Option<(NextHops, NextHops)>) {
-        let (learned, mut resolved) = route.unwrap_or_default();
-        resolved.sort();
-        resolved.dedup();
+        let (learned, resolved) = route.unwrap_or_default();
+        let resolved = gateway_set(resolved);
         let r = self.routes.get_or_insert_with(&prefix, Route::default);
         let had = r.desired != NO_HOPS;
         self.hops.assign(&mut r.learned, &learned);
@@ -282,14 +288,11 @@ impl FibState {
             if r.learned == NO_HOPS {
                 continue;
             }
-            let mut resolved = by_learned
+            let resolved = by_learned
                 .entry(r.learned)
-                .or_insert_with(|| resolve(self.hops.get(r.learned)))
-                .clone();
-            resolved.sort();
-            resolved.dedup();
+                .or_insert_with(|| gateway_set(resolve(self.hops.get(r.learned))));
             let had = r.desired != NO_HOPS;
-            if self.hops.assign(&mut r.desired, &resolved) {
+            if self.hops.assign(&mut r.desired, resolved) {
                 self.desired = self.desired + (r.desired != NO_HOPS) as usize - had as usize;
                 mark(r, prefix, &mut self.urgent, &mut self.dirty);
                 changed += 1;

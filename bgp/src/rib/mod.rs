@@ -446,11 +446,6 @@ impl Rib {
         slot.view().selection()
     }
 
-    /// Removes every path of a peer (session down without graceful restart).
-    pub fn remove_peer(&mut self, peer: PeerId) -> Vec<BestChange> {
-        self.remove_in_one(peer, PathSelector::All)
-    }
-
     /// Marks a peer's paths stale (graceful restart helper); returns how many.
     pub fn mark_stale(&mut self, peer: PeerId) -> usize {
         let mut n = 0;
@@ -459,21 +454,6 @@ impl Rib {
             n += 1;
         }
         n
-    }
-
-    /// Removes a peer's paths still stale (End-of-RIB or restart timer).
-    pub fn sweep_stale(&mut self, peer: PeerId) -> Vec<BestChange> {
-        self.remove_in_one(peer, PathSelector::Stale)
-    }
-
-    /// Removes a peer's stale paths of one family (End-of-RIB received).
-    pub fn sweep_stale_family(&mut self, peer: PeerId, family: crate::wire::Family) -> Vec<BestChange> {
-        self.remove_in_one(peer, PathSelector::StaleOf(family))
-    }
-
-    fn remove_in_one(&mut self, peer: PeerId, which: PathSelector) -> Vec<BestChange> {
-        let prefixes = self.prefixes_with(peer, which);
-        self.remove_paths(peer, which, &prefixes)
     }
 
     /// The prefixes where `peer` has a path `which` selects: what
