@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the lab and the tests need on a Debian 12 machine: the real
-# peers (FRR, BIRD, GoBGP, ExaBGP), iproute2, nftables, ping, clang.
+# peers (FRR, BIRD, GoBGP, ExaBGP), iproute2, nftables, ping, clang, and
+# Python grpcio for the API interop test.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 pkgs=(frr bird2 gobgpd exabgp nftables iputils-ping iproute2 clang)
@@ -13,6 +14,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Python gRPC for the RouteControl interop test with a client we did not write.
+if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
+  echo "installing: grpcio grpcio-tools (PyPI)"
+  python3 -m pip install -q --root-user-action=ignore grpcio grpcio-tools
 fi
 # The packaged FRR service is not used; the lab starts its own daemons.
 systemctl disable --now frr >/dev/null 2>&1 || true

@@ -3,6 +3,7 @@
 //! applies intents to the speaker and BFD ([`reconciler`]), the event bus
 //! ([`events`]) and the gRPC server on a Unix socket ([`server`]).
 
+pub mod authority;
 pub mod events;
 pub mod insight;
 pub mod intents;

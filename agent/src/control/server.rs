@@ -647,7 +647,7 @@ pub async fn serve(
         tokio::net::UnixListener::bind(path).map_err(|e| anyhow::anyhow!("listen_socket {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(socket = %path.display(), "RouteControl API listening");
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = incoming_through_front(listener);
     let timing = RequestTiming(control.grpc_seconds.clone());
     let result = tonic::transport::Server::builder()
         .layer(tower::layer::layer_fn(move |inner| Timed {
@@ -664,6 +664,34 @@ pub async fn serve(
         .await;
     let _ = std::fs::remove_file(path);
     result.map_err(|e| anyhow::anyhow!("RouteControl API: {e}"))
+}
+
+/// Accepted connections, each relayed through the HTTP/2 front that
+/// replaces an invalid `:authority` (see [`super::authority`]); the gRPC
+/// server reads the in-memory end. Accepting stops when the server drops
+/// the stream at shutdown.
+fn incoming_through_front(
+    listener: tokio::net::UnixListener,
+) -> impl Stream<Item = std::io::Result<tokio::io::DuplexStream>> {
+    const RELAY_BUFFER: usize = 64 * 1024;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tx.closed() => return,
+            };
+            let item = accepted.map(|(client, _)| {
+                let (server_end, front_end) = tokio::io::duplex(RELAY_BUFFER);
+                tokio::spawn(super::authority::serve(client, front_end));
+                server_end
+            });
+            if tx.send(item).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Times every unary RPC into `grpc_request_duration_seconds{method}`.

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""A RouteControl client in Python grpcio, as an operator would write one.
+
+Stubs are generated at run time from the project's reference .proto with
+grpcio-tools. The channel is opened on the agent's Unix socket exactly as the
+grpcio documentation shows (``unix://PATH``, default options), or with the
+socket path as the authority the way grpc-java and other clients send it
+(``--authority path``).
+
+Usage: routecontrol_client.py SOCKET OWNER TOKEN PREFIX [--authority path]
+
+Registers OWNER, opens an event stream, advertises PREFIX, reads the status,
+withdraws PREFIX and prints one JSON object per step on stdout. Exits 1 with
+the gRPC error on stderr when any call fails.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import threading
+
+import grpc
+from grpc_tools import protoc
+
+PROTO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto", "proto")
+
+
+def load_stubs(out_dir):
+    rc = protoc.main([
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        "novaroute/v1/novaroute.proto",
+    ])
+    if rc != 0:
+        sys.exit(f"protoc failed with {rc}")
+    sys.path.insert(0, out_dir)
+    from novaroute.v1 import novaroute_pb2, novaroute_pb2_grpc  # noqa: E402
+    return novaroute_pb2, novaroute_pb2_grpc
+
+
+def emit(step, **fields):
+    print(json.dumps({"step": step, **fields}), flush=True)
+
+
+def main():
+    args = sys.argv[1:]
+    authority_path = "--authority" in args and args[args.index("--authority") + 1] == "path"
+    socket, owner, token, prefix = args[:4]
+    with tempfile.TemporaryDirectory() as out_dir:
+        pb, rpc = load_stubs(out_dir)
+        options = [("grpc.default_authority", socket)] if authority_path else []
+        with grpc.insecure_channel(f"unix://{socket}", options=options) as channel:
+            stub = rpc.RouteControlStub(channel)
+            try:
+                run(pb, stub, owner, token, prefix)
+            except grpc.RpcError as e:
+                print(f"{e.code().name}: {e.details()}", file=sys.stderr)
+                sys.exit(1)
+
+
+def run(pb, stub, owner, token, prefix):
+    reg = stub.Register(pb.RegisterRequest(owner=owner, token=token), timeout=10)
+    emit("register", session_id=reg.session_id)
+
+    events = stub.StreamEvents(pb.StreamEventsRequest(owner_filter=owner, event_types=["prefix_advertised"]))
+    seen = threading.Event()
+    got = {}
+
+    def read_events():
+        try:
+            for ev in events:
+                if ev.metadata.get("prefix") == prefix or prefix in ev.detail:
+                    got["event"] = pb.EventType.Name(ev.type)
+                    seen.set()
+                    return
+        except grpc.RpcError:
+            seen.set()
+
+    reader = threading.Thread(target=read_events, daemon=True)
+    reader.start()
+
+    stub.AdvertisePrefix(pb.AdvertisePrefixRequest(owner=owner, token=token, prefix=prefix, protocol=pb.PROTOCOL_BGP), timeout=10)
+    emit("advertise", prefix=prefix)
+    if not seen.wait(40):
+        sys.exit("no PREFIX_ADVERTISED event within 40 s")
+    emit("event", type=got.get("event", ""))
+    events.cancel()
+
+    status = stub.GetStatus(pb.GetStatusRequest(owner_filter=owner), timeout=10)
+    emit("status", prefixes=[{"prefix": p.prefix, "state": p.state, "owner": p.owner} for p in status.prefixes])
+
+    try:
+        stub.AdvertisePrefix(pb.AdvertisePrefixRequest(owner=owner, token="not-the-token", prefix=prefix, protocol=pb.PROTOCOL_BGP), timeout=10)
+        emit("bad_token", code="OK")
+    except grpc.RpcError as e:
+        emit("bad_token", code=e.code().name)
+
+    stub.WithdrawPrefix(pb.WithdrawPrefixRequest(owner=owner, token=token, prefix=prefix, protocol=pb.PROTOCOL_BGP), timeout=10)
+    emit("withdraw", prefix=prefix)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+//! RouteControl with gRPC clients we did not write: a Python `grpcio`
+//! client with its default options (the socket path as `:authority`, as
+//! every gRPC C-core client sends it) and with the raw path as authority
+//! (grpc-java's way). Each advertises a prefix that must reach a real FRR
+//! ToR, and withdraws it.
+
+use novanet_conformance::checks::{agent_established, tor_and_node, SETTLE};
+use novanet_conformance::{wait_until, Agent, Frr, Lab};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+
+const FRR: &str = "hostname tor
+router bgp 65000
+ bgp router-id 10.0.0.1
+ no bgp ebgp-requires-policy
+ neighbor 10.0.0.10 remote-as 65010
+ neighbor 10.0.0.10 timers 3 9
+ neighbor 10.0.0.10 timers connect 1
+";
+
+const TOKEN: &str = "novaedge-python-token-2024";
+
+/// Runs the Python client; returns its JSON lines by step name.
+fn python_client(socket: &Path, prefix: &str, extra: &[&str]) -> std::collections::HashMap<String, Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/routecontrol_client.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(socket)
+        .args(["novaedge", TOKEN, prefix])
+        .args(extra)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python grpcio client {extra:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"));
+            (v["step"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn python_grpcio_clients_are_served_on_the_unix_socket() {
+    let mut lab = Lab::new("pygrpc");
+    tor_and_node(&mut lab);
+    let frr = Frr::start(&mut lab, "tor", FRR);
+    let agent = Agent::start(
+        &mut lab,
+        "node",
+        &json!({
+            "node_name": "node-a",
+            "node_ip": "10.0.0.10",
+            "pod_cidr": "10.244.10.0/24",
+            "owners": {
+                "novaedge": {"token": TOKEN, "allowed_prefixes": {"type": "host_only", "allowed_cidrs": ["10.96.0.0/12"]}}
+            },
+            "routing": {"peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}]}
+        }),
+    );
+    agent_established(&agent, "10.0.0.1");
+
+    for (prefix, extra) in [
+        ("10.96.0.10/32", &[][..]),
+        ("10.96.0.11/32", &["--authority", "path"][..]),
+    ] {
+        let steps = python_client(&agent.socket, prefix, extra);
+        assert!(
+            steps["register"]["session_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("novaedge-"),
+            "{steps:?}"
+        );
+        assert_eq!(steps["event"]["type"], "EVENT_TYPE_PREFIX_ADVERTISED", "{steps:?}");
+        let prefixes = steps["status"]["prefixes"].as_array().unwrap();
+        assert!(
+            prefixes
+                .iter()
+                .any(|p| p["prefix"] == prefix && p["owner"] == "novaedge"),
+            "GetStatus lists {prefix}: {prefixes:?}"
+        );
+        assert_eq!(steps["bad_token"]["code"], "UNAUTHENTICATED");
+        assert!(steps.contains_key("withdraw"));
+    }
+    // What the clients did reached the fabric: both were advertised (the
+    // event is published when the UPDATE is written) and both withdrawn.
+    for prefix in ["10.96.0.10/32", "10.96.0.11/32"] {
+        wait_until(&format!("the ToR to drop {prefix}"), SETTLE, || {
+            match frr.route_as_path("ipv4", prefix) {
+                None => Ok(()),
+                Some(p) => Err(format!("still there with AS path {p}")),
+            }
+        });
+    }
+}
