@@ -1,11 +1,14 @@
 //! The NovaNet node agent as a library: configuration ([`config`]), the
-//! kernel FIB writer ([`fib`]), BFD for BGP peers ([`liveness`]), the routing manager that drives the BGP speaker ([`routing`]), and the HTTP
-//! status endpoint ([`status`]). The `novanet-agent` binary wires them up.
+//! kernel FIB writer ([`fib`]), BFD for BGP peers ([`liveness`]), the
+//! routing manager that drives the BGP speaker ([`routing`]), desired-state
+//! peers from every source ([`peers`]), and the HTTP status endpoint
+//! ([`status`]). The `novanet-agent` binary wires them up.
 
 pub mod config;
 pub mod control;
 pub mod fib;
 pub mod liveness;
 pub mod metrics;
+pub mod peers;
 pub mod routing;
 pub mod status;

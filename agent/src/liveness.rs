@@ -44,23 +44,11 @@ pub fn session_for(cfg: &Config, peer: &PeerConfig) -> Option<SessionSpec> {
     })
 }
 
-/// Starts BFD with sessions for the configured `peers` that want it, and
-/// the task that closes a BGP session when its BFD session goes down. The
-/// engine runs even without sessions: the API may add some.
-pub async fn start(cfg: &Config, speaker: &Speaker, peers: &[PeerConfig]) -> anyhow::Result<Bfd> {
-    let specs: Vec<SessionSpec> = peers.iter().filter_map(|p| session_for(cfg, p)).collect();
+/// Starts the BFD engine (sessions are added by the peer applier and the
+/// API) and the task that closes a BGP session when its BFD session goes
+/// down.
+pub async fn start(speaker: &Speaker) -> anyhow::Result<Bfd> {
     let bfd = Bfd::start(SINGLE_HOP_PORT, MULTIHOP_PORT).map_err(|e| anyhow::anyhow!("BFD: {e}"))?;
-    for s in specs {
-        tracing::info!(
-            peer = %s.key.peer,
-            multihop = s.key.multihop,
-            tx_ms = s.config.desired_min_tx.as_millis() as u64,
-            rx_ms = s.config.required_min_rx.as_millis() as u64,
-            multiplier = s.config.detect_mult,
-            "BFD session configured"
-        );
-        bfd.add(s).await.map_err(|e| anyhow::anyhow!("BFD session: {e}"))?;
-    }
     let mut events = bfd.subscribe();
     let speaker = speaker.clone();
     tokio::spawn(async move {

@@ -106,7 +106,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
                 break;
             }
             _ = hup.recv() => match config::Config::load(&config_path) {
-                Ok(new) => match routing::reload(&speaker, &routing.bfd, &cfg, &new).await {
+                Ok(new) => match routing::reload(&speaker, &routing.peers, &cfg, &new).await {
                     Ok(()) => {
                         tracing::info!(config = %config_path.display(), "configuration reloaded");
                         cfg = new;

@@ -1,12 +1,14 @@
 //! Turns the configuration into a running speaker: local AS and router id,
-//! ToR peers, static node-mesh peers, and the node's PodCIDR advertised.
+//! the node's PodCIDR advertised, and the configuration's peers (ToRs,
+//! static node mesh) handed to the peer applier (`peers.rs`).
 
-use crate::config::{node_asn, parse_family, Config, PeerEntry, DEFAULT_MAX_PREFIX};
+use crate::config::{node_asn, parse_family, Config, MeshSource, PeerEntry, DEFAULT_MAX_PREFIX};
 use crate::fib::{Fib, FibInput};
+use crate::peers::{PeerSources, PeerSpec};
 use novanet_bgp::policy::{LocalPrefixes, PeerPolicy};
 use novanet_bgp::speaker::{PeerConfig, PeerRole, RouteSink, Speaker, SpeakerConfig, SpeakerEvent};
 use novanet_bgp::wire::{Origin, PathAttributes};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -79,25 +81,45 @@ pub fn tor_peer(cfg: &Config, p: &PeerEntry) -> PeerConfig {
     pc
 }
 
+/// A node-mesh peer: the other node's address and per-node AS, multihop
+/// (mesh traffic often crosses the ToRs), a short connect retry.
+pub fn mesh_peer(name: &str, ip: std::net::IpAddr, asn: u32) -> PeerConfig {
+    let mut pc = PeerConfig::new(ip, asn);
+    pc.description = format!("node {name}");
+    pc.role = PeerRole::Mesh;
+    pc.ebgp_multihop = MESH_MULTIHOP;
+    pc.connect_retry = Duration::from_secs(2);
+    pc
+}
+
 /// Node-mesh peers of a static node list: every node but this one, with
 /// its per-node AS.
 pub fn mesh_peers(cfg: &Config) -> Vec<PeerConfig> {
     let mesh = &cfg.routing.node_mesh;
-    if !mesh.enabled {
+    if !mesh.enabled || mesh.source != MeshSource::Static {
         return Vec::new();
     }
     mesh.nodes
         .iter()
         .filter(|n| Some(n.ip) != cfg.node_ip && n.name != cfg.node_name)
-        .filter_map(|n| {
-            let asn = node_asn(n.ip, cfg.routing.asn_mode)?;
-            let mut pc = PeerConfig::new(n.ip, asn);
-            pc.description = format!("node {}", n.name);
-            pc.role = PeerRole::Mesh;
-            pc.ebgp_multihop = MESH_MULTIHOP;
-            pc.connect_retry = Duration::from_secs(2);
-            Some(pc)
-        })
+        .filter_map(|n| Some(mesh_peer(&n.name, n.ip, node_asn(n.ip, cfg.routing.asn_mode)?)))
+        .collect()
+}
+
+/// A peer with the BFD session the configuration gives it.
+pub fn peer_spec(cfg: &Config, bgp: PeerConfig) -> PeerSpec {
+    let bfd = crate::liveness::session_for(cfg, &bgp);
+    PeerSpec { bgp, bfd }
+}
+
+/// Every peer the configuration file asks for: ToRs, then the static mesh.
+pub fn config_peers(cfg: &Config) -> Vec<PeerSpec> {
+    cfg.routing
+        .peers
+        .iter()
+        .map(|p| tor_peer(cfg, p))
+        .chain(mesh_peers(cfg))
+        .map(|pc| peer_spec(cfg, pc))
         .collect()
 }
 
@@ -107,6 +129,10 @@ pub struct Routing {
     pub speaker: Speaker,
     pub fib: Option<Fib>,
     pub bfd: novanet_bfd::transport::Bfd,
+    /// Where the configuration and the node watcher publish their peers.
+    pub peers: PeerSources,
+    /// Peers that could not be applied, with the reason.
+    pub peer_errors: tokio::sync::watch::Receiver<BTreeMap<std::net::IpAddr, String>>,
 }
 
 /// How often the FIB compares itself with the kernel.
@@ -141,17 +167,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
     let speaker = Speaker::start(sc)
         .await
         .map_err(|e| anyhow::anyhow!("routing.listen_port {}: {e}", cfg.routing.listen_port))?;
-    let peers: Vec<PeerConfig> = cfg
-        .routing
-        .peers
-        .iter()
-        .map(|p| tor_peer(cfg, p))
-        .chain(mesh_peers(cfg))
-        .collect();
-    let bfd = crate::liveness::start(cfg, &speaker, &peers).await?;
-    for p in &cfg.routing.peers {
-        speaker.add_peer(tor_peer(cfg, p)).await?;
-    }
+    let bfd = crate::liveness::start(&speaker).await?;
     for pod_cidr in cfg.pod_cidrs() {
         let attrs = PathAttributes {
             origin: Origin::Igp,
@@ -160,16 +176,21 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
         speaker.originate(pod_cidr, attrs).await?;
         tracing::info!(prefix = %pod_cidr, "PodCIDR advertised");
     }
-    for pc in mesh_peers(cfg) {
-        speaker.add_peer(pc).await?;
-    }
+    let (errors_tx, peer_errors) = tokio::sync::watch::channel(BTreeMap::new());
+    let peers = crate::peers::spawn(speaker.clone(), bfd.clone(), config_peers(cfg), errors_tx);
     if let Some(f) = &fib {
         if restarting.load(Ordering::Relaxed) {
             let stale_for = Duration::from_secs(cfg.routing.graceful_restart_time.max(1) as u64);
             tokio::spawn(finish_restart(speaker.clone(), f.input(), restarting, stale_for));
         }
     }
-    Ok(Routing { speaker, fib, bfd })
+    Ok(Routing {
+        speaker,
+        fib,
+        bfd,
+        peers,
+        peer_errors,
+    })
 }
 
 /// Ends a restart with forwarding state kept: once every configured peer
@@ -217,15 +238,12 @@ async fn finish_restart(
 }
 
 /// Applies a changed configuration to the running speaker (SIGHUP):
-/// PodCIDRs advertised or withdrawn, peers added or removed, a peer whose
-/// only change is its policies kept up (route refresh in, export
-/// difference out), any other peer change resets that peer alone.
-pub async fn reload(
-    speaker: &Speaker,
-    bfd: &novanet_bfd::transport::Bfd,
-    old: &Config,
-    new: &Config,
-) -> anyhow::Result<()> {
+/// PodCIDRs advertised or withdrawn, and the new set of configuration
+/// peers handed to the peer applier (a peer whose only change is its
+/// policies stays up, a BFD change leaves BGP alone, any other change
+/// resets that peer alone). Nothing is changed when the new configuration
+/// cannot be applied as a whole.
+pub async fn reload(speaker: &Speaker, peers: &PeerSources, old: &Config, new: &Config) -> anyhow::Result<()> {
     if old.local_as()? != new.local_as()? || old.router_id()? != new.router_id()? {
         anyhow::bail!("routing.local_as / routing.router_id changed: restart the agent to apply");
     }
@@ -238,89 +256,6 @@ pub async fn reload(
         speaker.originate(*p, PathAttributes::default()).await?;
         tracing::info!(prefix = %p, "PodCIDR advertised");
     }
-    let peers_of = |cfg: &Config| -> Vec<(PeerConfig, Option<PeerEntry>)> {
-        cfg.routing
-            .peers
-            .iter()
-            .map(|p| (tor_peer(cfg, p), Some(p.clone())))
-            .chain(mesh_peers(cfg).into_iter().map(|p| (p, None)))
-            .collect()
-    };
-    let (before, after) = (peers_of(old), peers_of(new));
-    for (pc, _) in before
-        .iter()
-        .filter(|(b, _)| !after.iter().any(|(a, _)| a.address == b.address))
-    {
-        speaker.remove_peer(pc.address).await?;
-    }
-    // BFD sessions follow the peers: gone, new or with other timers.
-    for (pc, _) in &before {
-        let was = crate::liveness::session_for(old, pc);
-        let now = after
-            .iter()
-            .find(|(a, _)| a.address == pc.address)
-            .and_then(|(a, _)| crate::liveness::session_for(new, a));
-        if let Some(w) = &was {
-            if now.as_ref().is_none_or(|n| n.key != w.key) {
-                bfd.remove(w.key);
-            }
-        }
-    }
-    for (pc, _) in &after {
-        let was = before
-            .iter()
-            .find(|(b, _)| b.address == pc.address)
-            .and_then(|(b, _)| crate::liveness::session_for(old, b));
-        if let Some(n) = crate::liveness::session_for(new, pc) {
-            if was.as_ref().is_none_or(|w| w.key != n.key || w.config != n.config) {
-                bfd.add(n)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("BFD session with {}: {e}", pc.address))?;
-            }
-        }
-    }
-    for (pc, entry) in &after {
-        match before.iter().find(|(b, _)| b.address == pc.address) {
-            None => speaker.add_peer(pc.clone()).await?,
-            Some((_, old_entry)) => {
-                let policy_text = |cfg: &Config, e: &Option<PeerEntry>| {
-                    e.as_ref().map(|e| {
-                        (
-                            format!("{:?}", cfg.routing.policies.get(&e.import)),
-                            format!("{:?}", cfg.routing.policies.get(&e.export)),
-                        )
-                    })
-                };
-                let same_session = match (old_entry, entry) {
-                    (Some(o), Some(n)) => {
-                        // Policies and BFD change without a session reset.
-                        let strip = |e: &PeerEntry| PeerEntry {
-                            import: String::new(),
-                            export: String::new(),
-                            bfd_enabled: false,
-                            bfd_min_rx_ms: 0,
-                            bfd_min_tx_ms: 0,
-                            bfd_detect_multiplier: 0,
-                            ..e.clone()
-                        };
-                        strip(o) == strip(n)
-                    }
-                    (None, None) => true,
-                    _ => false,
-                };
-                if !same_session {
-                    speaker.remove_peer(pc.address).await?;
-                    speaker.add_peer(pc.clone()).await?;
-                } else if old_entry.as_ref().map(|e| (&e.import, &e.export))
-                    != entry.as_ref().map(|e| (&e.import, &e.export))
-                    || policy_text(old, old_entry) != policy_text(new, entry)
-                {
-                    speaker
-                        .set_policies(pc.address, pc.import.clone(), pc.export.clone())
-                        .await?;
-                }
-            }
-        }
-    }
+    peers.config.send_replace(config_peers(new));
     Ok(())
 }

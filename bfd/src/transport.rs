@@ -26,7 +26,7 @@ pub struct SessionKey {
 }
 
 /// A session to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionSpec {
     pub key: SessionKey,
     /// Source address of our packets (default: chosen by the kernel).

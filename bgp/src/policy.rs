@@ -173,7 +173,7 @@ impl Policy {
 }
 
 /// What a peer's `import` or `export` setting resolves to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PeerPolicy {
     /// The safe Kubernetes default (see [`import_default`] and
     /// [`export_default`]).

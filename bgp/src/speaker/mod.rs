@@ -72,7 +72,7 @@ pub enum PeerRole {
 }
 
 /// One configured neighbor.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerConfig {
     pub address: IpAddr,
     pub remote_as: u32,
