@@ -343,11 +343,44 @@ impl Config {
         by_asn.into_iter().filter(|(_, v)| v.len() > 1).collect()
     }
 
+    /// Whether the node mesh comes from the Kubernetes Node watcher.
+    pub fn kubernetes_mesh(&self) -> bool {
+        self.routing.node_mesh.enabled && self.routing.node_mesh.source == MeshSource::Kubernetes
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
-        let r = &self.routing;
+        if self.kubernetes_mesh() {
+            if self.node_name.is_empty() {
+                return Err(invalid(
+                    "node_name",
+                    "required with routing.node_mesh.source \"kubernetes\": the name of this node's Node (NOVANET_NODE_NAME)",
+                ));
+            }
+            if self.node_ip.is_none() {
+                // Taken from the Node; checked again once it is known.
+                return self.validate_rest();
+            }
+        }
         if self.node_ip.is_none() {
             return Err(invalid("node_ip", "required: the node's address"));
         }
+        self.router_id()?;
+        self.local_as()?;
+        self.validate_rest()
+    }
+
+    /// Checks what the node's own address and AS need.
+    pub fn validate_node(&self) -> Result<(), ConfigError> {
+        if self.node_ip.is_none() {
+            return Err(invalid("node_ip", "required: the node's address"));
+        }
+        self.router_id()?;
+        self.local_as()?;
+        Ok(())
+    }
+
+    fn validate_rest(&self) -> Result<(), ConfigError> {
+        let r = &self.routing;
         match r.protocol.as_str() {
             "bgp" => {}
             "ospf" => {
@@ -363,8 +396,6 @@ impl Config {
                 ))
             }
         }
-        self.router_id()?;
-        self.local_as()?;
         crate::control::owners::Owners::from_config(&self.owners).map_err(|(path, m)| invalid(path, m))?;
         if self.listen_socket.is_empty() || !self.listen_socket.contains('/') {
             return Err(invalid("listen_socket", "must be a path"));
@@ -407,12 +438,6 @@ impl Config {
                     format!("{} is listed twice", p.neighbor_address),
                 ));
             }
-        }
-        if r.node_mesh.enabled && r.node_mesh.source == MeshSource::Kubernetes {
-            return Err(invalid(
-                "routing.node_mesh.source",
-                "\"kubernetes\" needs the Node watcher, which this build does not include; use \"static\" with routing.node_mesh.nodes",
-            ));
         }
         Ok(())
     }

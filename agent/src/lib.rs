@@ -7,6 +7,7 @@
 pub mod config;
 pub mod control;
 pub mod fib;
+pub mod kubernetes;
 pub mod liveness;
 pub mod metrics;
 pub mod peers;

@@ -3,7 +3,7 @@
 //! node's PodCIDR, and on SIGTERM withdraws it and closes every session
 //! with a shutdown communication.
 
-use novanet_agent::{config, control, routing, status};
+use novanet_agent::{config, control, kubernetes, routing, status};
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -70,11 +70,21 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let metrics = status::parse_address(&cfg.metrics_address)?;
+    // With the Kubernetes mesh, this node's Node completes the
+    // configuration (address, PodCIDRs, AS annotation) before routing starts.
+    let kube = if cfg.kubernetes_mesh() {
+        let client = kubernetes::watch::client().await?;
+        let own = kubernetes::watch::own_node(&client, &cfg).await;
+        kubernetes::watch::complete_config(&mut cfg, &own)?;
+        Some((client, own))
+    } else {
+        None
+    };
     let routing = routing::start(&cfg).await?;
     let speaker = routing.speaker.clone();
     let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
     let control = control::new(&cfg, speaker.clone(), routing.bfd.clone())?;
-    control::report_asn_collisions(&control);
+    control::set_asn_collisions(&control, cfg.asn_collisions());
     let mut http = tokio::spawn(status::serve(
         metrics,
         speaker.clone(),
@@ -82,6 +92,9 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         routing.bfd.clone(),
         control.clone(),
     ));
+    if let Some((client, _)) = &kube {
+        kubernetes::watch::spawn_mesh(client.clone(), cfg.clone(), routing.peers.clone(), control.clone());
+    }
     tokio::spawn(control::reconciler::run(control.clone()));
     control::sources::spawn(control.clone());
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -105,7 +118,13 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
                 tracing::info!("SIGINT: shutting down");
                 break;
             }
-            _ = hup.recv() => match config::Config::load(&config_path) {
+            _ = hup.recv() => match config::Config::load(&config_path).map_err(anyhow::Error::from).and_then(|mut new| {
+                // What the Node gave at start stays (the file leaves it out).
+                if let Some((_, own)) = &kube {
+                    kubernetes::watch::complete_config(&mut new, own)?;
+                }
+                Ok(new)
+            }) {
                 Ok(new) => match routing::reload(&speaker, &routing.peers, &cfg, &new).await {
                     Ok(()) => {
                         tracing::info!(config = %config_path.display(), "configuration reloaded");

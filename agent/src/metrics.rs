@@ -89,7 +89,7 @@ pub async fn render(control: &Control, fib: Option<FibStatus>) -> String {
         "Groups of mesh nodes sharing an AS number",
     )
     .expect("metric");
-    collisions.set(control.asn_collisions.len() as i64);
+    collisions.set(control.asn_collisions.lock().expect("collisions").len() as i64);
     r.register(Box::new(collisions)).expect("unique metric");
     let ops = counter_vec(
         &r,

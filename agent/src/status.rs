@@ -77,7 +77,7 @@ async fn node(State(app): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "local_as": cfg.local_as,
         "router_id": cfg.router_id,
-        "asn_collisions": app.control.asn_collisions.iter()
+        "asn_collisions": app.control.asn_collisions.lock().expect("collisions").iter()
             .map(|(asn, nodes)| serde_json::json!({"asn": asn, "nodes": nodes}))
             .collect::<Vec<_>>(),
     }))

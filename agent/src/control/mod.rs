@@ -58,7 +58,7 @@ pub struct ControlState {
     /// Refuses mutations once shutdown has begun.
     pub stopping: std::sync::atomic::AtomicBool,
     /// Nodes of the mesh sharing an AS number (AS, node names).
-    pub asn_collisions: Vec<(u32, Vec<String>)>,
+    pub asn_collisions: Mutex<Vec<(u32, Vec<String>)>>,
     /// `intents_total{owner, type, operation}`.
     pub intent_ops: Mutex<BTreeMap<(String, String, String), u64>>,
     /// `policy_violations_total{owner, reason}`.
@@ -131,9 +131,15 @@ pub fn ospf_key(iface: &str) -> String {
     format!("ospf:{iface}")
 }
 
-/// Reports per-node AS collisions (log and a POLICY_VIOLATION event).
-pub fn report_asn_collisions(control: &Control) {
-    for (asn, nodes) in &control.asn_collisions {
+/// Records the per-node AS collisions of the mesh; each group not known
+/// before is reported (log and a POLICY_VIOLATION event). Returns the new
+/// groups.
+pub fn set_asn_collisions(control: &Control, now: Vec<(u32, Vec<String>)>) -> Vec<(u32, Vec<String>)> {
+    let mut known = control.asn_collisions.lock().expect("collisions");
+    let fresh: Vec<(u32, Vec<String>)> = now.iter().filter(|c| !known.contains(c)).cloned().collect();
+    *known = now;
+    drop(known);
+    for (asn, nodes) in &fresh {
         tracing::error!(
             asn,
             nodes = ?nodes,
@@ -150,6 +156,7 @@ pub fn report_asn_collisions(control: &Control) {
             ],
         );
     }
+    fresh
 }
 
 /// Builds the control plane from the configuration.
@@ -167,7 +174,7 @@ pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::R
         bgp: Mutex::new(bgp),
         trigger: Notify::new(),
         stopping: std::sync::atomic::AtomicBool::new(false),
-        asn_collisions: cfg.asn_collisions(),
+        asn_collisions: Mutex::new(Vec::new()),
         intent_ops: Mutex::new(BTreeMap::new()),
         violations: Mutex::new(BTreeMap::new()),
         reconcile_seconds: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(

@@ -1,0 +1,11 @@
+//! The agent in a Kubernetes cluster: its own Node (address, PodCIDRs,
+//! AS annotation) and the node mesh from a watch of every Node.
+//!
+//! - [`nodes`]: what a Node means for routing and the mesh a set of Nodes
+//!   makes (pure).
+//! - [`watch`]: the API client (`KUBECONFIG` or the in-cluster service
+//!   account), the wait for this node's Node, and the kube-runtime watcher
+//!   + reflector that keeps the mesh peers in step with the cluster.
+
+pub mod nodes;
+pub mod watch;

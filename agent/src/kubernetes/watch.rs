@@ -1,0 +1,159 @@
+//! The Kubernetes API side: client, this node's Node, the Node watch.
+//!
+//! The watch is kube-runtime's `watcher` behind a `reflector` store: the
+//! store is replaced as a whole at the end of every (re)list, so a Node
+//! deleted while the watch was down is gone after the relist. Watch errors
+//! (410 Gone, timeouts, an API server restart) relist with backoff; the
+//! mesh is only recomputed from a complete store, so established sessions
+//! are never dropped by a watch failure.
+
+use super::nodes::{plan, ClusterNode, MeshPlan};
+use crate::config::Config;
+use crate::control::Control;
+use crate::peers::PeerSources;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::reflector;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use std::time::Duration;
+
+/// Server-side timeout of one watch request: below the 60 s idle timeout
+/// of common load balancers in front of API servers, so the connection is
+/// renewed before one cuts it.
+pub const WATCH_TIMEOUT_SECS: u32 = 45;
+
+/// A client from `KUBECONFIG` / `~/.kube/config` or the in-cluster
+/// service account.
+pub async fn client() -> anyhow::Result<Client> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| anyhow::anyhow!("Kubernetes API (KUBECONFIG or in-cluster service account): {e}"))?;
+    tracing::info!(server = %config.cluster_url, "Kubernetes API");
+    Client::try_from(config).map_err(|e| anyhow::anyhow!("Kubernetes client: {e}"))
+}
+
+/// What this node's Node lacks that the configuration needs, if anything.
+fn missing(cfg: &Config, own: &ClusterNode) -> Vec<String> {
+    let mut m = Vec::new();
+    if cfg.node_ip.is_none() && own.internal_ip.is_none() {
+        m.push("an InternalIP in status.addresses (node_ip is not configured)".to_string());
+    }
+    if cfg.pod_cidr.is_none() && cfg.pod_cidrs.is_empty() && own.pod_cidrs.is_empty() {
+        m.push("spec.podCIDR (pod_cidr is not configured)".to_string());
+    }
+    m
+}
+
+/// Waits until this node's Node exists and carries what the configuration
+/// leaves to it; every failed try is logged with what is missing and tried
+/// again with backoff (up to 30 s), never given up.
+pub async fn own_node(client: &Client, cfg: &Config) -> ClusterNode {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let problem = match api.get_opt(&cfg.node_name).await {
+            Ok(Some(node)) => {
+                let own = ClusterNode::from_node(&node);
+                let lacks = missing(cfg, &own);
+                if lacks.is_empty() {
+                    return own;
+                }
+                format!("Node {} has no {}", cfg.node_name, lacks.join(" and no "))
+            }
+            Ok(None) => format!(
+                "Node {} not found (node_name / NOVANET_NODE_NAME must name this node)",
+                cfg.node_name
+            ),
+            Err(e) => format!("reading Node {}: {e}", cfg.node_name),
+        };
+        tracing::error!(problem, retry_in_s = wait.as_secs(), "waiting for this node's Node");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Fills what the configuration leaves to the Node: `node_ip` (first
+/// InternalIP), `pod_cidr`/`pod_cidrs` (`spec.podCIDR(s)`), and the local
+/// AS from the `novanet.io/asn` annotation when `routing.local_as` is 0;
+/// says in the log what was taken. Checks the result.
+pub fn complete_config(cfg: &mut Config, own: &ClusterNode) -> anyhow::Result<()> {
+    for p in &own.problems {
+        tracing::warn!(node = %own.name, problem = %p, "Node field ignored");
+    }
+    if cfg.node_ip.is_none() {
+        cfg.node_ip = own.internal_ip;
+        tracing::info!(node_ip = ?cfg.node_ip, "node_ip taken from the Node's first InternalIP");
+    }
+    if cfg.pod_cidr.is_none() && cfg.pod_cidrs.is_empty() {
+        let mut cidrs = own.pod_cidrs.iter().copied();
+        cfg.pod_cidr = cidrs.next();
+        cfg.pod_cidrs = cidrs.collect();
+        tracing::info!(pod_cidrs = ?cfg.pod_cidrs(), "PodCIDRs taken from the Node's spec.podCIDRs");
+    }
+    if cfg.routing.local_as == 0 {
+        if let Some(asn) = own.asn {
+            cfg.routing.local_as = asn;
+            tracing::info!(
+                local_as = asn,
+                "local AS taken from the Node's novanet.io/asn annotation"
+            );
+        }
+    }
+    cfg.validate_node()
+        .map_err(|e| anyhow::anyhow!("with what Node {} gives: {e}", own.name))
+}
+
+/// Watches every Node and publishes this node's mesh peers whenever the
+/// mesh changes, until the agent stops. `cfg` gives this node's name, the
+/// `asn_mode` and the BFD settings of mesh peers.
+pub fn spawn_mesh(client: Client, cfg: Config, peers: PeerSources, control: Control) {
+    tokio::spawn(async move {
+        let api: Api<Node> = Api::all(client);
+        let (reader, writer) = reflector::store();
+        let config = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
+        let stream = reflector(writer, watcher::watcher(api, config)).default_backoff();
+        futures::pin_mut!(stream);
+        let mut last: Option<MeshPlan> = None;
+        while let Some(event) = stream.next().await {
+            match event {
+                // The store is complete again only at InitDone.
+                Ok(Event::Init) | Ok(Event::InitApply(_)) => continue,
+                Ok(Event::Apply(_)) | Ok(Event::Delete(_)) | Ok(Event::InitDone) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "Node watch failed: relisting with backoff; sessions stay up");
+                    continue;
+                }
+            }
+            let nodes: Vec<ClusterNode> = reader.state().iter().map(|n| ClusterNode::from_node(n)).collect();
+            let now = plan(&cfg.node_name, &nodes, cfg.routing.asn_mode);
+            if last.as_ref() == Some(&now) {
+                continue;
+            }
+            log_changes(last.as_ref(), &now);
+            let specs = now
+                .members
+                .iter()
+                .map(|m| crate::routing::peer_spec(&cfg, crate::routing::mesh_peer(&m.name, m.ip, m.asn)))
+                .collect();
+            peers.mesh.send_replace(specs);
+            crate::control::set_asn_collisions(&control, now.collisions.clone());
+            last = Some(now);
+        }
+    });
+}
+
+fn log_changes(before: Option<&MeshPlan>, now: &MeshPlan) {
+    let empty = MeshPlan::default();
+    let before = before.unwrap_or(&empty);
+    for m in now.members.iter().filter(|m| !before.members.contains(m)) {
+        tracing::info!(node = %m.name, address = %m.ip, asn = m.asn, "node joins the mesh");
+    }
+    for m in before.members.iter().filter(|m| !now.members.contains(m)) {
+        tracing::info!(node = %m.name, address = %m.ip, asn = m.asn, "node leaves the mesh");
+    }
+    for (node, reason) in now.left_out.iter().filter(|l| !before.left_out.contains(l)) {
+        tracing::info!(node = %node, reason = %reason, "node not peered");
+    }
+}
