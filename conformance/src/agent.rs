@@ -59,8 +59,21 @@ pub struct Agent {
 pub const STATUS_PORT: u16 = 9102;
 
 impl Agent {
-    /// Writes `config` and starts the agent in namespace `ns`.
+    /// Writes `config` and starts the agent in namespace `ns`; returns once
+    /// its status endpoint answers.
     pub fn start(lab: &mut Lab, ns: &str, config: &Value) -> Agent {
+        Agent::start_with_env(lab, ns, config, &[])
+    }
+
+    /// [`Agent::start`] with environment variables for the agent.
+    pub fn start_with_env(lab: &mut Lab, ns: &str, config: &Value, env: &[(&str, &str)]) -> Agent {
+        let agent = Agent::launch(lab, ns, config, env);
+        agent.wait_ready(lab);
+        agent
+    }
+
+    /// Writes `config` and starts the agent without waiting for it.
+    pub fn launch(lab: &mut Lab, ns: &str, config: &Value, env: &[(&str, &str)]) -> Agent {
         let mut config = config.clone();
         config["metrics_address"] = Value::String(format!("127.0.0.1:{STATUS_PORT}"));
         if config.get("listen_socket").is_none() {
@@ -70,30 +83,35 @@ impl Agent {
         let path = lab.dir().join(format!("agent-{ns}.json"));
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).expect("agent config");
         let name = format!("agent-{ns}");
-        let bin = agent_binary();
-        let log = lab.spawn(
-            &name,
-            ns,
-            &bin.display().to_string(),
-            &["--config", &path.display().to_string()],
-        );
-        let agent = Agent {
+        let bin = agent_binary().display().to_string();
+        let config_arg = path.display().to_string();
+        let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut args: Vec<&str> = vars.iter().map(String::as_str).collect();
+        args.extend([bin.as_str(), "--config", config_arg.as_str()]);
+        lab.spawn(&name, ns, "env", &args);
+        Agent {
             name,
             ns: lab.ns_name(ns),
             config_path: path,
             metrics_port: STATUS_PORT,
             socket,
-        };
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self, lab: &Lab) -> String {
+        std::fs::read_to_string(lab.dir().join(format!("{}.log", self.name))).unwrap_or_default()
+    }
+
+    /// Waits until the status endpoint answers; panics with the log if the
+    /// agent exits first.
+    pub fn wait_ready(&self, lab: &mut Lab) {
         crate::wait_until("agent status endpoint", Duration::from_secs(30), || {
-            if lab.has_exited(&agent.name) {
-                panic!(
-                    "the agent exited: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
+            if lab.has_exited(&self.name) {
+                panic!("the agent exited: {}", self.log(lab));
             }
-            agent.get("/healthz").map(|_| ())
+            self.get("/healthz").map(|_| ())
         });
-        agent
     }
 
     /// Rewrites the config file (the agent reads it on SIGHUP).

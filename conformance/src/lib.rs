@@ -9,6 +9,7 @@ pub mod agent;
 pub mod checks;
 pub mod daemons;
 pub mod kernel;
+pub mod kube_api;
 pub mod lab;
 
 pub use agent::Agent;

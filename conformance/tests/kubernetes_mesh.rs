@@ -1,0 +1,169 @@
+//! The node mesh from Kubernetes, end to end: three agents with
+//! `node_mesh.source: "kubernetes"` in namespaces on one LAN, reading their
+//! Nodes from one API server that speaks the real list/watch protocol
+//! (`novanet_conformance::kube_api`). Every step is checked in the agents'
+//! sessions and in the kernels of the namespaces.
+
+use novanet_conformance::checks::{agent_established, SETTLE};
+use novanet_conformance::kube_api::{self, KubeApi};
+use novanet_conformance::{in_namespace, kernel, wait_until, Agent, Lab};
+use serde_json::{json, Value};
+
+fn mesh_config(name: &str) -> Value {
+    json!({
+        "node_name": name,
+        "routing": {"node_mesh": {"enabled": true, "source": "kubernetes"}}
+    })
+}
+
+/// Waits until the `proto bgp` route for `prefix` in `ns` is via `via`
+/// (or absent when `via` is None).
+fn kernel_route(lab: &Lab, ns: &str, prefix: &str, via: Option<&str>) {
+    wait_until(&format!("{ns}: {prefix} via {via:?}"), SETTLE, || {
+        let got = kernel::bgp_routes(lab, ns).get(prefix).cloned();
+        match (&got, via) {
+            (None, None) => Ok(()),
+            (Some(hops), Some(v)) if hops.iter().any(|h| h == v) => Ok(()),
+            _ => Err(format!("{got:?}")),
+        }
+    });
+}
+
+fn peer_addresses(agent: &Agent) -> Vec<String> {
+    agent
+        .peers()
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["neighbor_address"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_peers(agent: &Agent, want: &[&str]) {
+    wait_until(&format!("{} to peer with exactly {want:?}", agent.name), SETTLE, || {
+        let mut got = peer_addresses(agent);
+        got.sort();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+}
+
+#[test]
+fn the_node_mesh_follows_the_clusters_nodes() {
+    let mut lab = Lab::new("kmesh");
+    lab.add_ns("sw");
+    lab.add_bridge("sw", "br0", &["10.0.0.100/24"]);
+    for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
+        lab.add_ns(n);
+        let addr = format!("10.0.0.{}/24", 11 + i);
+        lab.link_to_bridge(n, "eth0", &[&addr], "sw", "br0", &format!("p{i}"));
+    }
+    let listener = in_namespace(&lab.ns_name("sw"), || {
+        std::net::TcpListener::bind("10.0.0.100:6443").expect("API server port")
+    });
+    let api = KubeApi::serve(listener);
+    let kubeconfig = lab.dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+
+    api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
+    api.apply_node(kube_api::node("n2", "10.0.0.12", "10.244.2.0/24"));
+    // n3's Node has no PodCIDR yet (the IPAM controller has not run).
+    let mut n3 = kube_api::node("n3", "10.0.0.13", "10.244.3.0/24");
+    n3["spec"] = json!({});
+    api.apply_node(n3);
+
+    // node_ip and pod_cidr come from the Nodes.
+    let a1 = Agent::start_with_env(&mut lab, "n1", &mesh_config("n1"), &env);
+    let a2 = Agent::start_with_env(&mut lab, "n2", &mesh_config("n2"), &env);
+    let a3 = Agent::launch(&mut lab, "n3", &mesh_config("n3"), &env);
+    wait_until("n3 to say what its Node lacks", SETTLE, || {
+        let log = a3.log(&lab);
+        if log.contains("Node n3 has no spec.podCIDR") {
+            Ok(())
+        } else {
+            Err(log.lines().last().unwrap_or("").to_string())
+        }
+    });
+    assert!(
+        !lab.has_exited(&a3.name),
+        "a Node without a PodCIDR is waited for, not a crash"
+    );
+
+    agent_established(&a1, "10.0.0.12");
+    agent_established(&a2, "10.0.0.11");
+    kernel_route(&lab, "n1", "10.244.2.0/24", Some("10.0.0.12"));
+    kernel_route(&lab, "n2", "10.244.1.0/24", Some("10.0.0.11"));
+
+    // The PodCIDR is assigned: n3 starts, everyone peers with everyone.
+    api.apply_node(kube_api::node("n3", "10.0.0.13", "10.244.3.0/24"));
+    a3.wait_ready(&mut lab);
+    for (a, others) in [
+        (&a1, ["10.0.0.12", "10.0.0.13"]),
+        (&a2, ["10.0.0.11", "10.0.0.13"]),
+        (&a3, ["10.0.0.11", "10.0.0.12"]),
+    ] {
+        for o in others {
+            agent_established(a, o);
+        }
+    }
+    kernel_route(&lab, "n1", "10.244.3.0/24", Some("10.0.0.13"));
+    kernel_route(&lab, "n2", "10.244.3.0/24", Some("10.0.0.13"));
+    kernel_route(&lab, "n3", "10.244.1.0/24", Some("10.0.0.11"));
+    kernel_route(&lab, "n3", "10.244.2.0/24", Some("10.0.0.12"));
+    assert_eq!(a1.get("/status/node").map(|b| b.contains("65011")), Ok(true));
+
+    // History is lost (410 Gone) while n3's Node goes without a watch
+    // event: the agents relist, n3 leaves their mesh and kernels, and the
+    // n1-n2 session is not touched.
+    let up_since = a1.peer("10.0.0.12")["established_at"].clone();
+    let lists = api.lists();
+    api.expire(|nodes| {
+        nodes.remove("n3");
+    });
+    wait_peers(&a1, &["10.0.0.12"]);
+    wait_peers(&a2, &["10.0.0.11"]);
+    kernel_route(&lab, "n1", "10.244.3.0/24", None);
+    kernel_route(&lab, "n2", "10.244.3.0/24", None);
+    assert!(api.lists() >= lists + 2, "every agent relisted after 410");
+    assert_eq!(a1.peer_state("10.0.0.12"), "Established");
+    assert_eq!(
+        a1.peer("10.0.0.12")["established_at"],
+        up_since,
+        "the relist kept the session"
+    );
+
+    // n3 comes back on another address, its AS kept by the annotation:
+    // the peer moves.
+    lab.exec("n3", "ip", &["addr", "add", "10.0.0.23/24", "dev", "eth0", "nodad"]);
+    let mut moved = kube_api::node("n3", "10.0.0.23", "10.244.3.0/24");
+    moved["metadata"]["annotations"] = json!({"novanet.io/asn": "65013"});
+    api.apply_node(moved);
+    agent_established(&a1, "10.0.0.23");
+    agent_established(&a2, "10.0.0.23");
+    assert_eq!(a1.peer("10.0.0.23")["remote_as"], 65013);
+    wait_peers(&a1, &["10.0.0.12", "10.0.0.23"]);
+    kernel_route(&lab, "n1", "10.244.3.0/24", Some("10.0.0.23"));
+
+    // n2 opts out of the mesh: nobody peers with it and it peers with
+    // nobody; its PodCIDR leaves the others' kernels.
+    let mut out = kube_api::node("n2", "10.0.0.12", "10.244.2.0/24");
+    out["metadata"]["labels"]["novanet.io/bgp-mesh"] = json!("false");
+    api.apply_node(out);
+    wait_peers(&a1, &["10.0.0.23"]);
+    wait_peers(&a2, &[]);
+    kernel_route(&lab, "n1", "10.244.2.0/24", None);
+    kernel_route(&lab, "n3", "10.244.2.0/24", None);
+    kernel_route(&lab, "n2", "10.244.1.0/24", None);
+
+    // A deleted Node leaves the mesh.
+    api.delete_node("n3");
+    wait_peers(&a1, &[]);
+    kernel_route(&lab, "n1", "10.244.3.0/24", None);
+    assert!(api.watches() > 3, "changes arrived through watches");
+}
