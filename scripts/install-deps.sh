@@ -20,5 +20,7 @@ if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   echo "installing: grpcio grpcio-tools (PyPI)"
   python3 -m pip install -q --root-user-action=ignore grpcio grpcio-tools
 fi
+# helm, kubectl and the Kubernetes schemas for the deploy tests.
+"$(dirname "$0")/install-k8s-tools.sh"
 # The packaged FRR service is not used; the lab starts its own daemons.
 systemctl disable --now frr >/dev/null 2>&1 || true

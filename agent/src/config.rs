@@ -343,13 +343,27 @@ impl Config {
         by_asn.into_iter().filter(|(_, v)| v.len() > 1).collect()
     }
 
+    /// Whether the agent reads its Kubernetes Node (address, PodCIDRs, AS
+    /// annotation): with the Kubernetes node mesh, or with the mesh off
+    /// (the OSPF mode, say) when `node_ip` is left to the Node.
+    pub fn from_kubernetes(&self) -> bool {
+        self.routing.node_mesh.source == MeshSource::Kubernetes
+            && (self.routing.node_mesh.enabled || self.node_ip.is_none())
+    }
+
     /// Whether the node mesh comes from the Kubernetes Node watcher.
     pub fn kubernetes_mesh(&self) -> bool {
-        self.routing.node_mesh.enabled && self.routing.node_mesh.source == MeshSource::Kubernetes
+        self.routing.node_mesh.enabled && self.from_kubernetes()
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.kubernetes_mesh() {
+        if self.from_kubernetes() {
+            if self.node_name.is_empty() && !self.routing.node_mesh.enabled {
+                return Err(invalid(
+                    "node_ip",
+                    "required: the node's address (or node_name / NOVANET_NODE_NAME to take it from this node's Kubernetes Node)",
+                ));
+            }
             if self.node_name.is_empty() {
                 return Err(invalid(
                     "node_name",
@@ -588,5 +602,29 @@ mod tests {
         let mut c2 = c.clone();
         c2.routing.asn_mode = AsnMode::Private4Byte;
         assert!(c2.asn_collisions().is_empty(), "collision-free mode");
+    }
+
+    #[test]
+    fn the_kubernetes_node_fills_what_the_file_leaves_out() {
+        let mesh = r#"{"node_name": "n1", "routing": {"node_mesh": {"enabled": true, "source": "kubernetes"}}}"#;
+        let c = Config::parse(mesh).expect("node_ip and pod_cidr may come from the Node");
+        assert!(c.from_kubernetes() && c.kubernetes_mesh());
+        let err =
+            Config::parse(r#"{"routing": {"node_mesh": {"enabled": true, "source": "kubernetes"}}}"#).unwrap_err();
+        assert!(err.to_string().contains("node_name"), "{err}");
+        // Mesh off (the OSPF mode): the Node still gives the address.
+        let c = Config::parse(r#"{"node_name": "n1"}"#).unwrap();
+        assert!(c.from_kubernetes() && !c.kubernetes_mesh());
+        // Without a node name, nothing says where the address would come from.
+        let err = Config::parse("{}").unwrap_err();
+        assert!(err.to_string().contains("node_ip"), "{err}");
+        // A node with its address configured and no mesh never asks Kubernetes.
+        let c = Config::parse(r#"{"node_name": "n1", "node_ip": "10.0.0.10"}"#).unwrap();
+        assert!(!c.from_kubernetes());
+        let c = Config::parse(
+            r#"{"node_name": "n1", "node_ip": "10.0.0.10", "routing": {"node_mesh": {"enabled": true, "source": "static"}}}"#,
+        )
+        .unwrap();
+        assert!(!c.from_kubernetes());
     }
 }

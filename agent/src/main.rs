@@ -19,6 +19,10 @@ struct Args {
     /// Configuration file (JSON).
     #[arg(long, env = "NOVANET_CONFIG", default_value = "/etc/novanet/novanet.json")]
     config: PathBuf,
+    /// Validate this configuration file and exit: 0 when it is valid,
+    /// else 1 with the error and its key path. Starts nothing.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "NOVANET_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -39,6 +43,18 @@ fn init_logging(level: &str, format: &str) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(path) = &args.check_config {
+        return match config::Config::load(path) {
+            Ok(_) => {
+                println!("{}: valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                ExitCode::from(1)
+            }
+        };
+    }
     let cfg = match config::Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -72,7 +88,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let metrics = status::parse_address(&cfg.metrics_address)?;
     // With the Kubernetes mesh, this node's Node completes the
     // configuration (address, PodCIDRs, AS annotation) before routing starts.
-    let kube = if cfg.kubernetes_mesh() {
+    let kube = if cfg.from_kubernetes() {
         let client = kubernetes::watch::client().await?;
         let own = kubernetes::watch::own_node(&client, &cfg).await;
         kubernetes::watch::complete_config(&mut cfg, &own)?;
@@ -92,7 +108,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         routing.bfd.clone(),
         control.clone(),
     ));
-    if let Some((client, _)) = &kube {
+    if let Some((client, _)) = kube.as_ref().filter(|_| cfg.kubernetes_mesh()) {
         kubernetes::watch::spawn_mesh(client.clone(), cfg.clone(), routing.peers.clone(), control.clone());
     }
     tokio::spawn(control::reconciler::run(control.clone()));

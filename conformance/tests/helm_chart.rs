@@ -1,0 +1,219 @@
+//! The Helm chart with real tools: `helm lint` and `helm template` (helm v4)
+//! with the default, native-BGP and OSPF values, every rendered object
+//! validated offline against the Kubernetes 1.35 schemas
+//! (`kubernetes-validate --strict`), the rendered agent configuration
+//! accepted by `novanet-agent --check-config`, bad values refused by the
+//! chart's schema, and the plain manifests equal to a fresh render.
+//! The tools are installed by `scripts/install-k8s-tools.sh`.
+
+use novanet_conformance::agent::agent_binary;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn chart() -> PathBuf {
+    root().join("deploy/helm/novanet")
+}
+
+fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var("NOVANET_TOOLS").unwrap_or_else(|_| "/usr/local/lib/novanet-tools".into());
+    let p = Path::new(&dir).join("bin").join(name);
+    assert!(p.exists(), "{} missing: run scripts/install-k8s-tools.sh", p.display());
+    p
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `helm template` with these values files and `--set`s.
+fn template(values: &[&str], sets: &[&str]) -> Output {
+    let mut c = Command::new(tool("helm"));
+    c.args(["template", "novanet"])
+        .arg(chart())
+        .args(["--namespace", "nova-system"]);
+    for v in values {
+        c.arg("-f").arg(chart().join(v));
+    }
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    run(&mut c)
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---")
+        .filter_map(|d| serde_yaml_ng::from_str::<Value>(d).ok())
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| d["kind"] == kind)
+}
+
+const VALUES: [(&str, &[&str]); 3] = [
+    ("default", &[]),
+    ("native BGP", &["ci/native-bgp-values.yaml"]),
+    ("OSPF", &["ci/ospf-values.yaml"]),
+];
+
+#[test]
+fn the_chart_lints_renders_and_validates_with_every_values_set() {
+    let dir = std::env::temp_dir().join(format!("novanet-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, values) in VALUES {
+        let mut lint = Command::new(tool("helm"));
+        lint.arg("lint").arg(chart());
+        for v in values {
+            lint.arg("-f").arg(chart().join(v));
+        }
+        let o = run(&mut lint);
+        assert!(o.status.success(), "helm lint ({name}): {}", text(&o));
+
+        let o = template(values, &[]);
+        assert!(o.status.success(), "helm template ({name}): {}", text(&o));
+        let yaml = String::from_utf8(o.stdout).unwrap();
+        let file = dir.join(format!("{}.yaml", name.replace(' ', "-")));
+        std::fs::write(&file, &yaml).unwrap();
+        let o = run(Command::new("kubernetes-validate")
+            .args(["-k", "1.35.0", "--strict"])
+            .arg(&file));
+        let out = text(&o);
+        assert!(o.status.success() && !out.contains("failed"), "schemas ({name}): {out}");
+        let docs = documents(&yaml);
+        assert_eq!(
+            out.matches(" passed ").count(),
+            docs.len(),
+            "every object validated ({name}): {out}"
+        );
+
+        // The agent accepts the configuration the chart renders.
+        let cm = find(&docs, "ConfigMap").expect("the agent's ConfigMap");
+        let config = cm["data"]["novanet.json"].as_str().expect("novanet.json key");
+        // The token files the Secret mounts, here in a directory of the test.
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let parsed: Value = serde_json::from_str(config).expect("novanet.json is JSON");
+        for owner in parsed["owners"].as_object().unwrap().keys() {
+            std::fs::write(tokens.join(owner), format!("{owner}-token-from-the-secret")).unwrap();
+        }
+        let config = config.replace("/etc/novanet/tokens/", &format!("{}/", tokens.display()));
+        let config_file = dir.join(format!("{}.json", name.replace(' ', "-")));
+        std::fs::write(&config_file, &config).unwrap();
+        let o = run(Command::new(agent_binary())
+            .arg("--check-config")
+            .arg(&config_file)
+            .env("NOVANET_NODE_NAME", "node-a"));
+        if name == "OSPF" {
+            // Until the OSPF bridge exists the agent refuses OSPF, and says so.
+            assert!(
+                !o.status.success() && text(&o).contains("routing.protocol"),
+                "{}",
+                text(&o)
+            );
+        } else {
+            assert!(o.status.success(), "--check-config ({name}): {}\n{config}", text(&o));
+        }
+
+        check_daemonset(name, &docs);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn check_daemonset(name: &str, docs: &[Value]) {
+    let ds = find(docs, "DaemonSet").expect("DaemonSet");
+    let spec = &ds["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], true);
+    assert_eq!(spec["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(spec["priorityClassName"], "system-node-critical");
+    assert_eq!(spec["tolerations"][0]["operator"], "Exists");
+    assert_eq!(ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], 1);
+    assert!(spec["terminationGracePeriodSeconds"].as_u64().unwrap() > 5 + 30);
+    let containers = spec["containers"].as_array().unwrap();
+    let agent = &containers[0];
+    assert_eq!(agent["name"], "agent");
+    let sc = &agent["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+    assert_eq!(
+        sc["capabilities"]["add"],
+        serde_json::json!(["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"])
+    );
+    assert_eq!(agent["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(agent["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env = &agent["env"][0];
+    assert_eq!(
+        (env["name"].as_str(), env["valueFrom"]["fieldRef"]["fieldPath"].as_str()),
+        (Some("NOVANET_NODE_NAME"), Some("spec.nodeName"))
+    );
+    let socket = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "socket")
+        .unwrap();
+    assert_eq!(socket["hostPath"]["path"], "/run/novaroute");
+    assert_eq!(
+        containers.iter().any(|c| c["name"] == "ospfd"),
+        name == "OSPF",
+        "an ospfd sidecar only with routing.protocol=ospf"
+    );
+    let role = find(docs, "ClusterRole").expect("ClusterRole");
+    let rules = role["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "nodes and events only: {rules:?}");
+    assert_eq!(rules[0]["resources"], serde_json::json!(["nodes"]));
+    assert_eq!(rules[0]["verbs"], serde_json::json!(["get", "list", "watch"]));
+}
+
+#[test]
+fn bad_values_are_refused_with_the_key_that_is_wrong() {
+    for (sets, expect) in [
+        (&["routing.bfd.minRxMs=fast"][..], "minRxMs"),
+        (&["routing.bogus=1"][..], "bogus"),
+        (&["routing.protocol=isis"][..], "protocol"),
+        (
+            &[
+                "routing.peers[0].neighbor_address=10.0.0.1",
+                "routing.peers[0].remote_as=0",
+            ][..],
+            "remote_as",
+        ),
+        (
+            &[
+                "routing.peers[0].neighbor_address=10.0.0.1",
+                "routing.peers[0].remoteAs=65000",
+            ][..],
+            "remoteAs",
+        ),
+        (&["config.routingMode=overlay"][..], "routingMode"),
+    ] {
+        let o = template(&[], sets);
+        let out = text(&o);
+        assert!(!o.status.success(), "{sets:?} was accepted");
+        assert!(out.contains(expect), "{sets:?}: the error names {expect}: {out}");
+    }
+}
+
+#[test]
+fn the_plain_manifests_equal_a_fresh_render() {
+    let o = run(Command::new(root().join("deploy/render-manifests.sh")).env("HELM", tool("helm")));
+    assert!(o.status.success(), "{}", text(&o));
+    let committed = std::fs::read_to_string(root().join("deploy/manifests/novanet.yaml")).unwrap();
+    assert!(
+        committed == String::from_utf8_lossy(&o.stdout),
+        "deploy/manifests/novanet.yaml is stale: run deploy/render-manifests.sh > deploy/manifests/novanet.yaml"
+    );
+}

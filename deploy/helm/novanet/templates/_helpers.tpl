@@ -1,0 +1,66 @@
+{{/* The release's object names. */}}
+{{- define "novanet.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "novanet.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "novanet.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: agent
+{{- end -}}
+
+{{- define "novanet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "novanet.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "novanet.tokensSecret" -}}
+{{- default (printf "%s-tokens" (include "novanet.fullname" .)) .Values.tokens.existingSecret -}}
+{{- end -}}
+
+{{/* The agent's configuration (novanet.json). */}}
+{{- define "novanet.config" -}}
+{{- $r := .Values.routing -}}
+{{- $routing := dict
+  "protocol" $r.protocol
+  "local_as" (int64 $r.localAS)
+  "asn_mode" $r.asnMode
+  "frr_socket_dir" $r.frrSocketDir
+  "graceful_restart_time" (int64 $r.gracefulRestartTime)
+  "bfd" (dict "enabled" $r.bfd.enabled "min_rx_ms" (int64 $r.bfd.minRxMs) "min_tx_ms" (int64 $r.bfd.minTxMs) "detect_multiplier" (int64 $r.bfd.detectMultiplier))
+  "node_mesh" (dict "enabled" $r.nodeMesh.enabled "source" "kubernetes")
+  "peers" $r.peers
+-}}
+{{- if $r.controlPlaneVIP -}}
+{{- $_ := set $routing "control_plane_vip" $r.controlPlaneVIP -}}
+{{- $_ := set $routing "control_plane_vip_health_interval" (int64 $r.controlPlaneVIPHealthInterval) -}}
+{{- end -}}
+{{- $owners := dict -}}
+{{- range $name, $o := .Values.owners -}}
+{{- $_ := set $owners $name (dict "token_file" (printf "/etc/novanet/tokens/%s" $name) "allowed_prefixes" $o.allowed_prefixes) -}}
+{{- end -}}
+{{- $cfg := dict
+  "listen_socket" "/run/novaroute/novaroute.sock"
+  "metrics_address" (printf ":%d" (int64 .Values.metrics.port))
+  "log_level" .Values.logLevel
+  "disconnect_grace_period" (int64 $r.disconnectGracePeriod)
+  "owners" $owners
+  "routing" $routing
+-}}
+{{- toPrettyJson $cfg -}}
+{{- end -}}
