@@ -108,6 +108,9 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         routing.bfd.clone(),
         control.clone(),
     ));
+    if let Some((client, own)) = &kube {
+        kubernetes::events::spawn(client.clone(), own, control.clone());
+    }
     if let Some((client, _)) = kube.as_ref().filter(|_| cfg.kubernetes_mesh()) {
         kubernetes::watch::spawn_mesh(client.clone(), cfg.clone(), routing.peers.clone(), control.clone());
     }

@@ -324,8 +324,12 @@ async fn post_event(State(shared): State<Arc<Shared>>, Json(mut event): Json<Val
 async fn patch_event(
     State(shared): State<Arc<Shared>>,
     Path((_, name)): Path<(String, String)>,
-    Json(patch): Json<Value>,
+    body: axum::body::Bytes,
 ) -> Response {
+    // Merge patches come as application/merge-patch+json.
+    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "patch body is not JSON".into());
+    };
     let mut s = shared.store.lock().expect("store");
     let Some(e) = s.events.iter_mut().find(|e| e["metadata"]["name"] == name.as_str()) else {
         return status(
@@ -334,10 +338,22 @@ async fn patch_event(
             format!("events \"{name}\" not found"),
         );
     };
-    if let (Some(obj), Some(p)) = (e.as_object_mut(), patch.as_object()) {
-        for (k, v) in p {
-            obj.insert(k.clone(), v.clone());
-        }
-    }
+    merge(e, &patch);
     Json(e.clone()).into_response()
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
 }

@@ -166,4 +166,44 @@ fn the_node_mesh_follows_the_clusters_nodes() {
     wait_peers(&a1, &[]);
     kernel_route(&lab, "n1", "10.244.3.0/24", None);
     assert!(api.watches() > 3, "changes arrived through watches");
+
+    // A Node in another subnet with n1's last octet collides with n1's AS
+    // under the default asn_mode: reported as an Event on n1's Node.
+    api.apply_node(kube_api::node("n4", "10.0.9.11", "10.244.4.0/24"));
+    wait_for_event(&api, "n1", "ASNCollision", "65011");
+
+    // Sessions going up and down were reported on each agent's own Node.
+    wait_for_event(&api, "n1", "BGPSessionUp", "10.0.0.12");
+    wait_for_event(&api, "n1", "BGPSessionDown", "10.0.0.13");
+    wait_for_event(&api, "n3", "BGPSessionUp", "10.0.0.11");
+}
+
+/// Waits for an events.k8s.io/v1 Event about Node `node`, from its agent,
+/// with this reason and a note mentioning `about`.
+fn wait_for_event(api: &KubeApi, node: &str, reason: &str, about: &str) {
+    wait_until(
+        &format!("a {reason} Event on Node {node} about {about}"),
+        SETTLE,
+        || {
+            let events = api.events();
+            let hit = events.iter().any(|e| {
+                e["regarding"]["kind"] == "Node"
+                    && e["regarding"]["name"] == node
+                    && e["reportingController"] == "novanet-agent"
+                    && e["reason"] == reason
+                    && e["note"].as_str().is_some_and(|n| n.contains(about))
+            });
+            if hit {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?}",
+                    events
+                        .iter()
+                        .map(|e| (e["regarding"]["name"].clone(), e["reason"].clone(), e["note"].clone()))
+                        .collect::<Vec<_>>()
+                ))
+            }
+        },
+    );
 }

@@ -42,7 +42,12 @@ pub fn spawn(control: Control) {
         let mut published: HashMap<IpNet, (bool, String)> = HashMap::new();
         loop {
             match speaker.recv().await {
-                Ok(SpeakerEvent::PeerState { address, from, to, .. }) => {
+                Ok(SpeakerEvent::PeerState {
+                    address,
+                    from,
+                    to,
+                    reason,
+                }) => {
                     let kind = if to == State::Established {
                         EventType::PeerUp
                     } else if from == State::Established {
@@ -58,6 +63,7 @@ pub fn spawn(control: Control) {
                             ("peer", address.to_string()),
                             ("state", to.name().into()),
                             ("previous_state", from.name().into()),
+                            ("reason", reason.unwrap_or_default()),
                         ],
                     );
                 }

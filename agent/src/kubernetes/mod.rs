@@ -6,6 +6,9 @@
 //! - [`watch`]: the API client (`KUBECONFIG` or the in-cluster service
 //!   account), the wait for this node's Node, and the kube-runtime watcher
 //!   + reflector that keeps the mesh peers in step with the cluster.
+//! - [`events`]: session, BFD, max-prefix and AS-collision Events on this
+//!   node's Node, rate limited.
 
+pub mod events;
 pub mod nodes;
 pub mod watch;

@@ -18,6 +18,7 @@ pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterNode {
     pub name: String,
+    pub uid: Option<String>,
     /// The first InternalIP of `status.addresses`.
     pub internal_ip: Option<IpAddr>,
     /// `spec.podCIDR` then the rest of `spec.podCIDRs`; unparsable ones
@@ -82,6 +83,7 @@ impl ClusterNode {
             });
         ClusterNode {
             name,
+            uid: meta.uid.clone(),
             internal_ip,
             pod_cidrs,
             in_mesh,
