@@ -101,6 +101,10 @@ pub struct Routing {
     pub control_plane_vip: Option<String>,
     #[serde(default)]
     pub control_plane_vip_health_interval: Option<u64>,
+    /// What the VIP's health check asks (default the local API server's
+    /// `/livez`).
+    #[serde(default)]
+    pub control_plane_vip_health_url: Option<String>,
     /// Named import/export policies for `peers[].import` / `export`.
     #[serde(default)]
     pub policies: BTreeMap<String, Policy>,
@@ -395,6 +399,21 @@ impl Config {
 
     fn validate_rest(&self) -> Result<(), ConfigError> {
         let r = &self.routing;
+        if let Some(vip) = r.control_plane_vip.as_deref().filter(|v| !v.is_empty()) {
+            crate::vip::parse_vip(vip).map_err(|m| invalid("routing.control_plane_vip", m))?;
+            if r.control_plane_vip_health_interval == Some(0) {
+                return Err(invalid(
+                    "routing.control_plane_vip_health_interval",
+                    "must be at least 1 second",
+                ));
+            }
+            crate::vip::parse_health_url(
+                r.control_plane_vip_health_url
+                    .as_deref()
+                    .unwrap_or(crate::vip::DEFAULT_HEALTH_URL),
+            )
+            .map_err(|m| invalid("routing.control_plane_vip_health_url", m))?;
+        }
         match r.protocol.as_str() {
             "bgp" => {}
             "ospf" => {

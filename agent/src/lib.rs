@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod peers;
 pub mod routing;
 pub mod status;
+pub mod vip;

@@ -3,7 +3,7 @@
 //! node's PodCIDR, and on SIGTERM withdraws it and closes every session
 //! with a shutdown communication.
 
-use novanet_agent::{config, control, kubernetes, routing, status};
+use novanet_agent::{config, control, kubernetes, routing, status, vip};
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -98,6 +98,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     };
     let routing = routing::start(&cfg).await?;
     let speaker = routing.speaker.clone();
+    let vip = start_vip(&cfg, &speaker, kube.as_ref().map(|(_, own)| own))?;
     let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
     let control = control::new(&cfg, speaker.clone(), routing.bfd.clone())?;
     control::set_asn_collisions(&control, cfg.asn_collisions());
@@ -162,6 +163,9 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     // No more mutations; withdraw everything this node originates (the
     // PodCIDR and every owner's prefixes), then close the sessions.
     control.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(vip) = vip {
+        vip.stop().await;
+    }
     let grace = std::time::Duration::from_secs(cfg.disconnect_grace_period.unwrap_or(0));
     speaker
         .shutdown(&format!("NovaNet node agent on {} shutting down", cfg.node_name), grace)
@@ -172,4 +176,36 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The control-plane VIP task, on control-plane nodes when a VIP is
+/// configured (a node outside Kubernetes with a VIP configured counts as
+/// one).
+fn start_vip(
+    cfg: &config::Config,
+    speaker: &novanet_bgp::speaker::Speaker,
+    own: Option<&kubernetes::nodes::ClusterNode>,
+) -> anyhow::Result<Option<vip::Vip>> {
+    let Some(text) = cfg.routing.control_plane_vip.as_deref().filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if own.is_some_and(|n| !n.control_plane) {
+        tracing::info!(
+            vip = text,
+            "not a control-plane node: the control-plane VIP is left to those"
+        );
+        return Ok(None);
+    }
+    let address = vip::parse_vip(text).map_err(|e| anyhow::anyhow!("routing.control_plane_vip: {e}"))?;
+    let url = cfg
+        .routing
+        .control_plane_vip_health_url
+        .as_deref()
+        .unwrap_or(vip::DEFAULT_HEALTH_URL);
+    let interval = cfg
+        .routing
+        .control_plane_vip_health_interval
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(vip::DEFAULT_INTERVAL);
+    vip::Vip::start(speaker.clone(), address, url, interval).map(Some)
 }

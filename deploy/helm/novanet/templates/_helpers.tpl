@@ -49,6 +49,7 @@ app.kubernetes.io/component: agent
 {{- if $r.controlPlaneVIP -}}
 {{- $_ := set $routing "control_plane_vip" $r.controlPlaneVIP -}}
 {{- $_ := set $routing "control_plane_vip_health_interval" (int64 $r.controlPlaneVIPHealthInterval) -}}
+{{- $_ := set $routing "control_plane_vip_health_url" $r.controlPlaneVIPHealthURL -}}
 {{- end -}}
 {{- $owners := dict -}}
 {{- range $name, $o := .Values.owners -}}
