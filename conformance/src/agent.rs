@@ -75,7 +75,9 @@ impl Agent {
     /// Writes `config` and starts the agent without waiting for it.
     pub fn launch(lab: &mut Lab, ns: &str, config: &Value, env: &[(&str, &str)]) -> Agent {
         let mut config = config.clone();
-        config["metrics_address"] = Value::String(format!("127.0.0.1:{STATUS_PORT}"));
+        if config.get("metrics_address").is_none() {
+            config["metrics_address"] = Value::String(format!("127.0.0.1:{STATUS_PORT}"));
+        }
         if config.get("listen_socket").is_none() {
             config["listen_socket"] = Value::String(lab.dir().join(format!("agent-{ns}.sock")).display().to_string());
         }

@@ -11,7 +11,10 @@
 //!   event with a 410 `Expired` Status, as etcd compaction causes;
 //! - `GET /api/v1/nodes/NAME`: one Node, or a 404 Status;
 //! - `POST /apis/events.k8s.io/v1/namespaces/NS/events` (and PATCH of one):
-//!   stored, readable with [`KubeApi::events`].
+//!   stored, readable with [`KubeApi::events`];
+//! - `GET /api/v1/namespaces/NS/pods[?labelSelector=k=v,...]` and the pods
+//!   proxy `GET /api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH`, which
+//!   forwards to the pod's `status.podIP`.
 //!
 //! Test controls change Nodes (every change gets a new resourceVersion and
 //! a watch event), or lose history: [`KubeApi::expire`] compacts and ends
@@ -41,6 +44,7 @@ struct Store {
     lists: u64,
     watches: u64,
     events: Vec<Value>,
+    pods: BTreeMap<(String, String), Value>,
 }
 
 struct Shared {
@@ -57,11 +61,10 @@ pub struct KubeApi {
 }
 
 impl KubeApi {
-    /// Serves on `listener` (for example one bound inside a lab namespace
-    /// with [`crate::in_namespace`]) from a thread of its own.
-    pub fn serve(listener: std::net::TcpListener) -> KubeApi {
-        let address = listener.local_addr().expect("bound listener");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+    /// Serves on `address` from a thread of its own, inside network
+    /// namespace `ns` (a full name) when given, so it also reaches the
+    /// pods it proxies to there.
+    pub fn start_in(ns: Option<&str>, address: &str) -> KubeApi {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store {
                 version: 1,
@@ -81,8 +84,21 @@ impl KubeApi {
                 "/apis/events.k8s.io/v1/namespaces/:ns/events/:name",
                 axum::routing::patch(patch_event),
             )
+            .route("/api/v1/namespaces/:ns/pods", get(list_pods))
+            .route("/api/v1/namespaces/:ns/pods/:pod/proxy/*path", get(proxy_to_pod))
             .with_state(shared.clone());
+        let (ns, address) = (ns.map(String::from), address.to_string());
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
+            if let Some(ns) = &ns {
+                crate::lab::enter_namespace(ns);
+            }
+            let listener =
+                std::net::TcpListener::bind(&address).unwrap_or_else(|e| panic!("API server {address}: {e}"));
+            listener.set_nonblocking(true).expect("nonblocking listener");
+            bound_tx
+                .send(listener.local_addr().expect("bound"))
+                .expect("bound address");
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -96,6 +112,7 @@ impl KubeApi {
                     .await;
             });
         });
+        let address = bound_rx.recv().expect("the API server thread bound its port");
         KubeApi {
             shared,
             address,
@@ -168,6 +185,18 @@ impl KubeApi {
     /// Watch requests served so far.
     pub fn watches(&self) -> u64 {
         self.shared.store.lock().expect("store").watches
+    }
+
+    /// Adds or replaces a Pod in `namespace` (listed and proxied to; its
+    /// `status.podIP` is where the proxy connects).
+    pub fn apply_pod(&self, namespace: &str, mut pod: Value) {
+        self.change(|s| {
+            s.version += 1;
+            pod["metadata"]["namespace"] = json!(namespace);
+            pod["metadata"]["resourceVersion"] = json!(s.version.to_string());
+            let name = pod["metadata"]["name"].as_str().expect("Pod name").to_string();
+            s.pods.insert((namespace.to_string(), name), pod);
+        });
     }
 
     /// Events created or patched through the events.k8s.io API.
@@ -355,5 +384,132 @@ fn merge(target: &mut Value, patch: &Value) {
             }
         }
         _ => *target = patch.clone(),
+    }
+}
+
+/// A Pod as the DaemonSet leaves it on a node (hostNetwork: its IP is the
+/// node's).
+pub fn pod(name: &str, node: &str, ip: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"nodeName": node, "hostNetwork": true, "containers": [{"name": "agent", "image": "novanet-agent"}]},
+        "status": {"phase": "Running", "podIP": ip, "hostIP": ip}
+    })
+}
+
+fn matches_selector(labels: &Value, selector: &str) -> bool {
+    selector
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some((k, v)) => labels[k.trim()] == v.trim().trim_start_matches('='),
+            None => !labels[term.trim()].is_null(),
+        })
+}
+
+async fn list_pods(
+    State(shared): State<Arc<Shared>>,
+    Path(ns): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let s = shared.store.lock().expect("store");
+    let selector = q.get("labelSelector").cloned().unwrap_or_default();
+    let items: Vec<Value> = s
+        .pods
+        .iter()
+        .filter(|((n, _), p)| *n == ns && matches_selector(&p["metadata"]["labels"], &selector))
+        .map(|(_, p)| p.clone())
+        .collect();
+    Json(json!({
+        "kind": "PodList", "apiVersion": "v1",
+        "metadata": {"resourceVersion": s.version.to_string()},
+        "items": items
+    }))
+    .into_response()
+}
+
+async fn proxy_to_pod(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, pod, path)): Path<(String, String, String)>,
+) -> Response {
+    let (name, port) = match pod.rsplit_once(':') {
+        Some((n, p)) => (n.to_string(), p.parse::<u16>().unwrap_or(80)),
+        None => (pod.clone(), 80),
+    };
+    let ip = {
+        let s = shared.store.lock().expect("store");
+        match s.pods.get(&(ns.clone(), name.clone())) {
+            Some(p) => p["status"]["podIP"].as_str().unwrap_or_default().to_string(),
+            None => return status(StatusCode::NOT_FOUND, "NotFound", format!("pods \"{name}\" not found")),
+        }
+    };
+    let fetch = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect((ip.as_str(), port)).await?;
+        conn.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+            .await?;
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw).await?;
+        Ok::<Vec<u8>, std::io::Error>(raw)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), fetch).await {
+        Ok(Ok(raw)) => {
+            let text = String::from_utf8_lossy(&raw).to_string();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            let code = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(502);
+            (
+                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+                body.to_string(),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("error trying to reach service: {e}"),
+        ),
+        Err(_) => status(StatusCode::GATEWAY_TIMEOUT, "Timeout", "proxy timed out".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn get(api: &KubeApi, path: &str) -> String {
+        let mut s = std::net::TcpStream::connect(api.address).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn lists_nodes_and_pods_and_expires_old_versions() {
+        let api = KubeApi::start_in(None, "127.0.0.1:0");
+        api.apply_node(node("a", "10.0.0.1", "10.244.1.0/24"));
+        api.apply_pod(
+            "nova-system",
+            pod("agent-a", "a", "127.0.0.1", json!({"app": "novanet"})),
+        );
+        let list = get(&api, "/api/v1/nodes");
+        assert!(
+            list.contains("\"NodeList\"") && list.contains("\"resourceVersion\":\"2\""),
+            "{list}"
+        );
+        let pods = get(&api, "/api/v1/namespaces/nova-system/pods?labelSelector=app%3Dnovanet");
+        assert!(pods.contains("agent-a"), "{pods}");
+        let none = get(&api, "/api/v1/namespaces/nova-system/pods?labelSelector=app%3Dother");
+        assert!(!none.contains("agent-a"), "{none}");
+        api.expire(|_| {});
+        let gone = get(&api, "/api/v1/nodes?watch=true&resourceVersion=2");
+        assert!(gone.contains("\"code\":410") && gone.contains("Expired"), "{gone}");
     }
 }

@@ -275,14 +275,19 @@ impl Lab {
 pub fn in_namespace<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let ns = ns.to_string();
     std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("namespace file");
-        // SAFETY: setns on a namespace file, for this thread only.
-        let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+        enter_namespace(&ns);
         f()
     })
     .join()
     .expect("namespace thread")
+}
+
+/// Moves the calling thread into network namespace `ns` (a full name).
+pub fn enter_namespace(ns: &str) {
+    let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("namespace file");
+    // SAFETY: setns on a namespace file, for this thread only.
+    let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
 }
 
 fn read_pid(f: &Path) -> Option<u32> {

@@ -4,14 +4,17 @@
 //! (`novanet_conformance::kube_api`). Every step is checked in the agents'
 //! sessions and in the kernels of the namespaces.
 
+use novanet_conformance::agent::ctl_binary;
 use novanet_conformance::checks::{agent_established, SETTLE};
 use novanet_conformance::kube_api::{self, KubeApi};
-use novanet_conformance::{in_namespace, kernel, wait_until, Agent, Lab};
+use novanet_conformance::{kernel, wait_until, Agent, Lab};
 use serde_json::{json, Value};
 
 fn mesh_config(name: &str) -> Value {
     json!({
         "node_name": name,
+        // On the node's address too, for the API server's pods proxy.
+        "metrics_address": "0.0.0.0:9102",
         "routing": {"node_mesh": {"enabled": true, "source": "kubernetes"}}
     })
 }
@@ -63,10 +66,7 @@ fn the_node_mesh_follows_the_clusters_nodes() {
         let addr = format!("10.0.0.{}/24", 11 + i);
         lab.link_to_bridge(n, "eth0", &[&addr], "sw", "br0", &format!("p{i}"));
     }
-    let listener = in_namespace(&lab.ns_name("sw"), || {
-        std::net::TcpListener::bind("10.0.0.100:6443").expect("API server port")
-    });
-    let api = KubeApi::serve(listener);
+    let api = KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6443");
     let kubeconfig = lab.dir().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
     let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
@@ -117,6 +117,43 @@ fn the_node_mesh_follows_the_clusters_nodes() {
     kernel_route(&lab, "n3", "10.244.1.0/24", Some("10.0.0.11"));
     kernel_route(&lab, "n3", "10.244.2.0/24", Some("10.0.0.12"));
     assert_eq!(a1.get("/status/node").map(|b| b.contains("65011")), Ok(true));
+
+    // Every node's sessions at one glance, through the API server.
+    for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
+        let labels = json!({"app.kubernetes.io/name": "novanet", "app.kubernetes.io/component": "agent"});
+        api.apply_pod(
+            "nova-system",
+            kube_api::pod(&format!("novanet-{n}"), n, &format!("10.0.0.{}", 11 + i), labels),
+        );
+    }
+    // Run from a node: the API server's address exists only on the lab's LAN.
+    let ctl = ctl_binary().display().to_string();
+    let out = lab
+        .cmd("n1", &ctl)
+        .args(["routing", "peers", "--all-nodes", "--status-port", "9102", "-o", "json"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .expect("novanetctl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let nodes = all.as_array().unwrap();
+    assert_eq!(
+        nodes.iter().map(|n| n["node"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["n1", "n2", "n3"]
+    );
+    for n in nodes {
+        let peers = n["peers"].as_array().unwrap();
+        assert_eq!(peers.len(), 2, "{n}");
+        assert!(peers.iter().all(|p| p["state"] == "Established"), "{n}");
+    }
+    let table = lab
+        .cmd("n1", &ctl)
+        .args(["routing", "peers", "--all-nodes", "--status-port", "9102"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .expect("novanetctl");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.starts_with("NODE") && table.lines().count() == 7, "{table}");
 
     // History is lost (410 Gone) while n3's Node goes without a watch
     // event: the agents relist, n3 leaves their mesh and kernels, and the

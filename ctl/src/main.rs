@@ -4,6 +4,7 @@
 //! RoutingInsight extension).
 
 mod client;
+mod cluster;
 mod read;
 mod render;
 mod write;
@@ -185,7 +186,25 @@ enum View {
     /// Summary of sessions, prefixes, BFD and OSPF.
     Status,
     /// BGP peers.
-    Peers,
+    Peers {
+        /// Every node's sessions, through the Kubernetes API server
+        /// (KUBECONFIG or the in-cluster service account) instead of the
+        /// local socket.
+        #[arg(long)]
+        all_nodes: bool,
+        /// Namespace of the agent pods (with --all-nodes).
+        #[arg(long, default_value = "nova-system")]
+        namespace: String,
+        /// Label selector of the agent pods (with --all-nodes).
+        #[arg(
+            long,
+            default_value = "app.kubernetes.io/name=novanet,app.kubernetes.io/component=agent"
+        )]
+        selector: String,
+        /// The agents' status port (with --all-nodes).
+        #[arg(long, default_value_t = 9103)]
+        status_port: u16,
+    },
     /// Advertised prefixes.
     Prefixes {
         #[arg(long, default_value = "")]
@@ -229,7 +248,7 @@ async fn render(a: &mut client::Agent, view: &View, format: Format) -> anyhow::R
                 Format::Yaml => serde_yaml_ng::to_string(&s)?,
             }
         }
-        View::Peers => read::render_list(
+        View::Peers { .. } => read::render_list(
             format,
             &read::peers(a).await?,
             "No BGP peers configured.",
@@ -294,6 +313,27 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             interval,
             view,
         } => {
+            if let View::Peers {
+                all_nodes: true,
+                namespace,
+                selector,
+                status_port,
+            } = view
+            {
+                let agents = cluster::Agents {
+                    namespace: namespace.clone(),
+                    selector: selector.clone(),
+                    status_port: *status_port,
+                };
+                loop {
+                    let text = cluster::render(*output, &cluster::peers(&agents).await?)?;
+                    print!("{text}");
+                    if !*watch {
+                        return Ok(true);
+                    }
+                    tokio::time::sleep(Duration::from_secs((*interval).max(1))).await;
+                }
+            }
             let mut a = client::connect(&cli.socket).await?;
             if let View::Events { owner, types } = view {
                 read::events(&mut a, owner.clone(), types.clone(), *output).await?;
