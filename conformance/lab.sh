@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The lab: a small cluster in network namespaces.
 #
-#   conformance/lab.sh up      build, start, show routes and sessions, ping pod to pod
-#   conformance/lab.sh status  show routes, sessions and pings again
-#   conformance/lab.sh down    stop everything and remove the namespaces
+#   conformance/lab.sh up [--kubernetes]   build, start, show routes and sessions, ping pod to pod
+#   conformance/lab.sh status              show routes, sessions and pings again
+#   conformance/lab.sh down                stop everything and remove the namespaces
+#
+# --kubernetes: the nodes find their address, PodCIDR and node mesh in a
+# local Kubernetes API server (novanet-kube-api on 10.0.1.100, on tor1's
+# LAN) instead of a static list; `kubectl`-style changes to its Nodes move
+# the mesh.
 #
 # Two FRR ToRs (AS 65001 on 10.0.1.0/24, AS 65002 on 10.0.2.0/24), three
 # nodes attached to both, each running novanet-agent (per-node AS 65000 +
@@ -63,9 +68,11 @@ status() {
 }
 
 up() {
+  local kubernetes=0
+  [ "${1:-}" = "--kubernetes" ] && kubernetes=1
   [ "$(id -u)" = 0 ] || { echo "lab.sh: run as root (network namespaces)" >&2; exit 1; }
   ./scripts/install-deps.sh
-  cargo build -q -p novanet-agent -p novanetctl
+  cargo build -q -p novanet-agent -p novanetctl -p novanet-conformance --bin novanet-kube-api
   down
   mkdir -p "$RUN"
   local mesh=""
@@ -125,7 +132,34 @@ up() {
     ip netns exec "$ns" /usr/lib/frr/bgpd -d -N "$ns" -u frr -g frr -f "$RUN/tor$ti.conf" \
       -i "$RUN/tor$ti.pid" --log "file:$RUN/tor$ti.log"
   done
+  local env=()
+  if [ $kubernetes = 1 ]; then
+    ip -n "$(ns_of tor1)" addr add 10.0.1.100/24 dev br0
+    local args=()
+    for i in "${NODES[@]}"; do args+=(--node "node-$i=10.0.1.1$i,10.244.$i.0/24"); done
+    ./target/debug/novanet-kube-api --netns "$(ns_of tor1)" --listen 10.0.1.100:6443 \
+      --kubeconfig "$RUN/kubeconfig" "${args[@]}" > "$RUN/kube-api.log" 2>&1 &
+    echo $! > "$RUN/kube-api.pid"
+    for _ in $(seq 50); do [ -s "$RUN/kubeconfig" ] && break; sleep 0.1; done
+    env=(env "KUBECONFIG=$RUN/kubeconfig")
+  fi
   for i in "${NODES[@]}"; do
+    if [ $kubernetes = 1 ]; then
+      cat > "$RUN/node$i.json" <<JSON
+{
+  "node_name": "node-$i",
+  "metrics_address": "127.0.0.1:9102",
+  "listen_socket": "$RUN/node$i.sock",
+  "routing": {
+    "peers": [
+      {"neighbor_address": "10.0.1.1", "remote_as": 65001, "description": "tor1", "hold_time": 9, "keepalive": 3},
+      {"neighbor_address": "10.0.2.1", "remote_as": 65002, "description": "tor2", "hold_time": 9, "keepalive": 3}
+    ],
+    "node_mesh": {"enabled": true, "source": "kubernetes"}
+  }
+}
+JSON
+    else
     cat > "$RUN/node$i.json" <<JSON
 {
   "node_name": "node-$i",
@@ -142,7 +176,8 @@ up() {
   }
 }
 JSON
-    ip netns exec "$(ns_of node$i)" ./target/debug/novanet-agent --config "$RUN/node$i.json" \
+    fi
+    ip netns exec "$(ns_of node$i)" "${env[@]}" ./target/debug/novanet-agent --config "$RUN/node$i.json" \
       > "$RUN/node$i.log" 2>&1 &
     echo $! > "$RUN/node$i.pid"
   done
@@ -166,8 +201,8 @@ JSON
 }
 
 case "${1:-up}" in
-  up) up ;;
+  up) up "${2:-}" ;;
   status) status ;;
   down) down ;;
-  *) echo "usage: $0 up|status|down" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--kubernetes]|status|down" >&2; exit 2 ;;
 esac
