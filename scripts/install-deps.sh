@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the lab and the tests need on a Debian 12 machine: the real
 # peers (FRR, BIRD, GoBGP, ExaBGP), iproute2, nftables, ping, clang, and
-# Python grpcio for the API interop test.
+# Python grpcio for the API interop test, buildah/podman/runc for the image.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
-pkgs=(frr bird2 gobgpd exabgp nftables iputils-ping iproute2 clang)
+pkgs=(frr bird2 gobgpd exabgp nftables iputils-ping iproute2 clang buildah podman runc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
