@@ -116,7 +116,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         kubernetes::watch::spawn_mesh(client.clone(), cfg.clone(), routing.peers.clone(), control.clone());
     }
     tokio::spawn(control::reconciler::run(control.clone()));
-    control::sources::spawn(control.clone());
+    control::sources::spawn(control.clone(), routing.events);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let socket = std::path::PathBuf::from(&cfg.listen_socket);
     let api = tokio::spawn({

@@ -133,6 +133,9 @@ pub struct Routing {
     pub peers: PeerSources,
     /// Peers that could not be applied, with the reason.
     pub peer_errors: tokio::sync::watch::Receiver<BTreeMap<std::net::IpAddr, String>>,
+    /// Speaker events from before the first peer was added (for the event
+    /// sources, which start later).
+    pub events: tokio::sync::broadcast::Receiver<SpeakerEvent>,
 }
 
 /// How often the FIB compares itself with the kernel.
@@ -167,6 +170,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
     let speaker = Speaker::start(sc)
         .await
         .map_err(|e| anyhow::anyhow!("routing.listen_port {}: {e}", cfg.routing.listen_port))?;
+    let events = speaker.subscribe();
     let bfd = crate::liveness::start(&speaker).await?;
     for pod_cidr in cfg.pod_cidrs() {
         let attrs = PathAttributes {
@@ -190,6 +194,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
         bfd,
         peers,
         peer_errors,
+        events,
     })
 }
 

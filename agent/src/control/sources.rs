@@ -32,10 +32,10 @@ fn prefix_owner(control: &Control, prefix: &IpNet) -> String {
         .unwrap_or_else(|| "_config".into())
 }
 
-/// Starts the event sources.
-pub fn spawn(control: Control) {
+/// Starts the event sources. `speaker` is a subscription taken before the
+/// first peer was added, so no session change is missed.
+pub fn spawn(control: Control, mut speaker: tokio::sync::broadcast::Receiver<SpeakerEvent>) {
     let c = control.clone();
-    let mut speaker = control.speaker.subscribe();
     tokio::spawn(async move {
         // Last state published per local prefix (true: withdrawn), and its
         // owner (kept for the withdrawal, when the intent is gone).
