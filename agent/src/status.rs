@@ -3,7 +3,8 @@
 //! tests.
 //!
 //! `GET /healthz`, `GET /readyz`, `GET /status/peers`,
-//! `GET /status/routes` (optionally `?prefix=P`), `GET /status/fib`,
+//! `GET /status/routes` (`?prefix=P`, or the first `?limit=N` prefixes,
+//! 1000 by default, 100000 at most), `GET /status/fib`,
 //! `GET /status/bfd`, `GET /status/node`, `GET /metrics` (Prometheus).
 
 use crate::control::Control;
@@ -41,7 +42,14 @@ struct AppState {
 #[derive(Deserialize)]
 struct RouteQuery {
     prefix: Option<ipnet::IpNet>,
+    /// Without `prefix`: how many prefixes (in order) at most.
+    limit: Option<usize>,
 }
+
+/// Prefixes `/status/routes` lists without `?limit=`.
+pub const DEFAULT_ROUTE_LIMIT: usize = 1000;
+/// The most `?limit=` may ask for.
+pub const MAX_ROUTE_LIMIT: usize = 100_000;
 
 async fn peers(State(app): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::to_value(app.speaker.peers()).unwrap_or_default())
@@ -51,11 +59,14 @@ async fn routes(
     State(app): State<AppState>,
     Query(q): Query<RouteQuery>,
 ) -> Result<Json<serde_json::Value>, StatusCode> {
-    let v = app
-        .speaker
-        .routes(q.prefix)
-        .await
-        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    let v = match q.prefix {
+        Some(p) => app.speaker.routes(Some(p)).await,
+        None => {
+            let limit = q.limit.unwrap_or(DEFAULT_ROUTE_LIMIT).min(MAX_ROUTE_LIMIT);
+            app.speaker.first_routes(limit).await
+        }
+    }
+    .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
     Ok(Json(serde_json::to_value(v).unwrap_or_default()))
 }
 
@@ -88,18 +99,25 @@ async fn metrics(State(app): State<AppState>) -> String {
     crate::metrics::render(&app.control, fib).await
 }
 
-/// Ready while the speaker answers (promptly) and the FIB writer has no
-/// unresolved error; not ready once shutdown has begun.
-async fn ready(State(app): State<AppState>) -> (StatusCode, &'static str) {
+/// Ready while the speaker answers (promptly) and the FIB writer runs and
+/// is not stuck in kernel work; not ready once shutdown has begun.
+async fn ready(State(app): State<AppState>) -> (StatusCode, String) {
     if app.control.stopping.load(std::sync::atomic::Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down");
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down".into());
+    }
+    if let Some(problem) = app
+        .fib
+        .as_ref()
+        .and_then(|f| f.lock().expect("fib status").writer_problem_now())
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {problem}"));
     }
     let probe = app.speaker.routes(Some("0.0.0.0/32".parse().expect("literal")));
     match tokio::time::timeout(std::time::Duration::from_secs(1), probe).await {
-        Ok(Ok(_)) => (StatusCode::OK, "ready"),
+        Ok(Ok(_)) => (StatusCode::OK, "ready".into()),
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the BGP speaker is not answering",
+            "not ready: the BGP speaker is not answering".into(),
         ),
     }
 }

@@ -208,6 +208,18 @@ pub struct LocalPrefixes {
 /// The default import rule: anything but routes that overlap the node's
 /// own PodCIDR, and the default route unless allowed.
 pub fn import_default(local: &LocalPrefixes, prefix: &IpNet) -> Decision {
+    // The default route overlaps every PodCIDR: it is decided by its own
+    // setting, before the overlap rule.
+    if prefix.prefix_len() == 0 {
+        return if local.accept_default_route {
+            Decision::new(
+                Verdict::Accept,
+                "default import: default route accepted (accept_default_route)",
+            )
+        } else {
+            Decision::new(Verdict::Reject, "default import: default route not accepted")
+        };
+    }
     if let Some(own) = local
         .pod_cidrs
         .iter()
@@ -217,9 +229,6 @@ pub fn import_default(local: &LocalPrefixes, prefix: &IpNet) -> Decision {
             Verdict::Reject,
             format!("default import: overlaps the node's own PodCIDR {own}"),
         );
-    }
-    if prefix.prefix_len() == 0 && !local.accept_default_route {
-        return Decision::new(Verdict::Reject, "default import: default route not accepted");
     }
     Decision::new(Verdict::Accept, "default import")
 }

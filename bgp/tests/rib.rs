@@ -405,6 +405,22 @@ fn default_import_refuses_own_pod_cidr_and_default_route() {
 }
 
 #[test]
+fn accept_default_route_accepts_the_default_route_of_both_families() {
+    use novanet_bgp::policy::import_default;
+    let local = LocalPrefixes {
+        pod_cidrs: vec![prefix("10.244.10.0/24"), prefix("fd00:244:10::/64")],
+        accept_default_route: true,
+    };
+    assert_eq!(import_default(&local, &prefix("0.0.0.0/0")).verdict, Verdict::Accept);
+    assert_eq!(import_default(&local, &prefix("::/0")).verdict, Verdict::Accept);
+    // Other overlaps stay refused.
+    assert_eq!(
+        import_default(&local, &prefix("10.244.0.0/16")).verdict,
+        Verdict::Reject
+    );
+}
+
+#[test]
 fn pending_coalesces_and_packs_withdrawals_first() {
     let mut p = Pending::default();
     let a = Arc::new(attrs(&[65010], "10.0.0.10"));

@@ -108,16 +108,18 @@ impl Owners {
         self.owners.keys()
     }
 
-    /// Checks an owner's token (unknown owners and wrong tokens alike).
+    /// Checks an owner's token. Unknown owners and wrong tokens get the
+    /// same answer and take the same time: the comparison is of fixed-size
+    /// digests, whatever the lengths, and runs for unknown owners too.
     pub fn authenticate(&self, owner: &str, token: &str) -> Result<(), Refusal> {
-        match self.owners.get(owner) {
-            Some((t, _)) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(()),
-            Some(_) => Err(Refusal::Unauthenticated(format!(
-                "authentication failed: invalid token for owner {owner:?}"
-            ))),
-            None => Err(Refusal::Unauthenticated(format!(
-                "authentication failed: unknown owner {owner:?}"
-            ))),
+        let known = self.owners.get(owner);
+        let expected = known.map(|(t, _)| t.as_str()).unwrap_or("\0unknown owner");
+        if tokens_match(expected, token) && known.is_some() {
+            Ok(())
+        } else {
+            Err(Refusal::Unauthenticated(
+                "authentication failed: unknown owner or invalid token".into(),
+            ))
         }
     }
 
@@ -156,8 +158,12 @@ impl Owners {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares the SHA-1 digests of two tokens in constant time: neither the
+/// position of the first difference nor the lengths show in the timing.
+fn tokens_match(expected: &str, given: &str) -> bool {
+    use sha1::{Digest, Sha1};
+    let (a, b) = (Sha1::digest(expected.as_bytes()), Sha1::digest(given.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -192,6 +198,14 @@ mod tests {
             o.authenticate("nobody", "e"),
             Err(Refusal::Unauthenticated(_))
         ));
+        // Nothing tells an unknown owner from a wrong token.
+        let msg = |r: Result<(), Refusal>| match r {
+            Err(Refusal::Unauthenticated(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(msg(o.authenticate("novaedge", "x")), msg(o.authenticate("nobody", "e")));
+        assert!(o.authenticate("novaedge", "e-longer").is_err());
+        assert!(o.authenticate("novaedge", "").is_err());
     }
 
     #[test]

@@ -61,6 +61,14 @@ fn prefix_and_protocol(text: &str, protocol: i32) -> Result<(IpNet, Protocol), S
     let prefix: IpNet = text
         .parse()
         .map_err(|_| invalid(format!("prefix {text:?} is not a CIDR")))?;
+    // One prefix has one spelling: 10.0.0.1/24 and 10.0.0.0/24 must not be
+    // two intents that escape the conflict check and withdraw each other.
+    if prefix != prefix.trunc() {
+        return Err(invalid(format!(
+            "prefix {text:?} has host bits set: did you mean {}?",
+            prefix.trunc()
+        )));
+    }
     let protocol = Protocol::try_from(protocol).unwrap_or(Protocol::Unspecified);
     if protocol == Protocol::Unspecified {
         return Err(invalid("protocol is required (PROTOCOL_BGP or PROTOCOL_OSPF)"));
@@ -359,6 +367,9 @@ impl RouteControl for Service {
             }
             if !a.next_hop.is_empty() {
                 parse_ip("attributes.next_hop", &a.next_hop)?;
+                return Err(invalid(
+                    "attributes.next_hop is not supported: the node advertises its own prefixes with itself as next hop",
+                ));
             }
             for c in &a.communities {
                 if novanet_bgp::policy::parse_community(c).is_none() {
@@ -405,6 +416,11 @@ impl RouteControl for Service {
         let r = req.into_inner();
         require(&r.owner, &r.token)?;
         let addr = parse_ip("peer_address", &r.peer_address)?;
+        if !r.interface_name.is_empty() {
+            return Err(invalid(
+                "interface_name is not supported: BFD sessions are not bound to an interface (single-hop sessions require TTL 255 instead)",
+            ));
+        }
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
         let or = |v: u32, d: u32| if v == 0 { d } else { v };
@@ -728,5 +744,23 @@ where
             }
             r
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_with_host_bits_is_refused_with_its_network() {
+        let e = prefix_and_protocol("10.0.0.1/24", Protocol::Bgp as i32).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("did you mean 10.0.0.0/24"), "{}", e.message());
+        assert!(prefix_and_protocol("fd00::1/64", Protocol::Bgp as i32).is_err());
+        assert_eq!(
+            prefix_and_protocol("10.0.0.0/24", Protocol::Bgp as i32).unwrap().0,
+            "10.0.0.0/24".parse::<IpNet>().unwrap()
+        );
+        assert!(prefix_and_protocol("10.0.0.1/32", Protocol::Bgp as i32).is_ok());
     }
 }

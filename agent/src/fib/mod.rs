@@ -62,6 +62,53 @@ pub struct FibStatus {
     pub unreachable_next_hops: Vec<IpAddr>,
     /// Seconds since the epoch of the last reconcile with the kernel.
     pub last_reconcile: Option<u64>,
+    /// The writer thread runs (false once it has stopped, even by a panic).
+    pub writer_running: bool,
+    /// Milliseconds since the epoch when the kernel work in progress (a
+    /// batch or a reconcile) began; None while the writer waits for input.
+    pub busy_since_ms: Option<u64>,
+}
+
+/// Kernel work taking longer than this makes the agent not ready.
+pub const STUCK_AFTER: Duration = Duration::from_secs(30);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl FibStatus {
+    /// Why the writer is not healthy, if it is not: stopped, or stuck in
+    /// one piece of kernel work for longer than [`STUCK_AFTER`].
+    pub fn writer_problem(&self, now_ms: u64) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        if !self.writer_running {
+            return Some("the FIB writer has stopped".into());
+        }
+        let busy = now_ms.saturating_sub(self.busy_since_ms?);
+        (busy > STUCK_AFTER.as_millis() as u64)
+            .then(|| format!("the FIB writer has been in one kernel write for {} s", busy / 1000))
+    }
+
+    /// [`FibStatus::writer_problem`] now.
+    pub fn writer_problem_now(&self) -> Option<String> {
+        self.writer_problem(now_ms())
+    }
+}
+
+/// Marks the writer stopped when its thread ends, by return or by panic.
+struct RunningMark(Arc<Mutex<FibStatus>>);
+
+impl Drop for RunningMark {
+    fn drop(&mut self) {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        st.writer_running = false;
+        st.busy_since_ms = None;
+    }
 }
 
 /// The running writer.
@@ -137,6 +184,8 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<FibInput>) {
+        self.status.lock().expect("fib status").writer_running = true;
+        let _running = RunningMark(self.status.clone());
         let mut next_reconcile = Instant::now() + self.reconcile_every;
         loop {
             // Take in everything that arrived, then write one batch: input
@@ -155,12 +204,15 @@ impl Writer {
                 self.receive(input);
             }
             if self.state.has_work() {
+                self.busy(true);
                 self.write_batch();
             }
             if Instant::now() >= next_reconcile {
+                self.busy(true);
                 self.reconcile();
                 next_reconcile = Instant::now() + self.reconcile_every;
             }
+            self.busy(false);
             self.publish();
         }
     }
@@ -287,6 +339,16 @@ impl Writer {
         }
     }
 
+    /// Records that kernel work starts (or that the writer waits again).
+    fn busy(&self, busy: bool) {
+        let mut st = self.status.lock().expect("fib status");
+        st.busy_since_ms = match (busy, st.busy_since_ms) {
+            (true, Some(since)) => Some(since),
+            (true, None) => Some(now_ms()),
+            (false, _) => None,
+        };
+    }
+
     fn publish(&self) {
         let mut st = self.status.lock().expect("fib status");
         st.installed = self.state.installed_count();
@@ -334,4 +396,27 @@ fn resolve_all(socket: &mut RouteSocket, cache: &mut HashMap<IpAddr, Option<IpAd
         out.extend(r);
     }
     out
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_or_stuck_writer_is_a_problem() {
+        let mut st = FibStatus {
+            enabled: true,
+            writer_running: true,
+            ..Default::default()
+        };
+        assert_eq!(st.writer_problem(1_000_000), None);
+        st.busy_since_ms = Some(1_000_000);
+        assert_eq!(st.writer_problem(1_000_000 + 29_000), None);
+        assert!(st.writer_problem(1_000_000 + 31_000).unwrap().contains("31 s"));
+        st.writer_running = false;
+        assert_eq!(st.writer_problem(0).as_deref(), Some("the FIB writer has stopped"));
+        // A node without the FIB has no writer to check.
+        st.enabled = false;
+        assert_eq!(st.writer_problem(0), None);
+    }
 }

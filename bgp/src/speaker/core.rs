@@ -230,8 +230,8 @@ impl Core {
                 let changes: Vec<BestChange> = self.rib.withdraw(LOCAL_PEER, Nlri::new(prefix)).into_iter().collect();
                 self.propagate(changes);
             }
-            Command::Routes(prefix, reply) => {
-                let _ = reply.send(self.route_views(prefix));
+            Command::Routes(prefix, limit, reply) => {
+                let _ = reply.send(self.route_views(prefix, limit));
             }
             Command::RequestRefresh(addr) => {
                 if let Some(slot) = self.by_address.get(&addr).and_then(|id| self.slots.get(id)) {
@@ -760,7 +760,7 @@ impl Core {
         out
     }
 
-    fn route_views(&self, only: Option<IpNet>) -> Vec<RouteView> {
+    fn route_views(&self, only: Option<IpNet>, limit: usize) -> Vec<RouteView> {
         let describe_peer = |id: PeerId| -> String {
             if id == LOCAL_PEER {
                 "local".into()
@@ -803,11 +803,10 @@ impl Core {
         };
         match only {
             Some(p) => view(&p).into_iter().collect(),
-            None => {
-                let mut prefixes: Vec<IpNet> = self.rib.iter().map(|(p, _)| p).collect();
-                prefixes.sort();
-                prefixes.iter().filter_map(view).collect()
-            }
+            None => first_in_order(self.rib.iter().map(|(p, _)| p), limit)
+                .iter()
+                .filter_map(view)
+                .collect(),
         }
     }
 
@@ -852,5 +851,45 @@ impl Core {
                 t.abort.abort();
             }
         }
+    }
+}
+
+/// The `limit` smallest prefixes, in order, holding at most `limit` at a
+/// time.
+fn first_in_order(prefixes: impl Iterator<Item = IpNet>, limit: usize) -> Vec<IpNet> {
+    if limit == usize::MAX {
+        let mut all: Vec<IpNet> = prefixes.collect();
+        all.sort();
+        return all;
+    }
+    let mut heap = std::collections::BinaryHeap::with_capacity(limit.min(1 << 16) + 1);
+    for p in prefixes {
+        if heap.len() < limit {
+            heap.push(p);
+        } else if heap.peek().is_some_and(|top| p < *top) {
+            heap.pop();
+            heap.push(p);
+        }
+    }
+    heap.into_sorted_vec()
+}
+
+#[cfg(test)]
+mod first_tests {
+    use super::*;
+
+    #[test]
+    fn the_first_prefixes_come_in_order_and_no_more() {
+        let all: Vec<IpNet> = (0..200u32)
+            .rev()
+            .map(|i| IpNet::new(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8)).into(), 24).unwrap())
+            .collect();
+        let first = first_in_order(all.iter().copied(), 3);
+        assert_eq!(
+            first,
+            ["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"].map(|s| s.parse::<IpNet>().unwrap())
+        );
+        assert!(first_in_order(all.iter().copied(), 0).is_empty());
+        assert_eq!(first_in_order(all.iter().copied(), usize::MAX).len(), 200);
     }
 }

@@ -271,7 +271,8 @@ pub(crate) enum Command {
     RemovePeer(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
     Originate(IpNet, Box<PathAttributes>),
     WithdrawLocal(IpNet),
-    Routes(Option<IpNet>, oneshot::Sender<Vec<RouteView>>),
+    /// One prefix, or the first `usize` prefixes in order.
+    Routes(Option<IpNet>, usize, oneshot::Sender<Vec<RouteView>>),
     RequestRefresh(IpAddr),
     ResetPeer(IpAddr, Notification),
     SetPolicies(
@@ -424,7 +425,13 @@ impl Speaker {
 
     /// The table, or one prefix of it, with every path.
     pub async fn routes(&self, prefix: Option<IpNet>) -> Result<Vec<RouteView>, SpeakerError> {
-        self.ask(|tx| Command::Routes(prefix, tx)).await
+        self.ask(|tx| Command::Routes(prefix, usize::MAX, tx)).await
+    }
+
+    /// The first `limit` prefixes of the table in order (the core keeps
+    /// only `limit` of them at a time while it walks the table).
+    pub async fn first_routes(&self, limit: usize) -> Result<Vec<RouteView>, SpeakerError> {
+        self.ask(|tx| Command::Routes(None, limit, tx)).await
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<SpeakerEvent> {

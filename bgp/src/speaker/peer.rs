@@ -99,8 +99,10 @@ struct Runner {
 /// Capabilities this speaker announces to a peer.
 fn capabilities(cfg: &PeerConfig, speaker: &SpeakerConfig) -> Vec<Capability> {
     let mut caps: Vec<Capability> = cfg.families.iter().map(|f| Capability::Multiprotocol(*f)).collect();
+    // Route refresh (RFC 2918) only: enhanced route refresh (RFC 7313)
+    // needs BoRR/EoRR demarcation this speaker does not implement, and a
+    // peer that negotiated it would wait for them.
     caps.push(Capability::RouteRefresh);
-    caps.push(Capability::EnhancedRouteRefresh);
     caps.push(Capability::FourOctetAs(speaker.local_as));
     if speaker.graceful_restart_time > 0 {
         let restarting = speaker.restarting.load(std::sync::atomic::Ordering::Relaxed);
@@ -767,4 +769,29 @@ fn count_messages(buf: &[u8]) -> u64 {
         n += 1;
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_is_implemented_is_announced() {
+        let speaker = SpeakerConfig {
+            local_as: 65010,
+            router_id: "10.0.0.10".parse().unwrap(),
+            listen_port: None,
+            peer_port: 179,
+            local_prefixes: Default::default(),
+            graceful_restart_time: 120,
+            restarting: Default::default(),
+            route_sink: None,
+        };
+        let caps = capabilities(&PeerConfig::new("10.0.0.1".parse().unwrap(), 65000), &speaker);
+        assert!(caps.contains(&Capability::RouteRefresh));
+        assert!(
+            !caps.contains(&Capability::EnhancedRouteRefresh),
+            "enhanced route refresh needs BoRR/EoRR, which are not sent"
+        );
+    }
 }
