@@ -45,6 +45,13 @@ pub fn ctl_binary() -> PathBuf {
     workspace_binary(&BIN, "NOVANETCTL_BIN", "novanetctl", "novanetctl")
 }
 
+/// The injector/monitor (`NOVANET_INJECT_BIN`, else built from the
+/// workspace).
+pub fn inject_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    workspace_binary(&BIN, "NOVANET_INJECT_BIN", "novanet-conformance", "novanet-inject")
+}
+
 /// A running agent.
 pub struct Agent {
     pub name: String,

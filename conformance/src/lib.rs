@@ -11,6 +11,7 @@ pub mod daemons;
 pub mod kernel;
 pub mod kube_api;
 pub mod lab;
+pub mod raw;
 
 pub use agent::Agent;
 pub use daemons::{Bird, Frr, GoBgp};

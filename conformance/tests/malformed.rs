@@ -3,30 +3,14 @@
 //! session and the other routes; a malformed MP_REACH_NLRI gets the right
 //! NOTIFICATION and a reset of that session only.
 
+use novanet_conformance::raw::{hex, message, read_message};
 use novanet_conformance::{wait_until, Agent, Lab};
 use serde_json::json;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::sync::mpsc;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-fn message(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![0xff; 16];
-    m.extend_from_slice(&((19 + body.len()) as u16).to_be_bytes());
-    m.push(kind);
-    m.extend_from_slice(body);
-    m
-}
 
 /// An UPDATE announcing `nlri` (hex) with the given attributes (hex).
 fn update(attrs: &str, nlri: &str) -> Vec<u8> {
@@ -39,16 +23,6 @@ fn update(attrs: &str, nlri: &str) -> Vec<u8> {
 }
 
 const GOOD: &str = "40 01 01 00  40 02 06 02 01 0000fde8  40 03 04 0a000001";
-
-/// Reads one whole BGP message: (type, body).
-fn read_message(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut head = [0u8; 19];
-    s.read_exact(&mut head).expect("message header");
-    let len = u16::from_be_bytes([head[16], head[17]]) as usize;
-    let mut body = vec![0; len - 19];
-    s.read_exact(&mut body).expect("message body");
-    (head[18], body)
-}
 
 #[test]
 fn malformed_updates_from_a_scripted_peer() {

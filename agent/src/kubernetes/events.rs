@@ -2,8 +2,8 @@
 //! sessions down, max-prefix teardowns and per-node AS collisions, taken
 //! from the agent's own event bus, as `events.k8s.io/v1` Events.
 //!
-//! Repeats of one event are folded by kube's `Recorder` into an event
-//! series (one object, a count). On top, [`EventGate`] limits what a
+//! Repeats of one event (reason and subject) are folded by kube's
+//! `Recorder` into an event series (one object, a count). On top, [`EventGate`] limits what a
 //! flapping peer can send: one event per (reason, peer) every
 //! [`PER_KEY_INTERVAL`], and at most [`BURST`] events at once refilled at
 //! one per [`REFILL`] over all keys; what is held back is counted and
@@ -149,7 +149,7 @@ pub fn spawn(client: kube::Client, node: &super::nodes::ClusterNode, control: Co
                 },
                 reason: ev.reason.into(),
                 note: Some(truncate(note, 1024)),
-                action: "Routing".into(),
+                action: action(&ev),
                 secondary: None,
             };
             if let Err(err) = recorder.publish(&event, &regarding).await {
@@ -157,6 +157,14 @@ pub fn spawn(client: kube::Client, node: &super::nodes::ClusterNode, control: Co
             }
         }
     });
+}
+
+/// The Event's action names what it concerns (`Peer 10.0.0.1`, `AS
+/// 65011`): kube's Recorder folds repeats of one (reason, action) into a
+/// series, so each peer gets its own series, not one shared by all peers.
+fn action(e: &NodeEvent) -> String {
+    let what = if e.reason == "ASNCollision" { "AS" } else { "Peer" };
+    truncate(format!("{what} {}", e.subject), 128)
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -211,6 +219,10 @@ mod tests {
             &[("reason", "asn_collision"), ("asn", "65011")],
         );
         assert_eq!(node_event(&asn).unwrap().subject, "65011");
+        assert_eq!(action(&node_event(&asn).unwrap()), "AS 65011");
+        // Each peer its own series: the Recorder folds by (reason, action).
+        let other = route_event(RouteEventType::PeerUp, "", &[("peer", "10.0.0.2")]);
+        assert_ne!(action(&node_event(&up).unwrap()), action(&node_event(&other).unwrap()));
         // Intent apply failures and other events stay off the Node.
         let failed = route_event(
             RouteEventType::PeerDown,

@@ -11,6 +11,7 @@
 //! route processing.
 
 pub mod core;
+mod drain;
 pub mod peer;
 mod supervise;
 pub mod transport;

@@ -7,6 +7,7 @@
 //! the peer's identifier.
 
 use super::core::{AttrRuns, PeerEvent, RouteEvent};
+use super::drain::OutboxDrain;
 use super::transport::{self, Connection, Inbound, SocketOptions};
 use super::{PeerConfig, PeerShared, SpeakerConfig, SpeakerEvent};
 use crate::fsm::{
@@ -218,7 +219,6 @@ impl Runner {
             let sleep_to = deadline
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-            let established = self.primary.fsm.state() == State::Established;
             tokio::select! {
                 cmd = self.ctx.commands.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd).await,
@@ -231,7 +231,7 @@ impl Runner {
                     self.connecting = None;
                     let now = Instant::now();
                     let ev = match res {
-                        Ok(Ok(stream)) => match Connection::new(stream, true) {
+                        Ok(Ok(stream)) => match Connection::new(stream, true, self.ctx.config.hold_time) {
                             Ok(c) => {
                                 self.primary.conn = Some(c);
                                 Event::TcpConnected
@@ -267,7 +267,6 @@ impl Runner {
                         self.execute(Which::Secondary, a).await;
                     }
                 },
-                _ = self.ctx.shared.wake.notified(), if established => self.flush().await,
             }
             self.resolve_collision().await;
         }
@@ -292,7 +291,7 @@ impl Runner {
                             family,
                             subtype: RefreshSubtype::Request,
                         });
-                        self.send(Which::Primary, &msg).await;
+                        self.send(Which::Primary, &msg);
                     }
                 }
             }
@@ -301,7 +300,7 @@ impl Runner {
 
     async fn stop(&mut self, n: Notification) {
         let now = Instant::now();
-        self.close_secondary(n.clone()).await;
+        self.close_secondary(n.clone());
         let a = self.primary.fsm.handle(Event::Stop(n), now);
         self.execute(Which::Primary, a).await;
         if let Some(c) = self.connecting.take() {
@@ -320,14 +319,13 @@ impl Runner {
 
     /// Closes the second connection with a NOTIFICATION, if there is one.
     /// It never reached Established, so the core knows nothing of it.
-    async fn close_secondary(&mut self, n: Notification) {
+    fn close_secondary(&mut self, n: Notification) {
         let Some(mut s) = self.secondary.take() else {
             return;
         };
         let _ = s.fsm.handle(Event::Stop(n.clone()), Instant::now());
         if let Some(conn) = s.conn.take() {
-            conn.send(crate::wire::message_bytes(&Message::Notification(n), &s.codec))
-                .await;
+            conn.send(crate::wire::message_bytes(&Message::Notification(n), &s.codec));
             conn.close();
         }
     }
@@ -337,7 +335,7 @@ impl Runner {
             tracing::warn!(peer = %self.ctx.config.address, error = %e, "cannot set socket options on an accepted connection");
         }
         let now = Instant::now();
-        let Ok(conn) = Connection::new(stream, false) else {
+        let Ok(conn) = Connection::new(stream, false, self.ctx.config.hold_time) else {
             return;
         };
         self.refresh_capabilities();
@@ -375,8 +373,7 @@ impl Runner {
                 conn.send(crate::wire::message_bytes(
                     &Message::Notification(collision_notification()),
                     &codec,
-                ))
-                .await;
+                ));
                 conn.close();
             }
         }
@@ -403,12 +400,13 @@ impl Runner {
         self.execute(which, a).await;
     }
 
-    async fn send(&mut self, which: Which, msg: &Message) {
+    /// Queues a message on a session's connection (never waits).
+    fn send(&mut self, which: Which, msg: &Message) {
         let Some(s) = self.session(which) else { return };
         let Some(conn) = &s.conn else { return };
         let mut buf = BytesMut::with_capacity(64);
         encode_message(msg, &s.tx_codec, &mut buf);
-        conn.send(buf.freeze()).await;
+        conn.send(buf.freeze());
         if let Message::Notification(n) = msg {
             self.ctx
                 .shared
@@ -447,7 +445,7 @@ impl Runner {
                         }
                     }
                 }
-                Action::Send(msg) => self.send(which, &msg).await,
+                Action::Send(msg) => self.send(which, &msg),
                 Action::Established(n) => self.on_established(which, *n).await,
                 Action::Down(reason) => self.on_down(which, reason).await,
                 Action::Deliver(u) => self.on_update(*u).await,
@@ -499,7 +497,7 @@ impl Runner {
                 c.abort();
             }
         } else {
-            self.close_secondary(collision_notification()).await;
+            self.close_secondary(collision_notification());
         }
         self.primary.codec = n.codec;
         self.primary.tx_codec = SessionCodec {
@@ -507,6 +505,17 @@ impl Runner {
             add_path_v6: n.add_path_send.contains(&Family::IPV6_UNICAST),
             ..n.codec
         };
+        if let Some(conn) = &self.primary.conn {
+            conn.start_updates(
+                OutboxDrain {
+                    shared: self.ctx.shared.clone(),
+                    codec: self.primary.tx_codec,
+                    events: self.ctx.events.clone(),
+                    peer: self.ctx.config.address,
+                },
+                n.hold_time,
+            );
+        }
         self.peer_gr = n.peer_graceful_restart.clone();
         self.primary_was_up = true;
         self.session += 1;
@@ -682,39 +691,6 @@ impl Runner {
         (announce, withdraw)
     }
 
-    /// Writes whatever the core queued for this peer.
-    async fn flush(&mut self) {
-        let Some(conn) = &self.primary.conn else {
-            return;
-        };
-        let mut buf = BytesMut::new();
-        let (eor, local) = {
-            let mut out = self.ctx.shared.outbox.lock().expect("outbox");
-            out.pending.encode_all(&self.primary.tx_codec, &mut buf);
-            (std::mem::take(&mut out.end_of_rib), std::mem::take(&mut out.local))
-        };
-        for f in eor {
-            encode_message(
-                &Message::Update(Update::end_of_rib(f)),
-                &self.primary.tx_codec,
-                &mut buf,
-            );
-        }
-        if buf.is_empty() {
-            return;
-        }
-        let messages = count_messages(&buf);
-        conn.send(buf.freeze()).await;
-        self.ctx.shared.status.lock().expect("peer status").updates_sent += messages;
-        for (prefix, withdrawn) in local {
-            let _ = self.ctx.events.send(SpeakerEvent::LocalPrefixSent {
-                prefix,
-                peer: self.ctx.config.address,
-                withdrawn,
-            });
-        }
-    }
-
     /// Resolves a collision between the two connections once the peer's
     /// identifier is known on one of them.
     async fn resolve_collision(&mut self) {
@@ -746,7 +722,7 @@ impl Runner {
         };
         tracing::info!(peer = %self.ctx.config.address, closing = ?loser, "connection collision resolved");
         match loser {
-            Which::Secondary => self.close_secondary(collision_notification()).await,
+            Which::Secondary => self.close_secondary(collision_notification()),
             Which::Primary => {
                 let a = self.primary.fsm.handle(Event::Stop(collision_notification()), now);
                 self.execute(Which::Primary, a).await;
@@ -755,20 +731,6 @@ impl Runner {
             }
         }
     }
-}
-
-fn count_messages(buf: &[u8]) -> u64 {
-    let mut n = 0;
-    let mut i = 0;
-    while i + 19 <= buf.len() {
-        let len = u16::from_be_bytes([buf[i + 16], buf[i + 17]]) as usize;
-        if len < 19 {
-            break;
-        }
-        i += len;
-        n += 1;
-    }
-    n
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! The reader only frames bytes into whole messages; decoding happens in the
 //! peer task, which knows the negotiated codec.
 
+use super::drain::OutboxDrain;
 use crate::wire::{frame, DecodeError, MAX_EXTENDED_MESSAGE_LEN};
 use bytes::{Bytes, BytesMut};
 use std::io;
@@ -178,23 +179,40 @@ pub struct Connection {
     pub remote: SocketAddr,
     pub outbound: bool,
     pub inbound: mpsc::Receiver<Inbound>,
-    outbound_tx: Option<mpsc::Sender<Bytes>>,
+    outbound_tx: Option<mpsc::UnboundedSender<WriterInput>>,
+    fd: std::os::fd::RawFd,
     reader: JoinHandle<()>,
     writer: Option<JoinHandle<()>>,
 }
 
-/// Frames queued to the writer before the peer task waits.
-const WRITE_QUEUE: usize = 8;
+/// What the peer task hands the writer.
+enum WriterInput {
+    /// One message (OPEN, KEEPALIVE, NOTIFICATION, ROUTE-REFRESH).
+    Message(Bytes),
+    /// From now on, also drain this outbox (the session is established).
+    Updates(OutboxDrain),
+}
+
 /// Frames queued from the reader before it stops reading (TCP backpressure).
 const READ_QUEUE: usize = 64;
 
 impl Connection {
-    pub fn new(stream: TcpStream, outbound: bool) -> io::Result<Connection> {
+    /// Starts the reader and writer tasks of a connection. `hold_time`
+    /// (seconds, 0 for none) also bounds how long written data may stay
+    /// unacknowledged (TCP_USER_TIMEOUT): a peer that stops reading loses
+    /// its connection then, not after TCP's own ~15 minutes.
+    pub fn new(stream: TcpStream, outbound: bool, hold_time: u16) -> io::Result<Connection> {
         let local = stream.local_addr()?;
         let remote = stream.peer_addr()?;
+        let fd = stream.as_raw_fd();
+        set_user_timeout(fd, hold_time);
         let (mut rd, mut wr) = stream.into_split();
         let (in_tx, in_rx) = mpsc::channel(READ_QUEUE);
-        let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        // Unbounded in count, bounded in practice: only the peer task's own
+        // messages go here (timers and commands, a handful per hold time);
+        // UPDATEs are pulled from the outbox when the socket takes them.
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<WriterInput>();
+        let closed_tx = in_tx.clone();
         let reader = tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(64 * 1024);
             loop {
@@ -224,8 +242,36 @@ impl Connection {
             }
         });
         let writer = tokio::spawn(async move {
-            while let Some(b) = out_rx.recv().await {
-                if wr.write_all(&b).await.is_err() {
+            let mut drain: Option<OutboxDrain> = None;
+            loop {
+                // Messages of the peer task first, then the outbox.
+                let message = tokio::select! {
+                    biased;
+                    input = out_rx.recv() => match input {
+                        Some(WriterInput::Message(b)) => Some(b),
+                        Some(WriterInput::Updates(d)) => {
+                            drain = Some(d);
+                            None
+                        }
+                        None => break,
+                    },
+                    _ = async { drain.as_ref().expect("guarded").ready().await }, if drain.is_some() => None,
+                };
+                let mut ok = match message {
+                    Some(b) => wr.write_all(&b).await.is_ok(),
+                    None => true,
+                };
+                while ok {
+                    let Some(d) = drain.as_ref() else { break };
+                    let Some(chunk) = d.take() else { break };
+                    ok = wr.write_all(&chunk.bytes).await.is_ok();
+                    if ok {
+                        d.written(chunk);
+                    }
+                }
+                if !ok {
+                    // The peer task learns it as a lost connection.
+                    let _ = closed_tx.send(Inbound::Closed).await;
                     return;
                 }
             }
@@ -237,15 +283,25 @@ impl Connection {
             outbound,
             inbound: in_rx,
             outbound_tx: Some(out_tx),
+            fd,
             reader,
             writer: Some(writer),
         })
     }
 
-    /// Queues bytes for the peer; waits while the writer is behind.
-    pub async fn send(&self, bytes: Bytes) {
+    /// Queues a message for the peer; never waits.
+    pub fn send(&self, bytes: Bytes) {
         if let Some(tx) = &self.outbound_tx {
-            let _ = tx.send(bytes).await;
+            let _ = tx.send(WriterInput::Message(bytes));
+        }
+    }
+
+    /// The session is established: the writer drains the outbox from now
+    /// on, and unacknowledged data is bounded by the negotiated hold time.
+    pub(crate) fn start_updates(&self, drain: OutboxDrain, hold_time: u16) {
+        set_user_timeout(self.fd, hold_time);
+        if let Some(tx) = &self.outbound_tx {
+            let _ = tx.send(WriterInput::Updates(drain));
         }
     }
 
@@ -272,5 +328,29 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.reader.abort();
+    }
+}
+
+/// TCP_USER_TIMEOUT: how long written data may stay unacknowledged
+/// (zero-window probes included) before the kernel drops the connection.
+/// 0 leaves the kernel default.
+fn set_user_timeout(fd: std::os::fd::RawFd, seconds: u16) {
+    if seconds == 0 {
+        return;
+    }
+    let ms: libc::c_uint = seconds as libc::c_uint * 1000;
+    // SAFETY: setsockopt on a socket this connection owns, with a value of
+    // the size the option takes.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            &ms as *const libc::c_uint as *const libc::c_void,
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "TCP_USER_TIMEOUT not set");
     }
 }
