@@ -24,11 +24,31 @@ pub fn session_for(cfg: &Config, peer: &PeerConfig) -> Option<SessionSpec> {
     if !enabled {
         return None;
     }
+    Some(session_spec(peer, defaults(cfg), (rx, tx, mult)))
+}
+
+/// The node's BFD timers for peers that set none: (min rx ms, min tx ms,
+/// detect multiplier).
+pub fn defaults(cfg: &Config) -> (u32, u32, u32) {
+    let global = &cfg.routing.bfd;
+    (
+        cfg.routing.bfd_min_rx_ms.unwrap_or(global.min_rx_ms),
+        cfg.routing.bfd_min_tx_ms.unwrap_or(global.min_tx_ms),
+        cfg.routing.bfd_detect_mult.unwrap_or(global.detect_multiplier),
+    )
+}
+
+/// The BFD session of a BGP peer: `timers` (min rx ms, min tx ms,
+/// multiplier), each 0 taking the node's `defaults`. Every source of peers
+/// (configuration, node mesh, API) builds its sessions here.
+pub fn session_spec(peer: &PeerConfig, defaults: (u32, u32, u32), timers: (u32, u32, u32)) -> SessionSpec {
     let or = |v: u32, d: u32| if v == 0 { d } else { v };
-    let rx = or(rx, cfg.routing.bfd_min_rx_ms.unwrap_or(global.min_rx_ms));
-    let tx = or(tx, cfg.routing.bfd_min_tx_ms.unwrap_or(global.min_tx_ms));
-    let mult = or(mult, cfg.routing.bfd_detect_mult.unwrap_or(global.detect_multiplier));
-    Some(SessionSpec {
+    let (rx, tx, mult) = (
+        or(timers.0, defaults.0),
+        or(timers.1, defaults.1),
+        or(timers.2, defaults.2),
+    );
+    SessionSpec {
         key: SessionKey {
             peer: peer.address,
             multihop: peer.ebgp_multihop > 0,
@@ -41,7 +61,7 @@ pub fn session_for(cfg: &Config, peer: &PeerConfig) -> Option<SessionSpec> {
             passive: false,
             auth: None,
         },
-    })
+    }
 }
 
 /// Starts the BFD engine (sessions are added by the peer applier and the

@@ -59,9 +59,16 @@ fn bgp_change(applied: Option<&PeerConfig>, want: &PeerConfig) -> BgpChange {
 }
 
 impl PeerApplier {
-    /// Addresses of the peers applied (BGP side).
+    /// Addresses of the peers applied (BGP or BFD side).
     pub fn applied(&self) -> impl Iterator<Item = &IpAddr> {
-        self.bgp.keys()
+        self.bgp
+            .keys()
+            .chain(self.bfd.keys().filter(|a| !self.bgp.contains_key(a)))
+    }
+
+    /// Whether a peer's BFD session is applied.
+    pub fn has_bfd(&self, addr: &IpAddr) -> bool {
+        self.bfd.contains_key(addr)
     }
 
     /// Brings the speaker and BFD to `desired`; returns what could not be

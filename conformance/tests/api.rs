@@ -496,3 +496,107 @@ fn route_control_api_end_to_end() {
         }
     });
 }
+
+fn bfd_sessions(agent: &Agent) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&agent.get("/status/bfd").unwrap_or_default()).unwrap_or_default();
+    v.as_array()
+        .map(|a| a.iter().filter_map(|s| s["peer"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// API peers are desired state, BGP and BFD apart: turning BFD off removes
+/// the BFD session; a peer whose BFD session cannot be created is still
+/// tracked, so removing its intent removes the peer.
+#[test]
+fn api_peers_are_applied_as_desired_state() {
+    let mut lab = Lab::new("apipeer");
+    tor_and_node(&mut lab);
+    let agent = Agent::start(
+        &mut lab,
+        "node",
+        &json!({
+            "node_name": "node-a",
+            "node_ip": "10.0.0.10",
+            "pod_cidr": "10.244.10.0/24",
+            "owners": {
+                "novanet": {"token": "novanet-test-token-2024", "allowed_prefixes": {"type": "subnet", "allowed_cidrs": ["10.244.0.0/16"]}}
+            }
+        }),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = client(agent.socket.clone()).await;
+        let apply = |peer: BgpPeer| ApplyPeerRequest {
+            owner: "novanet".into(),
+            token: token("novanet"),
+            peer: Some(peer),
+        };
+        let tor = BgpPeer {
+            neighbor_address: "10.0.0.1".into(),
+            remote_as: 65000,
+            bfd_enabled: true,
+            ..Default::default()
+        };
+        c.apply_peer(apply(tor.clone())).await.unwrap();
+        wait_until("the API peer's BFD session", SETTLE, || {
+            let s = bfd_sessions(&agent);
+            if s == ["10.0.0.1"] {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        });
+        c.apply_peer(apply(BgpPeer {
+            bfd_enabled: false,
+            ..tor.clone()
+        }))
+        .await
+        .unwrap();
+        wait_until("the BFD session to go with bfd_enabled false", SETTLE, || {
+            let s = bfd_sessions(&agent);
+            if s.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        });
+        assert!(!agent.peer_state("10.0.0.1").is_empty(), "the BGP session stays");
+
+        // A source address the node does not have: the BGP peer is added,
+        // its BFD session cannot be.
+        c.apply_peer(apply(BgpPeer {
+            neighbor_address: "10.0.0.5".into(),
+            remote_as: 65005,
+            bfd_enabled: true,
+            source_address: "10.9.9.9".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        wait_until("the peer with a failing BFD session", SETTLE, || {
+            if agent.peer("10.0.0.5").is_null() {
+                Err("not configured".into())
+            } else {
+                Ok(())
+            }
+        });
+        c.remove_peer(RemovePeerRequest {
+            owner: "novanet".into(),
+            token: token("novanet"),
+            neighbor_address: "10.0.0.5".into(),
+        })
+        .await
+        .unwrap();
+        wait_until("the removed peer to leave the speaker", SETTLE, || {
+            if agent.peer("10.0.0.5").is_null() {
+                Ok(())
+            } else {
+                Err(format!("{}", agent.peer("10.0.0.5")))
+            }
+        });
+        assert!(agent.peer("10.0.0.1").is_object(), "the other peer stays");
+    });
+}

@@ -57,6 +57,9 @@ pub struct ControlState {
     pub trigger: Notify,
     /// Refuses mutations once shutdown has begun.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// The node's BFD timers for peers that set none (rx ms, tx ms,
+    /// multiplier).
+    pub bfd_defaults: (u32, u32, u32),
     /// Nodes of the mesh sharing an AS number (AS, node names).
     pub asn_collisions: Mutex<Vec<(u32, Vec<String>)>>,
     /// `intents_total{owner, type, operation}`.
@@ -174,6 +177,7 @@ pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::R
         bgp: Mutex::new(bgp),
         trigger: Notify::new(),
         stopping: std::sync::atomic::AtomicBool::new(false),
+        bfd_defaults: crate::liveness::defaults(cfg),
         asn_collisions: Mutex::new(Vec::new()),
         intent_ops: Mutex::new(BTreeMap::new()),
         violations: Mutex::new(BTreeMap::new()),

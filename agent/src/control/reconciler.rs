@@ -79,12 +79,24 @@ pub fn prefix_attributes(i: &super::intents::PrefixIntent) -> PathAttributes {
 /// What has been applied, to diff against.
 #[derive(Default)]
 pub struct Applied {
-    peers: HashMap<IpAddr, BgpPeer>,
+    /// API peers, BGP and BFD, through the same applier as every other
+    /// source of peers.
+    peers: crate::peers::PeerApplier,
     prefixes: HashMap<(i32, IpNet), super::intents::PrefixIntent>,
-    /// BFD sessions of API peers.
-    bfd: HashMap<IpAddr, (u32, u32, u32)>,
     /// Standalone BFD sessions (EnableBFD).
     standalone: HashMap<IpAddr, (u32, u32, u32)>,
+}
+
+/// The BFD session an API peer asks for: its timers, 0 meaning the
+/// node's configured BFD defaults.
+pub fn peer_bfd(control: &Control, p: &BgpPeer, pc: &PeerConfig) -> Option<SessionSpec> {
+    p.bfd_enabled.then(|| {
+        crate::liveness::session_spec(
+            pc,
+            control.bfd_defaults,
+            (p.bfd_min_rx_ms, p.bfd_min_tx_ms, p.bfd_detect_multiplier),
+        )
+    })
 }
 
 /// Runs the reconciler until the control plane stops.
@@ -113,10 +125,11 @@ fn record(control: &Control, key: String, state: ApplyState) {
         .lock()
         .expect("applied")
         .insert(key.clone(), state.clone());
+    if previous.as_ref() == Some(&state) {
+        // Recorded once per change: no event, no count for a repeat.
+        return;
+    }
     if let ApplyState::Failed(e) = &state {
-        if previous.as_ref() == Some(&state) {
-            return;
-        }
         tracing::warn!(intent = %key, error = %e, "intent not applied");
         let kind = match key.split(':').next() {
             Some("peer") => EventType::PeerDown,
@@ -177,72 +190,25 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
             }
         }
     }
-    let gone: Vec<IpAddr> = applied
-        .peers
-        .keys()
-        .filter(|a| !desired_peers.contains_key(a))
-        .copied()
-        .collect();
-    for addr in gone {
-        applied.peers.remove(&addr);
-        let _ = control.speaker.remove_peer(addr).await;
-        if applied.bfd.remove(&addr).is_some() {
-            control.bfd.remove(SessionKey {
-                peer: addr,
-                multihop: false,
-            });
-            control.bfd.remove(SessionKey {
-                peer: addr,
-                multihop: true,
-            });
-        }
-        control.applied.lock().expect("applied").remove(&peer_key(&addr));
-    }
+    let mut desired = std::collections::BTreeMap::new();
     for (addr, (_, p)) in &desired_peers {
-        if applied.peers.get(addr) == Some(p) {
-            continue;
-        }
-        let result = async {
-            let pc = peer_config(p)?;
-            if applied.peers.remove(addr).is_some() {
-                let _ = control.speaker.remove_peer(*addr).await;
-            }
-            control.speaker.add_peer(pc.clone()).await.map_err(|e| e.to_string())?;
-            if p.bfd_enabled {
-                let or = |v: u32, d: u32| if v == 0 { d } else { v };
-                control
-                    .bfd
-                    .add(SessionSpec {
-                        key: SessionKey {
-                            peer: *addr,
-                            multihop: pc.ebgp_multihop > 0,
-                        },
-                        local: pc.source_address,
-                        config: SessionConfig {
-                            desired_min_tx: Duration::from_millis(or(p.bfd_min_tx_ms, 300) as u64),
-                            required_min_rx: Duration::from_millis(or(p.bfd_min_rx_ms, 300) as u64),
-                            detect_mult: or(p.bfd_detect_multiplier, 3).min(255) as u8,
-                            passive: false,
-                            auth: None,
-                        },
-                    })
-                    .await
-                    .map_err(|e| format!("BFD: {e}"))?;
-            }
-            Ok::<(), String>(())
-        }
-        .await;
-        if p.bfd_enabled {
-            applied
-                .bfd
-                .insert(*addr, (p.bfd_min_rx_ms, p.bfd_min_tx_ms, p.bfd_detect_multiplier));
-        }
-        match result {
-            Ok(()) => {
-                applied.peers.insert(*addr, p.clone());
-                record(control, peer_key(addr), ApplyState::Applied);
+        match peer_config(p) {
+            Ok(pc) => {
+                let bfd = peer_bfd(control, p, &pc);
+                desired.insert(*addr, crate::peers::PeerSpec { bgp: pc, bfd });
             }
             Err(e) => record(control, peer_key(addr), ApplyState::Failed(e)),
+        }
+    }
+    let before: Vec<IpAddr> = applied.peers.applied().copied().collect();
+    let failed = applied.peers.apply(&control.speaker, &control.bfd, &desired).await;
+    for addr in before.iter().filter(|a| !desired_peers.contains_key(a)) {
+        control.applied.lock().expect("applied").remove(&peer_key(addr));
+    }
+    for addr in desired.keys() {
+        match failed.get(addr) {
+            Some(e) => record(control, peer_key(addr), ApplyState::Failed(e.clone())),
+            None => record(control, peer_key(addr), ApplyState::Applied),
         }
     }
 
@@ -298,7 +264,7 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
         .collect();
     for addr in gone {
         applied.standalone.remove(&addr);
-        if !applied.bfd.contains_key(&addr) {
+        if !applied.peers.has_bfd(&addr) {
             control.bfd.remove(SessionKey {
                 peer: addr,
                 multihop: false,
