@@ -139,6 +139,15 @@ struct Running {
     session: Session,
     socket: UdpSocket,
     dest: SocketAddr,
+    /// Removed, but still sending AdminDown until then (RFC 5880 6.8.16):
+    /// the peer sees an administrative stop, not a failure.
+    retire_at: Option<Instant>,
+}
+
+/// How long a removed session keeps sending AdminDown: long enough for the
+/// peer to hear it (a few of its detection times), never long.
+fn retire_after(s: &Session) -> Duration {
+    (s.detection_time() * 2).clamp(Duration::from_millis(500), Duration::from_secs(3))
 }
 
 struct Engine {
@@ -316,7 +325,8 @@ impl Engine {
             let deadline = self
                 .sessions
                 .values()
-                .filter_map(|r| r.session.next_deadline())
+                .flat_map(|r| [r.session.next_deadline(), r.retire_at])
+                .flatten()
                 .min()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
@@ -327,24 +337,20 @@ impl Engine {
                     self.on_datagram(&data, from, ttl, multihop).await;
                 }
                 cmd = commands.recv() => match cmd {
-                    Some(c) => self.on_command(c),
+                    Some(c) => self.on_command(c).await,
                     None => return,
                 },
             }
         }
     }
 
-    fn on_command(&mut self, cmd: Command) {
+    async fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Add(spec, reply) => {
                 let r = self.add(spec);
                 let _ = reply.send(r);
             }
-            Command::Remove(key) => {
-                if let Some(r) = self.sessions.remove(&key) {
-                    self.by_discr.remove(&r.session.local_discriminator());
-                }
-            }
+            Command::Remove(key) => self.remove(key).await,
             Command::Status(reply) => {
                 let mut v: Vec<SessionStatus> = self
                     .sessions
@@ -376,7 +382,41 @@ impl Engine {
         }
     }
 
+    /// Removes a session. One the peer may be watching (Init, Up) first
+    /// goes AdminDown and keeps sending that for a short while.
+    async fn remove(&mut self, key: SessionKey) {
+        let now = Instant::now();
+        let Some(r) = self.sessions.get_mut(&key) else { return };
+        if r.retire_at.is_some() {
+            return;
+        }
+        if matches!(r.session.state(), State::Up | State::Init) {
+            r.retire_at = Some(now + retire_after(&r.session));
+            let out = r.session.set_admin_down(true, now);
+            self.carry_out(key, out).await;
+        } else if let Some(r) = self.sessions.remove(&key) {
+            self.by_discr.remove(&r.session.local_discriminator());
+        }
+    }
+
     fn add(&mut self, spec: SessionSpec) -> io::Result<()> {
+        // New timers for a running session: changed in place with a poll
+        // sequence (RFC 5880 6.8.3), so the peer sees no flap.
+        if let Some(r) = self.sessions.get_mut(&spec.key) {
+            let bound = r.socket.local_addr().ok().map(|a| a.ip());
+            let same_session = r.retire_at.is_none()
+                && r.session.config().passive == spec.config.passive
+                && r.session.config().auth == spec.config.auth
+                && spec.local.is_none_or(|l| Some(l) == bound);
+            if same_session {
+                r.session.set_timers(
+                    spec.config.desired_min_tx,
+                    spec.config.required_min_rx,
+                    spec.config.detect_mult,
+                );
+                return Ok(());
+            }
+        }
         if let Some(old) = self.sessions.remove(&spec.key) {
             self.by_discr.remove(&old.session.local_discriminator());
         }
@@ -401,6 +441,7 @@ impl Engine {
                 session,
                 socket,
                 dest: SocketAddr::new(spec.key.peer, port),
+                retire_at: None,
             },
         );
         Ok(())
@@ -447,6 +488,17 @@ impl Engine {
             let Some(r) = self.sessions.get_mut(&key) else { continue };
             let out = r.session.on_timer(now);
             self.carry_out(key, out).await;
+        }
+        let retired: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, r)| r.retire_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in retired {
+            if let Some(r) = self.sessions.remove(&key) {
+                self.by_discr.remove(&r.session.local_discriminator());
+            }
         }
     }
 

@@ -271,3 +271,98 @@ router bgp 65000
     wait_for_value("the BFD session to go", Value::Null, || bfd_session(&agent, "10.0.0.1"));
     assert_eq!(agent.peer_state("10.0.0.1"), "Established");
 }
+
+/// FRR's view of its BGP neighbor: (state, established count).
+fn frr_bgp(frr: &Frr, peer: &str) -> (String, u64) {
+    let v = frr.json(&format!("show bgp neighbors {peer} json"));
+    let n = &v[peer];
+    (
+        n["bgpState"].as_str().unwrap_or("").to_string(),
+        n["connectionsEstablished"].as_u64().unwrap_or(0),
+    )
+}
+
+/// BFD changes on SIGHUP, against FRR bfdd: new timers go through a poll
+/// sequence on the same session (RFC 5880 6.8.3), so FRR's BGP session is
+/// untouched; a removed session says AdminDown before it stops (RFC 5880
+/// 6.8.16), so FRR sees an administrative stop, not a failure. (FRR 8.4
+/// still closes BGP on a peer's AdminDown, against RFC 5882 section 3.2;
+/// later FRR releases keep it.)
+#[test]
+fn bfd_changes_on_reload_follow_rfc_5880() {
+    let mut lab = Lab::new("bfdre");
+    lab.add_ns("tor1");
+    lab.add_ns("node");
+    lab.link("tor1", "eth0", &["10.0.1.1/24"], "node", "eth0", &["10.0.1.10/24"]);
+    let frr = Frr::start_daemons(&mut lab, "tor1", &[("zebra", ZEBRA), ("bfdd", BFDD), ("bgpd", BGPD)]);
+    let config = |bfd: Value| {
+        let mut peer = json!({"neighbor_address": "10.0.1.1", "remote_as": 65001, "hold_time": 9, "keepalive": 3});
+        for (k, v) in bfd.as_object().unwrap() {
+            peer[k] = v.clone();
+        }
+        json!({
+            "node_name": "node-a",
+            "node_ip": "10.0.1.10",
+            "pod_cidr": "10.244.10.0/24",
+            "routing": {"peers": [peer]}
+        })
+    };
+    let agent = Agent::start(
+        &mut lab,
+        "node",
+        &config(json!({"bfd_enabled": true, "bfd_min_tx_ms": 100, "bfd_min_rx_ms": 150, "bfd_detect_multiplier": 3})),
+    );
+    agent_established(&agent, "10.0.1.1");
+    wait_for_value("FRR's BFD session up", "up".to_string(), || {
+        frr_bfd_status(&frr, "10.0.1.10")
+    });
+    wait_until("FRR's BGP session Established", SETTLE, || {
+        match frr_bgp(&frr, "10.0.1.10") {
+            (s, _) if s == "Established" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let (_, established) = frr_bgp(&frr, "10.0.1.10");
+    let discriminator = bfd_session(&agent, "10.0.1.1")["local_discriminator"].clone();
+
+    // New timers: the same session, FRR's BGP untouched.
+    agent.rewrite_config(&config(
+        json!({"bfd_enabled": true, "bfd_min_tx_ms": 200, "bfd_min_rx_ms": 250, "bfd_detect_multiplier": 4}),
+    ));
+    lab.signal(&agent.name, libc::SIGHUP);
+    wait_for_value("the new transmit interval", json!(200), || {
+        bfd_session(&agent, "10.0.1.1")["desired_min_tx_ms"].clone()
+    });
+    assert_eq!(
+        bfd_session(&agent, "10.0.1.1")["local_discriminator"],
+        discriminator,
+        "re-timed in place"
+    );
+
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        assert_eq!(
+            frr_bgp(&frr, "10.0.1.10"),
+            ("Established".to_string(), established),
+            "FRR kept BGP"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // BFD off: AdminDown first, then the session goes.
+    agent.rewrite_config(&config(json!({})));
+    lab.signal(&agent.name, libc::SIGHUP);
+    wait_until("FRR to hear AdminDown", SETTLE, || {
+        let peers = frr.json("show bfd peers json");
+        let p = peers
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["peer"] == "10.0.1.10").cloned())
+            .unwrap_or_default();
+        if p["remote-diagnostic"] == "administratively down" && p["diagnostic"] == "neighbor signaled session down" {
+            Ok(())
+        } else {
+            Err(format!("{p}"))
+        }
+    });
+    wait_for_value("the BFD session to go", Value::Null, || bfd_session(&agent, "10.0.1.1"));
+}
