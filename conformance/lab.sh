@@ -144,27 +144,19 @@ up() {
     env=(env "KUBECONFIG=$RUN/kubeconfig")
   fi
   for i in "${NODES[@]}"; do
+    # From the API server the node takes its address and PodCIDR from its
+    # Node and the mesh from every Node; otherwise both are written here.
+    local own mesh_cfg
     if [ $kubernetes = 1 ]; then
-      cat > "$RUN/node$i.json" <<JSON
-{
-  "node_name": "node-$i",
-  "metrics_address": "127.0.0.1:9102",
-  "listen_socket": "$RUN/node$i.sock",
-  "routing": {
-    "peers": [
-      {"neighbor_address": "10.0.1.1", "remote_as": 65001, "description": "tor1", "hold_time": 9, "keepalive": 3},
-      {"neighbor_address": "10.0.2.1", "remote_as": 65002, "description": "tor2", "hold_time": 9, "keepalive": 3}
-    ],
-    "node_mesh": {"enabled": true, "source": "kubernetes"}
-  }
-}
-JSON
+      own=""
+      mesh_cfg='{"enabled": true, "source": "kubernetes"}'
     else
+      own="\"node_ip\": \"10.0.1.1$i\", \"pod_cidr\": \"10.244.$i.0/24\","
+      mesh_cfg="{\"enabled\": true, \"source\": \"static\", \"nodes\": [${mesh%,}]}"
+    fi
     cat > "$RUN/node$i.json" <<JSON
 {
-  "node_name": "node-$i",
-  "node_ip": "10.0.1.1$i",
-  "pod_cidr": "10.244.$i.0/24",
+  "node_name": "node-$i", $own
   "metrics_address": "127.0.0.1:9102",
   "listen_socket": "$RUN/node$i.sock",
   "routing": {
@@ -172,11 +164,10 @@ JSON
       {"neighbor_address": "10.0.1.1", "remote_as": 65001, "description": "tor1", "hold_time": 9, "keepalive": 3},
       {"neighbor_address": "10.0.2.1", "remote_as": 65002, "description": "tor2", "hold_time": 9, "keepalive": 3}
     ],
-    "node_mesh": {"enabled": true, "source": "static", "nodes": [${mesh%,}]}
+    "node_mesh": $mesh_cfg
   }
 }
 JSON
-    fi
     ip netns exec "$(ns_of node$i)" "${env[@]}" ./target/debug/novanet-agent --config "$RUN/node$i.json" \
       > "$RUN/node$i.log" 2>&1 &
     echo $! > "$RUN/node$i.pid"

@@ -7,6 +7,17 @@ use std::time::Duration;
 /// How long a check waits for the network to settle.
 pub const SETTLE: Duration = Duration::from_secs(40);
 
+/// FRR configuration of the ToR of [`tor_and_node`] (AS 65000) for one
+/// IPv4 session with the node (AS 65010), fast timers.
+pub const TOR_FRR: &str = "hostname tor
+router bgp 65000
+ bgp router-id 10.0.0.1
+ no bgp ebgp-requires-policy
+ neighbor 10.0.0.10 remote-as 65010
+ neighbor 10.0.0.10 timers 3 9
+ neighbor 10.0.0.10 timers connect 1
+";
+
 /// One ToR (`tor`: 10.0.0.1, fd00::1) and one node (`node`: 10.0.0.10,
 /// fd00::10) on one link.
 pub fn tor_and_node(lab: &mut Lab) {

@@ -3,22 +3,13 @@
 //! the node's namespace that the test turns unhealthy) answers 2xx;
 //! withdrawn and unbound when it fails and at shutdown.
 
-use novanet_conformance::checks::{agent_established, tor_and_node, SETTLE};
+use novanet_conformance::checks::{agent_established, tor_and_node, SETTLE, TOR_FRR};
 use novanet_conformance::{in_namespace, wait_until, Agent, Frr, Lab};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-const FRR: &str = "hostname tor
-router bgp 65000
- bgp router-id 10.0.0.1
- no bgp ebgp-requires-policy
- neighbor 10.0.0.10 remote-as 65010
- neighbor 10.0.0.10 timers 3 9
- neighbor 10.0.0.10 timers connect 1
-";
 
 /// An HTTP health endpoint: 200 "ok" while `healthy`, else 500.
 fn health_endpoint(listener: std::net::TcpListener, healthy: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
@@ -57,7 +48,7 @@ fn lo_has(lab: &Lab, addr: &str) -> bool {
 fn the_vip_follows_the_api_servers_health() {
     let mut lab = Lab::new("cpvip");
     tor_and_node(&mut lab);
-    let frr = Frr::start(&mut lab, "tor", FRR);
+    let frr = Frr::start(&mut lab, "tor", TOR_FRR);
     let listener = in_namespace(&lab.ns_name("node"), || {
         std::net::TcpListener::bind("127.0.0.1:0").unwrap()
     });

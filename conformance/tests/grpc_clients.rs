@@ -4,20 +4,11 @@
 //! (grpc-java's way). Each advertises a prefix that must reach a real FRR
 //! ToR, and withdraws it.
 
-use novanet_conformance::checks::{agent_established, tor_and_node, SETTLE};
+use novanet_conformance::checks::{agent_established, tor_and_node, SETTLE, TOR_FRR};
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
-
-const FRR: &str = "hostname tor
-router bgp 65000
- bgp router-id 10.0.0.1
- no bgp ebgp-requires-policy
- neighbor 10.0.0.10 remote-as 65010
- neighbor 10.0.0.10 timers 3 9
- neighbor 10.0.0.10 timers connect 1
-";
 
 const TOKEN: &str = "novaedge-python-token-2024";
 
@@ -50,7 +41,7 @@ fn python_client(socket: &Path, prefix: &str, extra: &[&str]) -> std::collection
 fn python_grpcio_clients_are_served_on_the_unix_socket() {
     let mut lab = Lab::new("pygrpc");
     tor_and_node(&mut lab);
-    let frr = Frr::start(&mut lab, "tor", FRR);
+    let frr = Frr::start(&mut lab, "tor", TOR_FRR);
     let agent = Agent::start(
         &mut lab,
         "node",
