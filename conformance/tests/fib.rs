@@ -152,3 +152,60 @@ fn kernel_routes_from_frr_and_bird_tors() {
     assert_eq!(after["198.51.100.0/24"], static_before);
     assert_eq!(after["203.0.113.0/24"][0].protocol, "static");
 }
+
+/// A route another protocol adds after the agent's last look at the kernel
+/// (between reconciles), at our metric, is not replaced when BGP then
+/// learns its prefix: new routes are created exclusively, and the refusal
+/// shows the prefix as blocked.
+#[test]
+fn a_route_added_between_reconciles_is_not_replaced() {
+    use novanet_conformance::checks::{tor_and_node, TOR_FRR};
+    let mut lab = Lab::new("fibexcl");
+    tor_and_node(&mut lab);
+    let frr = Frr::start(&mut lab, "tor", TOR_FRR);
+    let agent = Agent::start(
+        &mut lab,
+        "node",
+        &json!({
+            "node_name": "node-a",
+            "node_ip": "10.0.0.10",
+            "pod_cidr": "10.244.10.0/24",
+            "routing": {"peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}]}
+        }),
+    );
+    agent_established(&agent, "10.0.0.1");
+    lab.exec(
+        "node",
+        "ip",
+        &[
+            "route",
+            "add",
+            "198.51.100.0/24",
+            "via",
+            "10.0.0.1",
+            "metric",
+            "20",
+            "proto",
+            "static",
+        ],
+    );
+    frr.configure(&[
+        "router bgp 65000",
+        "no bgp network import-check",
+        "address-family ipv4 unicast",
+        "network 198.51.100.0/24",
+    ]);
+    wait_for_value("the agent to learn 198.51.100.0/24", true, || {
+        !agent.route("198.51.100.0/24").is_empty()
+    });
+    wait_for_value("198.51.100.0/24 shown as blocked", true, || {
+        agent
+            .get("/status/fib")
+            .map(|b| b.contains("198.51.100.0/24"))
+            .unwrap_or(false)
+    });
+    let kernel = routes(&lab, "node");
+    let r = &kernel["198.51.100.0/24"];
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].protocol, "static", "the other protocol's route stays");
+}

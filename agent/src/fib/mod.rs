@@ -255,6 +255,7 @@ impl Writer {
             return;
         }
         let results = self.socket.apply(&ops);
+        let mut conflicts = Vec::new();
         let mut failed = 0;
         let mut last = None;
         for (op, r) in ops.iter().zip(results) {
@@ -262,6 +263,16 @@ impl Writer {
                 Ok(()) => true,
                 // Deleting a route that is already gone is done.
                 Err(e) if matches!(op, state::Op::Delete { .. }) && e.raw_os_error() == Some(libc::ESRCH) => true,
+                // Another protocol's route appeared since the last dump:
+                // it stays, and the prefix shows as blocked.
+                Err(e)
+                    if matches!(op, state::Op::Replace { exclusive: true, .. })
+                        && e.raw_os_error() == Some(libc::EEXIST) =>
+                {
+                    self.state.found_foreign(op.prefix());
+                    conflicts.push(op.prefix());
+                    false
+                }
                 Err(e) => {
                     failed += 1;
                     tracing::warn!(prefix = %op.prefix(), error = %e, "kernel refused a route operation");
@@ -270,6 +281,9 @@ impl Writer {
                 }
             };
             self.state.confirm(op, ok);
+        }
+        for prefix in conflicts {
+            self.note_blocked(prefix);
         }
         if failed > 0 {
             let mut st = self.status.lock().expect("fib status");

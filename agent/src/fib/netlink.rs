@@ -5,7 +5,8 @@
 use super::state::{KernelRoute, NextHops, Op};
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteNextHop, RouteProtocol, RouteScope, RouteType,
@@ -92,7 +93,11 @@ impl RouteSocket {
 
     fn op_message(&self, op: &Op) -> (RouteNetlinkMessage, u16) {
         match op {
-            Op::Replace { prefix, next_hops } => {
+            Op::Replace {
+                prefix,
+                next_hops,
+                exclusive,
+            } => {
                 let mut m = self.route_message(prefix);
                 if let [gw] = next_hops.as_slice() {
                     m.attributes.push(gateway_attr(prefix, *gw));
@@ -107,9 +112,12 @@ impl RouteSocket {
                         .collect();
                     m.attributes.push(RouteAttribute::MultiPath(paths));
                 }
+                // Only a route known to be ours is replaced; a new one is
+                // created exclusively (EEXIST: someone else's is there).
+                let how = if *exclusive { NLM_F_EXCL } else { NLM_F_REPLACE };
                 (
                     RouteNetlinkMessage::NewRoute(m),
-                    NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+                    NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | how,
                 )
             }
             Op::Delete { prefix } => (

@@ -18,8 +18,14 @@ pub type NextHops = SmallVec<[IpAddr; 2]>;
 /// One kernel operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Install or replace our route for the prefix.
-    Replace { prefix: IpNet, next_hops: NextHops },
+    /// Install our route for the prefix, or replace it. `exclusive`: the
+    /// kernel holds no route of ours for it, so it is created exclusively
+    /// and a route someone else added meanwhile is never replaced.
+    Replace {
+        prefix: IpNet,
+        next_hops: NextHops,
+        exclusive: bool,
+    },
     /// Remove our route for the prefix.
     Delete { prefix: IpNet },
 }
@@ -43,6 +49,9 @@ pub struct KernelRoute {
 
 /// Routing protocol number of our routes (RTPROT_BGP).
 pub const PROTO_BGP: u8 = 186;
+/// The protocol of a route found by a refused exclusive create, until a
+/// dump tells which it is (RTPROT_UNSPEC).
+pub const PROTO_UNKNOWN: u8 = 0;
 
 /// Why a learned prefix is not forwarding through our route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +205,7 @@ pub fn protocol_name(p: u8) -> String {
         16 => "dhcp".into(),
         186 => "bgp".into(),
         188 => "ospf".into(),
+        PROTO_UNKNOWN => "another protocol (seen when our route was created)".into(),
         other => other.to_string(),
     }
 }
@@ -387,6 +397,7 @@ impl FibState {
                 (!conflict && !same).then(|| Op::Replace {
                     prefix,
                     next_hops: self.hops.get(r.desired).clone(),
+                    exclusive: !r.has(INSTALLED),
                 })
             } else {
                 (r.has(INSTALLED) && !r.has(STALE)).then_some(Op::Delete { prefix })
@@ -402,12 +413,22 @@ impl FibState {
     /// Records the outcome of an operation.
     pub fn confirm(&mut self, op: &Op, ok: bool) {
         match (op, ok) {
-            (Op::Replace { prefix, next_hops }, true) => self.install(prefix, next_hops, false),
+            (Op::Replace { prefix, next_hops, .. }, true) => self.install(prefix, next_hops, false),
             (Op::Delete { prefix }, true) => self.uninstall(prefix),
             // A failed replace leaves what was there; a failed delete of a
             // route already gone is the same as a delete.
             (Op::Replace { .. }, false) => {}
             (Op::Delete { prefix }, false) => self.uninstall(prefix),
+        }
+    }
+
+    /// An exclusive create found a route there (EEXIST): someone else's,
+    /// added since the last dump. The prefix is blocked by a conflict
+    /// until a dump says otherwise.
+    pub fn found_foreign(&mut self, prefix: IpNet) {
+        let entry = self.foreign.entry(prefix).or_default();
+        if !entry.iter().any(|(_, m)| *m == self.metric) {
+            entry.push((PROTO_UNKNOWN, self.metric));
         }
     }
 
@@ -566,7 +587,8 @@ mod tests {
             ops,
             vec![Op::Replace {
                 prefix: p("192.0.2.0/24"),
-                next_hops: [ip("10.0.1.1"), ip("10.0.2.1")].into_iter().collect()
+                next_hops: [ip("10.0.1.1"), ip("10.0.2.1")].into_iter().collect(),
+                exclusive: true,
             }]
         );
         // Same state again: nothing to do.
@@ -657,7 +679,8 @@ mod tests {
             first,
             vec![Op::Replace {
                 prefix: p("192.0.2.0/24"),
-                next_hops: [ip("10.0.2.1")].into_iter().collect()
+                next_hops: [ip("10.0.2.1")].into_iter().collect(),
+                exclusive: false,
             }]
         );
     }
@@ -704,7 +727,8 @@ mod tests {
             run(&mut s),
             vec![Op::Replace {
                 prefix: p("192.0.2.0/24"),
-                next_hops: [ip("10.0.1.1")].into_iter().collect()
+                next_hops: [ip("10.0.1.1")].into_iter().collect(),
+                exclusive: false,
             }]
         );
         assert_eq!(s.installed_count(), 1);
@@ -747,5 +771,27 @@ mod tests {
         }
         assert_eq!(run(&mut s).len(), 100);
         assert_eq!((s.hops.ids.len(), s.routes.len(), s.installed_count()), (0, 0, 0));
+    }
+
+    #[test]
+    fn new_routes_are_created_exclusively_and_a_refusal_blocks_the_prefix() {
+        let mut s = FibState::new(20);
+        s.set(p("198.51.100.0/24"), hops(&["10.0.1.1"]));
+        let ops = s.take_batch(10);
+        assert!(matches!(ops[0], Op::Replace { exclusive: true, .. }), "{ops:?}");
+        // The kernel said EEXIST: another protocol's route is there.
+        s.confirm(&ops[0], false);
+        s.found_foreign(p("198.51.100.0/24"));
+        assert!(matches!(
+            s.blocked(&p("198.51.100.0/24")),
+            Some(Blocked::Conflict { .. })
+        ));
+        assert!(s.take_batch(10).is_empty(), "never replaced");
+        // A route of ours is replaced, not created.
+        s.set(p("192.0.2.0/24"), hops(&["10.0.1.1"]));
+        let ops = s.take_batch(10);
+        s.confirm(&ops[0], true);
+        s.set(p("192.0.2.0/24"), hops(&["10.0.2.1"]));
+        assert!(matches!(s.take_batch(10)[0], Op::Replace { exclusive: false, .. }));
     }
 }
