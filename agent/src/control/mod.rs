@@ -92,8 +92,11 @@ impl ControlState {
             .or_default() += 1;
     }
 
-    /// Counts a refused request.
+    /// Counts a refused request. Owner names nobody configured are counted
+    /// together as `_unknown`: a client cannot grow the counters by making
+    /// up names.
     pub fn count_violation(&self, owner: &str, reason: &str) {
+        let owner = violation_owner(&self.owners, owner);
         *self
             .violations
             .lock()
@@ -132,6 +135,16 @@ pub fn bfd_key(addr: &std::net::IpAddr) -> String {
 
 pub fn ospf_key(iface: &str) -> String {
     format!("ospf:{iface}")
+}
+
+/// The owner label of a policy violation: a configured owner, or
+/// `_unknown`.
+pub fn violation_owner<'a>(owners: &Owners, owner: &'a str) -> &'a str {
+    if owners.names().any(|n| n == owner) {
+        owner
+    } else {
+        "_unknown"
+    }
 }
 
 /// Records the per-node AS collisions of the mesh; each group not known

@@ -209,6 +209,13 @@ mod tests {
     }
 
     #[test]
+    fn violations_of_unknown_owners_share_one_label() {
+        let o = owners();
+        assert_eq!(crate::control::violation_owner(&o, "novaedge"), "novaedge");
+        assert_eq!(crate::control::violation_owner(&o, "made-up-owner-93"), "_unknown");
+    }
+
+    #[test]
     fn prefix_types_and_cidrs() {
         let o = owners();
         assert!(o.check_prefix("novaedge", &p("10.1.2.3/32")).is_ok());

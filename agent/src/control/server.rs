@@ -710,6 +710,33 @@ fn incoming_through_front(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// The RPCs served; any other path is labelled `_unknown`, so a client
+/// cannot grow the histogram by sending made-up paths.
+const METHODS: [&str; 16] = [
+    "Register",
+    "Deregister",
+    "ConfigureBGP",
+    "ApplyPeer",
+    "RemovePeer",
+    "AdvertisePrefix",
+    "WithdrawPrefix",
+    "EnableBFD",
+    "DisableBFD",
+    "EnableOSPF",
+    "DisableOSPF",
+    "GetStatus",
+    "StreamEvents",
+    "ListPeers",
+    "GetRib",
+    "Explain",
+];
+
+/// The `method` label of a request path (`/package.Service/Method`).
+fn method_label(path: &str) -> &'static str {
+    let name = path.rsplit('/').next().unwrap_or("");
+    METHODS.iter().find(|m| **m == name).copied().unwrap_or("_unknown")
+}
+
 /// Times every unary RPC into `grpc_request_duration_seconds{method}`.
 #[derive(Clone)]
 struct RequestTiming(prometheus::HistogramVec);
@@ -734,8 +761,8 @@ where
     }
 
     fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
-        let method = req.uri().path().rsplit('/').next().unwrap_or("").to_string();
-        let timer = (method != "StreamEvents").then(|| self.timing.0.with_label_values(&[&method]).start_timer());
+        let method = method_label(req.uri().path());
+        let timer = (method != "StreamEvents").then(|| self.timing.0.with_label_values(&[method]).start_timer());
         let fut = self.inner.call(req);
         Box::pin(async move {
             let r = fut.await;
@@ -750,6 +777,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_labels_come_from_the_served_methods_only() {
+        assert_eq!(
+            method_label("/novaroute.v1.RouteControl/AdvertisePrefix"),
+            "AdvertisePrefix"
+        );
+        assert_eq!(method_label("/novanet.routing.v1.RoutingInsight/GetRib"), "GetRib");
+        assert_eq!(method_label("/x/made-up-1234"), "_unknown");
+        assert_eq!(method_label(""), "_unknown");
+    }
 
     #[test]
     fn a_prefix_with_host_bits_is_refused_with_its_network() {
