@@ -519,7 +519,8 @@ fn api_peers_are_applied_as_desired_state() {
             "node_ip": "10.0.0.10",
             "pod_cidr": "10.244.10.0/24",
             "owners": {
-                "novanet": {"token": "novanet-test-token-2024", "allowed_prefixes": {"type": "subnet", "allowed_cidrs": ["10.244.0.0/16"]}}
+                "novanet": {"token": "novanet-test-token-2024", "allowed_prefixes": {"type": "subnet", "allowed_cidrs": ["10.244.0.0/16"]}},
+                "capped": {"token": "capped-test-token-2024", "allowed_prefixes": {"type": "any"}, "max_intents": 2}
             }
         }),
     );
@@ -598,5 +599,19 @@ fn api_peers_are_applied_as_desired_state() {
             }
         });
         assert!(agent.peer("10.0.0.1").is_object(), "the other peer stays");
+
+        // An owner holds at most max_intents; replacing one is fine.
+        for p in ["198.51.100.1/32", "198.51.100.2/32"] {
+            c.advertise_prefix(advertise("capped", p)).await.unwrap();
+        }
+        let e = c
+            .advertise_prefix(advertise("capped", "198.51.100.3/32"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("max_intents"), "{}", e.message());
+        c.advertise_prefix(advertise("capped", "198.51.100.2/32"))
+            .await
+            .unwrap();
     });
 }

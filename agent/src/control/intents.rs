@@ -49,6 +49,11 @@ pub struct OwnerIntents {
 }
 
 impl OwnerIntents {
+    /// Intents of every kind.
+    pub fn len(&self) -> usize {
+        self.peers.len() + self.prefixes.len() + self.bfd.len() + self.ospf.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty() && self.prefixes.is_empty() && self.bfd.is_empty() && self.ospf.is_empty()
     }

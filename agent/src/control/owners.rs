@@ -52,6 +52,16 @@ pub struct OwnerConfig {
     #[serde(default)]
     pub token_file: Option<String>,
     pub allowed_prefixes: AllowedPrefixes,
+    /// Intents the owner may hold at once (peers, prefixes, BFD, OSPF).
+    #[serde(default = "default_max_intents")]
+    pub max_intents: usize,
+}
+
+/// Intents per owner unless `max_intents` says otherwise.
+pub const DEFAULT_MAX_INTENTS: usize = 10_000;
+
+fn default_max_intents() -> usize {
+    DEFAULT_MAX_INTENTS
 }
 
 /// Expands `${VAR}` from the environment; an unset variable is an error
@@ -76,6 +86,7 @@ pub fn expand_env(s: &str) -> Result<String, String> {
 #[derive(Debug, Clone, Default)]
 pub struct Owners {
     owners: BTreeMap<String, (String, AllowedPrefixes)>,
+    max_intents: BTreeMap<String, usize>,
 }
 
 /// Why a request is refused.
@@ -89,7 +100,9 @@ impl Owners {
     /// Resolves tokens; errors name the owner's key path.
     pub fn from_config(cfg: &BTreeMap<String, OwnerConfig>) -> Result<Owners, (String, String)> {
         let mut owners = BTreeMap::new();
+        let mut max_intents = BTreeMap::new();
         for (name, o) in cfg {
+            max_intents.insert(name.clone(), o.max_intents);
             let token = match &o.token_file {
                 Some(f) => std::fs::read_to_string(f)
                     .map(|t| t.trim().to_string())
@@ -101,7 +114,12 @@ impl Owners {
             }
             owners.insert(name.clone(), (token, o.allowed_prefixes.clone()));
         }
-        Ok(Owners { owners })
+        Ok(Owners { owners, max_intents })
+    }
+
+    /// How many intents an owner may hold.
+    pub fn max_intents(&self, owner: &str) -> usize {
+        self.max_intents.get(owner).copied().unwrap_or(DEFAULT_MAX_INTENTS)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &String> {

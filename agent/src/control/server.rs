@@ -110,12 +110,33 @@ impl Service {
     }
 
     /// Stores an intent: its previous apply state is dropped, the
-    /// operation counted, the reconciler woken.
-    fn store(&self, owner: &str, kind: &str, key: String, put: impl FnOnce(&mut super::intents::OwnerIntents)) {
-        put(self.control.intents.lock().expect("intents").owner(owner));
+    /// operation counted, the reconciler woken. `put` is told whether a new
+    /// intent may be added (the owner is below its `max_intents`) and says
+    /// whether it stored one; a replacement is always allowed.
+    fn store(
+        &self,
+        owner: &str,
+        kind: &str,
+        key: String,
+        put: impl FnOnce(&mut super::intents::OwnerIntents, bool) -> bool,
+    ) -> Result<(), Status> {
+        let max = self.control.owners.max_intents(owner);
+        let stored = {
+            let mut intents = self.control.intents.lock().expect("intents");
+            let o = intents.owner(owner);
+            let may_add = o.len() < max;
+            put(o, may_add)
+        };
+        if !stored {
+            self.control.count_violation(owner, "too_many_intents");
+            return Err(Status::resource_exhausted(format!(
+                "owner {owner} holds {max} intents, its max_intents: withdraw some first"
+            )));
+        }
         self.control.applied.lock().expect("applied").remove(&key);
         self.control.count_intent(owner, kind, "set");
         self.control.reconcile_soon();
+        Ok(())
     }
 
     /// Removes an intent; false when the owner had no such intent.
@@ -298,9 +319,12 @@ impl RouteControl for Service {
         if p.address_families.is_empty() {
             p.address_families = vec![AddressFamily::Ipv4Unicast as i32];
         }
-        self.store(&r.owner, "peer", peer_key(&addr), |i| {
-            i.peers.insert(addr, p);
-        });
+        self.store(&r.owner, "peer", peer_key(&addr), |i, may_add| {
+            (may_add || i.peers.contains_key(&addr)) && {
+                i.peers.insert(addr, p);
+                true
+            }
+        })?;
         Ok(Response::new(ApplyPeerResponse {}))
     }
 
@@ -385,9 +409,18 @@ impl RouteControl for Service {
             protocol,
             attributes: r.attributes.clone(),
         };
-        self.store(&r.owner, "prefix", prefix_key(protocol as i32, &prefix), |i| {
-            i.prefixes.insert((protocol as i32, prefix), intent);
-        });
+        self.store(
+            &r.owner,
+            "prefix",
+            prefix_key(protocol as i32, &prefix),
+            |i, may_add| {
+                let k = (protocol as i32, prefix);
+                (may_add || i.prefixes.contains_key(&k)) && {
+                    i.prefixes.insert(k, intent);
+                    true
+                }
+            },
+        )?;
         Ok(Response::new(AdvertisePrefixResponse {}))
     }
 
@@ -431,9 +464,12 @@ impl RouteControl for Service {
             detect_multiplier: or(r.detect_multiplier, 3),
             interface: r.interface_name.clone(),
         };
-        self.store(&r.owner, "bfd", bfd_key(&addr), |i| {
-            i.bfd.insert(addr, intent);
-        });
+        self.store(&r.owner, "bfd", bfd_key(&addr), |i, may_add| {
+            (may_add || i.bfd.contains_key(&addr)) && {
+                i.bfd.insert(addr, intent);
+                true
+            }
+        })?;
         Ok(Response::new(EnableBfdResponse {}))
     }
 
@@ -489,9 +525,12 @@ impl RouteControl for Service {
             dead,
         };
         let iface = r.interface_name.clone();
-        self.store(&r.owner, "ospf", ospf_key(&iface), |i| {
-            i.ospf.insert(iface.clone(), intent);
-        });
+        self.store(&r.owner, "ospf", ospf_key(&iface), |i, may_add| {
+            (may_add || i.ospf.contains_key(&iface)) && {
+                i.ospf.insert(iface.clone(), intent);
+                true
+            }
+        })?;
         Ok(Response::new(EnableOspfResponse {}))
     }
 
