@@ -600,6 +600,43 @@ fn api_peers_are_applied_as_desired_state() {
         });
         assert!(agent.peer("10.0.0.1").is_object(), "the other peer stays");
 
+        // ConfigureBGP with the running settings changes nothing and says
+        // nothing: the next event is the registration after it.
+        let mut events = c
+            .stream_events(StreamEventsRequest {
+                owner_filter: String::new(),
+                event_types: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        c.configure_bgp(ConfigureBgpRequest {
+            owner: "novanet".into(),
+            token: token("novanet"),
+            local_as: 65010,
+            router_id: "10.0.0.10".into(),
+        })
+        .await
+        .unwrap();
+        c.register(RegisterRequest {
+            owner: "novanet".into(),
+            token: token("novanet"),
+            reassert_intents: false,
+        })
+        .await
+        .unwrap();
+        loop {
+            let e = tokio::time::timeout(SETTLE, events.message())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_ne!(e.r#type, EventType::BgpConfigChanged as i32, "nothing changed: {e:?}");
+            if e.r#type == EventType::OwnerRegistered as i32 {
+                break;
+            }
+        }
+
         // An owner holds at most max_intents; replacing one is fine.
         for p in ["198.51.100.1/32", "198.51.100.2/32"] {
             c.advertise_prefix(advertise("capped", p)).await.unwrap();

@@ -261,19 +261,22 @@ impl RouteControl for Service {
         }
         let previous = {
             let mut bgp = self.control.bgp.lock().expect("bgp");
-            std::mem::replace(&mut *bgp, (r.local_as, r.router_id.clone()))
+            std::mem::replace(&mut *bgp, (r.local_as, id.to_string()))
         };
-        self.events().publish(
-            EventType::BgpConfigChanged,
-            &r.owner,
-            format!("BGP configured: AS {} router id {}", r.local_as, r.router_id),
-            &[
-                ("local_as", r.local_as.to_string()),
-                ("router_id", r.router_id.clone()),
-                ("previous_as", previous.0.to_string()),
-                ("previous_router_id", previous.1.clone()),
-            ],
-        );
+        // Published for a change only: the same settings again are a no-op.
+        if previous != (r.local_as, id.to_string()) {
+            self.events().publish(
+                EventType::BgpConfigChanged,
+                &r.owner,
+                format!("BGP configured: AS {} router id {}", r.local_as, r.router_id),
+                &[
+                    ("local_as", r.local_as.to_string()),
+                    ("router_id", r.router_id.clone()),
+                    ("previous_as", previous.0.to_string()),
+                    ("previous_router_id", previous.1.clone()),
+                ],
+            );
+        }
         Ok(Response::new(ConfigureBgpResponse {
             previous_as: previous.0,
             previous_router_id: previous.1,
