@@ -277,6 +277,32 @@ impl Config {
 
     /// Parses and checks configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg = Config::read_with_env(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a file like [`Config::load`], reporting every problem of its
+    /// values (a file that is not valid JSON of the right shape stops at
+    /// its first error).
+    pub fn check(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            vec![ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            }]
+        })?;
+        let cfg = Config::read_with_env(&text).map_err(|e| vec![e])?;
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The text as a configuration, with the environment's overrides.
+    fn read_with_env(text: &str) -> Result<Config, ConfigError> {
         let de = &mut serde_json::Deserializer::from_str(text);
         let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -284,7 +310,6 @@ impl Config {
             invalid(path, e.into_inner().to_string())
         })?;
         cfg.apply_env(|k| std::env::var(k).ok())?;
-        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -361,30 +386,34 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.from_kubernetes() {
-            if self.node_name.is_empty() && !self.routing.node_mesh.enabled {
-                return Err(invalid(
-                    "node_ip",
-                    "required: the node's address (or node_name / NOVANET_NODE_NAME to take it from this node's Kubernetes Node)",
-                ));
-            }
-            if self.node_name.is_empty() {
-                return Err(invalid(
+        match self.problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem of the configuration, each with its key path (empty
+    /// when it is valid).
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        if self.from_kubernetes() && self.node_name.is_empty() {
+            errs.push(if self.routing.node_mesh.enabled {
+                invalid(
                     "node_name",
                     "required with routing.node_mesh.source \"kubernetes\": the name of this node's Node (NOVANET_NODE_NAME)",
-                ));
-            }
-            if self.node_ip.is_none() {
-                // Taken from the Node; checked again once it is known.
-                return self.validate_rest();
-            }
+                )
+            } else {
+                invalid(
+                    "node_ip",
+                    "required: the node's address (or node_name / NOVANET_NODE_NAME to take it from this node's Kubernetes Node)",
+                )
+            });
+        } else if !(self.from_kubernetes() && self.node_ip.is_none()) {
+            // Unless the Node gives it (checked again once it is known).
+            errs.extend(self.validate_node().err());
         }
-        if self.node_ip.is_none() {
-            return Err(invalid("node_ip", "required: the node's address"));
-        }
-        self.router_id()?;
-        self.local_as()?;
-        self.validate_rest()
+        self.rest_problems(&mut errs);
+        errs
     }
 
     /// Checks what the node's own address and AS need.
@@ -397,56 +426,63 @@ impl Config {
         Ok(())
     }
 
-    fn validate_rest(&self) -> Result<(), ConfigError> {
+    fn rest_problems(&self, errs: &mut Vec<ConfigError>) {
         let r = &self.routing;
         if let Some(vip) = r.control_plane_vip.as_deref().filter(|v| !v.is_empty()) {
-            crate::vip::parse_vip(vip).map_err(|m| invalid("routing.control_plane_vip", m))?;
+            errs.extend(
+                crate::vip::parse_vip(vip)
+                    .map_err(|m| invalid("routing.control_plane_vip", m))
+                    .err(),
+            );
             if r.control_plane_vip_health_interval == Some(0) {
-                return Err(invalid(
+                errs.push(invalid(
                     "routing.control_plane_vip_health_interval",
                     "must be at least 1 second",
                 ));
             }
-            crate::vip::parse_health_url(
-                r.control_plane_vip_health_url
-                    .as_deref()
-                    .unwrap_or(crate::vip::DEFAULT_HEALTH_URL),
-            )
-            .map_err(|m| invalid("routing.control_plane_vip_health_url", m))?;
+            errs.extend(
+                crate::vip::parse_health_url(
+                    r.control_plane_vip_health_url
+                        .as_deref()
+                        .unwrap_or(crate::vip::DEFAULT_HEALTH_URL),
+                )
+                .map_err(|m| invalid("routing.control_plane_vip_health_url", m))
+                .err(),
+            );
         }
         match r.protocol.as_str() {
             "bgp" => {}
-            "ospf" => {
-                return Err(invalid(
-                    "routing.protocol",
-                    "\"ospf\" needs the OSPF bridge, which this build does not include",
-                ))
-            }
-            other => {
-                return Err(invalid(
-                    "routing.protocol",
-                    format!("must be \"bgp\" or \"ospf\", not {other:?}"),
-                ))
-            }
+            "ospf" => errs.push(invalid(
+                "routing.protocol",
+                "\"ospf\" needs the OSPF bridge, which this build does not include",
+            )),
+            other => errs.push(invalid(
+                "routing.protocol",
+                format!("must be \"bgp\" or \"ospf\", not {other:?}"),
+            )),
         }
-        crate::control::owners::Owners::from_config(&self.owners).map_err(|(path, m)| invalid(path, m))?;
+        errs.extend(
+            crate::control::owners::Owners::from_config(&self.owners)
+                .map_err(|(path, m)| invalid(path, m))
+                .err(),
+        );
         if self.listen_socket.is_empty() || !self.listen_socket.contains('/') {
-            return Err(invalid("listen_socket", "must be a path"));
+            errs.push(invalid("listen_socket", "must be a path"));
         }
         for (i, p) in r.peers.iter().enumerate() {
             let at = |k: &str| format!("routing.peers[{i}].{k}");
             if p.remote_as == 0 {
-                return Err(invalid(at("remote_as"), "must be set (non-zero)"));
+                errs.push(invalid(at("remote_as"), "must be set (non-zero)"));
             }
             if p.hold_time != 0 && p.hold_time < 3 {
-                return Err(invalid(at("hold_time"), "must be 0 or at least 3 seconds"));
+                errs.push(invalid(at("hold_time"), "must be 0 or at least 3 seconds"));
             }
             if p.keepalive != 0 && p.hold_time != 0 && p.hold_time < 3 * p.keepalive {
-                return Err(invalid(at("keepalive"), "must be at most a third of hold_time"));
+                errs.push(invalid(at("keepalive"), "must be at most a third of hold_time"));
             }
             for (j, f) in p.address_families.iter().enumerate() {
                 if parse_family(f).is_none() {
-                    return Err(invalid(
+                    errs.push(invalid(
                         format!("routing.peers[{i}].address_families[{j}]"),
                         format!("{f:?} is not one of ipv4-unicast, ipv4, ipv6-unicast, ipv6"),
                     ));
@@ -454,7 +490,7 @@ impl Config {
             }
             for (k, name) in [("import", &p.import), ("export", &p.export)] {
                 if !matches!(name.as_str(), "default" | "all" | "none") && !r.policies.contains_key(name) {
-                    return Err(invalid(
+                    errs.push(invalid(
                         at(k),
                         format!("{name:?} is not \"default\", \"all\", \"none\" or a policy under routing.policies"),
                     ));
@@ -462,17 +498,16 @@ impl Config {
             }
             if let Some(pw) = &p.password {
                 if pw.len() > 80 {
-                    return Err(invalid(at("password"), "TCP MD5 keys are at most 80 bytes"));
+                    errs.push(invalid(at("password"), "TCP MD5 keys are at most 80 bytes"));
                 }
             }
             if r.peers[..i].iter().any(|q| q.neighbor_address == p.neighbor_address) {
-                return Err(invalid(
+                errs.push(invalid(
                     at("neighbor_address"),
                     format!("{} is listed twice", p.neighbor_address),
                 ));
             }
         }
-        Ok(())
     }
 
     /// The router id: `routing.router_id`, else the node's IPv4 address.
@@ -645,5 +680,33 @@ mod tests {
         )
         .unwrap();
         assert!(!c.from_kubernetes());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_path() {
+        let cfg = Config::read_with_env(
+            r#"{"node_name": "a", "node_ip": "10.0.0.10", "routing": {"protocol": "isis", "peers": [
+                {"neighbor_address": "10.0.0.1", "remote_as": 0},
+                {"neighbor_address": "10.0.0.2", "remote_as": 65000, "hold_time": 2, "import": "nope"}
+            ]}}"#,
+        )
+        .unwrap();
+        let paths: Vec<String> = cfg
+            .problems()
+            .iter()
+            .map(|e| match e {
+                ConfigError::Invalid { path, .. } => path.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "routing.protocol",
+                "routing.peers[0].remote_as",
+                "routing.peers[1].hold_time",
+                "routing.peers[1].import"
+            ]
+        );
     }
 }

@@ -20,7 +20,7 @@ struct Args {
     #[arg(long, env = "NOVANET_CONFIG", default_value = "/etc/novanet/novanet.json")]
     config: PathBuf,
     /// Validate this configuration file and exit: 0 when it is valid,
-    /// else 1 with the error and its key path. Starts nothing.
+    /// else 1 with every error and its key path. Starts nothing.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
     /// Log format.
@@ -44,13 +44,15 @@ fn init_logging(level: &str, format: &str) {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(path) = &args.check_config {
-        return match config::Config::load(path) {
+        return match config::Config::check(path) {
             Ok(_) => {
                 println!("{}: valid", path.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("{}: {e}", path.display());
+            Err(problems) => {
+                for e in &problems {
+                    eprintln!("{}: {e}", path.display());
+                }
                 ExitCode::from(1)
             }
         };
