@@ -637,6 +637,33 @@ fn api_peers_are_applied_as_desired_state() {
             }
         }
 
+        // Fields the agent cannot honour are refused, not ignored.
+        let mut with_next_hop = advertise("capped", "198.51.100.9/32");
+        with_next_hop.attributes = Some(PrefixAttributes {
+            next_hop: "10.0.0.99".into(),
+            ..Default::default()
+        });
+        let e = c.advertise_prefix(with_next_hop).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("next_hop"), "{}", e.message());
+        let e = c
+            .enable_bfd(EnableBfdRequest {
+                owner: "novanet".into(),
+                token: token("novanet"),
+                peer_address: "10.0.0.1".into(),
+                interface_name: "eth0".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("interface_name"), "{}", e.message());
+        let e = c
+            .advertise_prefix(advertise("capped", "198.51.100.1/24"))
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("did you mean 198.51.100.0/24"), "{}", e.message());
+
         // An owner holds at most max_intents; replacing one is fine.
         for p in ["198.51.100.1/32", "198.51.100.2/32"] {
             c.advertise_prefix(advertise("capped", p)).await.unwrap();
