@@ -18,6 +18,25 @@ router bgp 65000
  neighbor 10.0.0.10 timers connect 1
 ";
 
+/// The agent configuration of the node of [`tor_and_node`] (node-a,
+/// 10.0.0.10, PodCIDR 10.244.10.0/24) with the top-level keys of `extra`.
+pub fn node_a(extra: serde_json::Value) -> serde_json::Value {
+    let mut cfg = serde_json::json!({
+        "node_name": "node-a",
+        "node_ip": "10.0.0.10",
+        "pod_cidr": "10.244.10.0/24",
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        cfg[k] = v.clone();
+    }
+    cfg
+}
+
+/// `routing` with the ToR of [`tor_and_node`] as the one peer (fast timers).
+pub fn tor_routing() -> serde_json::Value {
+    serde_json::json!({"peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}]})
+}
+
 /// One ToR (`tor`: 10.0.0.1, fd00::1) and one node (`node`: 10.0.0.10,
 /// fd00::10) on one link.
 pub fn tor_and_node(lab: &mut Lab) {

@@ -3,7 +3,7 @@
 //! effect is checked at a real FRR ToR.
 
 use hyper_util::rt::TokioIo;
-use novanet_conformance::checks::{agent_established, tor_and_node, SETTLE};
+use novanet_conformance::checks::{agent_established, node_a, tor_and_node, SETTLE};
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
 use novanet_proto::api::route_control_client::RouteControlClient;
 use novanet_proto::api::*;
@@ -514,15 +514,12 @@ fn api_peers_are_applied_as_desired_state() {
     let agent = Agent::start(
         &mut lab,
         "node",
-        &json!({
-            "node_name": "node-a",
-            "node_ip": "10.0.0.10",
-            "pod_cidr": "10.244.10.0/24",
+        &node_a(json!({
             "owners": {
                 "novanet": {"token": "novanet-test-token-2024", "allowed_prefixes": {"type": "subnet", "allowed_cidrs": ["10.244.0.0/16"]}},
                 "capped": {"token": "capped-test-token-2024", "allowed_prefixes": {"type": "any"}, "max_intents": 2}
             }
-        }),
+        })),
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

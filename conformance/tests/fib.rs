@@ -159,20 +159,11 @@ fn kernel_routes_from_frr_and_bird_tors() {
 /// shows the prefix as blocked.
 #[test]
 fn a_route_added_between_reconciles_is_not_replaced() {
-    use novanet_conformance::checks::{tor_and_node, TOR_FRR};
+    use novanet_conformance::checks::{node_a, tor_and_node, tor_routing, TOR_FRR};
     let mut lab = Lab::new("fibexcl");
     tor_and_node(&mut lab);
     let frr = Frr::start(&mut lab, "tor", TOR_FRR);
-    let agent = Agent::start(
-        &mut lab,
-        "node",
-        &json!({
-            "node_name": "node-a",
-            "node_ip": "10.0.0.10",
-            "pod_cidr": "10.244.10.0/24",
-            "routing": {"peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}]}
-        }),
-    );
+    let agent = Agent::start(&mut lab, "node", &node_a(json!({"routing": tor_routing()})));
     agent_established(&agent, "10.0.0.1");
     lab.exec(
         "node",

@@ -4,7 +4,7 @@
 //! (grpc-java's way). Each advertises a prefix that must reach a real FRR
 //! ToR, and withdraws it.
 
-use novanet_conformance::checks::{agent_established, tor_and_node, SETTLE, TOR_FRR};
+use novanet_conformance::checks::{agent_established, node_a, tor_and_node, tor_routing, SETTLE, TOR_FRR};
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -45,15 +45,12 @@ fn python_grpcio_clients_are_served_on_the_unix_socket() {
     let agent = Agent::start(
         &mut lab,
         "node",
-        &json!({
-            "node_name": "node-a",
-            "node_ip": "10.0.0.10",
-            "pod_cidr": "10.244.10.0/24",
+        &node_a(json!({
             "owners": {
                 "novaedge": {"token": TOKEN, "allowed_prefixes": {"type": "host_only", "allowed_cidrs": ["10.96.0.0/12"]}}
             },
-            "routing": {"peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}]}
-        }),
+            "routing": tor_routing()
+        })),
     );
     agent_established(&agent, "10.0.0.1");
 

@@ -6,7 +6,7 @@
 //! monitor receives every route.
 
 use novanet_conformance::agent::inject_binary;
-use novanet_conformance::checks::SETTLE;
+use novanet_conformance::checks::{node_a, SETTLE};
 use novanet_conformance::raw::{hex, keepalive, message, read_message};
 use novanet_conformance::{wait_until, Agent, Lab};
 use serde_json::json;
@@ -30,10 +30,7 @@ fn a_peer_that_stops_reading_is_dropped_at_its_hold_time() {
     let agent = Agent::start(
         &mut lab,
         "node",
-        &json!({
-            "node_name": "node-a",
-            "node_ip": "10.0.0.10",
-            "pod_cidr": "10.244.10.0/24",
+        &node_a(json!({
             "routing": {
                 "fib": {"enabled": false},
                 "bfd": {"enabled": false},
@@ -44,7 +41,7 @@ fn a_peer_that_stops_reading_is_dropped_at_its_hold_time() {
                      "passive": true, "hold_time": 9, "keepalive": 3}
                 ]
             }
-        }),
+        })),
     );
 
     // The stuck peer: OPEN, KEEPALIVE, then only KEEPALIVEs, never a read.
