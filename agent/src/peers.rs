@@ -202,15 +202,9 @@ pub struct PeerSources {
     pub mesh: watch::Sender<Vec<PeerSpec>>,
 }
 
-/// Applies the merged peer sets whenever one changes (and retries failures)
-/// until both senders are dropped. `errors` holds the current failures for
-/// status readers.
-pub fn spawn(
-    speaker: Speaker,
-    bfd: Bfd,
-    config: Vec<PeerSpec>,
-    errors: watch::Sender<BTreeMap<IpAddr, String>>,
-) -> PeerSources {
+/// Applies the merged peer sets whenever one changes (and retries what
+/// failed, logging it) until the agent stops.
+pub fn spawn(speaker: Speaker, bfd: Bfd, config: Vec<PeerSpec>) -> PeerSources {
     let (config_tx, mut config_rx) = watch::channel(config);
     let (mesh_tx, mut mesh_rx) = watch::channel(Vec::new());
     tokio::spawn(async move {
@@ -225,7 +219,6 @@ pub fn spawn(
                 tracing::warn!(peer = %addr, error = %e, "peer not applied; retrying");
             }
             let retry = !failed.is_empty();
-            errors.send_replace(failed);
             tokio::select! {
                 r = config_rx.changed() => if r.is_err() && mesh_rx.has_changed().is_err() { return },
                 r = mesh_rx.changed() => if r.is_err() && config_rx.has_changed().is_err() { return },

@@ -8,7 +8,7 @@ use crate::peers::{PeerSources, PeerSpec};
 use novanet_bgp::policy::{LocalPrefixes, PeerPolicy};
 use novanet_bgp::speaker::{PeerConfig, PeerRole, RouteSink, Speaker, SpeakerConfig, SpeakerEvent};
 use novanet_bgp::wire::{Origin, PathAttributes};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -131,8 +131,6 @@ pub struct Routing {
     pub bfd: novanet_bfd::transport::Bfd,
     /// Where the configuration and the node watcher publish their peers.
     pub peers: PeerSources,
-    /// Peers that could not be applied, with the reason.
-    pub peer_errors: tokio::sync::watch::Receiver<BTreeMap<std::net::IpAddr, String>>,
     /// Speaker events from before the first peer was added (for the event
     /// sources, which start later).
     pub events: tokio::sync::broadcast::Receiver<SpeakerEvent>,
@@ -180,8 +178,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
         speaker.originate(pod_cidr, attrs).await?;
         tracing::info!(prefix = %pod_cidr, "PodCIDR advertised");
     }
-    let (errors_tx, peer_errors) = tokio::sync::watch::channel(BTreeMap::new());
-    let peers = crate::peers::spawn(speaker.clone(), bfd.clone(), config_peers(cfg), errors_tx);
+    let peers = crate::peers::spawn(speaker.clone(), bfd.clone(), config_peers(cfg));
     if let Some(f) = &fib {
         if restarting.load(Ordering::Relaxed) {
             let stale_for = Duration::from_secs(cfg.routing.graceful_restart_time.max(1) as u64);
@@ -193,7 +190,6 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
         fib,
         bfd,
         peers,
-        peer_errors,
         events,
     })
 }

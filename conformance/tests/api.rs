@@ -71,6 +71,17 @@ fn frr_path(frr: &Frr, prefix: &str) -> Option<String> {
     frr.route_as_path("ipv4", prefix)
 }
 
+/// A stream of every event.
+async fn all_events(c: &mut RouteControlClient<Channel>) -> tonic::Streaming<RouteEvent> {
+    c.stream_events(StreamEventsRequest {
+        owner_filter: String::new(),
+        event_types: vec![],
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 /// Waits for an event of a type in the stream (other events skipped).
 async fn expect_event(stream: &mut tonic::Streaming<RouteEvent>, kind: EventType, what: &str) -> RouteEvent {
     let deadline = tokio::time::Instant::now() + SETTLE;
@@ -137,14 +148,7 @@ fn route_control_api_end_to_end() {
         .unwrap();
     rt.block_on(async {
         let mut c = client(socket).await;
-        let mut events = c
-            .stream_events(StreamEventsRequest {
-                owner_filter: String::new(),
-                event_types: vec![],
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let mut events = all_events(&mut c).await;
         let mut edge_events = c
             .stream_events(StreamEventsRequest {
                 owner_filter: "novaedge".into(),
@@ -599,14 +603,7 @@ fn api_peers_are_applied_as_desired_state() {
 
         // ConfigureBGP with the running settings changes nothing and says
         // nothing: the next event is the registration after it.
-        let mut events = c
-            .stream_events(StreamEventsRequest {
-                owner_filter: String::new(),
-                event_types: vec![],
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let mut events = all_events(&mut c).await;
         c.configure_bgp(ConfigureBgpRequest {
             owner: "novanet".into(),
             token: token("novanet"),

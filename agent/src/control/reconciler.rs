@@ -89,7 +89,7 @@ pub struct Applied {
 
 /// The BFD session an API peer asks for: its timers, 0 meaning the
 /// node's configured BFD defaults.
-pub fn peer_bfd(control: &Control, p: &BgpPeer, pc: &PeerConfig) -> Option<SessionSpec> {
+fn peer_bfd(control: &Control, p: &BgpPeer, pc: &PeerConfig) -> Option<SessionSpec> {
     p.bfd_enabled.then(|| {
         crate::liveness::session_spec(
             pc,
