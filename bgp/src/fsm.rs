@@ -248,6 +248,15 @@ impl Fsm {
         self.handle(Event::TcpConnected, now)
     }
 
+    /// Restarts the hold timer of an established session whose messages
+    /// the caller is not reading yet (they wait in its socket while routes
+    /// back up): the peer is alive, it is this side that is behind.
+    pub fn defer_hold(&mut self, now: Instant) {
+        if self.state == State::Established {
+            self.restart_hold(now);
+        }
+    }
+
     /// Fires the timers that have expired by `now`.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();

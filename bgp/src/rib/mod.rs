@@ -369,6 +369,12 @@ impl Rib {
         self.counts.per_peer.get(peer as usize).copied().unwrap_or(0)
     }
 
+    /// Whether a peer has this path (prefix and path id) in the table.
+    pub fn has_path(&self, peer: PeerId, nlri: &Nlri) -> bool {
+        self.entry(&nlri.prefix)
+            .is_some_and(|e| e.paths().iter().any(|p| p.peer() == peer && p.path_id == nlri.path_id))
+    }
+
     /// IPv6 paths a peer has in the table.
     pub fn paths_from_v6(&self, peer: PeerId) -> usize {
         self.counts.per_peer_v6.get(peer as usize).copied().unwrap_or(0)

@@ -2,24 +2,24 @@
 //! decision process, exports changes into each established peer's pending
 //! map, and answers the [`Speaker`](super::Speaker) handle.
 
-use super::peer::{self, PeerCommand, PeerCtx};
+use super::messages::{AttrRuns, Command, PeerCommand, PeerEvent, RouteEvent};
+use super::peer::{self, PeerCtx};
+use super::prefix_limit::{self, FamilyCounts};
 use super::supervise::{self, Supervised};
-use super::{
-    Command, PathView, PeerConfig, PeerShared, PeerStatus, RouteView, SpeakerConfig, SpeakerError, SpeakerEvent,
-};
+use super::{PathView, PeerConfig, PeerShared, PeerStatus, RouteView, SpeakerConfig, SpeakerError, SpeakerEvent};
 use crate::fsm::Negotiated;
 use crate::policy::PeerPolicy;
 use crate::rib::export::ExportTarget;
 use crate::rib::{BestChange, PathSelector, PeerId, PeerInfo, Rib, LOCAL_PEER};
 use crate::wire::error::subcode;
-use crate::wire::{Family, Nlri, Notification, PathAttributes};
+use crate::wire::{Family, Nlri, Notification};
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
 /// Prefixes whose paths are removed (and changes exported) at a time when
@@ -31,58 +31,6 @@ const ROUTE_QUEUE_BATCHES: usize = 128;
 
 /// How long shutdown waits for withdrawals to be written.
 const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(5);
-
-/// What peer tasks and the listener tell the core. Route batches and
-/// End-of-RIB travel on a channel of their own ([`RouteEvent`]) so that
-/// session events are never queued behind a full-table load.
-pub(crate) enum PeerEvent {
-    Up {
-        id: PeerId,
-        /// Counts the peer's sessions; route batches carry it too.
-        session: u64,
-        negotiated: Box<Negotiated>,
-        local: SocketAddr,
-    },
-    Down {
-        id: PeerId,
-        /// Keep the peer's routes as stale for this long (graceful restart
-        /// helper); `None` removes them now.
-        keep_stale_for: Option<Duration>,
-    },
-    RefreshRequested {
-        id: PeerId,
-        family: Family,
-    },
-    Incoming(TcpStream),
-    SweepStale {
-        id: PeerId,
-        generation: u64,
-    },
-    /// A session task panicked; the session is gone.
-    TaskFailed {
-        id: PeerId,
-        message: String,
-    },
-}
-
-/// Runs of prefixes that share one attribute set, in order.
-pub(crate) type AttrRuns = Vec<(Arc<PathAttributes>, Vec<Nlri>)>;
-
-/// Routes from a peer's session, in the order received. Batches of a
-/// session the core no longer considers up are dropped.
-pub(crate) enum RouteEvent {
-    Routes {
-        id: PeerId,
-        session: u64,
-        announce: AttrRuns,
-        withdraw: Vec<Nlri>,
-    },
-    EndOfRib {
-        id: PeerId,
-        session: u64,
-        family: Family,
-    },
-}
 
 /// A change of how many prefixes a peer is sent, in total and IPv6.
 #[derive(Default)]
@@ -113,7 +61,12 @@ struct Slot {
     export: Option<ExportTarget>,
     /// Generation of the stale-route timer; a newer Down or an Up bumps it.
     stale_generation: u64,
+    /// Routes of the peer were kept as stale and may still be.
+    has_stale: bool,
     max_prefix_warned: bool,
+    /// Resets for exceeding the prefix limit in a row (an End-of-RIB
+    /// within the limit ends the row).
+    max_prefix_resets: u32,
     /// The established session, as numbered by the peer task.
     session: Option<u64>,
 }
@@ -245,7 +198,10 @@ impl Core {
             }
             Command::ResetPeer(addr, notification) => {
                 if let Some(slot) = self.by_address.get(&addr).and_then(|id| self.slots.get(id)) {
-                    let _ = slot.commands.try_send(PeerCommand::Reset(notification));
+                    let _ = slot.commands.try_send(PeerCommand::Reset {
+                        notification,
+                        idle_hold: None,
+                    });
                 }
             }
             Command::SetPolicies(addr, import, export, reply) => {
@@ -287,7 +243,9 @@ impl Core {
                 task,
                 export: None,
                 stale_generation: 0,
+                has_stale: false,
                 max_prefix_warned: false,
+                max_prefix_resets: 0,
                 session: None,
             },
         );
@@ -341,7 +299,7 @@ impl Core {
             st.set_state(crate::fsm::State::Idle);
             st.last_error = Some(format!("internal error, session restarted: {message}"));
         }
-        self.peer_down(id, None);
+        self.peer_down(id, None, &[]);
         let (tx, task) = self.spawn_peer_task(id, &cfg, &shared);
         if let Some(slot) = self.slots.get_mut(&id) {
             slot.commands = tx;
@@ -429,7 +387,11 @@ impl Core {
                 negotiated,
                 local,
             } => self.peer_up(id, session, *negotiated, local),
-            PeerEvent::Down { id, keep_stale_for } => self.peer_down(id, keep_stale_for),
+            PeerEvent::Down {
+                id,
+                keep_stale_for,
+                stale_families,
+            } => self.peer_down(id, keep_stale_for, &stale_families),
             PeerEvent::RefreshRequested { id, family } => {
                 tracing::info!(peer = id, %family, "route refresh requested by peer");
                 self.dump_to(id, Some(family));
@@ -438,6 +400,9 @@ impl Core {
             PeerEvent::SweepStale { id, generation } => {
                 if self.slots.get(&id).is_some_and(|s| s.stale_generation == generation) {
                     let swept = self.remove_paths(id, PathSelector::Stale);
+                    if let Some(slot) = self.slots.get_mut(&id) {
+                        slot.has_stale = false;
+                    }
                     tracing::info!(peer = id, swept, "graceful restart time over: stale routes swept");
                 }
             }
@@ -455,7 +420,8 @@ impl Core {
         match ev {
             RouteEvent::Routes { announce, withdraw, .. } => self.routes_in(id, announce, withdraw),
             RouteEvent::EndOfRib { family, .. } => {
-                if let Some(slot) = self.slots.get(&id) {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.max_prefix_resets = 0;
                     let _ = self.events.send(SpeakerEvent::EndOfRib {
                         address: slot.config.address,
                         family,
@@ -511,10 +477,30 @@ impl Core {
             },
         );
         // The stale timer keeps running until End-of-RIB; it is not reset.
+        // Stale routes of a family the restarted peer did not keep its
+        // forwarding state for (no graceful-restart capability, or the F
+        // bit clear) go now (RFC 4724 4.2).
+        let families = if slot.has_stale {
+            slot.config.families.clone()
+        } else {
+            Vec::new()
+        };
+        for f in families {
+            let kept = n
+                .peer_graceful_restart
+                .as_ref()
+                .is_some_and(|gr| gr.families.iter().any(|g| g.family == f && g.forwarding_preserved));
+            if !kept {
+                let swept = self.remove_paths(id, PathSelector::StaleOf(f));
+                if swept > 0 {
+                    tracing::info!(peer = id, family = %f, swept, "peer restarted without forwarding state: stale routes removed");
+                }
+            }
+        }
         self.dump_to(id, None);
     }
 
-    fn peer_down(&mut self, id: PeerId, keep_stale_for: Option<Duration>) {
+    fn peer_down(&mut self, id: PeerId, keep_stale_for: Option<Duration>, stale_families: &[Family]) {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
@@ -536,15 +522,22 @@ impl Core {
         match keep_stale_for {
             Some(d) if !self.shutting_down => {
                 let n = self.rib.mark_stale(id);
+                slot.has_stale = n > 0;
                 tracing::info!(peer = %slot.config.address, stale = n, seconds = d.as_secs(), "peer restarting: routes kept as stale");
                 let generation = slot.stale_generation;
+                let families = slot.config.families.clone();
                 let tx = self.peer_tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
                     let _ = tx.send(PeerEvent::SweepStale { id, generation }).await;
                 });
+                // Only the families the peer's capability listed are kept.
+                for f in families.into_iter().filter(|f| !stale_families.contains(f)) {
+                    self.remove_paths(id, PathSelector::StaleOf(f));
+                }
             }
             _ => {
+                slot.has_stale = false;
                 self.remove_paths(id, PathSelector::All);
             }
         }
@@ -552,8 +545,15 @@ impl Core {
     }
 
     fn routes_in(&mut self, id: PeerId, announce: AttrRuns, withdraw: Vec<Nlri>) {
-        if !self.slots.contains_key(&id) {
+        let Some(slot) = self.slots.get(&id) else {
             return;
+        };
+        if slot.config.max_prefix > 0 && !slot.config.max_prefix_warning_only {
+            let after = FamilyCounts::after(&self.rib, id, &announce, &withdraw);
+            if let Some(family) = after.exceeded(slot.config.max_prefix as usize) {
+                self.prefix_limit_reset(id, family, after);
+                return;
+            }
         }
         let mut changes = Vec::new();
         for n in withdraw {
@@ -564,7 +564,7 @@ impl Core {
         }
         self.propagate(changes);
         self.publish_received(id);
-        self.check_max_prefix(id);
+        self.warn_prefix_limit(id);
     }
 
     /// Removes a peer's paths that `which` selects, a slice of prefixes
@@ -582,30 +582,46 @@ impl Core {
         changed
     }
 
-    fn check_max_prefix(&mut self, id: PeerId) {
-        let received = self.rib.paths_from(id);
+    /// A warning-only limit: logged once per session when a family
+    /// passes it.
+    fn warn_prefix_limit(&mut self, id: PeerId) {
+        let counts = FamilyCounts::of(&self.rib, id);
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
-        let limit = slot.config.max_prefix as usize;
-        if limit == 0 || received <= limit {
-            return;
-        }
-        if slot.config.max_prefix_warning_only {
+        let limit = slot.config.max_prefix;
+        if let Some(family) = counts.exceeded(limit as usize) {
             if !slot.max_prefix_warned {
                 slot.max_prefix_warned = true;
-                tracing::warn!(peer = %slot.config.address, received, limit, "peer exceeds its prefix limit");
+                tracing::warn!(peer = %slot.config.address, %family, v4 = counts.v4, v6 = counts.v6, limit, "peer exceeds its prefix limit");
             }
-            return;
         }
-        tracing::warn!(peer = %slot.config.address, received, limit, "peer exceeds its prefix limit: closing the session");
-        // RFC 4486: Cease / Maximum Number of Prefixes Reached, data = AFI,
-        // SAFI, limit.
-        let mut n = Notification::new(crate::wire::error::code::CEASE, subcode::MAX_PREFIXES);
-        n.data.extend_from_slice(&1u16.to_be_bytes());
-        n.data.push(1);
-        n.data.extend_from_slice(&(limit as u32).to_be_bytes());
-        let _ = slot.commands.try_send(PeerCommand::Reset(n));
+    }
+
+    /// A batch would take a family past the peer's limit: the batch is
+    /// dropped, later batches of the session too, and the session is reset
+    /// and held down.
+    fn prefix_limit_reset(&mut self, id: PeerId, family: Family, counts: FamilyCounts) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let limit = slot.config.max_prefix;
+        slot.max_prefix_resets += 1;
+        let hold = prefix_limit::idle_hold(slot.config.max_prefix_idle_hold, slot.max_prefix_resets);
+        tracing::warn!(
+            peer = %slot.config.address, %family, v4 = counts.v4, v6 = counts.v6, limit,
+            idle_hold_seconds = hold.as_secs(),
+            "peer exceeds its prefix limit: closing the session"
+        );
+        slot.shared.status.lock().expect("peer status").last_error = Some(format!(
+            "{family} prefixes over the limit of {limit}: session closed, restarting in {} s",
+            hold.as_secs()
+        ));
+        slot.session = None;
+        let _ = slot.commands.try_send(PeerCommand::Reset {
+            notification: prefix_limit::notification(family, limit),
+            idle_hold: Some(hold),
+        });
     }
 
     fn publish_received(&self, id: PeerId) {

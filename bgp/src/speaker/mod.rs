@@ -12,9 +12,18 @@
 
 pub mod core;
 mod drain;
+mod messages;
 pub mod peer;
+mod prefix_limit;
+pub(crate) mod session;
+#[cfg(test)]
+mod session_tests;
+#[cfg(test)]
+mod speaker_tests;
 mod supervise;
 pub mod transport;
+
+use messages::Command;
 
 use crate::fsm::State;
 use crate::policy::{LocalPrefixes, PeerPolicy};
@@ -94,6 +103,9 @@ pub struct PeerConfig {
     pub max_prefix: u32,
     /// Over the limit: only warn (true) or close the session (false).
     pub max_prefix_warning_only: bool,
+    /// After a reset for exceeding the limit, how long the session stays
+    /// down (doubled for each reset in a row).
+    pub max_prefix_idle_hold: Duration,
     pub import: PeerPolicy,
     pub export: PeerPolicy,
 }
@@ -122,6 +134,7 @@ impl PeerConfig {
             }],
             max_prefix: 0,
             max_prefix_warning_only: false,
+            max_prefix_idle_hold: Duration::from_secs(30),
             import: PeerPolicy::Default,
             export: PeerPolicy::Default,
         }
@@ -264,26 +277,6 @@ pub struct Explanation {
     pub next_hop: Option<IpAddr>,
     /// Where the selected path comes from.
     pub best_from: Option<String>,
-}
-
-/// Requests from the [`Speaker`] handle to the core task.
-pub(crate) enum Command {
-    AddPeer(Box<PeerConfig>, oneshot::Sender<Result<(), SpeakerError>>),
-    RemovePeer(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
-    Originate(IpNet, Box<PathAttributes>),
-    WithdrawLocal(IpNet),
-    /// One prefix, or the first `usize` prefixes in order.
-    Routes(Option<IpNet>, usize, oneshot::Sender<Vec<RouteView>>),
-    RequestRefresh(IpAddr),
-    ResetPeer(IpAddr, Notification),
-    SetPolicies(
-        IpAddr,
-        PeerPolicy,
-        PeerPolicy,
-        oneshot::Sender<Result<(), SpeakerError>>,
-    ),
-    Shutdown(String, Duration, oneshot::Sender<()>),
-    Explain(IpNet, IpAddr, oneshot::Sender<Explanation>),
 }
 
 /// Errors the speaker API reports.

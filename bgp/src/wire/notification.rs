@@ -94,6 +94,16 @@ impl Notification {
 impl fmt::Display for Notification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({}/{})", self.describe(), self.code, self.subcode)?;
+        if let (code::CEASE, subcode::MAX_PREFIXES, [a0, a1, safi, l @ ..]) = (self.code, self.subcode, &self.data[..])
+        {
+            if let Ok(limit) = <[u8; 4]>::try_from(l) {
+                let family = crate::wire::Family {
+                    afi: u16::from_be_bytes([*a0, *a1]),
+                    safi: *safi,
+                };
+                write!(f, ": {family}, limit {}", u32::from_be_bytes(limit))?;
+            }
+        }
         if let Some(msg) = self.shutdown_communication() {
             write!(f, ": \"{msg}\"")?;
         }

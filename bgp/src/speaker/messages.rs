@@ -1,0 +1,110 @@
+//! Every message that crosses a channel inside the speaker: requests from
+//! the [`Speaker`](super::Speaker) handle to the core ([`Command`]), from
+//! the core to a peer task ([`PeerCommand`]), and what peer tasks tell the
+//! core: session events ([`PeerEvent`]) and routes ([`RouteEvent`]) on a
+//! channel of their own.
+
+use super::{Explanation, PeerConfig, RouteView, SpeakerError};
+use crate::fsm::Negotiated;
+use crate::policy::PeerPolicy;
+use crate::rib::PeerId;
+use crate::wire::{Family, Nlri, Notification, PathAttributes};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+/// Requests from the [`Speaker`] handle to the core task.
+pub(crate) enum Command {
+    AddPeer(Box<PeerConfig>, oneshot::Sender<Result<(), SpeakerError>>),
+    RemovePeer(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
+    Originate(IpNet, Box<PathAttributes>),
+    WithdrawLocal(IpNet),
+    /// One prefix, or the first `usize` prefixes in order.
+    Routes(Option<IpNet>, usize, oneshot::Sender<Vec<RouteView>>),
+    RequestRefresh(IpAddr),
+    ResetPeer(IpAddr, Notification),
+    SetPolicies(
+        IpAddr,
+        PeerPolicy,
+        PeerPolicy,
+        oneshot::Sender<Result<(), SpeakerError>>,
+    ),
+    Shutdown(String, Duration, oneshot::Sender<()>),
+    Explain(IpNet, IpAddr, oneshot::Sender<Explanation>),
+}
+
+/// Requests to a peer task.
+pub(crate) enum PeerCommand {
+    /// A connection the peer opened to us.
+    Connection(TcpStream),
+    /// Close the session for good with this NOTIFICATION.
+    Stop(Notification),
+    /// Close the session with this NOTIFICATION and start over, after
+    /// `idle_hold` if set (RFC 4271 IdleHoldTimer: a peer reset for
+    /// exceeding its prefix limit is not reconnected at once).
+    Reset {
+        notification: Notification,
+        idle_hold: Option<Duration>,
+    },
+    SendRefresh(Family),
+    /// Use this import policy from now on.
+    SetImport(crate::policy::PeerPolicy),
+}
+
+/// What peer tasks and the listener tell the core. Route batches and
+/// End-of-RIB travel on a channel of their own ([`RouteEvent`]) so that
+/// session events are never queued behind a full-table load.
+pub(crate) enum PeerEvent {
+    Up {
+        id: PeerId,
+        /// Counts the peer's sessions; route batches carry it too.
+        session: u64,
+        negotiated: Box<Negotiated>,
+        local: SocketAddr,
+    },
+    Down {
+        id: PeerId,
+        /// Keep the peer's routes as stale for this long (graceful restart
+        /// helper); `None` removes them now.
+        keep_stale_for: Option<Duration>,
+        /// The families the peer's graceful-restart capability listed:
+        /// only their routes are kept; the others go now (RFC 4724 4.2).
+        stale_families: Vec<Family>,
+    },
+    RefreshRequested {
+        id: PeerId,
+        family: Family,
+    },
+    Incoming(TcpStream),
+    SweepStale {
+        id: PeerId,
+        generation: u64,
+    },
+    /// A session task panicked; the session is gone.
+    TaskFailed {
+        id: PeerId,
+        message: String,
+    },
+}
+
+/// Runs of prefixes that share one attribute set, in order.
+pub(crate) type AttrRuns = Vec<(Arc<PathAttributes>, Vec<Nlri>)>;
+
+/// Routes from a peer's session, in the order received. Batches of a
+/// session the core no longer considers up are dropped.
+pub(crate) enum RouteEvent {
+    Routes {
+        id: PeerId,
+        session: u64,
+        announce: AttrRuns,
+        withdraw: Vec<Nlri>,
+    },
+    EndOfRib {
+        id: PeerId,
+        session: u64,
+        family: Family,
+    },
+}

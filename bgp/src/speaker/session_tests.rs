@@ -1,0 +1,404 @@
+//! Two [`PeerSession`]s wired to each other on a simulated clock: every
+//! byte one sends is the other's input, connections are opened and closed
+//! by the harness, and time moves only when nothing is in flight. Connection
+//! collisions, graceful-restart reconnects and timers are tested here
+//! without sockets and without waiting.
+
+use super::messages::{PeerEvent, RouteEvent};
+use super::session::{ConnId, Effect, Input, PeerSession};
+use super::transport::Inbound;
+use super::{PeerConfig, PeerShared, PeerStatus, SpeakerConfig, SpeakerEvent};
+use crate::fsm::State;
+use crate::wire::error::{code, subcode};
+use crate::wire::{decode_message, Message, SessionCodec};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// One side: its session and what it told the core.
+struct End {
+    session: PeerSession,
+    address: IpAddr,
+    core: Vec<PeerEvent>,
+    routes: Vec<RouteEvent>,
+    states: broadcast::Receiver<SpeakerEvent>,
+    /// State changes published, in order.
+    history: Vec<State>,
+    /// A Connect effect not yet answered.
+    connect_pending: bool,
+    /// Messages this side wrote, by connection.
+    sent: Vec<(ConnId, Message)>,
+}
+
+struct Harness {
+    now: Instant,
+    ends: [End; 2],
+    /// (side, connection) -> (other side, its end of the connection).
+    wires: HashMap<(usize, ConnId), (usize, ConnId)>,
+    inputs: VecDeque<(usize, Input)>,
+    next_conn: ConnId,
+    /// Hold outgoing connects until both sides asked (a collision).
+    cross_connects: bool,
+    /// Which side opened each connection (both ends' numbers).
+    opened_by: HashMap<ConnId, usize>,
+}
+
+const AS_A: u32 = 65001;
+const AS_B: u32 = 65002;
+
+fn end(local: (&str, u32, &str), remote: (&str, u32), graceful_restart: bool, restarting: bool) -> End {
+    let speaker = SpeakerConfig {
+        local_as: local.1,
+        router_id: local.2.parse().unwrap(),
+        listen_port: Some(179),
+        peer_port: 179,
+        local_prefixes: Default::default(),
+        graceful_restart_time: if graceful_restart { 120 } else { 0 },
+        restarting: Arc::new(AtomicBool::new(restarting)),
+        route_sink: None,
+    };
+    let mut config = PeerConfig::new(remote.0.parse().unwrap(), remote.1);
+    config.hold_time = 9;
+    let shared = Arc::new(PeerShared {
+        status: Mutex::new(PeerStatus::new(&config, local.1)),
+        outbox: Mutex::new(Default::default()),
+        wake: tokio::sync::Notify::new(),
+    });
+    let (events, states) = broadcast::channel(64);
+    End {
+        session: PeerSession::new(1, config, speaker, shared, events),
+        address: local.0.parse().unwrap(),
+        core: Vec::new(),
+        routes: Vec::new(),
+        states,
+        history: Vec::new(),
+        connect_pending: false,
+        sent: Vec::new(),
+    }
+}
+
+/// Side 0 is 10.0.0.1 (router id 1.1.1.1), side 1 is 10.0.0.2 (2.2.2.2).
+fn harness(graceful_restart: bool) -> Harness {
+    Harness {
+        now: Instant::now(),
+        ends: [
+            end(
+                ("10.0.0.1", AS_A, "1.1.1.1"),
+                ("10.0.0.2", AS_B),
+                graceful_restart,
+                false,
+            ),
+            end(
+                ("10.0.0.2", AS_B, "2.2.2.2"),
+                ("10.0.0.1", AS_A),
+                graceful_restart,
+                false,
+            ),
+        ],
+        wires: HashMap::new(),
+        inputs: VecDeque::new(),
+        next_conn: 1,
+        cross_connects: false,
+        opened_by: HashMap::new(),
+    }
+}
+
+impl Harness {
+    fn addr(&self, side: usize) -> SocketAddr {
+        SocketAddr::new(self.ends[side].address, 179)
+    }
+
+    /// Opens a connection from `from` to `to`: returns what `from` hears
+    /// (Connected) and what `to` hears (Incoming).
+    fn open(&mut self, from: usize, to: usize) -> ((usize, Input), (usize, Input)) {
+        let (a, b) = (self.next_conn, self.next_conn + 1);
+        self.next_conn += 2;
+        self.wires.insert((from, a), (to, b));
+        self.wires.insert((to, b), (from, a));
+        self.opened_by.insert(a, from);
+        self.opened_by.insert(b, from);
+        self.ends[from].connect_pending = false;
+        let (la, lb) = (self.addr(from), self.addr(to));
+        (
+            (from, Input::Connected { conn: a, local: la }),
+            (to, Input::Incoming { conn: b, local: lb }),
+        )
+    }
+
+    /// A connection to `to` that only the harness holds (a peer that
+    /// connects and says nothing yet).
+    fn silent_connection(&mut self, to: usize) -> ConnId {
+        let c = self.next_conn;
+        self.next_conn += 1;
+        let local = self.addr(to);
+        self.inputs.push_back((to, Input::Incoming { conn: c, local }));
+        c
+    }
+
+    fn input(&mut self, side: usize, input: Input) {
+        self.inputs.push_back((side, input));
+    }
+
+    fn apply(&mut self, side: usize, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Connect => self.ends[side].connect_pending = true,
+                Effect::AbortConnect => self.ends[side].connect_pending = false,
+                Effect::Send(conn, bytes) => {
+                    if let Ok(m) = decode_message(&bytes, &SessionCodec::default()) {
+                        self.ends[side].sent.push((conn, m));
+                    }
+                    if let Some(&(other, oc)) = self.wires.get(&(side, conn)) {
+                        self.inputs
+                            .push_back((other, Input::Inbound(oc, Inbound::Frame(bytes))));
+                    }
+                }
+                Effect::Close(conn) => {
+                    if let Some((other, oc)) = self.wires.remove(&(side, conn)) {
+                        self.wires.remove(&(other, oc));
+                        self.inputs.push_back((other, Input::Inbound(oc, Inbound::Closed)));
+                    }
+                }
+                Effect::StartUpdates { .. } => {}
+                Effect::Core(ev) => self.ends[side].core.push(ev),
+                Effect::Routes(ev) => self.ends[side].routes.push(ev),
+            }
+        }
+        while let Ok(SpeakerEvent::PeerState { to, .. }) = self.ends[side].states.try_recv() {
+            self.ends[side].history.push(to);
+        }
+    }
+
+    /// Delivers everything in flight, answering connects, until quiet.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            if let Some((side, input)) = self.inputs.pop_front() {
+                let fx = self.ends[side].session.handle(input, self.now);
+                self.apply(side, fx);
+                continue;
+            }
+            let pending: Vec<usize> = (0..2).filter(|&s| self.ends[s].connect_pending).collect();
+            match pending.as_slice() {
+                [] => return,
+                [0, 1] if self.cross_connects => {
+                    // Both connects complete before either side hears of
+                    // the other's: a true collision.
+                    self.cross_connects = false;
+                    let (c0, i1) = self.open(0, 1);
+                    let (c1, i0) = self.open(1, 0);
+                    self.inputs.extend([c0, c1, i1, i0]);
+                }
+                [s, ..] if !self.cross_connects => {
+                    let (c, i) = self.open(*s, 1 - *s);
+                    self.inputs.extend([c, i]);
+                }
+                _ => return,
+            }
+        }
+        panic!("the sessions never settle");
+    }
+
+    /// Moves the clock to the next deadline of either side (at most
+    /// `limit` ahead) and ticks both.
+    fn advance(&mut self, limit: Duration, inbound_paused: bool) {
+        let until = self.now + limit;
+        let next = (0..2)
+            .filter_map(|s| self.ends[s].session.deadline())
+            .min()
+            .unwrap_or(until)
+            .min(until);
+        self.now = next.max(self.now);
+        for side in 0..2 {
+            self.input(side, Input::Tick { inbound_paused });
+        }
+        self.settle();
+    }
+
+    fn state(&self, side: usize) -> State {
+        self.ends[side].history.last().copied().unwrap_or(State::Idle)
+    }
+
+    fn ups(&self, side: usize) -> usize {
+        self.ends[side]
+            .core
+            .iter()
+            .filter(|e| matches!(e, PeerEvent::Up { .. }))
+            .count()
+    }
+
+    fn downs(&self, side: usize) -> Vec<(Option<Duration>, usize)> {
+        self.ends[side]
+            .core
+            .iter()
+            .filter_map(|e| match e {
+                PeerEvent::Down {
+                    keep_stale_for,
+                    stale_families,
+                    ..
+                } => Some((*keep_stale_for, stale_families.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn establish(&mut self) {
+        for side in 0..2 {
+            self.input(side, Input::Start);
+        }
+        self.settle();
+        assert_eq!((self.state(0), self.state(1)), (State::Established, State::Established));
+    }
+
+    fn live_connections(&self) -> usize {
+        self.wires.len() / 2
+    }
+}
+
+fn is_collision_cease(m: &Message) -> bool {
+    matches!(m, Message::Notification(n) if n.code == code::CEASE && n.subcode == subcode::CONNECTION_COLLISION)
+}
+
+#[test]
+fn simultaneous_connections_settle_on_the_one_the_higher_identifier_opened() {
+    let mut h = harness(false);
+    h.cross_connects = true;
+    for side in 0..2 {
+        h.input(side, Input::Start);
+    }
+    h.settle();
+    assert_eq!((h.state(0), h.state(1)), (State::Established, State::Established));
+    assert_eq!(h.live_connections(), 1, "one connection survives");
+    assert_eq!((h.ups(0), h.ups(1)), (1, 1), "each core hears of one session");
+    // 2.2.2.2 (side 1) is the higher identifier: the connection it opened
+    // is the one that stays.
+    let survivor = h.wires.keys().next().expect("a connection").1;
+    assert_eq!(h.opened_by[&survivor], 1, "the connection side 1 opened survives");
+    // Each side closes the losing connection itself (it cannot know the
+    // other did): one Cease / Connection Collision from each, on it.
+    for side in 0..2 {
+        let ceases: Vec<ConnId> = h.ends[side]
+            .sent
+            .iter()
+            .filter(|(_, m)| is_collision_cease(m))
+            .map(|(c, _)| *c)
+            .collect();
+        assert_eq!(ceases.len(), 1, "side {side}: {ceases:?}");
+        assert_eq!(
+            h.opened_by[&ceases[0]], 0,
+            "the losing connection is the one side 0 opened"
+        );
+    }
+    for s in 0..2 {
+        let hist = &h.ends[s].history;
+        let opened = hist.iter().position(|st| *st == State::OpenSent).expect("opened");
+        assert!(
+            !hist[opened..].contains(&State::Idle),
+            "side {s} passed through Idle after opening: {hist:?}"
+        );
+    }
+}
+
+#[test]
+fn a_late_connection_while_established_without_graceful_restart_is_refused() {
+    let mut h = harness(false);
+    h.establish();
+    let c = h.silent_connection(0);
+    h.settle();
+    assert_eq!(h.state(0), State::Established);
+    assert!(h.ends[0]
+        .sent
+        .iter()
+        .any(|(conn, m)| *conn == c && is_collision_cease(m)));
+    assert!(h.downs(0).is_empty());
+}
+
+#[test]
+fn a_connection_that_sends_no_open_does_not_end_a_graceful_restart_session() {
+    let mut h = harness(true);
+    h.establish();
+    let c = h.silent_connection(0);
+    h.settle();
+    assert_eq!(h.state(0), State::Established);
+    assert!(h.downs(0).is_empty(), "the session stays until an OPEN arrives");
+    // The connection goes away without an OPEN: nothing changes.
+    h.input(0, Input::Inbound(c, Inbound::Closed));
+    h.settle();
+    assert_eq!(h.state(0), State::Established);
+    assert!(h.downs(0).is_empty());
+    assert_eq!(h.ups(0), 1);
+}
+
+#[test]
+fn a_restarted_peer_s_open_ends_the_old_session_with_its_routes_kept() {
+    let mut h = harness(true);
+    h.establish();
+    // Side 1 restarts: a new process, forwarding state kept; the old
+    // connection looks alive to side 0.
+    h.ends[1] = end(("10.0.0.2", AS_B, "2.2.2.2"), ("10.0.0.1", AS_A), true, true);
+    h.wires.retain(|(side, _), _| *side == 0);
+    h.input(1, Input::Start);
+    h.settle();
+    assert_eq!(h.downs(0), vec![(Some(Duration::from_secs(120)), 1)], "kept as stale");
+    assert_eq!(h.ups(0), 2, "the new session is up");
+    assert_eq!((h.state(0), h.state(1)), (State::Established, State::Established));
+}
+
+#[test]
+fn a_reset_with_an_idle_hold_connects_again_only_after_it() {
+    let mut h = harness(false);
+    h.establish();
+    let n = super::prefix_limit::notification(crate::wire::Family::IPV4_UNICAST, 10);
+    h.input(
+        0,
+        Input::Reset {
+            notification: n,
+            idle_hold: Some(Duration::from_secs(30)),
+        },
+    );
+    // Side 1 reconnects on its own retry timer meanwhile: refused.
+    let start = h.now;
+    h.settle();
+    assert_eq!(h.state(0), State::Idle);
+    let mut left_idle_at = None;
+    while h.now < start + Duration::from_secs(120) && h.ups(0) < 2 {
+        h.advance(Duration::from_secs(1), false);
+        if left_idle_at.is_none() && h.state(0) != State::Idle {
+            left_idle_at = Some(h.now);
+        }
+    }
+    let at = left_idle_at.expect("the session starts again");
+    assert!(
+        at >= start + Duration::from_secs(30),
+        "started again {:?} after the reset",
+        at - start
+    );
+    let refused = h.ends[0].sent.iter().filter(|(_, m)| {
+        matches!(m, Message::Notification(n) if n.code == code::CEASE && n.subcode == subcode::CONNECTION_REJECTED)
+    });
+    assert!(
+        refused.count() >= 1,
+        "side 1's attempts during the idle hold were rejected"
+    );
+    assert_eq!(h.ups(0), 2);
+}
+
+#[test]
+fn the_hold_timer_waits_while_this_side_is_not_reading() {
+    let mut h = harness(false);
+    h.establish();
+    // Side 1 goes quiet (its messages would wait unread in our socket).
+    h.wires.clear();
+    let start = h.now;
+    while h.now < start + Duration::from_secs(30) {
+        h.advance(Duration::from_secs(1), true);
+    }
+    assert_eq!(h.state(0), State::Established, "no hold expiry while paused");
+    while h.now < start + Duration::from_secs(60) && h.state(0) == State::Established {
+        h.advance(Duration::from_secs(1), false);
+    }
+    assert_ne!(h.state(0), State::Established, "the hold timer runs again once reading");
+    assert_eq!(h.downs(0).len(), 1);
+}
