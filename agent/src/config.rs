@@ -190,6 +190,14 @@ pub struct NodeMesh {
     pub source: MeshSource,
     #[serde(default)]
     pub nodes: Vec<MeshNode>,
+    /// Prefix limit of each mesh session, per family; 0 means the default
+    /// (1000, warning only), as for ToR peers.
+    #[serde(default, alias = "max_prefixes")]
+    pub max_prefix: u32,
+    /// Over the limit: only warn, or close the session (the default when
+    /// a limit is set).
+    #[serde(default)]
+    pub max_prefix_warning_only: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

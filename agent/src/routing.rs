@@ -2,7 +2,7 @@
 //! the node's PodCIDR advertised, and the configuration's peers (ToRs,
 //! static node mesh) handed to the peer applier (`peers.rs`).
 
-use crate::config::{node_asn, parse_family, Config, MeshSource, PeerEntry, DEFAULT_MAX_PREFIX};
+use crate::config::{node_asn, parse_family, Config, MeshSource, NodeMesh, PeerEntry, DEFAULT_MAX_PREFIX};
 use crate::fib::{Fib, FibInput};
 use crate::peers::{PeerSources, PeerSpec};
 use novanet_bgp::policy::{LocalPrefixes, PeerPolicy};
@@ -68,27 +68,30 @@ pub fn tor_peer(cfg: &Config, p: &PeerEntry) -> PeerConfig {
         pc.families = p.address_families.iter().filter_map(|f| parse_family(f)).collect();
         pc.families.dedup();
     }
-    // An explicit limit tears the session down; the documented default only
-    // warns, so a ToR sending more than expected is never cut off silently.
-    pc.max_prefix = if p.max_prefix == 0 {
-        DEFAULT_MAX_PREFIX
-    } else {
-        p.max_prefix
-    };
-    pc.max_prefix_warning_only = p.max_prefix_warning_only.unwrap_or(p.max_prefix == 0);
+    set_prefix_limit(&mut pc, p.max_prefix, p.max_prefix_warning_only);
     pc.import = policy(cfg, &p.import);
     pc.export = policy(cfg, &p.export);
     pc
 }
 
+/// A prefix limit as configured: an explicit limit tears the session down
+/// unless `warning_only`; 0 takes the documented default, which only warns,
+/// so a peer sending more than expected is never cut off silently.
+fn set_prefix_limit(pc: &mut PeerConfig, limit: u32, warning_only: Option<bool>) {
+    pc.max_prefix = if limit == 0 { DEFAULT_MAX_PREFIX } else { limit };
+    pc.max_prefix_warning_only = warning_only.unwrap_or(limit == 0);
+}
+
 /// A node-mesh peer: the other node's address and per-node AS, multihop
-/// (mesh traffic often crosses the ToRs), a short connect retry.
-pub fn mesh_peer(name: &str, ip: std::net::IpAddr, asn: u32) -> PeerConfig {
+/// (mesh traffic often crosses the ToRs), a short connect retry, the
+/// mesh's prefix limit.
+pub fn mesh_peer(mesh: &NodeMesh, name: &str, ip: std::net::IpAddr, asn: u32) -> PeerConfig {
     let mut pc = PeerConfig::new(ip, asn);
     pc.description = format!("node {name}");
     pc.role = PeerRole::Mesh;
     pc.ebgp_multihop = MESH_MULTIHOP;
     pc.connect_retry = Duration::from_secs(2);
+    set_prefix_limit(&mut pc, mesh.max_prefix, mesh.max_prefix_warning_only);
     pc
 }
 
@@ -102,7 +105,7 @@ pub fn mesh_peers(cfg: &Config) -> Vec<PeerConfig> {
     mesh.nodes
         .iter()
         .filter(|n| Some(n.ip) != cfg.node_ip && n.name != cfg.node_name)
-        .filter_map(|n| Some(mesh_peer(&n.name, n.ip, node_asn(n.ip, cfg.routing.asn_mode)?)))
+        .filter_map(|n| Some(mesh_peer(mesh, &n.name, n.ip, node_asn(n.ip, cfg.routing.asn_mode)?)))
         .collect()
 }
 
@@ -259,4 +262,22 @@ pub async fn reload(speaker: &Speaker, peers: &PeerSources, old: &Config, new: &
     }
     peers.config.send_replace(config_peers(new));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesh_sessions_take_the_mesh_s_prefix_limit() {
+        let text = r#"{"node_name": "a", "node_ip": "10.0.1.10", "routing": {"node_mesh": {"enabled": true, "source": "static",
+            "max_prefix": 20, "nodes": [{"name": "a", "ip": "10.0.1.10"}, {"name": "b", "ip": "10.0.1.11"}]}}}"#;
+        let cfg = Config::parse(text).unwrap();
+        let peers = mesh_peers(&cfg);
+        assert_eq!(peers.len(), 1);
+        assert_eq!((peers[0].max_prefix, peers[0].max_prefix_warning_only), (20, false));
+        let unset = Config::parse(&text.replace(r#""max_prefix": 20, "#, "")).unwrap();
+        let p = &mesh_peers(&unset)[0];
+        assert_eq!((p.max_prefix, p.max_prefix_warning_only), (DEFAULT_MAX_PREFIX, true));
+    }
 }

@@ -55,6 +55,10 @@ pub struct OwnerConfig {
     /// Intents the owner may hold at once (peers, prefixes, BFD, OSPF).
     #[serde(default = "default_max_intents")]
     pub max_intents: usize,
+    /// The `max_prefix` of this owner's peers closes a session past it
+    /// (true) or only warns (false, as the API always did).
+    #[serde(default)]
+    pub enforce_peer_max_prefix: bool,
 }
 
 /// Intents per owner unless `max_intents` says otherwise.
@@ -87,6 +91,7 @@ pub fn expand_env(s: &str) -> Result<String, String> {
 pub struct Owners {
     owners: BTreeMap<String, (String, AllowedPrefixes)>,
     max_intents: BTreeMap<String, usize>,
+    enforce_peer_max_prefix: BTreeMap<String, bool>,
 }
 
 /// Why a request is refused.
@@ -101,8 +106,10 @@ impl Owners {
     pub fn from_config(cfg: &BTreeMap<String, OwnerConfig>) -> Result<Owners, (String, String)> {
         let mut owners = BTreeMap::new();
         let mut max_intents = BTreeMap::new();
+        let mut enforce_peer_max_prefix = BTreeMap::new();
         for (name, o) in cfg {
             max_intents.insert(name.clone(), o.max_intents);
+            enforce_peer_max_prefix.insert(name.clone(), o.enforce_peer_max_prefix);
             let token = match &o.token_file {
                 Some(f) => std::fs::read_to_string(f)
                     .map(|t| t.trim().to_string())
@@ -114,12 +121,21 @@ impl Owners {
             }
             owners.insert(name.clone(), (token, o.allowed_prefixes.clone()));
         }
-        Ok(Owners { owners, max_intents })
+        Ok(Owners {
+            owners,
+            max_intents,
+            enforce_peer_max_prefix,
+        })
     }
 
     /// How many intents an owner may hold.
     pub fn max_intents(&self, owner: &str) -> usize {
         self.max_intents.get(owner).copied().unwrap_or(DEFAULT_MAX_INTENTS)
+    }
+
+    /// Whether an owner's peer limits close sessions (otherwise they warn).
+    pub fn enforces_peer_max_prefix(&self, owner: &str) -> bool {
+        self.enforce_peer_max_prefix.get(owner).copied().unwrap_or(false)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &String> {

@@ -19,8 +19,9 @@ use std::time::Duration;
 /// How often the reconciler runs without a trigger.
 pub const PERIOD: Duration = Duration::from_secs(30);
 
-/// The speaker's view of an API peer.
-pub fn peer_config(p: &BgpPeer) -> Result<PeerConfig, String> {
+/// The speaker's view of an API peer; `enforce_max_prefix`: its limit
+/// closes the session (the owner's `enforce_peer_max_prefix`).
+pub fn peer_config(p: &BgpPeer, enforce_max_prefix: bool) -> Result<PeerConfig, String> {
     let addr: IpAddr = p
         .neighbor_address
         .parse()
@@ -53,7 +54,7 @@ pub fn peer_config(p: &BgpPeer) -> Result<PeerConfig, String> {
         pc.families = families;
     }
     pc.max_prefix = p.max_prefix;
-    pc.max_prefix_warning_only = true;
+    pc.max_prefix_warning_only = !enforce_max_prefix;
     Ok(pc)
 }
 
@@ -191,8 +192,8 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
         }
     }
     let mut desired = std::collections::BTreeMap::new();
-    for (addr, (_, p)) in &desired_peers {
-        match peer_config(p) {
+    for (addr, (owner, p)) in &desired_peers {
+        match peer_config(p, control.owners.enforces_peer_max_prefix(owner)) {
             Ok(pc) => {
                 let bfd = peer_bfd(control, p, &pc);
                 desired.insert(*addr, crate::peers::PeerSpec { bgp: pc, bfd });
@@ -314,5 +315,24 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_peer_s_limit_closes_the_session_only_when_its_owner_enforces_it() {
+        let p = BgpPeer {
+            neighbor_address: "10.0.0.1".into(),
+            remote_as: 65000,
+            max_prefix: 50,
+            ..Default::default()
+        };
+        let warned = peer_config(&p, false).unwrap();
+        assert_eq!((warned.max_prefix, warned.max_prefix_warning_only), (50, true));
+        let enforced = peer_config(&p, true).unwrap();
+        assert_eq!((enforced.max_prefix, enforced.max_prefix_warning_only), (50, false));
     }
 }

@@ -135,7 +135,12 @@ pub fn spawn_mesh(client: Client, cfg: Config, peers: PeerSources, control: Cont
             let specs = now
                 .members
                 .iter()
-                .map(|m| crate::routing::peer_spec(&cfg, crate::routing::mesh_peer(&m.name, m.ip, m.asn)))
+                .map(|m| {
+                    crate::routing::peer_spec(
+                        &cfg,
+                        crate::routing::mesh_peer(&cfg.routing.node_mesh, &m.name, m.ip, m.asn),
+                    )
+                })
                 .collect();
             peers.mesh.send_replace(specs);
             crate::control::set_asn_collisions(&control, now.collisions.clone());

@@ -43,9 +43,12 @@ app.kubernetes.io/component: agent
   "frr_socket_dir" $r.frrSocketDir
   "graceful_restart_time" (int64 $r.gracefulRestartTime)
   "bfd" (dict "enabled" $r.bfd.enabled "min_rx_ms" (int64 $r.bfd.minRxMs) "min_tx_ms" (int64 $r.bfd.minTxMs) "detect_multiplier" (int64 $r.bfd.detectMultiplier))
-  "node_mesh" (dict "enabled" $r.nodeMesh.enabled "source" "kubernetes")
+  "node_mesh" (dict "enabled" $r.nodeMesh.enabled "source" "kubernetes" "max_prefix" (int64 ($r.nodeMesh.maxPrefix | default 0)))
   "peers" $r.peers
 -}}
+{{- if gt (int64 ($r.nodeMesh.maxPrefix | default 0)) 0 -}}
+{{- $_ := set $routing.node_mesh "max_prefix_warning_only" ($r.nodeMesh.maxPrefixWarningOnly | default false) -}}
+{{- end -}}
 {{- if $r.controlPlaneVIP -}}
 {{- $_ := set $routing "control_plane_vip" $r.controlPlaneVIP -}}
 {{- $_ := set $routing "control_plane_vip_health_interval" (int64 $r.controlPlaneVIPHealthInterval) -}}
