@@ -125,8 +125,9 @@ pub enum Event {
     TcpFailed,
     /// A decoded message arrived.
     Message(Message),
-    /// A message failed to decode with a session-reset action.
-    DecodeFailed(crate::wire::DecodeError),
+    /// A message failed to decode with a session-reset action, or broke
+    /// a rule of the session: this NOTIFICATION goes to the peer.
+    Malformed(Notification),
 }
 
 /// Outputs of the state machine, to be carried out in order.
@@ -354,8 +355,7 @@ impl Fsm {
                 }
                 State::Idle => {}
             },
-            Event::DecodeFailed(e) => {
-                let n = Notification::new(e.code, e.subcode);
+            Event::Malformed(n) => {
                 if matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established) {
                     self.fail(now, DownReason::Sent(n.clone()), Some(n), &mut out);
                 }

@@ -540,12 +540,73 @@ fn rfc7606_missing_mandatory_attributes() {
 }
 
 #[test]
-fn rfc7606_attribute_overrun_is_treat_as_withdraw() {
-    assert_withdraw(
+fn rfc7606_attribute_overrun_before_the_mp_attributes_resets_the_session() {
+    // Nothing says an MP_REACH_NLRI was not behind the overrun: its NLRI
+    // cannot be withdrawn, so the session is reset.
+    assert_reset(
         &[ORIGIN, AS_PATH, NEXT_HOP, "c0 08 10 0000"],
+        code::UPDATE,
         subcode::MALFORMED_ATTRIBUTE_LIST,
-        None,
     );
+    // Once MP_UNREACH_NLRI was read, the UPDATE is treated as withdraw.
+    let unreach = "80 0f 03 0002 01";
+    let u = outcome(&[ORIGIN, AS_PATH, NEXT_HOP, unreach, "c0 08 10 0000"]).expect("not a reset");
+    let e = u.treat_as_withdraw.expect("treat-as-withdraw");
+    assert_eq!(e.subcode, subcode::MALFORMED_ATTRIBUTE_LIST);
+}
+
+#[test]
+fn a_garbage_attribute_section_is_no_end_of_rib() {
+    for garbage in ["01", "4001"] {
+        let mut body = vec![0, 0];
+        let g = hex(garbage);
+        body.extend_from_slice(&(g.len() as u16).to_be_bytes());
+        body.extend_from_slice(&g);
+        let r = decode_update(&body, &codec4());
+        assert!(
+            r.as_ref().map(|u| u.end_of_rib.is_none()).unwrap_or(true),
+            "{garbage}: {r:?}"
+        );
+        assert!(
+            r.is_err(),
+            "{garbage}: an unreadable attribute section resets the session"
+        );
+    }
+}
+
+#[test]
+fn notifications_carry_the_data_rfc_4271_asks_for() {
+    let msg = |m: &[u8]| decode_message(m, &codec4()).map(|_| ()).unwrap_err();
+    // 6.1: bad length -> the length; bad type -> the type.
+    let bad_len = hex(&format!("{MARKER_HEX} 0014 04 00"));
+    let e = frame(&bad_len, MAX_MESSAGE_LEN).unwrap_err();
+    assert_eq!(Notification::from_error(&e, &bad_len).data, [0x00, 0x14]);
+    let bad_type = hex(&format!("{MARKER_HEX} 0013 09"));
+    let e = frame(&bad_type, MAX_MESSAGE_LEN).unwrap_err();
+    assert_eq!(Notification::from_error(&e, &bad_type).data, [9]);
+    // 6.2: unsupported version -> the largest version supported.
+    let v3 = hex(&format!("{MARKER_HEX} 001d 01 03 fde9 00b4 01010101 00"));
+    assert_eq!(Notification::from_error(&msg(&v3), &v3).data, [0, 4]);
+    // 6.3: an unrecognized well-known attribute -> the attribute.
+    let attrs = attrs_hex(&[ORIGIN, AS_PATH, NEXT_HOP, "40 63 02 abcd"]);
+    let body = update_with(&attrs);
+    let mut m = hex(MARKER_HEX);
+    m.extend_from_slice(&((19 + body.len()) as u16).to_be_bytes());
+    m.push(2);
+    m.extend_from_slice(&body);
+    let n = Notification::from_error(&msg(&m), &m);
+    assert_eq!((n.code, n.subcode), (code::UPDATE, subcode::UNRECOGNIZED_WELL_KNOWN));
+    assert_eq!(n.data, hex("40 63 02 abcd"));
+    // ... and an MP_REACH_NLRI with the wrong flags -> that attribute.
+    let bad_mp = "c0 0e 15 0002 01 10 20010db8000000000000000000000001 00";
+    let body = update_with(&attrs_hex(&[ORIGIN, AS_PATH, bad_mp]));
+    let mut m = hex(MARKER_HEX);
+    m.extend_from_slice(&((19 + body.len()) as u16).to_be_bytes());
+    m.push(2);
+    m.extend_from_slice(&body);
+    let n = Notification::from_error(&msg(&m), &m);
+    assert_eq!((n.code, n.subcode), (code::UPDATE, subcode::ATTRIBUTE_FLAGS));
+    assert_eq!(n.data, hex(bad_mp));
 }
 
 #[test]

@@ -219,7 +219,7 @@ fn decode_error_sends_its_notification() {
         subcode::OPTIONAL_ATTRIBUTE,
         ErrorAction::SessionReset,
     );
-    let a = f.handle(Event::DecodeFailed(e), t0);
+    let a = f.handle(Event::Malformed(Notification::from_error(&e, &[])), t0);
     assert_eq!(sent_notification(&a), Some((code::UPDATE, subcode::OPTIONAL_ATTRIBUTE)));
 }
 

@@ -471,13 +471,13 @@ impl PeerSession {
         let Some(link) = self.link(which) else { return };
         let ev = match m {
             Inbound::Closed => Event::TcpFailed,
-            Inbound::Malformed(e) => Event::DecodeFailed(e),
+            Inbound::Malformed(e) => Event::Malformed(Notification::from_error(&e, &[])),
             Inbound::Frame(bytes) => match decode_message(&bytes, &link.codec) {
                 Ok(msg) => Event::Message(msg),
                 Err(e) => {
                     tracing::warn!(peer = %self.config.address, error = %e, "malformed message");
                     self.status().last_error = Some(format!("malformed message: {e}"));
-                    Event::DecodeFailed(e)
+                    Event::Malformed(Notification::from_error(&e, &bytes))
                 }
             },
         };
@@ -518,7 +518,14 @@ impl PeerSession {
                 Action::Send(msg) => self.send(which, &msg),
                 Action::Established(n) => self.on_established(which, *n, now),
                 Action::Down(reason) => self.on_down(which, reason),
-                Action::Deliver(u) => self.on_update(*u),
+                Action::Deliver(u) => match self.session_rules(&u) {
+                    Ok(()) => self.on_update(*u),
+                    Err(n) => {
+                        tracing::warn!(peer = %self.config.address, notification = %n, "UPDATE breaks what the session negotiated");
+                        let a = self.primary.fsm.handle(Event::Malformed(n), now);
+                        self.execute(Which::Primary, a, now);
+                    }
+                },
                 Action::RefreshRequested(r) => {
                     if r.subtype == RefreshSubtype::Request {
                         self.out.push(Effect::Core(PeerEvent::RefreshRequested {
@@ -639,6 +646,45 @@ impl PeerSession {
         }
     }
 
+    /// What an UPDATE must respect of the session (a session reset when
+    /// it does not): only negotiated families (RFC 4760 7), and IPv4 routes
+    /// with an IPv6 next hop only with extended next hop negotiated
+    /// (RFC 8950: the next hop's length is then inconsistent, RFC 7606 7.11).
+    fn session_rules(&self, u: &Update) -> Result<(), Notification> {
+        let Some(n) = self.primary.fsm.negotiated() else {
+            return Ok(());
+        };
+        let optional_attribute = || {
+            Notification::new(
+                crate::wire::error::code::UPDATE,
+                crate::wire::error::subcode::OPTIONAL_ATTRIBUTE,
+            )
+        };
+        let classic = !u.nlri.is_empty() || !u.withdrawn.is_empty();
+        if classic && !n.families.contains(&Family::IPV4_UNICAST) {
+            return Err(Notification::new(
+                crate::wire::error::code::UPDATE,
+                crate::wire::error::subcode::INVALID_NETWORK_FIELD,
+            ));
+        }
+        let mp_families = u
+            .mp_reach
+            .iter()
+            .map(|m| m.family)
+            .chain(u.mp_unreach.iter().map(|m| m.family));
+        for family in mp_families {
+            if !n.families.contains(&family) {
+                return Err(optional_attribute());
+            }
+        }
+        if let Some(m) = &u.mp_reach {
+            if m.family == Family::IPV4_UNICAST && m.next_hop.global.is_ipv6() && !n.extended_next_hop_v4 {
+                return Err(optional_attribute());
+            }
+        }
+        Ok(())
+    }
+
     fn on_update(&mut self, u: Update) {
         {
             let mut st = self.status();
@@ -686,7 +732,19 @@ impl PeerSession {
         if ebgp {
             base.local_pref = None;
         }
-        let path_error = if base.as_path.contains(local_as) {
+        let confed = base.as_path.segments.iter().any(|seg| {
+            matches!(
+                seg.kind,
+                crate::wire::SegmentKind::ConfedSequence | crate::wire::SegmentKind::ConfedSet
+            )
+        });
+        let path_error = if ebgp && confed {
+            // This speaker is in no confederation: confederation segments
+            // from an external peer make the path malformed, and the
+            // UPDATE is treated as withdraw (RFC 7606 7.2, RFC 5065 5).
+            tracing::warn!(peer = %self.config.address, "AS_CONFED segments from an external peer: UPDATE treated as withdraw (RFC 7606)");
+            Some("AS path holds confederation segments from an external peer")
+        } else if base.as_path.contains(local_as) {
             Some("AS path contains our AS")
         } else if ebgp && base.as_path.first_as() != Some(self.config.remote_as) {
             Some("first AS is not the peer's AS")

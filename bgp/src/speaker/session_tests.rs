@@ -402,3 +402,118 @@ fn the_hold_timer_waits_while_this_side_is_not_reading() {
     assert_ne!(h.state(0), State::Established, "the hold timer runs again once reading");
     assert_eq!(h.downs(0).len(), 1);
 }
+
+/// Side 1 sends `update` on the established connection; what side 0 sent
+/// back and handed the core.
+fn deliver_update(update: crate::wire::Update) -> Harness {
+    let mut h = harness(false);
+    h.establish();
+    let (&(_, conn0), _) = h.wires.iter().find(|((side, _), _)| *side == 0).expect("a connection");
+    let bytes = crate::wire::message_bytes(&Message::Update(update), &SessionCodec::default());
+    h.input(0, Input::Inbound(conn0, Inbound::Frame(bytes)));
+    h.settle();
+    h
+}
+
+fn route(prefix: &str, next_hop: &str, path: crate::wire::AsPath) -> crate::wire::Update {
+    let nlri = vec![crate::wire::Nlri::new(prefix.parse().unwrap())];
+    let attrs = crate::wire::PathAttributes {
+        origin: crate::wire::Origin::Igp,
+        as_path: path,
+        next_hop: Some("10.0.0.2".parse().unwrap()),
+        ..Default::default()
+    };
+    let nh: IpAddr = next_hop.parse().unwrap();
+    if prefix.contains(':') || nh.is_ipv6() {
+        let family = if prefix.contains(':') {
+            crate::wire::Family::IPV6_UNICAST
+        } else {
+            crate::wire::Family::IPV4_UNICAST
+        };
+        crate::wire::Update {
+            attrs,
+            mp_reach: Some(crate::wire::MpReach {
+                family,
+                next_hop: crate::wire::MpNextHop {
+                    global: nh,
+                    link_local: None,
+                },
+                nlri,
+            }),
+            ..Default::default()
+        }
+    } else {
+        crate::wire::Update {
+            attrs,
+            nlri,
+            ..Default::default()
+        }
+    }
+}
+
+fn update_error_sent(h: &Harness) -> Option<u8> {
+    h.ends[0].sent.iter().find_map(|(_, m)| match m {
+        Message::Notification(n) if n.code == code::UPDATE => Some(n.subcode),
+        _ => None,
+    })
+}
+
+#[test]
+fn routes_of_a_family_not_negotiated_reset_the_session() {
+    let h = deliver_update(route(
+        "2001:db8::/32",
+        "2001:db8::1",
+        crate::wire::AsPath::from_sequence(vec![AS_B]),
+    ));
+    assert_eq!(update_error_sent(&h), Some(subcode::OPTIONAL_ATTRIBUTE));
+    assert_eq!(h.downs(0).len(), 1);
+    assert!(h.ends[0].routes.is_empty(), "nothing reached the core");
+}
+
+#[test]
+fn ipv4_routes_with_an_ipv6_next_hop_need_extended_next_hop() {
+    let h = deliver_update(route(
+        "192.0.2.0/24",
+        "2001:db8::1",
+        crate::wire::AsPath::from_sequence(vec![AS_B]),
+    ));
+    assert_eq!(update_error_sent(&h), Some(subcode::OPTIONAL_ATTRIBUTE));
+    assert!(h.ends[0].routes.is_empty());
+}
+
+#[test]
+fn confederation_segments_from_an_external_peer_are_treated_as_withdraw() {
+    let path = crate::wire::AsPath {
+        segments: vec![
+            crate::wire::AsSegment {
+                kind: crate::wire::SegmentKind::ConfedSequence,
+                asns: vec![64512],
+            },
+            crate::wire::AsSegment {
+                kind: crate::wire::SegmentKind::Sequence,
+                asns: vec![AS_B],
+            },
+        ],
+    };
+    let h = deliver_update(route("192.0.2.0/24", "10.0.0.2", path));
+    assert_eq!(update_error_sent(&h), None, "the session stays");
+    assert_eq!(h.state(0), State::Established);
+    match h.ends[0].routes.as_slice() {
+        [RouteEvent::Routes { announce, withdraw, .. }] => {
+            assert!(announce.is_empty());
+            assert_eq!(withdraw.len(), 1);
+        }
+        other => panic!("expected one withdrawal batch, got {} events", other.len()),
+    }
+}
+
+#[test]
+fn a_well_formed_route_reaches_the_core() {
+    let h = deliver_update(route(
+        "192.0.2.0/24",
+        "10.0.0.2",
+        crate::wire::AsPath::from_sequence(vec![AS_B]),
+    ));
+    assert_eq!(update_error_sent(&h), None);
+    assert!(matches!(h.ends[0].routes.as_slice(), [RouteEvent::Routes { announce, .. }] if announce.len() == 1));
+}

@@ -214,24 +214,36 @@ pub fn parse_attributes(mut input: &[u8], codec: &SessionCodec) -> Result<Parsed
     let mut out = ParsedAttributes::default();
     let mut as4_path: Option<AsPath> = None;
     let mut as4_aggregator: Option<Aggregator> = None;
+    let section_len = input.len();
     while !input.is_empty() {
-        // Header: flags, type, length (1 or 2 octets).
-        let overrun = || {
+        let attr_start = section_len - input.len();
+        // An attribute that overruns the section: the rest of the section
+        // cannot be read. When MP_REACH_NLRI or MP_UNREACH_NLRI may be
+        // hiding behind it, their NLRI cannot be located for a withdraw,
+        // so the session is reset (RFC 7606 section 5.3); once both could
+        // have been read, the UPDATE is treated as withdraw.
+        let overrun = |out: &ParsedAttributes| {
+            let action = if out.mp_reach.is_some() || out.mp_unreach.is_some() {
+                ErrorAction::TreatAsWithdraw
+            } else {
+                ErrorAction::SessionReset
+            };
             DecodeError::update(
                 ErrorKind::MalformedAttributeList,
                 subcode::MALFORMED_ATTRIBUTE_LIST,
-                ErrorAction::TreatAsWithdraw,
+                action,
             )
         };
+        // Header: flags, type, length (1 or 2 octets).
         if input.len() < 3 {
-            out.fault(overrun())?;
+            out.fault(overrun(&out))?;
             break;
         }
         let flags = input[0];
         let t = input[1];
         let (len, hdr) = if flags & flag::EXTENDED_LENGTH != 0 {
             if input.len() < 4 {
-                out.fault(overrun())?;
+                out.fault(overrun(&out))?;
                 break;
             }
             (u16::from_be_bytes([input[2], input[3]]) as usize, 4)
@@ -239,11 +251,13 @@ pub fn parse_attributes(mut input: &[u8], codec: &SessionCodec) -> Result<Parsed
             (input[2] as usize, 3)
         };
         if input.len() < hdr + len {
-            // The attribute overruns the section: if MP attributes may be
-            // hiding behind it, the NLRI cannot be located (RFC 7606 5.3).
-            out.fault(overrun())?;
+            out.fault(overrun(&out))?;
             break;
         }
+        // The NOTIFICATION's data for an error about this attribute is the
+        // attribute itself: flags, type, length and value (RFC 4271 6.3).
+        let whole = hdr + len;
+        let span = |e: DecodeError| e.with_span(attr_start, whole);
         let value = &input[hdr..hdr + len];
         input = &input[hdr + len..];
 
@@ -261,11 +275,11 @@ pub fn parse_attributes(mut input: &[u8], codec: &SessionCodec) -> Result<Parsed
 
         let Some((optional, transitive, action)) = known(t) else {
             if flags & flag::OPTIONAL == 0 {
-                return Err(reset(
+                return Err(span(reset(
                     ErrorKind::UnrecognizedWellKnown,
                     subcode::UNRECOGNIZED_WELL_KNOWN,
                     t,
-                ));
+                )));
             }
             if flags & flag::TRANSITIVE != 0 {
                 out.attrs.unknown.push(RawAttribute {
@@ -278,28 +292,28 @@ pub fn parse_attributes(mut input: &[u8], codec: &SessionCodec) -> Result<Parsed
         };
         if (flags & flag::OPTIONAL != 0) != optional || (flags & flag::TRANSITIVE != 0) != transitive {
             let e = DecodeError::update(ErrorKind::AttributeFlags, subcode::ATTRIBUTE_FLAGS, action).about(t);
-            out.fault(e)?;
+            out.fault(span(e))?;
             continue;
         }
-        let length_error = |kind| DecodeError::update(kind, subcode::ATTRIBUTE_LENGTH, action).about(t);
+        let length_error = |kind| span(DecodeError::update(kind, subcode::ATTRIBUTE_LENGTH, action).about(t));
 
         match t {
             ORIGIN => match value {
                 [v] => match Origin::from_u8(*v) {
                     Some(o) => out.attrs.origin = o,
-                    None => out.fault(taw(ErrorKind::InvalidOrigin, subcode::INVALID_ORIGIN, t))?,
+                    None => out.fault(span(taw(ErrorKind::InvalidOrigin, subcode::INVALID_ORIGIN, t)))?,
                 },
                 _ => out.fault(length_error(ErrorKind::AttributeLength))?,
             },
             AS_PATH => match parse_as_path(value, codec.four_octet_as) {
                 Some(p) => out.attrs.as_path = p,
-                None => out.fault(taw(ErrorKind::MalformedAsPath, subcode::MALFORMED_AS_PATH, t))?,
+                None => out.fault(span(taw(ErrorKind::MalformedAsPath, subcode::MALFORMED_AS_PATH, t)))?,
             },
             NEXT_HOP => match value {
                 [a, b, c, d] => {
                     let nh = Ipv4Addr::new(*a, *b, *c, *d);
                     if nh.is_unspecified() || nh.is_multicast() || nh.is_broadcast() {
-                        out.fault(taw(ErrorKind::InvalidNextHop, subcode::INVALID_NEXT_HOP, t))?;
+                        out.fault(span(taw(ErrorKind::InvalidNextHop, subcode::INVALID_NEXT_HOP, t)))?;
                     } else {
                         out.attrs.next_hop = Some(IpAddr::V4(nh));
                     }
@@ -336,11 +350,15 @@ pub fn parse_attributes(mut input: &[u8], codec: &SessionCodec) -> Result<Parsed
             AS4_PATH => match parse_as_path(value, true) {
                 Some(p) if !codec.four_octet_as => as4_path = Some(p),
                 Some(_) => {}
-                None => out.fault(discard(ErrorKind::MalformedAsPath, subcode::MALFORMED_AS_PATH, t))?,
+                None => out.fault(span(discard(ErrorKind::MalformedAsPath, subcode::MALFORMED_AS_PATH, t)))?,
             },
             COMMUNITIES => {
                 if value.is_empty() || !value.len().is_multiple_of(4) {
-                    out.fault(taw(ErrorKind::MalformedCommunities, subcode::OPTIONAL_ATTRIBUTE, t))?;
+                    out.fault(span(taw(
+                        ErrorKind::MalformedCommunities,
+                        subcode::OPTIONAL_ATTRIBUTE,
+                        t,
+                    )))?;
                 } else {
                     out.attrs.communities = value
                         .chunks_exact(4)
@@ -350,14 +368,22 @@ pub fn parse_attributes(mut input: &[u8], codec: &SessionCodec) -> Result<Parsed
             }
             EXTENDED_COMMUNITIES => {
                 if value.is_empty() || !value.len().is_multiple_of(8) {
-                    out.fault(taw(ErrorKind::MalformedCommunities, subcode::OPTIONAL_ATTRIBUTE, t))?;
+                    out.fault(span(taw(
+                        ErrorKind::MalformedCommunities,
+                        subcode::OPTIONAL_ATTRIBUTE,
+                        t,
+                    )))?;
                 } else {
                     out.attrs.ext_communities = value.chunks_exact(8).map(|c| c.try_into().expect("8 bytes")).collect();
                 }
             }
             LARGE_COMMUNITIES => {
                 if value.is_empty() || !value.len().is_multiple_of(12) {
-                    out.fault(taw(ErrorKind::MalformedCommunities, subcode::OPTIONAL_ATTRIBUTE, t))?;
+                    out.fault(span(taw(
+                        ErrorKind::MalformedCommunities,
+                        subcode::OPTIONAL_ATTRIBUTE,
+                        t,
+                    )))?;
                 } else {
                     out.attrs.large_communities = value
                         .chunks_exact(12)
@@ -383,8 +409,8 @@ pub fn parse_attributes(mut input: &[u8], codec: &SessionCodec) -> Result<Parsed
                         .collect();
                 }
             }
-            MP_REACH_NLRI => out.mp_reach = Some(parse_mp_reach(value, codec)?),
-            MP_UNREACH_NLRI => out.mp_unreach = Some(parse_mp_unreach(value, codec)?),
+            MP_REACH_NLRI => out.mp_reach = Some(parse_mp_reach(value, codec).map_err(span)?),
+            MP_UNREACH_NLRI => out.mp_unreach = Some(parse_mp_unreach(value, codec).map_err(span)?),
             _ => unreachable!("known() covers every matched type"),
         }
     }

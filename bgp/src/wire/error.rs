@@ -103,7 +103,22 @@ pub enum ErrorKind {
     MalformedRouteRefresh,
 }
 
-/// A decode failure: kind, action, and NOTIFICATION code/subcode.
+/// The Data field a NOTIFICATION for an error carries (RFC 4271 6.1-6.3):
+/// a value, or the octets of the message it is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ErrorData {
+    #[default]
+    None,
+    /// One octet (a bad message type).
+    Octet(u8),
+    /// Two octets (a bad message length, the version we support).
+    Word(u16),
+    /// Octets of the message: where they start (from the start of the
+    /// part being decoded, see [`DecodeError::shifted`]) and how many.
+    Span { start: u32, len: u32 },
+}
+
+/// A decode failure: kind, action, NOTIFICATION code/subcode and data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DecodeError {
     pub kind: ErrorKind,
@@ -112,6 +127,7 @@ pub struct DecodeError {
     pub subcode: u8,
     /// Attribute type code the error is about, when it is about one.
     pub attribute: Option<u8>,
+    pub data: ErrorData,
 }
 
 impl DecodeError {
@@ -122,6 +138,7 @@ impl DecodeError {
             code,
             subcode,
             attribute: None,
+            data: ErrorData::None,
         }
     }
 
@@ -140,11 +157,37 @@ impl DecodeError {
             code: code::UPDATE,
             subcode,
             attribute: None,
+            data: ErrorData::None,
         }
     }
 
     pub const fn about(mut self, attribute: u8) -> Self {
         self.attribute = Some(attribute);
+        self
+    }
+
+    pub const fn with_data(mut self, data: ErrorData) -> Self {
+        self.data = data;
+        self
+    }
+
+    /// The error's data is these octets of the part being decoded.
+    pub const fn with_span(self, start: usize, len: usize) -> Self {
+        self.with_data(ErrorData::Span {
+            start: start as u32,
+            len: len as u32,
+        })
+    }
+
+    /// The part decoded starts `by` octets into the enclosing one: spans
+    /// move with it.
+    pub const fn shifted(mut self, by: usize) -> Self {
+        if let ErrorData::Span { start, len } = self.data {
+            self.data = ErrorData::Span {
+                start: start + by as u32,
+                len,
+            };
+        }
         self
     }
 

@@ -16,7 +16,7 @@ pub mod types;
 pub mod update;
 
 pub use attributes::{Aggregator, MpReach, MpUnreach, PathAttributes, RawAttribute, SessionCodec};
-pub use error::{DecodeError, ErrorAction, ErrorKind};
+pub use error::{DecodeError, ErrorAction, ErrorData, ErrorKind};
 pub use notification::{Notification, RefreshSubtype, RouteRefresh};
 pub use open::{AddPathMode, Capability, GracefulRestart, GracefulRestartFamily, Open};
 pub use types::*;
@@ -84,10 +84,15 @@ pub fn frame(buf: &[u8], max_len: usize) -> Result<Option<usize>, DecodeError> {
         3 => (21, max_len),
         4 => (19, 19),
         5 => (19, max_len),
-        _ => return Err(DecodeError::header(ErrorKind::BadType, subcode::BAD_MESSAGE_TYPE)),
+        t => {
+            return Err(
+                DecodeError::header(ErrorKind::BadType, subcode::BAD_MESSAGE_TYPE).with_data(ErrorData::Octet(t))
+            )
+        }
     };
     if len < min || len > max {
-        return Err(DecodeError::header(ErrorKind::BadLength, subcode::BAD_MESSAGE_LENGTH));
+        return Err(DecodeError::header(ErrorKind::BadLength, subcode::BAD_MESSAGE_LENGTH)
+            .with_data(ErrorData::Word(len as u16)));
     }
     Ok((buf.len() >= len).then_some(len))
 }
@@ -99,8 +104,8 @@ pub fn decode_message(msg: &[u8], codec: &SessionCodec) -> Result<Message, Decod
     };
     let body = &msg[HEADER_LEN..len];
     Ok(match msg[18] {
-        1 => Message::Open(open::decode_open(body)?),
-        2 => Message::Update(update::decode_update(body, codec)?),
+        1 => Message::Open(open::decode_open(body).map_err(|e| e.shifted(HEADER_LEN))?),
+        2 => Message::Update(update::decode_update(body, codec).map_err(|e| e.shifted(HEADER_LEN))?),
         3 => Message::Notification(notification::decode_notification(body)?),
         4 => Message::Keepalive,
         _ => Message::RouteRefresh(notification::decode_route_refresh(body)?),

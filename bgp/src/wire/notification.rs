@@ -1,7 +1,7 @@
 //! NOTIFICATION (RFC 4271 4.5) with RFC 9003 shutdown communication, and
 //! ROUTE-REFRESH (RFC 2918, RFC 7313).
 
-use super::error::{code, subcode, DecodeError, ErrorKind};
+use super::error::{code, subcode, DecodeError, ErrorData, ErrorKind};
 use super::types::Family;
 use bytes::BufMut;
 use std::fmt;
@@ -26,9 +26,23 @@ impl Notification {
         }
     }
 
-    /// The NOTIFICATION that answers a decode error.
-    pub fn from_error(e: &DecodeError) -> Self {
-        Notification::new(e.code, e.subcode)
+    /// The NOTIFICATION that answers a decode error in `message` (the
+    /// whole message, header included, or empty when the error's data does
+    /// not point into it).
+    pub fn from_error(e: &DecodeError, message: &[u8]) -> Self {
+        let mut n = Notification::new(e.code, e.subcode);
+        match e.data {
+            ErrorData::None => {}
+            ErrorData::Octet(b) => n.data.push(b),
+            ErrorData::Word(w) => n.data.extend_from_slice(&w.to_be_bytes()),
+            ErrorData::Span { start, len } => {
+                let (start, end) = (start as usize, start as usize + len as usize);
+                if let Some(octets) = message.get(start..end) {
+                    n.data.extend_from_slice(octets);
+                }
+            }
+        }
+        n
     }
 
     /// Cease with a shutdown communication (RFC 9003), for the

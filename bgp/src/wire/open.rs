@@ -224,10 +224,11 @@ pub fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
     let t = |_| DecodeError::header(ErrorKind::BadLength, subcode::BAD_MESSAGE_LENGTH);
     let (i, version) = be_u8::<_, nom::error::Error<&[u8]>>(body).map_err(t)?;
     if version != 4 {
-        return Err(DecodeError::open(
-            ErrorKind::UnsupportedVersion,
-            subcode::UNSUPPORTED_VERSION,
-        ));
+        // Data: the largest version we support (RFC 4271 6.2).
+        return Err(
+            DecodeError::open(ErrorKind::UnsupportedVersion, subcode::UNSUPPORTED_VERSION)
+                .with_data(super::error::ErrorData::Word(4)),
+        );
     }
     let (i, asn) = be_u16::<_, nom::error::Error<&[u8]>>(i).map_err(t)?;
     let (i, hold_time) = be_u16::<_, nom::error::Error<&[u8]>>(i).map_err(t)?;

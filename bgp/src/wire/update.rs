@@ -99,7 +99,7 @@ pub fn decode_update(body: &[u8], codec: &SessionCodec) -> Result<Update, Decode
 
     let mut u = Update::default();
     parse_nlri_field(wfield, AddressKind::V4, codec.add_path_v4, &mut u.withdrawn)?;
-    let parsed = parse_attributes(afield, codec)?;
+    let parsed = parse_attributes(afield, codec).map_err(|e| e.shifted(4 + wlen))?;
     parse_nlri_field(nfield, AddressKind::V4, codec.add_path_v4, &mut u.nlri)?;
 
     let attr_count = parsed.present.iter().map(|w| w.count_ones()).sum::<u32>();
@@ -138,8 +138,11 @@ pub fn decode_update(body: &[u8], codec: &SessionCodec) -> Result<Update, Decode
         }
     }
 
-    if u.withdrawn.is_empty() && u.nlri.is_empty() && u.mp_reach.is_none() {
-        if attr_count == 0 {
+    // End-of-RIB (RFC 4724 2): an UPDATE with nothing at all (IPv4), or
+    // only an empty MP_UNREACH_NLRI; never one whose attributes were
+    // malformed.
+    if u.withdrawn.is_empty() && u.nlri.is_empty() && u.mp_reach.is_none() && u.treat_as_withdraw.is_none() {
+        if alen == 0 {
             u.end_of_rib = Some(Family::IPV4_UNICAST);
         } else if attr_count == 1 {
             if let Some(m) = &u.mp_unreach {
