@@ -248,8 +248,12 @@ async fn finish_restart(
 /// resets that peer alone). Nothing is changed when the new configuration
 /// cannot be applied as a whole.
 pub async fn reload(speaker: &Speaker, peers: &PeerSources, old: &Config, new: &Config) -> anyhow::Result<()> {
-    if old.local_as()? != new.local_as()? || old.router_id()? != new.router_id()? {
-        anyhow::bail!("routing.local_as / routing.router_id changed: restart the agent to apply");
+    let (local_as, router_id) = (new.local_as()?, new.router_id()?);
+    if old.local_as()? != local_as || old.router_id()? != router_id {
+        // Checked above like everything else; applied first, so the
+        // sessions of the peers below start with the new settings.
+        speaker.reconfigure(local_as, router_id).await?;
+        tracing::info!(local_as, %router_id, "local AS / router id applied: sessions restarted");
     }
     let (old_cidrs, new_cidrs) = (old.pod_cidrs(), new.pod_cidrs());
     for p in old_cidrs.iter().filter(|p| !new_cidrs.contains(p)) {

@@ -253,11 +253,13 @@ impl RouteControl for Service {
         self.mutable()?;
         let running = self.control.speaker.config();
         if running.local_as != r.local_as || running.router_id != id {
-            return Err(Status::failed_precondition(format!(
-                "the speaker runs AS {} with router id {}; changing them at runtime needs an agent restart \
-                 (set routing.local_as / routing.router_id)",
-                running.local_as, running.router_id
-            )));
+            // Every session starts over with the new settings; peers that
+            // are graceful-restart helpers keep forwarding meanwhile.
+            self.control
+                .speaker
+                .reconfigure(r.local_as, id)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
         }
         let previous = {
             let mut bgp = self.control.bgp.lock().expect("bgp");

@@ -207,6 +207,10 @@ impl Core {
             Command::SetPolicies(addr, import, export, reply) => {
                 let _ = reply.send(self.set_policies(addr, import, export));
             }
+            Command::Reconfigure(local_as, router_id, done) => {
+                self.reconfigure(local_as, router_id);
+                let _ = done.send(());
+            }
             Command::Shutdown(..) => unreachable!("handled in run"),
         }
     }
@@ -321,6 +325,31 @@ impl Core {
         self.remove_paths(id, PathSelector::All);
         tracing::info!(peer = %addr, "peer removed");
         Ok(())
+    }
+
+    fn reconfigure(&mut self, local_as: u32, router_id: std::net::Ipv4Addr) {
+        tracing::info!(
+            from_as = self.config.local_as, to_as = local_as,
+            from_router_id = %self.config.router_id, to_router_id = %router_id,
+            "local AS / router id changed: every session starts over"
+        );
+        self.config.local_as = local_as;
+        self.config.router_id = router_id;
+        self.rib.set_peer(
+            LOCAL_PEER,
+            PeerInfo {
+                address: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                router_id,
+                ibgp: false,
+                local: true,
+            },
+        );
+        for slot in self.slots.values_mut() {
+            slot.shared.status.lock().expect("peer status").local_as = local_as;
+            let _ = slot
+                .commands
+                .try_send(PeerCommand::Restart(Box::new(self.config.clone())));
+        }
     }
 
     fn set_policies(&mut self, addr: IpAddr, import: PeerPolicy, export: PeerPolicy) -> Result<(), SpeakerError> {

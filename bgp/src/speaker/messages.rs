@@ -33,6 +33,8 @@ pub(crate) enum Command {
         oneshot::Sender<Result<(), SpeakerError>>,
     ),
     Shutdown(String, Duration, oneshot::Sender<()>),
+    /// A new local AS and router id: every session starts over with them.
+    Reconfigure(u32, std::net::Ipv4Addr, oneshot::Sender<()>),
     Explain(IpNet, IpAddr, oneshot::Sender<Explanation>),
 }
 
@@ -50,6 +52,10 @@ pub(crate) enum PeerCommand {
         idle_hold: Option<Duration>,
     },
     SendRefresh(Family),
+    /// The speaker's AS or router id changed: close the connections without
+    /// a NOTIFICATION (a graceful-restart helper keeps our routes) and
+    /// open the session again with these settings, forwarding state kept.
+    Restart(Box<super::SpeakerConfig>),
     /// Use this import policy from now on.
     SetImport(crate::policy::PeerPolicy),
 }

@@ -314,7 +314,7 @@ pub struct Speaker {
     commands: mpsc::Sender<Command>,
     peers: Arc<Mutex<HashMap<IpAddr, Arc<PeerShared>>>>,
     events: broadcast::Sender<SpeakerEvent>,
-    config: Arc<SpeakerConfig>,
+    config: Arc<Mutex<Arc<SpeakerConfig>>>,
 }
 
 impl Speaker {
@@ -332,12 +332,28 @@ impl Speaker {
             commands,
             peers,
             events,
-            config: Arc::new(config),
+            config: Arc::new(Mutex::new(Arc::new(config))),
         })
     }
 
-    pub fn config(&self) -> &SpeakerConfig {
-        &self.config
+    /// The settings the speaker runs with now.
+    pub fn config(&self) -> Arc<SpeakerConfig> {
+        self.config.lock().expect("speaker config").clone()
+    }
+
+    /// Runs with a new local AS and router id: every session is closed
+    /// (without a NOTIFICATION, so peers that are graceful-restart helpers
+    /// keep forwarding to this node) and opened again with them, announcing
+    /// the forwarding state kept. Routes learned stay until the new
+    /// sessions refresh them.
+    pub async fn reconfigure(&self, local_as: u32, router_id: Ipv4Addr) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::Reconfigure(local_as, router_id, tx)).await?;
+        let mut cfg = self.config.lock().expect("speaker config");
+        let mut next = SpeakerConfig::clone(&cfg);
+        next.local_as = local_as;
+        next.router_id = router_id;
+        *cfg = Arc::new(next);
+        Ok(())
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SpeakerError> {

@@ -168,6 +168,10 @@ pub(crate) async fn run(ctx: PeerCtx) {
             }),
             Woke::Command(Some(PeerCommand::SendRefresh(f))) => Some(Input::SendRefresh(f)),
             Woke::Command(Some(PeerCommand::SetImport(p))) => Some(Input::SetImport(p)),
+            Woke::Command(Some(PeerCommand::Restart(speaker))) => {
+                io.socket = socket_options(session.config(), speaker.local_as);
+                Some(Input::Restart(speaker))
+            }
             Woke::Command(None) => Some(Input::Stop(Notification::new(
                 crate::wire::error::code::CEASE,
                 crate::wire::error::subcode::PEER_DECONFIGURED,

@@ -73,6 +73,10 @@ pub(crate) enum Input {
     },
     SendRefresh(Family),
     SetImport(PeerPolicy),
+    /// New speaker settings (AS, router id): the connections close without
+    /// a NOTIFICATION and the session opens again with them, announcing
+    /// forwarding state kept.
+    Restart(Box<SpeakerConfig>),
 }
 
 /// What the session asks of its surroundings, in order.
@@ -153,11 +157,14 @@ pub(crate) struct PeerSession {
     session: u64,
     /// Reset with an idle hold: the session starts again at this time.
     idle_hold_until: Option<Instant>,
+    /// The next OPEN announces forwarding state kept (F bits), after a
+    /// restart for new speaker settings while the kernel kept its routes.
+    forwarding_kept: bool,
     out: Vec<Effect>,
 }
 
 /// Capabilities this speaker announces to a peer.
-pub(crate) fn capabilities(cfg: &PeerConfig, speaker: &SpeakerConfig) -> Vec<Capability> {
+pub(crate) fn capabilities(cfg: &PeerConfig, speaker: &SpeakerConfig, forwarding_kept: bool) -> Vec<Capability> {
     let mut caps: Vec<Capability> = cfg.families.iter().map(|f| Capability::Multiprotocol(*f)).collect();
     // Route refresh (RFC 2918) only: enhanced route refresh (RFC 7313)
     // needs BoRR/EoRR demarcation this speaker does not implement, and a
@@ -175,7 +182,7 @@ pub(crate) fn capabilities(cfg: &PeerConfig, speaker: &SpeakerConfig) -> Vec<Cap
                 .iter()
                 .map(|f| GracefulRestartFamily {
                     family: *f,
-                    forwarding_preserved: restarting,
+                    forwarding_preserved: restarting || forwarding_kept,
                 })
                 .collect(),
         }));
@@ -207,7 +214,7 @@ pub(crate) fn fsm_config(cfg: &PeerConfig, speaker: &SpeakerConfig) -> FsmConfig
         keepalive: cfg.keepalive,
         connect_retry: cfg.connect_retry,
         passive: cfg.passive,
-        capabilities: capabilities(cfg, speaker),
+        capabilities: capabilities(cfg, speaker, false),
     }
 }
 
@@ -242,6 +249,7 @@ impl PeerSession {
             reported: State::Idle,
             session: 0,
             idle_hold_until: None,
+            forwarding_kept: false,
             out: Vec::new(),
         }
     }
@@ -315,6 +323,7 @@ impl PeerSession {
                 }
             }
             Input::SetImport(policy) => self.config.import = policy,
+            Input::Restart(speaker) => self.restart(*speaker, now),
             Input::SendRefresh(family) => {
                 let refresh = self.primary.fsm.negotiated().is_some_and(|n| n.route_refresh);
                 if refresh && self.primary.fsm.state() == State::Established {
@@ -386,6 +395,40 @@ impl PeerSession {
         self.finished = true;
     }
 
+    fn restart(&mut self, speaker: SpeakerConfig, now: Instant) {
+        self.speaker = speaker;
+        self.fsm_config = fsm_config(&self.config, &self.speaker);
+        self.forwarding_kept = true;
+        if let Some(mut s) = self.secondary.take() {
+            if let Some(conn) = s.conn.take() {
+                self.out.push(Effect::Close(conn));
+            }
+        }
+        // As if the connection were lost: the core keeps the peer's routes
+        // as stale when it restarts gracefully itself.
+        let a = self.primary.fsm.handle(Event::TcpFailed, now);
+        self.execute(Which::Primary, a, now);
+        if let Some(conn) = self.primary.conn.take() {
+            self.out.push(Effect::Close(conn));
+        }
+        self.abort_connect();
+        self.status().last_error = Some(format!(
+            "restarted for local AS {} / router id {}",
+            self.speaker.local_as, self.speaker.router_id
+        ));
+        let finished = self.finished;
+        self.primary = Link::new(self.fsm_config.clone());
+        if !finished && self.idle_hold_until.is_none() {
+            let a = self.primary.fsm.handle(Event::Start, now);
+            self.execute(Which::Primary, a, now);
+        }
+    }
+
+    /// The peer as configured.
+    pub(crate) fn config(&self) -> &PeerConfig {
+        &self.config
+    }
+
     fn abort_connect(&mut self) {
         if std::mem::take(&mut self.connecting) {
             self.out.push(Effect::AbortConnect);
@@ -395,7 +438,7 @@ impl PeerSession {
     /// Capabilities are computed per connection: the graceful-restart
     /// bits follow the speaker's restart state.
     fn refresh_capabilities(&mut self) {
-        let caps = capabilities(&self.config, &self.speaker);
+        let caps = capabilities(&self.config, &self.speaker, self.forwarding_kept);
         self.fsm_config.capabilities = caps.clone();
         self.primary.fsm.set_capabilities(caps);
     }
@@ -584,6 +627,7 @@ impl PeerSession {
             });
         }
         self.peer_gr = n.peer_graceful_restart.clone();
+        self.forwarding_kept = false;
         self.primary_was_up = true;
         self.session += 1;
         let local = self
@@ -862,7 +906,7 @@ mod tests {
             restarting: Default::default(),
             route_sink: None,
         };
-        let caps = capabilities(&PeerConfig::new("10.0.0.1".parse().unwrap(), 65000), &speaker);
+        let caps = capabilities(&PeerConfig::new("10.0.0.1".parse().unwrap(), 65000), &speaker, false);
         assert!(caps.contains(&Capability::RouteRefresh));
         assert!(
             !caps.contains(&Capability::EnhancedRouteRefresh),
