@@ -19,15 +19,23 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-/// Parses `metrics_address` (`:9102`, `0.0.0.0:9102`, `[::1]:9102`).
+/// Parses `metrics_address` (`:9102`, `0.0.0.0:9102`, `[::1]:9102`, and
+/// an IPv6 address without brackets, `fd00::10:9102`, as a node's address
+/// substituted into `ADDRESS:PORT` comes: the port is always last).
 pub fn parse_address(s: &str) -> anyhow::Result<SocketAddr> {
-    let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else {
-        s.to_string()
-    };
-    full.parse()
-        .map_err(|_| anyhow::anyhow!("metrics_address: {s:?} is not HOST:PORT or :PORT"))
+    let bad = || anyhow::anyhow!("metrics_address: {s:?} is not HOST:PORT or :PORT");
+    if let Some(port) = s.strip_prefix(':') {
+        return Ok(SocketAddr::new(
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+            port.parse().map_err(|_| bad())?,
+        ));
+    }
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let ip: std::net::Ipv6Addr = host.parse().map_err(|_| bad())?;
+    Ok(SocketAddr::new(ip.into(), port.parse().map_err(|_| bad())?))
 }
 
 /// What the handlers read.
@@ -150,4 +158,25 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("metrics_address {addr}: {e}"))?;
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_address;
+
+    #[test]
+    fn status_addresses_in_every_form_the_chart_and_users_give() {
+        for (text, want) in [
+            (":9102", "0.0.0.0:9102"),
+            ("10.0.0.10:9103", "10.0.0.10:9103"),
+            ("[fd00::10]:9103", "[fd00::10]:9103"),
+            ("fd00::10:9103", "[fd00::10]:9103"),
+        ] {
+            assert_eq!(parse_address(text).unwrap().to_string(), want, "{text}");
+        }
+        for bad in ["9102", "10.0.0.10", "node:9102", ":http", "$(HOST_IP):9103"] {
+            let e = parse_address(bad).unwrap_err().to_string();
+            assert!(e.contains("metrics_address"), "{bad}: {e}");
+        }
+    }
 }

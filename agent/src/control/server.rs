@@ -686,6 +686,27 @@ impl RouteControl for Service {
     }
 }
 
+/// Binds a Unix socket that is 0600 from the moment it exists: it is
+/// created under a umask that leaves only the owner's bits (a chmod after
+/// bind would leave a window where any local user may connect). The umask
+/// is the process's, so binds are serialised and it is restored at once.
+pub fn bind_private(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = UMASK.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: umask only swaps the process's file mode mask.
+    let previous = unsafe { libc::umask(0o177) };
+    let bound = tokio::net::UnixListener::bind(path);
+    // SAFETY: as above, putting the previous mask back.
+    unsafe { libc::umask(previous) };
+    let listener = bound?;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode != 0o600 {
+        return Err(std::io::Error::other(format!("created with mode {mode:o}, not 600")));
+    }
+    Ok(listener)
+}
+
 /// Serves the API on a Unix socket (mode 0600; a stale socket file is
 /// replaced) until `shutdown` resolves; removes the socket afterwards.
 pub async fn serve(
@@ -703,9 +724,7 @@ pub async fn serve(
     if path.exists() {
         std::fs::remove_file(path).map_err(|e| anyhow::anyhow!("stale listen_socket {}: {e}", path.display()))?;
     }
-    let listener =
-        tokio::net::UnixListener::bind(path).map_err(|e| anyhow::anyhow!("listen_socket {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let listener = bind_private(path).map_err(|e| anyhow::anyhow!("listen_socket {}: {e}", path.display()))?;
     tracing::info!(socket = %path.display(), "RouteControl API listening");
     let incoming = incoming_through_front(listener);
     let timing = RequestTiming(control.grpc_seconds.clone());
@@ -821,6 +840,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_socket_is_private_from_the_moment_it_exists() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("novanet-sock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.sock");
+        let _ = std::fs::remove_file(&path);
+        // A permissive process umask, as a container may start with.
+        // SAFETY: umask swaps the process's file mode mask.
+        let before = unsafe { libc::umask(0o000) };
+        let bound = bind_private(&path);
+        // SAFETY: as above.
+        unsafe { libc::umask(before) };
+        let _listener = bound.expect("bound");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(mode, 0o600);
+    }
 
     #[test]
     fn metric_labels_come_from_the_served_methods_only() {
