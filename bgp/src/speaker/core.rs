@@ -376,18 +376,7 @@ impl Core {
             let src_ibgp = self.rib.peer(best.peer).is_some_and(|p| p.ibgp);
             let old = before.export(&prefix, &best, src_ibgp).ok();
             let new = target.export(&prefix, &best, src_ibgp).ok();
-            match (old, new) {
-                (None, Some(n)) => {
-                    delta.add(&prefix, 1);
-                    out.pending.announce(prefix, n);
-                }
-                (Some(_), None) => {
-                    delta.add(&prefix, -1);
-                    out.pending.withdraw(prefix);
-                }
-                (Some(o), Some(n)) if o != n => out.pending.announce(prefix, n),
-                _ => {}
-            }
+            queue_export(&mut out, &mut delta, prefix, old, new, best.peer == LOCAL_PEER);
         }
         drop(out);
         delta.apply(&mut slot.shared.status.lock().expect("peer status"));
@@ -669,7 +658,7 @@ impl Core {
         let Some(target) = slot.export.as_mut() else {
             return;
         };
-        let (mut sent, mut sent_v6) = (0u64, 0u64);
+        let mut delta = SentDelta::default();
         {
             let mut out = slot.shared.outbox.lock().expect("outbox");
             for (prefix, entry) in self.rib.iter() {
@@ -678,14 +667,8 @@ impl Core {
                 }
                 let Some(best) = entry.selection() else { continue };
                 let source_ibgp = self.rib.peer(best.peer).is_some_and(|p| p.ibgp);
-                if let Ok(attrs) = target.export(&prefix, &best, source_ibgp) {
-                    if best.peer == LOCAL_PEER {
-                        out.local.push((prefix, false));
-                    }
-                    out.pending.announce(prefix, attrs);
-                    sent += 1;
-                    sent_v6 += matches!(prefix, IpNet::V6(_)) as u64;
-                }
+                let new = target.export(&prefix, &best, source_ibgp).ok();
+                queue_export(&mut out, &mut delta, prefix, None, new, best.peer == LOCAL_PEER);
             }
             let families = match only {
                 Some(f) => vec![f],
@@ -696,8 +679,8 @@ impl Core {
         if only.is_none() {
             // A refresh of one family re-sends what the peer has already.
             let mut st = slot.shared.status.lock().expect("peer status");
-            st.prefixes_sent = sent;
-            st.prefixes_sent_v6 = sent_v6;
+            st.prefixes_sent = delta.all.max(0) as u64;
+            st.prefixes_sent_v6 = delta.v6.max(0) as u64;
         }
         slot.shared.wake.notify_one();
     }
@@ -724,28 +707,7 @@ impl Core {
                 let old = export(target, &c.old);
                 let new = export(target, &c.best);
                 let local = c.best.as_ref().or(c.old.as_ref()).is_some_and(|b| b.peer == LOCAL_PEER);
-                match (old, new) {
-                    (Some(o), Some(n)) if Arc::ptr_eq(&o, &n) => {}
-                    (o, Some(n)) => {
-                        if o.is_none() {
-                            delta.add(&c.prefix, 1);
-                        }
-                        out.pending.announce(c.prefix, n);
-                        if local {
-                            out.local.push((c.prefix, false));
-                        }
-                        touched = true;
-                    }
-                    (Some(_), None) => {
-                        delta.add(&c.prefix, -1);
-                        out.pending.withdraw(c.prefix);
-                        if local {
-                            out.local.push((c.prefix, true));
-                        }
-                        touched = true;
-                    }
-                    (None, None) => {}
-                }
+                touched |= queue_export(&mut out, &mut delta, c.prefix, old, new, local);
             }
             drop(out);
             if touched {
@@ -896,6 +858,45 @@ impl Core {
                 t.abort.abort();
             }
         }
+    }
+}
+
+/// Queues what a peer must be told about one prefix, given what it was
+/// exported before (`old`) and what it is exported now (`new`): an
+/// announcement, a withdrawal or nothing; the sent count moves with it and
+/// a prefix this node originates (`local`) is reported once written. The
+/// one place every export (a selection change, a session's first dump, a
+/// refresh, a policy change) goes through. Returns whether anything was
+/// queued.
+fn queue_export(
+    out: &mut super::Outbox,
+    delta: &mut SentDelta,
+    prefix: IpNet,
+    old: Option<Arc<crate::wire::PathAttributes>>,
+    new: Option<Arc<crate::wire::PathAttributes>>,
+    local: bool,
+) -> bool {
+    match (old, new) {
+        (Some(o), Some(n)) if Arc::ptr_eq(&o, &n) || o == n => false,
+        (old, Some(n)) => {
+            if old.is_none() {
+                delta.add(&prefix, 1);
+            }
+            out.pending.announce(prefix, n);
+            if local {
+                out.local.push((prefix, false));
+            }
+            true
+        }
+        (Some(_), None) => {
+            delta.add(&prefix, -1);
+            out.pending.withdraw(prefix);
+            if local {
+                out.local.push((prefix, true));
+            }
+            true
+        }
+        (None, None) => false,
     }
 }
 

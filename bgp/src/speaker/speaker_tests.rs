@@ -325,3 +325,52 @@ async fn a_batch_over_the_prefix_limit_is_never_applied_and_the_session_is_held_
         "the status shows the NOTIFICATION sent"
     );
 }
+
+#[tokio::test]
+async fn a_policy_change_that_starts_advertising_a_local_prefix_reports_it_sent() {
+    let (l, ip) = listener(10).await;
+    let (speaker, _) = speaker_with_peer(ip, l.local_addr().unwrap().port(), |pc| {
+        pc.export = crate::policy::PeerPolicy::None;
+    })
+    .await;
+    let local = net("10.250.0.0/24");
+    speaker.originate(local, PathAttributes::default()).await.unwrap();
+    let mut events = speaker.subscribe();
+    let mut p = ScriptedPeer::accept(&l, 9, vec![]).await;
+    // End-of-RIB first: nothing is exported under "none".
+    let first = p.until(|m| matches!(m, Message::Update(_)).then(|| m.clone())).await;
+    assert!(matches!(&first, Message::Update(u) if u.nlri.is_empty()), "{first:?}");
+    speaker
+        .set_policies(
+            ip,
+            crate::policy::PeerPolicy::Default,
+            crate::policy::PeerPolicy::Default,
+        )
+        .await
+        .unwrap();
+    let announced = p
+        .until(|m| match m {
+            Message::Update(u) if !u.nlri.is_empty() => Some(u.nlri.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(announced, vec![Nlri::new(local)]);
+    let reported = tokio::time::timeout(BOUND, async {
+        loop {
+            match events.recv().await {
+                Ok(super::SpeakerEvent::LocalPrefixSent {
+                    prefix,
+                    peer,
+                    withdrawn,
+                }) => {
+                    break (prefix, peer, withdrawn);
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("events: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the local prefix is reported sent");
+    assert_eq!(reported, (local, ip, false));
+}
