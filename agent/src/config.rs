@@ -591,6 +591,16 @@ mod tests {
     }
 
     #[test]
+    fn a_mistyped_community_in_a_policy_is_a_configuration_error() {
+        let text = r#"{"node_name": "n1", "node_ip": "10.0.1.10", "routing": {"policies": {"in": {"rules": [
+            {"community": "65000:666", "action": "reject"},
+            {"action": "accept", "set": {"add_communities": ["65000:1", "no_exprot"]}}]}}}}"#;
+        let e = Config::parse(text).unwrap_err().to_string();
+        assert!(e.contains("routing.policies.in.rules[1].set.add_communities"), "{e}");
+        assert!(e.contains("\"no_exprot\" is not a community"), "{e}");
+    }
+
+    #[test]
     fn defaults_and_per_node_asn() {
         let c = Config::parse(base()).unwrap();
         assert_eq!(c.local_as().unwrap(), 65010);

@@ -42,7 +42,7 @@ fn policy(cfg: &Config, name: &str) -> PeerPolicy {
         "all" => PeerPolicy::All,
         "none" => PeerPolicy::None,
         other => PeerPolicy::Named(
-            other.to_string(),
+            other.into(),
             Arc::new(cfg.routing.policies.get(other).cloned().expect("validated")),
         ),
     }

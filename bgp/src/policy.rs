@@ -8,7 +8,6 @@
 use crate::wire::{community, PathAttributes};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Accept or reject.
@@ -57,7 +56,7 @@ pub struct RouteSet {
     pub med: Option<u32>,
     /// Communities to add, as `ASN:VALUE` strings or well-known names.
     #[serde(default)]
-    pub add_communities: Vec<String>,
+    pub add_communities: Vec<Community>,
 }
 
 /// One rule: every given condition must match.
@@ -72,7 +71,7 @@ pub struct Rule {
     pub as_path_contains: Option<u32>,
     /// Matches when the route carries this community (`ASN:VALUE`).
     #[serde(default)]
-    pub community: Option<String>,
+    pub community: Option<Community>,
     pub action: Verdict,
     #[serde(default)]
     pub set: Option<RouteSet>,
@@ -88,6 +87,42 @@ pub struct Policy {
     pub default: Verdict,
 }
 
+/// A standard community (RFC 1997), parsed when the configuration is
+/// loaded: written `ASN:VALUE` (each 0-65535) or as a well-known name
+/// (`no_export`, `no_advertise`, `no_export_subconfed`,
+/// `graceful_shutdown`); anything else is a configuration error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Community(pub u32);
+
+impl std::str::FromStr for Community {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_community(s).map(Community).ok_or_else(|| {
+            format!("{s:?} is not a community: ASN:VALUE with both 0-65535, or no_export, no_advertise, no_export_subconfed, graceful_shutdown")
+        })
+    }
+}
+
+impl std::fmt::Display for Community {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.0 >> 16, self.0 & 0xffff)
+    }
+}
+
+impl Serialize for Community {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Community {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Parses `ASN:VALUE` or a well-known community name.
 pub fn parse_community(s: &str) -> Option<u32> {
     match s.to_ascii_lowercase().replace('-', "_").as_str() {
@@ -101,16 +136,57 @@ pub fn parse_community(s: &str) -> Option<u32> {
     Some((a.trim().parse::<u16>().ok()? as u32) << 16 | b.trim().parse::<u16>().ok()? as u32)
 }
 
+/// Why a route was accepted or rejected, as `explain` shows it. Built
+/// without allocating: fixed texts are static, a named policy's rule is
+/// its shared name and a number; the text is made only when shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    Text(&'static str),
+    /// Rule `rule` (from 1) of a named policy decided.
+    Rule {
+        policy: Arc<str>,
+        rule: usize,
+    },
+    /// No rule of a named policy matched: its default decided.
+    PolicyDefault {
+        policy: Arc<str>,
+    },
+    /// A reason made for a rare case.
+    Owned(String),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Text(t) => f.write_str(t),
+            Reason::Rule { policy, rule } => write!(f, "policy {policy} rule {rule}"),
+            Reason::PolicyDefault { policy } => write!(f, "policy {policy} default"),
+            Reason::Owned(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<&'static str> for Reason {
+    fn from(t: &'static str) -> Self {
+        Reason::Text(t)
+    }
+}
+
+impl From<String> for Reason {
+    fn from(s: String) -> Self {
+        Reason::Owned(s)
+    }
+}
+
 /// Why a route was accepted or rejected: what `explain` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub verdict: Verdict,
-    /// Fixed reasons are static strings: deciding a route allocates nothing.
-    pub reason: Cow<'static, str>,
+    pub reason: Reason,
 }
 
 impl Decision {
-    pub fn new(verdict: Verdict, reason: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(verdict: Verdict, reason: impl Into<Reason>) -> Self {
         Decision {
             verdict,
             reason: reason.into(),
@@ -129,18 +205,19 @@ impl Policy {
     fn rule_matches(rule: &Rule, prefix: &IpNet, attrs: &PathAttributes) -> bool {
         (rule.prefixes.is_empty() || rule.prefixes.iter().any(|m| m.matches(prefix)))
             && rule.as_path_contains.is_none_or(|a| attrs.as_path.contains(a))
-            && rule
-                .community
-                .as_deref()
-                .is_none_or(|c| parse_community(c).is_some_and(|c| attrs.has_community(c)))
+            && rule.community.is_none_or(|c| attrs.has_community(c.0))
     }
 
     /// Applies the policy; attributes are copied only when a rule sets
     /// something, so an unchanged route keeps sharing its interned set.
-    pub fn apply(&self, name: &str, prefix: &IpNet, attrs: &PathAttributes) -> Applied {
+    pub fn apply(&self, name: &Arc<str>, prefix: &IpNet, attrs: &PathAttributes) -> Applied {
         for (i, rule) in self.rules.iter().enumerate() {
             if Self::rule_matches(rule, prefix, attrs) {
-                let decision = Decision::new(rule.action, format!("policy {name} rule {}", i + 1));
+                let reason = Reason::Rule {
+                    policy: name.clone(),
+                    rule: i + 1,
+                };
+                let decision = Decision::new(rule.action, reason);
                 let changed = match (&rule.set, rule.action) {
                     (Some(set), Verdict::Accept) => {
                         let mut a = attrs.clone();
@@ -150,9 +227,9 @@ impl Policy {
                         if let Some(med) = set.med {
                             a.med = Some(med);
                         }
-                        for c in set.add_communities.iter().filter_map(|c| parse_community(c)) {
-                            if !a.communities.contains(&c) {
-                                a.communities.push(c);
+                        for c in &set.add_communities {
+                            if !a.communities.contains(&c.0) {
+                                a.communities.push(c.0);
                             }
                         }
                         Some(a)
@@ -166,7 +243,7 @@ impl Policy {
             }
         }
         Applied {
-            decision: Decision::new(self.default, format!("policy {name} default")),
+            decision: Decision::new(self.default, Reason::PolicyDefault { policy: name.clone() }),
             attrs: None,
         }
     }
@@ -180,7 +257,7 @@ pub enum PeerPolicy {
     Default,
     All,
     None,
-    Named(String, Arc<Policy>),
+    Named(Arc<str>, Arc<Policy>),
 }
 
 impl PeerPolicy {

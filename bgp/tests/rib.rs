@@ -275,7 +275,7 @@ fn default_export_sends_only_own_prefixes_with_next_hop_self() {
     let learned = best(1, attrs(&[65001], "10.0.1.1"));
     let why = t.export(&prefix("192.0.2.0/24"), &learned, false).unwrap_err();
     assert_eq!(why.verdict, Verdict::Reject);
-    assert!(why.reason.contains("default export"), "{}", why.reason);
+    assert!(why.reason.to_string().contains("default export"), "{}", why.reason);
 }
 
 #[test]
@@ -300,6 +300,7 @@ fn export_never_loops_or_leaks() {
         .export(&prefix("192.0.2.0/24"), &b, false)
         .unwrap_err()
         .reason
+        .to_string()
         .contains("AS path"));
     let mut na = attrs(&[65002], "10.0.2.1");
     na.communities.push(community::NO_EXPORT);
@@ -307,6 +308,7 @@ fn export_never_loops_or_leaks() {
         .export(&prefix("192.0.2.0/24"), &best(2, na), false)
         .unwrap_err()
         .reason
+        .to_string()
         .contains("NO_EXPORT"));
     let mut nadv = attrs(&[65002], "10.0.2.1");
     nadv.communities.push(community::NO_ADVERTISE);
@@ -314,6 +316,7 @@ fn export_never_loops_or_leaks() {
         .export(&prefix("192.0.2.0/24"), &best(2, nadv), false)
         .unwrap_err()
         .reason
+        .to_string()
         .contains("NO_ADVERTISE"));
     let self_learned = Best {
         peer: 9,
@@ -325,6 +328,7 @@ fn export_never_loops_or_leaks() {
         .export(&prefix("2001:db8::/32"), &v6, false)
         .unwrap_err()
         .reason
+        .to_string()
         .contains("family"));
 }
 
@@ -360,7 +364,7 @@ fn named_policy_by_prefix_range_and_community() {
             Rule {
                 prefixes: vec![],
                 as_path_contains: None,
-                community: Some("65001:666".into()),
+                community: Some("65001:666".parse().unwrap()),
                 action: Verdict::Reject,
                 set: None,
             },
@@ -375,7 +379,24 @@ fn named_policy_by_prefix_range_and_community() {
         "longer than le 24"
     );
     let why = t.export(&prefix("192.0.2.0/24"), &b, false).unwrap_err();
-    assert_eq!(why.reason, "policy tor-out default");
+    assert_eq!(why.reason.to_string(), "policy tor-out default");
+}
+
+#[test]
+fn communities_are_checked_when_the_configuration_is_read() {
+    use novanet_bgp::policy::Community;
+    assert_eq!("65001:666".parse::<Community>().unwrap().0, 65001 << 16 | 666);
+    assert_eq!(
+        "no-export".parse::<Community>().unwrap().0,
+        novanet_bgp::wire::community::NO_EXPORT
+    );
+    for bad in ["65001:", "65001:70000", "65001-666", "no_exprot", ""] {
+        let e = bad.parse::<Community>().unwrap_err();
+        assert!(e.contains("is not a community"), "{bad}: {e}");
+    }
+    let rule: Result<Rule, _> = serde_json::from_str(r#"{"community": "6500l:666", "action": "reject"}"#);
+    let e = rule.unwrap_err().to_string();
+    assert!(e.contains("\"6500l:666\" is not a community"), "{e}");
 }
 
 #[test]

@@ -14,7 +14,6 @@ use crate::wire::{community, Family, Nlri, PathAttributes, SessionCodec};
 use bytes::BytesMut;
 use hashbrown::HashMap;
 use ipnet::IpNet;
-use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -42,7 +41,7 @@ pub struct ExportTarget {
 /// Why a route is not sent to a peer, or that it is.
 pub type ExportDecision = Result<Arc<PathAttributes>, Decision>;
 
-fn reject(reason: impl Into<Cow<'static, str>>) -> ExportDecision {
+fn reject(reason: impl Into<crate::policy::Reason>) -> ExportDecision {
     Err(Decision::new(Verdict::Reject, reason))
 }
 

@@ -762,7 +762,7 @@ impl Core {
                 out.as_path = Some(attrs.as_path.to_string());
                 out.next_hop = attrs.next_hop;
             }
-            Err(d) => out.reason = d.reason.into_owned(),
+            Err(d) => out.reason = d.reason.to_string(),
         }
         out
     }
