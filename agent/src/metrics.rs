@@ -73,16 +73,14 @@ pub async fn render(control: &Control, fib: Option<FibStatus>) -> String {
         "Intents that could not be applied",
         &["type"],
     );
-    let mut by_type: BTreeMap<String, i64> = BTreeMap::new();
+    let mut by_type: BTreeMap<&'static str, i64> = BTreeMap::new();
     for (key, state) in control.applied.lock().expect("applied").iter() {
         if matches!(state, crate::control::ApplyState::Failed(_)) {
-            *by_type
-                .entry(key.split(':').next().unwrap_or("").to_string())
-                .or_default() += 1;
+            *by_type.entry(key.kind()).or_default() += 1;
         }
     }
     for (t, n) in by_type {
-        failed.with_label_values(&[&t]).set(n);
+        failed.with_label_values(&[t]).set(n);
     }
     let collisions = IntGauge::new(
         "novanet_routing_asn_collisions",

@@ -46,9 +46,8 @@ pub struct ControlState {
     pub events: EventBus,
     pub speaker: Speaker,
     pub bfd: Bfd,
-    /// Apply outcome per intent key (`peer:A`, `prefix:bgp:P`, `bfd:A`,
-    /// `ospf:I`).
-    pub applied: Mutex<HashMap<String, ApplyState>>,
+    /// Apply outcome per intent.
+    pub applied: Mutex<HashMap<IntentKey, ApplyState>>,
     /// Registered owners and their session ids.
     pub sessions: Mutex<BTreeMap<String, String>>,
     /// The local AS and router id as last configured.
@@ -105,7 +104,7 @@ impl ControlState {
             .or_default() += 1;
     }
 
-    pub fn apply_state(&self, key: &str) -> ApplyState {
+    pub fn apply_state(&self, key: &IntentKey) -> ApplyState {
         self.applied
             .lock()
             .expect("applied")
@@ -115,26 +114,71 @@ impl ControlState {
     }
 }
 
-/// Intent keys, as in the reference.
-pub fn peer_key(addr: &std::net::IpAddr) -> String {
-    format!("peer:{addr}")
+/// What an intent is about: the key of its apply state. Shown as in the
+/// reference (`peer:A`, `prefix:bgp:P`, `bfd:A`, `ospf:I`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IntentKey {
+    Peer(std::net::IpAddr),
+    /// A prefix by protocol (`Protocol` as its number) and network.
+    Prefix(i32, ipnet::IpNet),
+    Bfd(std::net::IpAddr),
+    Ospf(String),
 }
 
-pub fn prefix_key(protocol: i32, prefix: &ipnet::IpNet) -> String {
-    let p = if protocol == novanet_proto::api::Protocol::Ospf as i32 {
-        "ospf"
-    } else {
-        "bgp"
-    };
-    format!("prefix:{p}:{prefix}")
+impl IntentKey {
+    /// The intent type: `peer`, `prefix`, `bfd`, `ospf` (metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IntentKey::Peer(_) => "peer",
+            IntentKey::Prefix(..) => "prefix",
+            IntentKey::Bfd(_) => "bfd",
+            IntentKey::Ospf(_) => "ospf",
+        }
+    }
+
+    /// Whether one owner's intents hold this key.
+    pub fn held_by(&self, i: &intents::OwnerIntents) -> bool {
+        match self {
+            IntentKey::Peer(a) => i.peers.contains_key(a),
+            IntentKey::Prefix(p, n) => i.prefixes.contains_key(&(*p, *n)),
+            IntentKey::Bfd(a) => i.bfd.contains_key(a),
+            IntentKey::Ospf(n) => i.ospf.contains_key(n),
+        }
+    }
 }
 
-pub fn bfd_key(addr: &std::net::IpAddr) -> String {
-    format!("bfd:{addr}")
+impl std::fmt::Display for IntentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IntentKey::Peer(a) => write!(f, "peer:{a}"),
+            IntentKey::Prefix(p, n) => {
+                let proto = if *p == novanet_proto::api::Protocol::Ospf as i32 {
+                    "ospf"
+                } else {
+                    "bgp"
+                };
+                write!(f, "prefix:{proto}:{n}")
+            }
+            IntentKey::Bfd(a) => write!(f, "bfd:{a}"),
+            IntentKey::Ospf(i) => write!(f, "ospf:{i}"),
+        }
+    }
 }
 
-pub fn ospf_key(iface: &str) -> String {
-    format!("ospf:{iface}")
+pub fn peer_key(addr: &std::net::IpAddr) -> IntentKey {
+    IntentKey::Peer(*addr)
+}
+
+pub fn prefix_key(protocol: i32, prefix: &ipnet::IpNet) -> IntentKey {
+    IntentKey::Prefix(protocol, *prefix)
+}
+
+pub fn bfd_key(addr: &std::net::IpAddr) -> IntentKey {
+    IntentKey::Bfd(*addr)
+}
+
+pub fn ospf_key(iface: &str) -> IntentKey {
+    IntentKey::Ospf(iface.to_string())
 }
 
 /// The owner label of a policy violation: a configured owner, or
@@ -205,4 +249,34 @@ pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::R
         )
         .expect("valid histogram"),
     }))
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn intent_keys_show_as_the_reference_writes_them() {
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let p: ipnet::IpNet = "10.244.1.0/24".parse().unwrap();
+        let ospf = novanet_proto::api::Protocol::Ospf as i32;
+        let bgp = novanet_proto::api::Protocol::Bgp as i32;
+        assert_eq!(peer_key(&a).to_string(), "peer:10.0.0.1");
+        assert_eq!(prefix_key(bgp, &p).to_string(), "prefix:bgp:10.244.1.0/24");
+        assert_eq!(prefix_key(ospf, &p).to_string(), "prefix:ospf:10.244.1.0/24");
+        assert_eq!(bfd_key(&a).to_string(), "bfd:10.0.0.1");
+        assert_eq!(ospf_key("eth0").to_string(), "ospf:eth0");
+        assert_ne!(prefix_key(bgp, &p), prefix_key(ospf, &p), "protocols are told apart");
+        let mut o = intents::OwnerIntents::default();
+        let bfd = intents::BfdIntent {
+            peer: a,
+            min_rx_ms: 300,
+            min_tx_ms: 300,
+            detect_multiplier: 3,
+            interface: String::new(),
+        };
+        o.bfd.insert(a, bfd);
+        assert!(bfd_key(&a).held_by(&o) && !peer_key(&a).held_by(&o));
+        assert_eq!((peer_key(&a).kind(), ospf_key("eth0").kind()), ("peer", "ospf"));
+    }
 }

@@ -3,7 +3,7 @@
 //! BFD intents to the BFD engine; what fails stays un-applied, is retried,
 //! and is visible in GetStatus and as an apply error.
 
-use super::{bfd_key, ospf_key, peer_key, prefix_key, ApplyState, Control};
+use super::{bfd_key, ospf_key, peer_key, prefix_key, ApplyState, Control, IntentKey};
 use crate::config::parse_family;
 use ipnet::IpNet;
 use novanet_bfd::session::SessionConfig;
@@ -120,7 +120,7 @@ pub async fn run(control: Control) {
 /// Records an apply outcome. A new failure is logged and published as an
 /// event of the intent's kind (PEER_DOWN, PREFIX_WITHDRAWN, BFD_DOWN,
 /// OSPF_NEIGHBOR_DOWN) with `state=failed` and the error, once per change.
-fn record(control: &Control, key: String, state: ApplyState) {
+fn record(control: &Control, key: IntentKey, state: ApplyState) {
     let previous = control
         .applied
         .lock()
@@ -132,11 +132,11 @@ fn record(control: &Control, key: String, state: ApplyState) {
     }
     if let ApplyState::Failed(e) = &state {
         tracing::warn!(intent = %key, error = %e, "intent not applied");
-        let kind = match key.split(':').next() {
-            Some("peer") => EventType::PeerDown,
-            Some("prefix") => EventType::PrefixWithdrawn,
-            Some("bfd") => EventType::BfdDown,
-            _ => EventType::OspfNeighborDown,
+        let kind = match key {
+            IntentKey::Peer(_) => EventType::PeerDown,
+            IntentKey::Prefix(..) => EventType::PrefixWithdrawn,
+            IntentKey::Bfd(_) => EventType::BfdDown,
+            IntentKey::Ospf(_) => EventType::OspfNeighborDown,
         };
         let owner = owner_of(control, &key);
         control.events.publish(
@@ -144,31 +144,26 @@ fn record(control: &Control, key: String, state: ApplyState) {
             &owner,
             format!("{key} not applied: {e}"),
             &[
-                ("intent", key.clone()),
+                ("intent", key.to_string()),
                 ("state", "failed".into()),
                 ("error", e.clone()),
             ],
         );
     } else if state == ApplyState::Applied {
         let owner = owner_of(control, &key);
-        let kind = key.split(':').next().unwrap_or("").to_string();
-        control.count_intent(&owner, &kind, "apply");
+        control.count_intent(&owner, key.kind(), "apply");
     }
 }
 
 /// The owner of an intent key.
-fn owner_of(control: &Control, key: &str) -> String {
+fn owner_of(control: &Control, key: &IntentKey) -> String {
     let intents = control.intents.lock().expect("intents");
-    for (owner, i) in &intents.owners {
-        let hit = i.peers.keys().any(|a| super::peer_key(a) == key)
-            || i.prefixes.keys().any(|(p, n)| super::prefix_key(*p, n) == key)
-            || i.bfd.keys().any(|a| super::bfd_key(a) == key)
-            || i.ospf.keys().any(|n| super::ospf_key(n) == key);
-        if hit {
-            return owner.clone();
-        }
-    }
-    String::new()
+    intents
+        .owners
+        .iter()
+        .find(|(_, i)| key.held_by(i))
+        .map(|(owner, _)| owner.clone())
+        .unwrap_or_default()
 }
 
 /// One cycle.

@@ -9,7 +9,7 @@
 use super::events::EventBus;
 use super::intents::{BfdIntent, OspfIntent, PrefixIntent};
 use super::owners::{Refusal, ADMIN};
-use super::{bfd_key, ospf_key, peer_key, prefix_key, Control};
+use super::{bfd_key, ospf_key, peer_key, prefix_key, Control, IntentKey};
 use ipnet::IpNet;
 use novanet_proto::api::route_control_server::{RouteControl, RouteControlServer};
 use novanet_proto::api::*;
@@ -116,8 +116,7 @@ impl Service {
     fn store(
         &self,
         owner: &str,
-        kind: &str,
-        key: String,
+        key: IntentKey,
         put: impl FnOnce(&mut super::intents::OwnerIntents, bool) -> bool,
     ) -> Result<(), Status> {
         let max = self.control.owners.max_intents(owner);
@@ -134,7 +133,7 @@ impl Service {
             )));
         }
         self.control.applied.lock().expect("applied").remove(&key);
-        self.control.count_intent(owner, kind, "set");
+        self.control.count_intent(owner, key.kind(), "set");
         self.control.reconcile_soon();
         Ok(())
     }
@@ -143,15 +142,14 @@ impl Service {
     fn remove(
         &self,
         owner: &str,
-        kind: &str,
-        key: String,
+        key: IntentKey,
         take: impl FnOnce(&mut super::intents::OwnerIntents) -> bool,
     ) -> bool {
         if !take(self.control.intents.lock().expect("intents").owner(owner)) {
             return false;
         }
         self.control.applied.lock().expect("applied").remove(&key);
-        self.control.count_intent(owner, kind, "remove");
+        self.control.count_intent(owner, key.kind(), "remove");
         self.control.reconcile_soon();
         true
     }
@@ -324,7 +322,7 @@ impl RouteControl for Service {
         if p.address_families.is_empty() {
             p.address_families = vec![AddressFamily::Ipv4Unicast as i32];
         }
-        self.store(&r.owner, "peer", peer_key(&addr), |i, may_add| {
+        self.store(&r.owner, peer_key(&addr), |i, may_add| {
             (may_add || i.peers.contains_key(&addr)) && {
                 i.peers.insert(addr, p);
                 true
@@ -339,7 +337,7 @@ impl RouteControl for Service {
         let addr = parse_ip("neighbor_address", &r.neighbor_address)?;
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
-        if !self.remove(&r.owner, "peer", peer_key(&addr), |i| i.peers.remove(&addr).is_some()) {
+        if !self.remove(&r.owner, peer_key(&addr), |i| i.peers.remove(&addr).is_some()) {
             return Err(Status::not_found(format!("owner {} has no peer {addr}", r.owner)));
         }
         Ok(Response::new(RemovePeerResponse {}))
@@ -414,18 +412,13 @@ impl RouteControl for Service {
             protocol,
             attributes: r.attributes.clone(),
         };
-        self.store(
-            &r.owner,
-            "prefix",
-            prefix_key(protocol as i32, &prefix),
-            |i, may_add| {
-                let k = (protocol as i32, prefix);
-                (may_add || i.prefixes.contains_key(&k)) && {
-                    i.prefixes.insert(k, intent);
-                    true
-                }
-            },
-        )?;
+        self.store(&r.owner, prefix_key(protocol as i32, &prefix), |i, may_add| {
+            let k = (protocol as i32, prefix);
+            (may_add || i.prefixes.contains_key(&k)) && {
+                i.prefixes.insert(k, intent);
+                true
+            }
+        })?;
         Ok(Response::new(AdvertisePrefixResponse {}))
     }
 
@@ -439,7 +432,7 @@ impl RouteControl for Service {
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
         let key = prefix_key(protocol as i32, &prefix);
-        if !self.remove(&r.owner, "prefix", key, |i| {
+        if !self.remove(&r.owner, key, |i| {
             i.prefixes.remove(&(protocol as i32, prefix)).is_some()
         }) {
             return Err(Status::not_found(format!(
@@ -469,7 +462,7 @@ impl RouteControl for Service {
             detect_multiplier: or(r.detect_multiplier, 3),
             interface: r.interface_name.clone(),
         };
-        self.store(&r.owner, "bfd", bfd_key(&addr), |i, may_add| {
+        self.store(&r.owner, bfd_key(&addr), |i, may_add| {
             (may_add || i.bfd.contains_key(&addr)) && {
                 i.bfd.insert(addr, intent);
                 true
@@ -484,7 +477,7 @@ impl RouteControl for Service {
         let addr = parse_ip("peer_address", &r.peer_address)?;
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
-        if !self.remove(&r.owner, "bfd", bfd_key(&addr), |i| i.bfd.remove(&addr).is_some()) {
+        if !self.remove(&r.owner, bfd_key(&addr), |i| i.bfd.remove(&addr).is_some()) {
             return Err(Status::not_found(format!(
                 "owner {} has no BFD session with {addr}",
                 r.owner
@@ -530,7 +523,7 @@ impl RouteControl for Service {
             dead,
         };
         let iface = r.interface_name.clone();
-        self.store(&r.owner, "ospf", ospf_key(&iface), |i, may_add| {
+        self.store(&r.owner, ospf_key(&iface), |i, may_add| {
             (may_add || i.ospf.contains_key(&iface)) && {
                 i.ospf.insert(iface.clone(), intent);
                 true
@@ -547,7 +540,7 @@ impl RouteControl for Service {
         }
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
-        if !self.remove(&r.owner, "ospf", ospf_key(&r.interface_name), |i| {
+        if !self.remove(&r.owner, ospf_key(&r.interface_name), |i| {
             i.ospf.remove(&r.interface_name).is_some()
         }) {
             return Err(Status::not_found(format!(
