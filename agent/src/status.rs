@@ -45,6 +45,9 @@ struct AppState {
     fib: Option<Arc<Mutex<FibStatus>>>,
     bfd: Bfd,
     control: Control,
+    /// One walk of the table at a time: a listing runs on the speaker's
+    /// core, so callers of this port cannot stack them up.
+    table_walk: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Deserialize)]
@@ -66,15 +69,21 @@ async fn peers(State(app): State<AppState>) -> Json<serde_json::Value> {
 async fn routes(
     State(app): State<AppState>,
     Query(q): Query<RouteQuery>,
-) -> Result<Json<serde_json::Value>, StatusCode> {
+) -> Result<Json<serde_json::Value>, (StatusCode, &'static str)> {
+    let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "the speaker has stopped\n");
     let v = match q.prefix {
-        Some(p) => app.speaker.routes(Some(p)).await,
+        Some(p) => app.speaker.routes(Some(p)).await.map_err(|_| unavailable)?,
         None => {
+            let _walking = app.table_walk.try_acquire().map_err(|_| {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "a listing of the table is already running: try again when it is done\n",
+                )
+            })?;
             let limit = q.limit.unwrap_or(DEFAULT_ROUTE_LIMIT).min(MAX_ROUTE_LIMIT);
-            app.speaker.first_routes(limit).await
+            app.speaker.first_routes(limit).await.map_err(|_| unavailable)?
         }
-    }
-    .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    };
     Ok(Json(serde_json::to_value(v).unwrap_or_default()))
 }
 
@@ -152,6 +161,7 @@ pub async fn serve(
             fib,
             bfd,
             control,
+            table_walk: Arc::new(tokio::sync::Semaphore::new(1)),
         });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
