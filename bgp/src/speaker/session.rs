@@ -485,8 +485,9 @@ impl PeerSession {
                 self.execute(Which::Secondary, a, now);
             }
             // The peer may have restarted (RFC 4724 4.2); the old session
-            // ends when the new connection's OPEN arrives, not before: a
-            // connection that sends nothing must not cost the session.
+            // ends when the new connection's OPEN arrives with the Restart
+            // State bit, not before: a connection that sends nothing, or a
+            // late one of a collision, must not cost the session.
             State::Established if self.peer_gr.is_some() && self.secondary.is_none() => {
                 let a = link.fsm.start_with_connection(now);
                 self.secondary = Some(link);
@@ -854,13 +855,25 @@ impl PeerSession {
             return;
         }
         if self.primary.fsm.state() == State::Established {
-            if sec.fsm.remote_open().is_none() {
+            let Some(open) = sec.fsm.remote_open() else {
+                return;
+            };
+            // Only an OPEN with the Restart State bit says the peer
+            // restarted; without it this is a late connection of a
+            // collision, and the established session stays (RFC 4271 6.8).
+            let restarted = open
+                .capabilities
+                .iter()
+                .any(|c| matches!(c, Capability::GracefulRestart(gr) if gr.restarting));
+            if !restarted {
+                let sec = self.secondary.take().expect("checked");
+                self.close_link(sec, collision_notification(), now);
                 return;
             }
             // The peer restarted: its old session is gone. Its routes stay
             // as stale (the session's Down says so) until the new session's
             // End-of-RIB or the restart time.
-            tracing::info!(peer = %self.config.address, "peer reconnected while established: graceful restart");
+            tracing::info!(peer = %self.config.address, "peer restarted while established: graceful restart");
             let a = self.primary.fsm.handle(Event::TcpFailed, now);
             self.execute(Which::Primary, a, now);
             self.primary = self.secondary.take().expect("checked");

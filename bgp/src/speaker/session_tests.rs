@@ -347,6 +347,22 @@ fn a_restarted_peer_s_open_ends_the_old_session_with_its_routes_kept() {
 }
 
 #[test]
+fn a_late_connection_whose_open_says_no_restart_leaves_the_session() {
+    let mut h = harness(true);
+    h.establish();
+    // The peer opens another connection and sends an OPEN without the
+    // Restart State bit: a late collision, not a restart.
+    let late = end(("10.0.0.2", AS_B, "2.2.2.2"), ("10.0.0.1", AS_A), true, false);
+    h.ends[1] = late;
+    h.wires.retain(|(side, _), _| *side == 0);
+    h.input(1, Input::Start);
+    h.settle();
+    assert_eq!(h.downs(0), vec![], "the established session stays");
+    assert_eq!(h.ups(0), 1);
+    assert!(h.ends[0].sent.iter().any(|(_, m)| is_collision_cease(m)));
+}
+
+#[test]
 fn a_reset_with_an_idle_hold_connects_again_only_after_it() {
     let mut h = harness(false);
     h.establish();
