@@ -49,6 +49,38 @@ pub struct Config {
     pub disconnect_grace_period: Option<u64>,
     #[serde(default)]
     pub routing: Routing,
+    #[serde(default)]
+    pub cni: Cni,
+}
+
+/// The agent's side of `novanet-cni`: the socket plugins talk to and where
+/// address assignments are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cni {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_cni_socket")]
+    pub socket: String,
+    #[serde(default = "default_ipam_dir")]
+    pub ipam_dir: String,
+}
+
+impl Default for Cni {
+    fn default() -> Self {
+        Cni {
+            enabled: false,
+            socket: default_cni_socket(),
+            ipam_dir: default_ipam_dir(),
+        }
+    }
+}
+
+fn default_cni_socket() -> String {
+    "/run/novanet/cni.sock".into()
+}
+fn default_ipam_dir() -> String {
+    "/var/lib/novanet/ipam".into()
 }
 
 fn default_socket() -> String {

@@ -1,9 +1,11 @@
 //! The NovaNet node agent as a library: configuration ([`config`]), the
 //! kernel FIB writer ([`fib`]), BFD for BGP peers ([`liveness`]), the
 //! routing manager that drives the BGP speaker ([`routing`]), desired-state
-//! peers from every source ([`peers`]), and the HTTP status endpoint
-//! ([`status`]). The `novanet-agent` binary wires them up.
+//! peers from every source ([`peers`]), the HTTP status endpoint
+//! ([`status`]), and the backend of `novanet-cni` ([`cni`]). The
+//! `novanet-agent` binary wires them up.
 
+pub mod cni;
 pub mod config;
 pub mod control;
 pub mod fib;

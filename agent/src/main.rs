@@ -3,7 +3,7 @@
 //! node's PodCIDR, and on SIGTERM withdraws it and closes every session
 //! with a shutdown communication.
 
-use novanet_agent::{config, control, kubernetes, routing, status, vip};
+use novanet_agent::{cni, config, control, kubernetes, routing, status, vip};
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -117,6 +117,20 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     if let Some((client, _)) = kube.as_ref().filter(|_| cfg.kubernetes_mesh()) {
         kubernetes::watch::spawn_mesh(client.clone(), cfg.clone(), routing.peers.clone(), control.clone());
     }
+    let (cni_stop, cni_stopped) = tokio::sync::oneshot::channel::<()>();
+    let cni = if cfg.cni.enabled {
+        let backend = std::sync::Arc::new(cni::CniBackend::new(&cfg)?);
+        cni::enable_forwarding(&cfg);
+        Some(tokio::spawn(cni::serve(
+            backend,
+            std::path::PathBuf::from(&cfg.cni.socket),
+            async {
+                let _ = cni_stopped.await;
+            },
+        )))
+    } else {
+        None
+    };
     tokio::spawn(control::reconciler::run(control.clone()));
     control::sources::spawn(control.clone(), routing.events);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -175,6 +189,13 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let _ = api_stop.send(());
     if let Ok(Err(e)) = api.await {
         tracing::warn!(error = %e, "RouteControl API");
+    }
+    let _ = cni_stop.send(());
+    if let Some(Ok(Err(e))) = match cni {
+        Some(t) => Some(t.await),
+        None => None,
+    } {
+        tracing::warn!(error = %e, "CNI backend");
     }
     tracing::info!("stopped");
     Ok(())

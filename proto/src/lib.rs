@@ -1,10 +1,12 @@
 //! The NovaRoute RouteControl gRPC API (`novaroute.v1`): messages, the
 //! server trait and the client, generated from
 //! `proto/novaroute/v1/novaroute.proto`; and the `RoutingInsight`
-//! extension service (`novanet.routing.v1`) for the richer operator views.
+//! extension service (`novanet.routing.v1`) for the richer operator views;
+//! and the protocol between `novanet-cni` and the agent ([`cni`]).
 
-#![allow(clippy::all)]
+pub mod cni;
 
+#[allow(clippy::all)]
 pub mod novaroute {
     pub mod v1 {
         tonic::include_proto!("novaroute.v1");
@@ -12,6 +14,7 @@ pub mod novaroute {
 }
 
 /// Read-only operator views next to RouteControl.
+#[allow(clippy::all)]
 pub mod novanet {
     pub mod routing {
         pub mod v1 {
