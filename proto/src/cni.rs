@@ -68,7 +68,10 @@ pub enum Response {
     Released(Vec<Attachment>),
     Done,
     /// A CNI error code (the spec's, or 100+ of novanet) and a message.
-    Error { code: u32, msg: String },
+    Error {
+        code: u32,
+        msg: String,
+    },
 }
 
 /// The agent is there but cannot serve yet (CNI code 11, try again later).

@@ -112,7 +112,9 @@ impl Ipam {
                 };
                 match serde_json::from_str::<Assignment>(&text) {
                     Ok(a) => out.push((ip, a)),
-                    Err(e) => tracing::warn!(file = %entry.path().display(), error = %e, "unreadable address assignment kept"),
+                    Err(e) => {
+                        tracing::warn!(file = %entry.path().display(), error = %e, "unreadable address assignment kept")
+                    }
                 }
             }
         }
@@ -325,7 +327,10 @@ mod tests {
         let cidrs: Vec<IpNet> = vec!["10.244.1.0/29".parse().unwrap(), "fd00:244::/120".parse().unwrap()];
         let ipam = Ipam::open(&d, &cidrs).unwrap();
         let a = ipam.assign(&att("a")).unwrap();
-        assert_eq!(a, ["10.244.1.1".parse::<IpAddr>().unwrap(), "fd00:244::1".parse().unwrap()]);
+        assert_eq!(
+            a,
+            ["10.244.1.1".parse::<IpAddr>().unwrap(), "fd00:244::1".parse().unwrap()]
+        );
         assert_eq!(ipam.assign(&att("a")).unwrap(), a, "a repeated ADD gets the same");
         let mut v4 = vec![a[0]];
         for id in ["b", "c", "d", "e", "f"] {
@@ -342,9 +347,15 @@ mod tests {
         assert_eq!(again.held(&att("c").attachment).unwrap().len(), 2);
         let freed = again.release(&att("c").attachment).unwrap();
         assert_eq!(freed.len(), 2);
-        assert!(again.release(&att("c").attachment).unwrap().is_empty(), "DEL twice is fine");
+        assert!(
+            again.release(&att("c").attachment).unwrap().is_empty(),
+            "DEL twice is fine"
+        );
         let g = again.assign(&att("g")).unwrap();
-        assert!(g.contains(&freed[0]) || g.contains(&freed[1]), "the freed IPv4 address is the one left");
+        assert!(
+            g.contains(&freed[0]) || g.contains(&freed[1]),
+            "the freed IPv4 address is the one left"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 

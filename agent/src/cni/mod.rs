@@ -29,8 +29,8 @@ impl CniBackend {
         if cidrs.is_empty() {
             anyhow::bail!("cni.enabled needs the node's PodCIDR (pod_cidr, or the Node's spec.podCIDR)");
         }
-        let ipam = Ipam::open(Path::new(&cfg.cni.ipam_dir), &cidrs)
-            .map_err(|e| anyhow::anyhow!("cni.ipam_dir: {e}"))?;
+        let ipam =
+            Ipam::open(Path::new(&cfg.cni.ipam_dir), &cidrs).map_err(|e| anyhow::anyhow!("cni.ipam_dir: {e}"))?;
         Ok(CniBackend {
             ipam,
             node_ip: cfg.node_ip,
@@ -175,7 +175,11 @@ fn interface_of(ip: IpAddr) -> Option<String> {
             };
             if addr == Some(ip) {
                 // SAFETY: ifa_name is a NUL-terminated name.
-                found = Some(unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned());
+                found = Some(
+                    unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+                        .to_string_lossy()
+                        .into_owned(),
+                );
                 break;
             }
         }
