@@ -1,10 +1,12 @@
 //! A pod's interfaces, through rtnetlink: a veth pair whose host end
 //! (`nv` + a hash of the attachment) stays on the node and whose other end
 //! becomes `CNI_IFNAME` in the pod's namespace. The pod gets its addresses
-//! as /32 and /128 with default routes through a gateway that lives on the
-//! host end: 169.254.1.1, answered by proxy ARP, and for IPv6 the host
-//! end's link-local address (made from its fixed MAC). The node reaches the
-//! pod through a /32 (/128) route on the host end. Nothing is bridged, so
+//! as /32 and /128 with default routes through a gateway on the host end:
+//! 169.254.1.1, and for IPv6 the host end's link-local address (made from
+//! its fixed MAC). The pod knows the gateway's MAC from a permanent
+//! neighbour entry, so nothing on the node has to answer for it (proxy ARP
+//! would need a route to the gateway elsewhere). The node reaches the pod
+//! through a /32 (/128) route on the host end. Nothing is bridged, so
 //! every packet is routed and passes the node's TC programs.
 
 use crate::spec::{code, CniError};
@@ -190,7 +192,6 @@ fn add_host_side(att: &Attachment, ns: &File, ips: &[IpAddr], mtu: u32) -> Resul
         if v6 {
             sysctl(&format!("/proc/sys/net/ipv6/conf/{host}/accept_dad"), "0")?;
         }
-        sysctl(&format!("/proc/sys/net/ipv4/conf/{host}/proxy_arp"), "1")?;
         h.link()
             .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
@@ -240,6 +241,15 @@ fn configure_pod_side(ifname: &str, ips: &[IpAddr], mtu: u32) -> Result<String, 
             .await
             .map_err(netlink(ifname))?;
         for ip in ips {
+            // The gateway's MAC is known: no ARP or NDP for it, ever.
+            h.neighbours()
+                .add(index, gateway(ip))
+                .link_layer_address(&HOST_MAC)
+                .state(netlink_packet_route::neighbour::NeighbourState::Permanent)
+                .replace()
+                .execute()
+                .await
+                .map_err(netlink(&format!("the gateway {} of {ip}", gateway(ip))))?;
             let len = if ip.is_ipv4() { 32 } else { 128 };
             let mut add = h.address().add(index, *ip, len);
             if ip.is_ipv6() {

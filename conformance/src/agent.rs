@@ -45,6 +45,12 @@ pub fn ctl_binary() -> PathBuf {
     workspace_binary(&BIN, "NOVANETCTL_BIN", "novanetctl", "novanetctl")
 }
 
+/// The CNI plugin (`NOVANET_CNI_BIN`, else built from the workspace).
+pub fn cni_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    workspace_binary(&BIN, "NOVANET_CNI_BIN", "novanet-cni", "novanet-cni")
+}
+
 /// The injector/monitor (`NOVANET_INJECT_BIN`, else built from the
 /// workspace).
 pub fn inject_binary() -> PathBuf {

@@ -3,10 +3,13 @@
 //! processes, all named uniquely per test and removed when the [`Lab`] is
 //! dropped, even when the test fails.
 //!
-//! Needs root, iproute2, and the Debian packages frr, bird2 and gobgpd.
+//! Needs root, iproute2, and the Debian packages frr, bird2, gobgpd and
+//! containernetworking-plugins. [`cni_runtime`] drives CNI plugins as a
+//! container runtime does.
 
 pub mod agent;
 pub mod checks;
+pub mod cni_runtime;
 pub mod daemons;
 pub mod kernel;
 pub mod kube_api;
