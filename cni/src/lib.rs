@@ -1,9 +1,12 @@
 //! `novanet-cni`, the CNI plugin of NovaNet's native routing: the CNI
 //! spec's environment, configuration, results and errors ([`spec`]), the
 //! pod's interfaces through rtnetlink ([`link`]), and the agent that
-//! assigns the addresses ([`agent`]). [`run`] is one invocation.
+//! assigns the addresses ([`agent`]). [`run`] is one invocation;
+//! `novanet-cni install` puts the plugin and its conflist on a node
+//! ([`install`]).
 
 pub mod agent;
+pub mod install;
 pub mod link;
 pub mod spec;
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the novanet-agent container image (novanet-agent and novanetctl)
+# Builds the novanet-agent container image (novanet-agent, novanetctl and
+# novanet-cni)
 # from this checkout, without pulling a base image: a release build, the
 # binaries with exactly the shared libraries they load (ldd), CA
 # certificates for an https API server, assembled with buildah from
@@ -12,12 +13,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tag=${1:-novanet-agent:dev}
-cargo build --release -q -p novanet-agent -p novanetctl
+cargo build --release -q -p novanet-agent -p novanetctl -p novanet-cni
 target=${CARGO_TARGET_DIR:-target}/release
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/usr/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/run/novaroute" "$root/etc/novanet"
-for bin in novanet-agent novanetctl; do
+for bin in novanet-agent novanetctl novanet-cni; do
   install -m 0755 "$target/$bin" "$root/usr/bin/$bin"
   # The dynamic loader and every library the binary loads, at their paths.
   for lib in $(ldd "$target/$bin" | grep -o '/[^ ]*'); do
@@ -39,7 +40,7 @@ buildah config \
   --env PATH=/usr/bin \
   --label org.opencontainers.image.title=novanet-agent \
   --label org.opencontainers.image.version="$version" \
-  --label org.opencontainers.image.description="NovaNet native routing node agent (BGP, BFD, kernel FIB) and novanetctl" \
+  --label org.opencontainers.image.description="NovaNet native routing node agent (BGP, BFD, kernel FIB), novanetctl and novanet-cni" \
   "$ctr"
 buildah commit -q "$ctr" "$tag" >/dev/null
 echo "built $tag ($version)"
@@ -54,4 +55,5 @@ out=$(run "$tag" --version)
 echo "$out"
 [ "$out" = "novanet-agent $version" ] || { echo "unexpected: $out" >&2; exit 1; }
 run --entrypoint /usr/bin/novanetctl "$tag" --version
+run --entrypoint /usr/bin/novanet-cni "$tag" --version
 run "$tag" --help > /dev/null

@@ -65,6 +65,7 @@ app.kubernetes.io/component: agent
   "disconnect_grace_period" (int64 $r.disconnectGracePeriod)
   "owners" $owners
   "routing" $routing
+  "cni" (dict "enabled" .Values.cni.enabled "socket" .Values.cni.socket "ipam_dir" .Values.cni.ipamDir)
 -}}
 {{- toPrettyJson $cfg -}}
 {{- end -}}
