@@ -13,13 +13,14 @@
 # Two FRR ToRs (AS 65001 on 10.0.1.0/24, AS 65002 on 10.0.2.0/24), three
 # nodes attached to both, each running novanet-agent (per-node AS 65000 +
 # last octet), peering with both ToRs and with each other (static node
-# mesh), each with a pod namespace in its PodCIDR. `status` shows each node's
-# kernel routes and `novanetctl routing peers`, then pings pod to pod.
+# mesh), each with a pod wired by novanet-cni (as a runtime calls it) with an
+# address from its node's PodCIDR. `status` shows each node's kernel routes
+# and `novanetctl routing peers`, then pings pod to pod.
 #
 #            tor1 10.0.1.1 (br0)              tor2 10.0.2.1 (br0)
 #              |        |        |              |        |        |
 #   node-1 10.0.1.11  node-2 10.0.1.12  node-3 10.0.1.13   (eth1: 10.0.2.1x)
-#      pod 10.244.1.10   pod 10.244.2.10   pod 10.244.3.10
+#      pod 10.244.1.x    pod 10.244.2.x    pod 10.244.3.x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 P=${NOVANET_LAB_PREFIX:-nvlab}
@@ -57,10 +58,11 @@ status() {
   for a in "${NODES[@]}"; do
     for b in "${NODES[@]}"; do
       [ "$a" = "$b" ] && continue
-      if ip netns exec "$(ns_of pod$a)" ping -n -c 3 -i 0.2 -W 1 "10.244.$b.10" > "$RUN/ping-$a-$b.log" 2>&1; then
-        echo "   pod-$a -> pod-$b (10.244.$b.10): $(grep -o '[0-9]* received' "$RUN/ping-$a-$b.log")"
+      local ip; ip=$(cat "$RUN/pod$b.ip" 2>/dev/null || echo "?")
+      if ip netns exec "$(ns_of pod$a)" ping -n -c 3 -i 0.2 -W 1 "$ip" > "$RUN/ping-$a-$b.log" 2>&1; then
+        echo "   pod-$a -> pod-$b ($ip): $(grep -o '[0-9]* received' "$RUN/ping-$a-$b.log")"
       else
-        echo "   pod-$a -> pod-$b (10.244.$b.10): FAILED"; failed=1
+        echo "   pod-$a -> pod-$b ($ip): FAILED"; failed=1
       fi
     done
   done
@@ -72,7 +74,7 @@ up() {
   [ "${1:-}" = "--kubernetes" ] && kubernetes=1
   [ "$(id -u)" = 0 ] || { echo "lab.sh: run as root (network namespaces)" >&2; exit 1; }
   ./scripts/install-deps.sh
-  cargo build -q -p novanet-agent -p novanetctl -p novanet-conformance --bin novanet-kube-api
+  cargo build -q -p novanet-agent -p novanetctl -p novanet-cni -p novanet-conformance --bin novanet-kube-api
   down
   mkdir -p "$RUN"
   local mesh=""
@@ -97,11 +99,8 @@ up() {
       ip -n "$node" addr add "$tnet.1$i/24" dev "$ifn"; ip -n "$node" link set "$ifn" up
       ip -n "$(ns_of tor$ti)" link set "n$i" master br0; ip -n "$(ns_of tor$ti)" link set "n$i" up
     done
-    ip netns add "$pod"; ip -n "$pod" link set lo up
-    ip link add pod0 netns "$node" type veth peer name eth0 netns "$pod"
-    ip -n "$node" addr add "10.244.$i.1/24" dev pod0; ip -n "$node" link set pod0 up
-    ip -n "$pod" addr add "10.244.$i.10/24" dev eth0; ip -n "$pod" link set eth0 up
-    ip -n "$pod" route add default via "10.244.$i.1"
+    # The pod's namespace; novanet-cni wires it once the agent runs.
+    ip netns add "$pod"
   done
   for t in "${tors[@]}"; do
     read -r ti tas tnet <<<"$t"
@@ -159,6 +158,7 @@ up() {
   "node_name": "node-$i", $own
   "metrics_address": "127.0.0.1:9102",
   "listen_socket": "$RUN/node$i.sock",
+  "cni": {"enabled": true, "socket": "$RUN/node$i-cni.sock", "ipam_dir": "$RUN/node$i-ipam"},
   "routing": {
     "peers": [
       {"neighbor_address": "10.0.1.1", "remote_as": 65001, "description": "tor1", "hold_time": 9, "keepalive": 3},
@@ -171,6 +171,19 @@ JSON
     ip netns exec "$(ns_of node$i)" "${env[@]}" ./target/debug/novanet-agent --config "$RUN/node$i.json" \
       > "$RUN/node$i.log" 2>&1 &
     echo $! > "$RUN/node$i.pid"
+  done
+  # Each node's pod, through novanet-cni as a container runtime runs it.
+  for i in "${NODES[@]}"; do
+    for _ in $(seq 100); do [ -S "$RUN/node$i-cni.sock" ] && break; sleep 0.1; done
+    local result
+    result=$(echo "{\"cniVersion\": \"1.0.0\", \"name\": \"novanet\", \"type\": \"novanet-cni\", \"agent_socket\": \"$RUN/node$i-cni.sock\"}" |
+      ip netns exec "$(ns_of node$i)" env CNI_COMMAND=ADD CNI_CONTAINERID="lab-pod-$i" \
+        CNI_NETNS="/run/netns/$(ns_of pod$i)" CNI_IFNAME=eth0 CNI_PATH="$PWD/target/debug" \
+        CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-$i" ./target/debug/novanet-cni) || {
+      echo "novanet-cni ADD for pod-$i failed: $result" >&2; exit 1; }
+    echo "$result" > "$RUN/pod$i.result"
+    echo "$result" | grep -o '"address":"[0-9.]*' | head -1 | cut -d'"' -f4 > "$RUN/pod$i.ip"
+    echo "pod-$i on node-$i: $(cat "$RUN/pod$i.ip") (novanet-cni)"
   done
   echo "waiting for every node to route every other node's PodCIDR and the ToRs' prefix..."
   local ready=0
