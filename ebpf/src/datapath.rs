@@ -1,0 +1,336 @@
+//! The loaded programs and their maps: load (maps pinned under a
+//! directory on bpffs, reused when they are there already), attach both
+//! programs to a pod's host interface (TCX on kernels that have it, clsact
+//! otherwise; TCX links pinned beside the maps so they outlive the agent),
+//! and bring the maps to a desired state (only the differences are
+//! written).
+
+use crate::maps::{counter, Addr, PolicyKey, PolicyValue};
+use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{tc, SchedClassifier, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("{0} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")]
+    NotBpffs(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading the TC programs: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("{what}: {source}")]
+    Program {
+        what: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("pinning {what}: {source}")]
+    Pin {
+        what: String,
+        #[source]
+        source: aya::pin::PinError,
+    },
+}
+
+/// The two programs and where their hooks are.
+const PROGRAMS: [(&str, TcAttachType, &str); 2] = [
+    // Packets the pod sends enter the node at the host end.
+    ("from_pod", TcAttachType::Ingress, "from-pod"),
+    // Packets for the pod leave the node at the host end.
+    ("to_pod", TcAttachType::Egress, "to-pod"),
+];
+
+/// What the policy maps should hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyState {
+    /// Identities an ingress (egress) policy selects.
+    pub ingress_isolated: BTreeSet<u32>,
+    pub egress_isolated: BTreeSet<u32>,
+    pub ingress: BTreeMap<PolicyKey, PolicyValue>,
+    pub egress: BTreeMap<PolicyKey, PolicyValue>,
+    /// ipBlock prefixes (address, length on the IPv6-mapped scale) and the
+    /// identity each stands for.
+    pub cidrs: BTreeMap<(Addr, u32), u32>,
+}
+
+/// Verdict counters summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub ingress_allow: u64,
+    pub ingress_deny: u64,
+    pub egress_allow: u64,
+    pub egress_deny: u64,
+    pub events_lost: u64,
+}
+
+/// The loaded programs.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DatapathError {
+    let what = what.into();
+    move |source| DatapathError::Io { what, source }
+}
+
+/// Whether `dir` is on bpffs.
+fn on_bpffs(dir: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs into a zeroed struct we own, on a NUL-terminated path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    r == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+impl Datapath {
+    /// Loads the programs; maps are pinned in `pin_dir` (on bpffs), and
+    /// maps already pinned there are used as they are.
+    pub fn load(pin_dir: &Path) -> Result<Datapath, DatapathError> {
+        std::fs::create_dir_all(pin_dir.join("links")).map_err(io(pin_dir.display().to_string()))?;
+        if !on_bpffs(pin_dir) {
+            return Err(DatapathError::NotBpffs(pin_dir.display().to_string()));
+        }
+        let mut ebpf = EbpfLoader::new().map_pin_path(pin_dir).load(crate::OBJECT)?;
+        for (name, _, _) in PROGRAMS {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .expect("the object has both programs")
+                .try_into()
+                .map_err(|source| DatapathError::Program {
+                    what: name.into(),
+                    source,
+                })?;
+            prog.load().map_err(|source| DatapathError::Program {
+                what: format!("loading {name}"),
+                source,
+            })?;
+        }
+        Ok(Datapath {
+            ebpf,
+            pin_dir: pin_dir.to_path_buf(),
+        })
+    }
+
+    /// A program, for test runs.
+    pub fn program(&self, name: &str) -> Option<&SchedClassifier> {
+        self.ebpf.program(name).and_then(|p| p.try_into().ok())
+    }
+
+    fn link_pin(&self, iface: &str, suffix: &str) -> PathBuf {
+        self.pin_dir.join("links").join(format!("{iface}.{suffix}"))
+    }
+
+    /// Attaches both programs to a pod's host interface, replacing what
+    /// this datapath attached there before.
+    pub fn attach(&mut self, iface: &str) -> Result<(), DatapathError> {
+        self.detach(iface);
+        // Needed for the netlink (clsact) hooks of kernels before TCX; an
+        // existing qdisc is fine.
+        let _ = tc::qdisc_add_clsact(iface);
+        for (name, hook, suffix) in PROGRAMS {
+            let pin = self.link_pin(iface, suffix);
+            let prog: &mut SchedClassifier =
+                self.ebpf
+                    .program_mut(name)
+                    .expect("loaded")
+                    .try_into()
+                    .map_err(|source| DatapathError::Program {
+                        what: name.into(),
+                        source,
+                    })?;
+            let what = || format!("attaching {name} to {iface}");
+            let id = prog
+                .attach(iface, hook)
+                .map_err(|source| DatapathError::Program { what: what(), source })?;
+            let link = prog
+                .take_link(id)
+                .map_err(|source| DatapathError::Program { what: what(), source })?;
+            // A TCX link lives as long as a reference to it: pinned, it
+            // outlives the agent. A clsact filter stays by itself.
+            if let Ok(fd_link) = FdLink::try_from(link) {
+                fd_link.pin(&pin).map_err(|source| DatapathError::Pin {
+                    what: pin.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the programs' pinned links of an interface (the interface
+    /// may be gone already).
+    pub fn detach(&mut self, iface: &str) {
+        for (_, _, suffix) in PROGRAMS {
+            let pin = self.link_pin(iface, suffix);
+            if let Ok(link) = PinnedLink::from_pin(&pin) {
+                let _ = link.unpin();
+            } else {
+                let _ = std::fs::remove_file(&pin);
+            }
+        }
+    }
+
+    /// The interfaces with pinned links.
+    pub fn attached(&self) -> BTreeSet<String> {
+        std::fs::read_dir(self.pin_dir.join("links"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.rsplit_once('.'))
+                    .map(|(i, _)| i.to_string())
+            })
+            .collect()
+    }
+
+    fn hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<BpfHashMap<&mut MapData, K, V>, DatapathError> {
+        let map = self.ebpf.map_mut(name).expect("the object has the map");
+        BpfHashMap::try_from(map).map_err(|source| DatapathError::Map { name, source })
+    }
+
+    /// Makes a hash map hold exactly `want`.
+    fn sync_hash<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
+        &mut self,
+        name: &'static str,
+        want: &BTreeMap<K, V>,
+    ) -> Result<(), DatapathError> {
+        let mut map = self.hash::<K, V>(name)?;
+        let have: Vec<(K, V)> = map.iter().filter_map(Result::ok).collect();
+        for (k, _) in &have {
+            if !want.contains_key(k) {
+                map.remove(k).map_err(|source| DatapathError::Map { name, source })?;
+            }
+        }
+        for (k, v) in want {
+            if have.iter().any(|(hk, hv)| hk == k && hv == v) {
+                continue;
+            }
+            map.insert(k, v, 0)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        }
+        Ok(())
+    }
+
+    /// Every pod's address and identity.
+    pub fn sync_endpoints(&mut self, want: &BTreeMap<Addr, u32>) -> Result<(), DatapathError> {
+        self.sync_hash("endpoints", want)
+    }
+
+    /// The policy maps; established flows are forgotten when anything
+    /// changed, so a new policy applies to them at once.
+    pub fn sync_policy(&mut self, want: &PolicyState) -> Result<bool, DatapathError> {
+        let before = self.read_policy()?;
+        if before == *want {
+            return Ok(false);
+        }
+        let set = |s: &BTreeSet<u32>| s.iter().map(|i| (*i, 1u8)).collect::<BTreeMap<u32, u8>>();
+        self.sync_hash("ingress_isolated", &set(&want.ingress_isolated))?;
+        self.sync_hash("egress_isolated", &set(&want.egress_isolated))?;
+        self.sync_hash("ingress_policy", &want.ingress)?;
+        self.sync_hash("egress_policy", &want.egress)?;
+        self.sync_cidrs(&want.cidrs)?;
+        self.clear_conntrack()?;
+        Ok(true)
+    }
+
+    fn read_policy(&mut self) -> Result<PolicyState, DatapathError> {
+        let ids = |m: BpfHashMap<&mut MapData, u32, u8>| m.keys().filter_map(Result::ok).collect::<BTreeSet<u32>>();
+        let ingress_isolated = ids(self.hash("ingress_isolated")?);
+        let egress_isolated = ids(self.hash("egress_isolated")?);
+        let entries = |m: BpfHashMap<&mut MapData, PolicyKey, PolicyValue>| {
+            m.iter().filter_map(Result::ok).collect::<BTreeMap<_, _>>()
+        };
+        let ingress = entries(self.hash("ingress_policy")?);
+        let egress = entries(self.hash("egress_policy")?);
+        let cidrs = self
+            .lpm()?
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| ((Addr(k.data()), k.prefix_len()), v))
+            .collect();
+        Ok(PolicyState {
+            ingress_isolated,
+            egress_isolated,
+            ingress,
+            egress,
+            cidrs,
+        })
+    }
+
+    fn lpm(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], u32>, DatapathError> {
+        let map = self.ebpf.map_mut("cidrs").expect("the object has the map");
+        LpmTrie::try_from(map).map_err(|source| DatapathError::Map { name: "cidrs", source })
+    }
+
+    fn sync_cidrs(&mut self, want: &BTreeMap<(Addr, u32), u32>) -> Result<(), DatapathError> {
+        let mut trie = self.lpm()?;
+        let have: Vec<(aya::maps::lpm_trie::Key<[u8; 16]>, u32)> = trie.iter().filter_map(Result::ok).collect();
+        for (k, _) in &have {
+            if !want.contains_key(&(Addr(k.data()), k.prefix_len())) {
+                trie.remove(k)
+                    .map_err(|source| DatapathError::Map { name: "cidrs", source })?;
+            }
+        }
+        for ((addr, len), id) in want {
+            let key = aya::maps::lpm_trie::Key::new(*len, addr.0);
+            trie.insert(&key, id, 0)
+                .map_err(|source| DatapathError::Map { name: "cidrs", source })?;
+        }
+        Ok(())
+    }
+
+    /// Forgets every remembered flow.
+    pub fn clear_conntrack(&mut self) -> Result<(), DatapathError> {
+        let mut ct = self.hash::<crate::maps::FlowKey, u64>("conntrack")?;
+        let keys: Vec<_> = ct.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = ct.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// The verdict counters.
+    pub fn counters(&mut self) -> Result<Counters, DatapathError> {
+        let map = self.ebpf.map_mut("counters").expect("the object has the map");
+        let arr: PerCpuArray<&mut MapData, u64> = PerCpuArray::try_from(map).map_err(|source| DatapathError::Map {
+            name: "counters",
+            source,
+        })?;
+        let sum = |i: u32| -> u64 { arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        debug_assert_eq!(counter::COUNT, 5);
+        Ok(Counters {
+            ingress_allow: sum(counter::INGRESS_ALLOW),
+            ingress_deny: sum(counter::INGRESS_DENY),
+            egress_allow: sum(counter::EGRESS_ALLOW),
+            egress_deny: sum(counter::EGRESS_DENY),
+            events_lost: sum(counter::EVENTS_LOST),
+        })
+    }
+
+    /// The events ring buffer (taken once: its reader owns it).
+    pub fn take_events(&mut self) -> Option<RingBuf<aya::maps::MapData>> {
+        self.ebpf.take_map("events").and_then(|m| RingBuf::try_from(m).ok())
+    }
+}
