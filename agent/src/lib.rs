@@ -13,6 +13,7 @@ pub mod kubernetes;
 pub mod liveness;
 pub mod metrics;
 pub mod peers;
+pub mod policy;
 pub mod routing;
 pub mod status;
 pub mod vip;

@@ -1,0 +1,363 @@
+//! Kubernetes NetworkPolicy (networking.k8s.io/v1) compiled into what the
+//! TC programs look up, with the upstream semantics:
+//!
+//! - a pod no policy selects is open in that direction; a policy selecting
+//!   it for Ingress (Egress) isolates it, and it then accepts only what some
+//!   policy's rules allow (policies add up, none subtracts);
+//! - `policyTypes` absent: Ingress, plus Egress when `egress` is given;
+//! - a rule without peers allows every peer, without ports every port and
+//!   protocol; peers are a podSelector (the policy's namespace), a
+//!   namespaceSelector (every pod of those namespaces), both (those pods of
+//!   those namespaces), or an ipBlock with its excepts; ports are a
+//!   protocol (TCP when absent) with a port, a range (`endPort`) or none
+//!   (every port of it);
+//! - replies of allowed connections pass (the programs track flows);
+//! - the node itself always reaches its pods (kubelet probes).
+//!
+//! Named ports are not resolved: such a port allows nothing, and says so.
+
+use super::identity::{self, IdentityKey, CIDR_IDENTITY_BIT};
+use ipnet::IpNet;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use novanet_ebpf::datapath::PolicyState;
+use novanet_ebpf::maps::{Addr, PolicyKey, PolicyValue, IDENTITY_ANY, IDENTITY_HOST, MAX_RANGES};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// A pod as policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub ips: Vec<IpAddr>,
+}
+
+impl PodInfo {
+    fn key(&self) -> IdentityKey {
+        IdentityKey {
+            namespace: self.namespace.clone(),
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+/// Everything policy is computed from.
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    pub pods: Vec<PodInfo>,
+    /// Namespace name -> its labels.
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    pub policies: Vec<NetworkPolicy>,
+    /// The node's own addresses (always allowed to reach its pods).
+    pub host_ips: Vec<IpAddr>,
+}
+
+/// What the maps should hold, and what could not be honoured.
+#[derive(Debug, Clone, Default)]
+pub struct Compiled {
+    pub endpoints: BTreeMap<Addr, u32>,
+    pub identities: BTreeMap<u32, IdentityKey>,
+    pub state: PolicyState,
+    pub warnings: Vec<String>,
+}
+
+/// Whether `labels` satisfy a label selector (an empty one takes all).
+pub fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
+        let values: BTreeSet<&String> = e.values.iter().flatten().collect();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            // An operator Kubernetes does not define selects nothing.
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+/// A peer's identities: pods by selector, or ipBlock prefixes.
+enum Peers {
+    Any,
+    Identities(BTreeSet<u32>),
+}
+
+struct Compiler<'a> {
+    cluster: &'a Cluster,
+    ids: BTreeMap<IdentityKey, u32>,
+    /// ipBlock prefixes and their identities.
+    prefixes: BTreeMap<IpNet, u32>,
+    warnings: Vec<String>,
+}
+
+/// Port ranges, or all ports (None).
+type Ports = Option<Vec<(u16, u16)>>;
+
+/// (peer, local, protocol) -> the ports allowed.
+type Entries = BTreeMap<(u32, u32, u8), Ports>;
+
+fn protocol_number(p: Option<&str>) -> Option<u8> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some(6),
+        "UDP" => Some(17),
+        "SCTP" => Some(132),
+        _ => None,
+    }
+}
+
+/// Port ranges merged, at most [`MAX_RANGES`] (the closest are joined
+/// when there are more).
+fn merge(mut ranges: Vec<(u16, u16)>) -> (Vec<(u16, u16)>, bool) {
+    ranges.sort();
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for (a, b) in ranges {
+        match out.last_mut() {
+            Some(last) if a as u32 <= last.1 as u32 + 1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    let mut joined = false;
+    while out.len() > MAX_RANGES {
+        let i = (0..out.len() - 1)
+            .min_by_key(|&i| out[i + 1].0 - out[i].1)
+            .expect("more than one range");
+        out[i].1 = out[i + 1].1;
+        out.remove(i + 1);
+        joined = true;
+    }
+    (out, joined)
+}
+
+impl<'a> Compiler<'a> {
+    fn ns_labels(&self, ns: &str) -> BTreeMap<String, String> {
+        let mut l = self.cluster.namespaces.get(ns).cloned().unwrap_or_default();
+        // Every namespace carries its name (Kubernetes sets this label).
+        l.entry("kubernetes.io/metadata.name".into())
+            .or_insert_with(|| ns.to_string());
+        l
+    }
+
+    /// Identities of the pods of `namespace` matching `sel`.
+    fn pods_in(
+        &self,
+        namespace: Option<&str>,
+        ns_sel: Option<&LabelSelector>,
+        pod_sel: Option<&LabelSelector>,
+    ) -> BTreeSet<u32> {
+        self.ids
+            .iter()
+            .filter(|(k, _)| namespace.is_none_or(|n| k.namespace == n))
+            .filter(|(k, _)| ns_sel.is_none_or(|s| selects(s, &self.ns_labels(&k.namespace))))
+            .filter(|(k, _)| pod_sel.is_none_or(|s| selects(s, &k.labels)))
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    fn peer_identities(&mut self, policy_ns: &str, peer: &NetworkPolicyPeer) -> BTreeSet<u32> {
+        if let Some(block) = &peer.ip_block {
+            let Ok(cidr) = block.cidr.parse::<IpNet>() else {
+                self.warnings.push(format!(
+                    "ipBlock cidr {:?} is not a prefix: it allows nothing",
+                    block.cidr
+                ));
+                return BTreeSet::new();
+            };
+            let excepts: Vec<IpNet> = block.except.iter().flatten().filter_map(|e| e.parse().ok()).collect();
+            let cidr = cidr.trunc();
+            // Every prefix of every ipBlock has an identity; this peer is
+            // the prefixes inside its cidr and in none of its excepts
+            // (an address takes its longest prefix's identity).
+            self.prefix_id(cidr);
+            for e in &excepts {
+                self.prefix_id(e.trunc());
+            }
+            return self
+                .prefixes
+                .iter()
+                .filter(|(p, _)| cidr.contains(*p) && !excepts.iter().any(|e| e.contains(*p)))
+                .map(|(_, id)| *id)
+                .collect();
+        }
+        match (&peer.namespace_selector, &peer.pod_selector) {
+            (None, None) => BTreeSet::new(),
+            (None, Some(ps)) => self.pods_in(Some(policy_ns), None, Some(ps)),
+            (Some(ns), ps) => self.pods_in(None, Some(ns), ps.as_ref()),
+        }
+    }
+
+    fn prefix_id(&mut self, p: IpNet) -> u32 {
+        let next = CIDR_IDENTITY_BIT | (self.prefixes.len() as u32 + 1);
+        *self.prefixes.entry(p).or_insert(next)
+    }
+
+    /// The (protocol, ranges) a rule's ports allow; `None` ranges: all.
+    fn ports(&mut self, ports: Option<&Vec<NetworkPolicyPort>>) -> Vec<(u8, Ports)> {
+        let Some(ports) = ports.filter(|p| !p.is_empty()) else {
+            return vec![(0, None)];
+        };
+        let mut out: BTreeMap<u8, Ports> = BTreeMap::new();
+        for p in ports {
+            let Some(proto) = protocol_number(p.protocol.as_deref()) else {
+                self.warnings.push(format!(
+                    "protocol {:?} is not TCP, UDP or SCTP: that port allows nothing",
+                    p.protocol
+                ));
+                continue;
+            };
+            let range = match &p.port {
+                None => None,
+                Some(IntOrString::Int(n)) => {
+                    let first = (*n).clamp(0, 65535) as u16;
+                    let last = p.end_port.map(|e| e.clamp(0, 65535) as u16).unwrap_or(first).max(first);
+                    Some((first, last))
+                }
+                Some(IntOrString::String(name)) => {
+                    self.warnings
+                        .push(format!("named port {name:?} is not resolved: that port allows nothing"));
+                    continue;
+                }
+            };
+            let e = out.entry(proto).or_insert_with(|| Some(Vec::new()));
+            match (e.as_mut(), range) {
+                (Some(v), Some(r)) => v.push(r),
+                (_, None) => *e = None,
+                (None, Some(_)) => {}
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    fn add(entries: &mut Entries, peers: &Peers, locals: &BTreeSet<u32>, ports: &[(u8, Ports)]) {
+        let peer_ids: Vec<u32> = match peers {
+            Peers::Any => vec![IDENTITY_ANY],
+            Peers::Identities(s) => s.iter().copied().collect(),
+        };
+        for l in locals {
+            for p in &peer_ids {
+                for (proto, ranges) in ports {
+                    let e = entries.entry((*p, *l, *proto)).or_insert_with(|| Some(Vec::new()));
+                    match (e.as_mut(), ranges) {
+                        (Some(v), Some(r)) => v.extend(r.iter().copied()),
+                        (_, None) => *e = None,
+                        (None, Some(_)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn peers_of(&mut self, ns: &str, peers: Option<&Vec<NetworkPolicyPeer>>) -> Peers {
+        match peers.filter(|p| !p.is_empty()) {
+            None => Peers::Any,
+            Some(list) => {
+                let mut ids = BTreeSet::new();
+                for p in list {
+                    ids.extend(self.peer_identities(ns, p));
+                }
+                Peers::Identities(ids)
+            }
+        }
+    }
+}
+
+/// Compiles the cluster's policies for the TC programs.
+pub fn compile(cluster: &Cluster) -> Compiled {
+    let keys: BTreeSet<IdentityKey> = cluster.pods.iter().map(PodInfo::key).collect();
+    let ids = identity::number(&keys);
+    let mut c = Compiler {
+        cluster,
+        ids,
+        prefixes: BTreeMap::new(),
+        warnings: Vec::new(),
+    };
+    let mut state = PolicyState::default();
+    let (mut ingress, mut egress): (Entries, Entries) = Default::default();
+    for pol in &cluster.policies {
+        let ns = pol.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let Some(spec) = &pol.spec else { continue };
+        let selected = c.pods_in(
+            Some(&ns),
+            None,
+            spec.pod_selector.as_ref().or(Some(&LabelSelector::default())),
+        );
+        let types: Vec<String> = spec.policy_types.clone().unwrap_or_else(|| {
+            let mut t = vec!["Ingress".to_string()];
+            if spec.egress.is_some() {
+                t.push("Egress".into());
+            }
+            t
+        });
+        if types.iter().any(|t| t == "Ingress") {
+            state.ingress_isolated.extend(selected.iter().copied());
+            for rule in spec.ingress.iter().flatten() {
+                let peers = c.peers_of(&ns, rule.from.as_ref());
+                let ports = c.ports(rule.ports.as_ref());
+                Compiler::add(&mut ingress, &peers, &selected, &ports);
+            }
+        }
+        if types.iter().any(|t| t == "Egress") {
+            state.egress_isolated.extend(selected.iter().copied());
+            for rule in spec.egress.iter().flatten() {
+                let peers = c.peers_of(&ns, rule.to.as_ref());
+                let ports = c.ports(rule.ports.as_ref());
+                Compiler::add(&mut egress, &peers, &selected, &ports);
+            }
+        }
+    }
+    // The node reaches its pods (kubelet probes), whatever their policy.
+    for l in state.ingress_isolated.clone() {
+        ingress.insert((IDENTITY_HOST, l, 0), None);
+    }
+    let to_map = |entries: Entries, out: &mut BTreeMap<PolicyKey, PolicyValue>, warnings: &mut Vec<String>| {
+        for ((peer, local, proto), ranges) in entries {
+            let v = match ranges {
+                None => PolicyValue::all_ports(),
+                Some(r) => {
+                    let (merged, joined) = merge(r);
+                    if joined {
+                        warnings.push(format!(
+                            "identity {local}: more than {MAX_RANGES} port ranges from one peer; the closest were joined"
+                        ));
+                    }
+                    PolicyValue::ranges(&merged)
+                }
+            };
+            out.insert(PolicyKey::new(peer, local, proto), v);
+        }
+    };
+    let mut warnings = std::mem::take(&mut c.warnings);
+    to_map(ingress, &mut state.ingress, &mut warnings);
+    to_map(egress, &mut state.egress, &mut warnings);
+    state.cidrs = c
+        .prefixes
+        .iter()
+        .map(|(p, id)| {
+            let len = match p {
+                IpNet::V4(v4) => 96 + v4.prefix_len() as u32,
+                IpNet::V6(v6) => v6.prefix_len() as u32,
+            };
+            ((Addr::from(p.addr()), len), *id)
+        })
+        .collect();
+    let mut endpoints = BTreeMap::new();
+    for pod in &cluster.pods {
+        let id = c.ids[&pod.key()];
+        for ip in &pod.ips {
+            endpoints.insert(Addr::from(*ip), id);
+        }
+    }
+    for ip in &cluster.host_ips {
+        endpoints.insert(Addr::from(*ip), IDENTITY_HOST);
+    }
+    Compiled {
+        endpoints,
+        identities: c.ids.into_iter().map(|(k, v)| (v, k)).collect(),
+        state,
+        warnings,
+    }
+}
