@@ -51,6 +51,32 @@ pub struct Config {
     pub routing: Routing,
     #[serde(default)]
     pub cni: Cni,
+    #[serde(default)]
+    pub datapath: DatapathConfig,
+}
+
+/// Identity policy at TC on the pods' host ends.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where the programs' maps and links are pinned (on bpffs).
+    #[serde(default = "default_pin_dir")]
+    pub bpf_pin_dir: String,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        DatapathConfig {
+            enabled: false,
+            bpf_pin_dir: default_pin_dir(),
+        }
+    }
+}
+
+fn default_pin_dir() -> String {
+    "/sys/fs/bpf/novanet".into()
 }
 
 /// The agent's side of `novanet-cni`: the socket plugins talk to and where

@@ -117,9 +117,25 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     if let Some((client, _)) = kube.as_ref().filter(|_| cfg.kubernetes_mesh()) {
         kubernetes::watch::spawn_mesh(client.clone(), cfg.clone(), routing.peers.clone(), control.clone());
     }
+    let enforcer = if cfg.datapath.enabled {
+        let e = novanet_agent::policy::enforcer::Enforcer::start(
+            std::path::Path::new(&cfg.datapath.bpf_pin_dir),
+            cfg.node_ip.into_iter().collect(),
+        )?;
+        match &kube {
+            Some((client, _)) => kubernetes::policy_watch::spawn(client.clone(), e.clone()),
+            None => tracing::warn!(
+                "datapath.enabled without the Kubernetes API: no NetworkPolicy is read, every pod stays open"
+            ),
+        }
+        e.update(|_| {});
+        Some(e)
+    } else {
+        None
+    };
     let (cni_stop, cni_stopped) = tokio::sync::oneshot::channel::<()>();
     let cni = if cfg.cni.enabled {
-        let backend = std::sync::Arc::new(cni::CniBackend::new(&cfg)?);
+        let backend = std::sync::Arc::new(cni::CniBackend::new(&cfg, enforcer.clone())?);
         cni::enable_forwarding(&cfg);
         Some(tokio::spawn(cni::serve(
             backend,

@@ -83,6 +83,25 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
             return Err(e);
         }
     };
+    // The agent's policy programs go on the host end before the pod may
+    // send anything; without them the ADD fails.
+    let attached = agent::ask(
+        &conf.agent_socket,
+        &Request::Attached {
+            attachment: att.clone(),
+            host_interface: made.host.0.clone(),
+        },
+    );
+    let refusal = match attached {
+        Ok(Response::Done) => None,
+        Ok(other) => Some(agent::refused(other)),
+        Err(e) => Some(e),
+    };
+    if let Some(e) = refusal {
+        let _ = link::del(&att);
+        let _ = agent::ask(&conf.agent_socket, &Request::Del { attachment: att });
+        return Err(e);
+    }
     let ifs = spec::Interfaces {
         host: (&made.host.0, &made.host.1),
         pod: (&made.pod.0, &made.pod.1),

@@ -8,6 +8,7 @@ pub mod datapath;
 pub mod maps;
 pub mod test_run;
 
+pub use aya;
 pub use datapath::{Datapath, DatapathError};
 
 /// The compiled TC programs (`from_pod`, `to_pod`) and their maps.

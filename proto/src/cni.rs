@@ -41,6 +41,13 @@ pub enum Request {
     },
     /// The addresses the attachment holds (none: an error).
     Check { attachment: Attachment },
+    /// The attachment's interfaces are made: the agent attaches its policy
+    /// programs to the host end (an error fails the ADD: a pod is never
+    /// left unprotected).
+    Attached {
+        attachment: Attachment,
+        host_interface: String,
+    },
     /// Release the attachment's addresses; releasing nothing is fine.
     Del { attachment: Attachment },
     /// Release every attachment not in `valid`.
@@ -80,3 +87,5 @@ pub const TRY_AGAIN_LATER: u32 = 11;
 pub const NOT_AVAILABLE: u32 = 50;
 /// The node's PodCIDR has no free address left.
 pub const NO_ADDRESS_LEFT: u32 = 100;
+/// The agent could not attach its policy programs to the pod.
+pub const POLICY_NOT_ATTACHED: u32 = 104;

@@ -195,15 +195,16 @@ impl Ipam {
             .collect())
     }
 
-    /// Releases an attachment's addresses; returns them (none is fine).
-    pub fn release(&self, att: &Attachment) -> Result<Vec<IpAddr>, IpamError> {
+    /// Releases an attachment's addresses; returns them with what they
+    /// were assigned to (none is fine).
+    pub fn release(&self, att: &Attachment) -> Result<Vec<(IpAddr, Assignment)>, IpamError> {
         let _p = self.local.lock().unwrap_or_else(|e| e.into_inner());
         let _d = self.lock()?;
         let mut released = Vec::new();
         for (ip, x) in self.all()? {
             if &x.attachment == att {
                 self.remove(&ip)?;
-                released.push(ip);
+                released.push((ip, x));
             }
         }
         Ok(released)
@@ -345,7 +346,12 @@ mod tests {
         // A new store on the same directory (an agent restart) knows them.
         let again = Ipam::open(&d, &cidrs).unwrap();
         assert_eq!(again.held(&att("c").attachment).unwrap().len(), 2);
-        let freed = again.release(&att("c").attachment).unwrap();
+        let freed: Vec<IpAddr> = again
+            .release(&att("c").attachment)
+            .unwrap()
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect();
         assert_eq!(freed.len(), 2);
         assert!(
             again.release(&att("c").attachment).unwrap().is_empty(),

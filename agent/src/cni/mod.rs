@@ -21,20 +21,40 @@ const MAX_REQUEST: usize = 4 << 20;
 pub struct CniBackend {
     ipam: Ipam,
     node_ip: Option<IpAddr>,
+    /// Identity policy, when `datapath.enabled`.
+    enforcer: Option<Arc<crate::policy::enforcer::Enforcer>>,
 }
 
 impl CniBackend {
-    pub fn new(cfg: &Config) -> anyhow::Result<CniBackend> {
+    pub fn new(cfg: &Config, enforcer: Option<Arc<crate::policy::enforcer::Enforcer>>) -> anyhow::Result<CniBackend> {
         let cidrs = cfg.pod_cidrs();
         if cidrs.is_empty() {
             anyhow::bail!("cni.enabled needs the node's PodCIDR (pod_cidr, or the Node's spec.podCIDR)");
         }
         let ipam =
             Ipam::open(Path::new(&cfg.cni.ipam_dir), &cidrs).map_err(|e| anyhow::anyhow!("cni.ipam_dir: {e}"))?;
-        Ok(CniBackend {
+        let backend = CniBackend {
             ipam,
             node_ip: cfg.node_ip,
-        })
+            enforcer,
+        };
+        backend.reattach();
+        Ok(backend)
+    }
+
+    /// After a restart: the programs on every pod's host end that exists
+    /// (pinned links from before are replaced by this run's programs).
+    fn reattach(&self) {
+        let Some(e) = &self.enforcer else { return };
+        for (_, a) in self.ipam.assignments().unwrap_or_default() {
+            let iface = &a.host_interface;
+            if iface.is_empty() || !Path::new("/sys/class/net").join(iface).exists() {
+                continue;
+            }
+            if let Err(err) = e.attach(iface) {
+                tracing::error!(interface = %iface, error = %err, "policy programs not attached to an existing pod");
+            }
+        }
     }
 
     pub fn ipam(&self) -> &Ipam {
@@ -96,10 +116,30 @@ impl CniBackend {
                 },
                 Err(e) => failed(e),
             },
+            Request::Attached {
+                attachment,
+                host_interface,
+            } => match &self.enforcer {
+                None => Response::Done,
+                Some(e) => match e.attach(&host_interface) {
+                    Ok(()) => Response::Done,
+                    Err(err) => Response::Error {
+                        code: novanet_proto::cni::POLICY_NOT_ATTACHED,
+                        msg: format!(
+                            "policy programs not attached to {host_interface} (container {}): {err}",
+                            attachment.container_id
+                        ),
+                    },
+                },
+            },
             Request::Del { attachment } => match self.ipam.release(&attachment) {
-                Ok(ips) => {
-                    if !ips.is_empty() {
+                Ok(released) => {
+                    if let Some((_, a)) = released.first() {
+                        let ips: Vec<IpAddr> = released.iter().map(|(ip, _)| *ip).collect();
                         tracing::info!(container = %attachment.container_id, ips = ?ips, "pod addresses released");
+                        if let Some(e) = &self.enforcer {
+                            e.detach(&a.host_interface);
+                        }
                     }
                     Response::Done
                 }
@@ -107,6 +147,11 @@ impl CniBackend {
             },
             Request::Gc { valid } => match self.ipam.retain(&valid) {
                 Ok(released) => {
+                    if let Some(e) = &self.enforcer {
+                        for r in &released {
+                            e.detach(&r.host_interface);
+                        }
+                    }
                     if !released.is_empty() {
                         tracing::info!(released = released.len(), "stale pod attachments released");
                     }

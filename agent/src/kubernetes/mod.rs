@@ -8,7 +8,10 @@
 //!   + reflector that keeps the mesh peers in step with the cluster.
 //! - [`events`]: session, BFD, max-prefix and AS-collision Events on this
 //!   node's Node, rate limited.
+//! - [`policy_watch`]: Pods, Namespaces and NetworkPolicies for identity
+//!   policy.
 
 pub mod events;
 pub mod nodes;
+pub mod policy_watch;
 pub mod watch;

@@ -1,0 +1,100 @@
+//! The watches identity policy needs: every Pod (address, namespace,
+//! labels), every Namespace (labels, for namespaceSelector) and every
+//! NetworkPolicy, each a kube-runtime watcher behind a reflector store.
+//! Whenever one of them changes, the cluster is taken from the three
+//! stores as a whole and handed to the enforcer (at most every 100 ms).
+
+use crate::policy::compile::PodInfo;
+use crate::policy::enforcer::Enforcer;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::reflector::{self, reflector, Store};
+use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Changes closer together than this are applied together.
+const SETTLE: Duration = Duration::from_millis(100);
+
+fn watch<K>(api: Api<K>, what: &'static str, changed: Arc<tokio::sync::Notify>) -> Store<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().timeout(super::watch::WATCH_TIMEOUT_SECS);
+    let stream = reflector(writer, watcher::watcher(api, config)).default_backoff();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Init) | Ok(watcher::Event::InitApply(_)) => {}
+                Ok(_) => changed.notify_one(),
+                Err(e) => tracing::warn!(error = %e, what, "watch failed: relisting with backoff; the maps stay"),
+            }
+        }
+    });
+    reader
+}
+
+/// What policy knows of a pod: none for host-network pods and pods without
+/// an address yet.
+fn pod_info(p: &Pod) -> Option<PodInfo> {
+    let spec = p.spec.as_ref()?;
+    if spec.host_network == Some(true) {
+        return None;
+    }
+    let ips: Vec<IpAddr> = p
+        .status
+        .as_ref()?
+        .pod_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect();
+    if ips.is_empty() {
+        return None;
+    }
+    Some(PodInfo {
+        namespace: p.metadata.namespace.clone().unwrap_or_default(),
+        name: p.metadata.name.clone().unwrap_or_default(),
+        labels: p.metadata.labels.clone().unwrap_or_default(),
+        ips,
+    })
+}
+
+/// Starts the watches and keeps the enforcer's cluster current.
+pub fn spawn(client: Client, enforcer: Arc<Enforcer>) {
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let pods = watch(Api::<Pod>::all(client.clone()), "Pod", changed.clone());
+    let namespaces = watch(Api::<Namespace>::all(client.clone()), "Namespace", changed.clone());
+    let policies = watch(Api::<NetworkPolicy>::all(client), "NetworkPolicy", changed.clone());
+    tokio::spawn(async move {
+        loop {
+            changed.notified().await;
+            tokio::time::sleep(SETTLE).await;
+            let pods: Vec<PodInfo> = pods.state().iter().filter_map(|p| pod_info(p)).collect();
+            let ns: BTreeMap<String, BTreeMap<String, String>> = namespaces
+                .state()
+                .iter()
+                .map(|n| {
+                    (
+                        n.metadata.name.clone().unwrap_or_default(),
+                        n.metadata.labels.clone().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let pols: Vec<NetworkPolicy> = policies.state().iter().map(|p| (**p).clone()).collect();
+            enforcer.update(|c| {
+                c.pods = pods;
+                c.namespaces = ns;
+                c.policies = pols;
+            });
+        }
+    });
+}

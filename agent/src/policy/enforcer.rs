@@ -1,0 +1,177 @@
+//! The running enforcement: the loaded TC programs, the cluster as the
+//! watches last saw it (pods, namespaces, NetworkPolicies), compiled into
+//! the maps on every change, the programs attached to each local pod's
+//! host end, and the programs' events read from their ring buffer.
+
+use super::compile::{compile, Cluster};
+use super::identity::IdentityKey;
+use novanet_ebpf::datapath::Counters;
+use novanet_ebpf::maps::{EventKind, FlowEvent};
+use novanet_ebpf::Datapath;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// Events kept for `novanetctl flows` / `drops` and `/status/datapath`.
+const RECENT_EVENTS: usize = 1000;
+
+/// What the maps hold now, for operators.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct View {
+    pub identities: BTreeMap<u32, IdentityKey>,
+    pub ingress_isolated: Vec<u32>,
+    pub egress_isolated: Vec<u32>,
+    pub ingress_entries: usize,
+    pub egress_entries: usize,
+    pub policies: usize,
+    pub warnings: Vec<String>,
+}
+
+pub struct Enforcer {
+    datapath: Mutex<Datapath>,
+    cluster: Mutex<Cluster>,
+    view: Mutex<View>,
+    recent: Mutex<VecDeque<FlowEvent>>,
+    events: broadcast::Sender<FlowEvent>,
+}
+
+impl Enforcer {
+    /// Loads the programs (maps pinned under `pin_dir`, kept from a
+    /// previous run) and starts reading their events.
+    pub fn start(pin_dir: &Path, host_ips: Vec<IpAddr>) -> anyhow::Result<Arc<Enforcer>> {
+        let mut dp = Datapath::load(pin_dir).map_err(|e| anyhow::anyhow!("datapath.bpf_pin_dir: {e}"))?;
+        let ring = dp.take_events();
+        let (events, _) = broadcast::channel(4096);
+        let e = Arc::new(Enforcer {
+            datapath: Mutex::new(dp),
+            cluster: Mutex::new(Cluster {
+                host_ips,
+                ..Default::default()
+            }),
+            view: Mutex::new(View::default()),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
+            events,
+        });
+        if let Some(ring) = ring {
+            tokio::spawn(read_events(e.clone(), ring));
+        }
+        tracing::info!(pins = %pin_dir.display(), "identity policy datapath loaded");
+        Ok(e)
+    }
+
+    /// Attaches the programs to a pod's host end.
+    pub fn attach(&self, iface: &str) -> Result<(), String> {
+        self.datapath
+            .lock()
+            .expect("datapath")
+            .attach(iface)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn detach(&self, iface: &str) {
+        self.datapath.lock().expect("datapath").detach(iface);
+    }
+
+    /// Changes what the cluster is and writes the maps anew.
+    pub fn update(&self, change: impl FnOnce(&mut Cluster)) {
+        let compiled = {
+            let mut c = self.cluster.lock().expect("cluster");
+            change(&mut c);
+            compile(&c)
+        };
+        let mut dp = self.datapath.lock().expect("datapath");
+        if let Err(e) = dp.sync_endpoints(&compiled.endpoints) {
+            tracing::error!(error = %e, "endpoint map not written");
+        }
+        match dp.sync_policy(&compiled.state) {
+            Ok(true) => tracing::info!(
+                identities = compiled.identities.len(),
+                ingress = compiled.state.ingress.len(),
+                egress = compiled.state.egress.len(),
+                "policy maps updated"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "policy maps not written"),
+        }
+        drop(dp);
+        for w in &compiled.warnings {
+            tracing::warn!(warning = %w, "NetworkPolicy");
+        }
+        let policies = self.cluster.lock().expect("cluster").policies.len();
+        *self.view.lock().expect("view") = View {
+            identities: compiled.identities,
+            ingress_isolated: compiled.state.ingress_isolated.into_iter().collect(),
+            egress_isolated: compiled.state.egress_isolated.into_iter().collect(),
+            ingress_entries: compiled.state.ingress.len(),
+            egress_entries: compiled.state.egress.len(),
+            policies,
+            warnings: compiled.warnings,
+        };
+    }
+
+    pub fn view(&self) -> View {
+        self.view.lock().expect("view").clone()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.datapath.lock().expect("datapath").counters().unwrap_or_default()
+    }
+
+    /// The latest events of a kind (oldest first).
+    pub fn recent(&self, kind: Option<EventKind>) -> Vec<FlowEvent> {
+        self.recent
+            .lock()
+            .expect("recent")
+            .iter()
+            .filter(|e| kind.is_none_or(|k| e.kind == k))
+            .cloned()
+            .collect()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<FlowEvent> {
+        self.events.subscribe()
+    }
+
+    /// The interfaces the programs are attached to.
+    pub fn attached(&self) -> Vec<String> {
+        self.datapath.lock().expect("datapath").attached().into_iter().collect()
+    }
+}
+
+/// Reads the programs' ring buffer whenever it has records.
+async fn read_events(e: Arc<Enforcer>, ring: novanet_ebpf::aya::maps::RingBuf<novanet_ebpf::aya::maps::MapData>) {
+    // SAFETY: the ring buffer owns its map descriptor and keeps it open,
+    // unchanged, for as long as it lives; the AsyncFd owns the ring.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(err) => {
+            tracing::error!(error = %err, "datapath events cannot be read");
+            return;
+        }
+    };
+    loop {
+        let mut guard = match fd.readable_mut().await {
+            Ok(g) => g,
+            Err(err) => {
+                tracing::error!(error = %err, "datapath events");
+                return;
+            }
+        };
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            if let Some(ev) = FlowEvent::parse(&item) {
+                let mut recent = e.recent.lock().expect("recent");
+                if recent.len() == RECENT_EVENTS {
+                    recent.pop_front();
+                }
+                recent.push_back(ev.clone());
+                drop(recent);
+                let _ = e.events.send(ev);
+            }
+        }
+        guard.clear_ready();
+    }
+}
