@@ -104,19 +104,6 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
     let control = control::new(&cfg, speaker.clone(), routing.bfd.clone())?;
     control::set_asn_collisions(&control, cfg.asn_collisions());
-    let mut http = tokio::spawn(status::serve(
-        metrics,
-        speaker.clone(),
-        fib_status,
-        routing.bfd.clone(),
-        control.clone(),
-    ));
-    if let Some((client, own)) = &kube {
-        kubernetes::events::spawn(client.clone(), own, control.clone());
-    }
-    if let Some((client, _)) = kube.as_ref().filter(|_| cfg.kubernetes_mesh()) {
-        kubernetes::watch::spawn_mesh(client.clone(), cfg.clone(), routing.peers.clone(), control.clone());
-    }
     let enforcer = if cfg.datapath.enabled {
         let e = novanet_agent::policy::enforcer::Enforcer::start(
             std::path::Path::new(&cfg.datapath.bpf_pin_dir),
@@ -133,6 +120,20 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     } else {
         None
     };
+    let mut http = tokio::spawn(status::serve(
+        metrics,
+        speaker.clone(),
+        fib_status,
+        routing.bfd.clone(),
+        control.clone(),
+        enforcer.clone(),
+    ));
+    if let Some((client, own)) = &kube {
+        kubernetes::events::spawn(client.clone(), own, control.clone());
+    }
+    if let Some((client, _)) = kube.as_ref().filter(|_| cfg.kubernetes_mesh()) {
+        kubernetes::watch::spawn_mesh(client.clone(), cfg.clone(), routing.peers.clone(), control.clone());
+    }
     let (cni_stop, cni_stopped) = tokio::sync::oneshot::channel::<()>();
     let cni = if cfg.cni.enabled {
         let backend = std::sync::Arc::new(cni::CniBackend::new(&cfg, enforcer.clone())?);

@@ -23,7 +23,11 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
 }
 
 /// Renders every metric in the text exposition format.
-pub async fn render(control: &Control, fib: Option<FibStatus>) -> String {
+pub async fn render(
+    control: &Control,
+    fib: Option<FibStatus>,
+    policy: Option<novanet_ebpf::datapath::Counters>,
+) -> String {
     let r = Registry::new();
     // Intents and owners.
     let peers = gauge_vec(
@@ -202,6 +206,26 @@ pub async fn render(control: &Control, fib: Option<FibStatus>) -> String {
                 .expect("metric");
         failed.inc_by(f.failed_operations);
         r.register(Box::new(failed)).expect("unique metric");
+    }
+    // Identity policy.
+    if let Some(c) = policy {
+        let v = counter_vec(
+            &r,
+            "novanet_policy_verdicts_total",
+            "Packets the TC programs allowed or denied, by whose policy applied",
+            &["verdict", "direction"],
+        );
+        v.with_label_values(&["allow", "ingress"]).inc_by(c.ingress_allow);
+        v.with_label_values(&["deny", "ingress"]).inc_by(c.ingress_deny);
+        v.with_label_values(&["allow", "egress"]).inc_by(c.egress_allow);
+        v.with_label_values(&["deny", "egress"]).inc_by(c.egress_deny);
+        let lost = prometheus::IntCounter::new(
+            "novanet_policy_events_lost_total",
+            "Flow and drop events lost because the ring buffer was full",
+        )
+        .expect("metric");
+        lost.inc_by(c.events_lost);
+        r.register(Box::new(lost)).expect("unique metric");
     }
     let mut out = Vec::new();
     TextEncoder::new().encode(&r.gather(), &mut out).expect("text encoding");

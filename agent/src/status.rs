@@ -5,7 +5,8 @@
 //! `GET /healthz`, `GET /readyz`, `GET /status/peers`,
 //! `GET /status/routes` (`?prefix=P`, or the first `?limit=N` prefixes,
 //! 1000 by default, 100000 at most), `GET /status/fib`,
-//! `GET /status/bfd`, `GET /status/node`, `GET /metrics` (Prometheus).
+//! `GET /status/bfd`, `GET /status/node`, `GET /status/datapath`
+//! (`?events=drop|flow`), `GET /metrics` (Prometheus).
 
 use crate::control::Control;
 use crate::fib::FibStatus;
@@ -45,6 +46,7 @@ struct AppState {
     fib: Option<Arc<Mutex<FibStatus>>>,
     bfd: Bfd,
     control: Control,
+    enforcer: Option<Arc<crate::policy::enforcer::Enforcer>>,
     /// One walk of the table at a time: a listing runs on the speaker's
     /// core, so callers of this port cannot stack them up.
     table_walk: Arc<tokio::sync::Semaphore>,
@@ -95,6 +97,77 @@ async fn fib_status(State(app): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::to_value(status).unwrap_or_default())
 }
 
+#[derive(Deserialize)]
+struct DatapathQuery {
+    /// `drop` or `flow`: the recent events of that kind.
+    events: Option<String>,
+}
+
+/// The identity policy: identities, isolation, counters, attached
+/// interfaces and the recent events.
+async fn datapath_status(
+    State(app): State<AppState>,
+    Query(q): Query<DatapathQuery>,
+) -> Result<Json<serde_json::Value>, (StatusCode, &'static str)> {
+    use novanet_ebpf::maps::{Direction, EventKind};
+    let Some(e) = &app.enforcer else {
+        return Err((StatusCode::NOT_FOUND, "identity policy is off (datapath.enabled)\n"));
+    };
+    let kind = match q.events.as_deref() {
+        Some("drop") => Some(EventKind::Drop),
+        Some("flow") => Some(EventKind::Flow),
+        _ => None,
+    };
+    let view = e.view();
+    let name = |id: u32| -> String {
+        match id {
+            0 => "any".into(),
+            1 => "host".into(),
+            2 => "world".into(),
+            id if id & crate::policy::identity::CIDR_IDENTITY_BIT != 0 => {
+                format!("cidr#{}", id & !crate::policy::identity::CIDR_IDENTITY_BIT)
+            }
+            id => view
+                .identities
+                .get(&id)
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| format!("#{id}")),
+        }
+    };
+    let events: Vec<serde_json::Value> = e
+        .recent(kind)
+        .iter()
+        .map(|ev| {
+            serde_json::json!({
+                "kind": if ev.kind == EventKind::Drop { "drop" } else { "flow" },
+                "direction": if ev.direction == Direction::Ingress { "ingress" } else { "egress" },
+                "src": ev.src, "dst": ev.dst, "sport": ev.sport, "dport": ev.dport, "protocol": ev.protocol,
+                "src_identity": ev.src_identity, "dst_identity": ev.dst_identity,
+                "src_name": name(ev.src_identity), "dst_name": name(ev.dst_identity),
+                "timestamp_ns": ev.timestamp_ns,
+            })
+        })
+        .collect();
+    let c = e.counters();
+    Ok(Json(serde_json::json!({
+        "identities": view.identities.iter().map(|(id, k)| serde_json::json!({
+            "identity": id, "namespace": k.namespace, "labels": k.labels,
+            "ingress_isolated": view.ingress_isolated.contains(id),
+            "egress_isolated": view.egress_isolated.contains(id),
+        })).collect::<Vec<_>>(),
+        "policies": view.policies,
+        "ingress_entries": view.ingress_entries,
+        "egress_entries": view.egress_entries,
+        "warnings": view.warnings,
+        "attached": e.attached(),
+        "counters": {
+            "ingress_allow": c.ingress_allow, "ingress_deny": c.ingress_deny,
+            "egress_allow": c.egress_allow, "egress_deny": c.egress_deny, "events_lost": c.events_lost,
+        },
+        "events": events,
+    })))
+}
+
 async fn bfd_sessions(State(app): State<AppState>) -> Json<serde_json::Value> {
     let sessions = app.bfd.sessions().await;
     Json(serde_json::to_value(sessions).unwrap_or_default())
@@ -113,7 +186,8 @@ async fn node(State(app): State<AppState>) -> Json<serde_json::Value> {
 
 async fn metrics(State(app): State<AppState>) -> String {
     let fib = app.fib.as_ref().map(|f| f.lock().expect("fib status").clone());
-    crate::metrics::render(&app.control, fib).await
+    let policy = app.enforcer.as_ref().map(|e| e.counters());
+    crate::metrics::render(&app.control, fib, policy).await
 }
 
 /// Ready while the speaker answers (promptly) and the FIB writer runs and
@@ -146,6 +220,7 @@ pub async fn serve(
     fib: Option<Arc<Mutex<FibStatus>>>,
     bfd: Bfd,
     control: Control,
+    enforcer: Option<Arc<crate::policy::enforcer::Enforcer>>,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -153,6 +228,7 @@ pub async fn serve(
         .route("/status/peers", get(peers))
         .route("/status/routes", get(routes))
         .route("/status/fib", get(fib_status))
+        .route("/status/datapath", get(datapath_status))
         .route("/status/bfd", get(bfd_sessions))
         .route("/metrics", get(metrics))
         .route("/status/node", get(node))
@@ -161,6 +237,7 @@ pub async fn serve(
             fib,
             bfd,
             control,
+            enforcer,
             table_walk: Arc::new(tokio::sync::Semaphore::new(1)),
         });
     let listener = tokio::net::TcpListener::bind(addr)

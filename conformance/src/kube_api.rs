@@ -1,10 +1,12 @@
-//! A Kubernetes API server for Nodes, speaking the real list/watch HTTP
-//! protocol, for testing the agent's Node watcher (no API server binary
-//! exists for these machines).
+//! A Kubernetes API server for Nodes, Pods, Namespaces and NetworkPolicies,
+//! speaking the real list/watch HTTP protocol, for testing the agent's
+//! watchers (no API server binary exists for these machines).
 //!
 //! What it serves, as kube-apiserver does:
-//! - `GET /api/v1/nodes`: a NodeList with `metadata.resourceVersion`;
-//! - `GET /api/v1/nodes?watch=true&resourceVersion=V[&timeoutSeconds=T]
+//! - `GET /api/v1/nodes` (and `/api/v1/pods`, `/api/v1/namespaces`,
+//!   `/apis/networking.k8s.io/v1/networkpolicies`): a list with
+//!   `metadata.resourceVersion`;
+//! - the same with `?watch=true&resourceVersion=V[&timeoutSeconds=T]
 //!   [&allowWatchBookmarks=true]`: a chunked stream of JSON watch events
 //!   (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`) after version V, ended
 //!   after T seconds; a V older than the compaction floor gets one `ERROR`
@@ -35,8 +37,9 @@ use std::time::Duration;
 struct Store {
     version: u64,
     nodes: BTreeMap<String, Value>,
-    /// (version, event type, object) after the compaction floor.
-    history: Vec<(u64, &'static str, Value)>,
+    /// (version, object kind, event type, object) after the compaction
+    /// floor.
+    history: Vec<(u64, &'static str, &'static str, Value)>,
     /// Versions below this are expired (410).
     floor: u64,
     /// Bumped to end every open watch.
@@ -45,6 +48,29 @@ struct Store {
     watches: u64,
     events: Vec<Value>,
     pods: BTreeMap<(String, String), Value>,
+    namespaces: BTreeMap<String, Value>,
+    policies: BTreeMap<(String, String), Value>,
+}
+
+impl Store {
+    /// Every object of a kind.
+    fn items(&self, kind: &str) -> Vec<Value> {
+        match kind {
+            "Node" => self.nodes.values().cloned().collect(),
+            "Pod" => self.pods.values().cloned().collect(),
+            "Namespace" => self.namespaces.values().cloned().collect(),
+            "NetworkPolicy" => self.policies.values().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Records a change of an object: a new version and a watch event.
+    fn record(&mut self, kind: &'static str, existed: bool, obj: &mut Value) {
+        self.version += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        let event = if existed { "MODIFIED" } else { "ADDED" };
+        self.history.push((self.version, kind, event, obj.clone()));
+    }
 }
 
 struct Shared {
@@ -74,7 +100,13 @@ impl KubeApi {
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
-            .route("/api/v1/nodes", get(list_or_watch_nodes))
+            .route("/api/v1/nodes", get(|st, q| list_or_watch(st, q, "Node")))
+            .route("/api/v1/pods", get(|st, q| list_or_watch(st, q, "Pod")))
+            .route("/api/v1/namespaces", get(|st, q| list_or_watch(st, q, "Namespace")))
+            .route(
+                "/apis/networking.k8s.io/v1/networkpolicies",
+                get(|st, q| list_or_watch(st, q, "NetworkPolicy")),
+            )
             .route("/api/v1/nodes/:name", get(get_node))
             .route(
                 "/apis/events.k8s.io/v1/namespaces/:ns/events",
@@ -148,7 +180,7 @@ impl KubeApi {
                 "ADDED"
             };
             s.nodes.insert(name, node.clone());
-            s.history.push((s.version, kind, node));
+            s.history.push((s.version, "Node", kind, node));
         });
     }
 
@@ -158,7 +190,7 @@ impl KubeApi {
             if let Some(mut node) = s.nodes.remove(name) {
                 s.version += 1;
                 node["metadata"]["resourceVersion"] = json!(s.version.to_string());
-                s.history.push((s.version, "DELETED", node));
+                s.history.push((s.version, "Node", "DELETED", node));
             }
         });
     }
@@ -191,11 +223,57 @@ impl KubeApi {
     /// `status.podIP` is where the proxy connects).
     pub fn apply_pod(&self, namespace: &str, mut pod: Value) {
         self.change(|s| {
-            s.version += 1;
             pod["metadata"]["namespace"] = json!(namespace);
-            pod["metadata"]["resourceVersion"] = json!(s.version.to_string());
             let name = pod["metadata"]["name"].as_str().expect("Pod name").to_string();
-            s.pods.insert((namespace.to_string(), name), pod);
+            pod["metadata"]["uid"] = json!(format!("uid-{namespace}-{name}"));
+            let key = (namespace.to_string(), name);
+            let existed = s.pods.contains_key(&key);
+            s.record("Pod", existed, &mut pod);
+            s.pods.insert(key, pod);
+        });
+    }
+
+    /// Adds or replaces a Namespace.
+    pub fn apply_namespace(&self, name: &str, labels: Value) {
+        self.change(|s| {
+            let mut ns = json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "uid": format!("uid-ns-{name}"), "labels": labels}});
+            let existed = s.namespaces.contains_key(name);
+            s.record("Namespace", existed, &mut ns);
+            s.namespaces.insert(name.to_string(), ns);
+        });
+    }
+
+    /// Adds or replaces a NetworkPolicy (its namespace from its metadata).
+    pub fn apply_network_policy(&self, mut policy: Value) {
+        self.change(|s| {
+            let ns = policy["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string();
+            let name = policy["metadata"]["name"]
+                .as_str()
+                .expect("NetworkPolicy name")
+                .to_string();
+            policy["apiVersion"] = json!("networking.k8s.io/v1");
+            policy["kind"] = json!("NetworkPolicy");
+            policy["metadata"]["namespace"] = json!(ns);
+            policy["metadata"]["uid"] = json!(format!("uid-np-{ns}-{name}"));
+            let key = (ns, name);
+            let existed = s.policies.contains_key(&key);
+            s.record("NetworkPolicy", existed, &mut policy);
+            s.policies.insert(key, policy);
+        });
+    }
+
+    /// Deletes a NetworkPolicy.
+    pub fn delete_network_policy(&self, namespace: &str, name: &str) {
+        self.change(|s| {
+            if let Some(mut p) = s.policies.remove(&(namespace.to_string(), name.to_string())) {
+                s.version += 1;
+                p["metadata"]["resourceVersion"] = json!(s.version.to_string());
+                s.history.push((s.version, "NetworkPolicy", "DELETED", p));
+            }
         });
     }
 
@@ -248,15 +326,24 @@ async fn get_node(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -
     }
 }
 
-async fn list_or_watch_nodes(State(shared): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn list_or_watch(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+    object_kind: &'static str,
+) -> Response {
     let watch = q.get("watch").is_some_and(|v| v == "true" || v == "1");
+    let api_version = if object_kind == "NetworkPolicy" {
+        "networking.k8s.io/v1"
+    } else {
+        "v1"
+    };
     if !watch {
         let mut s = shared.store.lock().expect("store");
         s.lists += 1;
         let body = json!({
-            "kind": "NodeList", "apiVersion": "v1",
+            "kind": format!("{object_kind}List"), "apiVersion": api_version,
             "metadata": {"resourceVersion": s.version.to_string()},
-            "items": s.nodes.values().cloned().collect::<Vec<_>>()
+            "items": s.items(object_kind)
         });
         return Json(body).into_response();
     }
@@ -274,7 +361,7 @@ async fn list_or_watch_nodes(State(shared): State<Arc<Shared>>, Query(q): Query<
         s.watches += 1;
         let initial: Vec<Value> = if from == 0 {
             // "Any version": the current state as ADDED, then changes.
-            s.nodes.values().cloned().collect()
+            s.items(object_kind)
         } else {
             Vec::new()
         };
@@ -300,8 +387,12 @@ async fn list_or_watch_nodes(State(shared): State<Arc<Shared>>, Query(q): Query<
         loop {
             let (pending, ended, version) = {
                 let s = shared.store.lock().expect("store");
-                let pending: Vec<(u64, &'static str, Value)> =
-                    s.history.iter().filter(|(v, _, _)| *v > cursor).cloned().collect();
+                let pending: Vec<(u64, &'static str, Value)> = s
+                    .history
+                    .iter()
+                    .filter(|(v, k, _, _)| *v > cursor && *k == object_kind)
+                    .map(|(v, _, e, o)| (*v, *e, o.clone()))
+                    .collect();
                 (pending, s.epoch != epoch, s.version)
             };
             if ended {
@@ -318,7 +409,7 @@ async fn list_or_watch_nodes(State(shared): State<Arc<Shared>>, Query(q): Query<
                 _ = tokio::time::sleep_until(deadline) => {
                     if bookmarks {
                         let mark = json!({"type": "BOOKMARK", "object": {
-                            "kind": "Node", "apiVersion": "v1",
+                            "kind": object_kind, "apiVersion": api_version,
                             "metadata": {"resourceVersion": version.max(cursor).to_string()}
                         }});
                         let _ = tx.send(line(mark)).await;

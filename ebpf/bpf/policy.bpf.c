@@ -79,13 +79,16 @@ struct policy_value {
 	struct port_range ranges[MAX_RANGES];
 };
 
+// A flow, and whose policy allowed it: an entry from the source's
+// egress check never stands in for the destination's ingress check.
 struct flow_key {
 	struct addr src;
 	struct addr dst;
 	__u16 sport;
 	__u16 dport;
 	__u8 protocol;
-	__u8 pad[3];
+	__u8 direction;
+	__u8 pad[2];
 };
 
 struct flow_event {
@@ -306,6 +309,7 @@ static __always_inline int verdict(struct __sk_buff *skb, __u8 direction)
 	struct flow_key flow;
 	if (parse(skb, &flow) < 0)
 		return TC_ACT_OK;
+	flow.direction = direction;
 	__u64 now = bpf_ktime_get_ns();
 	// A flow already allowed, or the reply of one.
 	__u64 *seen = bpf_map_lookup_elem(&conntrack, &flow);
@@ -314,12 +318,15 @@ static __always_inline int verdict(struct __sk_buff *skb, __u8 direction)
 		count(direction == DIRECTION_INGRESS ? COUNTER_INGRESS_ALLOW : COUNTER_EGRESS_ALLOW);
 		return TC_ACT_OK;
 	}
+	// The reply of a flow the other direction's check allowed: the
+	// packets of a connection alternate between the two programs.
 	struct flow_key reply = {
 		.src = flow.dst,
 		.dst = flow.src,
 		.sport = flow.dport,
 		.dport = flow.sport,
 		.protocol = flow.protocol,
+		.direction = direction == DIRECTION_INGRESS ? DIRECTION_EGRESS : DIRECTION_INGRESS,
 	};
 	__u64 *forward = bpf_map_lookup_elem(&conntrack, &reply);
 	if (forward && now - *forward < FLOW_IDLE_NS) {

@@ -133,8 +133,10 @@ impl Datapath {
         self.ebpf.program(name).and_then(|p| p.try_into().ok())
     }
 
+    /// A link's pin: `IFACE:HOOK` (bpffs refuses dots in names; interface
+    /// names have no colon).
     fn link_pin(&self, iface: &str, suffix: &str) -> PathBuf {
-        self.pin_dir.join("links").join(format!("{iface}.{suffix}"))
+        self.pin_dir.join("links").join(format!("{iface}:{suffix}"))
     }
 
     /// Attaches both programs to a pod's host interface, replacing what
@@ -196,7 +198,7 @@ impl Datapath {
             .filter_map(|e| {
                 e.file_name()
                     .to_str()
-                    .and_then(|n| n.rsplit_once('.'))
+                    .and_then(|n| n.rsplit_once(':'))
                     .map(|(i, _)| i.to_string())
             })
             .collect()

@@ -98,7 +98,7 @@ impl PolicyValue {
     }
 }
 
-/// A flow as conntrack keeps it.
+/// A flow as conntrack keeps it, with the direction whose check allowed it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
@@ -107,7 +107,8 @@ pub struct FlowKey {
     pub sport: u16,
     pub dport: u16,
     pub protocol: u8,
-    pub pad: [u8; 3],
+    pub direction: u8,
+    pub pad: [u8; 2],
 }
 
 // SAFETY: all fields are plain bytes and integers; padding explicit.

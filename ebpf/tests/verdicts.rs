@@ -143,6 +143,16 @@ fn verdicts_follow_the_maps() {
         run(&dp, "to_pod", &packet("10.244.1.10", "10.244.2.20", UDP, 40005, 80)),
         DROP
     );
+    // A flow B's ingress refused is not let in because A's egress (open)
+    // allowed it on A's host end first.
+    assert_eq!(
+        run(&dp, "from_pod", &packet("10.244.1.10", "10.244.2.20", TCP, 40020, 81)),
+        PASS
+    );
+    assert_eq!(
+        run(&dp, "to_pod", &packet("10.244.1.10", "10.244.2.20", TCP, 40020, 81)),
+        DROP
+    );
     // An unknown source (world) is not A.
     assert_eq!(
         run(&dp, "to_pod", &packet("203.0.113.9", "10.244.2.20", TCP, 40006, 80)),
@@ -251,4 +261,30 @@ fn the_cost_of_a_verdict() {
     assert_eq!(r.retval, PASS);
     // The figure is for docs/benchmarks.md; it is printed, not asserted.
     eprintln!("to_pod, open pod, flow remembered: {} ns per packet", r.duration_ns);
+}
+
+#[test]
+fn programs_attach_to_an_interface_and_are_listed() {
+    let pins = PinDir::new();
+    let mut dp = Datapath::load(&pins.0).expect("load");
+    let name = format!("nvt{}", std::process::id() % 100_000);
+    let peer = format!("{name}p");
+    let ok = std::process::Command::new("ip")
+        .args(["link", "add", &name, "type", "veth", "peer", "name", &peer])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "a veth pair");
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _gone = Gone(name.clone());
+    dp.attach(&name).expect("attach");
+    assert!(dp.attached().contains(&name), "{:?}", dp.attached());
+    dp.attach(&name).expect("attach again replaces");
+    dp.detach(&name);
+    assert!(!dp.attached().contains(&name));
 }

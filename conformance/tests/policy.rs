@@ -1,0 +1,252 @@
+//! Identity policy end to end: an agent with `datapath.enabled` reads its
+//! Node, the Pods, Namespaces and NetworkPolicies from an API server that
+//! speaks the real list/watch protocol; pods are wired by novanet-cni as a
+//! runtime calls it; TCP between them passes, is dropped (and shows in the
+//! agent's drop events) and passes again as NetworkPolicies come and go,
+//! without restarting anything; after the agent is killed the pinned
+//! programs and maps keep enforcing.
+
+use novanet_conformance::agent::cni_binary;
+use novanet_conformance::cni_runtime::{Runtime, Sandbox};
+use novanet_conformance::kube_api::{self, KubeApi};
+use novanet_conformance::{in_namespace, wait_until, Agent, Lab};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A bpffs instance of this test's own (mounted in the lab directory:
+/// `ip netns exec` gives the agent a /sys of its namespace, without the
+/// host's /sys/fs/bpf), unmounted at the end.
+struct Pins(PathBuf);
+
+impl Pins {
+    fn new(lab: &Lab) -> Pins {
+        let dir = lab.dir().join("bpf");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "a bpf filesystem could not be mounted at {}", dir.display());
+        Pins(dir)
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A TCP server in a pod: accepts and answers "ok" on each port.
+fn serve(lab: &Lab, pod: &str, ip: &str, ports: &[u16]) {
+    for port in ports {
+        let ns = lab.ns_name(pod);
+        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            novanet_conformance::lab::enter_namespace(&ns);
+            let l = TcpListener::bind(addr).expect("bind in the pod");
+            ready_tx.send(()).unwrap();
+            for s in l.incoming().flatten() {
+                let mut s = s;
+                let _ = s.write_all(b"ok");
+            }
+        });
+        ready_rx.recv().unwrap();
+    }
+}
+
+/// Whether a pod reaches `ip:port` (connect and read "ok", 1 s bound).
+fn reaches(lab: &Lab, pod: &str, ip: &str, port: u16) -> bool {
+    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    in_namespace(&lab.ns_name(pod), move || {
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 2];
+        s.read_exact(&mut buf).is_ok() && &buf == b"ok"
+    })
+}
+
+fn pod_object(name: &str, ip: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+    })
+}
+
+fn datapath(agent: &Agent, query: &str) -> Value {
+    agent
+        .get(&format!("/status/datapath{query}"))
+        .ok()
+        .and_then(|b| serde_json::from_str(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn network_policies_decide_what_reaches_a_pod() {
+    let mut lab = Lab::new("policy");
+    lab.add_ns("sw");
+    lab.add_bridge("sw", "br0", &["10.0.0.100/24"]);
+    lab.add_ns("n1");
+    lab.link_to_bridge("n1", "eth0", &["10.0.0.11/24"], "sw", "br0", "p1");
+    let api = KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6443");
+    let kubeconfig = lab.dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
+    api.apply_namespace("default", json!({"kubernetes.io/metadata.name": "default"}));
+    let pins = Pins::new(&lab);
+    let cni_socket = lab.dir().join("cni.sock");
+    let config = json!({
+        "node_name": "n1",
+        "routing": {"bfd": {"enabled": false}, "node_mesh": {"enabled": true, "source": "kubernetes"}},
+        "cni": {"enabled": true, "socket": cni_socket.display().to_string(),
+                "ipam_dir": lab.dir().join("ipam").display().to_string()},
+        "datapath": {"enabled": true, "bpf_pin_dir": pins.0.join("novanet").display().to_string()}
+    });
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+    let agent = Agent::start_with_env(&mut lab, "n1", &config, &env);
+    wait_until("the CNI socket", Duration::from_secs(20), || {
+        cni_socket.exists().then_some(()).ok_or_else(String::new)
+    });
+
+    // Two pods through the plugin, as a runtime wires them.
+    let bin = lab.dir().join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(cni_binary(), bin.join("novanet-cni")).unwrap();
+    let mut sandboxes = Vec::new();
+    for pod in ["web", "client"] {
+        let ns = lab.add_ns(pod);
+        sandboxes.push(Sandbox {
+            container_id: format!("c{}{pod}", lab.prefix()),
+            netns: format!("/run/netns/{ns}"),
+            ifname: "eth0".into(),
+            namespace: "default".into(),
+            name: pod.into(),
+            runtime_config: Value::Null,
+        });
+    }
+    let rt = Runtime {
+        lab: &lab,
+        node: "n1".into(),
+        cni_path: bin,
+        conflist: json!({"cniVersion": "1.0.0", "name": "novanet",
+            "plugins": [{"type": "novanet-cni", "agent_socket": cni_socket.display().to_string()}]}),
+    };
+    let ips: Vec<String> = sandboxes
+        .iter()
+        .map(|s| {
+            let r = rt.add(s).unwrap_or_else(|a| panic!("ADD {}: {}", s.name, a.out));
+            r["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let (web_ip, client_ip) = (ips[0].clone(), ips[1].clone());
+    api.apply_pod("default", pod_object("web", &web_ip, json!({"app": "web"})));
+    api.apply_pod("default", pod_object("client", &client_ip, json!({"app": "client"})));
+    serve(&lab, "web", &web_ip, &[80, 81]);
+    wait_until("the programs on both pods", Duration::from_secs(10), || {
+        let v = datapath(&agent, "");
+        let attached = v["attached"].as_array().map(|a| a.len()).unwrap_or(0);
+        (attached == 2)
+            .then_some(())
+            .ok_or(format!("{attached} attached: {v} {:?}", agent.get("/status/datapath")))
+    });
+    wait_until("the pods' identities", Duration::from_secs(10), || {
+        let n = datapath(&agent, "")["identities"]
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0);
+        (n == 2).then_some(()).ok_or(format!("{n} identities"))
+    });
+
+    // No policy: open.
+    assert!(reaches(&lab, "client", &web_ip, 80));
+    assert!(reaches(&lab, "client", &web_ip, 81));
+
+    // Only app=client, only TCP 80.
+    let changed = Instant::now();
+    api.apply_network_policy(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                              "ports": [{"protocol": "TCP", "port": 80}]}]}
+    }));
+    wait_until("TCP 81 to be dropped", Duration::from_secs(10), || {
+        (!reaches(&lab, "client", &web_ip, 81)).then_some(()).ok_or_else(|| {
+            format!(
+                "{} | {}",
+                datapath(&agent, ""),
+                agent.log(&lab).lines().rev().take(5).collect::<Vec<_>>().join(" / ")
+            )
+        })
+    });
+    eprintln!(
+        "policy applied in the datapath {:?} after the API server had it",
+        changed.elapsed()
+    );
+    assert!(
+        reaches(&lab, "client", &web_ip, 80),
+        "the allowed port still passes (replies too)"
+    );
+    wait_until("the drop in the agent's events", Duration::from_secs(10), || {
+        let events = datapath(&agent, "?events=drop")["events"].clone();
+        let seen = events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["dst"] == json!(web_ip) && e["dport"] == 81 && e["src_name"] == "default app=client");
+        seen.then_some(()).ok_or(format!("{events}"))
+    });
+    let metrics = agent.get("/metrics").unwrap();
+    assert!(
+        metrics.contains("novanet_policy_verdicts_total{direction=\"ingress\",verdict=\"deny\"}"),
+        "{metrics}"
+    );
+
+    // Another label: the same pod no longer matches the peer.
+    api.apply_pod("default", pod_object("client", &client_ip, json!({"app": "other"})));
+    wait_until("the relabelled client to be refused", Duration::from_secs(10), || {
+        (!reaches(&lab, "client", &web_ip, 80))
+            .then_some(())
+            .ok_or(String::new())
+    });
+
+    // The policy gone: open again.
+    api.delete_network_policy("default", "web");
+    wait_until("web open again", Duration::from_secs(10), || {
+        reaches(&lab, "client", &web_ip, 81).then_some(()).ok_or(String::new())
+    });
+
+    // Deny all ingress, then kill the agent: the pinned programs and maps
+    // keep enforcing without it.
+    api.apply_network_policy(json!({
+        "metadata": {"name": "deny", "namespace": "default"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+    }));
+    wait_until("everything to web dropped", Duration::from_secs(10), || {
+        (!reaches(&lab, "client", &web_ip, 80))
+            .then_some(())
+            .ok_or(String::new())
+    });
+    lab.signal(&agent.name, libc::SIGKILL);
+    lab.wait_exit(&agent.name, Duration::from_secs(10));
+    assert!(
+        !reaches(&lab, "client", &web_ip, 80),
+        "still enforced with the agent gone"
+    );
+    assert!(!reaches(&lab, "client", &web_ip, 81));
+}
