@@ -154,8 +154,9 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let socket = std::path::PathBuf::from(&cfg.listen_socket);
     let api = tokio::spawn({
         let control = control.clone();
+        let enforcer = enforcer.clone();
         async move {
-            control::server::serve(control, &socket, async {
+            control::server::serve(control, enforcer, &socket, async {
                 let _ = api_stopped.await;
             })
             .await

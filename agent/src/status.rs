@@ -119,21 +119,7 @@ async fn datapath_status(
         _ => None,
     };
     let view = e.view();
-    let name = |id: u32| -> String {
-        match id {
-            0 => "any".into(),
-            1 => "host".into(),
-            2 => "world".into(),
-            id if id & crate::policy::identity::CIDR_IDENTITY_BIT != 0 => {
-                format!("cidr#{}", id & !crate::policy::identity::CIDR_IDENTITY_BIT)
-            }
-            id => view
-                .identities
-                .get(&id)
-                .map(|k| k.to_string())
-                .unwrap_or_else(|| format!("#{id}")),
-        }
-    };
+    let name = |id: u32| e.identity_name(id);
     let events: Vec<serde_json::Value> = e
         .recent(kind)
         .iter()

@@ -6,7 +6,7 @@
 //! without restarting anything; after the agent is killed the pinned
 //! programs and maps keep enforcing.
 
-use novanet_conformance::agent::cni_binary;
+use novanet_conformance::agent::{cni_binary, ctl_binary};
 use novanet_conformance::cni_runtime::{Runtime, Sandbox};
 use novanet_conformance::kube_api::{self, KubeApi};
 use novanet_conformance::{in_namespace, wait_until, Agent, Lab};
@@ -81,6 +81,22 @@ fn pod_object(name: &str, ip: &str, labels: Value) -> Value {
         "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
         "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
     })
+}
+
+/// novanetctl on the agent's socket.
+fn ctl(agent: &Agent, args: &[&str]) -> String {
+    let out = std::process::Command::new(ctl_binary())
+        .arg("--socket")
+        .arg(&agent.socket)
+        .args(args)
+        .output()
+        .expect("novanetctl");
+    assert!(
+        out.status.success(),
+        "novanetctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn datapath(agent: &Agent, query: &str) -> Value {

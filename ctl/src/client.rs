@@ -1,5 +1,6 @@
-//! Connecting to the agent's socket, with one clear line when it cannot be
-//! reached.
+//! Connecting to the agent's socket (RouteControl, RoutingInsight and
+//! DatapathInsight on one connection), with one clear line when it cannot
+//! be reached.
 
 use hyper_util::rt::TokioIo;
 use novanet_proto::api::route_control_client::RouteControlClient;
@@ -15,6 +16,7 @@ pub const DEFAULT_SOCKET: &str = "/run/novaroute/novaroute.sock";
 pub struct Agent {
     pub control: RouteControlClient<Channel>,
     pub insight: RoutingInsightClient<Channel>,
+    pub datapath: novanet_proto::datapath_insight::datapath_insight_client::DatapathInsightClient<Channel>,
 }
 
 /// Explains why the socket cannot be used, before trying gRPC.
@@ -53,7 +55,8 @@ pub async fn connect(path: &Path) -> anyhow::Result<Agent> {
         .map_err(|e| anyhow::anyhow!("cannot reach the agent at {}: {e}", path.display()))?;
     Ok(Agent {
         control: RouteControlClient::new(channel.clone()),
-        insight: RoutingInsightClient::new(channel),
+        insight: RoutingInsightClient::new(channel.clone()),
+        datapath: novanet_proto::datapath_insight::datapath_insight_client::DatapathInsightClient::new(channel),
     })
 }
 

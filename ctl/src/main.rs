@@ -5,6 +5,7 @@
 
 mod client;
 mod cluster;
+mod datapath;
 mod read;
 mod render;
 mod write;
@@ -177,6 +178,33 @@ enum Command {
         #[arg(short = 'f', long = "file")]
         file: String,
     },
+    /// The identities of this node's policy datapath (pods by namespace
+    /// and labels) and whether a NetworkPolicy isolates them.
+    Identity {
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// What the NetworkPolicies compiled to, and the verdict counters.
+    Policy {
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Packets dropped by policy: the recent ones, then new ones.
+    Drops {
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+        /// Only the recent ones.
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// New flows allowed by policy: the recent ones, then new ones.
+    Flows {
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+        /// Only the recent ones.
+        #[arg(long)]
+        no_follow: bool,
+    },
     /// Print a shell completion script.
     Completion { shell: clap_complete::Shell },
 }
@@ -305,6 +333,35 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let e = match &cli.command {
         Command::Completion { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "novanetctl", &mut std::io::stdout());
+            return Ok(true);
+        }
+        Command::Identity { output } => {
+            let mut a = client::connect(&cli.socket).await?;
+            let v = datapath::identities(&mut a.datapath).await?;
+            print!(
+                "{}",
+                read::render_list(*output, &v, "No identities.", datapath::identities_table)?
+            );
+            return Ok(true);
+        }
+        Command::Policy { output } => {
+            let mut a = client::connect(&cli.socket).await?;
+            let p = datapath::policy(&mut a.datapath).await?;
+            match output {
+                Format::Table => print!("{}", datapath::policy_text(&p)),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&p)?),
+                Format::Yaml => print!("{}", serde_yaml_ng::to_string(&p)?),
+            }
+            return Ok(true);
+        }
+        Command::Drops { output, no_follow } | Command::Flows { output, no_follow } => {
+            let kind = if matches!(cli.command, Command::Drops { .. }) {
+                "drop"
+            } else {
+                "flow"
+            };
+            let mut a = client::connect(&cli.socket).await?;
+            datapath::stream(&mut a.datapath, kind, *no_follow, *output).await?;
             return Ok(true);
         }
         Command::Routing {

@@ -23,5 +23,14 @@ pub mod novanet {
     }
 }
 
+/// The identity policy datapath for operators.
+#[allow(clippy::all)]
+pub mod datapath {
+    pub mod v1 {
+        tonic::include_proto!("novanet.datapath.v1");
+    }
+}
+
+pub use datapath::v1 as datapath_insight;
 pub use novanet::routing::v1 as insight;
 pub use novaroute::v1 as api;

@@ -4,6 +4,7 @@
 //! ([`events`]) and the gRPC server on a Unix socket ([`server`]).
 
 pub mod authority;
+pub mod datapath_insight;
 pub mod events;
 pub mod insight;
 pub mod intents;

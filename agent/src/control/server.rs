@@ -704,6 +704,7 @@ pub fn bind_private(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
 /// replaced) until `shutdown` resolves; removes the socket afterwards.
 pub async fn serve(
     control: Control,
+    enforcer: Option<std::sync::Arc<crate::policy::enforcer::Enforcer>>,
     path: &Path,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -731,6 +732,11 @@ pub async fn serve(
             novanet_proto::insight::routing_insight_server::RoutingInsightServer::new(super::insight::Insight::new(
                 control,
             )),
+        )
+        .add_service(
+            novanet_proto::datapath_insight::datapath_insight_server::DatapathInsightServer::new(
+                super::datapath_insight::Insight::new(enforcer),
+            ),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -115,6 +115,26 @@ impl Enforcer {
         self.view.lock().expect("view").clone()
     }
 
+    /// How an identity reads: `any`, `host`, `world`, `cidr#N`, or the
+    /// pod's namespace and labels.
+    pub fn identity_name(&self, id: u32) -> String {
+        use super::identity::CIDR_IDENTITY_BIT;
+        match id {
+            0 => "any".into(),
+            1 => "host".into(),
+            2 => "world".into(),
+            id if id & CIDR_IDENTITY_BIT != 0 => format!("cidr#{}", id & !CIDR_IDENTITY_BIT),
+            id => self
+                .view
+                .lock()
+                .expect("view")
+                .identities
+                .get(&id)
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| format!("#{id}")),
+        }
+    }
+
     pub fn counters(&self) -> Counters {
         self.datapath.lock().expect("datapath").counters().unwrap_or_default()
     }
