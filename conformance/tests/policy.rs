@@ -218,15 +218,32 @@ fn network_policies_decide_what_reaches_a_pod() {
         reaches(&lab, "client", &web_ip, 80),
         "the allowed port still passes (replies too)"
     );
-    wait_until("the drop in the agent's events", Duration::from_secs(10), || {
-        let events = datapath(&agent, "?events=drop")["events"].clone();
-        let seen = events
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|e| e["dst"] == json!(web_ip) && e["dport"] == 81 && e["src_name"] == "default app=client");
-        seen.then_some(()).ok_or(format!("{events}"))
+    // The drop as operators see it: novanetctl drops, and /status/datapath.
+    wait_until("the drop in novanetctl drops", Duration::from_secs(10), || {
+        let out = ctl(&agent, &["drops", "-o", "json", "--no-follow"]);
+        let seen = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|e| {
+                e["dst"] == json!(web_ip)
+                    && e["dport"] == 81
+                    && e["src_name"] == "default app=client"
+                    && e["direction"] == "ingress"
+            });
+        seen.then_some(()).ok_or(out)
     });
+    let events = datapath(&agent, "?events=drop")["events"].clone();
+    assert!(events.as_array().is_some_and(|a| !a.is_empty()), "{events}");
+    let ids: Value = serde_json::from_str(&ctl(&agent, &["identity", "-o", "json"])).unwrap();
+    let web = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["labels"]["app"] == "web")
+        .expect("web's identity");
+    assert_eq!(web["ingress_isolated"], true);
+    let text = ctl(&agent, &["policy"]);
+    assert!(text.contains("NetworkPolicies:     1"), "{text}");
     let metrics = agent.get("/metrics").unwrap();
     assert!(
         metrics.contains("novanet_policy_verdicts_total{direction=\"ingress\",verdict=\"deny\"}"),

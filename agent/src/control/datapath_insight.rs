@@ -3,6 +3,9 @@
 //! programs' flow and drop events for `novanetctl identity`, `policy`,
 //! `flows` and `drops`.
 
+// tonic's Status is the error type of every gRPC handler.
+#![allow(clippy::result_large_err)]
+
 use crate::policy::enforcer::Enforcer;
 use novanet_ebpf::maps::{Direction, EventKind, FlowEvent};
 use novanet_proto::datapath_insight::datapath_insight_server::DatapathInsight;
