@@ -148,10 +148,26 @@ fn check_daemonset(name: &str, docs: &[Value]) {
     let sc = &agent["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+    // BPF for the identity policy programs (datapath.enabled, the default).
     assert_eq!(
         sc["capabilities"]["add"],
-        serde_json::json!(["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"])
+        serde_json::json!(["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE", "BPF"])
     );
+    // The CNI plugin and its conflist come from the init container.
+    let init = &spec["initContainers"][0];
+    assert_eq!(init["name"], "install-cni");
+    assert_eq!(init["command"][0], "/usr/bin/novanet-cni");
+    assert_eq!(init["command"][1], "install");
+    let volumes = spec["volumes"].as_array().unwrap();
+    let host_path = |name: &str| {
+        volumes
+            .iter()
+            .find(|v| v["name"] == name)
+            .map(|v| v["hostPath"]["path"].clone())
+    };
+    assert_eq!(host_path("bpffs"), Some(serde_json::json!("/sys/fs/bpf")));
+    assert_eq!(host_path("cni-bin"), Some(serde_json::json!("/opt/cni/bin")));
+    assert_eq!(host_path("cni-conf"), Some(serde_json::json!("/etc/cni/net.d")));
     assert_eq!(agent["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(agent["readinessProbe"]["httpGet"]["path"], "/readyz");
     let env = &agent["env"][0];
@@ -173,9 +189,18 @@ fn check_daemonset(name: &str, docs: &[Value]) {
     );
     let role = find(docs, "ClusterRole").expect("ClusterRole");
     let rules = role["rules"].as_array().unwrap();
-    assert_eq!(rules.len(), 2, "nodes and events only: {rules:?}");
+    assert_eq!(
+        rules.len(),
+        4,
+        "nodes, events, and what identity policy reads: {rules:?}"
+    );
     assert_eq!(rules[0]["resources"], serde_json::json!(["nodes"]));
     assert_eq!(rules[0]["verbs"], serde_json::json!(["get", "list", "watch"]));
+    assert_eq!(rules[2]["resources"], serde_json::json!(["pods", "namespaces"]));
+    assert_eq!(rules[3]["resources"], serde_json::json!(["networkpolicies"]));
+    for r in &rules[2..] {
+        assert_eq!(r["verbs"], serde_json::json!(["get", "list", "watch"]), "read only");
+    }
 }
 
 #[test]

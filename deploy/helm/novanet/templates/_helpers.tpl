@@ -66,6 +66,7 @@ app.kubernetes.io/component: agent
   "owners" $owners
   "routing" $routing
   "cni" (dict "enabled" .Values.cni.enabled "socket" .Values.cni.socket "ipam_dir" .Values.cni.ipamDir)
+  "datapath" (dict "enabled" .Values.datapath.enabled "bpf_pin_dir" .Values.datapath.bpfPinDir)
 -}}
 {{- toPrettyJson $cfg -}}
 {{- end -}}
