@@ -4,7 +4,7 @@
 # Python grpcio for the API interop test, buildah/podman/runc for the image.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
-pkgs=(frr bird2 gobgpd exabgp nftables iptables iputils-ping iproute2 clang libbpf-dev buildah podman runc containernetworking-plugins)
+pkgs=(frr bird2 gobgpd exabgp nftables iptables iputils-ping iproute2 clang libbpf-dev buildah podman runc containernetworking-plugins iperf3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

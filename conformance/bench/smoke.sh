@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark harness in miniature, for CI: every scenario kind of the
 # re-advertise benchmark with every daemon under test at a small size, the
-# kernel FIB benchmark, and a small node mesh. Fails when a run does not
+# kernel FIB benchmark, a small node mesh, and the policy datapath. Fails when a run does not
 # complete (a timeout or a failed row), so the benchmark commands keep
 # working on a fresh machine; the figures themselves mean little at this
 # size.
@@ -12,6 +12,7 @@ trap 'rm -f "$out"' EXIT
 START_DELAY=4 conformance/bench/readvertise.sh 2000 3x1000 3x1000o mrt:2 | tee "$out"
 conformance/bench/fib.sh 2000 | tee -a "$out"
 conformance/bench/mesh.sh 6 | tee -a "$out"
+conformance/bench/datapath.sh 1 | tee -a "$out"
 if grep -Eq "timeout|failed" "$out"; then
   echo "smoke.sh: a benchmark run did not complete" >&2
   exit 1

@@ -1,0 +1,238 @@
+//! The identity-policy datapath benchmark (`conformance/bench/datapath.sh`):
+//!
+//! 1. what a verdict costs per packet, measured by the kernel
+//!    (`BPF_PROG_TEST_RUN`): a remembered flow, a new flow a policy
+//!    allows, a packet a policy drops;
+//! 2. pod-to-pod TCP throughput (iperf3, in namespaces, pods wired by
+//!    novanet-cni) without the programs, with them and no policy, and with a
+//!    NetworkPolicy that isolates the server and allows the client.
+//!
+//! `novanet-datapath-bench [SECONDS]` (iperf3 duration, default 5). Needs
+//! root, bpffs support and iperf3.
+
+use novanet_conformance::agent::cni_binary;
+use novanet_conformance::cni_runtime::{Runtime, Sandbox};
+use novanet_conformance::kube_api::{self, KubeApi};
+use novanet_conformance::{wait_until, Agent, Lab};
+use novanet_ebpf::datapath::PolicyState;
+use novanet_ebpf::maps::{Addr, PolicyKey, PolicyValue};
+use novanet_ebpf::{test_run, Datapath};
+use serde_json::{json, Value};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn mount_bpffs(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "cannot mount bpffs at {}", dir.display());
+}
+
+fn umount(dir: &Path) {
+    let _ = Command::new("umount").arg("-l").arg(dir).status();
+}
+
+fn packet(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut p = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    p.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.resize(80, 0);
+    p
+}
+
+/// Nanoseconds per packet for each verdict path.
+fn verdict_costs(lab_dir: &Path) {
+    let pins = lab_dir.join("bench-bpf");
+    mount_bpffs(&pins);
+    let result = std::panic::catch_unwind(|| {
+        let mut dp = Datapath::load(&pins.join("p")).expect("load the programs");
+        let (a, b) = ([10, 244, 1, 1], [10, 244, 1, 2]);
+        let endpoints = [(a, 0x1000u32), (b, 0x2000u32)]
+            .into_iter()
+            .map(|(ip, id)| (Addr::from(std::net::IpAddr::from(ip)), id))
+            .collect();
+        dp.sync_endpoints(&endpoints).unwrap();
+        let mut state = PolicyState::default();
+        state.ingress_isolated.insert(0x2000);
+        state.ingress.insert(
+            PolicyKey::new(0x1000, 0x2000, 6),
+            PolicyValue::ranges(&[(80, 80), (8000, 8100)]),
+        );
+        dp.sync_policy(&state).unwrap();
+        let prog = dp.program("to_pod").unwrap();
+        let fd = prog.fd().unwrap();
+        let run = |pkt: &[u8], repeat: u32| test_run::run(fd.as_fd(), pkt, repeat).unwrap();
+        // A remembered flow: the first run allows and remembers it.
+        let remembered = run(&packet(a, b, 1000, 80), 100_000);
+        // New flows allowed by the policy: each sport a new flow.
+        let mut total = 0u64;
+        let n = 2000u16;
+        for i in 0..n {
+            total += run(&packet(a, b, 10_000 + i, 8050), 1).duration_ns as u64;
+        }
+        let denied = run(&packet(a, b, 2000, 81), 100_000);
+        assert_eq!(denied.retval, 2, "the unlisted port is dropped");
+        println!("# verdict cost per packet (BPF_PROG_TEST_RUN, to_pod)");
+        println!("path                      ns/packet");
+        println!("remembered flow           {}", remembered.duration_ns);
+        println!("new flow, policy allows   {}", total / n as u64);
+        println!("denied by policy          {}", denied.duration_ns);
+    });
+    umount(&pins);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn iperf(lab: &Lab, client: &str, server_ip: &str, seconds: u64) -> f64 {
+    let out = lab
+        .cmd(client, "iperf3")
+        .args(["-c", server_ip, "-t", &seconds.to_string(), "-J"])
+        .output()
+        .expect("iperf3");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9
+}
+
+fn main() {
+    let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let mut lab = Lab::new("dpbench");
+    verdict_costs(lab.dir());
+
+    lab.add_ns("sw");
+    lab.add_bridge("sw", "br0", &["10.0.0.100/24"]);
+    lab.add_ns("n1");
+    lab.link_to_bridge("n1", "eth0", &["10.0.0.11/24"], "sw", "br0", "p1");
+    let api = KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6443");
+    let kubeconfig = lab.dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
+    api.apply_namespace("default", json!({}));
+    let pins: PathBuf = lab.dir().join("bpf");
+    mount_bpffs(&pins);
+    let cni_socket = lab.dir().join("cni.sock");
+    let ipam_dir = lab.dir().join("ipam");
+    let config = |datapath: bool| {
+        json!({
+            "node_name": "n1",
+            "routing": {"bfd": {"enabled": false}, "node_mesh": {"enabled": true, "source": "kubernetes"}},
+            "cni": {"enabled": true, "socket": cni_socket.display().to_string(),
+                    "ipam_dir": ipam_dir.display().to_string()},
+            "datapath": {"enabled": datapath, "bpf_pin_dir": pins.join("novanet").display().to_string()}
+        })
+    };
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+    let (plain, enforcing) = (config(false), config(true));
+    let agent = Agent::start_with_env(&mut lab, "n1", &plain, &env);
+    wait_until("the CNI socket", Duration::from_secs(20), || {
+        cni_socket.exists().then_some(()).ok_or_else(String::new)
+    });
+    let bin = lab.dir().join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(cni_binary(), bin.join("novanet-cni")).unwrap();
+    let mut pods = Vec::new();
+    for name in ["server", "client"] {
+        let ns = lab.add_ns(name);
+        pods.push(Sandbox {
+            container_id: format!("c{}{name}", lab.prefix()),
+            netns: format!("/run/netns/{ns}"),
+            ifname: "eth0".into(),
+            namespace: "default".into(),
+            name: name.into(),
+            runtime_config: Value::Null,
+        });
+    }
+    let rt = Runtime {
+        lab: &lab,
+        node: "n1".into(),
+        cni_path: bin,
+        conflist: json!({"cniVersion": "1.0.0", "name": "novanet",
+            "plugins": [{"type": "novanet-cni", "agent_socket": cni_socket.display().to_string()}]}),
+    };
+    let ips: Vec<String> = pods
+        .iter()
+        .map(|s| {
+            let r = rt.add(s).unwrap_or_else(|a| panic!("ADD: {}", a.out));
+            r["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for (p, ip) in pods.iter().zip(&ips) {
+        api.apply_pod(
+            "default",
+            json!({"metadata": {"name": p.name, "labels": {"app": p.name}},
+                   "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
+                   "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}),
+        );
+    }
+    lab.spawn("iperf3-server", "server", "iperf3", &["-s", "-B", &ips[0]]);
+    wait_until("iperf3 to listen", Duration::from_secs(10), || {
+        let out = lab.cmd("server", "ss").args(["-ltn"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .contains(":5201")
+            .then_some(())
+            .ok_or_else(String::new)
+    });
+    let without = iperf(&lab, "client", &ips[0], seconds);
+
+    // The same pods with the programs (attached again by the new agent).
+    lab.signal(&agent.name, libc::SIGTERM);
+    lab.wait_exit(&agent.name, Duration::from_secs(20));
+    let _ = std::fs::remove_file(&cni_socket);
+    let agent = Agent::start_with_env(&mut lab, "n1", &enforcing, &env);
+    let status = |agent: &Agent| -> Value {
+        agent
+            .get("/status/datapath")
+            .ok()
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    wait_until("the programs on both pods", Duration::from_secs(20), || {
+        let n = status(&agent)["attached"].as_array().map(|a| a.len()).unwrap_or(0);
+        (n == 2).then_some(()).ok_or(format!("{n}"))
+    });
+    let open = iperf(&lab, "client", &ips[0], seconds);
+    api.apply_network_policy(json!({
+        "metadata": {"name": "server", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "server"}},
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                              "ports": [{"protocol": "TCP", "port": 5201}]}]}
+    }));
+    wait_until("the server isolated", Duration::from_secs(20), || {
+        let v = status(&agent);
+        let isolated = v["identities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["labels"]["app"] == "server" && i["ingress_isolated"] == true);
+        isolated.then_some(()).ok_or_else(String::new)
+    });
+    let policed = iperf(&lab, "client", &ips[0], seconds);
+    println!();
+    println!("# pod to pod TCP on one node, iperf3 {seconds} s (Gbit/s)");
+    println!("datapath                          Gbit/s");
+    println!("no programs                       {without:.2}");
+    println!("programs, no policy               {open:.2}");
+    println!("programs, policy isolates server  {policed:.2}");
+    drop(agent);
+    drop(lab);
+    umount(&pins);
+    if without <= 0.0 || open <= 0.0 || policed <= 0.0 {
+        eprintln!("novanet-datapath-bench: an iperf3 run failed");
+        std::process::exit(1);
+    }
+}
