@@ -4,7 +4,7 @@
 //! runtime calls it; TCP between them passes, is dropped (and shows in the
 //! agent's drop events) and passes again as NetworkPolicies come and go,
 //! without restarting anything; after the agent is killed the pinned
-//! programs and maps keep enforcing.
+//! programs and maps keep enforcing, and a new agent takes over from them.
 
 use novanet_conformance::agent::{cni_binary, ctl_binary};
 use novanet_conformance::cni_runtime::{Runtime, Sandbox};
