@@ -1,0 +1,192 @@
+//! Typed OSPF configuration and the vtysh lines it becomes. Values are
+//! validated when the types are built ([`crate::validate`]), so rendering
+//! cannot put anything but a checked value into a line.
+
+use crate::validate::{self, Invalid};
+use std::net::Ipv4Addr;
+
+/// Which OSPF: v2 (ospfd, IPv4) or v3 (ospf6d, IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Version {
+    V2,
+    V3,
+}
+
+/// An interface in an OSPF area.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Interface {
+    name: String,
+    pub version: Version,
+    pub area: Ipv4Addr,
+    pub passive: bool,
+    pub cost: Option<u16>,
+    pub hello: Option<u16>,
+    pub dead: Option<u16>,
+}
+
+/// What an EnableOSPF request carries, before validation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterfaceRequest<'a> {
+    pub name: &'a str,
+    pub area: &'a str,
+    pub passive: bool,
+    pub cost: u32,
+    pub hello: u32,
+    pub dead: u32,
+    pub ipv6: bool,
+}
+
+impl Interface {
+    /// Validates a request; the first problem is the error.
+    pub fn new(r: &InterfaceRequest) -> Result<Interface, Invalid> {
+        Ok(Interface {
+            name: validate::interface(r.name)?,
+            version: if r.ipv6 { Version::V3 } else { Version::V2 },
+            area: validate::area(r.area)?,
+            passive: r.passive,
+            cost: validate::cost(r.cost)?,
+            hello: validate::interval("hello_interval", r.hello)?,
+            dead: validate::interval("dead_interval", r.dead)?,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn prefix(&self) -> &'static str {
+        match self.version {
+            Version::V2 => "ip ospf",
+            Version::V3 => "ipv6 ospf6",
+        }
+    }
+
+    /// The lines that put the interface into its area with its settings.
+    pub fn enable_lines(&self) -> Vec<String> {
+        let p = self.prefix();
+        let mut l = vec![format!("interface {}", self.name), format!(" {p} area {}", self.area)];
+        if let Some(c) = self.cost {
+            l.push(format!(" {p} cost {c}"));
+        }
+        if let Some(h) = self.hello {
+            l.push(format!(" {p} hello-interval {h}"));
+        }
+        if let Some(d) = self.dead {
+            l.push(format!(" {p} dead-interval {d}"));
+        }
+        if self.passive {
+            l.push(format!(" {p} passive"));
+        }
+        l.push("exit".into());
+        l
+    }
+
+    /// The lines that take the interface out of OSPF again.
+    pub fn disable_lines(&self) -> Vec<String> {
+        let p = self.prefix();
+        let mut l = vec![format!("interface {}", self.name), format!(" no {p} area")];
+        for (set, what) in [
+            (self.cost.is_some(), "cost"),
+            (self.hello.is_some(), "hello-interval"),
+            (self.dead.is_some(), "dead-interval"),
+            (self.passive, "passive"),
+        ] {
+            if set {
+                l.push(format!(" no {p} {what}"));
+            }
+        }
+        l.push("exit".into());
+        l
+    }
+}
+
+/// The router's OSPF instance and its id.
+pub fn router_lines(version: Version, router_id: Ipv4Addr) -> Vec<String> {
+    match version {
+        Version::V2 => vec![
+            "router ospf".into(),
+            format!(" ospf router-id {router_id}"),
+            "exit".into(),
+        ],
+        Version::V3 => vec![
+            "router ospf6".into(),
+            format!(" ospf6 router-id {router_id}"),
+            "exit".into(),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str) -> InterfaceRequest<'_> {
+        InterfaceRequest {
+            name,
+            area: "0",
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn interfaces_render_into_ospfd_and_ospf6d_lines() {
+        let i = Interface::new(&InterfaceRequest {
+            passive: true,
+            cost: 10,
+            hello: 1,
+            dead: 4,
+            ..req("eth0")
+        })
+        .unwrap();
+        assert_eq!(
+            i.enable_lines(),
+            [
+                "interface eth0",
+                " ip ospf area 0.0.0.0",
+                " ip ospf cost 10",
+                " ip ospf hello-interval 1",
+                " ip ospf dead-interval 4",
+                " ip ospf passive",
+                "exit"
+            ]
+        );
+        assert_eq!(
+            i.disable_lines(),
+            [
+                "interface eth0",
+                " no ip ospf area",
+                " no ip ospf cost",
+                " no ip ospf hello-interval",
+                " no ip ospf dead-interval",
+                " no ip ospf passive",
+                "exit"
+            ]
+        );
+        let v6 = Interface::new(&InterfaceRequest {
+            ipv6: true,
+            area: "1",
+            ..req("eth1")
+        })
+        .unwrap();
+        assert_eq!(
+            v6.enable_lines(),
+            ["interface eth1", " ipv6 ospf6 area 0.0.0.1", "exit"]
+        );
+        assert_eq!(
+            router_lines(Version::V2, "10.0.0.1".parse().unwrap())[1],
+            " ospf router-id 10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn nothing_unchecked_becomes_a_line() {
+        let smuggled = Interface::new(&req("eth0\nrouter bgp 1")).unwrap_err();
+        assert_eq!(smuggled.field, "interface_name");
+        let area = Interface::new(&InterfaceRequest {
+            area: "0\n exit",
+            ..req("eth0")
+        })
+        .unwrap_err();
+        assert_eq!(area.field, "area_id");
+    }
+}
