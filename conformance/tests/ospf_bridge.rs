@@ -75,4 +75,32 @@ fn the_bridge_drives_a_real_ospfd() {
     vty.configure(&eth0.disable_lines()).unwrap();
     let after = vty.running_config().unwrap();
     assert!(!holds(&after, &[" ip ospf area 0.0.0.0".to_string()]), "{after}");
+
+    // With a neighbor: set at runtime with short timers, the adjacency is
+    // Full within a few dead intervals (the timers precede the area line).
+    let peer = Frr::start_daemons(
+        &mut lab,
+        "p",
+        &[
+            ("zebra", "hostname p\n"),
+            ("ospfd", "hostname p\nrouter ospf\n ospf router-id 10.9.0.2\n"),
+        ],
+    );
+    let peer_vty = Vtysh::new(Path::new(&format!("/var/run/frr/{}", peer.instance)));
+    wait_until("the peer's vty", Duration::from_secs(20), || {
+        peer_vty
+            .show("show ip ospf json")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    vty.configure(&eth0.enable_lines()).unwrap();
+    peer_vty.configure(&eth0.enable_lines()).unwrap();
+    wait_until("the adjacency Full", Duration::from_secs(20), || {
+        let n = readback::neighbors(&vty.show("show ip ospf neighbor json").map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        match n.first() {
+            Some(x) if x.is_full() && x.router_id == "10.9.0.2" && x.interface == "eth0" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
 }

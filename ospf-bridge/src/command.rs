@@ -62,9 +62,13 @@ impl Interface {
     }
 
     /// The lines that put the interface into its area with its settings.
+    /// The timers come before the area: the interface comes up in OSPF
+    /// when the area is set, and its wait timer (the DR election) is the
+    /// dead interval of that moment — set after, a shorter dead interval
+    /// would leave it Waiting for the default 40 s.
     pub fn enable_lines(&self) -> Vec<String> {
         let p = self.prefix();
-        let mut l = vec![format!("interface {}", self.name), format!(" {p} area {}", self.area)];
+        let mut l = vec![format!("interface {}", self.name)];
         if let Some(c) = self.cost {
             l.push(format!(" {p} cost {c}"));
         }
@@ -77,6 +81,7 @@ impl Interface {
         if self.passive {
             l.push(format!(" {p} passive"));
         }
+        l.push(format!(" {p} area {}", self.area));
         l.push("exit".into());
         l
     }
@@ -142,11 +147,11 @@ mod tests {
             i.enable_lines(),
             [
                 "interface eth0",
-                " ip ospf area 0.0.0.0",
                 " ip ospf cost 10",
                 " ip ospf hello-interval 1",
                 " ip ospf dead-interval 4",
                 " ip ospf passive",
+                " ip ospf area 0.0.0.0",
                 "exit"
             ]
         );
