@@ -228,3 +228,47 @@ fn empty_sandbox() -> Sandbox {
         runtime_config: Value::Null,
     }
 }
+
+/// A directory to use as `CNI_PATH`: novanet-cni and these plugins of
+/// Debian's containernetworking-plugins (`/usr/lib/cni`).
+pub fn plugin_dir(lab: &Lab, debian_plugins: &[&str]) -> PathBuf {
+    let dir = lab.dir().join("cni-bin");
+    std::fs::create_dir_all(&dir).expect("CNI_PATH directory");
+    std::os::unix::fs::symlink(crate::agent::cni_binary(), dir.join("novanet-cni")).expect("novanet-cni link");
+    for p in debian_plugins {
+        std::os::unix::fs::symlink(std::path::Path::new("/usr/lib/cni").join(p), dir.join(p)).expect("plugin link");
+    }
+    dir
+}
+
+/// A pod of namespace `default` with a network namespace of its own.
+pub fn pod(lab: &mut Lab, name: &str, runtime_config: Value) -> Sandbox {
+    let ns = lab.add_ns(name);
+    Sandbox {
+        container_id: format!("c{}{name}", lab.prefix()),
+        netns: format!("/run/netns/{ns}"),
+        ifname: "eth0".into(),
+        namespace: "default".into(),
+        name: name.into(),
+        runtime_config,
+    }
+}
+
+/// A network configuration list of novanet-cni alone.
+pub fn novanet_only(agent_socket: &std::path::Path) -> Value {
+    json!({"cniVersion": "1.0.0", "name": "novanet",
+        "plugins": [{"type": "novanet-cni", "agent_socket": agent_socket.display().to_string()}]})
+}
+
+/// The IPv4 address an ADD result gives the pod.
+pub fn pod_ipv4(result: &Value) -> String {
+    result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["address"].as_str())
+        .find(|a| !a.contains(':'))
+        .and_then(|a| a.split('/').next())
+        .expect("an IPv4 address in the result")
+        .to_string()
+}

@@ -6,8 +6,7 @@
 //! concurrent ADDs, reuse only after DEL, GC, VERSION and STATUS, every
 //! bad input with the spec's code, and the agent away.
 
-use novanet_conformance::agent::cni_binary;
-use novanet_conformance::cni_runtime::{Runtime, Sandbox};
+use novanet_conformance::cni_runtime::{self, pod_ipv4, Runtime, Sandbox};
 use novanet_conformance::{wait_until, Agent, Lab};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -15,13 +14,7 @@ use std::time::Duration;
 
 /// A directory with the plugins a runtime would find in CNI_PATH.
 fn cni_path(lab: &Lab) -> PathBuf {
-    let dir = lab.dir().join("cni-bin");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::symlink(cni_binary(), dir.join("novanet-cni")).unwrap();
-    for p in ["portmap", "bandwidth"] {
-        std::os::unix::fs::symlink(Path::new("/usr/lib/cni").join(p), dir.join(p)).unwrap();
-    }
-    dir
+    cni_runtime::plugin_dir(lab, &["portmap", "bandwidth"])
 }
 
 /// The conflist of `cni/examples`, with this node's agent socket, and
@@ -54,31 +47,11 @@ fn node_config(lab: &Lab, name: &str, ip: &str, cidr: &str, mesh: Value) -> Valu
 }
 
 fn sandbox(lab: &mut Lab, pod: &str) -> Sandbox {
-    let ns = lab.add_ns(pod);
-    Sandbox {
-        container_id: format!("c{}{pod}", lab.prefix()),
-        netns: format!("/run/netns/{ns}"),
-        ifname: "eth0".into(),
-        namespace: "default".into(),
-        name: pod.into(),
-        runtime_config: json!({
-            "portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}],
-            "bandwidth": {"ingressRate": 100_000_000, "ingressBurst": 1_000_000, "egressRate": 100_000_000, "egressBurst": 1_000_000}
-        }),
-    }
-}
-
-/// The IPv4 address a result gives the pod's interface.
-fn pod_ipv4(result: &Value) -> String {
-    result["ips"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["address"].as_str())
-        .find(|a| !a.contains(':'))
-        .and_then(|a| a.split('/').next())
-        .expect("an IPv4 address in the result")
-        .to_string()
+    let runtime_config = json!({
+        "portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}],
+        "bandwidth": {"ingressRate": 100_000_000, "ingressBurst": 1_000_000, "egressRate": 100_000_000, "egressBurst": 1_000_000}
+    });
+    cni_runtime::pod(lab, pod, runtime_config)
 }
 
 /// The host ends of pod interfaces on a node (`nv...`).

@@ -6,8 +6,8 @@
 //! without restarting anything; after the agent is killed the pinned
 //! programs and maps keep enforcing, and a new agent takes over from them.
 
-use novanet_conformance::agent::{cni_binary, ctl_binary};
-use novanet_conformance::cni_runtime::{Runtime, Sandbox};
+use novanet_conformance::agent::ctl_binary;
+use novanet_conformance::cni_runtime::{self, Runtime};
 use novanet_conformance::kube_api::{self, KubeApi};
 use novanet_conformance::{in_namespace, wait_until, Agent, Lab};
 use serde_json::{json, Value};
@@ -135,40 +135,20 @@ fn network_policies_decide_what_reaches_a_pod() {
     });
 
     // Two pods through the plugin, as a runtime wires them.
-    let bin = lab.dir().join("cni-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(cni_binary(), bin.join("novanet-cni")).unwrap();
-    let mut sandboxes = Vec::new();
-    for pod in ["web", "client"] {
-        let ns = lab.add_ns(pod);
-        sandboxes.push(Sandbox {
-            container_id: format!("c{}{pod}", lab.prefix()),
-            netns: format!("/run/netns/{ns}"),
-            ifname: "eth0".into(),
-            namespace: "default".into(),
-            name: pod.into(),
-            runtime_config: Value::Null,
-        });
-    }
+    let bin = cni_runtime::plugin_dir(&lab, &[]);
+    let sandboxes = [
+        cni_runtime::pod(&mut lab, "web", Value::Null),
+        cni_runtime::pod(&mut lab, "client", Value::Null),
+    ];
     let rt = Runtime {
         lab: &lab,
         node: "n1".into(),
         cni_path: bin,
-        conflist: json!({"cniVersion": "1.0.0", "name": "novanet",
-            "plugins": [{"type": "novanet-cni", "agent_socket": cni_socket.display().to_string()}]}),
+        conflist: cni_runtime::novanet_only(&cni_socket),
     };
     let ips: Vec<String> = sandboxes
         .iter()
-        .map(|s| {
-            let r = rt.add(s).unwrap_or_else(|a| panic!("ADD {}: {}", s.name, a.out));
-            r["ips"][0]["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
+        .map(|s| cni_runtime::pod_ipv4(&rt.add(s).unwrap_or_else(|a| panic!("ADD {}: {}", s.name, a.out))))
         .collect();
     let (web_ip, client_ip) = (ips[0].clone(), ips[1].clone());
     api.apply_pod("default", pod_object("web", &web_ip, json!({"app": "web"})));

@@ -10,8 +10,7 @@
 //! `novanet-datapath-bench [SECONDS]` (iperf3 duration, default 5). Needs
 //! root, bpffs support and iperf3.
 
-use novanet_conformance::agent::cni_binary;
-use novanet_conformance::cni_runtime::{Runtime, Sandbox};
+use novanet_conformance::cni_runtime::{self, Runtime};
 use novanet_conformance::kube_api::{self, KubeApi};
 use novanet_conformance::{wait_until, Agent, Lab};
 use novanet_ebpf::datapath::PolicyState;
@@ -136,40 +135,20 @@ fn main() {
     wait_until("the CNI socket", Duration::from_secs(20), || {
         cni_socket.exists().then_some(()).ok_or_else(String::new)
     });
-    let bin = lab.dir().join("cni-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(cni_binary(), bin.join("novanet-cni")).unwrap();
-    let mut pods = Vec::new();
-    for name in ["server", "client"] {
-        let ns = lab.add_ns(name);
-        pods.push(Sandbox {
-            container_id: format!("c{}{name}", lab.prefix()),
-            netns: format!("/run/netns/{ns}"),
-            ifname: "eth0".into(),
-            namespace: "default".into(),
-            name: name.into(),
-            runtime_config: Value::Null,
-        });
-    }
+    let bin = cni_runtime::plugin_dir(&lab, &[]);
+    let pods = [
+        cni_runtime::pod(&mut lab, "server", Value::Null),
+        cni_runtime::pod(&mut lab, "client", Value::Null),
+    ];
     let rt = Runtime {
         lab: &lab,
         node: "n1".into(),
         cni_path: bin,
-        conflist: json!({"cniVersion": "1.0.0", "name": "novanet",
-            "plugins": [{"type": "novanet-cni", "agent_socket": cni_socket.display().to_string()}]}),
+        conflist: cni_runtime::novanet_only(&cni_socket),
     };
     let ips: Vec<String> = pods
         .iter()
-        .map(|s| {
-            let r = rt.add(s).unwrap_or_else(|a| panic!("ADD: {}", a.out));
-            r["ips"][0]["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
+        .map(|s| cni_runtime::pod_ipv4(&rt.add(s).unwrap_or_else(|a| panic!("ADD: {}", a.out))))
         .collect();
     for (p, ip) in pods.iter().zip(&ips) {
         api.apply_pod(
