@@ -21,7 +21,64 @@ pub struct Frr {
     pub instance: String,
 }
 
+/// Starts one FRR daemon of a lab instance with the configuration file
+/// written for it, and tracks its pid file.
+fn launch(lab: &mut Lab, ns: &str, instance: &str, daemon: &str, with_zebra: bool) {
+    let run_dir = format!("/var/run/frr/{instance}");
+    let work = lab.dir().join(format!("frr-{ns}"));
+    let conf = work.join(format!("{daemon}.conf"));
+    let pid_file = format!("{run_dir}/{daemon}.pid");
+    let log = work.join(format!("{daemon}.log"));
+    let conf_s = conf.display().to_string();
+    let log_s = format!("file:{}", log.display());
+    let mut args = vec![
+        "-d", "-N", instance, "-u", "frr", "-g", "frr", "-f", &conf_s, "-i", &pid_file, "--log", &log_s,
+    ];
+    if daemon == "bgpd" && !with_zebra {
+        args.push("-Z");
+    }
+    run(lab.cmd(ns, &format!("/usr/lib/frr/{daemon}")).args(&args));
+    lab.track_pid_file(&format!("frr-{ns}-{daemon}"), pid_file.into());
+    if daemon == "zebra" {
+        let api = format!("{run_dir}/zserv.api");
+        crate::wait_until("zebra's API socket", std::time::Duration::from_secs(20), || {
+            if std::path::Path::new(&api).exists() {
+                Ok(())
+            } else {
+                Err(api.clone())
+            }
+        });
+    }
+}
+
 impl Frr {
+    /// Kills one daemon of this instance (SIGKILL, as a crash) and waits
+    /// until it is gone.
+    pub fn kill_daemon(&self, daemon: &str) {
+        let pid_file = format!("/var/run/frr/{}/{daemon}.pid", self.instance);
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{pid_file}: no pid"));
+        // SAFETY: kill(2) on a daemon this lab started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        crate::wait_until(&format!("{daemon} to exit"), std::time::Duration::from_secs(10), || {
+            // SAFETY: signal 0 only asks whether the process exists.
+            if unsafe { libc::kill(pid, 0) } != 0 {
+                Ok(())
+            } else {
+                Err(String::new())
+            }
+        });
+        let _ = std::fs::remove_file(pid_file);
+    }
+
+    /// Starts a daemon of this instance again with its configuration file
+    /// (what it was told at runtime is gone, as after a crash).
+    pub fn start_daemon_again(&self, lab: &mut Lab, ns: &str, daemon: &str) {
+        launch(lab, ns, &self.instance, daemon, true);
+    }
+
     /// Starts bgpd alone (`-Z`: no zebra, no kernel routes) in `ns` with
     /// `config` (FRR syntax).
     pub fn start(lab: &mut Lab, ns: &str, config: &str) -> Frr {
@@ -46,28 +103,7 @@ impl Frr {
             let conf = work.join(format!("{daemon}.conf"));
             std::fs::write(&conf, config).expect("FRR config");
             run(Command::new("chown").args(["-R", "frr:frr", &run_dir, &work.display().to_string()]));
-            let pid_file = format!("{run_dir}/{daemon}.pid");
-            let log = work.join(format!("{daemon}.log"));
-            let conf_s = conf.display().to_string();
-            let log_s = format!("file:{}", log.display());
-            let mut args = vec![
-                "-d", "-N", &instance, "-u", "frr", "-g", "frr", "-f", &conf_s, "-i", &pid_file, "--log", &log_s,
-            ];
-            if *daemon == "bgpd" && !with_zebra {
-                args.push("-Z");
-            }
-            run(lab.cmd(ns, &format!("/usr/lib/frr/{daemon}")).args(&args));
-            lab.track_pid_file(&format!("frr-{ns}-{daemon}"), pid_file.into());
-            if *daemon == "zebra" {
-                let api = format!("{run_dir}/zserv.api");
-                crate::wait_until("zebra's API socket", std::time::Duration::from_secs(20), || {
-                    if std::path::Path::new(&api).exists() {
-                        Ok(())
-                    } else {
-                        Err(api.clone())
-                    }
-                });
-            }
+            launch(lab, ns, &instance, daemon, with_zebra);
         }
         let frr = Frr { instance };
         if daemons.iter().any(|(d, _)| *d == "bgpd") {

@@ -5,6 +5,7 @@
 //! configuration stays as it was).
 
 use novanet_conformance::{wait_until, Frr, Lab};
+use novanet_ospf_bridge::bridge::{Bridge, Change, Desired};
 use novanet_ospf_bridge::command::{Interface, InterfaceRequest};
 use novanet_ospf_bridge::readback;
 use novanet_ospf_bridge::vtysh::{holds, VtyError, Vtysh};
@@ -103,4 +104,71 @@ fn the_bridge_drives_a_real_ospfd() {
             other => Err(format!("{other:?}")),
         }
     });
+}
+
+#[test]
+fn the_desired_state_comes_back_after_ospfd_restarts() {
+    let mut lab = Lab::new("ospfr");
+    lab.add_ns("r");
+    lab.add_ns("p");
+    lab.link("r", "eth0", &["10.9.1.1/24"], "p", "eth0", &["10.9.1.2/24"]);
+    let frr = Frr::start_daemons(
+        &mut lab,
+        "r",
+        &[("zebra", "hostname r\n"), ("ospfd", "hostname r\nrouter ospf\n")],
+    );
+    let vty = Vtysh::new(Path::new(&format!("/var/run/frr/{}", frr.instance)));
+    wait_until("ospfd's vty", Duration::from_secs(20), || {
+        vty.show("show ip ospf json").map(|_| ()).map_err(|e| e.to_string())
+    });
+    let mut bridge = Bridge::new(vty);
+    let mut want = Desired {
+        router_id: Some("10.9.1.1".parse().unwrap()),
+        ..Default::default()
+    };
+    want.insert(
+        Interface::new(&InterfaceRequest {
+            name: "eth0",
+            area: "0.0.0.1",
+            hello: 2,
+            dead: 8,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let first = bridge.sync(&want).unwrap();
+    assert!(
+        matches!(&first[0], Change::Connected(v) if v.starts_with("FRRouting")),
+        "{first:?}"
+    );
+    assert!(first.contains(&Change::Applied("eth0".into())));
+    assert!(
+        bridge.sync(&want).unwrap().is_empty(),
+        "nothing to do when the state holds"
+    );
+
+    frr.kill_daemon("ospfd");
+    let gone = bridge.sync(&want).unwrap();
+    assert!(matches!(gone.as_slice(), [Change::Disconnected(_)]), "{gone:?}");
+    frr.start_daemon_again(&mut lab, "r", "ospfd");
+    wait_until("ospfd back", Duration::from_secs(20), || {
+        bridge
+            .vtysh()
+            .show("show ip ospf json")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let back = bridge.sync(&want).unwrap();
+    assert!(matches!(&back[0], Change::Connected(_)), "{back:?}");
+    assert!(back.contains(&Change::Applied("eth0".into())), "re-applied: {back:?}");
+    let running = bridge.vtysh().running_config().unwrap();
+    assert!(
+        running.contains(" ip ospf area 0.0.0.1") && running.contains("ospf router-id 10.9.1.1"),
+        "{running}"
+    );
+
+    // Taken out of the desired state: taken out of ospfd.
+    want.interfaces.clear();
+    assert_eq!(bridge.sync(&want).unwrap(), vec![Change::Removed("eth0".into())]);
+    assert!(!bridge.vtysh().running_config().unwrap().contains("ip ospf area"));
 }

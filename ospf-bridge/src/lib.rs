@@ -10,7 +10,10 @@
 //! - [`vtysh`]: running a batch (a `%` line is an error even with exit
 //!   code 0), reading the running configuration and `show ... json`.
 //! - [`readback`]: FRR 8.4's neighbor JSON as typed neighbors.
+//! - [`bridge`]: the desired state kept in the sidecar across daemon
+//!   restarts.
 
+pub mod bridge;
 pub mod command;
 pub mod readback;
 pub mod validate;
