@@ -113,6 +113,13 @@ async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, Cni
     }
 }
 
+/// A link this plugin just made (gone: someone removed it meanwhile).
+async fn made_link(h: &Handle, name: &str) -> Result<LinkMessage, CniError> {
+    link_by_name(h, name)
+        .await?
+        .ok_or_else(|| CniError::new(code::NETLINK, format!("{name} vanished after it was made")))
+}
+
 fn mac_of(m: &LinkMessage) -> String {
     m.attributes
         .iter()
@@ -162,9 +169,8 @@ fn add_host_side(att: &Attachment, ns: &File, ips: &[IpAddr], mtu: u32) -> Resul
     // Before the host end comes up: no DAD for its link-local address (the
     // pods' IPv6 gateway must answer at once), proxy ARP for the IPv4 one.
     with_handle(async |h| {
-        if link_by_name(&h, &host).await?.is_some() {
+        if let Some(old) = link_by_name(&h, &host).await? {
             // A leftover of an ADD that did not finish: start over.
-            let old = link_by_name(&h, &host).await?.expect("checked");
             h.link().del(old.header.index).execute().await.map_err(netlink(&host))?;
         }
         let veth = LinkVeth::new(&host, &temp).mtu(mtu).address(HOST_MAC.to_vec()).build();
@@ -173,9 +179,7 @@ fn add_host_side(att: &Attachment, ns: &File, ips: &[IpAddr], mtu: u32) -> Resul
             .execute()
             .await
             .map_err(netlink("creating the veth pair"))?;
-        let peer = link_by_name(&h, &temp)
-            .await?
-            .ok_or_else(|| CniError::new(code::NETLINK, format!("{temp} vanished after it was made")))?;
+        let peer = made_link(&h, &temp).await?;
         let moved = LinkUnspec::new_with_index(peer.header.index)
             .setns_by_fd(ns.as_raw_fd())
             .name(att.ifname.clone())
@@ -185,9 +189,7 @@ fn add_host_side(att: &Attachment, ns: &File, ips: &[IpAddr], mtu: u32) -> Resul
             .execute()
             .await
             .map_err(netlink("moving the pod's interface into its namespace"))?;
-        let link = link_by_name(&h, &host)
-            .await?
-            .ok_or_else(|| CniError::new(code::NETLINK, format!("{host} vanished after it was made")))?;
+        let link = made_link(&h, &host).await?;
         let index = link.header.index;
         if v6 {
             sysctl(&format!("/proc/sys/net/ipv6/conf/{host}/accept_dad"), "0")?;

@@ -14,6 +14,7 @@ pub mod daemons;
 pub mod kernel;
 pub mod kube_api;
 pub mod lab;
+pub mod policy_node;
 pub mod raw;
 
 pub use agent::Agent;

@@ -8,39 +8,12 @@
 
 use novanet_conformance::agent::ctl_binary;
 use novanet_conformance::cni_runtime::{self, Runtime};
-use novanet_conformance::kube_api::{self, KubeApi};
+use novanet_conformance::policy_node::{datapath_status, PolicyNode};
 use novanet_conformance::{in_namespace, wait_until, Agent, Lab};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// A bpffs instance of this test's own (mounted in the lab directory:
-/// `ip netns exec` gives the agent a /sys of its namespace, without the
-/// host's /sys/fs/bpf), unmounted at the end.
-struct Pins(PathBuf);
-
-impl Pins {
-    fn new(lab: &Lab) -> Pins {
-        let dir = lab.dir().join("bpf");
-        std::fs::create_dir_all(&dir).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "a bpf filesystem could not be mounted at {}", dir.display());
-        Pins(dir)
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// A TCP server in a pod: accepts and answers "ok" on each port.
 fn serve(lab: &Lab, pod: &str, ip: &str, ports: &[u16]) {
@@ -74,15 +47,6 @@ fn reaches(lab: &Lab, pod: &str, ip: &str, port: u16) -> bool {
     })
 }
 
-fn pod_object(name: &str, ip: &str, labels: Value) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
-        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
-    })
-}
-
 /// novanetctl on the agent's socket.
 fn ctl(agent: &Agent, args: &[&str]) -> String {
     let out = std::process::Command::new(ctl_binary())
@@ -99,40 +63,13 @@ fn ctl(agent: &Agent, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn datapath(agent: &Agent, query: &str) -> Value {
-    agent
-        .get(&format!("/status/datapath{query}"))
-        .ok()
-        .and_then(|b| serde_json::from_str(&b).ok())
-        .unwrap_or(Value::Null)
-}
-
 #[test]
 fn network_policies_decide_what_reaches_a_pod() {
     let mut lab = Lab::new("policy");
-    lab.add_ns("sw");
-    lab.add_bridge("sw", "br0", &["10.0.0.100/24"]);
-    lab.add_ns("n1");
-    lab.link_to_bridge("n1", "eth0", &["10.0.0.11/24"], "sw", "br0", "p1");
-    let api = KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6443");
-    let kubeconfig = lab.dir().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
-    api.apply_namespace("default", json!({"kubernetes.io/metadata.name": "default"}));
-    let pins = Pins::new(&lab);
-    let cni_socket = lab.dir().join("cni.sock");
-    let config = json!({
-        "node_name": "n1",
-        "routing": {"bfd": {"enabled": false}, "node_mesh": {"enabled": true, "source": "kubernetes"}},
-        "cni": {"enabled": true, "socket": cni_socket.display().to_string(),
-                "ipam_dir": lab.dir().join("ipam").display().to_string()},
-        "datapath": {"enabled": true, "bpf_pin_dir": pins.0.join("novanet").display().to_string()}
-    });
-    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
-    let agent = Agent::start_with_env(&mut lab, "n1", &config, &env);
-    wait_until("the CNI socket", Duration::from_secs(20), || {
-        cni_socket.exists().then_some(()).ok_or_else(String::new)
-    });
+    let node = PolicyNode::new(&mut lab);
+    let api = &node.api;
+    let cni_socket = node.cni_socket.clone();
+    let agent = node.start_agent(&mut lab, true);
 
     // Two pods through the plugin, as a runtime wires them.
     let bin = cni_runtime::plugin_dir(&lab, &[]);
@@ -151,18 +88,21 @@ fn network_policies_decide_what_reaches_a_pod() {
         .map(|s| cni_runtime::pod_ipv4(&rt.add(s).unwrap_or_else(|a| panic!("ADD {}: {}", s.name, a.out))))
         .collect();
     let (web_ip, client_ip) = (ips[0].clone(), ips[1].clone());
-    api.apply_pod("default", pod_object("web", &web_ip, json!({"app": "web"})));
-    api.apply_pod("default", pod_object("client", &client_ip, json!({"app": "client"})));
+    api.apply_pod("default", PolicyNode::pod_object("web", &web_ip, json!({"app": "web"})));
+    api.apply_pod(
+        "default",
+        PolicyNode::pod_object("client", &client_ip, json!({"app": "client"})),
+    );
     serve(&lab, "web", &web_ip, &[80, 81]);
     wait_until("the programs on both pods", Duration::from_secs(10), || {
-        let v = datapath(&agent, "");
+        let v = datapath_status(&agent, "");
         let attached = v["attached"].as_array().map(|a| a.len()).unwrap_or(0);
         (attached == 2)
             .then_some(())
             .ok_or(format!("{attached} attached: {v} {:?}", agent.get("/status/datapath")))
     });
     wait_until("the pods' identities", Duration::from_secs(10), || {
-        let n = datapath(&agent, "")["identities"]
+        let n = datapath_status(&agent, "")["identities"]
             .as_array()
             .map(|a| a.len())
             .unwrap_or(0);
@@ -185,7 +125,7 @@ fn network_policies_decide_what_reaches_a_pod() {
         (!reaches(&lab, "client", &web_ip, 81)).then_some(()).ok_or_else(|| {
             format!(
                 "{} | {}",
-                datapath(&agent, ""),
+                datapath_status(&agent, ""),
                 agent.log(&lab).lines().rev().take(5).collect::<Vec<_>>().join(" / ")
             )
         })
@@ -212,7 +152,7 @@ fn network_policies_decide_what_reaches_a_pod() {
             });
         seen.then_some(()).ok_or(out)
     });
-    let events = datapath(&agent, "?events=drop")["events"].clone();
+    let events = datapath_status(&agent, "?events=drop")["events"].clone();
     assert!(events.as_array().is_some_and(|a| !a.is_empty()), "{events}");
     let ids: Value = serde_json::from_str(&ctl(&agent, &["identity", "-o", "json"])).unwrap();
     let web = ids
@@ -231,7 +171,10 @@ fn network_policies_decide_what_reaches_a_pod() {
     );
 
     // Another label: the same pod no longer matches the peer.
-    api.apply_pod("default", pod_object("client", &client_ip, json!({"app": "other"})));
+    api.apply_pod(
+        "default",
+        PolicyNode::pod_object("client", &client_ip, json!({"app": "other"})),
+    );
     wait_until("the relabelled client to be refused", Duration::from_secs(10), || {
         (!reaches(&lab, "client", &web_ip, 80))
             .then_some(())

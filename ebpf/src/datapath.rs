@@ -80,6 +80,9 @@ pub struct Counters {
 pub struct Datapath {
     ebpf: Ebpf,
     pin_dir: PathBuf,
+    /// What this datapath last wrote into the policy maps (none yet: the
+    /// pinned maps may hold a previous run's).
+    written: Option<PolicyState>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DatapathError {
@@ -125,6 +128,7 @@ impl Datapath {
         Ok(Datapath {
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
+            written: None,
         })
     }
 
@@ -241,10 +245,10 @@ impl Datapath {
     }
 
     /// The policy maps; established flows are forgotten when anything
-    /// changed, so a new policy applies to them at once.
+    /// changed, so a new policy applies to them at once. Returns whether
+    /// anything was written.
     pub fn sync_policy(&mut self, want: &PolicyState) -> Result<bool, DatapathError> {
-        let before = self.read_policy()?;
-        if before == *want {
+        if self.written.as_ref() == Some(want) {
             return Ok(false);
         }
         let set = |s: &BTreeSet<u32>| s.iter().map(|i| (*i, 1u8)).collect::<BTreeMap<u32, u8>>();
@@ -254,31 +258,8 @@ impl Datapath {
         self.sync_hash("egress_policy", &want.egress)?;
         self.sync_cidrs(&want.cidrs)?;
         self.clear_conntrack()?;
+        self.written = Some(want.clone());
         Ok(true)
-    }
-
-    fn read_policy(&mut self) -> Result<PolicyState, DatapathError> {
-        let ids = |m: BpfHashMap<&mut MapData, u32, u8>| m.keys().filter_map(Result::ok).collect::<BTreeSet<u32>>();
-        let ingress_isolated = ids(self.hash("ingress_isolated")?);
-        let egress_isolated = ids(self.hash("egress_isolated")?);
-        let entries = |m: BpfHashMap<&mut MapData, PolicyKey, PolicyValue>| {
-            m.iter().filter_map(Result::ok).collect::<BTreeMap<_, _>>()
-        };
-        let ingress = entries(self.hash("ingress_policy")?);
-        let egress = entries(self.hash("egress_policy")?);
-        let cidrs = self
-            .lpm()?
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(k, v)| ((Addr(k.data()), k.prefix_len()), v))
-            .collect();
-        Ok(PolicyState {
-            ingress_isolated,
-            egress_isolated,
-            ingress,
-            egress,
-            cidrs,
-        })
     }
 
     fn lpm(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], u32>, DatapathError> {

@@ -64,3 +64,30 @@ pub fn run(prog: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> std::io::Result<
         duration_ns: attr.duration,
     })
 }
+
+/// A crafted Ethernet frame for test runs: an IPv4 or IPv6 header from
+/// `src` to `dst` and, for TCP/UDP/SCTP, the ports (the rest of the L4
+/// header zero), padded so every header the programs read is there.
+pub fn frame(src: std::net::IpAddr, dst: std::net::IpAddr, protocol: u8, sport: u16, dport: u16) -> Vec<u8> {
+    use std::net::IpAddr;
+    let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            p.extend_from_slice(&[0x08, 0x00]);
+            p.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, protocol, 0, 0]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            p.extend_from_slice(&[0x86, 0xdd]);
+            p.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, protocol, 64]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+        }
+        _ => panic!("a frame has one address family"),
+    }
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.resize(p.len().max(64) + 16, 0);
+    p
+}

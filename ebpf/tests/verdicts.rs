@@ -60,30 +60,8 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// An Ethernet frame with an IP header and the first 4 bytes of a TCP or
-/// UDP header (the ports), padded to 64 bytes.
 fn packet(src: &str, dst: &str, protocol: u8, sport: u16, dport: u16) -> Vec<u8> {
-    let (src, dst) = (ip(src), ip(dst));
-    let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            p.extend_from_slice(&[0x08, 0x00]);
-            p.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, protocol, 0, 0]);
-            p.extend_from_slice(&s.octets());
-            p.extend_from_slice(&d.octets());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            p.extend_from_slice(&[0x86, 0xdd]);
-            p.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, protocol, 64]);
-            p.extend_from_slice(&s.octets());
-            p.extend_from_slice(&d.octets());
-        }
-        _ => panic!("one family"),
-    }
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.resize(p.len().max(64) + 16, 0);
-    p
+    test_run::frame(ip(src), ip(dst), protocol, sport, dport)
 }
 
 fn run(dp: &Datapath, program: &str, pkt: &[u8]) -> u32 {
@@ -248,19 +226,6 @@ fn maps_outlive_the_loader_and_are_found_again() {
         run(&dp, "to_pod", &packet("10.244.1.10", "10.244.2.20", TCP, 1, 80)),
         DROP
     );
-}
-
-#[test]
-fn the_cost_of_a_verdict() {
-    let pins = PinDir::new();
-    let mut dp = Datapath::load(&pins.0).expect("load");
-    dp.sync_endpoints(&endpoints()).unwrap();
-    let prog = dp.program("to_pod").unwrap();
-    let fd = prog.fd().unwrap();
-    let r = test_run::run(fd.as_fd(), &packet("10.244.1.10", "10.244.2.20", TCP, 3, 80), 1000).unwrap();
-    assert_eq!(r.retval, PASS);
-    // The figure is for docs/benchmarks.md; it is printed, not asserted.
-    eprintln!("to_pod, open pod, flow remembered: {} ns per packet", r.duration_ns);
 }
 
 #[test]

@@ -25,10 +25,10 @@ use crate::fsm::{
 use crate::policy::{evaluate_import, PeerPolicy, Verdict};
 use crate::rib::PeerId;
 use crate::wire::{
-    decode_message, encode_message, AddPathMode, Capability, Family, GracefulRestart, GracefulRestartFamily, Message,
+    decode_message, message_bytes, AddPathMode, Capability, Family, GracefulRestart, GracefulRestartFamily, Message,
     Nlri, Notification, PathAttributes, RefreshSubtype, RouteRefresh, SessionCodec, Update,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -216,12 +216,6 @@ pub(crate) fn fsm_config(cfg: &PeerConfig, speaker: &SpeakerConfig) -> FsmConfig
         passive: cfg.passive,
         capabilities: capabilities(cfg, speaker, false),
     }
-}
-
-fn encode(msg: &Message, codec: &SessionCodec) -> Bytes {
-    let mut buf = BytesMut::with_capacity(64);
-    encode_message(msg, codec, &mut buf);
-    buf.freeze()
 }
 
 impl PeerSession {
@@ -448,8 +442,10 @@ impl PeerSession {
     fn close_link(&mut self, mut link: Link, n: Notification, now: Instant) {
         let _ = link.fsm.handle(Event::Stop(n.clone()), now);
         if let Some(conn) = link.conn.take() {
-            self.out
-                .push(Effect::Send(conn, encode(&Message::Notification(n), &link.codec)));
+            self.out.push(Effect::Send(
+                conn,
+                message_bytes(&Message::Notification(n), &link.codec),
+            ));
             self.out.push(Effect::Close(conn));
         }
     }
@@ -467,7 +463,7 @@ impl PeerSession {
             );
             self.out.push(Effect::Send(
                 conn,
-                encode(&Message::Notification(n), &SessionCodec::default()),
+                message_bytes(&Message::Notification(n), &SessionCodec::default()),
             ));
             self.out.push(Effect::Close(conn));
             return;
@@ -497,7 +493,7 @@ impl PeerSession {
                 let codec = SessionCodec::default();
                 self.out.push(Effect::Send(
                     conn,
-                    encode(&Message::Notification(collision_notification()), &codec),
+                    message_bytes(&Message::Notification(collision_notification()), &codec),
                 ));
                 self.out.push(Effect::Close(conn));
             }
@@ -534,7 +530,7 @@ impl PeerSession {
     fn send(&mut self, which: Which, msg: &Message) {
         let Some(link) = self.link(which) else { return };
         let Some(conn) = link.conn else { return };
-        let bytes = encode(msg, &link.tx_codec);
+        let bytes = message_bytes(msg, &link.tx_codec);
         self.out.push(Effect::Send(conn, bytes));
         if let Message::Notification(n) = msg {
             self.status().last_notification_sent = Some(n.to_string());

@@ -11,53 +11,26 @@
 //! root, bpffs support and iperf3.
 
 use novanet_conformance::cni_runtime::{self, Runtime};
-use novanet_conformance::kube_api::{self, KubeApi};
+use novanet_conformance::policy_node::{datapath_status, Bpffs, PolicyNode};
 use novanet_conformance::{wait_until, Agent, Lab};
 use novanet_ebpf::datapath::PolicyState;
 use novanet_ebpf::maps::{Addr, PolicyKey, PolicyValue};
 use novanet_ebpf::{test_run, Datapath};
 use serde_json::{json, Value};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
-
-fn mount_bpffs(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "bpf", "bpf"])
-        .arg(dir)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "cannot mount bpffs at {}", dir.display());
-}
-
-fn umount(dir: &Path) {
-    let _ = Command::new("umount").arg("-l").arg(dir).status();
-}
-
-fn packet(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let mut p = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
-    p.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
-    p.extend_from_slice(&src);
-    p.extend_from_slice(&dst);
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.resize(80, 0);
-    p
-}
 
 /// Nanoseconds per packet for each verdict path.
 fn verdict_costs(lab_dir: &Path) {
-    let pins = lab_dir.join("bench-bpf");
-    mount_bpffs(&pins);
-    let result = std::panic::catch_unwind(|| {
-        let mut dp = Datapath::load(&pins.join("p")).expect("load the programs");
-        let (a, b) = ([10, 244, 1, 1], [10, 244, 1, 2]);
+    let pins = Bpffs::mount(&lab_dir.join("bench-bpf"));
+    {
+        let mut dp = Datapath::load(&pins.0.join("p")).expect("load the programs");
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+            ("10.244.1.1".parse().unwrap(), "10.244.1.2".parse().unwrap());
         let endpoints = [(a, 0x1000u32), (b, 0x2000u32)]
             .into_iter()
-            .map(|(ip, id)| (Addr::from(std::net::IpAddr::from(ip)), id))
+            .map(|(ip, id)| (Addr::from(ip), id))
             .collect();
         dp.sync_endpoints(&endpoints).unwrap();
         let mut state = PolicyState::default();
@@ -71,24 +44,20 @@ fn verdict_costs(lab_dir: &Path) {
         let fd = prog.fd().unwrap();
         let run = |pkt: &[u8], repeat: u32| test_run::run(fd.as_fd(), pkt, repeat).unwrap();
         // A remembered flow: the first run allows and remembers it.
-        let remembered = run(&packet(a, b, 1000, 80), 100_000);
+        let remembered = run(&test_run::frame(a, b, 6, 1000, 80), 100_000);
         // New flows allowed by the policy: each sport a new flow.
         let mut total = 0u64;
         let n = 2000u16;
         for i in 0..n {
-            total += run(&packet(a, b, 10_000 + i, 8050), 1).duration_ns as u64;
+            total += run(&test_run::frame(a, b, 6, 10_000 + i, 8050), 1).duration_ns as u64;
         }
-        let denied = run(&packet(a, b, 2000, 81), 100_000);
+        let denied = run(&test_run::frame(a, b, 6, 2000, 81), 100_000);
         assert_eq!(denied.retval, 2, "the unlisted port is dropped");
         println!("# verdict cost per packet (BPF_PROG_TEST_RUN, to_pod)");
         println!("path                      ns/packet");
         println!("remembered flow           {}", remembered.duration_ns);
         println!("new flow, policy allows   {}", total / n as u64);
         println!("denied by policy          {}", denied.duration_ns);
-    });
-    umount(&pins);
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
     }
 }
 
@@ -107,34 +76,9 @@ fn main() {
     let mut lab = Lab::new("dpbench");
     verdict_costs(lab.dir());
 
-    lab.add_ns("sw");
-    lab.add_bridge("sw", "br0", &["10.0.0.100/24"]);
-    lab.add_ns("n1");
-    lab.link_to_bridge("n1", "eth0", &["10.0.0.11/24"], "sw", "br0", "p1");
-    let api = KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6443");
-    let kubeconfig = lab.dir().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
-    api.apply_namespace("default", json!({}));
-    let pins: PathBuf = lab.dir().join("bpf");
-    mount_bpffs(&pins);
-    let cni_socket = lab.dir().join("cni.sock");
-    let ipam_dir = lab.dir().join("ipam");
-    let config = |datapath: bool| {
-        json!({
-            "node_name": "n1",
-            "routing": {"bfd": {"enabled": false}, "node_mesh": {"enabled": true, "source": "kubernetes"}},
-            "cni": {"enabled": true, "socket": cni_socket.display().to_string(),
-                    "ipam_dir": ipam_dir.display().to_string()},
-            "datapath": {"enabled": datapath, "bpf_pin_dir": pins.join("novanet").display().to_string()}
-        })
-    };
-    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
-    let (plain, enforcing) = (config(false), config(true));
-    let agent = Agent::start_with_env(&mut lab, "n1", &plain, &env);
-    wait_until("the CNI socket", Duration::from_secs(20), || {
-        cni_socket.exists().then_some(()).ok_or_else(String::new)
-    });
+    let node = PolicyNode::new(&mut lab);
+    let api = &node.api;
+    let agent = node.start_agent(&mut lab, false);
     let bin = cni_runtime::plugin_dir(&lab, &[]);
     let pods = [
         cni_runtime::pod(&mut lab, "server", Value::Null),
@@ -144,19 +88,14 @@ fn main() {
         lab: &lab,
         node: "n1".into(),
         cni_path: bin,
-        conflist: cni_runtime::novanet_only(&cni_socket),
+        conflist: cni_runtime::novanet_only(&node.cni_socket),
     };
     let ips: Vec<String> = pods
         .iter()
         .map(|s| cni_runtime::pod_ipv4(&rt.add(s).unwrap_or_else(|a| panic!("ADD: {}", a.out))))
         .collect();
     for (p, ip) in pods.iter().zip(&ips) {
-        api.apply_pod(
-            "default",
-            json!({"metadata": {"name": p.name, "labels": {"app": p.name}},
-                   "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
-                   "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}),
-        );
+        api.apply_pod("default", PolicyNode::pod_object(&p.name, ip, json!({"app": p.name})));
     }
     lab.spawn("iperf3-server", "server", "iperf3", &["-s", "-B", &ips[0]]);
     wait_until("iperf3 to listen", Duration::from_secs(10), || {
@@ -171,15 +110,8 @@ fn main() {
     // The same pods with the programs (attached again by the new agent).
     lab.signal(&agent.name, libc::SIGTERM);
     lab.wait_exit(&agent.name, Duration::from_secs(20));
-    let _ = std::fs::remove_file(&cni_socket);
-    let agent = Agent::start_with_env(&mut lab, "n1", &enforcing, &env);
-    let status = |agent: &Agent| -> Value {
-        agent
-            .get("/status/datapath")
-            .ok()
-            .and_then(|b| serde_json::from_str(&b).ok())
-            .unwrap_or(Value::Null)
-    };
+    let agent = node.start_agent(&mut lab, true);
+    let status = |agent: &Agent| datapath_status(agent, "");
     wait_until("the programs on both pods", Duration::from_secs(20), || {
         let n = status(&agent)["attached"].as_array().map(|a| a.len()).unwrap_or(0);
         (n == 2).then_some(()).ok_or(format!("{n}"))
@@ -209,7 +141,6 @@ fn main() {
     println!("programs, policy isolates server  {policed:.2}");
     drop(agent);
     drop(lab);
-    umount(&pins);
     if without <= 0.0 || open <= 0.0 || policed <= 0.0 {
         eprintln!("novanet-datapath-bench: an iperf3 run failed");
         std::process::exit(1);

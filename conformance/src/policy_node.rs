@@ -1,0 +1,106 @@
+//! One Kubernetes node for the identity-policy test and benchmark: lab
+//! namespace `n1` (10.0.0.11) on a LAN with a list/watch API server
+//! (10.0.0.100, in `sw`) that knows its Node and the `default` namespace,
+//! a bpffs of its own, and the agent started there with its CNI backend
+//! and, when asked, the policy datapath.
+
+use crate::kube_api::{self, KubeApi};
+use crate::{wait_until, Agent, Lab};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A bpffs instance mounted in the lab directory (`ip netns exec` gives
+/// the agent a /sys of its namespace, without the host's /sys/fs/bpf);
+/// unmounted when dropped.
+pub struct Bpffs(pub PathBuf);
+
+impl Bpffs {
+    pub fn mount(dir: &Path) -> Bpffs {
+        std::fs::create_dir_all(dir).expect("bpffs directory");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "a bpf filesystem could not be mounted at {}", dir.display());
+        Bpffs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+pub struct PolicyNode {
+    pub api: KubeApi,
+    pub kubeconfig: PathBuf,
+    pub cni_socket: PathBuf,
+    pub bpffs: Bpffs,
+    ipam_dir: PathBuf,
+}
+
+impl PolicyNode {
+    pub fn new(lab: &mut Lab) -> PolicyNode {
+        lab.add_ns("sw");
+        lab.add_bridge("sw", "br0", &["10.0.0.100/24"]);
+        lab.add_ns("n1");
+        lab.link_to_bridge("n1", "eth0", &["10.0.0.11/24"], "sw", "br0", "p1");
+        let api = KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6443");
+        let kubeconfig = lab.dir().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig);
+        api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
+        api.apply_namespace("default", json!({"kubernetes.io/metadata.name": "default"}));
+        PolicyNode {
+            api,
+            kubeconfig,
+            cni_socket: lab.dir().join("cni.sock"),
+            bpffs: Bpffs::mount(&lab.dir().join("bpf")),
+            ipam_dir: lab.dir().join("ipam"),
+        }
+    }
+
+    /// The agent's configuration, with or without the policy datapath.
+    pub fn config(&self, datapath: bool) -> Value {
+        json!({
+            "node_name": "n1",
+            "routing": {"bfd": {"enabled": false}, "node_mesh": {"enabled": true, "source": "kubernetes"}},
+            "cni": {"enabled": true, "socket": self.cni_socket.display().to_string(),
+                    "ipam_dir": self.ipam_dir.display().to_string()},
+            "datapath": {"enabled": datapath, "bpf_pin_dir": self.bpffs.0.join("novanet").display().to_string()}
+        })
+    }
+
+    /// Starts the agent (again) and waits for its CNI socket.
+    pub fn start_agent(&self, lab: &mut Lab, datapath: bool) -> Agent {
+        let _ = std::fs::remove_file(&self.cni_socket);
+        let env = [("KUBECONFIG", self.kubeconfig.to_str().expect("a UTF-8 path"))];
+        let agent = Agent::start_with_env(lab, "n1", &self.config(datapath), &env);
+        wait_until("the CNI socket", Duration::from_secs(20), || {
+            self.cni_socket.exists().then_some(()).ok_or_else(String::new)
+        });
+        agent
+    }
+
+    /// A pod object as the kubelet reports it on n1.
+    pub fn pod_object(name: &str, ip: &str, labels: Value) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+        })
+    }
+}
+
+/// The agent's `/status/datapath` (with `query`), Null when unreadable.
+pub fn datapath_status(agent: &Agent, query: &str) -> Value {
+    agent
+        .get(&format!("/status/datapath{query}"))
+        .ok()
+        .and_then(|b| serde_json::from_str(&b).ok())
+        .unwrap_or(Value::Null)
+}
