@@ -153,8 +153,12 @@ pub struct Routing {
     pub node_mesh: NodeMesh,
     #[serde(default)]
     pub fib: Fib,
+    /// The ospfd sidecar's vty socket directory (`routing.protocol: ospf`).
     #[serde(default)]
     pub frr_socket_dir: Option<String>,
+    /// The OSPF mode's settings.
+    #[serde(default)]
+    pub ospf: Ospf,
     #[serde(default)]
     pub control_plane_vip: Option<String>,
     #[serde(default)]
@@ -237,6 +241,59 @@ pub enum MeshSource {
     #[default]
     Kubernetes,
     Static,
+}
+
+/// `routing.ospf`: where the PodCIDR is injected and the interfaces that
+/// join OSPF from the configuration (EnableOSPF adds more at runtime).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ospf {
+    /// The area of the PodCIDR and of OSPF prefix intents.
+    #[serde(default = "default_area")]
+    pub area: String,
+    /// Interfaces in OSPF from the start (the uplinks to the ToRs).
+    #[serde(default)]
+    pub interfaces: Vec<OspfInterface>,
+    /// OSPFv3 (ospf6d) beside OSPFv2 on every interface; by default on
+    /// when the node has an IPv6 PodCIDR.
+    #[serde(default)]
+    pub ipv6: Option<bool>,
+    /// The interface that holds the injected prefixes (created by the
+    /// agent, passive in the area).
+    #[serde(default = "default_injection_interface")]
+    pub injection_interface: String,
+}
+
+impl Default for Ospf {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("defaults")
+    }
+}
+
+fn default_area() -> String {
+    "0.0.0.0".into()
+}
+fn default_injection_interface() -> String {
+    "novanet-ospf".into()
+}
+
+/// An interface of `routing.ospf.interfaces`, named as EnableOSPF names
+/// its fields.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OspfInterface {
+    pub interface_name: String,
+    /// Default `routing.ospf.area`.
+    #[serde(default)]
+    pub area_id: Option<String>,
+    #[serde(default)]
+    pub passive: bool,
+    #[serde(default)]
+    pub cost: u32,
+    #[serde(default)]
+    pub hello_interval: u32,
+    #[serde(default)]
+    pub dead_interval: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -518,10 +575,7 @@ impl Config {
         }
         match r.protocol.as_str() {
             "bgp" => {}
-            "ospf" => errs.push(invalid(
-                "routing.protocol",
-                "\"ospf\" needs the OSPF bridge, which this build does not include",
-            )),
+            "ospf" => self.ospf_problems(errs),
             other => errs.push(invalid(
                 "routing.protocol",
                 format!("must be \"bgp\" or \"ospf\", not {other:?}"),
@@ -571,6 +625,72 @@ impl Config {
                 errs.push(invalid(
                     at("neighbor_address"),
                     format!("{} is listed twice", p.neighbor_address),
+                ));
+            }
+        }
+    }
+
+    /// Whether the node routes with OSPF (`routing.protocol: ospf`).
+    pub fn ospf_mode(&self) -> bool {
+        self.routing.protocol == "ospf"
+    }
+
+    /// Whether OSPFv3 runs beside OSPFv2 (`routing.ospf.ipv6`, by default
+    /// when the node has an IPv6 PodCIDR).
+    pub fn ospf_ipv6(&self) -> bool {
+        self.routing
+            .ospf
+            .ipv6
+            .unwrap_or_else(|| self.pod_cidrs().iter().any(|c| matches!(c, IpNet::V6(_))))
+    }
+
+    /// What the OSPF mode needs: a sidecar to drive, no BGP ToRs or mesh
+    /// (the fabric is reached through OSPF), valid OSPF settings.
+    fn ospf_problems(&self, errs: &mut Vec<ConfigError>) {
+        let r = &self.routing;
+        let o = &r.ospf;
+        if r.frr_socket_dir.as_deref().is_none_or(|d| !d.starts_with('/')) {
+            errs.push(invalid(
+                "routing.frr_socket_dir",
+                "required with routing.protocol \"ospf\": the absolute path of the ospfd sidecar's vty sockets (/run/frr)",
+            ));
+        }
+        if !r.peers.is_empty() {
+            errs.push(invalid(
+                "routing.peers",
+                "must be empty with routing.protocol \"ospf\": the ToRs are reached through OSPF (BGP peers may still be set through the RouteControl API)",
+            ));
+        }
+        if r.node_mesh.enabled {
+            errs.push(invalid(
+                "routing.node_mesh.enabled",
+                "must be false with routing.protocol \"ospf\": PodCIDRs travel through OSPF, not a BGP mesh",
+            ));
+        }
+        if let Err(e) = novanet_ospf_bridge::validate::area(&o.area) {
+            errs.push(invalid("routing.ospf.area", e.problem));
+        }
+        if let Err(e) = novanet_ospf_bridge::validate::interface(&o.injection_interface) {
+            errs.push(invalid("routing.ospf.injection_interface", e.problem));
+        }
+        for (i, iface) in o.interfaces.iter().enumerate() {
+            let request = crate::ospf::desired::interface_request(iface, &o.area);
+            if let Err(e) = novanet_ospf_bridge::command::Interface::new(&request) {
+                errs.push(invalid(format!("routing.ospf.interfaces[{i}].{}", e.field), e.problem));
+            }
+            if iface.interface_name == o.injection_interface {
+                errs.push(invalid(
+                    format!("routing.ospf.interfaces[{i}].interface_name"),
+                    "is routing.ospf.injection_interface, which the agent manages itself",
+                ));
+            }
+            if o.interfaces[..i]
+                .iter()
+                .any(|j| j.interface_name == iface.interface_name)
+            {
+                errs.push(invalid(
+                    format!("routing.ospf.interfaces[{i}].interface_name"),
+                    format!("{:?} is listed twice", iface.interface_name),
                 ));
             }
         }

@@ -12,6 +12,7 @@ pub mod fib;
 pub mod kubernetes;
 pub mod liveness;
 pub mod metrics;
+pub mod ospf;
 pub mod peers;
 pub mod policy;
 pub mod routing;

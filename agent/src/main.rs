@@ -1,9 +1,10 @@
 //! `novanet-agent`: the NovaNet node agent. Loads the configuration, runs
-//! the BGP speaker with the node's ToR and mesh peers, advertises the
-//! node's PodCIDR, and on SIGTERM withdraws it and closes every session
-//! with a shutdown communication.
+//! the BGP speaker with the node's ToR and mesh peers (or, in the OSPF
+//! mode, drives the ospfd sidecar), advertises the node's PodCIDR, and on
+//! SIGTERM withdraws it and closes every session with a shutdown
+//! communication.
 
-use novanet_agent::{cni, config, control, kubernetes, routing, status, vip};
+use novanet_agent::{cni, config, control, kubernetes, ospf, routing, status, vip};
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 #[command(
     name = "novanet-agent",
     version,
-    about = "NovaNet node agent: native routing with BGP"
+    about = "NovaNet node agent: native routing with BGP (or OSPF through an ospfd sidecar)"
 )]
 struct Args {
     /// Configuration file (JSON).
@@ -148,6 +149,11 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     } else {
         None
     };
+    if cfg.ospf_mode() {
+        let dir = cfg.routing.frr_socket_dir.clone().unwrap_or_default();
+        let ospf = ospf::Ospf::start(ospf::desired::Settings::from_config(&cfg)?, dir.into(), control.clone())?;
+        let _ = control.ospf.set(ospf);
+    }
     tokio::spawn(control::reconciler::run(control.clone()));
     control::sources::spawn(control.clone(), routing.events);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -181,6 +187,12 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             }) {
                 Ok(new) => match routing::reload(&speaker, &routing.peers, &cfg, &new).await {
                     Ok(()) => {
+                        if let Some(o) = control.ospf.get() {
+                            match ospf::desired::Settings::from_config(&new) {
+                                Ok(s) => o.reconfigure(s),
+                                Err(e) => tracing::error!(error = %e, "routing.ospf not reloaded"),
+                            }
+                        }
                         tracing::info!(config = %config_path.display(), "configuration reloaded");
                         cfg = new;
                     }
@@ -199,6 +211,9 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     control.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(vip) = vip {
         vip.stop().await;
+    }
+    if let Some(o) = control.ospf.get() {
+        o.withdraw_and_stop().await;
     }
     let grace = std::time::Duration::from_secs(cfg.disconnect_grace_period.unwrap_or(0));
     speaker

@@ -207,6 +207,29 @@ pub async fn render(
         failed.inc_by(f.failed_operations);
         r.register(Box::new(failed)).expect("unique metric");
     }
+    // The OSPF mode.
+    if let Some(o) = control.ospf.get().map(|o| o.status()) {
+        let connected =
+            IntGauge::new("novanet_ospf_sidecar_connected", "1 when the ospfd sidecar answers").expect("metric");
+        connected.set(o.connected as i64);
+        r.register(Box::new(connected)).expect("unique metric");
+        let neighbors = gauge_vec(
+            &r,
+            "novanet_ospf_neighbors",
+            "OSPF neighbors by interface and adjacency state",
+            &["interface", "state"],
+        );
+        for i in &o.interfaces {
+            // Every OSPF interface shows, with 0 Full when it has none.
+            neighbors.with_label_values(&[&i.interface_name, "Full"]).add(0);
+        }
+        for n in &o.neighbors {
+            neighbors.with_label_values(&[&n.interface_name, &n.state]).inc();
+        }
+        let injected = IntGauge::new("novanet_ospf_injected_prefixes", "Prefixes injected into OSPF").expect("metric");
+        injected.set(o.injected.len() as i64);
+        r.register(Box::new(injected)).expect("unique metric");
+    }
     // Identity policy.
     if let Some(c) = policy {
         let v = counter_vec(

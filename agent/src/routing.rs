@@ -173,7 +173,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
         .map_err(|e| anyhow::anyhow!("routing.listen_port {}: {e}", cfg.routing.listen_port))?;
     let events = speaker.subscribe();
     let bfd = crate::liveness::start(&speaker).await?;
-    for pod_cidr in cfg.pod_cidrs() {
+    // In the OSPF mode the PodCIDR goes into OSPF instead (crate::ospf).
+    for pod_cidr in cfg.pod_cidrs().into_iter().filter(|_| !cfg.ospf_mode()) {
         let attrs = PathAttributes {
             origin: Origin::Igp,
             ..Default::default()
@@ -248,6 +249,13 @@ async fn finish_restart(
 /// resets that peer alone). Nothing is changed when the new configuration
 /// cannot be applied as a whole.
 pub async fn reload(speaker: &Speaker, peers: &PeerSources, old: &Config, new: &Config) -> anyhow::Result<()> {
+    if old.routing.protocol != new.routing.protocol {
+        anyhow::bail!(
+            "routing.protocol changed from {:?} to {:?}: that takes a restart of the agent",
+            old.routing.protocol,
+            new.routing.protocol
+        );
+    }
     let (local_as, router_id) = (new.local_as()?, new.router_id()?);
     if old.local_as()? != local_as || old.router_id()? != router_id {
         // Checked above like everything else; applied first, so the
@@ -255,7 +263,9 @@ pub async fn reload(speaker: &Speaker, peers: &PeerSources, old: &Config, new: &
         speaker.reconfigure(local_as, router_id).await?;
         tracing::info!(local_as, %router_id, "local AS / router id applied: sessions restarted");
     }
-    let (old_cidrs, new_cidrs) = (old.pod_cidrs(), new.pod_cidrs());
+    // The OSPF mode's PodCIDRs are the OSPF task's (crate::ospf).
+    let bgp_cidrs = |c: &Config| if c.ospf_mode() { Vec::new() } else { c.pod_cidrs() };
+    let (old_cidrs, new_cidrs) = (bgp_cidrs(old), bgp_cidrs(new));
     for p in old_cidrs.iter().filter(|p| !new_cidrs.contains(p)) {
         speaker.withdraw(*p).await?;
         tracing::info!(prefix = %p, "PodCIDR withdrawn");

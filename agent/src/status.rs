@@ -6,7 +6,7 @@
 //! `GET /status/routes` (`?prefix=P`, or the first `?limit=N` prefixes,
 //! 1000 by default, 100000 at most), `GET /status/fib`,
 //! `GET /status/bfd`, `GET /status/node`, `GET /status/datapath`
-//! (`?events=drop|flow`), `GET /metrics` (Prometheus).
+//! (`?events=drop|flow`), `GET /status/ospf`, `GET /metrics` (Prometheus).
 
 use crate::control::Control;
 use crate::fib::FibStatus;
@@ -170,6 +170,14 @@ async fn node(State(app): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
+/// The OSPF mode: sidecar, interfaces, neighbors, injected prefixes.
+async fn ospf_status(State(app): State<AppState>) -> Result<Json<serde_json::Value>, (StatusCode, &'static str)> {
+    match app.control.ospf.get() {
+        Some(o) => Ok(Json(serde_json::to_value(o.status()).unwrap_or_default())),
+        None => Err((StatusCode::NOT_FOUND, "OSPF is off (routing.protocol is bgp)\n")),
+    }
+}
+
 async fn metrics(State(app): State<AppState>) -> String {
     let fib = app.fib.as_ref().map(|f| f.lock().expect("fib status").clone());
     let policy = app.enforcer.as_ref().map(|e| e.counters());
@@ -188,6 +196,12 @@ async fn ready(State(app): State<AppState>) -> (StatusCode, String) {
         .and_then(|f| f.lock().expect("fib status").writer_problem_now())
     {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {problem}"));
+    }
+    if let Some(o) = app.control.ospf.get().map(|o| o.status()).filter(|o| !o.connected) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the ospfd sidecar does not answer on {}", o.socket_dir),
+        );
     }
     let probe = app.speaker.routes(Some("0.0.0.0/32".parse().expect("literal")));
     match tokio::time::timeout(std::time::Duration::from_secs(1), probe).await {
@@ -216,6 +230,7 @@ pub async fn serve(
         .route("/status/fib", get(fib_status))
         .route("/status/datapath", get(datapath_status))
         .route("/status/bfd", get(bfd_sessions))
+        .route("/status/ospf", get(ospf_status))
         .route("/metrics", get(metrics))
         .route("/status/node", get(node))
         .with_state(AppState {

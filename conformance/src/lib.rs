@@ -16,6 +16,7 @@ pub mod kube_api;
 pub mod lab;
 pub mod policy_node;
 pub mod raw;
+pub mod route_control;
 
 pub use agent::Agent;
 pub use daemons::{Bird, Frr, GoBgp};

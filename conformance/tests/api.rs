@@ -2,15 +2,12 @@
 //! reference's field numbers talks to the agent over its Unix socket; every
 //! effect is checked at a real FRR ToR.
 
-use hyper_util::rt::TokioIo;
 use novanet_conformance::checks::{agent_established, node_a, tor_and_node, SETTLE};
+use novanet_conformance::route_control::{all_events, client, expect_event};
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
-use novanet_proto::api::route_control_client::RouteControlClient;
 use novanet_proto::api::*;
 use serde_json::json;
-use std::path::PathBuf;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Code;
 
 const FRR: &str = "hostname tor
@@ -31,18 +28,6 @@ router bgp 65000
   neighbor fd00::10 activate
  exit-address-family
 ";
-
-async fn client(socket: PathBuf) -> RouteControlClient<Channel> {
-    let channel = Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .expect("connect to the agent's socket");
-    RouteControlClient::new(channel)
-}
 
 fn token(owner: &str) -> String {
     format!("{owner}-test-token-2024")
@@ -69,35 +54,6 @@ fn withdraw(owner: &str, prefix: &str) -> WithdrawPrefixRequest {
 
 fn frr_path(frr: &Frr, prefix: &str) -> Option<String> {
     frr.route_as_path("ipv4", prefix)
-}
-
-/// A stream of every event.
-async fn all_events(c: &mut RouteControlClient<Channel>) -> tonic::Streaming<RouteEvent> {
-    c.stream_events(StreamEventsRequest {
-        owner_filter: String::new(),
-        event_types: vec![],
-    })
-    .await
-    .unwrap()
-    .into_inner()
-}
-
-/// Waits for an event of a type in the stream (other events skipped).
-async fn expect_event(stream: &mut tonic::Streaming<RouteEvent>, kind: EventType, what: &str) -> RouteEvent {
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, stream.message()).await {
-            Ok(Ok(Some(e)))
-                if e.r#type == kind as i32
-                    && (what.is_empty() || e.detail.contains(what) || e.metadata.values().any(|v| v == what)) =>
-            {
-                return e
-            }
-            Ok(Ok(Some(_))) => continue,
-            other => panic!("no {kind:?} event for {what:?}: {other:?}"),
-        }
-    }
 }
 
 #[test]

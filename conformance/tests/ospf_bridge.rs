@@ -6,7 +6,7 @@
 
 use novanet_conformance::{wait_until, Frr, Lab};
 use novanet_ospf_bridge::bridge::{Bridge, Change, Desired};
-use novanet_ospf_bridge::command::{Interface, InterfaceRequest};
+use novanet_ospf_bridge::command::{Interface, InterfaceRequest, Version};
 use novanet_ospf_bridge::readback;
 use novanet_ospf_bridge::vtysh::{holds, VtyError, Vtysh};
 use std::path::Path;
@@ -136,19 +136,21 @@ fn the_desired_state_comes_back_after_ospfd_restarts() {
         })
         .unwrap(),
     );
-    let first = bridge.sync(&want).unwrap();
+    let eth0 = Change::Applied(Version::V2, "eth0".into());
+    let first = bridge.sync(&want).unwrap().changes;
     assert!(
         matches!(&first[0], Change::Connected(v) if v.starts_with("FRRouting")),
         "{first:?}"
     );
-    assert!(first.contains(&Change::Applied("eth0".into())));
+    assert!(first.contains(&eth0));
+    let again = bridge.sync(&want).unwrap();
     assert!(
-        bridge.sync(&want).unwrap().is_empty(),
-        "nothing to do when the state holds"
+        again.changes.is_empty() && again.failed.is_empty(),
+        "nothing to do when the state holds: {again:?}"
     );
 
     frr.kill_daemon("ospfd");
-    let gone = bridge.sync(&want).unwrap();
+    let gone = bridge.sync(&want).unwrap().changes;
     assert!(matches!(gone.as_slice(), [Change::Disconnected(_)]), "{gone:?}");
     frr.start_daemon_again(&mut lab, "r", "ospfd");
     wait_until("ospfd back", Duration::from_secs(20), || {
@@ -158,9 +160,9 @@ fn the_desired_state_comes_back_after_ospfd_restarts() {
             .map(|_| ())
             .map_err(|e| e.to_string())
     });
-    let back = bridge.sync(&want).unwrap();
+    let back = bridge.sync(&want).unwrap().changes;
     assert!(matches!(&back[0], Change::Connected(_)), "{back:?}");
-    assert!(back.contains(&Change::Applied("eth0".into())), "re-applied: {back:?}");
+    assert!(back.contains(&eth0), "re-applied: {back:?}");
     let running = bridge.vtysh().running_config().unwrap();
     assert!(
         running.contains(" ip ospf area 0.0.0.1") && running.contains("ospf router-id 10.9.1.1"),
@@ -169,6 +171,32 @@ fn the_desired_state_comes_back_after_ospfd_restarts() {
 
     // Taken out of the desired state: taken out of ospfd.
     want.interfaces.clear();
-    assert_eq!(bridge.sync(&want).unwrap(), vec![Change::Removed("eth0".into())]);
+    assert_eq!(
+        bridge.sync(&want).unwrap().changes,
+        vec![Change::Removed(Version::V2, "eth0".into())]
+    );
     assert!(!bridge.vtysh().running_config().unwrap().contains("ip ospf area"));
+
+    // What an earlier agent left in the sidecar (not known to this
+    // bridge) is taken out too: the sidecar holds the desired state only.
+    let left = Interface::new(&InterfaceRequest {
+        name: "eth0",
+        area: "0.0.0.2",
+        cost: 30,
+        passive: true,
+        ..Default::default()
+    })
+    .unwrap();
+    bridge.vtysh().configure(&left.enable_lines()).unwrap();
+    let mut fresh = Bridge::new(Vtysh::new(Path::new(&format!("/var/run/frr/{}", frr.instance))));
+    let cleaned = fresh.sync(&want).unwrap();
+    assert!(
+        cleaned.changes.contains(&Change::Removed(Version::V2, "eth0".into())),
+        "{cleaned:?}"
+    );
+    let running = fresh.vtysh().running_config().unwrap();
+    assert!(
+        !running.contains("ip ospf area") && !running.contains("ip ospf cost") && !running.contains("ip ospf passive"),
+        "{running}"
+    );
 }

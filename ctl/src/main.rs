@@ -6,6 +6,7 @@
 mod client;
 mod cluster;
 mod datapath;
+mod ospf;
 mod read;
 mod render;
 mod write;
@@ -243,7 +244,7 @@ enum View {
         #[arg(long, default_value = "")]
         owner: String,
     },
-    /// OSPF interfaces.
+    /// OSPF: the ospfd sidecar, interfaces and neighbors.
     Ospf {
         #[arg(long, default_value = "")]
         owner: String,
@@ -291,12 +292,7 @@ async fn render(a: &mut client::Agent, view: &View, format: Format) -> anyhow::R
         View::Bfd { owner } => {
             read::render_list(format, &read::bfd(a, owner).await?, "No BFD sessions.", read::bfd_table)?
         }
-        View::Ospf { owner } => read::render_list(
-            format,
-            &read::ospf(a, owner).await?,
-            "No OSPF interfaces configured.",
-            read::ospf_table,
-        )?,
+        View::Ospf { owner } => ospf::render(a, owner, format).await?,
         View::Rib { prefix } => read::render_list(
             format,
             &read::rib(a, prefix.clone()).await?,

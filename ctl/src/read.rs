@@ -340,6 +340,8 @@ pub fn ospf_table(v: &[OspfView]) -> String {
 
 #[derive(Serialize)]
 pub struct StatusView {
+    /// `bgp` or `ospf`.
+    pub mode: String,
     pub local_as: u32,
     pub peers: usize,
     pub peers_established: usize,
@@ -347,6 +349,10 @@ pub struct StatusView {
     pub bfd_sessions: usize,
     pub bfd_up: usize,
     pub ospf_interfaces: usize,
+    /// The OSPF mode: whether the ospfd sidecar answers, and its Full
+    /// adjacencies.
+    pub ospf_sidecar_connected: Option<bool>,
+    pub ospf_neighbors_full: usize,
 }
 
 pub async fn status(a: &mut Agent) -> anyhow::Result<StatusView> {
@@ -354,7 +360,19 @@ pub async fn status(a: &mut Agent) -> anyhow::Result<StatusView> {
     let pf = prefixes(a, "").await?;
     let b = bfd(a, "").await?;
     let o = ospf(a, "").await?;
+    let mode = a
+        .insight
+        .get_ospf(novanet_proto::insight::GetOspfRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner());
     Ok(StatusView {
+        mode: if mode.is_some() { "ospf" } else { "bgp" }.into(),
+        ospf_sidecar_connected: mode.as_ref().map(|m| m.sidecar.as_ref().is_some_and(|s| s.connected)),
+        ospf_neighbors_full: mode
+            .as_ref()
+            .map(|m| m.neighbors.iter().filter(|n| n.state == "Full").count())
+            .unwrap_or(0),
         local_as: p.first().map(|p| p.local_as).unwrap_or(0),
         peers: p.len(),
         peers_established: p.iter().filter(|p| p.state == "Established").count(),
@@ -366,8 +384,9 @@ pub async fn status(a: &mut Agent) -> anyhow::Result<StatusView> {
 }
 
 pub fn status_text(s: &StatusView) -> String {
-    format!(
-        "Routing Status\n==============\n\nRouting Mode:     native (BGP)\nLocal AS:         {}\nBGP Peers:        {} ({} established)\nPrefixes:         {} advertised\nBFD Sessions:     {} ({} up)\nOSPF Interfaces:  {}\n",
+    let mut out = format!(
+        "Routing Status\n==============\n\nRouting Mode:     native ({})\nLocal AS:         {}\nBGP Peers:        {} ({} established)\nPrefixes:         {} advertised\nBFD Sessions:     {} ({} up)\nOSPF Interfaces:  {}\n",
+        s.mode.to_ascii_uppercase(),
         if s.local_as == 0 { "-".to_string() } else { s.local_as.to_string() },
         s.peers,
         s.peers_established,
@@ -375,7 +394,15 @@ pub fn status_text(s: &StatusView) -> String {
         s.bfd_sessions,
         s.bfd_up,
         s.ospf_interfaces
-    )
+    );
+    if let Some(connected) = s.ospf_sidecar_connected {
+        out.push_str(&format!(
+            "OSPF Sidecar:     {}\nOSPF Neighbors:   {} full\n",
+            if connected { "connected" } else { "NOT CONNECTED" },
+            s.ospf_neighbors_full
+        ));
+    }
+    out
 }
 
 #[derive(Serialize)]

@@ -1,46 +1,76 @@
-//! The desired OSPF state of a node kept in a sidecar: each sync probes
-//! the daemon, reports when it goes away and comes back (a restarted
-//! ospfd has lost what it was told), and makes the running configuration
-//! hold exactly the desired interfaces and router id, checking the result
-//! by reading the configuration back.
+//! The desired OSPF state of a node kept in a sidecar. [`Bridge::check`]
+//! probes the daemons and tells when they go away, come back, or were
+//! restarted in between (their vty socket or pid file replaced: a restarted
+//! ospfd has lost what it was told); [`Bridge::sync`] makes the running
+//! configuration hold exactly the desired interfaces and router id, one
+//! interface at a time so one refusal does not hold the others back, and
+//! checks the result by reading the configuration back.
 
-use crate::command::{router_lines, Interface, Version};
+use crate::command::{clear_lines, router_lines, Interface, Version};
+use crate::readback::{self, Neighbor};
 use crate::vtysh::{holds, VtyError, Vtysh};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+
+/// An interface of the desired state: OSPF version and name.
+pub type Key = (Version, String);
 
 /// What the sidecar should hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
     pub router_id: Option<Ipv4Addr>,
-    /// By (version, interface name).
-    pub interfaces: BTreeMap<(Version, String), Interface>,
+    pub interfaces: BTreeMap<Key, Interface>,
 }
 
 impl Desired {
     pub fn insert(&mut self, i: Interface) {
         self.interfaces.insert((i.version, i.name().to_string()), i);
     }
+
+    /// Whether ospf6d is needed.
+    pub fn has_v3(&self) -> bool {
+        self.interfaces.keys().any(|(v, _)| *v == Version::V3)
+    }
 }
 
-/// What a sync saw and did.
+/// What a check or sync saw and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// The daemon answers (again): its version line.
+    /// The daemons answer (again): FRR's version line.
     Connected(String),
-    /// The daemon stopped answering.
+    /// A daemon stopped answering, or was restarted: why.
     Disconnected(String),
     /// An interface was (re)configured.
-    Applied(String),
+    Applied(Version, String),
     /// An interface was taken out of OSPF.
-    Removed(String),
+    Removed(Version, String),
 }
 
-/// One sidecar, as last synced.
+/// The outcome of a sync.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub changes: Vec<Change>,
+    /// Interfaces FRR refused or does not hold after they were applied.
+    pub failed: BTreeMap<Key, VtyError>,
+    /// The router id, when FRR refused it.
+    pub router_failed: Option<VtyError>,
+}
+
+/// How a running daemon is told apart from its successor: its vty
+/// socket's inode and its pid file.
+type Identity = Vec<(Option<(u64, u64)>, Option<String>)>;
+
+/// One sidecar, as last seen.
 pub struct Bridge {
     vty: Vtysh,
     connected: bool,
-    applied: BTreeMap<(Version, String), Interface>,
+    version: String,
+    identity: Identity,
+    applied: BTreeMap<Key, Interface>,
+    neighbors: Vec<(Version, Neighbor)>,
+    /// A sync must re-check everything (first contact, a restart).
+    stale: bool,
 }
 
 impl Bridge {
@@ -48,7 +78,11 @@ impl Bridge {
         Bridge {
             vty,
             connected: false,
+            version: String::new(),
+            identity: Vec::new(),
             applied: BTreeMap::new(),
+            neighbors: Vec::new(),
+            stale: true,
         }
     }
 
@@ -56,68 +90,230 @@ impl Bridge {
         self.connected
     }
 
+    /// FRR's version line, once connected.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
     pub fn vtysh(&self) -> &Vtysh {
         &self.vty
     }
 
-    /// Brings the sidecar to `want`. A daemon that does not answer is not
-    /// an error: the change says so and the next sync tries again.
-    pub fn sync(&mut self, want: &Desired) -> Result<Vec<Change>, VtyError> {
-        let mut changes = Vec::new();
-        if let Err(e) = self.vty.show("show ip ospf json") {
-            if self.connected {
-                self.connected = false;
-                changes.push(Change::Disconnected(e.to_string()));
-            }
-            return Ok(changes);
+    /// The adjacencies as last read by [`Bridge::check`].
+    pub fn neighbors(&self) -> &[(Version, Neighbor)] {
+        &self.neighbors
+    }
+
+    /// Whether the next sync has to re-check the whole state.
+    pub fn needs_sync(&self) -> bool {
+        self.stale
+    }
+
+    fn daemons(v3: bool) -> &'static [&'static str] {
+        if v3 {
+            &["zebra", "ospfd", "ospf6d"]
+        } else {
+            &["zebra", "ospfd"]
         }
-        if !self.connected {
-            self.connected = true;
-            let version = self
+    }
+
+    fn identity(&self, v3: bool) -> Identity {
+        let dir = self.vty.socket_dir();
+        Self::daemons(v3)
+            .iter()
+            .map(|d| {
+                let socket = std::fs::metadata(dir.join(format!("{d}.vty")))
+                    .ok()
+                    .map(|m| (m.dev(), m.ino()));
+                let pid = std::fs::read_to_string(dir.join(format!("{d}.pid")))
+                    .ok()
+                    .map(|p| p.trim().to_string());
+                (socket, pid)
+            })
+            .collect()
+    }
+
+    /// Probes the daemons (ospfd's and, with `v3`, ospf6d's neighbor lists,
+    /// read for [`Bridge::neighbors`]) and reports a connection change. A
+    /// daemon that does not answer is not an error: the change says so.
+    pub fn check(&mut self, v3: bool) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let probed = self.read_neighbors(v3);
+        let identity = self.identity(v3);
+        match probed {
+            Err(e) => {
+                if self.connected {
+                    self.connected = false;
+                    self.neighbors.clear();
+                    changes.push(Change::Disconnected(e.to_string()));
+                }
+                self.stale = true;
+            }
+            Ok(neighbors) => {
+                if self.connected && identity != self.identity {
+                    changes.push(Change::Disconnected(
+                        "the sidecar's daemons were restarted (vty socket or pid file replaced)".into(),
+                    ));
+                    self.connected = false;
+                }
+                if !self.connected {
+                    self.connected = true;
+                    self.stale = true;
+                    self.version = self
+                        .vty
+                        .show("show version")
+                        .ok()
+                        .and_then(|v| v.lines().next().map(str::to_string))
+                        .unwrap_or_default();
+                    changes.push(Change::Connected(self.version.clone()));
+                }
+                self.neighbors = neighbors;
+            }
+        }
+        self.identity = identity;
+        changes
+    }
+
+    fn read_neighbors(&self, v3: bool) -> Result<Vec<(Version, Neighbor)>, VtyError> {
+        let bad_json = |e: serde_json::Error| VtyError::Refused(format!("unreadable neighbor JSON: {e}"));
+        let mut all: Vec<(Version, Neighbor)> = readback::neighbors(&self.vty.show("show ip ospf neighbor json")?)
+            .map_err(bad_json)?
+            .into_iter()
+            .map(|n| (Version::V2, n))
+            .collect();
+        if v3 {
+            let v6 = readback::ospf6_neighbors(&self.vty.show("show ipv6 ospf6 neighbor json")?).map_err(bad_json)?;
+            all.extend(v6.into_iter().map(|n| (Version::V3, n)));
+        }
+        Ok(all)
+    }
+
+    /// The interfaces as ospfd (and, with `v3`, ospf6d) report them.
+    pub fn interfaces(&self, v3: bool) -> Result<Vec<(Version, readback::InterfaceState)>, VtyError> {
+        let bad_json = |e: serde_json::Error| VtyError::Refused(format!("unreadable interface JSON: {e}"));
+        let mut all: Vec<_> = readback::interfaces(&self.vty.show("show ip ospf interface json")?)
+            .map_err(bad_json)?
+            .into_iter()
+            .map(|i| (Version::V2, i))
+            .collect();
+        if v3 {
+            let v6 = readback::ospf6_interfaces(&self.vty.show("show ipv6 ospf6 interface json")?).map_err(bad_json)?;
+            all.extend(v6.into_iter().map(|i| (Version::V3, i)));
+        }
+        Ok(all)
+    }
+
+    /// Whether ospfd (or ospf6d, for IPv6 prefixes) still originates any
+    /// of `prefixes` in its own LSAs.
+    pub fn originates_any(&self, prefixes: &[ipnet::IpNet]) -> Result<bool, VtyError> {
+        let bad_json = |e: serde_json::Error| VtyError::Refused(format!("unreadable LSA JSON: {e}"));
+        let mut originated = Vec::new();
+        if prefixes.iter().any(|p| p.addr().is_ipv4()) {
+            let json = self.vty.show("show ip ospf database router self-originate json")?;
+            originated.extend(readback::originated_v2(&json).map_err(bad_json)?);
+        }
+        if prefixes.iter().any(|p| p.addr().is_ipv6()) {
+            let json = self
                 .vty
-                .show("show version")
-                .ok()
-                .and_then(|v| v.lines().next().map(str::to_string))
-                .unwrap_or_default();
-            changes.push(Change::Connected(version));
+                .show("show ipv6 ospf6 database intra-prefix self-originate json")?;
+            originated.extend(readback::originated_v3(&json).map_err(bad_json)?);
+        }
+        Ok(prefixes.iter().any(|p| originated.contains(p)))
+    }
+
+    /// Brings the sidecar to `want`: checks the connection first, then
+    /// applies what differs. OSPF interface settings in the sidecar that
+    /// are not wanted (left by an earlier agent, say) are removed.
+    pub fn sync(&mut self, want: &Desired) -> Result<Report, VtyError> {
+        let mut report = Report {
+            changes: self.check(want.has_v3()),
+            ..Default::default()
+        };
+        if !self.connected {
+            return Ok(report);
+        }
+        if self.stale {
+            // What a restarted daemon lost must be written again.
+            self.applied.clear();
         }
         let running = self.vty.running_config()?;
         if let Some(id) = want.router_id {
-            let lines = router_lines(Version::V2, id);
-            if !holds(&running, &lines) {
-                self.vty.configure(&lines)?;
+            let mut versions = vec![Version::V2];
+            if want.has_v3() {
+                versions.push(Version::V3);
+            }
+            for v in versions {
+                let lines = router_lines(v, id);
+                if !holds(&running, &lines) {
+                    if let Err(e) = self.vty.configure(&lines) {
+                        report.router_failed = Some(e);
+                    }
+                }
             }
         }
-        for (key, old) in &self.applied {
-            if !want.interfaces.contains_key(key) {
-                self.vty.configure(&old.disable_lines())?;
-                changes.push(Change::Removed(old.name().to_string()));
+        let mut unwanted: Vec<Key> = readback::configured_interfaces(&running)
+            .into_iter()
+            .filter(|k| !want.interfaces.contains_key(k))
+            .collect();
+        unwanted.extend(
+            self.applied
+                .keys()
+                .filter(|k| !want.interfaces.contains_key(*k))
+                .cloned(),
+        );
+        unwanted.sort();
+        unwanted.dedup();
+        for (version, name) in unwanted {
+            let lines = match self.applied.remove(&(version, name.clone())) {
+                Some(old) => old.disable_lines(),
+                None => clear_lines(version, &name),
+            };
+            match self.vty.configure(&lines) {
+                Ok(()) => report.changes.push(Change::Removed(version, name)),
+                Err(e) => {
+                    report.failed.insert((version, name), e);
+                }
             }
         }
-        self.applied.retain(|k, _| want.interfaces.contains_key(k));
         for (key, i) in &want.interfaces {
             let lines = i.enable_lines();
             let changed = self.applied.get(key).is_some_and(|old| old != i);
-            if changed {
-                // Settings the new one leaves out go first.
-                self.vty.configure(&self.applied[key].disable_lines())?;
+            let result = (|| {
+                if changed {
+                    // Settings the new one leaves out go first.
+                    self.vty.configure(&self.applied[key].disable_lines())?;
+                }
+                if changed || !holds(&running, &lines) {
+                    self.vty.configure(&lines)?;
+                    report.changes.push(Change::Applied(key.0, key.1.clone()));
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => {
+                    self.applied.insert(key.clone(), i.clone());
+                }
+                Err(e) => {
+                    self.applied.remove(key);
+                    report.failed.insert(key.clone(), e);
+                }
             }
-            if changed || !holds(&running, &lines) {
-                self.vty.configure(&lines)?;
-                changes.push(Change::Applied(i.name().to_string()));
-            }
-            self.applied.insert(key.clone(), i.clone());
         }
         // What was written must be what FRR holds.
         let after = self.vty.running_config()?;
-        for i in want.interfaces.values() {
-            if !holds(&after, &i.enable_lines()) {
-                return Err(VtyError::Refused(format!(
-                    "interface {} is not in the running configuration after it was applied",
-                    i.name()
-                )));
+        for (key, i) in &want.interfaces {
+            if !report.failed.contains_key(key) && !holds(&after, &i.enable_lines()) {
+                self.applied.remove(key);
+                report.failed.insert(
+                    key.clone(),
+                    VtyError::Refused(format!(
+                        "interface {} is not in the running configuration after it was applied",
+                        i.name()
+                    )),
+                );
             }
         }
-        Ok(changes)
+        self.stale = !report.failed.is_empty() || report.router_failed.is_some();
+        Ok(report)
     }
 }

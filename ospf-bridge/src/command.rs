@@ -12,6 +12,24 @@ pub enum Version {
     V3,
 }
 
+impl Version {
+    /// What interface commands of this version start with.
+    fn interface_prefix(self) -> &'static str {
+        match self {
+            Version::V2 => "ip ospf",
+            Version::V3 => "ipv6 ospf6",
+        }
+    }
+
+    /// `ospfv2` / `ospfv3`, as events and status name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::V2 => "ospfv2",
+            Version::V3 => "ospfv3",
+        }
+    }
+}
+
 /// An interface in an OSPF area.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Interface {
@@ -39,14 +57,20 @@ pub struct InterfaceRequest<'a> {
 impl Interface {
     /// Validates a request; the first problem is the error.
     pub fn new(r: &InterfaceRequest) -> Result<Interface, Invalid> {
+        let name = validate::interface(r.name)?;
+        let area = validate::area(r.area)?;
+        let cost = validate::cost(r.cost)?;
+        let hello = validate::interval("hello_interval", r.hello)?;
+        let dead = validate::interval("dead_interval", r.dead)?;
+        validate::timers(hello, dead)?;
         Ok(Interface {
-            name: validate::interface(r.name)?,
+            name,
             version: if r.ipv6 { Version::V3 } else { Version::V2 },
-            area: validate::area(r.area)?,
+            area,
             passive: r.passive,
-            cost: validate::cost(r.cost)?,
-            hello: validate::interval("hello_interval", r.hello)?,
-            dead: validate::interval("dead_interval", r.dead)?,
+            cost,
+            hello,
+            dead,
         })
     }
 
@@ -55,10 +79,7 @@ impl Interface {
     }
 
     fn prefix(&self) -> &'static str {
-        match self.version {
-            Version::V2 => "ip ospf",
-            Version::V3 => "ipv6 ospf6",
-        }
+        self.version.interface_prefix()
     }
 
     /// The lines that put the interface into its area with its settings.
@@ -103,6 +124,19 @@ impl Interface {
         l.push("exit".into());
         l
     }
+}
+
+/// The lines that take an interface whose settings are not known (left in
+/// the sidecar by an earlier agent) out of OSPF: every setting the bridge
+/// writes, removed. `name` must have passed [`validate::interface`].
+pub fn clear_lines(version: Version, name: &str) -> Vec<String> {
+    let p = version.interface_prefix();
+    let mut l = vec![format!("interface {name}"), format!(" no {p} area")];
+    for what in ["cost", "hello-interval", "dead-interval", "passive"] {
+        l.push(format!(" no {p} {what}"));
+    }
+    l.push("exit".into());
+    l
 }
 
 /// The router's OSPF instance and its id.

@@ -65,6 +65,19 @@ pub fn interval(field: &'static str, n: u32) -> Result<Option<u16>, Invalid> {
     }
 }
 
+/// Hello and dead intervals together (0: FRR's defaults, 10 s and 40 s):
+/// a neighbor is declared dead no sooner than one hello is due.
+pub fn timers(hello: Option<u16>, dead: Option<u16>) -> Result<(), Invalid> {
+    let (h, d) = (hello.unwrap_or(10), dead.unwrap_or(40));
+    if d < h {
+        return Err(invalid(
+            "dead_interval",
+            format!("{d} seconds is below the hello interval ({h} seconds)"),
+        ));
+    }
+    Ok(())
+}
+
 /// A router id: a unicast IPv4 address, not 0.0.0.0.
 pub fn router_id(text: &str) -> Result<Ipv4Addr, Invalid> {
     let a: Ipv4Addr = text
@@ -116,6 +129,10 @@ mod tests {
         assert!(cost(70000).is_err());
         assert_eq!(interval("hello_interval", 1).unwrap(), Some(1));
         assert!(interval("dead_interval", 65536).unwrap_err().problem.contains("65536"));
+        assert!(timers(Some(1), Some(3)).is_ok());
+        assert!(timers(None, None).is_ok());
+        assert_eq!(timers(Some(5), Some(4)).unwrap_err().field, "dead_interval");
+        assert!(timers(None, Some(9)).is_err(), "below the default hello of 10 s");
         assert!(router_id("10.0.0.1").is_ok());
         for bad in ["0.0.0.0", "224.0.0.5", "255.255.255.255", "fd00::1", "10.0.0.1\n"] {
             assert!(router_id(bad).is_err(), "{bad:?}");

@@ -33,6 +33,11 @@ impl Vtysh {
         }
     }
 
+    /// The directory of the daemons' vty sockets.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
     fn run(&self, commands: &[String]) -> Result<String, VtyError> {
         let mut cmd = Command::new(&self.program);
         cmd.arg("--vty_socket").arg(&self.socket_dir);

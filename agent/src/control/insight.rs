@@ -1,6 +1,7 @@
 //! The `RoutingInsight` extension service (`novanet.routing.v1`): per-peer
-//! detail, the table with the decision, and why a prefix is or is not
-//! advertised to a peer. RouteControl stays as it was.
+//! detail, the table with the decision, why a prefix is or is not
+//! advertised to a peer, and the OSPF mode's sidecar, interfaces and
+//! neighbors. RouteControl stays as it was.
 
 #![allow(clippy::result_large_err)]
 
@@ -144,6 +145,55 @@ impl RoutingInsight for Insight {
             })
             .collect();
         Ok(Response::new(GetRibResponse { routes }))
+    }
+
+    async fn get_ospf(&self, _: Request<GetOspfRequest>) -> Result<Response<GetOspfResponse>, Status> {
+        let Some(ospf) = self.control.ospf.get() else {
+            return Err(Status::failed_precondition(
+                "OSPF is off: routing.protocol is \"bgp\" (the OSPF mode needs routing.protocol \"ospf\" and its ospfd sidecar)",
+            ));
+        };
+        let s = ospf.status();
+        Ok(Response::new(GetOspfResponse {
+            sidecar: Some(OspfSidecar {
+                socket_dir: s.socket_dir.clone(),
+                connected: s.connected,
+                version: s.version.clone(),
+                uptime_seconds: match (s.connected, s.connected_since) {
+                    (true, Some(t)) => now().saturating_sub(t),
+                    _ => 0,
+                },
+                last_error: s.last_error.clone().unwrap_or_default(),
+            }),
+            interfaces: s
+                .interfaces
+                .iter()
+                .map(|i| OspfInterface {
+                    interface_name: i.interface_name.clone(),
+                    version: i.version.into(),
+                    area_id: i.area_id.clone(),
+                    state: i.state.clone(),
+                    passive: i.passive,
+                    cost: i.cost,
+                    neighbors: i.neighbors,
+                    owner: i.owner.clone(),
+                })
+                .collect(),
+            neighbors: s
+                .neighbors
+                .iter()
+                .map(|n| OspfNeighbor {
+                    router_id: n.router_id.clone(),
+                    address: n.address.clone(),
+                    interface_name: n.interface_name.clone(),
+                    version: n.version.into(),
+                    state: n.state.clone(),
+                    role: n.role.clone(),
+                    owner: n.owner.clone(),
+                })
+                .collect(),
+            injected_prefixes: s.injected.clone(),
+        }))
     }
 
     async fn explain(&self, req: Request<ExplainRequest>) -> Result<Response<ExplainResponse>, Status> {

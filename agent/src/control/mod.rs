@@ -70,6 +70,8 @@ pub struct ControlState {
     pub reconcile_seconds: prometheus::Histogram,
     /// `grpc_request_duration_seconds{method}` (StreamEvents not timed).
     pub grpc_seconds: prometheus::HistogramVec,
+    /// The OSPF task, in the OSPF mode (set once it has started).
+    pub ospf: std::sync::OnceLock<crate::ospf::Ospf>,
 }
 
 /// The shared control plane.
@@ -249,6 +251,7 @@ pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::R
             &["method"],
         )
         .expect("valid histogram"),
+        ospf: std::sync::OnceLock::new(),
     }))
 }
 

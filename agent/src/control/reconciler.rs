@@ -120,7 +120,7 @@ pub async fn run(control: Control) {
 /// Records an apply outcome. A new failure is logged and published as an
 /// event of the intent's kind (PEER_DOWN, PREFIX_WITHDRAWN, BFD_DOWN,
 /// OSPF_NEIGHBOR_DOWN) with `state=failed` and the error, once per change.
-fn record(control: &Control, key: IntentKey, state: ApplyState) {
+pub fn record(control: &Control, key: IntentKey, state: ApplyState) {
     let previous = control
         .applied
         .lock()
@@ -229,11 +229,7 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
         }
         let key = prefix_key(k.0, &k.1);
         if k.0 == Protocol::Ospf as i32 {
-            record(
-                control,
-                key,
-                ApplyState::Failed("OSPF prefixes need the OSPF bridge, which this build does not include".into()),
-            );
+            // The OSPF task's (below).
             continue;
         }
         match control.speaker.originate(k.1, prefix_attributes(p)).await {
@@ -299,16 +295,19 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
         }
     }
 
-    // OSPF needs the ospfd bridge.
-    for i in intents.owners.values() {
-        for iface in i.ospf.keys() {
-            record(
-                control,
-                ospf_key(iface),
-                ApplyState::Failed(
-                    "OSPF needs the OSPF bridge (ospfd sidecar), which this build does not include".into(),
-                ),
-            );
+    // OSPF interfaces and prefixes: the OSPF task applies them.
+    match control.ospf.get() {
+        Some(ospf) => ospf.apply_soon(),
+        None => {
+            let why = "OSPF is off: it needs routing.protocol \"ospf\" and the ospfd sidecar";
+            for i in intents.owners.values() {
+                for iface in i.ospf.keys() {
+                    record(control, ospf_key(iface), ApplyState::Failed(why.into()));
+                }
+            }
+            for k in desired.keys().filter(|k| k.0 == Protocol::Ospf as i32) {
+                record(control, prefix_key(k.0, &k.1), ApplyState::Failed(why.into()));
+            }
         }
     }
 }

@@ -495,34 +495,64 @@ impl RouteControl for Service {
         if r.area_id.is_empty() {
             return Err(invalid("area_id is required"));
         }
-        if r.cost > 65535 {
-            return Err(invalid("cost must be at most 65535"));
+        self.authenticate(&r.owner, &r.token)?;
+        // Every value that may reach vtysh, checked as the OSPF bridge
+        // checks it; a line break or control character is an attempt to
+        // add a command of one's own.
+        for (field, value) in [("interface_name", &r.interface_name), ("area_id", &r.area_id)] {
+            if value.chars().any(|c| c.is_control()) {
+                self.control.count_violation(&r.owner, "command_injection");
+                self.events().publish(
+                    EventType::PolicyViolation,
+                    &r.owner,
+                    format!("EnableOSPF refused: {field} holds a line break or control character"),
+                    &[
+                        ("operation", "enable_ospf".into()),
+                        ("reason", "command_injection".into()),
+                        ("field", field.into()),
+                        ("value", value.escape_debug().to_string()),
+                    ],
+                );
+                return Err(invalid(format!(
+                    "{field} {:?} holds a line break or control character",
+                    value
+                )));
+            }
         }
         let or = |v: u32, d: u32| if v == 0 { d } else { v };
-        let (hello, dead) = (or(r.hello_interval, 10), or(r.dead_interval, 40));
-        if dead < hello {
-            return Err(invalid("dead_interval must not be below hello_interval"));
-        }
-        if r.interface_name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(invalid("interface_name must not contain spaces or control characters"));
-        }
-        if r.area_id.parse::<Ipv4Addr>().is_err() && r.area_id.parse::<u32>().is_err() {
-            return Err(invalid(format!(
-                "area_id {:?} is not dotted-quad or a decimal integer",
-                r.area_id
-            )));
-        }
-        self.authenticate(&r.owner, &r.token)?;
-        self.mutable()?;
         let intent = OspfIntent {
             interface: r.interface_name.clone(),
-            area: r.area_id,
+            area: r.area_id.clone(),
             passive: r.passive,
             cost: or(r.cost, 10),
-            hello,
-            dead,
+            hello: or(r.hello_interval, 10),
+            dead: or(r.dead_interval, 40),
         };
+        novanet_ospf_bridge::command::Interface::new(&novanet_ospf_bridge::command::InterfaceRequest {
+            name: &intent.interface,
+            area: &intent.area,
+            passive: intent.passive,
+            cost: intent.cost,
+            hello: intent.hello,
+            dead: intent.dead,
+            ipv6: false,
+        })
+        .map_err(|e| invalid(e.to_string()))?;
+        self.mutable()?;
         let iface = r.interface_name.clone();
+        let holder = {
+            let intents = self.control.intents.lock().expect("intents");
+            intents
+                .owners
+                .iter()
+                .find(|(o, i)| o.as_str() != r.owner && i.ospf.contains_key(&iface))
+                .map(|(o, _)| o.clone())
+        };
+        if let Some(other) = holder {
+            return Err(Status::already_exists(format!(
+                "interface {iface} is in OSPF for owner {other}"
+            )));
+        }
         self.store(&r.owner, ospf_key(&iface), |i, may_add| {
             (may_add || i.ospf.contains_key(&iface)) && {
                 i.ospf.insert(iface.clone(), intent);
@@ -562,11 +592,27 @@ impl RouteControl for Service {
                 .map(|s| s.state.name().to_ascii_lowercase())
         };
         let wanted = |owner: &str| filter.is_empty() || filter == owner;
+        let ospf = self.control.ospf.get().map(|o| o.status());
         let mut resp = GetStatusResponse {
-            frr_status: Some(FrrStatus {
-                version: "unknown".into(),
-                connected: false,
-                uptime: String::new(),
+            frr_status: Some(match &ospf {
+                Some(o) => FrrStatus {
+                    version: if o.version.is_empty() {
+                        "unknown".into()
+                    } else {
+                        o.version.clone()
+                    },
+                    connected: o.connected,
+                    uptime: if o.connected {
+                        uptime(o.connected_since)
+                    } else {
+                        String::new()
+                    },
+                },
+                None => FrrStatus {
+                    version: "none (routing.protocol is bgp: no ospfd sidecar)".into(),
+                    connected: false,
+                    uptime: String::new(),
+                },
             }),
             ..Default::default()
         };
@@ -635,14 +681,38 @@ impl RouteControl for Service {
                 });
             }
             for (iface, o) in &i.ospf {
+                // ospfd's view of the interface (OSPFv2) once it runs.
+                let live = ospf
+                    .iter()
+                    .flat_map(|s| &s.interfaces)
+                    .find(|l| l.interface_name == *iface && l.version == "ospfv2" && l.owner == *owner);
+                let state = match (self.control.apply_state(&ospf_key(iface)), live) {
+                    (super::ApplyState::Applied, Some(l)) => l.state.clone(),
+                    (other, _) => other.describe(),
+                };
                 resp.ospf_interfaces.push(OspfInterfaceStatus {
                     interface_name: iface.clone(),
                     area_id: o.area.clone(),
-                    state: self.control.apply_state(&ospf_key(iface)).describe(),
+                    state,
                     owner: owner.clone(),
-                    neighbor_count: 0,
+                    neighbor_count: live.map(|l| l.neighbors).unwrap_or(0),
                     cost: o.cost,
                 });
+            }
+        }
+        // OSPF interfaces of the configuration and the injection interface.
+        if wanted(crate::ospf::desired::CONFIG_OWNER) {
+            for l in ospf.iter().flat_map(|s| &s.interfaces) {
+                if l.owner == crate::ospf::desired::CONFIG_OWNER && l.version == "ospfv2" {
+                    resp.ospf_interfaces.push(OspfInterfaceStatus {
+                        interface_name: l.interface_name.clone(),
+                        area_id: l.area_id.clone(),
+                        state: l.state.clone(),
+                        owner: l.owner.clone(),
+                        neighbor_count: l.neighbors,
+                        cost: l.cost,
+                    });
+                }
             }
         }
         // Peers from the configuration file (ToRs, node mesh).
