@@ -71,6 +71,8 @@ pub struct Bridge {
     neighbors: Vec<(Version, Neighbor)>,
     /// A sync must re-check everything (first contact, a restart).
     stale: bool,
+    /// Why the last probe failed, while not connected.
+    probe_error: Option<String>,
 }
 
 impl Bridge {
@@ -83,6 +85,7 @@ impl Bridge {
             applied: BTreeMap::new(),
             neighbors: Vec::new(),
             stale: true,
+            probe_error: None,
         }
     }
 
@@ -102,6 +105,11 @@ impl Bridge {
     /// The adjacencies as last read by [`Bridge::check`].
     pub fn neighbors(&self) -> &[(Version, Neighbor)] {
         &self.neighbors
+    }
+
+    /// Why the daemons did not answer the last probe (none once they do).
+    pub fn probe_error(&self) -> Option<&str> {
+        self.probe_error.as_deref()
     }
 
     /// Whether the next sync has to re-check the whole state.
@@ -140,6 +148,7 @@ impl Bridge {
         let mut changes = Vec::new();
         let probed = self.read_neighbors(v3);
         let identity = self.identity(v3);
+        self.probe_error = probed.as_ref().err().map(|e| e.to_string());
         match probed {
             Err(e) => {
                 if self.connected {
@@ -175,7 +184,7 @@ impl Bridge {
     }
 
     fn read_neighbors(&self, v3: bool) -> Result<Vec<(Version, Neighbor)>, VtyError> {
-        let bad_json = |e: serde_json::Error| VtyError::Refused(format!("unreadable neighbor JSON: {e}"));
+        let bad_json = |e: serde_json::Error| VtyError::Unreadable(format!("neighbor JSON: {e}"));
         let mut all: Vec<(Version, Neighbor)> = readback::neighbors(&self.vty.show("show ip ospf neighbor json")?)
             .map_err(bad_json)?
             .into_iter()
@@ -190,7 +199,7 @@ impl Bridge {
 
     /// The interfaces as ospfd (and, with `v3`, ospf6d) report them.
     pub fn interfaces(&self, v3: bool) -> Result<Vec<(Version, readback::InterfaceState)>, VtyError> {
-        let bad_json = |e: serde_json::Error| VtyError::Refused(format!("unreadable interface JSON: {e}"));
+        let bad_json = |e: serde_json::Error| VtyError::Unreadable(format!("interface JSON: {e}"));
         let mut all: Vec<_> = readback::interfaces(&self.vty.show("show ip ospf interface json")?)
             .map_err(bad_json)?
             .into_iter()
@@ -206,7 +215,7 @@ impl Bridge {
     /// Whether ospfd (or ospf6d, for IPv6 prefixes) still originates any
     /// of `prefixes` in its own LSAs.
     pub fn originates_any(&self, prefixes: &[ipnet::IpNet]) -> Result<bool, VtyError> {
-        let bad_json = |e: serde_json::Error| VtyError::Refused(format!("unreadable LSA JSON: {e}"));
+        let bad_json = |e: serde_json::Error| VtyError::Unreadable(format!("LSA JSON: {e}"));
         let mut originated = Vec::new();
         if prefixes.iter().any(|p| p.addr().is_ipv4()) {
             let json = self.vty.show("show ip ospf database router self-originate json")?;

@@ -8,6 +8,15 @@
 use crate::command::Version;
 use serde_json::Value;
 
+/// FRR's JSON; empty output (a daemon with no OSPF instance configured
+/// yet answers `show ... json` with nothing) is an empty object.
+fn parse(json: &str) -> Result<Value, serde_json::Error> {
+    if json.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_str(json)
+}
+
 /// One adjacency.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Neighbor {
@@ -30,7 +39,7 @@ impl Neighbor {
 
 /// The neighbors of `show ip ospf neighbor json`.
 pub fn neighbors(json: &str) -> Result<Vec<Neighbor>, serde_json::Error> {
-    let v: Value = serde_json::from_str(json)?;
+    let v = parse(json)?;
     let mut out = Vec::new();
     for (id, list) in v["neighbors"].as_object().into_iter().flatten() {
         for n in list.as_array().into_iter().flatten() {
@@ -57,7 +66,7 @@ pub fn neighbors(json: &str) -> Result<Vec<Neighbor>, serde_json::Error> {
 /// neighbors are known by router id and link-local address, which FRR
 /// 8.4's JSON leaves out).
 pub fn ospf6_neighbors(json: &str) -> Result<Vec<Neighbor>, serde_json::Error> {
-    let v: Value = serde_json::from_str(json)?;
+    let v = parse(json)?;
     let text = |n: &Value, k: &str| n[k].as_str().unwrap_or("").to_string();
     Ok(v["neighbors"]
         .as_array()
@@ -86,7 +95,7 @@ pub struct InterfaceState {
 
 /// The interfaces of `show ip ospf interface json`.
 pub fn interfaces(json: &str) -> Result<Vec<InterfaceState>, serde_json::Error> {
-    let v: Value = serde_json::from_str(json)?;
+    let v = parse(json)?;
     Ok(v["interfaces"]
         .as_object()
         .into_iter()
@@ -104,7 +113,7 @@ pub fn interfaces(json: &str) -> Result<Vec<InterfaceState>, serde_json::Error> 
 /// The interfaces of `show ipv6 ospf6 interface json` that are in an
 /// area (ospf6d lists every interface; neighbor counts are not given).
 pub fn ospf6_interfaces(json: &str) -> Result<Vec<InterfaceState>, serde_json::Error> {
-    let v: Value = serde_json::from_str(json)?;
+    let v = parse(json)?;
     Ok(v.as_object()
         .into_iter()
         .flatten()
@@ -127,7 +136,7 @@ const MAX_AGE: u64 = 3600;
 /// database router self-originate json`: what ospfd advertises of its
 /// interfaces' addresses.
 pub fn originated_v2(json: &str) -> Result<Vec<ipnet::IpNet>, serde_json::Error> {
-    let v: Value = serde_json::from_str(json)?;
+    let v = parse(json)?;
     let mut out = Vec::new();
     for area in v["Router Link States"]
         .as_object()
@@ -164,7 +173,7 @@ pub fn originated_v2(json: &str) -> Result<Vec<ipnet::IpNet>, serde_json::Error>
 /// The prefixes of the router's own intra-area-prefix LSAs, from `show
 /// ipv6 ospf6 database intra-prefix self-originate json`.
 pub fn originated_v3(json: &str) -> Result<Vec<ipnet::IpNet>, serde_json::Error> {
-    let v: Value = serde_json::from_str(json)?;
+    let v = parse(json)?;
     let mut out = Vec::new();
     for area in v["areaScopedLinkStateDb"].as_array().into_iter().flatten() {
         for lsa in area["lsa"].as_array().into_iter().flatten() {
@@ -286,6 +295,15 @@ mod tests {
             configured_interfaces(include_str!("../tests/frr-8.4/running-config.txt")),
             [(Version::V2, "eth0".to_string())]
         );
+    }
+
+    #[test]
+    fn a_daemon_without_an_ospf_instance_answers_with_nothing() {
+        assert!(neighbors("").unwrap().is_empty());
+        assert!(ospf6_neighbors("\n").unwrap().is_empty());
+        assert!(interfaces("").unwrap().is_empty());
+        assert!(originated_v2("").unwrap().is_empty());
+        assert!(neighbors("{").is_err(), "broken JSON is an error");
     }
 
     #[test]

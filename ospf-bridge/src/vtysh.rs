@@ -13,6 +13,8 @@ pub enum VtyError {
     Spawn(String),
     #[error("FRR refused the configuration: {0}")]
     Refused(String),
+    #[error("FRR's output could not be read: {0}")]
+    Unreadable(String),
     #[error("vtysh failed (exit {code:?}): {output}")]
     Failed { code: Option<i32>, output: String },
 }

@@ -123,6 +123,7 @@ impl Ospf {
             full: BTreeMap::new(),
             plan: Plan::default(),
             injected_ok: false,
+            logged_probe_error: None,
         };
         std::thread::Builder::new()
             .name("ospf-bridge".into())
@@ -167,6 +168,8 @@ struct Task {
     plan: Plan,
     /// Whether the kernel side of the injection holds.
     injected_ok: bool,
+    /// The probe error last logged.
+    logged_probe_error: Option<String>,
 }
 
 fn unix_now() -> u64 {
@@ -194,6 +197,7 @@ impl Task {
                     next_resync = Instant::now() + RESYNC;
                 }
             }
+            self.log_probe_error();
             self.neighbor_events();
             self.refresh_status();
             apply = false;
@@ -219,6 +223,18 @@ impl Task {
                 }
             }
             apply = true;
+        }
+    }
+
+    /// Says once why the sidecar does not answer (until it does).
+    fn log_probe_error(&mut self) {
+        let now = self.bridge.probe_error().map(str::to_string);
+        if now != self.logged_probe_error {
+            if let Some(e) = &now {
+                tracing::warn!(error = %e, socket_dir = %self.status.lock().expect("ospf status").socket_dir, "the ospfd sidecar does not answer");
+            }
+            self.status.lock().expect("ospf status").last_error = now.clone();
+            self.logged_probe_error = now;
         }
     }
 
