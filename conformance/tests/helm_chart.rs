@@ -117,15 +117,12 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
             .arg("--check-config")
             .arg(&config_file)
             .env("NOVANET_NODE_NAME", "node-a"));
+        assert!(o.status.success(), "--check-config ({name}): {}\n{config}", text(&o));
         if name == "OSPF" {
-            // Until the OSPF bridge exists the agent refuses OSPF, and says so.
-            assert!(
-                !o.status.success() && text(&o).contains("routing.protocol"),
-                "{}",
-                text(&o)
-            );
-        } else {
-            assert!(o.status.success(), "--check-config ({name}): {}\n{config}", text(&o));
+            assert_eq!(parsed["routing"]["protocol"], "ospf");
+            assert_eq!(parsed["routing"]["frr_socket_dir"], "/run/frr");
+            assert_eq!(parsed["routing"]["node_mesh"]["enabled"], false);
+            assert_eq!(parsed["routing"]["ospf"]["interfaces"][0]["interface_name"], "eth0");
         }
 
         check_daemonset(name, &docs);
@@ -224,6 +221,18 @@ fn bad_values_are_refused_with_the_key_that_is_wrong() {
             "remoteAs",
         ),
         (&["config.routingMode=overlay"][..], "routingMode"),
+        (
+            &[
+                "routing.protocol=ospf",
+                "routing.peers[0].neighbor_address=10.0.0.1",
+                "routing.peers[0].remote_as=65000",
+            ][..],
+            "routing.peers must be empty with routing.protocol=ospf",
+        ),
+        (
+            &["routing.protocol=ospf", "routing.ospf.interfaces[0].interface_name=eth0 x"][..],
+            "interface_name",
+        ),
     ] {
         let o = template(&[], sets);
         let out = text(&o);

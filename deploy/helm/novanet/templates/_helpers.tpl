@@ -46,6 +46,17 @@ app.kubernetes.io/component: agent
   "node_mesh" (dict "enabled" $r.nodeMesh.enabled "source" "kubernetes" "max_prefix" (int64 ($r.nodeMesh.maxPrefix | default 0)))
   "peers" $r.peers
 -}}
+{{- if eq $r.protocol "ospf" -}}
+{{- if $r.peers -}}
+{{- fail "routing.peers must be empty with routing.protocol=ospf: the ToRs are reached through OSPF (routing.ospf.interfaces)" -}}
+{{- end -}}
+{{- $ospf := dict "area" ($r.ospf.area | toString) "interfaces" ($r.ospf.interfaces | default list) -}}
+{{- if not (kindIs "invalid" $r.ospf.ipv6) -}}
+{{- $_ := set $ospf "ipv6" $r.ospf.ipv6 -}}
+{{- end -}}
+{{- $_ := set $routing "ospf" $ospf -}}
+{{- $_ := set $routing.node_mesh "enabled" false -}}
+{{- end -}}
 {{- if gt (int64 ($r.nodeMesh.maxPrefix | default 0)) 0 -}}
 {{- $_ := set $routing.node_mesh "max_prefix_warning_only" ($r.nodeMesh.maxPrefixWarningOnly | default false) -}}
 {{- end -}}
