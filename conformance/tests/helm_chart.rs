@@ -230,7 +230,10 @@ fn bad_values_are_refused_with_the_key_that_is_wrong() {
             "routing.peers must be empty with routing.protocol=ospf",
         ),
         (
-            &["routing.protocol=ospf", "routing.ospf.interfaces[0].interface_name=eth0 x"][..],
+            &[
+                "routing.protocol=ospf",
+                "routing.ospf.interfaces[0].interface_name=eth0 x",
+            ][..],
             "interface_name",
         ),
     ] {

@@ -146,21 +146,15 @@ fn runtime<'a>(lab: &'a Lab, node: &str, cfg: &Value, bin: &std::path::Path) -> 
     }
 }
 
-/// `novanetctl routing ospf -o json` against an agent's socket.
-fn ctl_ospf(socket: &std::path::Path) -> Value {
+/// `novanetctl routing ospf -o FORMAT` against an agent's socket.
+fn ctl_ospf(socket: &std::path::Path, format: &str) -> String {
+    let socket = socket.display().to_string();
     let out = std::process::Command::new(ctl_binary())
-        .args([
-            "--socket",
-            &socket.display().to_string(),
-            "routing",
-            "ospf",
-            "-o",
-            "json",
-        ])
+        .args(["--socket", &socket, "routing", "ospf", "-o", format])
         .output()
         .expect("novanetctl");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("JSON")
+    String::from_utf8(out.stdout).expect("UTF-8")
 }
 
 #[test]
@@ -254,7 +248,11 @@ fn two_nodes_route_their_pods_through_ospf() {
             ["DR", "Backup", "DROther"].contains(&eth0.state.as_str()),
             "ospfd's state: {eth0:?}"
         );
-        let view = ctl_ospf(&agent_a.socket);
+        let table = ctl_ospf(&agent_a.socket, "table");
+        eprintln!("novanetctl routing ospf:\n{table}");
+        assert!(table.starts_with("ospfd sidecar:  connected, FRRouting"), "{table}");
+        assert!(table.contains("\nNEIGHBOR ID  ADDRESS    INTERFACE  STATE"), "{table}");
+        let view: Value = serde_json::from_str(&ctl_ospf(&agent_a.socket, "json")).expect("JSON");
         assert_eq!(view["sidecar"]["connected"], true, "{view}");
         let neighbors = view["neighbors"].as_array().unwrap();
         assert!(

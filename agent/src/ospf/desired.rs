@@ -131,10 +131,14 @@ pub fn plan(s: &Settings, intents: &Intents, injecting: bool) -> Plan {
         let _ = add(&mut plan, s, interface_request(i, &s.area), config(None));
     }
     if injecting {
+        // Passive, so no hello is ever sent; the short dead interval only
+        // ends its wait (DR election) at once instead of after 40 s.
         let injection = InterfaceRequest {
             name: &s.injection_interface,
             area: &s.area,
             passive: true,
+            hello: 1,
+            dead: 3,
             ..Default::default()
         };
         let _ = add(&mut plan, s, injection, config(None));
