@@ -667,14 +667,20 @@ impl Config {
                 "must be false with routing.protocol \"ospf\": PodCIDRs travel through OSPF, not a BGP mesh",
             ));
         }
-        if let Err(e) = novanet_ospf_bridge::validate::area(&o.area) {
-            errs.push(invalid("routing.ospf.area", e.problem));
-        }
+        // A bad area is reported once, not again for each interface that
+        // takes it as its default.
+        let default_area = match novanet_ospf_bridge::validate::area(&o.area) {
+            Ok(_) => o.area.as_str(),
+            Err(e) => {
+                errs.push(invalid("routing.ospf.area", e.problem));
+                "0"
+            }
+        };
         if let Err(e) = novanet_ospf_bridge::validate::interface(&o.injection_interface) {
             errs.push(invalid("routing.ospf.injection_interface", e.problem));
         }
         for (i, iface) in o.interfaces.iter().enumerate() {
-            let request = crate::ospf::desired::interface_request(iface, &o.area);
+            let request = crate::ospf::desired::interface_request(iface, default_area);
             if let Err(e) = novanet_ospf_bridge::command::Interface::new(&request) {
                 errs.push(invalid(format!("routing.ospf.interfaces[{i}].{}", e.field), e.problem));
             }
@@ -902,6 +908,53 @@ mod tests {
                 "routing.peers[0].remote_as",
                 "routing.peers[1].hold_time",
                 "routing.peers[1].import"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_ospf_mode_names_every_problem_of_its_settings() {
+        let problems = |text: &str| -> Vec<String> {
+            Config::read_with_env(text)
+                .unwrap()
+                .problems()
+                .iter()
+                .map(|e| match e {
+                    ConfigError::Invalid { path, .. } => path.clone(),
+                    other => other.to_string(),
+                })
+                .collect()
+        };
+        let ok = r#"{"node_name": "a", "node_ip": "10.0.0.10", "pod_cidr": "10.244.1.0/24", "routing": {
+            "protocol": "ospf", "frr_socket_dir": "/run/frr",
+            "ospf": {"interfaces": [{"interface_name": "eth0", "hello_interval": 1, "dead_interval": 3}]}}}"#;
+        assert_eq!(problems(ok), Vec::<String>::new());
+        let cfg = Config::parse(ok).unwrap();
+        assert!(cfg.ospf_mode() && !cfg.ospf_ipv6(), "OSPFv3 follows an IPv6 PodCIDR");
+        let bad = r#"{"node_name": "a", "node_ip": "10.0.0.10", "routing": {
+            "protocol": "ospf", "frr_socket_dir": "run/frr",
+            "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000}],
+            "node_mesh": {"enabled": true, "source": "static"},
+            "ospf": {"area": "backbone", "injection_interface": "inject\nrouter bgp 1", "interfaces": [
+                {"interface_name": "eth0\nrouter bgp 1"},
+                {"interface_name": "eth1", "area_id": "0.0.0"},
+                {"interface_name": "eth2", "cost": 70000},
+                {"interface_name": "eth3", "hello_interval": 10, "dead_interval": 5},
+                {"interface_name": "eth4"},
+                {"interface_name": "eth4"}]}}}"#;
+        assert_eq!(
+            problems(bad),
+            [
+                "routing.frr_socket_dir",
+                "routing.peers",
+                "routing.node_mesh.enabled",
+                "routing.ospf.area",
+                "routing.ospf.injection_interface",
+                "routing.ospf.interfaces[0].interface_name",
+                "routing.ospf.interfaces[1].area_id",
+                "routing.ospf.interfaces[2].cost",
+                "routing.ospf.interfaces[3].dead_interval",
+                "routing.ospf.interfaces[5].interface_name",
             ]
         );
     }

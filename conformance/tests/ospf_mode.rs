@@ -159,6 +159,8 @@ fn ctl_ospf(socket: &std::path::Path, format: &str) -> String {
 
 #[test]
 fn two_nodes_route_their_pods_through_ospf() {
+    let started = std::time::Instant::now();
+    let phase = |what: &str| eprintln!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
     let mut lab = Lab::new("ospfm");
     lab.add_ns("tor");
     lab.add_ns("a");
@@ -212,11 +214,13 @@ fn two_nodes_route_their_pods_through_ospf() {
         })
         .await
         .unwrap();
+        phase("agents up, EnableOSPF");
         c.enable_ospf(enable("eth0")).await.expect("EnableOSPF eth0");
         let up = expect_event(&mut events, EventType::OspfNeighborUp, "10.30.0.1").await;
         assert_eq!(up.owner, "ops", "the neighbor is on the owner's interface: {up:?}");
         assert_eq!(up.metadata["interface"], "eth0");
 
+        phase("adjacency Full");
         // Both PodCIDRs at the ToR and at the other node, in both families.
         wait_route(&lab, "tor", "10.244.31.0/24", "10.30.1.2");
         wait_route(&lab, "tor", "10.244.32.0/24", "10.30.2.2");
@@ -274,6 +278,7 @@ fn two_nodes_route_their_pods_through_ospf() {
         );
         assert_eq!(agent_a.get("/readyz").unwrap().trim(), "ready");
 
+        phase("routes and status checked");
         // Pods on the two nodes reach each other over the OSPF routes.
         let bin = cni_runtime::plugin_dir(&lab, &[]);
         let pod_a = cni_runtime::pod(&mut lab, "pa", json!({}));
@@ -294,6 +299,7 @@ fn two_nodes_route_their_pods_through_ospf() {
         });
         assert!(ping(&pod_b, &ip_a), "and back");
 
+        phase("pods ping");
         // An OSPF prefix intent comes and goes at the ToR.
         c.advertise_prefix(ospf_prefix("10.77.0.0/24"))
             .await
@@ -309,6 +315,7 @@ fn two_nodes_route_their_pods_through_ospf() {
         .unwrap();
         wait_no_route(&lab, "tor", "10.77.0.0/24");
 
+        phase("prefix intent came and went");
         // A command smuggled in an interface name: refused, reported, and
         // the sidecar's configuration is what it was.
         let before = side_a.vtysh("show running-config");
@@ -336,6 +343,7 @@ fn two_nodes_route_their_pods_through_ospf() {
         );
         assert!(!after.contains("router bgp"));
 
+        phase("smuggling refused");
         // The sidecar's ospfd dies and comes back: the agent sees it go,
         // writes its state again, and the adjacency and routes return.
         side_a.kill_daemon("ospfd");
@@ -357,6 +365,7 @@ fn two_nodes_route_their_pods_through_ospf() {
             }
         });
 
+        phase("ospfd restarted and state back");
         // DisableOSPF: the uplink leaves OSPF, the ToR loses the PodCIDR.
         c.disable_ospf(DisableOspfRequest {
             owner: "ops".into(),
@@ -372,12 +381,14 @@ fn two_nodes_route_their_pods_through_ospf() {
         runtime(&lab, "b", &cfg_b, &bin).del(&pod_b, Some(&rb)).unwrap();
     });
 
+    phase("DisableOSPF withdrew");
     // SIGTERM on node b: its PodCIDRs leave OSPF before the agent exits
     // (its uplink stays in the sidecar; the withdrawal is flooded).
     lab.signal("agent-b", libc::SIGTERM);
     assert!(lab.wait_exit("agent-b", Duration::from_secs(30)).success());
     wait_no_route(&lab, "tor", "10.244.32.0/24");
     wait_no_route(&lab, "tor", "fd00:30:b::/64");
+    phase("SIGTERM withdrew");
     let left = lab.exec("b", "ip", &["-o", "link"]);
     assert!(
         !left.contains("novanet-ospf"),

@@ -322,7 +322,8 @@ impl Bridge {
                 );
             }
         }
-        self.stale = !report.failed.is_empty() || report.router_failed.is_some();
+        // What failed is in the report; the caller decides when to retry.
+        self.stale = false;
         Ok(report)
     }
 }

@@ -35,6 +35,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub const POLL: Duration = Duration::from_secs(1);
 /// How often the whole running configuration is compared.
 pub const RESYNC: Duration = Duration::from_secs(30);
+/// How soon an apply that FRR partly refused is tried again.
+pub const RETRY: Duration = Duration::from_secs(5);
 /// How long a withdrawal on shutdown waits for ospfd to drop the injected
 /// networks from its router LSAs (it may wait out its minimum LSA
 /// interval, 5 s, first).
@@ -185,17 +187,16 @@ impl Task {
         let mut apply = true;
         loop {
             let now = Instant::now();
-            if apply || self.bridge.needs_sync() || now >= next_resync {
-                self.apply(true);
-                next_resync = Instant::now() + RESYNC;
-            } else {
+            let mut due = apply || self.bridge.needs_sync() || now >= next_resync;
+            if !due {
                 let changes = self.bridge.check(self.plan.desired.has_v3());
                 self.publish(&changes);
-                if self.bridge.needs_sync() {
-                    // Back, or restarted: everything is written again now.
-                    self.apply(true);
-                    next_resync = Instant::now() + RESYNC;
-                }
+                // Back, or restarted: everything is written again now.
+                due = self.bridge.needs_sync();
+            }
+            if due {
+                let complete = self.apply(true);
+                next_resync = Instant::now() + if complete { RESYNC } else { RETRY };
             }
             self.log_probe_error();
             self.neighbor_events();
@@ -238,8 +239,9 @@ impl Task {
         }
     }
 
-    /// Works out the plan and brings kernel and sidecar to it.
-    fn apply(&mut self, injecting: bool) {
+    /// Works out the plan and brings kernel and sidecar to it; false when
+    /// something was not applied.
+    fn apply(&mut self, injecting: bool) -> bool {
         let intents = self.control.intents.lock().expect("intents").clone();
         self.plan = desired::plan(&self.settings, &intents, injecting);
         let mut errors = Vec::new();
@@ -269,8 +271,14 @@ impl Task {
         if !errors.is_empty() {
             tracing::warn!(errors = %errors.join("; "), "OSPF sidecar not at the desired state");
         }
-        self.status.lock().expect("ospf status").last_error = (!errors.is_empty()).then(|| errors.join("; "));
+        let last = match errors.is_empty() {
+            false => Some(errors.join("; ")),
+            // Not answering is said by log_probe_error, and stays said.
+            true => self.bridge.probe_error().map(str::to_string),
+        };
+        self.status.lock().expect("ospf status").last_error = last;
         self.record_states(&report);
+        errors.is_empty()
     }
 
     /// The apply state of every OSPF intent.
@@ -503,7 +511,7 @@ impl Task {
     /// ospfd no longer originates its networks, removes it, and stops.
     fn stop(mut self, done: tokio::sync::oneshot::Sender<()>) {
         let injected = self.plan.injected();
-        self.apply(false);
+        let _ = self.apply(false);
         if self.bridge.connected() && !injected.is_empty() {
             let deadline = Instant::now() + WITHDRAW_WAIT;
             let withdrawn = loop {
