@@ -335,7 +335,7 @@ fn route_control_api_end_to_end() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let ospf = st.ospf_interfaces.first().expect("OSPF intent in status");
-        assert!(ospf.state.contains("OSPF bridge"), "{}", ospf.state);
+        assert!(ospf.state.contains("OSPF is off"), "{}", ospf.state);
         let ev = expect_event(&mut events, EventType::OspfNeighborDown, "ospf:eth0").await;
         assert_eq!(
             (ev.owner.as_str(), ev.metadata["state"].as_str()),

@@ -2,7 +2,8 @@
 //! `vtysh --vty_socket`: an interface put into an area shows in the running
 //! configuration and in ospfd's interface view, FRR's refusals fail the
 //! batch, and a smuggled command never reaches vtysh (the running
-//! configuration stays as it was).
+//! configuration stays as it was); the desired state survives an ospfd
+//! and a zebra restart.
 
 use novanet_conformance::{wait_until, Frr, Lab};
 use novanet_ospf_bridge::bridge::{Bridge, Change, Desired};
@@ -168,6 +169,22 @@ fn the_desired_state_comes_back_after_ospfd_restarts() {
         running.contains(" ip ospf area 0.0.0.1") && running.contains("ospf router-id 10.9.1.1"),
         "{running}"
     );
+
+    // zebra dies and comes back: the sidecar is gone meanwhile, and the
+    // restarted zebra (a new pid and socket) is a reconnection.
+    frr.kill_daemon("zebra");
+    let gone = bridge.sync(&want).unwrap().changes;
+    assert!(
+        matches!(gone.as_slice(), [Change::Disconnected(why)] if why.contains("zebra")),
+        "{gone:?}"
+    );
+    frr.start_daemon_again(&mut lab, "r", "zebra");
+    wait_until("zebra back", Duration::from_secs(20), || {
+        bridge.vtysh().show("show zebra").map(|_| ()).map_err(|e| e.to_string())
+    });
+    let back = bridge.sync(&want).unwrap();
+    assert!(matches!(&back.changes[0], Change::Connected(_)), "{back:?}");
+    assert!(back.failed.is_empty(), "{back:?}");
 
     // Taken out of the desired state: taken out of ospfd.
     want.interfaces.clear();

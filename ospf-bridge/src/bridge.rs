@@ -141,8 +141,9 @@ impl Bridge {
             .collect()
     }
 
-    /// Probes the daemons (ospfd's and, with `v3`, ospf6d's neighbor lists,
-    /// read for [`Bridge::neighbors`]) and reports a connection change. A
+    /// Probes the daemons (zebra, and ospfd's and, with `v3`, ospf6d's
+    /// neighbor lists, read for [`Bridge::neighbors`]) and reports a
+    /// connection change. A
     /// daemon that does not answer is not an error: the change says so.
     pub fn check(&mut self, v3: bool) -> Vec<Change> {
         let mut changes = Vec::new();
@@ -184,6 +185,9 @@ impl Bridge {
     }
 
     fn read_neighbors(&self, v3: bool) -> Result<Vec<(Version, Neighbor)>, VtyError> {
+        // zebra installs what ospfd learns: without it the sidecar is not
+        // doing its job either.
+        self.vty.show("show zebra")?;
         let bad_json = |e: serde_json::Error| VtyError::Unreadable(format!("neighbor JSON: {e}"));
         let mut all: Vec<(Version, Neighbor)> = readback::neighbors(&self.vty.show("show ip ospf neighbor json")?)
             .map_err(bad_json)?

@@ -31,8 +31,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How often the sidecar's connection and neighbors are read.
-pub const POLL: Duration = Duration::from_secs(1);
+/// How often the sidecar's connection and neighbors are read (each read
+/// is a vtysh run per daemon).
+pub const POLL: Duration = Duration::from_secs(2);
 /// How often the whole running configuration is compared.
 pub const RESYNC: Duration = Duration::from_secs(30);
 /// How soon an apply that FRR partly refused is tried again.
