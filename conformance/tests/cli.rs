@@ -341,7 +341,9 @@ fn novanetctl_read_and_write_commands() {
         .contains("peer_address: 10.0.0.1"));
     let ospf = ctl.ok(&["routing", "ospf"]);
     assert!(
-        ospf.starts_with("INTERFACE  AREA  STATE") && ospf.contains("failed: OSPF needs the OSPF bridge"),
+        ospf.starts_with("OSPF is off: routing.protocol is \"bgp\"")
+            && ospf.contains("\nINTERFACE  AREA  STATE")
+            && ospf.contains("failed: OSPF is off"),
         "{ospf}"
     );
     assert!(

@@ -190,7 +190,8 @@ pub async fn render(a: &mut Agent, owner: &str, format: Format) -> anyhow::Resul
             let intents = read::ospf(a, owner).await?;
             let body = list(format, &intents, "No OSPF interfaces configured.", read::ospf_table)?;
             Ok(match format {
-                Format::Table => format!("{}\n\n{body}", e.message()),
+                // Why the intents there are not applied.
+                Format::Table if !intents.is_empty() => format!("{}\n\n{body}", e.message()),
                 _ => body,
             })
         }
