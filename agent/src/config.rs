@@ -329,11 +329,18 @@ pub struct MeshNode {
 pub struct Fib {
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Routes point at kernel nexthop groups where the kernel has them
+    /// (one group update moves every route through a lost gateway).
+    #[serde(default = "yes")]
+    pub nexthop_objects: bool,
 }
 
 impl Default for Fib {
     fn default() -> Self {
-        Fib { enabled: true }
+        Fib {
+            enabled: true,
+            nexthop_objects: true,
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use crate::config::{node_asn, parse_family, Config, MeshSource, NodeMesh, PeerEn
 use crate::fib::{Fib, FibInput};
 use crate::peers::{PeerSources, PeerSpec};
 use novanet_bgp::policy::{LocalPrefixes, PeerPolicy};
-use novanet_bgp::speaker::{PeerConfig, PeerRole, RouteSink, Speaker, SpeakerConfig, SpeakerEvent};
+use novanet_bgp::speaker::{PeerConfig, PeerRole, RouteSink, SinkEvent, Speaker, SpeakerConfig, SpeakerEvent};
 use novanet_bgp::wire::{Origin, PathAttributes};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,10 +147,15 @@ pub const FIB_RECONCILE_EVERY: Duration = Duration::from_secs(30);
 pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
     let mut sc = speaker_config(cfg)?;
     let fib = if cfg.routing.fib.enabled {
-        let fib = Fib::start(FIB_RECONCILE_EVERY).map_err(|e| anyhow::anyhow!("kernel FIB (routing.fib): {e}"))?;
+        let fib = Fib::start(FIB_RECONCILE_EVERY, cfg.routing.fib.nexthop_objects)
+            .map_err(|e| anyhow::anyhow!("kernel FIB (routing.fib): {e}"))?;
         let input = Mutex::new(fib.input());
-        sc.route_sink = Some(RouteSink(Arc::new(move |changes| {
-            let _ = input.lock().expect("fib input").send(FibInput::Changes(changes));
+        sc.route_sink = Some(RouteSink(Arc::new(move |event| {
+            let input = input.lock().expect("fib input");
+            let _ = match event {
+                SinkEvent::Changes(changes) => input.send(FibInput::Changes(changes)),
+                SinkEvent::NextHopsLost(lost) => input.send(FibInput::NextHopsLost(lost)),
+            };
         })));
         if fib.adopted > 0 {
             sc.restarting.store(true, Ordering::Relaxed);

@@ -54,3 +54,48 @@ pub fn bgp_routes(lab: &Lab, ns: &str) -> BTreeMap<String, Vec<String>> {
         .filter_map(|(p, rs)| rs.into_iter().find(|r| r.protocol == "bgp").map(|r| (p, r.next_hops)))
         .collect()
 }
+
+/// A nexthop object of the kernel (`ip -j nexthop`): a gateway through a
+/// device, or a group of other objects' ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nexthop {
+    pub id: u64,
+    pub protocol: String,
+    pub gateway: Option<String>,
+    pub group: Vec<u64>,
+}
+
+/// Every nexthop object of a namespace's kernel.
+pub fn nexthops(lab: &Lab, ns: &str) -> Vec<Nexthop> {
+    let v: Value = serde_json::from_str(&lab.exec(ns, "ip", &["-j", "nexthop", "show"])).unwrap_or(Value::Null);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| Nexthop {
+            id: n["id"].as_u64().unwrap_or(0),
+            protocol: n["protocol"].as_str().unwrap_or("").to_string(),
+            gateway: n["gateway"].as_str().map(str::to_string),
+            group: n["group"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["id"].as_u64())
+                .collect(),
+        })
+        .collect()
+}
+
+/// The nexthop object ids `proto bgp` routes point at, by prefix.
+pub fn bgp_route_nexthop_ids(lab: &Lab, ns: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for family in ["-4", "-6"] {
+        let v: Value = serde_json::from_str(&lab.exec(ns, "ip", &["-j", family, "route", "show", "proto", "bgp"]))
+            .unwrap_or(Value::Null);
+        for r in v.as_array().into_iter().flatten() {
+            if let (Some(dst), Some(id)) = (r["dst"].as_str(), r["nhid"].as_u64()) {
+                out.insert(dst.to_string(), id);
+            }
+        }
+    }
+    out
+}

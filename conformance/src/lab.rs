@@ -154,6 +154,16 @@ impl Lab {
     /// Drops every packet from `source` arriving in namespace `ns` (the link
     /// stays up), until [`Lab::undrop`]. Uses nftables.
     pub fn drop_from(&self, ns: &str, source: &str) {
+        self.drop_matching(ns, &["ip", "saddr", source]);
+    }
+
+    /// Drops every packet arriving on interface `iface` in namespace `ns`
+    /// (a peer behind it gone silent, the link still up).
+    pub fn drop_on(&self, ns: &str, iface: &str) {
+        self.drop_matching(ns, &["iifname", iface]);
+    }
+
+    fn drop_matching(&self, ns: &str, matching: &[&str]) {
         let table = "novanet_test";
         let _ = self.cmd(ns, "nft").args(["add", "table", "inet", table]).output();
         let _ = self
@@ -167,11 +177,10 @@ impl Lab {
                 "{ type filter hook input priority 0 ; }",
             ])
             .output();
-        self.exec(
-            ns,
-            "nft",
-            &["add", "rule", "inet", table, "input", "ip", "saddr", source, "drop"],
-        );
+        let mut rule = vec!["add", "rule", "inet", table, "input"];
+        rule.extend_from_slice(matching);
+        rule.push("drop");
+        self.exec(ns, "nft", &rule);
     }
 
     /// Removes every drop rule of [`Lab::drop_from`] in a namespace.

@@ -1,18 +1,26 @@
 //! The kernel FIB writer: selected BGP routes into the kernel with
 //! protocol `bgp` (186), one owner, per-prefix desired state, many
 //! requests per netlink `send`, and a periodic reconcile against a kernel
-//! dump. It never touches a route of another protocol.
+//! dump. It never touches a route or nexthop object of another owner.
+//!
+//! Where the kernel has nexthop objects (Linux 5.3+), routes point at
+//! nexthop groups ([`objects`]): when a BGP peer goes down, every group
+//! holding its gateway is replaced without it before anything else is
+//! written, so a full table fails over in a handful of kernel operations.
 //!
 //! It runs on a thread of its own with a blocking netlink socket, fed by
-//! the speaker's route sink. [`state`] is the bookkeeping (no I/O);
-//! [`netlink`] the socket.
+//! the speaker's route sink. [`state`] and [`objects`] are the bookkeeping
+//! (no I/O); [`netlink`] the socket, [`nexthop_wire`] the nexthop messages.
 
 pub mod netlink;
+pub mod nexthop_wire;
+pub mod objects;
 pub mod state;
 
 use ipnet::IpNet;
-use netlink::RouteSocket;
+use netlink::{Reach, RouteSocket};
 use novanet_bgp::rib::{BestChange, LOCAL_PEER};
+use objects::ObjectOp;
 use serde::Serialize;
 use state::{protocol_name, Blocked, FibState, NextHops};
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +42,10 @@ pub enum FibInput {
     /// state coalesces per prefix and puts changes of installed routes,
     /// such as a failover, ahead of new ones).
     Changes(Arc<Vec<BestChange>>),
+    /// BGP next hops no established peer announces any more (a peer went
+    /// down): their gateways leave every nexthop group at once, before the
+    /// RIB's changes for each prefix arrive.
+    NextHopsLost(Vec<IpAddr>),
     /// The restart is over: remove stale routes that were not re-learned.
     Sweep,
 }
@@ -49,6 +61,13 @@ pub struct BlockedRoute {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FibStatus {
     pub enabled: bool,
+    /// Routes point at kernel nexthop objects (else each route carries its
+    /// gateways: a kernel without them, or `routing.fib.nexthop_objects`
+    /// off).
+    pub nexthop_objects: bool,
+    /// Nexthop groups and nexthop objects of ours.
+    pub nexthop_groups: usize,
+    pub nexthops: usize,
     /// Routes of ours in the kernel.
     pub installed: usize,
     /// Routes the RIB wants in the kernel.
@@ -120,18 +139,36 @@ pub struct Fib {
 }
 
 impl Fib {
-    /// Opens the netlink socket, adopts routes left by a previous run, and
-    /// starts the writer thread.
-    pub fn start(reconcile_every: Duration) -> std::io::Result<Fib> {
+    /// Opens the netlink socket, adopts routes (and nexthop objects) left
+    /// by a previous run, and starts the writer thread. With
+    /// `nexthop_objects`, routes point at kernel nexthop groups where the
+    /// kernel has them.
+    pub fn start(reconcile_every: Duration, nexthop_objects: bool) -> std::io::Result<Fib> {
         let mut socket = RouteSocket::open(BGP_METRIC)?;
-        let mut state = FibState::new(BGP_METRIC);
+        let objects = if nexthop_objects {
+            let dump = socket.dump_nexthops()?;
+            if dump.is_none() {
+                tracing::warn!("the kernel has no nexthop objects: each route carries its gateways");
+            }
+            dump
+        } else {
+            None
+        };
+        let mut state = FibState::new(BGP_METRIC, objects.is_some());
+        if let Some(dump) = &objects {
+            state.take_kernel_objects(dump);
+        }
         let dump = socket.dump()?;
         let adopted = state.adopt(&dump);
         if adopted > 0 {
             tracing::info!(routes = adopted, "routes of a previous run kept in the kernel as stale");
         }
+        let (groups, nexthops) = state.object_counts();
         let status = Arc::new(Mutex::new(FibStatus {
             enabled: true,
+            nexthop_objects: state.nexthop_objects(),
+            nexthop_groups: groups,
+            nexthops,
             installed: adopted,
             stale: adopted,
             ..Default::default()
@@ -174,9 +211,9 @@ struct Writer {
     socket: RouteSocket,
     state: FibState,
     status: Arc<Mutex<FibStatus>>,
-    /// Next hop -> gateway the kernel uses to reach it (`None`:
-    /// unreachable). Cleared at each reconcile.
-    resolved: HashMap<IpAddr, Option<IpAddr>>,
+    /// Next hop -> how the kernel reaches it (`None`: unreachable).
+    /// Cleared at each reconcile.
+    resolved: HashMap<IpAddr, Option<Reach>>,
     reconcile_every: Duration,
     /// Learned prefixes kept from forwarding by other protocols' routes.
     blocked: BTreeMap<IpNet, Blocked>,
@@ -220,6 +257,13 @@ impl Writer {
     fn receive(&mut self, input: FibInput) {
         match input {
             FibInput::Changes(c) => self.apply(&c),
+            FibInput::NextHopsLost(lost) => {
+                let gateways = lost_gateways(&self.resolved, &lost);
+                let groups = self.state.lose_gateways(&gateways);
+                if groups > 0 {
+                    tracing::info!(next_hops = ?lost, groups, "next hops lost: their gateways left the nexthop groups");
+                }
+            }
             FibInput::Sweep => {
                 let n = self.state.sweep_stale();
                 tracing::info!(routes = n, "restart finished: stale kernel routes removed");
@@ -237,7 +281,7 @@ impl Writer {
                 .map(|b| b.next_hops.iter().copied().collect::<NextHops>());
             match hops {
                 Some(h) => {
-                    let resolved = resolve_all(&mut self.socket, &mut self.resolved, &h);
+                    let resolved = resolve_all(&mut self.socket, &mut self.resolved, &mut self.state, &h);
                     self.state.set(c.prefix, Some((h, resolved)));
                     self.note_blocked(c.prefix);
                 }
@@ -259,24 +303,37 @@ impl Writer {
         let mut failed = 0;
         let mut last = None;
         for (op, r) in ops.iter().zip(results) {
-            let ok = match r {
-                Ok(()) => true,
-                // Deleting a route that is already gone is done.
-                Err(e) if matches!(op, state::Op::Delete { .. }) && e.raw_os_error() == Some(libc::ESRCH) => true,
+            let ok = match (r, op.prefix()) {
+                (Ok(()), _) => true,
+                // Deleting what is already gone is done.
+                (Err(e), _)
+                    if matches!(
+                        op,
+                        state::Op::Delete { .. } | state::Op::Object(ObjectOp::Delete { .. })
+                    ) && matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::ENOENT)) =>
+                {
+                    true
+                }
                 // Another protocol's route appeared since the last dump:
                 // it stays, and the prefix shows as blocked.
-                Err(e)
+                (Err(e), Some(prefix))
                     if matches!(op, state::Op::Replace { exclusive: true, .. })
                         && e.raw_os_error() == Some(libc::EEXIST) =>
                 {
-                    self.state.found_foreign(op.prefix());
-                    conflicts.push(op.prefix());
+                    self.state.found_foreign(prefix);
+                    conflicts.push(prefix);
                     false
                 }
-                Err(e) => {
+                (Err(e), Some(prefix)) => {
                     failed += 1;
-                    tracing::warn!(prefix = %op.prefix(), error = %e, "kernel refused a route operation");
-                    last = Some(format!("{}: {e}", op.prefix()));
+                    tracing::warn!(%prefix, error = %e, "kernel refused a route operation");
+                    last = Some(format!("{prefix}: {e}"));
+                    false
+                }
+                (Err(e), None) => {
+                    failed += 1;
+                    tracing::warn!(operation = ?op, error = %e, "kernel refused a nexthop object operation");
+                    last = Some(format!("{op:?}: {e}"));
                     false
                 }
             };
@@ -296,7 +353,19 @@ impl Writer {
         // Next hops may be reached differently now.
         self.resolved.clear();
         let (socket, resolved) = (&mut self.socket, &mut self.resolved);
-        self.state.resolve_again(|hops| resolve_all(socket, resolved, hops));
+        let mut devices = Vec::new();
+        self.state
+            .resolve_again(|hops| resolve_gateways(socket, resolved, &mut devices, hops));
+        for (gw, oif) in devices {
+            self.state.set_device(gw, oif);
+        }
+        if self.state.nexthop_objects() {
+            match self.socket.dump_nexthops() {
+                Ok(Some(dump)) => self.state.take_kernel_objects(&dump),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "nexthop object dump failed"),
+            }
+        }
         self.state.begin_reconcile();
         let state = &mut self.state;
         match self.socket.dump_each(|route| state.reconcile_route(&route)) {
@@ -366,6 +435,7 @@ impl Writer {
     fn publish(&self) {
         let mut st = self.status.lock().expect("fib status");
         st.installed = self.state.installed_count();
+        (st.nexthop_groups, st.nexthops) = self.state.object_counts();
         st.desired = self.state.desired_count();
         st.stale = self.state.stale_count();
         let mut unreachable: Vec<IpAddr> = self
@@ -396,8 +466,29 @@ impl Writer {
 }
 
 /// The gateways for a route's BGP next hops, through a cache of kernel
-/// lookups; unreachable ones are left out.
-fn resolve_all(socket: &mut RouteSocket, cache: &mut HashMap<IpAddr, Option<IpAddr>>, hops: &NextHops) -> NextHops {
+/// lookups; unreachable ones are left out. The state learns each
+/// gateway's device.
+fn resolve_all(
+    socket: &mut RouteSocket,
+    cache: &mut HashMap<IpAddr, Option<Reach>>,
+    state: &mut FibState,
+    hops: &NextHops,
+) -> NextHops {
+    let mut devices = Vec::new();
+    let out = resolve_gateways(socket, cache, &mut devices, hops);
+    for (gw, oif) in devices {
+        state.set_device(gw, oif);
+    }
+    out
+}
+
+/// [`resolve_all`] with the devices collected in `devices`.
+fn resolve_gateways(
+    socket: &mut RouteSocket,
+    cache: &mut HashMap<IpAddr, Option<Reach>>,
+    devices: &mut Vec<(IpAddr, u32)>,
+    hops: &NextHops,
+) -> NextHops {
     let mut out = NextHops::new();
     for nh in hops {
         let r = *cache.entry(*nh).or_insert_with(|| {
@@ -407,9 +498,30 @@ fn resolve_all(socket: &mut RouteSocket, cache: &mut HashMap<IpAddr, Option<IpAd
             }
             r
         });
-        out.extend(r);
+        if let Some(reach) = r {
+            out.push(reach.gateway);
+            devices.push((reach.gateway, reach.oif));
+        }
     }
     out
+}
+
+/// The gateways of lost BGP next hops that no other known next hop is
+/// reached through.
+fn lost_gateways(cache: &HashMap<IpAddr, Option<Reach>>, lost: &[IpAddr]) -> Vec<IpAddr> {
+    let mut gateways: Vec<IpAddr> = lost
+        .iter()
+        .filter_map(|nh| cache.get(nh).copied().flatten())
+        .map(|r| r.gateway)
+        .collect();
+    gateways.retain(|gw| {
+        !cache
+            .iter()
+            .any(|(nh, r)| !lost.contains(nh) && r.is_some_and(|r| r.gateway == *gw))
+    });
+    gateways.sort();
+    gateways.dedup();
+    gateways
 }
 
 #[cfg(test)]

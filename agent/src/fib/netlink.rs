@@ -1,8 +1,11 @@
 //! The kernel side of the FIB: a blocking rtnetlink socket that writes
-//! many route requests per `send`, matches the kernel's ACKs by sequence
-//! number, dumps the routing table, and looks up how a next hop is reached.
+//! many route and nexthop-object requests per `send`, matches the kernel's
+//! ACKs by sequence number, dumps the routing table and the nexthop
+//! objects, and looks up how a next hop is reached.
 
-use super::state::{KernelRoute, NextHops, Op};
+use super::nexthop_wire::{KernelNexthop, NexthopMessage, RTM_NEWNEXTHOP};
+use super::objects::ObjectOp;
+use super::state::{KernelRoute, NextHops, Op, PROTO_BGP};
 use ipnet::IpNet;
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
@@ -20,6 +23,28 @@ use std::net::IpAddr;
 
 /// Largest batch of requests written with one `send`.
 const SEND_BYTES: usize = 64 * 1024;
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const RTM_NEWROUTE: u16 = 24;
+
+/// How the kernel reaches an address: through `gateway` (the address
+/// itself when it is on a connected network) on device `oif`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reach {
+    pub gateway: IpAddr,
+    pub oif: u32,
+}
+
+/// One message of a datagram the kernel sent.
+enum Reply {
+    /// An ACK (`None`) or an error (a negative errno).
+    Ack(Option<i32>),
+    Done,
+    Route(RouteMessage),
+    Nexthop(NexthopMessage),
+    Other,
+}
 
 /// An rtnetlink socket for route requests.
 pub struct RouteSocket {
@@ -78,7 +103,10 @@ impl RouteSocket {
         m
     }
 
-    fn encode(&mut self, msg: RouteNetlinkMessage, flags: u16, out: &mut Vec<u8>) -> u32 {
+    fn encode<T>(&mut self, msg: T, flags: u16, out: &mut Vec<u8>) -> u32
+    where
+        T: netlink_packet_core::NetlinkSerializable + std::fmt::Debug,
+    {
         let seq = self.next_seq();
         let mut header = NetlinkHeader::default();
         header.flags = flags;
@@ -91,15 +119,39 @@ impl RouteSocket {
         seq
     }
 
+    /// Encodes one operation into `out`; its sequence number.
+    fn encode_op(&mut self, op: &Op, out: &mut Vec<u8>) -> u32 {
+        const WRITE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        match op {
+            Op::Object(ObjectOp::Nexthop { id, gateway, oif }) => {
+                self.encode(NexthopMessage::nexthop(*id, *gateway, *oif, PROTO_BGP), WRITE, out)
+            }
+            Op::Object(ObjectOp::Group { id, members }) => {
+                self.encode(NexthopMessage::group(*id, members, PROTO_BGP), WRITE, out)
+            }
+            Op::Object(ObjectOp::Delete { id }) => {
+                self.encode(NexthopMessage::delete(*id), NLM_F_REQUEST | NLM_F_ACK, out)
+            }
+            route => {
+                let (msg, flags) = self.op_message(route);
+                self.encode(msg, flags, out)
+            }
+        }
+    }
+
     fn op_message(&self, op: &Op) -> (RouteNetlinkMessage, u16) {
         match op {
             Op::Replace {
                 prefix,
                 next_hops,
+                nh_id,
                 exclusive,
+                ..
             } => {
                 let mut m = self.route_message(prefix);
-                if let [gw] = next_hops.as_slice() {
+                if *nh_id != 0 {
+                    m.attributes.push(RouteAttribute::NhId(*nh_id));
+                } else if let [gw] = next_hops.as_slice() {
                     m.attributes.push(gateway_attr(prefix, *gw));
                 } else {
                     let paths = next_hops
@@ -124,6 +176,7 @@ impl RouteSocket {
                 RouteNetlinkMessage::DelRoute(self.route_message(prefix)),
                 NLM_F_REQUEST | NLM_F_ACK,
             ),
+            Op::Object(_) => unreachable!("objects are encoded by encode_op"),
         }
     }
 
@@ -136,8 +189,7 @@ impl RouteSocket {
             let mut buf = Vec::with_capacity(SEND_BYTES);
             let mut seqs: HashMap<u32, usize> = HashMap::new();
             while i < ops.len() && buf.len() < SEND_BYTES {
-                let (msg, flags) = self.op_message(&ops[i]);
-                let seq = self.encode(msg, flags, &mut buf);
+                let seq = self.encode_op(&ops[i], &mut buf);
                 seqs.insert(seq, i);
                 i += 1;
             }
@@ -157,12 +209,14 @@ impl RouteSocket {
                         break;
                     }
                 };
-                for (seq, payload) in msgs {
-                    if let (Some(idx), NetlinkPayload::Error(err)) = (seqs.remove(&seq), payload) {
-                        results[idx] = Some(match err.code {
-                            None => Ok(()),
-                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                        });
+                for (seq, reply) in msgs {
+                    if let Reply::Ack(code) = reply {
+                        if let Some(idx) = seqs.remove(&seq) {
+                            results[idx] = Some(match code {
+                                None => Ok(()),
+                                Some(code) => Err(io::Error::from_raw_os_error(-code)),
+                            });
+                        }
                     }
                 }
             }
@@ -174,22 +228,75 @@ impl RouteSocket {
     }
 
     /// Reads one datagram of netlink messages.
-    fn receive(&mut self) -> io::Result<Vec<(u32, NetlinkPayload<RouteNetlinkMessage>)>> {
+    fn receive(&mut self) -> io::Result<Vec<(u32, Reply)>> {
         let n = self.socket.recv(&mut &mut self.rx[..], 0)?;
         let mut out = Vec::new();
         let mut off = 0;
         while off + 16 <= n {
-            let len = u32::from_ne_bytes(self.rx[off..off + 4].try_into().expect("4 bytes")) as usize;
+            let bytes = &self.rx[off..];
+            let len = u32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
             if len < 16 || off + len > n {
                 break;
             }
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.rx[off..off + len])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let (header, payload) = msg.into_parts();
-            out.push((header.sequence_number, payload));
+            let kind = u16::from_ne_bytes(bytes[4..6].try_into().expect("2 bytes"));
+            let seq = u32::from_ne_bytes(bytes[8..12].try_into().expect("4 bytes"));
+            let msg = &bytes[..len];
+            let bad = |e: netlink_packet_core::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+            let reply = match kind {
+                NLMSG_ERROR => {
+                    let code = if len >= 20 {
+                        i32::from_ne_bytes(msg[16..20].try_into().expect("4 bytes"))
+                    } else {
+                        -libc::EIO
+                    };
+                    Reply::Ack((code != 0).then_some(code))
+                }
+                NLMSG_DONE => Reply::Done,
+                RTM_NEWROUTE => match NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg)
+                    .map_err(bad)?
+                    .payload
+                {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => Reply::Route(r),
+                    _ => Reply::Other,
+                },
+                RTM_NEWNEXTHOP => match NetlinkMessage::<NexthopMessage>::deserialize(msg).map_err(bad)?.payload {
+                    NetlinkPayload::InnerMessage(m) => Reply::Nexthop(m),
+                    _ => Reply::Other,
+                },
+                _ => Reply::Other,
+            };
+            out.push((seq, reply));
             off += (len + 3) & !3;
         }
         Ok(out)
+    }
+
+    /// Every nexthop object in the kernel; `None` when the kernel has no
+    /// nexthop objects (before Linux 5.3).
+    pub fn dump_nexthops(&mut self) -> io::Result<Option<Vec<KernelNexthop>>> {
+        let mut buf = Vec::new();
+        let seq = self.encode(NexthopMessage::dump(), NLM_F_REQUEST | NLM_F_DUMP, &mut buf);
+        self.socket.send(&buf, 0)?;
+        let mut out = Vec::new();
+        loop {
+            for (s, reply) in self.receive()? {
+                if s != seq {
+                    continue;
+                }
+                match reply {
+                    Reply::Done => return Ok(Some(out)),
+                    Reply::Ack(Some(code)) if [-libc::EOPNOTSUPP, -libc::EINVAL].contains(&code) => return Ok(None),
+                    Reply::Ack(Some(code)) => {
+                        return Err(io::Error::other(format!(
+                            "nexthop dump failed: {}",
+                            io::Error::from_raw_os_error(-code)
+                        )))
+                    }
+                    Reply::Nexthop(m) => out.extend(KernelNexthop::from_message(&m)),
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// Every unicast route of the main table, IPv4 and IPv6.
@@ -209,16 +316,19 @@ impl RouteSocket {
             let seq = self.encode(RouteNetlinkMessage::GetRoute(m), NLM_F_REQUEST | NLM_F_DUMP, &mut buf);
             self.socket.send(&buf, 0)?;
             'dump: loop {
-                for (s, payload) in self.receive()? {
+                for (s, reply) in self.receive()? {
                     if s != seq {
                         continue;
                     }
-                    match payload {
-                        NetlinkPayload::Done(_) => break 'dump,
-                        NetlinkPayload::Error(e) if e.code.is_some() => {
-                            return Err(io::Error::other(format!("route dump failed: {e:?}")));
+                    match reply {
+                        Reply::Done => break 'dump,
+                        Reply::Ack(Some(code)) => {
+                            return Err(io::Error::other(format!(
+                                "route dump failed: {}",
+                                io::Error::from_raw_os_error(-code)
+                            )));
                         }
-                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
+                        Reply::Route(r) => {
                             if let Some(k) = kernel_route(&r) {
                                 each(k);
                             }
@@ -231,9 +341,9 @@ impl RouteSocket {
         Ok(())
     }
 
-    /// The gateway through which the kernel reaches `addr` now: `addr`
-    /// itself when it is on a connected network, `None` when unreachable.
-    pub fn resolve(&mut self, addr: IpAddr) -> io::Result<Option<IpAddr>> {
+    /// How the kernel reaches `addr` now: its gateway (`addr` itself when
+    /// it is on a connected network) and device; `None` when unreachable.
+    pub fn resolve(&mut self, addr: IpAddr) -> io::Result<Option<Reach>> {
         let mut m = RouteMessage::default();
         m.header.address_family = match addr {
             IpAddr::V4(_) => AddressFamily::Inet,
@@ -245,19 +355,24 @@ impl RouteSocket {
         let seq = self.encode(RouteNetlinkMessage::GetRoute(m), NLM_F_REQUEST, &mut buf);
         self.socket.send(&buf, 0)?;
         loop {
-            for (s, payload) in self.receive()? {
+            for (s, reply) in self.receive()? {
                 if s != seq {
                     continue;
                 }
-                return Ok(match payload {
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r))
-                        if r.header.kind == RouteType::Unicast =>
-                    {
+                return Ok(match reply {
+                    Reply::Route(r) if r.header.kind == RouteType::Unicast => {
                         let gateway = r.attributes.iter().find_map(|a| match a {
                             RouteAttribute::Gateway(g) => address(g),
                             _ => None,
                         });
-                        Some(gateway.unwrap_or(addr))
+                        let oif = r.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Oif(o) => Some(*o),
+                            _ => None,
+                        });
+                        oif.map(|oif| Reach {
+                            gateway: gateway.unwrap_or(addr),
+                            oif,
+                        })
                     }
                     _ => None,
                 });
@@ -279,9 +394,11 @@ fn kernel_route(r: &RouteMessage) -> Option<KernelRoute> {
     let mut table = r.header.table as u32;
     let mut dst = None;
     let mut metric = 0;
+    let mut nh_id = None;
     let mut next_hops: NextHops = NextHops::new();
     for a in &r.attributes {
         match a {
+            RouteAttribute::NhId(id) => nh_id = Some(*id),
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Destination(d) => dst = address(d),
             RouteAttribute::Priority(p) => metric = *p,
@@ -318,5 +435,6 @@ fn kernel_route(r: &RouteMessage) -> Option<KernelRoute> {
         protocol: u8::from(r.header.protocol),
         metric,
         next_hops,
+        nh_id,
     })
 }

@@ -4,7 +4,13 @@
 //!
 //! Desired state is per prefix, not a queue: a prefix that changes ten times
 //! before the writer gets to it is written once, with its latest next hops.
+//! What an installed route points at is a group of [`super::objects`]: with
+//! kernel nexthop objects, a group whose members changed under its routes
+//! (a lost gateway) satisfies every route that now wants exactly those
+//! members, without a route write.
 
+use super::nexthop_wire::KernelNexthop;
+use super::objects::{GroupId, ObjectOp, Objects, NO_GROUP};
 use hashbrown::HashMap;
 use ipnet::IpNet;
 use novanet_bgp::prefix_table::{PrefixKey, PrefixMap, V4Key, V6Key};
@@ -18,22 +24,30 @@ pub type NextHops = SmallVec<[IpAddr; 2]>;
 /// One kernel operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Install our route for the prefix, or replace it. `exclusive`: the
-    /// kernel holds no route of ours for it, so it is created exclusively
-    /// and a route someone else added meanwhile is never replaced.
+    /// Install our route for the prefix, or replace it, through `group`:
+    /// the kernel group `nh_id` (nexthop objects), or the gateways
+    /// `next_hops` when `nh_id` is 0. `exclusive`: the kernel holds no
+    /// route of ours for it, so it is created exclusively and a route
+    /// someone else added meanwhile is never replaced.
     Replace {
         prefix: IpNet,
         next_hops: NextHops,
+        group: GroupId,
+        nh_id: u32,
         exclusive: bool,
     },
     /// Remove our route for the prefix.
     Delete { prefix: IpNet },
+    /// A nexthop object or group.
+    Object(ObjectOp),
 }
 
 impl Op {
-    pub fn prefix(&self) -> IpNet {
+    /// The route's prefix (none for an object).
+    pub fn prefix(&self) -> Option<IpNet> {
         match self {
-            Op::Replace { prefix, .. } | Op::Delete { prefix } => *prefix,
+            Op::Replace { prefix, .. } | Op::Delete { prefix } => Some(*prefix),
+            Op::Object(_) => None,
         }
     }
 }
@@ -44,7 +58,11 @@ pub struct KernelRoute {
     pub prefix: IpNet,
     pub protocol: u8,
     pub metric: u32,
+    /// The gateways (for a route through a nexthop object, as the kernel
+    /// expands it).
     pub next_hops: NextHops,
+    /// The nexthop object the route points at, if any.
+    pub nh_id: Option<u32>,
 }
 
 /// Routing protocol number of our routes (RTPROT_BGP).
@@ -148,8 +166,8 @@ struct Route {
     learned: HopsId,
     /// The gateways that reach them: what the kernel should hold.
     desired: HopsId,
-    /// What this agent put into the kernel.
-    installed: HopsId,
+    /// The group this agent's kernel route points at.
+    installed: GroupId,
     flags: u8,
 }
 
@@ -179,6 +197,15 @@ pub struct FibState {
     metric: u32,
     routes: PrefixMap<Route>,
     hops: HopSets,
+    /// What installed routes point at.
+    objects: Objects,
+    /// Object operations found by a look at the kernel's objects.
+    pending_objects: Vec<ObjectOp>,
+    /// Routes of a previous run were adopted and the restart is not over:
+    /// they are rewritten only once every peer has sent its table (at
+    /// [`FibState::sweep_stale`]), so a route is not moved to the one ToR
+    /// that came back first and then back again.
+    restarting: bool,
     /// Other protocols' routes per prefix: (protocol, metric).
     foreign: std::collections::HashMap<IpNet, Vec<(u8, u32)>>,
     /// Prefixes to write: changes to routes already in the kernel
@@ -259,11 +286,16 @@ fn mark(route: &mut Route, prefix: IpNet, urgent: &mut PrefixQueue, dirty: &mut 
 }
 
 impl FibState {
-    pub fn new(metric: u32) -> Self {
+    /// The state of a writer that installs routes through kernel nexthop
+    /// objects when `nexthop_objects`, else with gateways in each route.
+    pub fn new(metric: u32, nexthop_objects: bool) -> Self {
         FibState {
             metric,
             routes: PrefixMap::default(),
             hops: HopSets::default(),
+            objects: Objects::new(nexthop_objects),
+            pending_objects: Vec::new(),
+            restarting: false,
             foreign: Default::default(),
             urgent: PrefixQueue::default(),
             dirty: PrefixQueue::default(),
@@ -313,7 +345,35 @@ impl FibState {
 
     /// Whether operations are waiting.
     pub fn has_work(&self) -> bool {
-        !self.urgent.is_empty() || !self.dirty.is_empty()
+        !self.urgent.is_empty() || !self.dirty.is_empty() || self.objects.has_first()
+    }
+
+    /// Whether routes point at kernel nexthop objects.
+    pub fn nexthop_objects(&self) -> bool {
+        self.objects.kernel()
+    }
+
+    /// Groups and nexthop objects of ours.
+    pub fn object_counts(&self) -> (usize, usize) {
+        (self.objects.group_count(), self.objects.nexthop_count())
+    }
+
+    /// The device a gateway is reached through (for its nexthop object).
+    pub fn set_device(&mut self, gateway: IpAddr, oif: u32) {
+        self.objects.set_device(gateway, oif);
+    }
+
+    /// Gateways lost: groups holding them are replaced without them before
+    /// any other write (nexthop objects only). Returns the groups changed.
+    pub fn lose_gateways(&mut self, lost: &[IpAddr]) -> usize {
+        self.objects.lose(lost)
+    }
+
+    /// Takes in the kernel's nexthop objects (at start, and at each
+    /// reconcile before the routes).
+    pub fn take_kernel_objects(&mut self, dump: &[KernelNexthop]) {
+        let ops = self.objects.take_kernel(dump, PROTO_BGP);
+        self.pending_objects.extend(ops);
     }
 
     /// Routes installed by us (stale ones included).
@@ -329,13 +389,23 @@ impl FibState {
         self.desired
     }
 
-    /// Records a route of ours in the kernel, keeping the counts.
-    fn install(&mut self, prefix: &IpNet, next_hops: &NextHops, stale: bool) {
+    /// Records a route of ours in the kernel on `group` (whose reference
+    /// the route takes over), keeping the counts.
+    fn install(&mut self, prefix: &IpNet, group: GroupId, stale: bool) {
         let r = self.routes.get_or_insert_with(prefix, Route::default);
         self.installed += !r.has(INSTALLED) as usize;
         self.stale = self.stale + stale as usize - r.has(STALE) as usize;
-        self.hops.assign(&mut r.installed, next_hops);
+        let old = std::mem::replace(&mut r.installed, group);
         r.flags = (r.flags & !STALE) | INSTALLED | if stale { STALE } else { 0 };
+        self.objects.release(old);
+    }
+
+    /// The group of a route as a kernel dump shows it.
+    fn kernel_group(&mut self, k: &KernelRoute) -> GroupId {
+        match k.nh_id.and_then(|id| self.objects.adopt_reference(id)) {
+            Some(g) => g,
+            None => self.objects.gateways_reference(&gateway_set(k.next_hops.clone())),
+        }
     }
 
     fn uninstall(&mut self, prefix: &IpNet) {
@@ -346,12 +416,12 @@ impl FibState {
             self.installed -= 1;
             self.stale -= r.has(STALE) as usize;
         }
-        self.hops.release(r.installed);
-        r.installed = NO_HOPS;
+        let old = std::mem::replace(&mut r.installed, NO_GROUP);
         r.flags &= !(INSTALLED | STALE);
         if r.is_empty() {
             self.routes.remove(prefix);
         }
+        self.objects.release(old);
     }
 
     /// What keeps a prefix from forwarding through our route, if anything.
@@ -379,10 +449,15 @@ impl FibState {
         v
     }
 
-    /// The next operations, at most `max`.
+    /// The next operations, at most `max` route writes: object changes
+    /// that must come first (a lost gateway), then routes (each after the
+    /// objects it needs), then removals of objects no route uses.
     pub fn take_batch(&mut self, max: usize) -> Vec<Op> {
-        let mut ops = Vec::new();
-        while ops.len() < max {
+        let mut ops: Vec<Op> = self.pending_objects.drain(..).map(Op::Object).collect();
+        ops.extend(self.objects.take_first().into_iter().map(Op::Object));
+        let mut routes = 0;
+        let mut objects = Vec::new();
+        while routes < max {
             let Some(prefix) = self.urgent.pop().or_else(|| self.dirty.pop()) else {
                 break;
             };
@@ -392,33 +467,56 @@ impl FibState {
             };
             r.flags &= !QUEUED;
             let r = *r;
-            let op = if r.desired != NO_HOPS {
-                let same = r.has(INSTALLED) && r.installed == r.desired && !r.has(STALE);
-                (!conflict && !same).then(|| Op::Replace {
+            if r.desired != NO_HOPS {
+                let desired = self.hops.get(r.desired);
+                let same = r.has(INSTALLED)
+                    && self.objects.members(r.installed) == desired
+                    && (!self.objects.kernel() || self.objects.in_kernel(r.installed));
+                if same {
+                    if r.has(STALE) {
+                        // Re-learned as it is in the kernel: kept, no longer stale.
+                        self.routes.get_mut(&prefix).expect("present").flags &= !STALE;
+                        self.stale -= 1;
+                    }
+                    continue;
+                }
+                if conflict || (self.restarting && r.has(STALE)) {
+                    continue;
+                }
+                let next_hops = desired.clone();
+                let group = self.objects.acquire(&next_hops, &mut objects);
+                ops.extend(objects.drain(..).map(Op::Object));
+                ops.push(Op::Replace {
                     prefix,
-                    next_hops: self.hops.get(r.desired).clone(),
+                    next_hops,
+                    group,
+                    nh_id: self.objects.kernel_id(group),
                     exclusive: !r.has(INSTALLED),
-                })
-            } else {
-                (r.has(INSTALLED) && !r.has(STALE)).then_some(Op::Delete { prefix })
-            };
-            if op.is_none() && r.is_empty() {
+                });
+                routes += 1;
+            } else if r.has(INSTALLED) && !r.has(STALE) {
+                ops.push(Op::Delete { prefix });
+                routes += 1;
+            } else if r.is_empty() {
                 self.routes.remove(&prefix);
             }
-            ops.extend(op);
         }
+        self.objects.take_unused(&mut objects);
+        ops.extend(objects.into_iter().map(Op::Object));
         ops
     }
 
     /// Records the outcome of an operation.
     pub fn confirm(&mut self, op: &Op, ok: bool) {
         match (op, ok) {
-            (Op::Replace { prefix, next_hops, .. }, true) => self.install(prefix, next_hops, false),
+            (Op::Replace { prefix, group, .. }, true) => self.install(prefix, *group, false),
             (Op::Delete { prefix }, true) => self.uninstall(prefix),
             // A failed replace leaves what was there; a failed delete of a
             // route already gone is the same as a delete.
-            (Op::Replace { .. }, false) => {}
+            (Op::Replace { group, .. }, false) => self.objects.release(*group),
             (Op::Delete { prefix }, false) => self.uninstall(prefix),
+            (Op::Object(_), true) => {}
+            (Op::Object(o), false) => self.objects.failed(o),
         }
     }
 
@@ -444,7 +542,9 @@ impl FibState {
         self.foreign.clear();
         for r in dump {
             if self.ours(r) {
-                self.install(&r.prefix, &r.next_hops, true);
+                let g = self.kernel_group(r);
+                self.install(&r.prefix, g, true);
+                self.restarting = true;
                 n += 1;
             } else {
                 self.note_foreign(r);
@@ -486,14 +586,23 @@ impl FibState {
             return;
         }
         let differs = match self.routes.get(&k.prefix) {
-            Some(r) if r.has(INSTALLED) => !r.has(STALE) && self.hops.get(r.installed) != &k.next_hops,
+            Some(r) if r.has(INSTALLED) => {
+                let id = self.objects.kernel_id(r.installed);
+                !r.has(STALE)
+                    && if id != 0 {
+                        k.nh_id != Some(id)
+                    } else {
+                        k.nh_id.is_some() || self.objects.members(r.installed) != &k.next_hops
+                    }
+            }
             // Ours by protocol and metric, but unknown: adopted below so
             // the desired state decides (delete unless wanted).
             _ => true,
         };
         if differs {
             // Record what the kernel really holds; writing follows.
-            self.install(&k.prefix, &k.next_hops, false);
+            let g = self.kernel_group(k);
+            self.install(&k.prefix, g, false);
             self.drift += 1;
         }
         let r = self.routes.get_mut(&k.prefix).expect("installed above or before");
@@ -508,11 +617,17 @@ impl FibState {
     /// Returns the number of prefixes queued.
     pub fn finish_reconcile(&mut self) -> usize {
         let mut gone = Vec::new();
+        let mut retried = 0;
         for (prefix, r) in self.routes.iter_mut() {
             let seen = r.has(SEEN);
             r.flags &= !SEEN;
             if r.has(INSTALLED) && !seen {
                 gone.push(prefix);
+            } else if !r.has(INSTALLED) && r.desired != NO_HOPS && !r.has(QUEUED) {
+                // Wanted but not in the kernel (a write the kernel refused):
+                // tried again.
+                mark(r, prefix, &mut self.urgent, &mut self.dirty);
+                retried += 1;
             }
         }
         for p in &gone {
@@ -531,22 +646,23 @@ impl FibState {
         for p in conflicts {
             self.uninstall(&p);
         }
-        self.drift + gone.len()
+        self.drift + gone.len() + retried
     }
 
-    /// Ends the restart: stale routes not re-learned are removed.
+    /// Ends the restart: stale routes not re-learned are removed, and
+    /// re-learned ones that differ from what the kernel holds are written.
+    /// Returns how many are removed.
     pub fn sweep_stale(&mut self) -> usize {
         let mut swept = 0;
         for (prefix, r) in self.routes.iter_mut() {
             if r.has(STALE) {
                 r.flags &= !STALE;
-                if r.desired == NO_HOPS {
-                    mark(r, prefix, &mut self.urgent, &mut self.dirty);
-                    swept += 1;
-                }
+                swept += (r.desired == NO_HOPS) as usize;
+                mark(r, prefix, &mut self.urgent, &mut self.dirty);
             }
         }
         self.stale = 0;
+        self.restarting = false;
         swept
     }
 }
@@ -569,6 +685,23 @@ mod tests {
         Some((h.clone(), h))
     }
 
+    /// A route write as (prefix, gateways, exclusive).
+    fn write(op: &Op) -> Option<(IpNet, NextHops, bool)> {
+        match op {
+            Op::Replace {
+                prefix,
+                next_hops,
+                exclusive,
+                ..
+            } => Some((*prefix, next_hops.clone(), *exclusive)),
+            _ => None,
+        }
+    }
+
+    fn writes(ops: &[Op]) -> Vec<(IpNet, NextHops, bool)> {
+        ops.iter().filter_map(write).collect()
+    }
+
     fn run(state: &mut FibState) -> Vec<Op> {
         let ops = state.take_batch(1000);
         for op in &ops {
@@ -579,17 +712,17 @@ mod tests {
 
     #[test]
     fn coalesces_changes_per_prefix() {
-        let mut s = FibState::new(20);
+        let mut s = FibState::new(20, false);
         s.set(p("192.0.2.0/24"), hops(&["10.0.1.1"]));
         s.set(p("192.0.2.0/24"), hops(&["10.0.2.1", "10.0.1.1"]));
         let ops = run(&mut s);
         assert_eq!(
-            ops,
-            vec![Op::Replace {
-                prefix: p("192.0.2.0/24"),
-                next_hops: [ip("10.0.1.1"), ip("10.0.2.1")].into_iter().collect(),
-                exclusive: true,
-            }]
+            writes(&ops),
+            vec![(
+                p("192.0.2.0/24"),
+                [ip("10.0.1.1"), ip("10.0.2.1")].into_iter().collect(),
+                true
+            )]
         );
         // Same state again: nothing to do.
         s.set(p("192.0.2.0/24"), hops(&["10.0.1.1", "10.0.2.1"]));
@@ -606,26 +739,27 @@ mod tests {
 
     #[test]
     fn routes_without_next_hops_are_not_installed() {
-        let mut s = FibState::new(20);
+        let mut s = FibState::new(20, false);
         s.set(p("10.244.1.0/24"), hops(&[]));
         assert!(run(&mut s).is_empty());
     }
 
     #[test]
     fn foreign_routes_are_never_replaced() {
-        let mut s = FibState::new(20);
+        let mut s = FibState::new(20, false);
         let static_route = KernelRoute {
             prefix: p("192.0.2.0/24"),
             protocol: 4,
             metric: 20,
             next_hops: SmallVec::new(),
+            nh_id: None,
         };
         s.reconcile(std::slice::from_ref(&static_route));
         s.set(p("192.0.2.0/24"), hops(&["10.0.1.1"]));
         assert!(run(&mut s).is_empty(), "same metric: never replace");
         assert_eq!(s.blocked(&p("192.0.2.0/24")), Some(Blocked::Conflict { protocol: 4 }));
         // A foreign route with a lower metric shadows ours; ours is installed.
-        let mut s = FibState::new(20);
+        let mut s = FibState::new(20, false);
         s.reconcile(&[KernelRoute {
             metric: 0,
             ..static_route
@@ -640,19 +774,25 @@ mod tests {
 
     #[test]
     fn restart_keeps_stale_routes_until_swept() {
-        let mut s = FibState::new(20);
+        let mut s = FibState::new(20, false);
         let left = |prefix: &str| KernelRoute {
             prefix: p(prefix),
             protocol: PROTO_BGP,
             metric: 20,
             next_hops: [ip("10.0.1.1")].into_iter().collect(),
+            nh_id: None,
         };
         assert_eq!(s.adopt(&[left("192.0.2.0/24"), left("198.51.100.0/24")]), 2);
         assert!(run(&mut s).is_empty(), "nothing is deleted at start");
-        // Re-learned with the same next hop: rewritten once (no longer stale).
+        // Re-learned with the same next hop: kept as it is, no longer stale.
         s.set(p("192.0.2.0/24"), hops(&["10.0.1.1"]));
-        assert_eq!(run(&mut s).len(), 1);
+        assert!(run(&mut s).is_empty());
         assert_eq!(s.stale_count(), 1);
+        // Re-learned through another gateway while the restart goes on:
+        // held until every peer has sent its table.
+        s.set(p("198.51.100.0/24"), hops(&["10.0.2.1"]));
+        assert!(run(&mut s).is_empty(), "held during the restart");
+        s.set(p("198.51.100.0/24"), None);
         assert_eq!(s.sweep_stale(), 1);
         assert_eq!(
             run(&mut s),
@@ -665,7 +805,7 @@ mod tests {
 
     #[test]
     fn changes_to_installed_routes_go_first() {
-        let mut s = FibState::new(20);
+        let mut s = FibState::new(20, false);
         s.set(p("192.0.2.0/24"), hops(&["10.0.1.1", "10.0.2.1"]));
         run(&mut s);
         for i in 0..1000u32 {
@@ -676,18 +816,14 @@ mod tests {
         s.set(p("192.0.2.0/24"), hops(&["10.0.2.1"]));
         let first = s.take_batch(1);
         assert_eq!(
-            first,
-            vec![Op::Replace {
-                prefix: p("192.0.2.0/24"),
-                next_hops: [ip("10.0.2.1")].into_iter().collect(),
-                exclusive: false,
-            }]
+            writes(&first),
+            vec![(p("192.0.2.0/24"), [ip("10.0.2.1")].into_iter().collect(), false)]
         );
     }
 
     #[test]
     fn reconcile_repairs_drift() {
-        let mut s = FibState::new(20);
+        let mut s = FibState::new(20, false);
         s.set(p("192.0.2.0/24"), hops(&["10.0.1.1"]));
         run(&mut s);
         // Someone deleted our route; a route of ours we never installed
@@ -697,10 +833,12 @@ mod tests {
             protocol: PROTO_BGP,
             metric: 20,
             next_hops: [ip("10.0.1.1")].into_iter().collect(),
+            nh_id: None,
         };
         assert_eq!(s.reconcile(&[stray]), 2);
         let mut ops = run(&mut s);
         ops.sort_by_key(|o| o.prefix());
+        assert!(ops.iter().all(|o| o.prefix().is_some()));
         assert_eq!(ops.len(), 2);
         assert!(matches!(ops[0], Op::Replace { .. }));
         assert_eq!(
@@ -713,7 +851,7 @@ mod tests {
 
     #[test]
     fn reconcile_rewrites_routes_changed_behind_our_back() {
-        let mut s = FibState::new(20);
+        let mut s = FibState::new(20, false);
         s.set(p("192.0.2.0/24"), hops(&["10.0.1.1"]));
         run(&mut s);
         let changed = KernelRoute {
@@ -721,22 +859,19 @@ mod tests {
             protocol: PROTO_BGP,
             metric: 20,
             next_hops: [ip("10.0.9.9")].into_iter().collect(),
+            nh_id: None,
         };
         assert_eq!(s.reconcile(std::slice::from_ref(&changed)), 1);
         assert_eq!(
-            run(&mut s),
-            vec![Op::Replace {
-                prefix: p("192.0.2.0/24"),
-                next_hops: [ip("10.0.1.1")].into_iter().collect(),
-                exclusive: false,
-            }]
+            writes(&run(&mut s)),
+            vec![(p("192.0.2.0/24"), [ip("10.0.1.1")].into_iter().collect(), false)]
         );
         assert_eq!(s.installed_count(), 1);
     }
 
     #[test]
     fn gateways_follow_the_route_to_the_next_hop() {
-        let mut s = FibState::new(20);
+        let mut s = FibState::new(20, false);
         let learned: NextHops = [ip("10.9.9.9")].into_iter().collect();
         let via = |g: &str| -> NextHops { [ip(g)].into_iter().collect() };
         s.set(p("192.0.2.0/24"), Some((learned.clone(), via("10.0.1.1"))));
@@ -758,7 +893,7 @@ mod tests {
 
     #[test]
     fn next_hop_sets_are_shared_and_released() {
-        let mut s = FibState::new(20);
+        let mut s = FibState::new(20, false);
         for i in 0..100u32 {
             let prefix = IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x6400_0000 + (i << 8)), 24).unwrap());
             s.set(prefix, hops(&["10.0.1.1", "10.0.2.1"]));
@@ -771,11 +906,14 @@ mod tests {
         }
         assert_eq!(run(&mut s).len(), 100);
         assert_eq!((s.hops.ids.len(), s.routes.len(), s.installed_count()), (0, 0, 0));
+        assert!(s.has_work(), "the unused group goes in the next batch");
+        assert!(run(&mut s).is_empty());
+        assert_eq!(s.object_counts().0, 0, "no group left");
     }
 
     #[test]
     fn new_routes_are_created_exclusively_and_a_refusal_blocks_the_prefix() {
-        let mut s = FibState::new(20);
+        let mut s = FibState::new(20, false);
         s.set(p("198.51.100.0/24"), hops(&["10.0.1.1"]));
         let ops = s.take_batch(10);
         assert!(matches!(ops[0], Op::Replace { exclusive: true, .. }), "{ops:?}");
@@ -793,5 +931,134 @@ mod tests {
         s.confirm(&ops[0], true);
         s.set(p("192.0.2.0/24"), hops(&["10.0.2.1"]));
         assert!(matches!(s.take_batch(10)[0], Op::Replace { exclusive: false, .. }));
+    }
+
+    /// A state with nexthop objects whose two gateways are on devices 2, 3.
+    fn with_objects() -> FibState {
+        let mut s = FibState::new(20, true);
+        s.set_device(ip("10.0.1.1"), 2);
+        s.set_device(ip("10.0.2.1"), 3);
+        s
+    }
+
+    fn prefixes(n: u32) -> Vec<IpNet> {
+        (0..n)
+            .map(|i| IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x6400_0000 + (i << 8)), 24).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn ecmp_routes_share_one_kernel_group_made_before_them() {
+        let mut s = with_objects();
+        for prefix in prefixes(100) {
+            s.set(prefix, hops(&["10.0.1.1", "10.0.2.1"]));
+        }
+        let ops = run(&mut s);
+        assert!(matches!(ops[0], Op::Object(ObjectOp::Nexthop { oif: 2, .. })));
+        assert!(matches!(ops[1], Op::Object(ObjectOp::Nexthop { oif: 3, .. })));
+        let Op::Object(ObjectOp::Group { id, .. }) = &ops[2] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(ops.len(), 103);
+        assert!(ops[3..]
+            .iter()
+            .all(|o| matches!(o, Op::Replace { nh_id, .. } if nh_id == id)));
+        assert_eq!(s.object_counts(), (1, 2));
+    }
+
+    #[test]
+    fn a_lost_gateway_is_one_group_write_and_no_route_write() {
+        let mut s = with_objects();
+        for prefix in prefixes(1000) {
+            s.set(prefix, hops(&["10.0.1.1", "10.0.2.1"]));
+        }
+        run(&mut s);
+        // The ToR behind 10.0.1.1 is gone: the kernel is fixed first...
+        assert_eq!(s.lose_gateways(&[ip("10.0.1.1")]), 1);
+        let first = run(&mut s);
+        assert_eq!(first.len(), 2, "the group without it, then its nexthop: {first:?}");
+        assert!(matches!(&first[0], Op::Object(ObjectOp::Group { members, .. }) if members.len() == 1));
+        assert!(matches!(first[1], Op::Object(ObjectOp::Delete { .. })));
+        // ...and the RIB's changes for every prefix then find it done.
+        for prefix in prefixes(1000) {
+            s.set(prefix, hops(&["10.0.2.1"]));
+        }
+        assert!(run(&mut s).is_empty(), "no route is rewritten");
+        assert_eq!((s.installed_count(), s.object_counts()), (1000, (1, 1)));
+        // Back: the routes move to a group with both, the old one goes.
+        for prefix in prefixes(1000) {
+            s.set(prefix, hops(&["10.0.1.1", "10.0.2.1"]));
+        }
+        let back = run(&mut s);
+        assert_eq!(writes(&back).len(), 1000);
+        assert!(run(&mut s)
+            .iter()
+            .any(|o| matches!(o, Op::Object(ObjectOp::Delete { .. }))));
+        assert_eq!(s.object_counts(), (1, 2));
+    }
+
+    #[test]
+    fn a_restart_adopts_groups_and_rewrites_nothing_it_finds_in_place() {
+        let mut s = with_objects();
+        for prefix in prefixes(10) {
+            s.set(prefix, hops(&["10.0.1.1", "10.0.2.1"]));
+        }
+        let ops = run(&mut s);
+        // What the kernel holds now, as a new agent dumps it.
+        let mut objects = Vec::new();
+        let mut routes = Vec::new();
+        for op in &ops {
+            match op {
+                Op::Object(ObjectOp::Nexthop { id, gateway, oif }) => objects.push(KernelNexthop {
+                    id: *id,
+                    protocol: PROTO_BGP,
+                    gateway: Some(*gateway),
+                    oif: Some(*oif),
+                    group: vec![],
+                    blackhole: false,
+                }),
+                Op::Object(ObjectOp::Group { id, members }) => objects.push(KernelNexthop {
+                    id: *id,
+                    protocol: PROTO_BGP,
+                    gateway: None,
+                    oif: None,
+                    group: members.clone(),
+                    blackhole: false,
+                }),
+                Op::Replace {
+                    prefix,
+                    next_hops,
+                    nh_id,
+                    ..
+                } => routes.push(KernelRoute {
+                    prefix: *prefix,
+                    protocol: PROTO_BGP,
+                    metric: 20,
+                    next_hops: next_hops.clone(),
+                    nh_id: Some(*nh_id),
+                }),
+                _ => {}
+            }
+        }
+        let mut again = with_objects();
+        again.take_kernel_objects(&objects);
+        assert_eq!(again.adopt(&routes), 10);
+        assert!(run(&mut again).is_empty(), "nothing at start");
+        for prefix in prefixes(10) {
+            again.set(prefix, hops(&["10.0.1.1", "10.0.2.1"]));
+        }
+        assert!(run(&mut again).is_empty(), "re-learned as they are: kept");
+        assert_eq!((again.stale_count(), again.object_counts()), (0, (1, 2)));
+    }
+
+    #[test]
+    fn a_route_the_kernel_refused_is_tried_again_at_the_next_reconcile() {
+        let mut s = FibState::new(20, false);
+        s.set(p("192.0.2.0/24"), hops(&["10.0.1.1"]));
+        let ops = s.take_batch(10);
+        s.confirm(&ops[0], false);
+        assert!(s.take_batch(10).is_empty());
+        assert_eq!(s.reconcile(&[]), 1);
+        assert_eq!(writes(&s.take_batch(10)).len(), 1);
     }
 }

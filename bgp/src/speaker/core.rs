@@ -69,6 +69,8 @@ struct Slot {
     max_prefix_resets: u32,
     /// The established session, as numbered by the peer task.
     session: Option<u64>,
+    /// The next hops of the routes the peer announced in this session.
+    next_hops: smallvec::SmallVec<[IpAddr; 2]>,
 }
 
 struct Core {
@@ -251,6 +253,7 @@ impl Core {
                 max_prefix_warned: false,
                 max_prefix_resets: 0,
                 session: None,
+                next_hops: smallvec::SmallVec::new(),
             },
         );
         Ok(())
@@ -556,10 +559,27 @@ impl Core {
             }
             _ => {
                 slot.has_stale = false;
+                let lost = std::mem::take(&mut slot.next_hops);
+                self.tell_next_hops_lost(id, lost);
                 self.remove_paths(id, PathSelector::All);
             }
         }
         self.publish_received(id);
+    }
+
+    /// Tells the route sink which of a downed peer's next hops no other
+    /// established peer announces, before its routes are removed.
+    fn tell_next_hops_lost(&self, id: PeerId, mut lost: smallvec::SmallVec<[IpAddr; 2]>) {
+        let Some(sink) = &self.config.route_sink else { return };
+        lost.retain(|nh| {
+            !self
+                .slots
+                .iter()
+                .any(|(other, s)| *other != id && s.session.is_some() && s.next_hops.contains(nh))
+        });
+        if !lost.is_empty() {
+            (sink.0)(super::SinkEvent::NextHopsLost(lost.to_vec()));
+        }
     }
 
     fn routes_in(&mut self, id: PeerId, announce: AttrRuns, withdraw: Vec<Nlri>) {
@@ -576,6 +596,15 @@ impl Core {
         let mut changes = Vec::new();
         for n in withdraw {
             changes.extend(self.rib.withdraw(id, n));
+        }
+        if let Some(slot) = self.slots.get_mut(&id) {
+            for (attrs, _) in &announce {
+                if let Some(nh) = attrs.next_hop {
+                    if !slot.next_hops.contains(&nh) {
+                        slot.next_hops.push(nh);
+                    }
+                }
+            }
         }
         for (attrs, prefixes) in &announce {
             self.rib.announce_all(id, attrs, prefixes, &mut changes);
@@ -716,7 +745,7 @@ impl Core {
             }
         }
         if let Some(sink) = &self.config.route_sink {
-            (sink.0)(Arc::new(changes));
+            (sink.0)(super::SinkEvent::Changes(Arc::new(changes)));
         }
     }
 

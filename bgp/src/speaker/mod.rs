@@ -58,10 +58,21 @@ pub struct SpeakerConfig {
     pub route_sink: Option<RouteSink>,
 }
 
+/// What the core tells the route sink.
+#[derive(Debug, Clone)]
+pub enum SinkEvent {
+    /// Changes of selected routes.
+    Changes(Arc<Vec<BestChange>>),
+    /// BGP next hops no established peer announces any more (a peer went
+    /// down without graceful restart), told before the RIB's changes for
+    /// its prefixes: the kernel can move off them at once.
+    NextHopsLost(Vec<IpAddr>),
+}
+
 /// A consumer of selected-route changes, called from the core task; it
 /// must not block.
 #[derive(Clone)]
-pub struct RouteSink(pub Arc<dyn Fn(Arc<Vec<BestChange>>) + Send + Sync>);
+pub struct RouteSink(pub Arc<dyn Fn(SinkEvent) + Send + Sync>);
 
 impl std::fmt::Debug for RouteSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

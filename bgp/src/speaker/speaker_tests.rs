@@ -215,8 +215,10 @@ async fn speaker_with_peer(ip: IpAddr, port: u16, tune: impl FnOnce(&mut PeerCon
     let mut cfg = speaker_config(port);
     let seen = Arc::new(Mutex::new(Vec::<IpNet>::new()));
     let sink_seen = seen.clone();
-    cfg.route_sink = Some(RouteSink(Arc::new(move |changes| {
-        sink_seen.lock().unwrap().extend(changes.iter().map(|c| c.prefix));
+    cfg.route_sink = Some(RouteSink(Arc::new(move |event| {
+        if let super::SinkEvent::Changes(changes) = event {
+            sink_seen.lock().unwrap().extend(changes.iter().map(|c| c.prefix));
+        }
     })));
     let speaker = Speaker::start(cfg).await.expect("speaker");
     let mut pc = PeerConfig::new(ip, PEER_AS);
