@@ -150,12 +150,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
         let fib = Fib::start(FIB_RECONCILE_EVERY, cfg.routing.fib.nexthop_objects)
             .map_err(|e| anyhow::anyhow!("kernel FIB (routing.fib): {e}"))?;
         let input = Mutex::new(fib.input());
-        sc.route_sink = Some(RouteSink(Arc::new(move |event| {
-            let input = input.lock().expect("fib input");
-            let _ = match event {
-                SinkEvent::Changes(changes) => input.send(FibInput::Changes(changes)),
-                SinkEvent::NextHopsLost(lost) => input.send(FibInput::NextHopsLost(lost)),
-            };
+        let lost = fib.lost_next_hops();
+        sc.route_sink = Some(RouteSink(Arc::new(move |event| match event {
+            SinkEvent::Changes(changes) => {
+                let _ = input.lock().expect("fib input").send(FibInput::Changes(changes));
+            }
+            SinkEvent::NextHopsLost(next_hops) => lost.send(next_hops),
         })));
         if fib.adopted > 0 {
             sc.restarting.store(true, Ordering::Relaxed);

@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
-# Failover benchmark: a node with two ToRs (FRR with bfdd; a second FRR) and
-# a prefix learned from both (ECMP). Packets from the first ToR are dropped
-# with nftables (the link stays up); the figure is the time from the drop
-# until that ToR's next hop is out of the node's kernel route. Runs at
-# BFD 300 ms x 3 and 50 ms x 3, without and with a 1M-route load (a third
-# peer injecting 1M prefixes into the agent as the drop happens).
+# Failover benchmarks.
 #
-#   conformance/bench/failover.sh          (LOAD_ROUTES=1000000, RUNS=3)
+# bfd: a node with two ToRs (FRR with bfdd; a second FRR) and a prefix
+# learned from both (ECMP). Packets from the first ToR are dropped with
+# nftables (the link stays up); the figure is the time from the drop until
+# that ToR's next hop is out of the node's kernel route. Runs at BFD
+# 300 ms x 3 and 50 ms x 3, without and with a 1M-route load (a third peer
+# injecting 1M prefixes into the agent as the drop happens).
+#
+# table: a full table through two ToRs (each novanet-inject announcing the
+# same TABLE_ROUTES prefixes, with a BIRD BFD session beside it at
+# 100 ms x 3), ECMP
+# in the node's kernel, for novanet-agent, BIRD (kernel protocol, BFD) and
+# FRR (bgpd + zebra + bfdd) as the node. The first ToR goes silent
+# (everything from it dropped, link up) or loses its link (carrier); pings
+# to 16 addresses spread over the table (each ToR answers them) show when
+# every probe flows through the other ToR, and the replies lost.
+#
+#   conformance/bench/failover.sh     (SCENARIOS="bfd table", LOAD_ROUTES,
+#                                      TABLE_ROUTES=1000000, RUNS=3,
+#                                      DUTS="novanet bird frr",
+#                                      FAILURES="silent carrier")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LOAD=${LOAD_ROUTES:-1000000}
@@ -112,12 +126,166 @@ JSON
   return 0
 }
 
-printf '%-12s %-8s %s\n' "BFD" "load" "drop -> next hop out of the kernel (ms), $RUNS runs"
-for t in ${TIMERS:-300 50}; do
-  for load in ${LOADS:-0 1}; do
-    results=()
-    for _ in $(seq "$RUNS"); do results+=("$(one_run "$t" "$load")"); done
-    label="none"; [ "$load" = 1 ] && label="${LOAD}"
-    printf '%-12s %-8s %s\n' "${t}ms x 3" "$label" "${results[*]}"
+bfd_scenario() {
+  printf '%-12s %-8s %s\n' "BFD" "load" "drop -> next hop out of the kernel (ms), $RUNS runs"
+  for t in ${TIMERS:-300 50}; do
+    for load in ${LOADS:-0 1}; do
+      results=()
+      for _ in $(seq "$RUNS"); do results+=("$(one_run "$t" "$load")"); done
+      label="none"; [ "$load" = 1 ] && label="${LOAD}"
+      printf '%-12s %-8s %s\n' "${t}ms x 3" "$label" "${results[*]}"
+    done
   done
+}
+
+TABLE=${TABLE_ROUTES:-1000000}
+PROBES=16
+
+# The address of prefix I (100.0.0.0/24 + I x 256), host .1.
+probe_addr() { python3 -c "import ipaddress,sys; print(ipaddress.IPv4Address(int(ipaddress.IPv4Address('100.0.0.0')) + int(sys.argv[1])*256 + 1))" "$1"; }
+
+# table_run DUT FAILURE: prints "max_ms lost" (the slowest probe's outage,
+# and the replies lost over all probes).
+table_run() {
+  local dut=$1 failure=$2
+  cleanup tor1 tor2 node
+  for n in tor1 tor2 node; do ip netns add "$P-$n"; ip -n "$P-$n" link set lo up; done
+  ip link add eth0 netns "$P-tor1" type veth peer name eth0 netns "$P-node"
+  ip link add eth0 netns "$P-tor2" type veth peer name eth1 netns "$P-node"
+  ip -n "$P-tor1" addr add 10.0.1.1/24 dev eth0; ip -n "$P-node" addr add 10.0.1.10/24 dev eth0
+  ip -n "$P-tor2" addr add 10.0.2.1/24 dev eth0; ip -n "$P-node" addr add 10.0.2.10/24 dev eth1
+  for n in tor1 tor2; do ip -n "$P-$n" link set eth0 up; done
+  for i in eth0 eth1; do ip -n "$P-node" link set "$i" up; done
+  local probes=()
+  for k in $(seq 0 $((PROBES - 1))); do
+    local idx=$(( k * (TABLE - 1) / (PROBES - 1) ))
+    probes+=("$(probe_addr "$idx")")
+  done
+  for n in 1 2; do
+    for a in "${probes[@]}"; do ip -n "$P-tor$n" addr add "$a/32" dev lo; done
+    # The ToR's BFD: BIRD with a configured session (BGP is the injector's).
+    printf 'router id 10.0.%s.1;\nprotocol device { }\nprotocol bfd { neighbor 10.0.%s.10; interface "eth0" { interval 100 ms; multiplier 3; }; }\n' \
+      "$n" "$n" > "$RUN/tor$n-bird.conf"
+    ip netns exec "$P-tor$n" bird -c "$RUN/tor$n-bird.conf" -s "$RUN/tor$n-bird.ctl" -P "$RUN/tor$n-bird.pid"
+    ip netns exec "$P-tor$n" "$INJECT" --listen "10.0.$n.1:179" --local-as "6500$n" --router-id "10.0.$n.1" \
+      --count "$TABLE" > /dev/null 2> "$RUN/inj$n.log" &
+    pids+=($!)
+  done
+  local dpids=()
+  case $dut in
+    novanet)
+      cat > "$RUN/agent.json" <<JSON
+{"node_name": "node", "node_ip": "10.0.1.10", "pod_cidr": "10.244.10.0/24", "metrics_address": "127.0.0.1:9102", "listen_socket": "$RUN/agent.sock",
+ "log_level": "warn",
+ "routing": {"peers": [
+   {"neighbor_address": "10.0.1.1", "remote_as": 65001, "hold_time": 9, "keepalive": 3, "max_prefix": $((TABLE + 1)), "import": "all",
+    "bfd_enabled": true, "bfd_min_tx_ms": 100, "bfd_min_rx_ms": 100, "bfd_detect_multiplier": 3},
+   {"neighbor_address": "10.0.2.1", "remote_as": 65002, "hold_time": 9, "keepalive": 3, "max_prefix": $((TABLE + 1)), "import": "all",
+    "bfd_enabled": true, "bfd_min_tx_ms": 100, "bfd_min_rx_ms": 100, "bfd_detect_multiplier": 3}
+ ]}}
+JSON
+      ip netns exec "$P-node" "$AGENT" --config "$RUN/agent.json" > "$RUN/agent.log" 2>&1 &
+      dpids=($!)
+      ;;
+    bird)
+      cat > "$RUN/bird.conf" <<CONF
+router id 10.0.1.10;
+protocol device { }
+protocol kernel { ipv4 { export all; }; merge paths on; }
+protocol bfd { interface "eth*" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }
+protocol bgp tor1 { local 10.0.1.10 as 65010; neighbor 10.0.1.1 as 65001; hold time 9; bfd on; ipv4 { import all; export none; }; }
+protocol bgp tor2 { local 10.0.2.10 as 65010; neighbor 10.0.2.1 as 65002; hold time 9; bfd on; ipv4 { import all; export none; }; }
+CONF
+      ip netns exec "$P-node" bird -c "$RUN/bird.conf" -s "$RUN/bird.ctl" -P "$RUN/bird.pid"
+      sleep 0.2; dpids=("$(cat "$RUN/bird.pid")")
+      ;;
+    frr)
+      frr node zebra "hostname node
+"
+      frr node bfdd "bfd
+ peer 10.0.1.1 local-address 10.0.1.10
+  receive-interval 100
+  transmit-interval 100
+ !
+ peer 10.0.2.1 local-address 10.0.2.10
+  receive-interval 100
+  transmit-interval 100
+ !
+!
+"
+      frr node bgpd "router bgp 65010
+ bgp router-id 10.0.1.10
+ no bgp ebgp-requires-policy
+ bgp bestpath as-path multipath-relax
+ neighbor 10.0.1.1 remote-as 65001
+ neighbor 10.0.1.1 timers 3 9
+ neighbor 10.0.1.1 bfd
+ neighbor 10.0.2.1 remote-as 65002
+ neighbor 10.0.2.1 timers 3 9
+ neighbor 10.0.2.1 bfd
+ address-family ipv4 unicast
+  maximum-paths 2
+ exit-address-family
+"
+      dpids=("$(cat "$RUN/node-zebra.pid")" "$(cat "$RUN/node-bfdd.pid")" "$(cat "$RUN/node-bgpd.pid")")
+      ;;
+  esac
+  pids+=("${dpids[@]}")
+  # Converged: the last prefix through both ToRs.
+  local last; last="$(python3 -c "import ipaddress,sys; print(ipaddress.IPv4Address(int(ipaddress.IPv4Address('100.0.0.0')) + (int(sys.argv[1])-1)*256))" "$TABLE")/24"
+  for _ in $(seq 1800); do
+    local r; r=$(ip -n "$P-node" route show exact "$last" 2>/dev/null)
+    [[ "$r" == *10.0.1.1* && "$r" == *10.0.2.1* ]] && break
+    sleep 0.1
+  done
+  sleep 2
+  for i in "${!probes[@]}"; do
+    ip netns exec "$P-node" ping -D -n -i 0.01 -W 1 -w 14 "${probes[$i]}" > "$RUN/probe$i.log" 2>&1 &
+    pids+=($!)
+  done
+  sleep 2
+  local t0; t0=$(date +%s.%N)
+  case $failure in
+    silent)
+      ip netns exec "$P-node" nft add table inet bench
+      ip netns exec "$P-node" nft add chain inet bench input '{ type filter hook input priority 0 ; }'
+      ip netns exec "$P-node" nft add rule inet bench input iifname eth0 drop
+      ;;
+    carrier) ip -n "$P-tor1" link set eth0 down ;;
+  esac
+  sleep 12
+  python3 - "$t0" "$RUN" "$PROBES" <<'PY'
+import re, sys
+t0, run, n = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+worst, lost = 0.0, 0
+for i in range(n):
+    times = {}
+    for line in open(f"{run}/probe{i}.log"):
+        m = re.match(r"\[(\d+\.\d+)\].*icmp_seq=(\d+)", line)
+        if m:
+            times[int(m.group(2))] = float(m.group(1))
+    seqs = sorted(times)
+    # The first reply after the failure that follows a gap is the recovery.
+    for a, b in zip(seqs, seqs[1:]):
+        if times[b] > t0 and b - a > 1:
+            worst = max(worst, times[b] - t0)
+            lost += b - a - 1
+            break
+print(f"{worst * 1000:.0f} {lost}")
+PY
+}
+
+table_scenario() {
+  printf '%-10s %-9s %s\n' "node" "failure" "slowest probe moved (ms) / replies lost, $RUNS runs, $TABLE routes"
+  for dut in ${DUTS:-novanet bird frr}; do
+    for failure in ${FAILURES:-silent carrier}; do
+      results=()
+      for _ in $(seq "$RUNS"); do results+=("$(table_run "$dut" "$failure" | tr ' ' '/')"); done
+      printf '%-10s %-9s %s\n' "$dut" "$failure" "${results[*]}"
+    done
+  done
+}
+
+for scenario in ${SCENARIOS:-bfd table}; do
+  "${scenario}_scenario"
 done

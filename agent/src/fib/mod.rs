@@ -42,12 +42,28 @@ pub enum FibInput {
     /// state coalesces per prefix and puts changes of installed routes,
     /// such as a failover, ahead of new ones).
     Changes(Arc<Vec<BestChange>>),
-    /// BGP next hops no established peer announces any more (a peer went
-    /// down): their gateways leave every nexthop group at once, before the
-    /// RIB's changes for each prefix arrive.
-    NextHopsLost(Vec<IpAddr>),
+    /// Look at the lost next hops ([`LostNextHops`]) now.
+    Wake,
     /// The restart is over: remove stale routes that were not re-learned.
     Sweep,
+}
+
+/// Where the speaker puts BGP next hops no established peer announces any
+/// more (a peer went down): the writer takes them before any other input
+/// waiting for it and before its next batch, so their gateways leave
+/// every nexthop group ahead of the RIB's changes for each prefix and of
+/// a table load queued before them.
+#[derive(Clone)]
+pub struct LostNextHops {
+    lost: Arc<Mutex<Vec<IpAddr>>>,
+    wake: mpsc::Sender<FibInput>,
+}
+
+impl LostNextHops {
+    pub fn send(&self, next_hops: Vec<IpAddr>) {
+        self.lost.lock().expect("lost next hops").extend(next_hops);
+        let _ = self.wake.send(FibInput::Wake);
+    }
 }
 
 /// A learned prefix that does not forward through our route, and why.
@@ -133,6 +149,7 @@ impl Drop for RunningMark {
 /// The running writer.
 pub struct Fib {
     input: mpsc::Sender<FibInput>,
+    lost: Arc<Mutex<Vec<IpAddr>>>,
     status: Arc<Mutex<FibStatus>>,
     /// Routes of ours found in the kernel at start (a restart).
     pub adopted: usize,
@@ -174,7 +191,9 @@ impl Fib {
             ..Default::default()
         }));
         let (tx, rx) = mpsc::channel();
+        let lost = Arc::new(Mutex::new(Vec::new()));
         let writer = Writer {
+            lost: lost.clone(),
             socket,
             state,
             status: status.clone(),
@@ -187,6 +206,7 @@ impl Fib {
             .spawn(move || writer.run(rx))?;
         Ok(Fib {
             input: tx,
+            lost,
             status,
             adopted,
         })
@@ -195,6 +215,14 @@ impl Fib {
     /// A handle that feeds the writer.
     pub fn input(&self) -> mpsc::Sender<FibInput> {
         self.input.clone()
+    }
+
+    /// The writer's way in for lost next hops, ahead of everything else.
+    pub fn lost_next_hops(&self) -> LostNextHops {
+        LostNextHops {
+            lost: self.lost.clone(),
+            wake: self.input.clone(),
+        }
     }
 
     pub fn status(&self) -> FibStatus {
@@ -208,6 +236,8 @@ impl Fib {
 }
 
 struct Writer {
+    /// Lost next hops, taken before anything else.
+    lost: Arc<Mutex<Vec<IpAddr>>>,
     socket: RouteSocket,
     state: FibState,
     status: Arc<Mutex<FibStatus>>,
@@ -233,13 +263,18 @@ impl Writer {
                 next_reconcile.saturating_duration_since(Instant::now())
             };
             match rx.recv_timeout(wait) {
-                Ok(input) => self.receive(input),
+                Ok(input) => {
+                    self.take_lost();
+                    self.receive(input);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             while let Ok(input) = rx.try_recv() {
+                self.take_lost();
                 self.receive(input);
             }
+            self.take_lost();
             if self.state.has_work() {
                 self.busy(true);
                 self.write_batch();
@@ -257,17 +292,24 @@ impl Writer {
     fn receive(&mut self, input: FibInput) {
         match input {
             FibInput::Changes(c) => self.apply(&c),
-            FibInput::NextHopsLost(lost) => {
-                let gateways = lost_gateways(&self.resolved, &lost);
-                let groups = self.state.lose_gateways(&gateways);
-                if groups > 0 {
-                    tracing::info!(next_hops = ?lost, groups, "next hops lost: their gateways left the nexthop groups");
-                }
-            }
+            FibInput::Wake => {}
             FibInput::Sweep => {
                 let n = self.state.sweep_stale();
                 tracing::info!(routes = n, "restart finished: stale kernel routes removed");
             }
+        }
+    }
+
+    /// Lost next hops: their gateways leave every group now.
+    fn take_lost(&mut self) {
+        let lost = std::mem::take(&mut *self.lost.lock().expect("lost next hops"));
+        if lost.is_empty() {
+            return;
+        }
+        let gateways = lost_gateways(&self.resolved, &lost);
+        let groups = self.state.lose_gateways(&gateways);
+        if groups > 0 {
+            tracing::info!(next_hops = ?lost, groups, "next hops lost: their gateways left the nexthop groups");
         }
     }
 
