@@ -176,11 +176,11 @@ table_run() {
     novanet)
       cat > "$RUN/agent.json" <<JSON
 {"node_name": "node", "node_ip": "10.0.1.10", "pod_cidr": "10.244.10.0/24", "metrics_address": "127.0.0.1:9102", "listen_socket": "$RUN/agent.sock",
- "log_level": "warn",
+ "log_level": "info",
  "routing": {"peers": [
-   {"neighbor_address": "10.0.1.1", "remote_as": 65001, "hold_time": 9, "keepalive": 3, "max_prefix": $((TABLE + 1)), "import": "all",
+   {"neighbor_address": "10.0.1.1", "remote_as": 65001, "max_prefix": $((TABLE + 1)), "import": "all",
     "bfd_enabled": true, "bfd_min_tx_ms": 100, "bfd_min_rx_ms": 100, "bfd_detect_multiplier": 3},
-   {"neighbor_address": "10.0.2.1", "remote_as": 65002, "hold_time": 9, "keepalive": 3, "max_prefix": $((TABLE + 1)), "import": "all",
+   {"neighbor_address": "10.0.2.1", "remote_as": 65002, "max_prefix": $((TABLE + 1)), "import": "all",
     "bfd_enabled": true, "bfd_min_tx_ms": 100, "bfd_min_rx_ms": 100, "bfd_detect_multiplier": 3}
  ]}}
 JSON
@@ -193,8 +193,8 @@ router id 10.0.1.10;
 protocol device { }
 protocol kernel { ipv4 { export all; }; merge paths on; }
 protocol bfd { interface "eth*" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }
-protocol bgp tor1 { local 10.0.1.10 as 65010; neighbor 10.0.1.1 as 65001; hold time 9; bfd on; ipv4 { import all; export none; }; }
-protocol bgp tor2 { local 10.0.2.10 as 65010; neighbor 10.0.2.1 as 65002; hold time 9; bfd on; ipv4 { import all; export none; }; }
+protocol bgp tor1 { local 10.0.1.10 as 65010; neighbor 10.0.1.1 as 65001; bfd on; ipv4 { import all; export none; }; }
+protocol bgp tor2 { local 10.0.2.10 as 65010; neighbor 10.0.2.1 as 65002; bfd on; ipv4 { import all; export none; }; }
 CONF
       ip netns exec "$P-node" bird -c "$RUN/bird.conf" -s "$RUN/bird.ctl" -P "$RUN/bird.pid"
       sleep 0.2; dpids=("$(cat "$RUN/bird.pid")")
@@ -218,10 +218,8 @@ CONF
  no bgp ebgp-requires-policy
  bgp bestpath as-path multipath-relax
  neighbor 10.0.1.1 remote-as 65001
- neighbor 10.0.1.1 timers 3 9
  neighbor 10.0.1.1 bfd
  neighbor 10.0.2.1 remote-as 65002
- neighbor 10.0.2.1 timers 3 9
  neighbor 10.0.2.1 bfd
  address-family ipv4 unicast
   maximum-paths 2
@@ -233,11 +231,13 @@ CONF
   pids+=("${dpids[@]}")
   # Converged: the last prefix through both ToRs.
   local last; last="$(python3 -c "import ipaddress,sys; print(ipaddress.IPv4Address(int(ipaddress.IPv4Address('100.0.0.0')) + (int(sys.argv[1])-1)*256))" "$TABLE")/24"
-  for _ in $(seq 1800); do
+  local converged=""
+  for _ in $(seq 3000); do
     local r; r=$(ip -n "$P-node" route show exact "$last" 2>/dev/null)
-    [[ "$r" == *10.0.1.1* && "$r" == *10.0.2.1* ]] && break
+    if [[ "$r" == *10.0.1.1* && "$r" == *10.0.2.1* ]]; then converged=1; break; fi
     sleep 0.1
   done
+  if [ -z "$converged" ]; then echo "not-converged 0"; return 0; fi
   sleep 2
   for i in "${!probes[@]}"; do
     ip netns exec "$P-node" ping -D -n -i 0.01 -W 1 -w 14 "${probes[$i]}" > "$RUN/probe$i.log" 2>&1 &
@@ -245,6 +245,7 @@ CONF
   done
   sleep 2
   local t0; t0=$(date +%s.%N)
+  echo "$t0" > "$RUN/t0"
   case $failure in
     silent)
       ip netns exec "$P-node" nft add table inet bench
@@ -254,9 +255,15 @@ CONF
     carrier) ip -n "$P-tor1" link set eth0 down ;;
   esac
   sleep 12
-  python3 - "$t0" "$RUN" "$PROBES" <<'PY'
+  # novanet: when BFD said the ToR was down (the detection's end).
+  local detected=0
+  if [ "$dut" = novanet ]; then
+    detected=$(grep -a "BFD down: closing the BGP session" "$RUN/agent.log" | grep -a "10.0.1.1" | head -1 \
+      | sed 's/\x1b\[[0-9;]*m//g' | awk '{print $1}' | python3 -c "import sys,datetime; l=sys.stdin.read().strip(); print(datetime.datetime.fromisoformat(l.replace('Z','+00:00')).timestamp() if l else 0)")
+  fi
+  python3 - "$t0" "$RUN" "$PROBES" "$detected" <<'PY'
 import re, sys
-t0, run, n = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+t0, run, n, detected = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 worst, lost = 0.0, 0
 for i in range(n):
     times = {}
@@ -265,18 +272,22 @@ for i in range(n):
         if m:
             times[int(m.group(2))] = float(m.group(1))
     seqs = sorted(times)
+    if not any(t < t0 for t in times.values()) or not any(t > t0 for t in times.values()):
+        print(f"probe{i}-without-replies 0")
+        sys.exit(0)
     # The first reply after the failure that follows a gap is the recovery.
     for a, b in zip(seqs, seqs[1:]):
         if times[b] > t0 and b - a > 1:
             worst = max(worst, times[b] - t0)
             lost += b - a - 1
             break
-print(f"{worst * 1000:.0f} {lost}")
+after = f" {(t0 + worst - detected) * 1000:.0f}" if detected and worst else ""
+print(f"{worst * 1000:.0f} {lost}{after}")
 PY
 }
 
 table_scenario() {
-  printf '%-10s %-9s %s\n' "node" "failure" "slowest probe moved (ms) / replies lost, $RUNS runs, $TABLE routes"
+  printf '%-10s %-9s %s\n' "node" "failure" "slowest probe moved after the failure (ms) / replies lost [/ after BFD down], $RUNS runs, $TABLE routes"
   for dut in ${DUTS:-novanet bird frr}; do
     for failure in ${FAILURES:-silent carrier}; do
       results=()

@@ -156,15 +156,31 @@ fn kernel_routes_from_frr_and_bird_tors() {
 /// A route another protocol adds after the agent's last look at the kernel
 /// (between reconciles), at our metric, is not replaced when BGP then
 /// learns its prefix: new routes are created exclusively, and the refusal
-/// shows the prefix as blocked.
+/// shows the prefix as blocked. Run with nexthop objects off: routes carry
+/// their gateways, as on a kernel without nexthop objects.
 #[test]
 fn a_route_added_between_reconciles_is_not_replaced() {
     use novanet_conformance::checks::{node_a, tor_and_node, tor_routing, TOR_FRR};
+    use novanet_conformance::kernel::bgp_route_nexthop_ids;
     let mut lab = Lab::new("fibexcl");
     tor_and_node(&mut lab);
     let frr = Frr::start(&mut lab, "tor", TOR_FRR);
-    let agent = Agent::start(&mut lab, "node", &node_a(json!({"routing": tor_routing()})));
+    let mut routing = tor_routing();
+    routing["fib"] = json!({"nexthop_objects": false});
+    let agent = Agent::start(&mut lab, "node", &node_a(json!({ "routing": routing })));
     agent_established(&agent, "10.0.0.1");
+    let fib = serde_json::from_str::<serde_json::Value>(&agent.get("/status/fib").unwrap()).unwrap();
+    assert_eq!(fib["nexthop_objects"], false, "{fib}");
+    frr.configure(&[
+        "router bgp 65000",
+        "no bgp network import-check",
+        "address-family ipv4 unicast",
+        "network 192.0.2.0/24",
+    ]);
+    wait_for_value("192.0.2.0/24 through its gateway", hops(&["10.0.0.1"]), || {
+        bgp_routes(&lab, "node").get("192.0.2.0/24").cloned()
+    });
+    assert!(bgp_route_nexthop_ids(&lab, "node").is_empty(), "no nexthop object");
     lab.exec(
         "node",
         "ip",

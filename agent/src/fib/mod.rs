@@ -300,7 +300,9 @@ impl Writer {
         }
     }
 
-    /// Lost next hops: their gateways leave every group now.
+    /// Lost next hops: their gateways leave every group, written to the
+    /// kernel now, before any other input is taken in (the RIB's changes
+    /// for a full table follow right behind them).
     fn take_lost(&mut self) {
         let lost = std::mem::take(&mut *self.lost.lock().expect("lost next hops"));
         if lost.is_empty() {
@@ -309,6 +311,8 @@ impl Writer {
         let gateways = lost_gateways(&self.resolved, &lost);
         let groups = self.state.lose_gateways(&gateways);
         if groups > 0 {
+            let ops = self.state.take_first_objects();
+            self.write(ops);
             tracing::info!(next_hops = ?lost, groups, "next hops lost: their gateways left the nexthop groups");
         }
     }
@@ -337,6 +341,11 @@ impl Writer {
 
     fn write_batch(&mut self) {
         let ops = self.state.take_batch(BATCH);
+        self.write(ops);
+    }
+
+    /// Carries operations out and records their outcomes.
+    fn write(&mut self, ops: Vec<state::Op>) {
         if ops.is_empty() {
             return;
         }

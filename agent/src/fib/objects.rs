@@ -77,6 +77,9 @@ pub struct Objects {
     first: VecDeque<ObjectOp>,
     /// Groups whose last reference went.
     unused: Vec<GroupId>,
+    /// Removals that wait for the next batch (a lost gateway's nexthop:
+    /// the kernel takes its time to delete one).
+    later: Vec<ObjectOp>,
 }
 
 impl Objects {
@@ -94,6 +97,7 @@ impl Objects {
             next_id: OBJECT_IDS.start,
             first: VecDeque::new(),
             unused: Vec::new(),
+            later: Vec::new(),
         }
     }
 
@@ -275,6 +279,7 @@ impl Objects {
     /// Removes groups left without routes, and nexthops left without
     /// groups; the kernel operations that remove them go into `ops`.
     pub fn take_unused(&mut self, ops: &mut Vec<ObjectOp>) {
+        ops.append(&mut self.later);
         for g in std::mem::take(&mut self.unused) {
             let group = &self.groups[g as usize];
             if group.refs > 0 {
@@ -336,8 +341,8 @@ impl Objects {
                     members: ids,
                 });
             }
-            // A member removed from its last group goes after the group.
-            self.first.extend(ops);
+            // A member removed from its last group goes with the next batch.
+            self.later.extend(ops);
             changed += 1;
         }
         changed
@@ -349,7 +354,7 @@ impl Objects {
     }
 
     pub fn has_first(&self) -> bool {
-        !self.first.is_empty() || !self.unused.is_empty()
+        !self.first.is_empty() || !self.unused.is_empty() || !self.later.is_empty()
     }
 
     /// Records a failed object operation: the object is taken as absent
@@ -568,7 +573,10 @@ mod tests {
         let only_a = o.acquire(&set(&["10.0.1.1"]), &mut ops);
         assert_eq!(o.lose(&[ip("10.0.1.1")]), 1, "the group that only has A stays");
         let first = o.take_first();
-        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!(first.len(), 1, "only the group goes first: {first:?}");
+        let mut later = Vec::new();
+        o.take_unused(&mut later);
+        assert!(later.is_empty(), "10.0.1.1 is still in the group of its own: {later:?}");
         assert_eq!(o.members(both), &set(&["10.0.2.1"]));
         assert_eq!(o.members(only_a), &set(&["10.0.1.1"]));
         // New routes wanting B alone keep using the group made for it.
