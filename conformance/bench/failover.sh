@@ -121,8 +121,10 @@ JSON
     if ! route_hops | grep -q "10.0.1.1"; then t1=$(date +%s%N); break; fi
     sleep 0.005
   done
-  [ -n "$t1" ] && echo $(( (t1 - t0) / 1000000 )) || echo timeout
   [ -n "${AGENT_LOG:-}" ] && echo "drop at $(date -u -d @"$((t0 / 1000000000))" +%T).$(( (t0 / 1000000) % 1000 ))" >> "$AGENT_LOG"
+  # This runs in a subshell ($(one_run ...)): what it started is stopped here.
+  cleanup tor1 tor2 node inj
+  [ -n "$t1" ] && echo $(( (t1 - t0) / 1000000 )) || echo timeout
   return 0
 }
 
@@ -237,7 +239,7 @@ CONF
     if [[ "$r" == *10.0.1.1* && "$r" == *10.0.2.1* ]]; then converged=1; break; fi
     sleep 0.1
   done
-  if [ -z "$converged" ]; then echo "not-converged 0"; return 0; fi
+  if [ -z "$converged" ]; then cleanup tor1 tor2 node; echo "not-converged 0"; return 0; fi
   sleep 2
   for i in "${!probes[@]}"; do
     ip netns exec "$P-node" ping -D -n -i 0.01 -W 1 -w 14 "${probes[$i]}" > "$RUN/probe$i.log" 2>&1 &
@@ -261,7 +263,8 @@ CONF
     detected=$(grep -a "BFD down: closing the BGP session" "$RUN/agent.log" | grep -a "10.0.1.1" | head -1 \
       | sed 's/\x1b\[[0-9;]*m//g' | awk '{print $1}' | python3 -c "import sys,datetime; l=sys.stdin.read().strip(); print(datetime.datetime.fromisoformat(l.replace('Z','+00:00')).timestamp() if l else 0)")
   fi
-  python3 - "$t0" "$RUN" "$PROBES" "$detected" <<'PY'
+  local figures
+  figures=$(python3 - "$t0" "$RUN" "$PROBES" "$detected" <<'PY'
 import re, sys
 t0, run, n, detected = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 worst, lost = 0.0, 0
@@ -284,6 +287,10 @@ for i in range(n):
 after = f" {(t0 + worst - detected) * 1000:.0f}" if detected and worst else ""
 print(f"{worst * 1000:.0f} {lost}{after}")
 PY
+)
+  # This runs in a subshell ($(table_run ...)): what it started is stopped here.
+  cleanup tor1 tor2 node
+  echo "$figures"
 }
 
 table_scenario() {
