@@ -20,7 +20,9 @@
 #   conformance/bench/failover.sh     (SCENARIOS="bfd table", LOAD_ROUTES,
 #                                      TABLE_ROUTES=1000000, RUNS=3,
 #                                      DUTS="novanet bird frr",
-#                                      FAILURES="silent carrier")
+#                                      FAILURES="silent carrier",
+#                                      CONVERGE_S=300: the wait for the
+#                                      table through both ToRs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LOAD=${LOAD_ROUTES:-1000000}
@@ -234,7 +236,7 @@ CONF
   # Converged: the last prefix through both ToRs.
   local last; last="$(python3 -c "import ipaddress,sys; print(ipaddress.IPv4Address(int(ipaddress.IPv4Address('100.0.0.0')) + (int(sys.argv[1])-1)*256))" "$TABLE")/24"
   local converged=""
-  for _ in $(seq 3000); do
+  for _ in $(seq $(( ${CONVERGE_S:-300} * 10 ))); do
     local r; r=$(ip -n "$P-node" route show exact "$last" 2>/dev/null)
     if [[ "$r" == *10.0.1.1* && "$r" == *10.0.2.1* ]]; then converged=1; break; fi
     sleep 0.1

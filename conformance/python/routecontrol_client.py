@@ -10,7 +10,8 @@ socket path as the authority the way grpc-java and other clients send it
 Usage: routecontrol_client.py SOCKET OWNER TOKEN PREFIX [--authority path]
 
 Registers OWNER, opens an event stream, advertises PREFIX, reads the status,
-withdraws PREFIX and prints one JSON object per step on stdout. Exits 1 with
+tries an OSPF interface name carrying a command, withdraws PREFIX and prints
+one JSON object per step on stdout. Exits 1 with
 the gRPC error on stderr when any call fails.
 """
 
@@ -97,6 +98,13 @@ def run(pb, stub, owner, token, prefix):
         emit("bad_token", code="OK")
     except grpc.RpcError as e:
         emit("bad_token", code=e.code().name)
+
+    # A command smuggled into an OSPF interface name never gets through.
+    try:
+        stub.EnableOSPF(pb.EnableOSPFRequest(owner=owner, token=token, interface_name="eth0\nrouter bgp 1", area_id="0"), timeout=10)
+        emit("smuggled", code="OK")
+    except grpc.RpcError as e:
+        emit("smuggled", code=e.code().name, details=e.details())
 
     stub.WithdrawPrefix(pb.WithdrawPrefixRequest(owner=owner, token=token, prefix=prefix, protocol=pb.PROTOCOL_BGP), timeout=10)
     emit("withdraw", prefix=prefix)
