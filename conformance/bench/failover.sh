@@ -207,13 +207,10 @@ CONF
       frr node zebra "hostname node
 "
       frr node bfdd "bfd
- peer 10.0.1.1 local-address 10.0.1.10
+ profile fast
   receive-interval 100
   transmit-interval 100
- !
- peer 10.0.2.1 local-address 10.0.2.10
-  receive-interval 100
-  transmit-interval 100
+  detect-multiplier 3
  !
 !
 "
@@ -222,9 +219,9 @@ CONF
  no bgp ebgp-requires-policy
  bgp bestpath as-path multipath-relax
  neighbor 10.0.1.1 remote-as 65001
- neighbor 10.0.1.1 bfd
+ neighbor 10.0.1.1 bfd profile fast
  neighbor 10.0.2.1 remote-as 65002
- neighbor 10.0.2.1 bfd
+ neighbor 10.0.2.1 bfd profile fast
  address-family ipv4 unicast
   maximum-paths 2
  exit-address-family

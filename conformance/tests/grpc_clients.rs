@@ -77,7 +77,10 @@ fn python_grpcio_clients_are_served_on_the_unix_socket() {
         assert_eq!(steps["bad_token"]["code"], "UNAUTHENTICATED");
         assert_eq!(steps["smuggled"]["code"], "INVALID_ARGUMENT", "{steps:?}");
         assert!(
-            steps["smuggled"]["details"].as_str().unwrap_or("").contains("interface_name"),
+            steps["smuggled"]["details"]
+                .as_str()
+                .unwrap_or("")
+                .contains("interface_name"),
             "{steps:?}"
         );
         assert!(steps.contains_key("withdraw"));

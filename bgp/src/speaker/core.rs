@@ -578,6 +578,7 @@ impl Core {
                 .any(|(other, s)| *other != id && s.session.is_some() && s.next_hops.contains(nh))
         });
         if !lost.is_empty() {
+            tracing::info!(peer = id, next_hops = ?lost, "peer down: its next hops are told to the FIB first");
             (sink.0)(super::SinkEvent::NextHopsLost(lost.to_vec()));
         }
     }
