@@ -475,9 +475,12 @@ impl FibState {
             let r = *r;
             if r.desired != NO_HOPS {
                 let desired = self.hops.get(r.desired);
+                // With nexthop objects, a route the kernel holds with its
+                // gateways (written before they were used) moves to a group.
                 let same = r.has(INSTALLED)
                     && self.objects.members(r.installed) == desired
-                    && (!self.objects.kernel() || self.objects.in_kernel(r.installed));
+                    && (!self.objects.kernel()
+                        || (self.objects.kernel_id(r.installed) != 0 && self.objects.in_kernel(r.installed)));
                 if same {
                     if r.has(STALE) {
                         // Re-learned as it is in the kernel: kept, no longer stale.
@@ -1075,5 +1078,27 @@ mod tests {
         assert!(s.take_batch(10).is_empty());
         assert_eq!(s.reconcile(&[]), 1);
         assert_eq!(writes(&s.take_batch(10)).len(), 1);
+    }
+
+    #[test]
+    fn routes_written_with_gateways_move_to_a_group_once_objects_are_used() {
+        let mut s = with_objects();
+        let old = KernelRoute {
+            prefix: p("192.0.2.0/24"),
+            protocol: PROTO_BGP,
+            metric: 20,
+            next_hops: [ip("10.0.1.1"), ip("10.0.2.1")].into_iter().collect(),
+            nh_id: None,
+        };
+        assert_eq!(s.adopt(std::slice::from_ref(&old)), 1);
+        s.set(p("192.0.2.0/24"), hops(&["10.0.1.1", "10.0.2.1"]));
+        assert!(run(&mut s).is_empty(), "held while the restart goes on");
+        s.sweep_stale();
+        let ops = run(&mut s);
+        assert_eq!(writes(&ops).len(), 1, "{ops:?}");
+        assert!(ops
+            .iter()
+            .any(|o| matches!(o, Op::Replace { nh_id, .. } if *nh_id != 0)));
+        assert!(run(&mut s).is_empty(), "once");
     }
 }
