@@ -52,6 +52,16 @@ pub fn tor_and_node(lab: &mut Lab) {
     );
 }
 
+/// Two ToRs and a node: `tor1` (10.0.1.1) on the node's eth0 (10.0.1.10),
+/// `tor2` (10.0.2.1) on its eth1 (10.0.2.10).
+pub fn two_tors_and_node(lab: &mut Lab) {
+    lab.add_ns("tor1");
+    lab.add_ns("tor2");
+    lab.add_ns("node");
+    lab.link("tor1", "eth0", &["10.0.1.1/24"], "node", "eth0", &["10.0.1.10/24"]);
+    lab.link("tor2", "eth0", &["10.0.2.1/24"], "node", "eth1", &["10.0.2.10/24"]);
+}
+
 /// Waits until the agent's best path for `prefix` has this next hop and
 /// AS path.
 pub fn agent_has(agent: &Agent, prefix: &str, next_hop: &str, as_path: &str) {

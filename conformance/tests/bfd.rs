@@ -4,7 +4,7 @@
 //! hop out of the kernel while traffic keeps the other ToR; recovery when
 //! the drop is lifted. And a multihop session with FRR.
 
-use novanet_conformance::checks::{agent_established, wait_for_value, SETTLE};
+use novanet_conformance::checks::{agent_established, two_tors_and_node, wait_for_value, SETTLE};
 use novanet_conformance::kernel::bgp_routes;
 use novanet_conformance::{wait_until, Agent, Bird, Frr, Lab};
 use serde_json::{json, Value};
@@ -109,11 +109,7 @@ fn fail_over_and_recover(lab: &Lab, agent: &Agent, tor: &str, other: &str) {
 #[test]
 fn bfd_failover_with_frr_and_bird() {
     let mut lab = Lab::new("bfd");
-    lab.add_ns("tor1");
-    lab.add_ns("tor2");
-    lab.add_ns("node");
-    lab.link("tor1", "eth0", &["10.0.1.1/24"], "node", "eth0", &["10.0.1.10/24"]);
-    lab.link("tor2", "eth0", &["10.0.2.1/24"], "node", "eth1", &["10.0.2.10/24"]);
+    two_tors_and_node(&mut lab);
     let frr = Frr::start_daemons(&mut lab, "tor1", &[("zebra", ZEBRA), ("bfdd", BFDD), ("bgpd", BGPD)]);
     let bird = Bird::start(&mut lab, "tor2", BIRD);
     let agent = Agent::start(

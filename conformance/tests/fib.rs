@@ -2,7 +2,7 @@
 //! with `proto bgp`, ECMP over an FRR and a BIRD ToR, withdrawals and a
 //! peer going down, and other protocols' routes left alone.
 
-use novanet_conformance::checks::{agent_established, wait_for_value};
+use novanet_conformance::checks::{agent_established, two_tors_and_node, wait_for_value};
 use novanet_conformance::kernel::{bgp_routes, routes, Route};
 use novanet_conformance::{Agent, Bird, Frr, Lab};
 use serde_json::json;
@@ -40,11 +40,7 @@ fn hops(h: &[&str]) -> Option<Vec<String>> {
 #[test]
 fn kernel_routes_from_frr_and_bird_tors() {
     let mut lab = Lab::new("fib");
-    lab.add_ns("tor1");
-    lab.add_ns("tor2");
-    lab.add_ns("node");
-    lab.link("tor1", "eth0", &["10.0.1.1/24"], "node", "eth0", &["10.0.1.10/24"]);
-    lab.link("tor2", "eth0", &["10.0.2.1/24"], "node", "eth1", &["10.0.2.10/24"]);
+    two_tors_and_node(&mut lab);
     // Other protocols' routes, there before the agent: one holds a learned
     // prefix with our metric (never replaced), one shadows another prefix
     // with a lower metric.

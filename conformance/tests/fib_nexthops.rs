@@ -7,7 +7,7 @@
 //! touched; the agent killed with SIGKILL and started again adopts the
 //! groups with no packet lost; withdrawals leave no object of ours.
 
-use novanet_conformance::checks::{agent_established, wait_for_value};
+use novanet_conformance::checks::{agent_established, two_tors_and_node, wait_for_value};
 use novanet_conformance::kernel::{bgp_route_nexthop_ids, nexthops, routes, Nexthop};
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
 use serde_json::{json, Value};
@@ -102,11 +102,7 @@ fn ping_once(lab: &Lab) -> bool {
 #[test]
 fn ecmp_through_nexthop_groups_fails_over_in_the_group() {
     let mut lab = Lab::new("nhobj");
-    lab.add_ns("tor1");
-    lab.add_ns("tor2");
-    lab.add_ns("node");
-    lab.link("tor1", "eth0", &["10.0.1.1/24"], "node", "eth0", &["10.0.1.10/24"]);
-    lab.link("tor2", "eth0", &["10.0.2.1/24"], "node", "eth1", &["10.0.2.10/24"]);
+    two_tors_and_node(&mut lab);
     // Someone else's nexthop object and route, there before the agent.
     lab.exec(
         "node",

@@ -61,6 +61,9 @@ pub struct Report {
 /// socket's inode and its pid file.
 type Identity = Vec<(Option<(u64, u64)>, Option<String>)>;
 
+/// A `show ... json` command and the parser of its output.
+type Reading<'a, T> = (&'a str, fn(&str) -> Result<Vec<T>, serde_json::Error>);
+
 /// One sidecar, as last seen.
 pub struct Bridge {
     vty: Vtysh,
@@ -184,52 +187,56 @@ impl Bridge {
         changes
     }
 
-    fn read_neighbors(&self, v3: bool) -> Result<Vec<(Version, Neighbor)>, VtyError> {
-        // zebra installs what ospfd learns: without it the sidecar is not
-        // doing its job either.
-        self.vty.show("show zebra")?;
-        let bad_json = |e: serde_json::Error| VtyError::Unreadable(format!("neighbor JSON: {e}"));
-        let mut all: Vec<(Version, Neighbor)> = readback::neighbors(&self.vty.show("show ip ospf neighbor json")?)
-            .map_err(bad_json)?
-            .into_iter()
-            .map(|n| (Version::V2, n))
-            .collect();
+    /// A `show ... json` command's output, parsed.
+    fn read<T>(&self, command: &str, parse: fn(&str) -> Result<T, serde_json::Error>) -> Result<T, VtyError> {
+        parse(&self.vty.show(command)?).map_err(|e| VtyError::Unreadable(format!("{command}: {e}")))
+    }
+
+    /// What `v2` (and, with `v3`, `v3_read`) read, each tagged with its
+    /// version.
+    fn both<T>(&self, v3: bool, v2: Reading<T>, v3_read: Reading<T>) -> Result<Vec<(Version, T)>, VtyError> {
+        let mut all: Vec<(Version, T)> = self.read(v2.0, v2.1)?.into_iter().map(|x| (Version::V2, x)).collect();
         if v3 {
-            let v6 = readback::ospf6_neighbors(&self.vty.show("show ipv6 ospf6 neighbor json")?).map_err(bad_json)?;
-            all.extend(v6.into_iter().map(|n| (Version::V3, n)));
+            all.extend(self.read(v3_read.0, v3_read.1)?.into_iter().map(|x| (Version::V3, x)));
         }
         Ok(all)
     }
 
+    fn read_neighbors(&self, v3: bool) -> Result<Vec<(Version, Neighbor)>, VtyError> {
+        // zebra installs what ospfd learns: without it the sidecar is not
+        // doing its job either.
+        self.vty.show("show zebra")?;
+        self.both(
+            v3,
+            ("show ip ospf neighbor json", readback::neighbors),
+            ("show ipv6 ospf6 neighbor json", readback::ospf6_neighbors),
+        )
+    }
+
     /// The interfaces as ospfd (and, with `v3`, ospf6d) report them.
     pub fn interfaces(&self, v3: bool) -> Result<Vec<(Version, readback::InterfaceState)>, VtyError> {
-        let bad_json = |e: serde_json::Error| VtyError::Unreadable(format!("interface JSON: {e}"));
-        let mut all: Vec<_> = readback::interfaces(&self.vty.show("show ip ospf interface json")?)
-            .map_err(bad_json)?
-            .into_iter()
-            .map(|i| (Version::V2, i))
-            .collect();
-        if v3 {
-            let v6 = readback::ospf6_interfaces(&self.vty.show("show ipv6 ospf6 interface json")?).map_err(bad_json)?;
-            all.extend(v6.into_iter().map(|i| (Version::V3, i)));
-        }
-        Ok(all)
+        self.both(
+            v3,
+            ("show ip ospf interface json", readback::interfaces),
+            ("show ipv6 ospf6 interface json", readback::ospf6_interfaces),
+        )
     }
 
     /// Whether ospfd (or ospf6d, for IPv6 prefixes) still originates any
     /// of `prefixes` in its own LSAs.
     pub fn originates_any(&self, prefixes: &[ipnet::IpNet]) -> Result<bool, VtyError> {
-        let bad_json = |e: serde_json::Error| VtyError::Unreadable(format!("LSA JSON: {e}"));
         let mut originated = Vec::new();
         if prefixes.iter().any(|p| p.addr().is_ipv4()) {
-            let json = self.vty.show("show ip ospf database router self-originate json")?;
-            originated.extend(readback::originated_v2(&json).map_err(bad_json)?);
+            originated.extend(self.read(
+                "show ip ospf database router self-originate json",
+                readback::originated_v2,
+            )?);
         }
         if prefixes.iter().any(|p| p.addr().is_ipv6()) {
-            let json = self
-                .vty
-                .show("show ipv6 ospf6 database intra-prefix self-originate json")?;
-            originated.extend(readback::originated_v3(&json).map_err(bad_json)?);
+            originated.extend(self.read(
+                "show ipv6 ospf6 database intra-prefix self-originate json",
+                readback::originated_v3,
+            )?);
         }
         Ok(prefixes.iter().any(|p| originated.contains(p)))
     }

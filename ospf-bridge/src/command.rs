@@ -54,6 +54,20 @@ pub struct InterfaceRequest<'a> {
     pub ipv6: bool,
 }
 
+impl InterfaceRequest<'_> {
+    /// The request with RouteControl's defaults for what it leaves at 0:
+    /// cost 10, hello 10 s, dead 40 s.
+    pub fn with_defaults(self) -> Self {
+        let or = |v: u32, d: u32| if v == 0 { d } else { v };
+        InterfaceRequest {
+            cost: or(self.cost, 10),
+            hello: or(self.hello, 10),
+            dead: or(self.dead, 40),
+            ..self
+        }
+    }
+}
+
 impl Interface {
     /// Validates a request; the first problem is the error.
     pub fn new(r: &InterfaceRequest) -> Result<Interface, Invalid> {
@@ -215,6 +229,20 @@ mod tests {
             router_lines(Version::V2, "10.0.0.1".parse().unwrap())[1],
             " ospf router-id 10.0.0.1"
         );
+    }
+
+    #[test]
+    fn what_a_request_leaves_out_takes_routecontrol_s_defaults() {
+        let r = req("eth0").with_defaults();
+        assert_eq!((r.cost, r.hello, r.dead), (10, 10, 40));
+        let set = InterfaceRequest {
+            cost: 5,
+            hello: 1,
+            dead: 3,
+            ..req("eth0")
+        }
+        .with_defaults();
+        assert_eq!((set.cost, set.hello, set.dead), (5, 1, 3));
     }
 
     #[test]

@@ -519,25 +519,25 @@ impl RouteControl for Service {
                 )));
             }
         }
-        let or = |v: u32, d: u32| if v == 0 { d } else { v };
+        let request = novanet_ospf_bridge::command::InterfaceRequest {
+            name: &r.interface_name,
+            area: &r.area_id,
+            passive: r.passive,
+            cost: r.cost,
+            hello: r.hello_interval,
+            dead: r.dead_interval,
+            ipv6: false,
+        }
+        .with_defaults();
+        novanet_ospf_bridge::command::Interface::new(&request).map_err(|e| invalid(e.to_string()))?;
         let intent = OspfIntent {
             interface: r.interface_name.clone(),
             area: r.area_id.clone(),
-            passive: r.passive,
-            cost: or(r.cost, 10),
-            hello: or(r.hello_interval, 10),
-            dead: or(r.dead_interval, 40),
+            passive: request.passive,
+            cost: request.cost,
+            hello: request.hello,
+            dead: request.dead,
         };
-        novanet_ospf_bridge::command::Interface::new(&novanet_ospf_bridge::command::InterfaceRequest {
-            name: &intent.interface,
-            area: &intent.area,
-            passive: intent.passive,
-            cost: intent.cost,
-            hello: intent.hello,
-            dead: intent.dead,
-            ipv6: false,
-        })
-        .map_err(|e| invalid(e.to_string()))?;
         self.mutable()?;
         let iface = r.interface_name.clone();
         let holder = {

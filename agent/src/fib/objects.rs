@@ -375,18 +375,13 @@ impl Objects {
         }
     }
 
-    /// The group of ours with this kernel id.
-    pub fn by_kernel_id(&self, id: u32) -> Option<GroupId> {
-        self.by_kernel_id.get(&id).copied()
-    }
-
     /// Takes in the kernel's nexthop objects: ours (our protocol, an id in
     /// [`OBJECT_IDS`]) become known groups and nexthops as the kernel holds
     /// them, with no references yet; others' ids are never used. Objects of
     /// ours the kernel does not hold are marked absent (created again when
-    /// used); ours it holds that we do not know, or that differ, are
-    /// returned as operations (removal, or the group written again).
-    pub fn take_kernel(&mut self, dump: &[KernelNexthop], protocol: u8) -> Vec<ObjectOp> {
+    /// used); ours it holds that we do not know are removed ahead of any
+    /// route write. Returns how many removals that queued.
+    pub fn take_kernel(&mut self, dump: &[KernelNexthop], protocol: u8) -> usize {
         let mut ops = Vec::new();
         self.foreign.clear();
         let ours = |n: &KernelNexthop| n.protocol == protocol && OBJECT_IDS.contains(&n.id);
@@ -463,7 +458,9 @@ impl Objects {
                 self.groups[g].in_kernel = false;
             }
         }
-        ops
+        let queued = ops.len();
+        self.first.extend(ops);
+        queued
     }
 
     /// Takes a reference to the group of ours with kernel id `id` (a
@@ -507,14 +504,6 @@ impl Objects {
     /// Whether the group is written in the kernel as nexthop objects.
     pub fn in_kernel(&self, g: GroupId) -> bool {
         g != NO_GROUP && self.groups[g as usize].in_kernel
-    }
-
-    /// With nexthop objects: makes sure the group exists in the kernel
-    /// (after the kernel dropped it, say), adding what is missing to `ops`.
-    pub fn ensure(&mut self, g: GroupId, ops: &mut Vec<ObjectOp>) {
-        if self.kernel && g != NO_GROUP && self.groups[g as usize].kernel_id != 0 {
-            self.ensure_in_kernel(g, ops);
-        }
     }
 }
 
@@ -635,7 +624,7 @@ mod tests {
                 ..ours(base + 3, "10.0.3.1")
             },
         ];
-        assert!(o.take_kernel(&dump, 186).is_empty());
+        assert_eq!(o.take_kernel(&dump, 186), 0, "nothing of ours to remove");
         let g = o.adopt_reference(base + 2).expect("the group is ours");
         assert_eq!(o.members(g), &set(&["10.0.1.1", "10.0.2.1"]));
         assert!(o.in_kernel(g));

@@ -199,8 +199,6 @@ pub struct FibState {
     hops: HopSets,
     /// What installed routes point at.
     objects: Objects,
-    /// Object operations found by a look at the kernel's objects.
-    pending_objects: Vec<ObjectOp>,
     /// Routes of a previous run were adopted and the restart is not over:
     /// they are rewritten only once every peer has sent its table (at
     /// [`FibState::sweep_stale`]), so a route is not moved to the one ToR
@@ -294,7 +292,6 @@ impl FibState {
             routes: PrefixMap::default(),
             hops: HopSets::default(),
             objects: Objects::new(nexthop_objects),
-            pending_objects: Vec::new(),
             restarting: false,
             foreign: Default::default(),
             urgent: PrefixQueue::default(),
@@ -370,7 +367,8 @@ impl FibState {
     }
 
     /// The object operations that must go first (a lost gateway's group
-    /// replacements), to be written at once.
+    /// replacements, removals of unknown objects of ours), to be written at
+    /// once.
     pub fn take_first_objects(&mut self) -> Vec<Op> {
         self.objects.take_first().into_iter().map(Op::Object).collect()
     }
@@ -378,8 +376,7 @@ impl FibState {
     /// Takes in the kernel's nexthop objects (at start, and at each
     /// reconcile before the routes).
     pub fn take_kernel_objects(&mut self, dump: &[KernelNexthop]) {
-        let ops = self.objects.take_kernel(dump, PROTO_BGP);
-        self.pending_objects.extend(ops);
+        self.objects.take_kernel(dump, PROTO_BGP);
     }
 
     /// Routes installed by us (stale ones included).
@@ -459,8 +456,7 @@ impl FibState {
     /// that must come first (a lost gateway), then routes (each after the
     /// objects it needs), then removals of objects no route uses.
     pub fn take_batch(&mut self, max: usize) -> Vec<Op> {
-        let mut ops: Vec<Op> = self.pending_objects.drain(..).map(Op::Object).collect();
-        ops.extend(self.objects.take_first().into_iter().map(Op::Object));
+        let mut ops: Vec<Op> = self.objects.take_first().into_iter().map(Op::Object).collect();
         let mut routes = 0;
         let mut objects = Vec::new();
         while routes < max {

@@ -5,7 +5,7 @@
 //! PodCIDRs and OSPF prefix intents). Pure: the OSPF task applies it.
 
 use crate::config::{Config, OspfInterface};
-use crate::control::intents::{Intents, OspfIntent};
+use crate::control::intents::Intents;
 use crate::control::{ospf_key, prefix_key, IntentKey};
 use ipnet::IpNet;
 use novanet_ospf_bridge::bridge::{Desired, Key};
@@ -44,28 +44,16 @@ impl Settings {
 /// An interface of the configuration as an EnableOSPF request would
 /// carry it, with the API's defaults (cost 10, hello 10 s, dead 40 s).
 pub fn interface_request<'a>(i: &'a OspfInterface, default_area: &'a str) -> InterfaceRequest<'a> {
-    let or = |v: u32, d: u32| if v == 0 { d } else { v };
     InterfaceRequest {
         name: &i.interface_name,
         area: i.area_id.as_deref().unwrap_or(default_area),
         passive: i.passive,
-        cost: or(i.cost, 10),
-        hello: or(i.hello_interval, 10),
-        dead: or(i.dead_interval, 40),
-        ipv6: false,
-    }
-}
-
-fn intent_request(i: &OspfIntent) -> InterfaceRequest<'_> {
-    InterfaceRequest {
-        name: &i.interface,
-        area: &i.area,
-        passive: i.passive,
         cost: i.cost,
-        hello: i.hello,
-        dead: i.dead,
+        hello: i.hello_interval,
+        dead: i.dead_interval,
         ipv6: false,
     }
+    .with_defaults()
 }
 
 /// Who asked for an interface or prefix, and under which intent key
@@ -164,7 +152,7 @@ pub fn plan(s: &Settings, intents: &Intents, injecting: bool) -> Plan {
                 owner: owner.clone(),
                 key: Some(key.clone()),
             };
-            if let Err(e) = add(&mut plan, s, intent_request(o), origin) {
+            if let Err(e) = add(&mut plan, s, o.request(), origin) {
                 plan.refused.push((key, e));
             }
         }
@@ -193,7 +181,7 @@ pub fn plan(s: &Settings, intents: &Intents, injecting: bool) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::intents::PrefixIntent;
+    use crate::control::intents::{OspfIntent, PrefixIntent};
     use novanet_ospf_bridge::command::Version;
 
     fn settings(ipv6: bool) -> Settings {

@@ -8,7 +8,8 @@
 //! `/status/ospf`, the metrics and `/readyz`.
 //!
 //! vtysh is a program, so the task is a thread; it polls the sidecar
-//! every [`POLL`] (connection and neighbors), applies at once when woken
+//! every [`POLL`] (connection and neighbors; interface states when they
+//! may have changed), applies at once when woken
 //! (an intent changed), and checks the whole running configuration every
 //! [`RESYNC`]. Routes ospfd learns are installed by the sidecar's zebra
 //! (protocol `ospf`); the agent's FIB writer never touches them.
@@ -38,6 +39,9 @@ pub const POLL: Duration = Duration::from_secs(2);
 pub const RESYNC: Duration = Duration::from_secs(30);
 /// How soon an apply that FRR partly refused is tried again.
 pub const RETRY: Duration = Duration::from_secs(5);
+/// How many polls at most go by between two reads of ospfd's interface
+/// states (they are read at once after an apply or a neighbor change).
+pub const INTERFACE_READ_EVERY: u32 = 5;
 /// How long a withdrawal on shutdown waits for ospfd to drop the injected
 /// networks from its router LSAs (it may wait out its minimum LSA
 /// interval, 5 s, first).
@@ -127,6 +131,9 @@ impl Ospf {
             plan: Plan::default(),
             injected_ok: false,
             logged_probe_error: None,
+            live: Vec::new(),
+            live_neighbors: Vec::new(),
+            polls_since_live: INTERFACE_READ_EVERY,
         };
         std::thread::Builder::new()
             .name("ospf-bridge".into())
@@ -173,6 +180,11 @@ struct Task {
     injected_ok: bool,
     /// The probe error last logged.
     logged_probe_error: Option<String>,
+    /// ospfd's interface states as last read, the neighbors they were read
+    /// with, and the polls since.
+    live: Vec<(Version, novanet_ospf_bridge::readback::InterfaceState)>,
+    live_neighbors: Vec<(Version, Neighbor)>,
+    polls_since_live: u32,
 }
 
 fn unix_now() -> u64 {
@@ -201,6 +213,7 @@ impl Task {
             }
             self.log_probe_error();
             self.neighbor_events();
+            self.read_interfaces(due);
             self.refresh_status();
             apply = false;
             let first = match rx.recv_timeout(POLL) {
@@ -448,13 +461,27 @@ impl Task {
 
     /// The snapshot: interfaces with ospfd's states, neighbors, injected
     /// prefixes.
+    /// Reads ospfd's interface states after an apply, when the neighbors
+    /// changed, and at least every [`INTERFACE_READ_EVERY`] polls (each read
+    /// is a vtysh run per daemon).
+    fn read_interfaces(&mut self, applied: bool) {
+        if !self.bridge.connected() {
+            self.live.clear();
+            self.polls_since_live = INTERFACE_READ_EVERY;
+            return;
+        }
+        self.polls_since_live += 1;
+        let changed = self.bridge.neighbors() != self.live_neighbors.as_slice();
+        if applied || changed || self.polls_since_live >= INTERFACE_READ_EVERY {
+            self.live = self.bridge.interfaces(self.plan.desired.has_v3()).unwrap_or_default();
+            self.live_neighbors = self.bridge.neighbors().to_vec();
+            self.polls_since_live = 0;
+        }
+    }
+
     fn refresh_status(&mut self) {
-        let live = if self.bridge.connected() {
-            self.bridge.interfaces(self.plan.desired.has_v3()).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let applied = self.control.applied.lock().expect("applied").clone();
+        let live = &self.live;
+        let applied = self.control.applied.lock().expect("applied");
         let interfaces = self
             .plan
             .desired
@@ -487,6 +514,7 @@ impl Task {
                 }
             })
             .collect();
+        drop(applied);
         let neighbors = self
             .bridge
             .neighbors()
