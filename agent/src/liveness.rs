@@ -2,7 +2,10 @@
 //! peer when `routing.bfd.enabled`), and the rule that ties them together:
 //! when a session that was Up goes Down, the BGP session is closed at once
 //! (Cease/BFD Down) and its routes leave the kernel. A BFD session that was
-//! never Up never takes BGP down (RFC 5882).
+//! never Up never takes BGP down (RFC 5882). Nor does a Down signalled by
+//! the neighbor's restarted BFD once BGP has already gone down and come
+//! back with the restarted neighbor: that session is the new one, and
+//! closing it would throw away what graceful restart keeps.
 
 use crate::config::Config;
 use novanet_bfd::packet::State;
@@ -11,6 +14,8 @@ use novanet_bfd::transport::{Bfd, SessionKey, SessionSpec, MULTIHOP_PORT, SINGLE
 use novanet_bgp::speaker::{PeerConfig, Speaker};
 use novanet_bgp::wire::error::{code, subcode};
 use novanet_bgp::wire::Notification;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// The BFD session a BGP peer asks for, if any.
@@ -72,9 +77,20 @@ pub async fn start(speaker: &Speaker) -> anyhow::Result<Bfd> {
     let mut events = bfd.subscribe();
     let speaker = speaker.clone();
     tokio::spawn(async move {
+        // BGP session downs of each peer when its BFD session last came Up.
+        let mut bgp_downs_at_up: HashMap<IpAddr, u64> = HashMap::new();
         loop {
             match events.recv().await {
+                Ok(ev) if ev.to == State::Up => {
+                    bgp_downs_at_up.insert(ev.key.peer, bgp_downs(&speaker, ev.key.peer).0);
+                }
                 Ok(ev) if ev.from == State::Up && ev.to == State::Down => {
+                    let (downs, established) = bgp_downs(&speaker, ev.key.peer);
+                    let renewed = bgp_downs_at_up.get(&ev.key.peer).is_some_and(|at_up| downs > *at_up);
+                    if ev.neighbor_restarted && established && renewed {
+                        tracing::info!(peer = %ev.key.peer, "BFD: the neighbor restarted and its BGP session is already the new one; kept");
+                        continue;
+                    }
                     tracing::warn!(peer = %ev.key.peer, diagnostic = novanet_bfd::packet::diag::name(ev.diag), "BFD down: closing the BGP session");
                     let n = Notification::new(code::CEASE, subcode::BFD_DOWN);
                     let _ = speaker.reset_peer(ev.key.peer, n).await;
@@ -85,4 +101,17 @@ pub async fn start(speaker: &Speaker) -> anyhow::Result<Bfd> {
         }
     });
     Ok(bfd)
+}
+
+/// How many times the peer's BGP session went down, and whether it is
+/// established now.
+fn bgp_downs(speaker: &Speaker, peer: IpAddr) -> (u64, bool) {
+    let Some(status) = speaker.peers().into_iter().find(|p| p.neighbor_address == peer) else {
+        return (0, false);
+    };
+    let established = status.fsm_state == novanet_bgp::fsm::State::Established;
+    (
+        status.established_transitions.saturating_sub(established as u64),
+        established,
+    )
 }

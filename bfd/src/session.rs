@@ -43,7 +43,15 @@ impl Default for SessionConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     Send(ControlPacket),
-    StateChanged { from: State, to: State, diag: u8 },
+    /// `neighbor_restarted`: the change came from a packet of a new
+    /// incarnation of the neighbor (its discriminator changed), that is its
+    /// BFD restarted rather than the path failing.
+    StateChanged {
+        from: State,
+        to: State,
+        diag: u8,
+        neighbor_restarted: bool,
+    },
 }
 
 /// Why a packet was not taken.
@@ -222,6 +230,10 @@ impl Session {
     }
 
     fn set_state(&mut self, to: State, diag_code: u8, out: &mut Vec<Output>) {
+        self.set_state_by(to, diag_code, false, out);
+    }
+
+    fn set_state_by(&mut self, to: State, diag_code: u8, neighbor_restarted: bool, out: &mut Vec<Output>) {
         if self.state == to {
             return;
         }
@@ -232,6 +244,7 @@ impl Session {
             from,
             to,
             diag: diag_code,
+            neighbor_restarted,
         });
         if to == State::Up {
             // Now at the configured rate: a decrease takes effect at once;
@@ -304,6 +317,7 @@ impl Session {
         }
         let mut out = Vec::new();
         let was_silent = self.remote_discr == 0;
+        let neighbor_restarted = !was_silent && pkt.my_discriminator != self.remote_discr;
         self.remote_discr = pkt.my_discriminator;
         self.remote_state = pkt.state;
         self.remote_min_rx = from_us(pkt.required_min_rx);
@@ -332,7 +346,9 @@ impl Session {
                 (State::Down, State::Init) | (State::Init, State::Init | State::Up) => {
                     self.set_state(State::Up, diag::NONE, &mut out)
                 }
-                (State::Up, State::Down) => self.set_state(State::Down, diag::NEIGHBOR_SIGNALED_DOWN, &mut out),
+                (State::Up, State::Down) => {
+                    self.set_state_by(State::Down, diag::NEIGHBOR_SIGNALED_DOWN, neighbor_restarted, &mut out)
+                }
                 _ => {}
             }
         }

@@ -60,6 +60,9 @@ pub struct BfdEvent {
     pub from: State,
     pub to: State,
     pub diag: u8,
+    /// The neighbor's BFD restarted (a new discriminator signalled Down):
+    /// the path did not fail.
+    pub neighbor_restarted: bool,
 }
 
 enum Command {
@@ -513,9 +516,20 @@ impl Engine {
                         tracing::debug!(peer = %key.peer, error = %e, "BFD send failed");
                     }
                 }
-                Output::StateChanged { from, to, diag: d } => {
+                Output::StateChanged {
+                    from,
+                    to,
+                    diag: d,
+                    neighbor_restarted,
+                } => {
                     tracing::info!(peer = %key.peer, multihop = key.multihop, from = from.name(), to = to.name(), diagnostic = diag::name(d), "BFD session state");
-                    let _ = self.events.send(BfdEvent { key, from, to, diag: d });
+                    let _ = self.events.send(BfdEvent {
+                        key,
+                        from,
+                        to,
+                        diag: d,
+                        neighbor_restarted,
+                    });
                 }
             }
         }

@@ -23,6 +23,8 @@ struct Pair {
     /// Drop packets from a to b (a silenced link).
     drop_a_to_b: bool,
     changes: Vec<(char, State, State, u8)>,
+    /// Sessions whose change came from a restarted neighbor.
+    neighbor_restarts: Vec<char>,
 }
 
 impl Pair {
@@ -34,6 +36,7 @@ impl Pair {
             now,
             drop_a_to_b: false,
             changes: Vec::new(),
+            neighbor_restarts: Vec::new(),
         }
     }
 
@@ -58,7 +61,13 @@ impl Pair {
                     from: f,
                     to: t,
                     diag: d,
-                } => self.changes.push((from, f, t, d)),
+                    neighbor_restarted,
+                } => {
+                    self.changes.push((from, f, t, d));
+                    if neighbor_restarted {
+                        self.neighbor_restarts.push(from);
+                    }
+                }
             }
         }
     }
@@ -268,4 +277,31 @@ fn packets_for_other_sessions_are_discarded() {
     assert_eq!(s.handle_packet(&p, &[], now), Err(Discard::ZeroYourDiscriminator));
     p.your_discriminator = 77;
     assert_eq!(s.handle_packet(&p, &[], now), Err(Discard::WrongDiscriminator));
+}
+
+#[test]
+fn a_restarted_neighbor_is_told_apart_from_a_failed_path() {
+    let mut p = Pair::new(cfg(50, 50, 3), cfg(50, 50, 3));
+    p.run(Duration::from_secs(3));
+    assert_eq!((p.a.state(), p.b.state()), (State::Up, State::Up));
+    // b's process restarts: a new session with a new discriminator that
+    // signals Down before a's detection time runs out.
+    p.b = Session::new(cfg(50, 50, 3), 33, p.now);
+    p.changes.clear();
+    p.run(Duration::from_millis(100));
+    let a_down = p.changes.iter().find(|c| c.0 == 'a' && c.2 == State::Down).copied();
+    assert_eq!(
+        a_down,
+        Some(('a', State::Up, State::Down, diag::NEIGHBOR_SIGNALED_DOWN))
+    );
+    assert_eq!(p.neighbor_restarts, vec!['a'], "only a's Down came from a restart");
+    p.run(Duration::from_secs(3));
+    assert_eq!((p.a.state(), p.b.state()), (State::Up, State::Up), "up again");
+
+    // A silenced path is a failure, not a restart.
+    p.neighbor_restarts.clear();
+    p.drop_a_to_b = true;
+    p.run(Duration::from_secs(1));
+    assert_eq!(p.b.state(), State::Down);
+    assert!(p.neighbor_restarts.is_empty(), "{:?}", p.neighbor_restarts);
 }

@@ -170,6 +170,14 @@ impl Agent {
             .unwrap_or(Value::Null)
     }
 
+    /// The agent's BFD session to `peer` from `/status/bfd` (Null when none).
+    pub fn bfd_session(&self, peer: &str) -> Value {
+        let v: Value = serde_json::from_str(&self.get("/status/bfd").unwrap_or_default()).unwrap_or(Value::Null);
+        v.as_array()
+            .and_then(|a| a.iter().find(|s| s["peer"] == peer).cloned())
+            .unwrap_or(Value::Null)
+    }
+
     pub fn peer_state(&self, addr: &str) -> String {
         self.peer(addr)["state"].as_str().unwrap_or("").to_string()
     }

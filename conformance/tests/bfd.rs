@@ -47,13 +47,6 @@ protocol bgp node {
 }
 "#;
 
-fn bfd_session(agent: &Agent, peer: &str) -> Value {
-    let v: Value = serde_json::from_str(&agent.get("/status/bfd").unwrap_or_default()).unwrap_or(Value::Null);
-    v.as_array()
-        .and_then(|a| a.iter().find(|s| s["peer"] == peer).cloned())
-        .unwrap_or(Value::Null)
-}
-
 fn frr_bfd_status(frr: &Frr, peer: &str) -> String {
     let v = frr.json("show bfd peers json");
     v.as_array()
@@ -84,7 +77,7 @@ fn fail_over_and_recover(lab: &Lab, agent: &Agent, tor: &str, other: &str) {
     );
     let failover = silenced.elapsed();
     assert!(failover < Duration::from_millis(1500), "failover took {failover:?}");
-    assert_eq!(bfd_session(agent, tor)["state"], "Down");
+    assert_eq!(agent.bfd_session(tor)["state"], "Down");
     assert_ne!(agent.peer_state(tor), "Established");
     let last = agent.peer(tor)["last_notification_sent"].to_string();
     assert!(last.contains("BFD down"), "{last}");
@@ -92,7 +85,7 @@ fn fail_over_and_recover(lab: &Lab, agent: &Agent, tor: &str, other: &str) {
     lab.undrop("node");
     agent_established(agent, tor);
     wait_for_value(&format!("BFD with {tor} Up again"), json!("Up"), || {
-        bfd_session(agent, tor)["state"].clone()
+        agent.bfd_session(tor)["state"].clone()
     });
     // On a timeout, what the agent selected tells a RIB problem from a
     // kernel one.
@@ -131,7 +124,7 @@ fn bfd_failover_with_frr_and_bird() {
     agent_established(&agent, "10.0.2.1");
     for peer in ["10.0.1.1", "10.0.2.1"] {
         wait_for_value(&format!("BFD with {peer} Up"), json!("Up"), || {
-            bfd_session(&agent, peer)["state"].clone()
+            agent.bfd_session(peer)["state"].clone()
         });
     }
     wait_for_value("FRR's BFD session up", "up".to_string(), || {
@@ -148,7 +141,7 @@ fn bfd_failover_with_frr_and_bird() {
     // Asymmetric timers: we send at max(our 100, FRR's required 200) and
     // detect after 3 x max(our required 150, FRR's 100).
     wait_for_value("timers negotiated with FRR", (json!(200), json!(450)), || {
-        let s = bfd_session(&agent, "10.0.1.1");
+        let s = agent.bfd_session("10.0.1.1");
         (s["tx_interval_ms"].clone(), s["detection_time_ms"].clone())
     });
     let kernel = |lab: &Lab| bgp_routes(lab, "node").get("192.0.2.0/24").cloned();
@@ -205,7 +198,7 @@ router bgp 65000
     );
     agent_established(&agent, "10.0.0.1");
     wait_for_value("multihop BFD Up", (json!("Up"), json!(true)), || {
-        let s = bfd_session(&agent, "10.0.0.1");
+        let s = agent.bfd_session("10.0.0.1");
         (s["state"].clone(), s["multihop"].clone())
     });
     wait_for_value("FRR's multihop session up", "up".to_string(), || {
@@ -213,7 +206,7 @@ router bgp 65000
     });
     lab.drop_from("node", "10.0.0.1");
     wait_for_value("BFD down after the drop", json!("Down"), || {
-        bfd_session(&agent, "10.0.0.1")["state"].clone()
+        agent.bfd_session("10.0.0.1")["state"].clone()
     });
     wait_for_value("the route gone", None, || {
         bgp_routes(&lab, "node").get("192.0.2.0/24").cloned()
@@ -260,7 +253,7 @@ router bgp 65000
     let end = Instant::now() + Duration::from_secs(3);
     while Instant::now() < end {
         assert_eq!(agent.peer_state("10.0.0.1"), "Established");
-        assert_eq!(bfd_session(&agent, "10.0.0.1")["state"], "Down");
+        assert_eq!(agent.bfd_session("10.0.0.1")["state"], "Down");
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(agent.peer("10.0.0.1")["established_transitions"], since);
@@ -273,7 +266,7 @@ router bgp 65000
         "routing": {"peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}]}
     }));
     lab.signal(&agent.name, libc::SIGHUP);
-    wait_for_value("the BFD session to go", Value::Null, || bfd_session(&agent, "10.0.0.1"));
+    wait_for_value("the BFD session to go", Value::Null, || agent.bfd_session("10.0.0.1"));
     assert_eq!(agent.peer_state("10.0.0.1"), "Established");
 }
 
@@ -328,7 +321,7 @@ fn bfd_changes_on_reload_follow_rfc_5880() {
         }
     });
     let (_, established) = frr_bgp(&frr, "10.0.1.10");
-    let discriminator = bfd_session(&agent, "10.0.1.1")["local_discriminator"].clone();
+    let discriminator = agent.bfd_session("10.0.1.1")["local_discriminator"].clone();
 
     // New timers: the same session, FRR's BGP untouched.
     agent.rewrite_config(&config(
@@ -336,10 +329,10 @@ fn bfd_changes_on_reload_follow_rfc_5880() {
     ));
     lab.signal(&agent.name, libc::SIGHUP);
     wait_for_value("the new transmit interval", json!(200), || {
-        bfd_session(&agent, "10.0.1.1")["desired_min_tx_ms"].clone()
+        agent.bfd_session("10.0.1.1")["desired_min_tx_ms"].clone()
     });
     assert_eq!(
-        bfd_session(&agent, "10.0.1.1")["local_discriminator"],
+        agent.bfd_session("10.0.1.1")["local_discriminator"],
         discriminator,
         "re-timed in place"
     );
@@ -369,5 +362,5 @@ fn bfd_changes_on_reload_follow_rfc_5880() {
             Err(format!("{p}"))
         }
     });
-    wait_for_value("the BFD session to go", Value::Null, || bfd_session(&agent, "10.0.1.1"));
+    wait_for_value("the BFD session to go", Value::Null, || agent.bfd_session("10.0.1.1"));
 }

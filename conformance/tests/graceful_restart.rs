@@ -2,6 +2,9 @@
 //! restarted while a pod on it pings a pod on another node. No kernel route
 //! disappears, the FRR ToR (helper) keeps the node's PodCIDR, the ping
 //! loses nothing, and routes not re-learned after the restart are swept.
+//! The mesh's BFD detection time (5 s) outlasts the restart, so the other
+//! node's BFD session is still Up when the restarted agent's new one
+//! signals Down: that must not close the BGP session already renewed.
 
 use novanet_conformance::checks::{agent_established, wait_for_value, SETTLE};
 use novanet_conformance::kernel::bgp_routes;
@@ -31,6 +34,7 @@ fn node_config(name: &str, ip: &str, pod_cidr: &str) -> Value {
         "node_ip": ip,
         "pod_cidr": pod_cidr,
         "routing": {
+            "bfd": {"enabled": true, "min_rx_ms": 1000, "min_tx_ms": 1000, "detect_multiplier": 5},
             "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}],
             "node_mesh": {"enabled": true, "source": "static", "nodes": [
                 {"name": "node-a", "ip": "10.0.0.11", "pod_cidr": "10.244.11.0/24"},
@@ -144,6 +148,18 @@ fn agent_kill_and_restart_loses_no_packet() {
     );
     let fib: Value = serde_json::from_str(&agent_a.get("/status/fib").unwrap()).unwrap();
     assert_eq!(fib["stale"], 0);
+    // node-b's BFD session went Down (the restarted neighbor signalled it)
+    // and Up again without closing the renewed BGP session.
+    wait_for_value("node-b's BFD session to node-a back Up", Some("up".to_string()), || {
+        agent_b.bfd_session("10.0.0.11")["state"]
+            .as_str()
+            .map(str::to_lowercase)
+    });
+    assert_eq!(
+        agent_b.peer("10.0.0.11")["established_transitions"],
+        2,
+        "one re-establishment of node-b's session to node-a (the restart's)"
+    );
 
     // A few more replies after the restart, then stop and count.
     let replies_now = std::fs::read_to_string(&ping_log)
