@@ -18,6 +18,8 @@ mod prefix_limit;
 pub(crate) mod session;
 #[cfg(test)]
 mod session_tests;
+#[cfg(any(test, feature = "simulation"))]
+pub mod simulation;
 #[cfg(test)]
 mod speaker_tests;
 mod supervise;

@@ -1,0 +1,3 @@
+#![no_main]
+//! libFuzzer entry of `novanet_fuzzing::bgp_stream`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| novanet_fuzzing::bgp_stream(data));

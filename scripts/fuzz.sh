@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing (cargo fuzz, libFuzzer) of every target in
+# fuzzing/src/lib.rs.
+#
+#   scripts/fuzz.sh [SECONDS]       each target SECONDS (default 300), new
+#                                   inputs merged into fuzz/corpus (minimised)
+#   scripts/fuzz.sh --ci [SECONDS]  each target SECONDS (default 15) from the
+#                                   committed corpus; the corpus is left as is
+#   scripts/fuzz.sh seed            regenerate the seeds and minimise the corpus
+#   TARGETS="bgp_update mrt" ...    only these targets
+#
+# A crash stops with the input saved under fuzz/artifacts/TARGET/; once
+# fixed, move it to fuzz/regressions/TARGET/ (cargo test replays it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+ci=0
+mode=run
+case "${1:-}" in
+    --ci) ci=1; shift ;;
+    seed) mode=seed; shift ;;
+esac
+if [ "$ci" = 1 ]; then seconds=${1:-15}; else seconds=${1:-300}; fi
+
+if ! command -v cargo-fuzz >/dev/null; then
+    cargo install cargo-fuzz --locked --version 0.13.2
+fi
+
+all_targets=$(sed -n 's/^    ("\([a-z_0-9]*\)", [a-z_0-9]*),$/\1/p' fuzzing/src/lib.rs)
+targets=${TARGETS:-$all_targets}
+[ -n "$targets" ] || { echo "fuzz.sh: no targets found in fuzzing/src/lib.rs" >&2; exit 1; }
+
+fuzz() {
+    cargo fuzz "$@" -s none --fuzz-dir fuzz --target-dir "$ROOT/target/fuzz"
+}
+
+max_len() {
+    case "$1" in
+        mrt) echo 65536 ;;
+        agent_config|cni_stdin|ospf_readback) echo 16384 ;;
+        *) echo 4097 ;;
+    esac
+}
+
+echo "== building the fuzz targets"
+fuzz build
+
+if [ "$mode" = seed ]; then
+    echo "== writing seeds"
+    rm -rf "$ROOT/target/fuzz-seeds"
+    cargo run -q -p novanet-fuzzing --bin fuzz-seeds -- "$ROOT/target/fuzz-seeds" "${MRT_DIR:-$ROOT/../shared/data/mrt}" ospf-bridge/tests/frr-8.4
+    for t in $targets; do
+        mkdir -p "fuzz/corpus/$t"
+        cp -n "target/fuzz-seeds/$t/"* "fuzz/corpus/$t/" 2>/dev/null || true
+        echo "== minimising $t"
+        fuzz cmin "$t" "fuzz/corpus/$t" -- -max_len="$(max_len "$t")" >/dev/null 2>&1
+        echo "$t: $(ls "fuzz/corpus/$t" | wc -l) inputs"
+    done
+    exit 0
+fi
+
+summary=()
+for t in $targets; do
+    mkdir -p "fuzz/artifacts/$t"
+    if [ "$ci" = 1 ]; then
+        work=$(mktemp -d)
+        dirs=("$work" "fuzz/corpus/$t")
+    else
+        work=
+        dirs=("fuzz/corpus/$t")
+    fi
+    echo "== $t: ${seconds}s"
+    set +e
+    fuzz run "$t" "${dirs[@]}" -- \
+        -max_total_time="$seconds" -max_len="$(max_len "$t")" -timeout=10 -rss_limit_mb=2048 \
+        -artifact_prefix="fuzz/artifacts/$t/" -print_final_stats=1 >"target/fuzz-$t.log" 2>&1
+    rc=$?
+    set -e
+    [ -n "$work" ] && rm -rf "$work"
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "target/fuzz-$t.log" | tail -1)
+    cov=$(grep -o 'cov: [0-9]*' "target/fuzz-$t.log" | tail -1 || true)
+    if [ "$rc" != 0 ]; then
+        tail -40 "target/fuzz-$t.log"
+        echo "fuzz.sh: $t FAILED (exit $rc); input saved in fuzz/artifacts/$t/" >&2
+        exit 1
+    fi
+    summary+=("$t: ${runs:-?} runs, ${cov:-cov: ?}")
+    if [ "$ci" = 0 ]; then
+        fuzz cmin "$t" "fuzz/corpus/$t" -- -max_len="$(max_len "$t")" >/dev/null 2>&1
+    fi
+done
+printf '%s\n' "${summary[@]}"
