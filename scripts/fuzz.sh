@@ -31,8 +31,11 @@ all_targets=$(sed -n 's/^    ("\([a-z_0-9]*\)", [a-z_0-9]*),$/\1/p' fuzzing/src/
 targets=${TARGETS:-$all_targets}
 [ -n "$targets" ] || { echo "fuzz.sh: no targets found in fuzzing/src/lib.rs" >&2; exit 1; }
 
+# cargo fuzz SUBCOMMAND with our options ahead of the target's arguments.
 fuzz() {
-    cargo fuzz "$@" -s none --fuzz-dir fuzz --target-dir "$ROOT/target/fuzz"
+    local sub=$1
+    shift
+    cargo fuzz "$sub" -s none --fuzz-dir fuzz --target-dir "$ROOT/target/fuzz" "$@"
 }
 
 max_len() {

@@ -802,3 +802,31 @@ mod roundtrip {
         }
     }
 }
+
+/// RFC 6793 section 3: AS_CONFED segments in AS4_PATH (from an old
+/// speaker) are discarded and the UPDATE goes on; the real path is
+/// rebuilt from what is left. (Found by the bgp_update fuzz target.)
+#[test]
+fn confederation_segments_in_as4_path_are_discarded() {
+    let two = SessionCodec {
+        four_octet_as: false,
+        ..Default::default()
+    };
+    // AS_PATH: SEQUENCE [65001 AS_TRANS]; AS4_PATH: SEQUENCE [4200000000],
+    // CONFED_SEQUENCE [65100].
+    let body = update_with(&attrs_hex(&[
+        ORIGIN,
+        "40 02 06 02 02 fde9 5ba0",
+        NEXT_HOP,
+        "c0 11 0c 02 01 fa56ea00 03 01 0000fe4c",
+    ]));
+    let u = decode_update(&body, &two).unwrap();
+    assert!(u.treat_as_withdraw.is_none());
+    assert_eq!(u.attrs.as_path.asns().collect::<Vec<_>>(), vec![65001, 4_200_000_000]);
+    assert!(u
+        .attrs
+        .as_path
+        .segments
+        .iter()
+        .all(|s| matches!(s.kind, novanet_bgp::wire::SegmentKind::Sequence)));
+}

@@ -348,7 +348,13 @@ pub fn parse_attributes(mut input: &[u8], codec: &SessionCodec) -> Result<Parsed
                 None => out.fault(length_error(ErrorKind::AttributeLength))?,
             },
             AS4_PATH => match parse_as_path(value, true) {
-                Some(p) if !codec.four_octet_as => as4_path = Some(p),
+                Some(mut p) if !codec.four_octet_as => {
+                    // RFC 6793 3: confederation segments have no place in
+                    // AS4_PATH; a receiver discards them and goes on.
+                    p.segments
+                        .retain(|s| matches!(s.kind, SegmentKind::Sequence | SegmentKind::Set));
+                    as4_path = Some(p)
+                }
                 Some(_) => {}
                 None => out.fault(span(discard(ErrorKind::MalformedAsPath, subcode::MALFORMED_AS_PATH, t)))?,
             },
