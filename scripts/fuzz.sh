@@ -64,6 +64,7 @@ if [ "$mode" = seed ]; then
 fi
 
 summary=()
+failed=0
 for t in $targets; do
     mkdir -p "fuzz/artifacts/$t"
     if [ "$ci" = 1 ]; then
@@ -84,9 +85,11 @@ for t in $targets; do
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "target/fuzz-$t.log" | tail -1)
     cov=$(grep -o 'cov: [0-9]*' "target/fuzz-$t.log" | tail -1 || true)
     if [ "$rc" != 0 ]; then
-        tail -40 "target/fuzz-$t.log"
-        echo "fuzz.sh: $t FAILED (exit $rc); input saved in fuzz/artifacts/$t/" >&2
-        exit 1
+        grep -A12 -m1 'panicked\|ERROR: libFuzzer' "target/fuzz-$t.log" || tail -40 "target/fuzz-$t.log"
+        echo "fuzz.sh: $t FAILED (exit $rc); input saved in fuzz/artifacts/$t/, log target/fuzz-$t.log" >&2
+        summary+=("$t: FAILED after ${runs:-?} runs")
+        failed=1
+        continue
     fi
     summary+=("$t: ${runs:-?} runs, ${cov:-cov: ?}")
     if [ "$ci" = 0 ]; then
@@ -94,3 +97,4 @@ for t in $targets; do
     fi
 done
 printf '%s\n' "${summary[@]}"
+exit $failed

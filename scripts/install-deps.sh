@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the lab and the tests need on a Debian 12 machine: the real
 # peers (FRR, BIRD, GoBGP, ExaBGP), iproute2, nftables, ping, clang, and
-# Python grpcio for the API interop test, buildah/podman/runc for the image.
+# Python grpcio for the API interop test, buildah/podman/runc for the image,
+# cargo-fuzz (libFuzzer) for the fuzz targets.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
-pkgs=(frr bird2 gobgpd exabgp nftables iptables iputils-ping iproute2 clang libbpf-dev buildah podman runc containernetworking-plugins iperf3)
+pkgs=(frr bird2 gobgpd exabgp nftables iptables iputils-ping iproute2 clang libbpf-dev buildah podman runc containernetworking-plugins iperf3 g++)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +20,11 @@ fi
 if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   echo "installing: grpcio grpcio-tools (PyPI)"
   python3 -m pip install -q --root-user-action=ignore grpcio grpcio-tools
+fi
+# cargo fuzz (builds libFuzzer with g++; runs on the stable toolchain).
+if ! command -v cargo-fuzz >/dev/null; then
+  echo "installing: cargo-fuzz (crates.io)"
+  cargo install -q cargo-fuzz --locked --version 0.13.2
 fi
 # helm, kubectl and the Kubernetes schemas for the deploy tests.
 "$(dirname "$0")/install-k8s-tools.sh"

@@ -3,7 +3,8 @@
 # formatting and lints, then runs every test (unit, codec, FSM, RIB, MRT
 # replay, and the interop tests against real FRR, BIRD and GoBGP in network
 # namespaces, which need root), and the benchmark commands at a small size
-# (they must keep working; their full runs are separate commands), and the
+# (they must keep working; their full runs are separate commands), every
+# fuzz target for a short time from its committed corpus, and the
 # container image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo build --workspace --bins -q
 cargo test --workspace
+scripts/fuzz.sh --ci 15
 conformance/bench/smoke.sh
 # The container image builds and its binaries run inside it.
 deploy/image/build.sh novanet-agent:ci
