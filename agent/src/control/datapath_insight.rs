@@ -104,7 +104,12 @@ impl DatapathInsight for Insight {
             "" => None,
             "drop" | "drops" => Some(EventKind::Drop),
             "flow" | "flows" => Some(EventKind::Flow),
-            other => return Err(Status::invalid_argument(format!("kind {other:?} is not drop or flow"))),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "kind {} is not drop or flow",
+                    super::shown(other)
+                )))
+            }
         };
         // Subscribed before the recent ones are read: nothing falls between.
         let mut live = e.subscribe();

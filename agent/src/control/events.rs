@@ -11,6 +11,19 @@ use tokio::sync::mpsc;
 /// Events buffered per subscriber.
 pub const SUBSCRIBER_BUFFER: usize = 256;
 
+/// Event streams open at once (each holds up to [`SUBSCRIBER_BUFFER`]
+/// events); one more is refused until one closes.
+pub const MAX_SUBSCRIBERS: usize = 256;
+
+/// Why a subscription is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    #[error("{MAX_SUBSCRIBERS} event streams are open: close one first")]
+    TooMany,
+}
+
 struct Subscriber {
     owner: Option<String>,
     types: Option<Vec<EventType>>,
@@ -48,14 +61,19 @@ fn now_unix() -> i64 {
 impl EventBus {
     /// Subscribes with an owner filter (empty: all) and type filters
     /// (empty: all). Unknown type names are an error naming them.
-    pub fn subscribe(&self, owner: &str, types: &[String]) -> Result<mpsc::Receiver<RouteEvent>, String> {
-        let parsed: Result<Vec<EventType>, String> = types
+    pub fn subscribe(&self, owner: &str, types: &[String]) -> Result<mpsc::Receiver<RouteEvent>, SubscribeError> {
+        let parsed: Result<Vec<EventType>, SubscribeError> = types
             .iter()
-            .map(|t| parse_event_type(t).ok_or_else(|| format!("unknown event type {t:?}")))
+            .map(|t| parse_event_type(t).ok_or_else(|| SubscribeError::UnknownType(t.clone())))
             .collect();
         let parsed = parsed?;
+        let mut subs = self.subscribers.lock().expect("subscribers");
+        subs.retain(|s| !s.tx.is_closed());
+        if subs.len() >= MAX_SUBSCRIBERS {
+            return Err(SubscribeError::TooMany);
+        }
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
-        self.subscribers.lock().expect("subscribers").push(Subscriber {
+        subs.push(Subscriber {
             owner: (!owner.is_empty()).then(|| owner.to_string()),
             types: (!parsed.is_empty()).then_some(parsed),
             tx,
@@ -138,5 +156,14 @@ mod tests {
             bus.publish(EventType::PeerDown, "x", "d", &[]);
         }
         assert!(bus.dropped() >= 10);
+    }
+
+    #[test]
+    fn streams_are_capped_and_a_closed_one_frees_its_place() {
+        let bus = EventBus::default();
+        let mut open: Vec<_> = (0..MAX_SUBSCRIBERS).map(|_| bus.subscribe("", &[]).unwrap()).collect();
+        assert_eq!(bus.subscribe("", &[]).unwrap_err(), SubscribeError::TooMany);
+        drop(open.pop());
+        assert!(bus.subscribe("", &[]).is_ok(), "a closed stream's place is free again");
     }
 }

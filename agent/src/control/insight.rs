@@ -109,7 +109,7 @@ impl RoutingInsight for Insight {
             Some(
                 prefix
                     .parse()
-                    .map_err(|_| Status::invalid_argument(format!("prefix {prefix:?} is not a CIDR")))?,
+                    .map_err(|_| Status::invalid_argument(format!("prefix {} is not a CIDR", super::shown(&prefix))))?,
             )
         };
         let views = self
@@ -201,11 +201,11 @@ impl RoutingInsight for Insight {
         let prefix = r
             .prefix
             .parse()
-            .map_err(|_| Status::invalid_argument(format!("prefix {:?} is not a CIDR", r.prefix)))?;
+            .map_err(|_| Status::invalid_argument(format!("prefix {} is not a CIDR", super::shown(&r.prefix))))?;
         let peer: IpAddr = r
             .peer
             .parse()
-            .map_err(|_| Status::invalid_argument(format!("peer {:?} is not an IP address", r.peer)))?;
+            .map_err(|_| Status::invalid_argument(format!("peer {} is not an IP address", super::shown(&r.peer))))?;
         let e = self
             .control
             .speaker

@@ -22,6 +22,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
+/// A client's value as error messages and events quote it: Debug-quoted,
+/// at most 64 characters, with its length when cut (an error's message
+/// travels in a header, which clients cap at a few KiB).
+pub fn shown(value: &str) -> String {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 /// How applying one intent went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyState {
@@ -282,5 +293,17 @@ mod key_tests {
         o.bfd.insert(a, bfd);
         assert!(bfd_key(&a).held_by(&o) && !peer_key(&a).held_by(&o));
         assert_eq!((peer_key(&a).kind(), ospf_key("eth0").kind()), ("peer", "ospf"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_values_are_cut_with_their_length() {
+        assert_eq!(super::shown("10.0.0.1/32"), "\"10.0.0.1/32\"");
+        let long = format!("10.0.0.1/32{}", " ".repeat(100_000));
+        let s = super::shown(&long);
+        assert!(s.len() < 100 && s.ends_with("(100011 bytes)"), "{s}");
+        assert_eq!(super::shown("a\nb"), "\"a\\nb\"");
     }
 }

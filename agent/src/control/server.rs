@@ -6,10 +6,10 @@
 // tonic::Status is the error type of every handler; helpers return it as is.
 #![allow(clippy::result_large_err)]
 
-use super::events::EventBus;
+use super::events::{EventBus, SubscribeError};
 use super::intents::{BfdIntent, OspfIntent, PrefixIntent};
 use super::owners::{Refusal, ADMIN};
-use super::{bfd_key, ospf_key, peer_key, prefix_key, Control, IntentKey};
+use super::{bfd_key, ospf_key, peer_key, prefix_key, shown, Control, IntentKey};
 use ipnet::IpNet;
 use novanet_proto::api::route_control_server::{RouteControl, RouteControlServer};
 use novanet_proto::api::*;
@@ -50,7 +50,7 @@ fn parse_ip(field: &str, v: &str) -> Result<IpAddr, Status> {
         return Err(invalid(format!("{field} is required")));
     }
     v.parse()
-        .map_err(|_| invalid(format!("{field} {v:?} is not an IP address")))
+        .map_err(|_| invalid(format!("{field} {} is not an IP address", shown(v))))
 }
 
 /// The prefix and protocol of an Advertise/WithdrawPrefix request.
@@ -60,12 +60,13 @@ fn prefix_and_protocol(text: &str, protocol: i32) -> Result<(IpNet, Protocol), S
     }
     let prefix: IpNet = text
         .parse()
-        .map_err(|_| invalid(format!("prefix {text:?} is not a CIDR")))?;
+        .map_err(|_| invalid(format!("prefix {} is not a CIDR", shown(text))))?;
     // One prefix has one spelling: 10.0.0.1/24 and 10.0.0.0/24 must not be
     // two intents that escape the conflict check and withdraw each other.
     if prefix != prefix.trunc() {
         return Err(invalid(format!(
-            "prefix {text:?} has host bits set: did you mean {}?",
+            "prefix {} has host bits set: did you mean {}?",
+            shown(text),
             prefix.trunc()
         )));
     }
@@ -243,7 +244,7 @@ impl RouteControl for Service {
         let id: Ipv4Addr = r
             .router_id
             .parse()
-            .map_err(|_| invalid(format!("router_id {:?} is not an IPv4 address", r.router_id)))?;
+            .map_err(|_| invalid(format!("router_id {} is not an IPv4 address", shown(&r.router_id))))?;
         if id.is_multicast() || id.is_unspecified() {
             return Err(invalid("router_id must be a unicast IPv4 address"));
         }
@@ -401,7 +402,8 @@ impl RouteControl for Service {
             for c in &a.communities {
                 if novanet_bgp::policy::parse_community(c).is_none() {
                     return Err(invalid(format!(
-                        "community {c:?} is not ASN:VALUE or a well-known name"
+                        "community {} is not ASN:VALUE or a well-known name",
+                        shown(c)
                     )));
                 }
             }
@@ -510,12 +512,12 @@ impl RouteControl for Service {
                         ("operation", "enable_ospf".into()),
                         ("reason", "command_injection".into()),
                         ("field", field.into()),
-                        ("value", value.escape_debug().to_string()),
+                        ("value", shown(value)),
                     ],
                 );
                 return Err(invalid(format!(
-                    "{field} {:?} holds a line break or control character",
-                    value
+                    "{field} {} holds a line break or control character",
+                    shown(value)
                 )));
             }
         }
@@ -742,7 +744,10 @@ impl RouteControl for Service {
         let rx = self
             .events()
             .subscribe(&r.owner_filter, &r.event_types)
-            .map_err(invalid)?;
+            .map_err(|e| match e {
+                SubscribeError::TooMany => Status::resource_exhausted(e.to_string()),
+                SubscribeError::UnknownType(_) => invalid(e.to_string()),
+            })?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let stream = tokio_stream::StreamExt::map(stream, Ok);
         Ok(Response::new(Box::pin(stream)))
