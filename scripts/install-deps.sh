@@ -5,7 +5,7 @@
 # cargo-fuzz (libFuzzer) for the fuzz targets.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
-pkgs=(frr bird2 gobgpd exabgp nftables iptables iputils-ping iproute2 clang libbpf-dev buildah podman runc containernetworking-plugins iperf3 g++)
+pkgs=(frr bird2 gobgpd exabgp nftables iptables iputils-ping iproute2 clang libbpf-dev buildah podman runc containernetworking-plugins iperf3 g++ curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

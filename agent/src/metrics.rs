@@ -194,6 +194,13 @@ pub async fn render(
         bfd.with_label_values(&[&s.peer.to_string(), &s.multihop.to_string()])
             .set((s.state == BfdState::Up) as i64);
     }
+    let realtime = IntGauge::new(
+        "novanet_bfd_realtime",
+        "1 when the BFD thread runs under real-time scheduling (CAP_SYS_NICE)",
+    )
+    .expect("metric");
+    realtime.set(control.bfd.realtime() as i64);
+    r.register(Box::new(realtime)).expect("unique metric");
     // FIB.
     if let Some(f) = fib {
         let g = gauge_vec(&r, "novanet_fib_routes", "Kernel routes of this agent", &["state"]);

@@ -76,6 +76,27 @@ enum Command {
 pub struct Bfd {
     commands: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<BfdEvent>,
+    realtime: bool,
+}
+
+/// The BFD thread's real-time priority (SCHED_FIFO): above every normal
+/// thread, so a table load on the other cores' worth of threads never
+/// delays a packet; low among real-time ones.
+pub const REALTIME_PRIORITY: i32 = 10;
+
+/// Puts the calling thread under SCHED_FIFO at [`REALTIME_PRIORITY`];
+/// fails without CAP_SYS_NICE (or an RLIMIT_RTPRIO that allows it).
+fn raise_to_realtime() -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: REALTIME_PRIORITY,
+    };
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a
+    // valid parameter block.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl Bfd {
@@ -87,6 +108,13 @@ impl Bfd {
         let ev = events.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new().name("bfd".into()).spawn(move || {
+            let realtime = match raise_to_realtime() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::info!(error = %e, "BFD thread at normal priority (real-time scheduling needs CAP_SYS_NICE)");
+                    false
+                }
+            };
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -97,7 +125,7 @@ impl Bfd {
             rt.block_on(async move {
                 match Engine::bind(single_hop_port, multihop_port, ev) {
                     Ok(engine) => {
-                        let _ = ready_tx.send(Ok(()));
+                        let _ = ready_tx.send(Ok(realtime));
                         engine.run(rx).await;
                     }
                     Err(e) => {
@@ -106,10 +134,19 @@ impl Bfd {
                 }
             });
         })?;
-        ready_rx
+        let realtime = ready_rx
             .recv()
             .map_err(|_| io::Error::other("the BFD thread ended at start"))??;
-        Ok(Bfd { commands: tx, events })
+        Ok(Bfd {
+            commands: tx,
+            events,
+            realtime,
+        })
+    }
+
+    /// Whether the BFD thread runs under real-time scheduling.
+    pub fn realtime(&self) -> bool {
+        self.realtime
     }
 
     /// Adds a session (replacing one with the same key).

@@ -17,7 +17,11 @@
 # to 16 addresses spread over the table (each ToR answers them) show when
 # every probe flows through the other ToR, and the replies lost.
 #
-#   conformance/bench/failover.sh     (SCENARIOS="bfd table", LOAD_ROUTES,
+# bfdload: BFD at BFD_MS (50) x 3 to an FRR ToR while the agent learns and
+# installs LOAD_ROUTES from another peer, RUNS times: the BFD downs FRR
+# and the agent counted in each run, and the BGP resets they caused.
+#
+#   conformance/bench/failover.sh     (SCENARIOS="bfd table" or bfdload, LOAD_ROUTES,
 #                                      TABLE_ROUTES=1000000, RUNS=3,
 #                                      DUTS="novanet bird frr",
 #                                      FAILURES="silent carrier",
@@ -52,7 +56,10 @@ frr() { # frr NS DAEMON CONF
 
 route_hops() { ip -n "$P-node" route show exact 192.0.2.0/24 proto bgp 2>/dev/null; }
 
-one_run() { # TIMER_MS LOAD(0|1)
+# bfd_lab TIMER_MS LOAD(0|1): the node, its two ToRs (tor1 with bfdd at
+# TIMER_MS x 3) and the injector; returns once the prefix is ECMP through
+# both ToRs and BFD runs at its rate, with the injector's load started.
+bfd_lab() {
   local t=$1 load=$2
   cleanup tor1 tor2 node inj
   for n in tor1 tor2 node inj; do ip netns add "$P-$n"; ip -n "$P-$n" link set lo up; done
@@ -114,6 +121,11 @@ JSON
     pids+=($!)
     sleep 1
   fi
+}
+
+one_run() { # TIMER_MS LOAD(0|1)
+  local t=$1 load=$2
+  bfd_lab "$t" "$load"
   ip netns exec "$P-node" nft add table inet bench
   ip netns exec "$P-node" nft add chain inet bench input '{ type filter hook input priority 0 ; }'
   local t0; t0=$(date +%s%N)
@@ -140,6 +152,46 @@ bfd_scenario() {
       printf '%-12s %-8s %s\n' "${t}ms x 3" "$label" "${results[*]}"
     done
   done
+}
+
+# bfdload_run TIMER_MS: while the agent learns and installs the injector's
+# LOAD routes, the BFD session to tor1 (FRR bfdd) at TIMER_MS x 3 must not
+# go down. Prints "frr_downs agent_downs bgp_resets load_seconds".
+bfdload_run() {
+  local t=$1
+  AGENT_LOG=$RUN/agent-load.log bfd_lab "$t" 1
+  local t0 installed=0; t0=$(date +%s%N)
+  for _ in $(seq 3000); do
+    installed=$(ip netns exec "$P-node" curl -s 127.0.0.1:9102/status/fib | python3 -c 'import json,sys; print(json.load(sys.stdin)["installed"])' 2>/dev/null || echo 0)
+    [ "$installed" -ge "$LOAD" ] && break
+    sleep 0.1
+  done
+  local secs; secs=$(( ($(date +%s%N) - t0) / 1000000 ))
+  # Two more detection periods' worth after the load, then the counters.
+  sleep 1
+  local frr_downs agent_downs resets
+  frr_downs=$(ip netns exec "$P-tor1" vtysh -N "$P-tor1" -c "show bfd peer 10.0.1.10 counters json" 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin).get("session-down", "?"))' 2>/dev/null || echo "?")
+  agent_downs=$(grep -c 'BFD down' "$RUN/agent-load.log" || true)
+  resets=$(ip netns exec "$P-node" curl -s 127.0.0.1:9102/status/peers \
+    | python3 -c 'import json,sys; print(max(0, [p for p in json.load(sys.stdin) if p["neighbor_address"] == "10.0.1.1"][0]["established_transitions"] - 1))' 2>/dev/null || echo "?")
+  cleanup tor1 tor2 node inj
+  [ "$installed" -ge "$LOAD" ] || { echo "timeout"; return 0; }
+  echo "$frr_downs $agent_downs $resets $(printf '%d.%03d' $((secs / 1000)) $((secs % 1000)))"
+}
+
+bfdload_scenario() {
+  local t=${BFD_MS:-50}
+  printf '%s\n' "BFD ${t} ms x 3 to FRR while $LOAD routes are learned and installed, $RUNS runs"
+  printf '%-5s %-10s %-12s %-11s %s\n' "run" "frr downs" "agent downs" "bgp resets" "table in (s, after the first second)"
+  local total=0 bad=0
+  for i in $(seq "$RUNS"); do
+    read -r f a r secs <<< "$(bfdload_run "$t")"
+    printf '%-5s %-10s %-12s %-11s %s\n' "$i" "$f" "$a" "$r" "${secs:-}"
+    total=$((total + 1))
+    { [ "$f" = 0 ] && [ "$a" = 0 ]; } || bad=$((bad + 1))
+  done
+  echo "runs with a BFD down: $bad of $total"
 }
 
 TABLE=${TABLE_ROUTES:-1000000}

@@ -130,6 +130,12 @@ fn bfd_failover_with_frr_and_bird() {
     wait_for_value("FRR's BFD session up", "up".to_string(), || {
         frr_bfd_status(&frr, "10.0.1.10")
     });
+    // Run as root here: the BFD thread got real-time scheduling.
+    let metrics = agent.get("/metrics").unwrap_or_default();
+    assert!(
+        metrics.lines().any(|l| l == "novanet_bfd_realtime 1"),
+        "novanet_bfd_realtime 1 in the metrics"
+    );
     wait_until("BIRD's BFD session up", SETTLE, || {
         let out = bird.birdc(&["show", "bfd", "sessions"]);
         if out.contains("10.0.2.10") && out.contains("Up") {

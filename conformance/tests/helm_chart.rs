@@ -145,10 +145,11 @@ fn check_daemonset(name: &str, docs: &[Value]) {
     let sc = &agent["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");
-    // BPF for the identity policy programs (datapath.enabled, the default).
+    // SYS_NICE for the BFD thread's real-time scheduling, BPF for the
+    // identity policy programs (datapath.enabled, the default).
     assert_eq!(
         sc["capabilities"]["add"],
-        serde_json::json!(["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE", "BPF"])
+        serde_json::json!(["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE", "SYS_NICE", "BPF"])
     );
     // The CNI plugin and its conflist come from the init container.
     let init = &spec["initContainers"][0];
