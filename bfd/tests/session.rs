@@ -305,3 +305,34 @@ fn a_restarted_neighbor_is_told_apart_from_a_failed_path() {
     assert_eq!(p.b.state(), State::Down);
     assert!(p.neighbor_restarts.is_empty(), "{:?}", p.neighbor_restarts);
 }
+
+#[test]
+fn a_session_back_up_sends_at_the_fast_rate_at_once() {
+    let mut p = Pair::new(cfg(50, 50, 3), cfg(50, 50, 3));
+    p.run(Duration::from_secs(3));
+    assert_eq!(p.b.tx_interval(), Duration::from_millis(50));
+    // The path fails: both go Down and fall back to the slow rate.
+    p.drop_a_to_b = true;
+    p.run(Duration::from_secs(2));
+    assert_eq!(p.b.state(), State::Down);
+    assert!(p.b.tx_interval() >= Duration::from_secs(1), "slow while Down");
+    // The path is back: the moment each side is Up again it sends at the
+    // negotiated 50 ms, without waiting for a poll sequence.
+    p.drop_a_to_b = false;
+    p.changes.clear();
+    let end = p.now + Duration::from_secs(5);
+    while p.now < end && !(p.a.state() == State::Up && p.b.state() == State::Up) {
+        p.run(Duration::from_millis(1));
+    }
+    assert_eq!((p.a.state(), p.b.state()), (State::Up, State::Up));
+    assert_eq!(
+        p.a.tx_interval(),
+        Duration::from_millis(50),
+        "a at the fast rate once Up"
+    );
+    assert_eq!(
+        p.b.tx_interval(),
+        Duration::from_millis(50),
+        "b at the fast rate once Up"
+    );
+}

@@ -830,3 +830,39 @@ fn confederation_segments_in_as4_path_are_discarded() {
         .iter()
         .all(|s| matches!(s.kind, novanet_bgp::wire::SegmentKind::Sequence)));
 }
+
+/// RFC 6793 section 4.2.3: a leading AS_CONFED segment of AS_PATH is kept
+/// when the path is rebuilt with AS4_PATH. (Found by the bgp_update fuzz
+/// target: it was dropped, so a decoded path did not survive re-encoding.)
+#[test]
+fn a_leading_confederation_segment_survives_the_as4_merge() {
+    use novanet_bgp::wire::SegmentKind;
+    let two = SessionCodec {
+        four_octet_as: false,
+        ..Default::default()
+    };
+    // AS_PATH: CONFED_SET [64], SEQUENCE [65001 AS_TRANS];
+    // AS4_PATH: SEQUENCE [4200000000].
+    let body = update_with(&attrs_hex(&[
+        ORIGIN,
+        "40 02 0a 04 01 0040 02 02 fde9 5ba0",
+        NEXT_HOP,
+        "c0 11 06 02 01 fa56ea00",
+    ]));
+    let u = decode_update(&body, &two).unwrap();
+    let segments: Vec<(SegmentKind, Vec<u32>)> = u
+        .attrs
+        .as_path
+        .segments
+        .iter()
+        .map(|s| (s.kind, s.asns.clone()))
+        .collect();
+    assert_eq!(
+        segments,
+        vec![
+            (SegmentKind::ConfedSet, vec![64]),
+            (SegmentKind::Sequence, vec![65001]),
+            (SegmentKind::Sequence, vec![4_200_000_000]),
+        ]
+    );
+}

@@ -196,9 +196,15 @@ fn a_flapping_peer_leaves_no_trace() {
         .count() as u64;
     println!(
         "flap soak: {held} routes held, {sessions} sessions in {:.1} s ({warm} warm-up); \
-         {} refused {refused:?}; RSS {} -> {} KiB, fds {} -> {}, threads {} -> {}",
+         {} refused (NOTIFICATION code/subcode: count {:?}); RSS {} -> {} KiB, fds {} -> {}, threads {} -> {}",
         soaked.as_secs_f64(),
         refused.len(),
+        refused
+            .iter()
+            .fold(std::collections::BTreeMap::<&str, usize>::new(), |mut m, r| {
+                *m.entry(r.as_str()).or_default() += 1;
+                m
+            }),
         before.0,
         after.0,
         before.1,

@@ -446,10 +446,12 @@ fn merge_as4(attrs: &mut PathAttributes, as4_path: Option<AsPath>, as4_aggregato
         return;
     }
     // Keep the leading (len2 - len4) ASes of AS_PATH, then append AS4_PATH.
+    // A confederation segment is kept when it leads or is next to a kept
+    // segment (RFC 6793 4.2.3).
     let mut keep = len2 - len4;
     let mut merged = AsPath::default();
     for seg in &attrs.as_path.segments {
-        if keep == 0 {
+        if keep == 0 && matches!(seg.kind, SegmentKind::Sequence | SegmentKind::Set) {
             break;
         }
         match seg.kind {
