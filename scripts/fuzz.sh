@@ -7,6 +7,8 @@
 #   scripts/fuzz.sh --ci [SECONDS]  each target SECONDS (default 15) from the
 #                                   committed corpus; the corpus is left as is
 #   scripts/fuzz.sh seed            regenerate the seeds and minimise the corpus
+#   scripts/fuzz.sh capture         add seeds recorded from sessions with real FRR,
+#                                   BIRD and GoBGP (needs root), then minimise
 #   TARGETS="bgp_update mrt" ...    only these targets
 #
 # A crash stops with the input saved under fuzz/artifacts/TARGET/; once
@@ -20,6 +22,7 @@ mode=run
 case "${1:-}" in
     --ci) ci=1; shift ;;
     seed) mode=seed; shift ;;
+    capture) mode=capture; shift ;;
 esac
 if [ "$ci" = 1 ]; then seconds=${1:-15}; else seconds=${1:-300}; fi
 
@@ -49,13 +52,20 @@ max_len() {
 echo "== building the fuzz targets"
 fuzz build
 
-if [ "$mode" = seed ]; then
-    echo "== writing seeds"
-    rm -rf "$ROOT/target/fuzz-seeds"
-    cargo run -q -p novanet-fuzzing --bin fuzz-seeds -- "$ROOT/target/fuzz-seeds" "${MRT_DIR:-$ROOT/../shared/data/mrt}" ospf-bridge/tests/frr-8.4
+if [ "$mode" = seed ] || [ "$mode" = capture ]; then
+    seeds=$ROOT/target/fuzz-$mode
+    rm -rf "$seeds"
+    if [ "$mode" = seed ]; then
+        echo "== writing seeds"
+        cargo run -q -p novanet-fuzzing --bin fuzz-seeds -- "$seeds" "${MRT_DIR:-$ROOT/../shared/data/mrt}" ospf-bridge/tests/frr-8.4
+    else
+        echo "== recording sessions with FRR, BIRD and GoBGP"
+        FUZZ_CAPTURE_DIR=$seeds cargo test -q -p novanet-conformance --test capture_seeds -- --ignored --nocapture
+    fi
     for t in $targets; do
+        [ -d "$seeds/$t" ] || continue
         mkdir -p "fuzz/corpus/$t"
-        cp -n "target/fuzz-seeds/$t/"* "fuzz/corpus/$t/" 2>/dev/null || true
+        cp -n "$seeds/$t/"* "fuzz/corpus/$t/" 2>/dev/null || true
         echo "== minimising $t"
         fuzz cmin "$t" "fuzz/corpus/$t" -- -max_len="$(max_len "$t")" >/dev/null 2>&1
         echo "$t: $(ls "fuzz/corpus/$t" | wc -l) inputs"

@@ -19,7 +19,9 @@
 #
 # bfdload: BFD at BFD_MS (50) x 3 to an FRR ToR while the agent learns and
 # installs LOAD_ROUTES from another peer, RUNS times: the BFD downs FRR
-# and the agent counted in each run, and the BGP resets they caused.
+# and the agent counted in each run, and the BGP resets they caused
+# (BFD_REALTIME=0: the agent without CAP_SYS_NICE, for comparison;
+# CPU_HOGS=N: N busy loops competing for the cores meanwhile).
 #
 #   conformance/bench/failover.sh     (SCENARIOS="bfd table" or bfdload, LOAD_ROUTES,
 #                                      TABLE_ROUTES=1000000, RUNS=3,
@@ -110,11 +112,20 @@ $bgp_common" noz
    {"neighbor_address": "10.0.3.2", "remote_as": 65003, "max_prefix": $((LOAD + 1)), "import": "all"}
  ]}}
 JSON
-  ip netns exec "$P-node" "$AGENT" --config "$RUN/agent.json" > "${AGENT_LOG:-$RUN/agent.log}" 2>&1 &
+  # BFD_REALTIME=0: the agent without CAP_SYS_NICE, its BFD thread at
+  # normal priority (for comparison).
+  local wrap=()
+  [ "${BFD_REALTIME:-1}" = 0 ] && wrap=(setpriv --bounding-set=-sys_nice)
+  ip netns exec "$P-node" "${wrap[@]}" "$AGENT" --config "$RUN/agent.json" > "${AGENT_LOG:-$RUN/agent.log}" 2>&1 &
   pids+=($!)
   for _ in $(seq 300); do route_hops | grep -q "10.0.1.1" && route_hops | grep -q "10.0.2.1" && break; sleep 0.1; done
   # Let BFD reach its configured rate.
   sleep 3
+  # CPU_HOGS=N: N busy loops on the machine while the load comes in.
+  for _ in $(seq "${CPU_HOGS:-0}"); do
+    sh -c 'while :; do :; done' &
+    pids+=($!)
+  done
   if [ "$load" = 1 ]; then
     ip netns exec "$P-inj" "$INJECT" --connect 10.0.3.10 --local-as 65003 --router-id 10.0.3.2 --count "$LOAD" \
       > /dev/null 2>&1 &
