@@ -75,7 +75,9 @@ fi
 
 summary=()
 failed=0
+kind=$([ "$ci" = 1 ] && echo ci || echo run)
 for t in $targets; do
+    log=target/fuzz-$kind-$t.log
     mkdir -p "fuzz/artifacts/$t"
     if [ "$ci" = 1 ]; then
         work=$(mktemp -d)
@@ -88,15 +90,15 @@ for t in $targets; do
     set +e
     fuzz run "$t" "${dirs[@]}" -- \
         -max_total_time="$seconds" -max_len="$(max_len "$t")" -timeout=10 -rss_limit_mb=2048 \
-        -artifact_prefix="fuzz/artifacts/$t/" -print_final_stats=1 >"target/fuzz-$t.log" 2>&1
+        -artifact_prefix="fuzz/artifacts/$t/" -print_final_stats=1 >"$log" 2>&1
     rc=$?
     set -e
     [ -n "$work" ] && rm -rf "$work"
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "target/fuzz-$t.log" | tail -1)
-    cov=$(grep -o 'cov: [0-9]*' "target/fuzz-$t.log" | tail -1 || true)
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
     if [ "$rc" != 0 ]; then
-        grep -A12 -m1 'panicked\|ERROR: libFuzzer' "target/fuzz-$t.log" || tail -40 "target/fuzz-$t.log"
-        echo "fuzz.sh: $t FAILED (exit $rc); input saved in fuzz/artifacts/$t/, log target/fuzz-$t.log" >&2
+        grep -A12 -m1 'panicked\|ERROR: libFuzzer' "$log" || tail -40 "$log"
+        echo "fuzz.sh: $t FAILED (exit $rc); input saved in fuzz/artifacts/$t/, log $log" >&2
         summary+=("$t: FAILED after ${runs:-?} runs")
         failed=1
         continue
