@@ -44,7 +44,7 @@ fuzz() {
 max_len() {
     case "$1" in
         mrt) echo 65536 ;;
-        agent_config|cni_stdin|ospf_readback) echo 16384 ;;
+        agent_config|cni_stdin|ospf_readback) echo 4096 ;;
         *) echo 4097 ;;
     esac
 }

@@ -2,10 +2,11 @@
 //! peer when `routing.bfd.enabled`), and the rule that ties them together:
 //! when a session that was Up goes Down, the BGP session is closed at once
 //! (Cease/BFD Down) and its routes leave the kernel. A BFD session that was
-//! never Up never takes BGP down (RFC 5882). Nor does a Down signalled by
-//! the neighbor's restarted BFD once BGP has already gone down and come
-//! back with the restarted neighbor: that session is the new one, and
-//! closing it would throw away what graceful restart keeps.
+//! never Up never takes BGP down (RFC 5882), nor does a Down while BGP is
+//! not established (a reset would cut a connection that is opening), nor a
+//! Down signalled by the neighbor's restarted BFD once BGP has already gone
+//! down and come back with the restarted neighbor: that session is the new
+//! one, and closing it would throw away what graceful restart keeps.
 
 use crate::config::Config;
 use novanet_bfd::packet::State;
@@ -86,14 +87,24 @@ pub async fn start(speaker: &Speaker) -> anyhow::Result<Bfd> {
                 }
                 Ok(ev) if ev.from == State::Up && ev.to == State::Down => {
                     let (downs, established) = bgp_downs(&speaker, ev.key.peer);
-                    let renewed = bgp_downs_at_up.get(&ev.key.peer).is_some_and(|at_up| downs > *at_up);
-                    if ev.neighbor_restarted && established && renewed {
-                        tracing::info!(peer = %ev.key.peer, "BFD: the neighbor restarted and its BGP session is already the new one; kept");
-                        continue;
+                    let seen = BgpSeen {
+                        established,
+                        renewed: bgp_downs_at_up.get(&ev.key.peer).is_some_and(|at_up| downs > *at_up),
+                    };
+                    let diagnostic = novanet_bfd::packet::diag::name(ev.diag);
+                    match on_bfd_down(ev.neighbor_restarted, seen) {
+                        OnBfdDown::NothingToClose => {
+                            tracing::info!(peer = %ev.key.peer, diagnostic, "BFD down; the BGP session is not established")
+                        }
+                        OnBfdDown::KeepRenewed => {
+                            tracing::info!(peer = %ev.key.peer, "BFD: the neighbor restarted and its BGP session is already the new one; kept")
+                        }
+                        OnBfdDown::Close => {
+                            tracing::warn!(peer = %ev.key.peer, diagnostic, "BFD down: closing the BGP session");
+                            let n = Notification::new(code::CEASE, subcode::BFD_DOWN);
+                            let _ = speaker.reset_peer(ev.key.peer, n).await;
+                        }
                     }
-                    tracing::warn!(peer = %ev.key.peer, diagnostic = novanet_bfd::packet::diag::name(ev.diag), "BFD down: closing the BGP session");
-                    let n = Notification::new(code::CEASE, subcode::BFD_DOWN);
-                    let _ = speaker.reset_peer(ev.key.peer, n).await;
                 }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(_) => return,
@@ -101,6 +112,38 @@ pub async fn start(speaker: &Speaker) -> anyhow::Result<Bfd> {
         }
     });
     Ok(bfd)
+}
+
+/// The BGP session as a BFD session's Down finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BgpSeen {
+    pub established: bool,
+    /// BGP went down and came back since the BFD session was last Up.
+    pub renewed: bool,
+}
+
+/// What a BFD session going from Up to Down does to its BGP session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBfdDown {
+    /// Closed at once (Cease/BFD Down): the path failed.
+    Close,
+    /// Not established: nothing to close, and a reset would cut a
+    /// connection that is opening (perhaps the restarted neighbor's).
+    NothingToClose,
+    /// The neighbor's BFD restarted and BGP has already re-established
+    /// with it: that session is kept.
+    KeepRenewed,
+}
+
+/// The rule of RFC 5882 as this agent applies it.
+pub fn on_bfd_down(neighbor_restarted: bool, bgp: BgpSeen) -> OnBfdDown {
+    if !bgp.established {
+        OnBfdDown::NothingToClose
+    } else if neighbor_restarted && bgp.renewed {
+        OnBfdDown::KeepRenewed
+    } else {
+        OnBfdDown::Close
+    }
 }
 
 /// How many times the peer's BGP session went down, and whether it is
@@ -114,4 +157,26 @@ fn bgp_downs(speaker: &Speaker, peer: IpAddr) -> (u64, bool) {
         status.established_transitions.saturating_sub(established as u64),
         established,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bfd_down_closes_only_an_established_session_of_a_failed_path() {
+        let seen = |established, renewed| BgpSeen { established, renewed };
+        // The path failed (detection time, or the same neighbor said Down).
+        assert_eq!(on_bfd_down(false, seen(true, false)), OnBfdDown::Close);
+        assert_eq!(on_bfd_down(false, seen(true, true)), OnBfdDown::Close);
+        // The neighbor restarted but BGP has not noticed: its old session
+        // is dead, close it.
+        assert_eq!(on_bfd_down(true, seen(true, false)), OnBfdDown::Close);
+        // The neighbor restarted and BGP already has its new session.
+        assert_eq!(on_bfd_down(true, seen(true, true)), OnBfdDown::KeepRenewed);
+        // No established session: the restarted neighbor's may be opening.
+        for (restarted, renewed) in [(false, false), (true, false), (true, true)] {
+            assert_eq!(on_bfd_down(restarted, seen(false, renewed)), OnBfdDown::NothingToClose);
+        }
+    }
 }
