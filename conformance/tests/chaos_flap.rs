@@ -1,8 +1,8 @@
 //! Flap soak: while an injector's table is held (and in the kernel), a
 //! peer connects, announces a few hundred routes and drops the connection,
 //! again and again. Afterwards the agent is where it started: RSS back to
-//! its baseline (within 10 % + 8 MiB), as many file descriptors and
-//! threads, the flapper's routes gone from the RIB and the kernel, the
+//! its baseline (within 10 % + 8 MiB), as many file descriptors (within
+//! the two of status requests) and threads, the flapper's routes gone from the RIB and the kernel, the
 //! counters matching the table, one established transition per flap.
 //!
 //! CI runs it small (`cargo test`); `conformance/chaos.sh flap` runs it at
@@ -222,8 +222,10 @@ fn a_flapping_peer_leaves_no_trace() {
         after.0,
         before.0
     );
+    // A leak would be one per session; the agent's own status connections
+    // (this test's requests) come and go by one or two.
     assert!(
-        after.1 <= before.1,
+        after.1 <= before.1 + 2,
         "file descriptors {} after, {} before",
         after.1,
         before.1
