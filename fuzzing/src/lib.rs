@@ -69,7 +69,7 @@ pub fn bgp_update(data: &[u8]) {
     let Ok(Message::Update(again)) = wire::decode_message(&bytes, &codec) else {
         panic!("an encoded UPDATE decodes as an UPDATE: {u:?}");
     };
-    assert_same_meaning(&u, &again);
+    assert_same_meaning(&u, &again, &codec);
 }
 
 /// What an UPDATE says: End-of-RIB, its withdrawals, its announcements
@@ -77,7 +77,7 @@ pub fn bgp_update(data: &[u8]) {
 /// that says nothing (attributes without prefixes) has no meaning to keep:
 /// the encoder writes no attributes without prefixes, so it comes back as
 /// an empty UPDATE.
-fn assert_same_meaning(u: &update::Update, again: &update::Update) {
+fn assert_same_meaning(u: &update::Update, again: &update::Update, codec: &SessionCodec) {
     let announced: Vec<_> = u.announcements().collect();
     let withdrawn: Vec<_> = u.withdrawals().collect();
     if announced.is_empty() && withdrawn.is_empty() && u.end_of_rib.is_none() {
@@ -104,12 +104,34 @@ fn assert_same_meaning(u: &update::Update, again: &update::Update) {
             raw.flags |= PARTIAL;
         }
         let mut got = again.attrs.clone();
+        // Between 2-octet speakers the path travels as AS_PATH + AS4_PATH,
+        // and RFC 6793 4.2.3 rebuilds only leading confederation segments:
+        // one after an AS_SEQUENCE or AS_SET (malformed, RFC 5065 5) cannot
+        // come back.
+        let confed_inside = |a: &novanet_bgp::wire::PathAttributes| {
+            a.as_path
+                .segments
+                .iter()
+                .skip_while(|s| is_confed(s.kind))
+                .any(|s| is_confed(s.kind))
+        };
+        let skip_path = !codec.four_octet_as && confed_inside(&expected);
         for a in [&mut expected, &mut got] {
             a.next_hop = None;
             a.link_local_next_hop = None;
+            if skip_path {
+                a.as_path = Default::default();
+            }
         }
         assert_eq!(got, expected, "attributes survive encode -> decode");
     }
+}
+
+fn is_confed(kind: novanet_bgp::wire::SegmentKind) -> bool {
+    matches!(
+        kind,
+        novanet_bgp::wire::SegmentKind::ConfedSequence | novanet_bgp::wire::SegmentKind::ConfedSet
+    )
 }
 
 /// One option byte, then a byte stream cut into messages as a session
@@ -131,7 +153,7 @@ pub fn bgp_stream(data: &[u8]) {
         let again = wire::decode_message(&bytes, &codec).expect("an encoded message decodes");
         match (&m, &again) {
             (Message::Update(u), _) if u.treat_as_withdraw.is_some() || !u.discarded.is_empty() => {}
-            (Message::Update(u), Message::Update(a)) => assert_same_meaning(u, a),
+            (Message::Update(u), Message::Update(a)) => assert_same_meaning(u, a, &codec),
             _ => assert_eq!(again, m, "message decode -> encode -> decode"),
         }
     }
