@@ -9,6 +9,7 @@
 //! CI runs 2000 intents; `conformance/chaos.sh api` 10000 (API_INTENTS).
 
 use novanet_conformance::checks::{agent_established, node_a, tor_and_node, tor_routing};
+use novanet_conformance::lab::rss_kib;
 use novanet_conformance::{Agent, GoBgp, Lab};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -33,15 +34,6 @@ const GOBGP: &str = r#"
     keepalive-interval = 3
     connect-retry = 1
 "#;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn metric(agent: &Agent, name: &str) -> f64 {
     agent

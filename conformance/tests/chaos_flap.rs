@@ -27,12 +27,7 @@ fn env(name: &str, default: u64) -> u64 {
 
 /// The agent's resident memory (KiB), open descriptors and threads.
 fn footprint(pid: u32) -> (u64, usize, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    let rss = novanet_conformance::lab::rss_kib(pid);
     let count = |dir: &str| {
         std::fs::read_dir(format!("/proc/{pid}/{dir}"))
             .map(|d| d.count())

@@ -12,6 +12,7 @@
 
 use novanet_conformance::agent::inject_binary;
 use novanet_conformance::checks::{node_a, SETTLE};
+use novanet_conformance::lab::rss_kib;
 use novanet_conformance::raw::{hex, keepalive, message, read_message};
 use novanet_conformance::{wait_until, Agent, Lab};
 use serde_json::json;
@@ -22,15 +23,6 @@ use std::time::{Duration, Instant};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
