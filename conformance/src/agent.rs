@@ -58,6 +58,26 @@ pub fn inject_binary() -> PathBuf {
     workspace_binary(&BIN, "NOVANET_INJECT_BIN", "novanet-conformance", "novanet-inject")
 }
 
+/// Starts `novanet-inject` (process `name`, namespace `ns`) as a peer of
+/// the agent at 10.0.0.10 (AS 65010): its AS, router id, and `extra`
+/// arguments (`--count N`, `--first PREFIX`, ...).
+pub fn spawn_inject(lab: &mut Lab, name: &str, ns: &str, local_as: u32, router_id: &str, extra: &[&str]) {
+    let inject = inject_binary().display().to_string();
+    let local_as = local_as.to_string();
+    let mut args = vec![
+        "--connect",
+        "10.0.0.10",
+        "--local-as",
+        &local_as,
+        "--remote-as",
+        "65010",
+        "--router-id",
+        router_id,
+    ];
+    args.extend_from_slice(extra);
+    lab.spawn(name, ns, &inject, &args);
+}
+
 /// A running agent.
 pub struct Agent {
     pub name: String,

@@ -37,6 +37,17 @@ pub fn tor_routing() -> serde_json::Value {
     serde_json::json!({"peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}]})
 }
 
+/// A switch (namespace `sw`, bridge `br0`) with each host's `eth0` on it:
+/// `(namespace, address/len)`.
+pub fn switched(lab: &mut Lab, hosts: &[(&str, &str)]) {
+    lab.add_ns("sw");
+    lab.add_bridge("sw", "br0", &[]);
+    for (i, (ns, addr)) in hosts.iter().enumerate() {
+        lab.add_ns(ns);
+        lab.link_to_bridge(ns, "eth0", &[addr], "sw", "br0", &format!("p{i}"));
+    }
+}
+
 /// One ToR (`tor`: 10.0.0.1, fd00::1) and one node (`node`: 10.0.0.10,
 /// fd00::10) on one link.
 pub fn tor_and_node(lab: &mut Lab) {

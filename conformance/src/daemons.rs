@@ -233,6 +233,20 @@ pub struct GoBgp {
 }
 
 impl GoBgp {
+    /// A `gobgpd` configuration: AS and router id, and IPv4 neighbors
+    /// `(address, AS)` with fast timers (hold 9 s, keepalive 3 s, connect
+    /// retry 1 s).
+    pub fn config(local_as: u32, router_id: &str, neighbors: &[(&str, u32)]) -> String {
+        let mut c = format!("[global.config]\n  as = {local_as}\n  router-id = \"{router_id}\"\n  port = 179\n");
+        for (address, asn) in neighbors {
+            c.push_str(&format!(
+                "\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{address}\"\n    peer-as = {asn}\n  \
+                 [neighbors.timers.config]\n    hold-time = 9\n    keepalive-interval = 3\n    connect-retry = 1\n"
+            ));
+        }
+        c
+    }
+
     pub fn start(lab: &mut Lab, ns: &str, config_toml: &str) -> GoBgp {
         let work = lab.dir().join(format!("gobgp-{ns}"));
         std::fs::create_dir_all(&work).expect("GoBGP directory");

@@ -206,17 +206,7 @@ protocol bgp rec {
         let gobgp = GoBgp::start(
             &mut lab,
             "tor",
-            r#"
-[global.config]
-  as = 65000
-  router-id = "10.0.0.1"
-  port = 179
-
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "10.0.0.10"
-    peer-as = 65010
-"#,
+            &GoBgp::config(65000, "10.0.0.1", &[("10.0.0.10", 65010)]),
         );
         gobgp.cli(&[
             "global",

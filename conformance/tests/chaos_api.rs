@@ -18,23 +18,6 @@ use std::process::Command;
 
 const TOKEN: &str = "abuse-test-token-2024";
 
-/// The ToR the intents are advertised to (each one sent is an event).
-const GOBGP: &str = r#"
-[global.config]
-  as = 65000
-  router-id = "10.0.0.1"
-  port = 179
-
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "10.0.0.10"
-    peer-as = 65010
-  [neighbors.timers.config]
-    hold-time = 9
-    keepalive-interval = 3
-    connect-retry = 1
-"#;
-
 fn metric(agent: &Agent, name: &str) -> f64 {
     agent
         .get("/metrics")
@@ -53,7 +36,12 @@ fn abuse_of_the_api_gets_clear_refusals_and_bounded_memory() {
         .unwrap_or(2000);
     let mut lab = Lab::new("apiabuse");
     tor_and_node(&mut lab);
-    let _gobgp = GoBgp::start(&mut lab, "tor", GOBGP);
+    // The ToR the intents are advertised to (each one sent is an event).
+    let _gobgp = GoBgp::start(
+        &mut lab,
+        "tor",
+        &GoBgp::config(65000, "10.0.0.1", &[("10.0.0.10", 65010)]),
+    );
     let agent = Agent::start(
         &mut lab,
         "node",

@@ -12,8 +12,8 @@
 
 use bytes::BytesMut;
 use novanet_bgp::wire::{update, AsPath, Nlri, Origin, PathAttributes, SessionCodec};
-use novanet_conformance::agent::inject_binary;
-use novanet_conformance::checks::{node_a, SETTLE};
+use novanet_conformance::agent::spawn_inject;
+use novanet_conformance::checks::{node_a, switched, SETTLE};
 use novanet_conformance::raw::{hex, keepalive, message, read_message};
 use novanet_conformance::{wait_until, Agent, Lab};
 use serde_json::json;
@@ -108,13 +108,14 @@ fn a_flapping_peer_leaves_no_trace() {
     let per_session = env("FLAP_PREFIXES", 256) as u32;
 
     let mut lab = Lab::new("flap");
-    lab.add_ns("sw");
-    lab.add_bridge("sw", "br0", &[]);
-    for (i, n) in ["node", "inj", "flap"].iter().enumerate() {
-        lab.add_ns(n);
-        let addr = format!("10.0.0.{}/24", [10, 2, 5][i]);
-        lab.link_to_bridge(n, "eth0", &[&addr], "sw", "br0", &format!("p{i}"));
-    }
+    switched(
+        &mut lab,
+        &[
+            ("node", "10.0.0.10/24"),
+            ("inj", "10.0.0.2/24"),
+            ("flap", "10.0.0.5/24"),
+        ],
+    );
     let agent = Agent::start(
         &mut lab,
         "node",
@@ -128,25 +129,8 @@ fn a_flapping_peer_leaves_no_trace() {
             }
         })),
     );
-    let inject = inject_binary().display().to_string();
     let count = held.to_string();
-    lab.spawn(
-        "injector",
-        "inj",
-        &inject,
-        &[
-            "--connect",
-            "10.0.0.10",
-            "--local-as",
-            "65002",
-            "--remote-as",
-            "65010",
-            "--router-id",
-            "10.0.0.2",
-            "--count",
-            &count,
-        ],
-    );
+    spawn_inject(&mut lab, "injector", "inj", 65002, "10.0.0.2", &["--count", &count]);
     let settled = |what: &str| {
         wait_until(what, SETTLE * 4, || {
             let fib: serde_json::Value =

@@ -10,8 +10,8 @@
 //! 1M routes. Sizes: SLOW_ROUTES (table), SLOW_CHURN (the coming and going
 //! injector's routes), SLOW_CYCLES (its comings and goings).
 
-use novanet_conformance::agent::inject_binary;
-use novanet_conformance::checks::{node_a, SETTLE};
+use novanet_conformance::agent::spawn_inject;
+use novanet_conformance::checks::{node_a, switched, SETTLE};
 use novanet_conformance::lab::rss_kib;
 use novanet_conformance::raw::{hex, keepalive, message, read_message};
 use novanet_conformance::{wait_until, Agent, Lab};
@@ -31,13 +31,16 @@ fn a_slow_reader_costs_bounded_memory_and_delays_no_one() {
     let churn = env("SLOW_CHURN", 5_000);
     let cycles = env("SLOW_CYCLES", 3);
     let mut lab = Lab::new("slowmon");
-    lab.add_ns("sw");
-    lab.add_bridge("sw", "br0", &[]);
-    for (i, n) in ["node", "inj", "mon", "slow", "churn"].iter().enumerate() {
-        lab.add_ns(n);
-        let addr = format!("10.0.0.{}/24", [10, 2, 3, 4, 6][i]);
-        lab.link_to_bridge(n, "eth0", &[&addr], "sw", "br0", &format!("p{i}"));
-    }
+    switched(
+        &mut lab,
+        &[
+            ("node", "10.0.0.10/24"),
+            ("inj", "10.0.0.2/24"),
+            ("mon", "10.0.0.3/24"),
+            ("slow", "10.0.0.4/24"),
+            ("churn", "10.0.0.6/24"),
+        ],
+    );
     let agent = Agent::start(
         &mut lab,
         "node",
@@ -56,30 +59,16 @@ fn a_slow_reader_costs_bounded_memory_and_delays_no_one() {
         })),
     );
     let pid = lab.pid(&agent.name).expect("agent pid");
-    let inject = inject_binary().display().to_string();
-    let peer_args = |asn: &str, id: &str| -> Vec<String> {
-        [
-            "--connect",
-            "10.0.0.10",
-            "--local-as",
-            asn,
-            "--remote-as",
-            "65010",
-            "--router-id",
-            id,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let spawn = |lab: &mut Lab, name: &str, ns: &str, args: Vec<String>| {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        lab.spawn(name, ns, &inject, &args);
-    };
-    spawn(&mut lab, "monitor", "mon", peer_args("65003", "10.0.0.3"));
-    let mut table = peer_args("65002", "10.0.0.2");
-    table.extend(["--count".to_string(), routes.to_string()]);
-    spawn(&mut lab, "injector", "inj", table);
+    spawn_inject(&mut lab, "monitor", "mon", 65003, "10.0.0.3", &[]);
+    let (routes_arg, churn_arg) = (routes.to_string(), churn.to_string());
+    spawn_inject(
+        &mut lab,
+        "injector",
+        "inj",
+        65002,
+        "10.0.0.2",
+        &["--count", &routes_arg],
+    );
     // What the monitor is sent: `n` routes and the node's PodCIDR.
     let monitor_holds = |n: u64, what: &str| {
         let started = Instant::now();
@@ -145,9 +134,14 @@ fn a_slow_reader_costs_bounded_memory_and_delays_no_one() {
     // The churn injector comes and goes; the monitor follows each time.
     let mut times = Vec::new();
     for cycle in 0..cycles {
-        let mut args = peer_args("65006", "10.0.0.6");
-        args.extend(["--count", &churn.to_string(), "--first", "150.0.0.0/24"].map(String::from));
-        spawn(&mut lab, "churn", "churn", args);
+        spawn_inject(
+            &mut lab,
+            "churn",
+            "churn",
+            65006,
+            "10.0.0.6",
+            &["--count", &churn_arg, "--first", "150.0.0.0/24"],
+        );
         times.push(monitor_holds(
             routes + churn,
             &format!("cycle {cycle}: the monitor to get the churn"),

@@ -5,8 +5,8 @@
 //! other peers must not notice: the injector's session stays up and a
 //! monitor receives every route.
 
-use novanet_conformance::agent::inject_binary;
-use novanet_conformance::checks::{node_a, SETTLE};
+use novanet_conformance::agent::spawn_inject;
+use novanet_conformance::checks::{node_a, switched, SETTLE};
 use novanet_conformance::raw::{hex, keepalive, message, read_message};
 use novanet_conformance::{wait_until, Agent, Lab};
 use serde_json::json;
@@ -20,13 +20,15 @@ const ROUTES: u32 = 100_000;
 #[test]
 fn a_peer_that_stops_reading_is_dropped_at_its_hold_time() {
     let mut lab = Lab::new("stuck");
-    lab.add_ns("sw");
-    lab.add_bridge("sw", "br0", &[]);
-    for (i, n) in ["node", "inj", "mon", "stuck"].iter().enumerate() {
-        lab.add_ns(n);
-        let addr = format!("10.0.0.{}/24", [10, 2, 3, 4][i]);
-        lab.link_to_bridge(n, "eth0", &[&addr], "sw", "br0", &format!("p{i}"));
-    }
+    switched(
+        &mut lab,
+        &[
+            ("node", "10.0.0.10/24"),
+            ("inj", "10.0.0.2/24"),
+            ("mon", "10.0.0.3/24"),
+            ("stuck", "10.0.0.4/24"),
+        ],
+    );
     let agent = Agent::start(
         &mut lab,
         "node",
@@ -86,22 +88,7 @@ fn a_peer_that_stops_reading_is_dropped_at_its_hold_time() {
         }
     });
 
-    let inject = inject_binary().display().to_string();
-    lab.spawn(
-        "monitor",
-        "mon",
-        &inject,
-        &[
-            "--connect",
-            "10.0.0.10",
-            "--local-as",
-            "65003",
-            "--remote-as",
-            "65010",
-            "--router-id",
-            "10.0.0.3",
-        ],
-    );
+    spawn_inject(&mut lab, "monitor", "mon", 65003, "10.0.0.3", &[]);
     wait_until("the monitor Established", SETTLE, || {
         match agent.peer_state("10.0.0.3") {
             s if s == "Established" => Ok(()),
@@ -109,23 +96,7 @@ fn a_peer_that_stops_reading_is_dropped_at_its_hold_time() {
         }
     });
     let routes = ROUTES.to_string();
-    lab.spawn(
-        "injector",
-        "inj",
-        &inject,
-        &[
-            "--connect",
-            "10.0.0.10",
-            "--local-as",
-            "65002",
-            "--remote-as",
-            "65010",
-            "--router-id",
-            "10.0.0.2",
-            "--count",
-            &routes,
-        ],
-    );
+    spawn_inject(&mut lab, "injector", "inj", 65002, "10.0.0.2", &["--count", &routes]);
 
     // The monitor gets every route while the stuck peer's window is shut.
     wait_until("the monitor to receive every route", SETTLE, || {
