@@ -347,7 +347,14 @@ impl Default for Fib {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerEntry {
-    pub neighbor_address: IpAddr,
+    /// The peer's address; absent for a peer by `interface`.
+    #[serde(default)]
+    pub neighbor_address: Option<IpAddr>,
+    /// BGP unnumbered (RFC 8950): the peer is whoever sends Router
+    /// Advertisements on this interface, reached at its IPv6 link-local
+    /// address; IPv4 and IPv6 routes travel with IPv6 next hops.
+    #[serde(default)]
+    pub interface: Option<String>,
     pub remote_as: u32,
     #[serde(default)]
     pub description: String,
@@ -628,11 +635,40 @@ impl Config {
                     errs.push(invalid(at("password"), "TCP MD5 keys are at most 80 bytes"));
                 }
             }
-            if r.peers[..i].iter().any(|q| q.neighbor_address == p.neighbor_address) {
-                errs.push(invalid(
+            match (&p.neighbor_address, &p.interface) {
+                (Some(a), None) => {
+                    if r.peers[..i].iter().any(|q| q.neighbor_address == Some(*a)) {
+                        errs.push(invalid(at("neighbor_address"), format!("{a} is listed twice")));
+                    }
+                }
+                (None, Some(name)) => {
+                    if let Err(e) = novanet_ospf_bridge::validate::interface(name) {
+                        errs.push(invalid(at("interface"), e.problem));
+                    }
+                    if r.peers[..i].iter().any(|q| q.interface.as_ref() == Some(name)) {
+                        errs.push(invalid(at("interface"), format!("{name:?} is listed twice")));
+                    }
+                    if p.bfd_enabled {
+                        errs.push(invalid(
+                            at("bfd_enabled"),
+                            "BFD is not run for peers by interface (unnumbered); BGP's hold timer watches them",
+                        ));
+                    }
+                    if p.source_address.is_some() || p.ebgp_multihop != 0 {
+                        errs.push(invalid(
+                            at("interface"),
+                            "a peer by interface is one hop away at its link-local address: source_address and ebgp_multihop do not apply",
+                        ));
+                    }
+                }
+                (Some(_), Some(_)) => errs.push(invalid(
+                    at("interface"),
+                    "give neighbor_address or interface (an unnumbered peer), not both",
+                )),
+                (None, None) => errs.push(invalid(
                     at("neighbor_address"),
-                    format!("{} is listed twice", p.neighbor_address),
-                ));
+                    "required (or interface, for an unnumbered peer on that link)",
+                )),
             }
         }
     }
@@ -917,6 +953,37 @@ mod tests {
                 "routing.peers[1].import"
             ]
         );
+    }
+
+    #[test]
+    fn a_peer_is_given_by_address_or_by_interface() {
+        let cfg = Config::read_with_env(
+            r#"{"node_name": "a", "node_ip": "10.0.0.10", "routing": {"peers": [
+                {"interface": "eth1", "remote_as": 65000},
+                {"remote_as": 65000},
+                {"neighbor_address": "10.0.0.1", "interface": "eth2", "remote_as": 65000},
+                {"interface": "eth1", "remote_as": 65001},
+                {"interface": "bad name", "remote_as": 65000},
+                {"interface": "eth3", "remote_as": 65000, "bfd_enabled": true},
+                {"interface": "eth4", "remote_as": 65000, "ebgp_multihop": 2}
+            ]}}"#,
+        )
+        .unwrap();
+        let problems: Vec<String> = cfg.problems().iter().map(|e| e.to_string()).collect();
+        let at = |i: usize, key: &str| {
+            problems
+                .iter()
+                .find(|p| p.starts_with(&format!("routing.peers[{i}].{key}")))
+                .unwrap_or_else(|| panic!("no problem at peers[{i}].{key}: {problems:?}"))
+                .clone()
+        };
+        assert_eq!(problems.len(), 6, "{problems:?}");
+        assert!(at(1, "neighbor_address").contains("or interface"));
+        assert!(at(2, "interface").contains("not both"));
+        assert!(at(3, "interface").contains("listed twice"));
+        at(4, "interface");
+        assert!(at(5, "bfd_enabled").contains("unnumbered"));
+        assert!(at(6, "interface").contains("ebgp_multihop"));
     }
 
     #[test]

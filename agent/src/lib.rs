@@ -17,4 +17,5 @@ pub mod peers;
 pub mod policy;
 pub mod routing;
 pub mod status;
+pub mod unnumbered;
 pub mod vip;

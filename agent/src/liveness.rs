@@ -22,7 +22,10 @@ use std::time::Duration;
 /// The BFD session a BGP peer asks for, if any.
 pub fn session_for(cfg: &Config, peer: &PeerConfig) -> Option<SessionSpec> {
     let global = &cfg.routing.bfd;
-    let (enabled, rx, tx, mult) = match cfg.routing.peers.iter().find(|p| p.neighbor_address == peer.address) {
+    let configured = cfg.routing.peers.iter().find(|p| {
+        p.neighbor_address == Some(peer.address) || (peer.interface.is_some() && p.interface == peer.interface)
+    });
+    let (enabled, rx, tx, mult) = match configured {
         Some(p) => (p.bfd_enabled, p.bfd_min_rx_ms, p.bfd_min_tx_ms, p.bfd_detect_multiplier),
         // Mesh peers follow the global setting.
         None => (cfg.routing.bfd_enabled.unwrap_or(global.enabled), 0, 0, 0),

@@ -185,7 +185,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
                 }
                 Ok(new)
             }) {
-                Ok(new) => match routing::reload(&speaker, &routing.peers, &cfg, &new).await {
+                Ok(new) => match routing::reload(&speaker, (&routing.peers, &routing.unnumbered), &cfg, &new).await {
                     Ok(()) => {
                         if let Some(o) = control.ospf.get() {
                             match ospf::desired::Settings::from_config(&new) {

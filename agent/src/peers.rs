@@ -169,6 +169,8 @@ impl PeerApplier {
 pub enum Source {
     /// `routing.peers[]` and the static node mesh.
     Config,
+    /// `routing.peers[]` by interface, once the link's neighbor is found.
+    Unnumbered,
     /// The Kubernetes Node watcher.
     KubernetesMesh,
 }
@@ -199,6 +201,7 @@ pub const RETRY: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct PeerSources {
     pub config: watch::Sender<Vec<PeerSpec>>,
+    pub unnumbered: watch::Sender<Vec<PeerSpec>>,
     pub mesh: watch::Sender<Vec<PeerSpec>>,
 }
 
@@ -206,12 +209,14 @@ pub struct PeerSources {
 /// failed, logging it) until the agent stops.
 pub fn spawn(speaker: Speaker, bfd: Bfd, config: Vec<PeerSpec>) -> PeerSources {
     let (config_tx, mut config_rx) = watch::channel(config);
+    let (unnumbered_tx, mut unnumbered_rx) = watch::channel(Vec::new());
     let (mesh_tx, mut mesh_rx) = watch::channel(Vec::new());
     tokio::spawn(async move {
         let mut applier = PeerApplier::default();
         loop {
             let desired = merge(&[
                 (Source::Config, config_rx.borrow_and_update().clone()),
+                (Source::Unnumbered, unnumbered_rx.borrow_and_update().clone()),
                 (Source::KubernetesMesh, mesh_rx.borrow_and_update().clone()),
             ]);
             let failed = applier.apply(&speaker, &bfd, &desired).await;
@@ -219,15 +224,20 @@ pub fn spawn(speaker: Speaker, bfd: Bfd, config: Vec<PeerSpec>) -> PeerSources {
                 tracing::warn!(peer = %addr, error = %e, "peer not applied; retrying");
             }
             let retry = !failed.is_empty();
+            // Ends when every source has gone.
+            let all_gone =
+                |a: &watch::Receiver<_>, b: &watch::Receiver<_>| a.has_changed().is_err() && b.has_changed().is_err();
             tokio::select! {
-                r = config_rx.changed() => if r.is_err() && mesh_rx.has_changed().is_err() { return },
-                r = mesh_rx.changed() => if r.is_err() && config_rx.has_changed().is_err() { return },
+                r = config_rx.changed() => if r.is_err() && all_gone(&unnumbered_rx, &mesh_rx) { return },
+                r = unnumbered_rx.changed() => if r.is_err() && all_gone(&config_rx, &mesh_rx) { return },
+                r = mesh_rx.changed() => if r.is_err() && all_gone(&config_rx, &unnumbered_rx) { return },
                 _ = tokio::time::sleep(RETRY), if retry => {}
             }
         }
     });
     PeerSources {
         config: config_tx,
+        unnumbered: unnumbered_tx,
         mesh: mesh_tx,
     }
 }

@@ -7,7 +7,7 @@ use crate::fib::{Fib, FibInput};
 use crate::peers::{PeerSources, PeerSpec};
 use novanet_bgp::policy::{LocalPrefixes, PeerPolicy};
 use novanet_bgp::speaker::{PeerConfig, PeerRole, RouteSink, SinkEvent, Speaker, SpeakerConfig, SpeakerEvent};
-use novanet_bgp::wire::{Origin, PathAttributes};
+use novanet_bgp::wire::{Family, Origin, PathAttributes};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -48,10 +48,19 @@ fn policy(cfg: &Config, name: &str) -> PeerPolicy {
     }
 }
 
-/// A ToR peer from `routing.peers[]`.
-pub fn tor_peer(cfg: &Config, p: &PeerEntry) -> PeerConfig {
-    let mut pc = PeerConfig::new(p.neighbor_address, p.remote_as);
+/// A ToR peer from `routing.peers[]` at `address`: its `neighbor_address`,
+/// or for a peer by interface the link-local address found on that link.
+/// A peer by interface carries IPv4 and IPv6 unicast unless told otherwise.
+pub fn tor_peer(cfg: &Config, p: &PeerEntry, address: std::net::IpAddr) -> PeerConfig {
+    let mut pc = PeerConfig::new(address, p.remote_as);
     pc.description = p.description.clone();
+    if let Some(name) = &p.interface {
+        pc.interface = Some(name.clone());
+        pc.families = vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST];
+        if pc.description.is_empty() {
+            pc.description = format!("unnumbered on {name}");
+        }
+    }
     pc.role = PeerRole::Tor;
     if p.hold_time != 0 {
         pc.hold_time = p.hold_time;
@@ -115,12 +124,14 @@ pub fn peer_spec(cfg: &Config, bgp: PeerConfig) -> PeerSpec {
     PeerSpec { bgp, bfd }
 }
 
-/// Every peer the configuration file asks for: ToRs, then the static mesh.
+/// Every peer the configuration file gives an address: ToRs, then the
+/// static mesh (peers by interface come from [`crate::unnumbered`] once
+/// their address is found).
 pub fn config_peers(cfg: &Config) -> Vec<PeerSpec> {
     cfg.routing
         .peers
         .iter()
-        .map(|p| tor_peer(cfg, p))
+        .filter_map(|p| Some(tor_peer(cfg, p, p.neighbor_address?)))
         .chain(mesh_peers(cfg))
         .map(|pc| peer_spec(cfg, pc))
         .collect()
@@ -134,6 +145,8 @@ pub struct Routing {
     pub bfd: novanet_bfd::transport::Bfd,
     /// Where the configuration and the node watcher publish their peers.
     pub peers: PeerSources,
+    /// The links of peers by interface.
+    pub unnumbered: crate::unnumbered::Unnumbered,
     /// Speaker events from before the first peer was added (for the event
     /// sources, which start later).
     pub events: tokio::sync::broadcast::Receiver<SpeakerEvent>,
@@ -146,8 +159,9 @@ pub const FIB_RECONCILE_EVERY: Duration = Duration::from_secs(30);
 /// peer and advertises the PodCIDRs.
 pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
     let mut sc = speaker_config(cfg)?;
+    let scopes = crate::fib::LinkLocalScopes::default();
     let fib = if cfg.routing.fib.enabled {
-        let fib = Fib::start(FIB_RECONCILE_EVERY, cfg.routing.fib.nexthop_objects)
+        let fib = Fib::start(FIB_RECONCILE_EVERY, cfg.routing.fib.nexthop_objects, scopes.clone())
             .map_err(|e| anyhow::anyhow!("kernel FIB (routing.fib): {e}"))?;
         let input = Mutex::new(fib.input());
         let lost = fib.lost_next_hops();
@@ -188,6 +202,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
         tracing::info!(prefix = %pod_cidr, "PodCIDR advertised");
     }
     let peers = crate::peers::spawn(speaker.clone(), bfd.clone(), config_peers(cfg));
+    let unnumbered = crate::unnumbered::spawn(cfg, fib.is_some().then_some(scopes), peers.unnumbered.clone());
     if let Some(f) = &fib {
         if restarting.load(Ordering::Relaxed) {
             let stale_for = Duration::from_secs(cfg.routing.graceful_restart_time.max(1) as u64);
@@ -199,6 +214,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
         fib,
         bfd,
         peers,
+        unnumbered,
         events,
     })
 }
@@ -253,7 +269,12 @@ async fn finish_restart(
 /// policies stays up, a BFD change leaves BGP alone, any other change
 /// resets that peer alone). Nothing is changed when the new configuration
 /// cannot be applied as a whole.
-pub async fn reload(speaker: &Speaker, peers: &PeerSources, old: &Config, new: &Config) -> anyhow::Result<()> {
+pub async fn reload(
+    speaker: &Speaker,
+    (peers, unnumbered): (&PeerSources, &crate::unnumbered::Unnumbered),
+    old: &Config,
+    new: &Config,
+) -> anyhow::Result<()> {
     if old.routing.protocol != new.routing.protocol {
         anyhow::bail!(
             "routing.protocol changed from {:?} to {:?}: that takes a restart of the agent",
@@ -280,6 +301,7 @@ pub async fn reload(speaker: &Speaker, peers: &PeerSources, old: &Config, new: &
         tracing::info!(prefix = %p, "PodCIDR advertised");
     }
     peers.config.send_replace(config_peers(new));
+    unnumbered.reconfigure(new);
     Ok(())
 }
 

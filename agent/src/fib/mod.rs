@@ -18,6 +18,7 @@ pub mod objects;
 pub mod state;
 
 use ipnet::IpNet;
+pub use netlink::LinkLocalScopes;
 use netlink::{Reach, RouteSocket};
 use novanet_bgp::rib::{BestChange, LOCAL_PEER};
 use objects::ObjectOp;
@@ -160,8 +161,9 @@ impl Fib {
     /// by a previous run, and starts the writer thread. With
     /// `nexthop_objects`, routes point at kernel nexthop groups where the
     /// kernel has them.
-    pub fn start(reconcile_every: Duration, nexthop_objects: bool) -> std::io::Result<Fib> {
-        let mut socket = RouteSocket::open(BGP_METRIC)?;
+    /// `scopes` holds the interfaces of link-local next hops.
+    pub fn start(reconcile_every: Duration, nexthop_objects: bool, scopes: LinkLocalScopes) -> std::io::Result<Fib> {
+        let mut socket = RouteSocket::open(BGP_METRIC, scopes)?;
         let objects = if nexthop_objects {
             let dump = socket.dump_nexthops()?;
             if dump.is_none() {

@@ -19,7 +19,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 
 /// Largest batch of requests written with one `send`.
 const SEND_BYTES: usize = 64 * 1024;
@@ -34,6 +35,32 @@ const RTM_NEWROUTE: u16 = 24;
 pub struct Reach {
     pub gateway: IpAddr,
     pub oif: u32,
+}
+
+/// The interfaces of link-local BGP next hops (unnumbered peers): a
+/// link-local address names no gateway without its link. The agent sets
+/// a peer's before the peer is added, so its routes always find it.
+#[derive(Debug, Clone, Default)]
+pub struct LinkLocalScopes(Arc<Mutex<HashMap<Ipv6Addr, u32>>>);
+
+impl LinkLocalScopes {
+    /// `addr` is reached through interface `ifindex`.
+    pub fn set(&self, addr: Ipv6Addr, ifindex: u32) {
+        self.0.lock().expect("link-local scopes").insert(addr, ifindex);
+    }
+
+    pub fn remove(&self, addr: &Ipv6Addr) {
+        self.0.lock().expect("link-local scopes").remove(addr);
+    }
+
+    /// The interface of a link-local address; `None` for any other address
+    /// and for a link-local one nobody told the scope of.
+    pub fn of(&self, addr: IpAddr) -> Option<u32> {
+        match addr {
+            IpAddr::V6(v6) if v6.is_unicast_link_local() => self.0.lock().expect("link-local scopes").get(&v6).copied(),
+            _ => None,
+        }
+    }
 }
 
 /// One message of a datagram the kernel sent.
@@ -52,6 +79,7 @@ pub struct RouteSocket {
     seq: u32,
     metric: u32,
     rx: Vec<u8>,
+    scopes: LinkLocalScopes,
 }
 
 fn family_of(p: &IpNet) -> AddressFamily {
@@ -70,7 +98,7 @@ fn gateway_attr(prefix: &IpNet, gw: IpAddr) -> RouteAttribute {
 }
 
 impl RouteSocket {
-    pub fn open(metric: u32) -> io::Result<RouteSocket> {
+    pub fn open(metric: u32, scopes: LinkLocalScopes) -> io::Result<RouteSocket> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
@@ -81,6 +109,7 @@ impl RouteSocket {
             seq: 1,
             metric,
             rx: vec![0; 1 << 20],
+            scopes,
         })
     }
 
@@ -153,12 +182,18 @@ impl RouteSocket {
                     m.attributes.push(RouteAttribute::NhId(*nh_id));
                 } else if let [gw] = next_hops.as_slice() {
                     m.attributes.push(gateway_attr(prefix, *gw));
+                    if let Some(oif) = self.scopes.of(*gw) {
+                        m.attributes.push(RouteAttribute::Oif(oif));
+                    }
                 } else {
                     let paths = next_hops
                         .iter()
                         .map(|gw| {
                             let mut h = RouteNextHop::default();
                             h.attributes.push(gateway_attr(prefix, *gw));
+                            if let Some(oif) = self.scopes.of(*gw) {
+                                h.interface_index = oif;
+                            }
                             h
                         })
                         .collect();
@@ -343,6 +378,7 @@ impl RouteSocket {
 
     /// How the kernel reaches `addr` now: its gateway (`addr` itself when
     /// it is on a connected network) and device; `None` when unreachable.
+    /// A link-local address is looked up on its interface only.
     pub fn resolve(&mut self, addr: IpAddr) -> io::Result<Option<Reach>> {
         let mut m = RouteMessage::default();
         m.header.address_family = match addr {
@@ -351,6 +387,12 @@ impl RouteSocket {
         };
         m.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
         m.attributes.push(RouteAttribute::Destination(RouteAddress::from(addr)));
+        if let Some(oif) = self.scopes.of(addr) {
+            m.attributes.push(RouteAttribute::Oif(oif));
+        } else if matches!(addr, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
+            // Any link would answer for it; none is known to be its.
+            return Ok(None);
+        }
         let mut buf = Vec::new();
         let seq = self.encode(RouteNetlinkMessage::GetRoute(m), NLM_F_REQUEST, &mut buf);
         self.socket.send(&buf, 0)?;

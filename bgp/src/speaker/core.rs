@@ -391,10 +391,16 @@ impl Core {
     fn on_peer_event(&mut self, ev: PeerEvent) {
         match ev {
             PeerEvent::Incoming(stream) => {
-                let remote = stream.peer_addr().ok().map(|a| a.ip().to_canonical());
+                let from = stream.peer_addr().ok();
+                let remote = from.map(|a| a.ip().to_canonical());
                 match remote.and_then(|ip| self.by_address.get(&ip).map(|id| (ip, *id))) {
-                    Some((_, id)) => {
+                    Some((ip, id)) => {
                         let slot = &self.slots[&id];
+                        if !arrived_on_its_interface(from, slot.config.interface.as_deref()) {
+                            tracing::warn!(remote = ?from, interface = ?slot.config.interface, "connection from a link-local peer's address on another interface refused");
+                            return;
+                        }
+                        tracing::trace!(peer = %ip, "incoming connection");
                         let _ = slot.commands.try_send(PeerCommand::Connection(stream));
                     }
                     None => {
@@ -948,6 +954,18 @@ fn first_in_order(prefixes: impl Iterator<Item = IpNet>, limit: usize) -> Vec<Ip
         }
     }
     heap.into_sorted_vec()
+}
+
+/// Whether a connection from a link-local (unnumbered) peer's address came
+/// in on that peer's interface: the same link-local address may exist on
+/// every link. Other peers' connections always qualify.
+fn arrived_on_its_interface(from: Option<std::net::SocketAddr>, interface: Option<&str>) -> bool {
+    match (from, interface) {
+        (Some(std::net::SocketAddr::V6(v6)), Some(name)) if v6.ip().is_unicast_link_local() => {
+            super::transport::interface_index(name).is_ok_and(|i| i == v6.scope_id())
+        }
+        _ => true,
+    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,10 @@ pub struct PeerConfig {
     pub connect_retry: Duration,
     pub passive: bool,
     pub source_address: Option<IpAddr>,
+    /// The interface a link-local `address` is reached through (BGP
+    /// unnumbered): the scope of the connection, and the only interface a
+    /// connection from that address is accepted on.
+    pub interface: Option<String>,
     /// eBGP multihop TTL; 0 means directly connected (TTL 1).
     pub ebgp_multihop: u8,
     /// GTSM (RFC 5082): accept only packets within this many hops.
@@ -137,6 +141,7 @@ impl PeerConfig {
             connect_retry: Duration::from_secs(5),
             passive: false,
             source_address: None,
+            interface: None,
             ebgp_multihop: 0,
             ttl_security_hops: None,
             password: None,
@@ -158,6 +163,9 @@ impl PeerConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerStatus {
     pub neighbor_address: IpAddr,
+    /// The interface of a link-local (unnumbered) peer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     pub remote_as: u32,
     pub local_as: u32,
     pub description: String,
@@ -190,6 +198,7 @@ impl PeerStatus {
     fn new(cfg: &PeerConfig, local_as: u32) -> Self {
         PeerStatus {
             neighbor_address: cfg.address,
+            interface: cfg.interface.clone(),
             remote_as: cfg.remote_as,
             local_as,
             description: cfg.description.clone(),

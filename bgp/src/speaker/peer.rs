@@ -99,6 +99,7 @@ fn socket_options(cfg: &PeerConfig, local_as: u32) -> SocketOptions {
         ttl,
         min_ttl: cfg.ttl_security_hops.map(|h| 255u8.saturating_sub(h.saturating_sub(1))),
         source: cfg.source_address,
+        interface: cfg.interface.clone(),
     }
 }
 

@@ -25,6 +25,38 @@ pub struct SocketOptions {
     /// GTSM: drop packets that arrive with a TTL below this.
     pub min_ttl: Option<u8>,
     pub source: Option<IpAddr>,
+    /// The interface a link-local peer is reached through.
+    pub interface: Option<String>,
+}
+
+/// The index of a network interface by name.
+pub fn interface_index(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name holds a NUL byte"))?;
+    // SAFETY: a NUL-terminated string that lives across the call.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("interface {name} not found"),
+        )),
+        i => Ok(i),
+    }
+}
+
+/// The address to connect to: a link-local peer is given the scope of its
+/// interface (looked up at each attempt, so an interface that comes back
+/// with a new index is followed).
+pub fn scoped(peer: SocketAddr, interface: Option<&str>) -> io::Result<SocketAddr> {
+    match (peer, interface) {
+        (SocketAddr::V6(v6), Some(name)) if v6.ip().is_unicast_link_local() => Ok(SocketAddr::V6(
+            std::net::SocketAddrV6::new(*v6.ip(), v6.port(), 0, interface_index(name)?),
+        )),
+        (SocketAddr::V6(v6), None) if v6.ip().is_unicast_link_local() && v6.scope_id() == 0 => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("link-local peer {} has no interface", v6.ip()),
+        )),
+        _ => Ok(peer),
+    }
 }
 
 fn setsockopt<T>(fd: i32, level: i32, name: i32, value: &T) -> io::Result<()> {
@@ -109,6 +141,7 @@ fn set_ttl_options(fd: i32, v6: bool, opts: &SocketOptions) -> io::Result<()> {
 
 /// Connects to a peer with the session's socket options.
 pub async fn connect(peer: SocketAddr, opts: &SocketOptions) -> io::Result<TcpStream> {
+    let peer = scoped(peer, opts.interface.as_deref())?;
     let v6 = peer.is_ipv6();
     let socket = if v6 { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
     let fd = socket.as_raw_fd();
@@ -352,5 +385,29 @@ fn set_user_timeout(fd: std::os::fd::RawFd, seconds: u16) {
     };
     if r != 0 {
         tracing::debug!(error = %io::Error::last_os_error(), "TCP_USER_TIMEOUT not set");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_local_peer_is_given_the_scope_of_its_interface() {
+        let ll: SocketAddr = "[fe80::1]:179".parse().unwrap();
+        let lo = interface_index("lo").expect("every namespace has lo");
+        match scoped(ll, Some("lo")).unwrap() {
+            SocketAddr::V6(v6) => assert_eq!((v6.scope_id(), v6.port()), (lo, 179)),
+            other => panic!("{other}"),
+        }
+        let e = scoped(ll, None).unwrap_err();
+        assert!(e.to_string().contains("fe80::1 has no interface"), "{e}");
+        let e = scoped(ll, Some("no-such-if0")).unwrap_err();
+        assert!(e.to_string().contains("interface no-such-if0 not found"), "{e}");
+        // Addresses with a meaning of their own are left as they are.
+        let global: SocketAddr = "[2001:db8::1]:179".parse().unwrap();
+        assert_eq!(scoped(global, Some("lo")).unwrap(), global);
+        let v4: SocketAddr = "192.0.2.1:179".parse().unwrap();
+        assert_eq!(scoped(v4, None).unwrap(), v4);
     }
 }
