@@ -222,6 +222,12 @@ fn bad_values_are_refused_with_the_key_that_is_wrong() {
             "remoteAs",
         ),
         (&["config.routingMode=overlay"][..], "routingMode"),
+        // A peer is given by address or by interface.
+        (&["routing.peers[0].remote_as=65000"][..], "oneOf"),
+        (
+            &["routing.peers[0].interface=eth0 x", "routing.peers[0].remote_as=65000"][..],
+            "interface",
+        ),
         (
             &[
                 "routing.protocol=ospf",

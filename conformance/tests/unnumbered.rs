@@ -100,6 +100,7 @@ struct Unnumbered {
     agent: Agent,
     tor_ll: String,
     node_ll: String,
+    nexthop_objects: bool,
 }
 
 fn unnumbered_lab(name: &str, nexthop_objects: bool) -> Unnumbered {
@@ -117,8 +118,7 @@ fn unnumbered_lab(name: &str, nexthop_objects: bool) -> Unnumbered {
     }
     let (tor_ll, node_ll) = (link_local(&lab, "tor"), link_local(&lab, "node"));
     let frr = Frr::start_daemons(&mut lab, "tor", &[("zebra", TOR_ZEBRA), ("bgpd", TOR_BGPD)]);
-    let mut cfg = node_config(true);
-    cfg["routing"]["fib"] = json!({"nexthop_objects": nexthop_objects});
+    let cfg = with_fib(node_config(true), nexthop_objects);
     let agent = Agent::start(&mut lab, "node", &cfg);
     Unnumbered {
         lab,
@@ -126,6 +126,19 @@ fn unnumbered_lab(name: &str, nexthop_objects: bool) -> Unnumbered {
         agent,
         tor_ll,
         node_ll,
+        nexthop_objects,
+    }
+}
+
+fn with_fib(mut cfg: Value, nexthop_objects: bool) -> Value {
+    cfg["routing"]["fib"] = json!({"nexthop_objects": nexthop_objects});
+    cfg
+}
+
+impl Unnumbered {
+    /// The configuration the agent was started with.
+    fn agent_config(&self) -> Value {
+        with_fib(node_config(true), self.nexthop_objects)
     }
 }
 
@@ -203,4 +216,84 @@ fn routes_carrying_their_gateway_name_the_link_of_a_link_local_next_hop() {
         route.contains(&format!("via inet6 {} dev eth0", u.tor_ll)) && !route.contains("nhid"),
         "{route}"
     );
+}
+
+/// Sent and received of a ping's summary line.
+fn ping_counts(log: &str) -> (u64, u64) {
+    let summary = log
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+fn replies(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("bytes from")
+        .count()
+}
+
+#[test]
+fn a_killed_agent_finds_its_unnumbered_neighbor_again_without_losing_a_packet() {
+    let mut u = unnumbered_lab("unnumgr", true);
+    agent_established(&u.agent, &u.tor_ll);
+    routes_flow(&u);
+    let ping_log = u.lab.spawn(
+        "ping",
+        "node",
+        "ping",
+        &["-n", "-i", "0.02", "-I", "10.244.10.1", "192.0.2.1"],
+    );
+    wait_until("the ping to get replies", SETTLE, || match replies(&ping_log) {
+        n if n >= 10 => Ok(()),
+        n => Err(n.to_string()),
+    });
+
+    // kill -9: the kernel keeps the routes through the link, FRR keeps the
+    // node's PodCIDR (graceful restart helper).
+    u.lab.signal(&u.agent.name, libc::SIGKILL);
+    u.lab.wait_exit(&u.agent.name, SETTLE);
+    wait_until("FRR to keep the node's PodCIDR as stale", SETTLE, || {
+        let v = u.frr.json("show bgp ipv4 unicast 10.244.10.0/24 json");
+        match v["paths"][0]["stale"].as_bool() {
+            Some(true) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let cfg = u.agent_config();
+    u.agent = Agent::start(&mut u.lab, "node", &cfg);
+    agent_established(&u.agent, &u.tor_ll);
+    wait_until("FRR to refresh the node's PodCIDR", SETTLE, || {
+        let v = u.frr.json("show bgp ipv4 unicast 10.244.10.0/24 json");
+        match v["paths"][0]["stale"].as_bool() {
+            None | Some(false) if v["paths"][0].is_object() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    // The adopted nexthop object through the link is the route's again.
+    let fib: Value = wait_until("the restart to end (nothing stale)", SETTLE, || {
+        let fib: Value = serde_json::from_str(&u.agent.get("/status/fib").unwrap_or_default()).unwrap_or_default();
+        match fib["stale"].as_u64() {
+            Some(0) => Ok(fib),
+            _ => Err(fib.to_string()),
+        }
+    });
+    assert_eq!(fib["nexthops"], 1, "{fib}");
+    kernel_routes_via(&u.lab, "node", "192.0.2.1", &u.tor_ll);
+
+    let now = replies(&ping_log);
+    wait_until("more replies after the restart", SETTLE, || match replies(&ping_log) {
+        n if n >= now + 25 => Ok(()),
+        n => Err(n.to_string()),
+    });
+    u.lab.signal("ping", libc::SIGINT);
+    u.lab.wait_exit("ping", std::time::Duration::from_secs(10));
+    let (sent, received) = ping_counts(&std::fs::read_to_string(&ping_log).unwrap());
+    assert!(sent >= 50, "{sent} sent");
+    assert_eq!(sent, received, "no packet lost across the restart");
 }
