@@ -240,6 +240,20 @@ fn route_control_api_end_to_end() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "hold time below 3 x keepalive");
+        let link_local = BgpPeer {
+            neighbor_address: "fe80::1".into(),
+            ..peer.clone()
+        };
+        let e = c
+            .apply_peer(ApplyPeerRequest {
+                owner: "novanet".into(),
+                token: token("novanet"),
+                peer: Some(link_local),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("link-local"), "{}", e.message());
         c.apply_peer(ApplyPeerRequest {
             owner: "novanet".into(),
             token: token("novanet"),

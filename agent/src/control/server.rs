@@ -289,6 +289,11 @@ impl RouteControl for Service {
         require(&r.owner, &r.token)?;
         let mut p = r.peer.ok_or_else(|| invalid("peer is required"))?;
         let addr = parse_ip("peer.neighbor_address", &p.neighbor_address)?;
+        if matches!(addr, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
+            return Err(invalid(
+                "peer.neighbor_address is link-local: it names no peer without its interface (a peer by interface is routing.peers[].interface in the configuration)",
+            ));
+        }
         if !p.source_address.is_empty() {
             parse_ip("peer.source_address", &p.source_address)?;
         }
