@@ -269,14 +269,6 @@ CONF
     frr)
       frr node zebra "hostname node
 "
-      frr node bfdd "bfd
- profile fast
-  receive-interval 100
-  transmit-interval 100
-  detect-multiplier 3
- !
-!
-"
       frr node bgpd "router bgp 65010
  bgp router-id 10.0.1.10
  no bgp ebgp-requires-policy
@@ -288,6 +280,25 @@ CONF
  address-family ipv4 unicast
   maximum-paths 2
  exit-address-family
+"
+      # FRR 8.4's bgpd registers a BFD session before it knows the
+      # session's source; if BFD comes up before BGP is established, the
+      # session is re-registered with the source on establishment and the
+      # replaced session's Down resets BGP (Cease/BFD Down). bfdd starts
+      # once both sessions are established, so it gets them whole.
+      for _ in $(seq 600); do
+        ip netns exec "$P-node" vtysh -N "$P-node" -c "show bgp summary json" 2>/dev/null | python3 -c \
+          "import json,sys; p=json.load(sys.stdin)['ipv4Unicast']['peers']; sys.exit(0 if sum(v['state']=='Established' for v in p.values())==2 else 1)" \
+          2>/dev/null && break
+        sleep 0.1
+      done
+      frr node bfdd "bfd
+ profile fast
+  receive-interval 100
+  transmit-interval 100
+  detect-multiplier 3
+ !
+!
 "
       dpids=("$(cat "$RUN/node-zebra.pid")" "$(cat "$RUN/node-bfdd.pid")" "$(cat "$RUN/node-bgpd.pid")")
       ;;
