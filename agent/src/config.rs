@@ -333,6 +333,12 @@ pub struct Fib {
     /// (one group update moves every route through a lost gateway).
     #[serde(default = "yes")]
     pub nexthop_objects: bool,
+    /// Leave the kernel's `net.ipv4.nexthop_compat_mode` as it is. By
+    /// default the agent turns it off when routes use nexthop objects, so a
+    /// failover's group replace is not announced once per route (see
+    /// `fib::compat`).
+    #[serde(default)]
+    pub keep_nexthop_compat_mode: bool,
 }
 
 impl Default for Fib {
@@ -340,6 +346,7 @@ impl Default for Fib {
         Fib {
             enabled: true,
             nexthop_objects: true,
+            keep_nexthop_compat_mode: false,
         }
     }
 }

@@ -56,6 +56,19 @@ frr() { # frr NS DAEMON CONF
   if [ "$d" = zebra ]; then for _ in $(seq 50); do [ -S "/var/run/frr/$ns/zserv.api" ] && break; sleep 0.1; done; fi
 }
 
+# route_via PREFIX: the node's route to PREFIX with its gateways, also
+# when the kernel shows only the nexthop id (nexthop_compat_mode 0).
+route_via() {
+  local r id; r=$(ip -n "$P-node" route show exact "$1" 2>/dev/null)
+  id=$(sed -n 's/.*nhid \([0-9]*\).*/\1/p' <<< "$r")
+  if [ -n "$id" ]; then
+    local members; members=$(ip -n "$P-node" -j nexthop show id "$id" 2>/dev/null \
+      | python3 -c "import json,sys; print(' '.join(str(m['id']) for m in json.load(sys.stdin)[0].get('group', [])))" 2>/dev/null)
+    for m in $id $members; do r+=" $(ip -n "$P-node" nexthop show id "$m" 2>/dev/null)"; done
+  fi
+  echo "$r"
+}
+
 route_hops() { ip -n "$P-node" route show exact 192.0.2.0/24 proto bgp 2>/dev/null; }
 
 # bfd_lab TIMER_MS LOAD(0|1): the node, its two ToRs (tor1 with bfdd at
@@ -223,6 +236,7 @@ table_run() {
   ip -n "$P-tor2" addr add 10.0.2.1/24 dev eth0; ip -n "$P-node" addr add 10.0.2.10/24 dev eth1
   for n in tor1 tor2; do ip -n "$P-$n" link set eth0 up; done
   for i in eth0 eth1; do ip -n "$P-node" link set "$i" up; done
+  [ -z "${NH_COMPAT:-}" ] || ip netns exec "$P-node" sysctl -qw "net.ipv4.nexthop_compat_mode=$NH_COMPAT"
   local probes=()
   for k in $(seq 0 $((PROBES - 1))); do
     local idx=$(( k * (TABLE - 1) / (PROBES - 1) ))
@@ -308,7 +322,7 @@ CONF
   local last; last="$(python3 -c "import ipaddress,sys; print(ipaddress.IPv4Address(int(ipaddress.IPv4Address('100.0.0.0')) + (int(sys.argv[1])-1)*256))" "$TABLE")/24"
   local converged=""
   for _ in $(seq $(( ${CONVERGE_S:-300} * 10 ))); do
-    local r; r=$(ip -n "$P-node" route show exact "$last" 2>/dev/null)
+    local r; r=$(route_via "$last")
     if [[ "$r" == *10.0.1.1* && "$r" == *10.0.2.1* ]]; then converged=1; break; fi
     sleep 0.1
   done

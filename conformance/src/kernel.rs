@@ -12,7 +12,26 @@ pub struct Route {
     pub next_hops: Vec<String>,
 }
 
-fn parse(json: &str, out: &mut BTreeMap<String, Vec<Route>>) {
+/// The gateways behind each nexthop object id (a group's: its members').
+fn gateways_by_id(objects: &[Nexthop]) -> BTreeMap<u64, Vec<String>> {
+    let by_id: BTreeMap<u64, &Nexthop> = objects.iter().map(|n| (n.id, n)).collect();
+    objects
+        .iter()
+        .map(|n| {
+            let gateways = if n.group.is_empty() {
+                n.gateway.clone().into_iter().collect()
+            } else {
+                n.group
+                    .iter()
+                    .filter_map(|m| by_id.get(m).and_then(|m| m.gateway.clone()))
+                    .collect()
+            };
+            (n.id, gateways)
+        })
+        .collect()
+}
+
+fn parse(json: &str, objects: &BTreeMap<u64, Vec<String>>, out: &mut BTreeMap<String, Vec<Route>>) {
     let v: Value = serde_json::from_str(json).unwrap_or(Value::Null);
     for r in v.as_array().into_iter().flatten() {
         let Some(dst) = r["dst"].as_str() else { continue };
@@ -23,6 +42,12 @@ fn parse(json: &str, out: &mut BTreeMap<String, Vec<Route>>) {
                 .collect(),
             None => r["gateway"].as_str().map(str::to_string).into_iter().collect(),
         };
+        // Without nexthop_compat_mode a route names only its object.
+        if next_hops.is_empty() {
+            if let Some(id) = r["nhid"].as_u64() {
+                next_hops = objects.get(&id).cloned().unwrap_or_default();
+            }
+        }
         next_hops.sort();
         let prefix = if dst.contains('/') {
             dst.to_string()
@@ -42,8 +67,9 @@ fn parse(json: &str, out: &mut BTreeMap<String, Vec<Route>>) {
 /// Every route of the main table, IPv4 and IPv6, by prefix.
 pub fn routes(lab: &Lab, ns: &str) -> BTreeMap<String, Vec<Route>> {
     let mut out = BTreeMap::new();
-    parse(&lab.exec(ns, "ip", &["-j", "route", "show"]), &mut out);
-    parse(&lab.exec(ns, "ip", &["-j", "-6", "route", "show"]), &mut out);
+    let objects = gateways_by_id(&nexthops(lab, ns));
+    parse(&lab.exec(ns, "ip", &["-j", "route", "show"]), &objects, &mut out);
+    parse(&lab.exec(ns, "ip", &["-j", "-6", "route", "show"]), &objects, &mut out);
     out
 }
 

@@ -132,6 +132,12 @@ fn ecmp_through_nexthop_groups_fails_over_in_the_group() {
     agent_established(&agent, "10.0.2.1");
     let fib = |agent: &Agent| serde_json::from_str::<Value>(&agent.get("/status/fib").unwrap()).unwrap();
     assert_eq!(fib(&agent)["nexthop_objects"], true, "{}", fib(&agent));
+    // Compat mode off: a group change is not announced once per route.
+    assert_eq!(fib(&agent)["nexthop_compat_mode"], false, "{}", fib(&agent));
+    assert_eq!(
+        lab.exec("node", "cat", &["/proc/sys/net/ipv4/nexthop_compat_mode"]).trim(),
+        "0"
+    );
 
     // Every prefix through one group of both ToRs.
     let both = vec!["10.0.1.1".to_string(), "10.0.2.1".to_string()];
@@ -146,12 +152,33 @@ fn ecmp_through_nexthop_groups_fails_over_in_the_group() {
     assert!(ping_once(&lab), "192.0.2.1 answers through the group");
 
     // tor1 goes silent (its link stays up): BFD takes it down, the group
-    // loses it; routes, their count and their group stay.
+    // loses it; routes, their count and their group stay, and the kernel
+    // announces no route (a full table's million notifications would hold
+    // the routing lock for a quarter of a second).
+    let monitor = lab.spawn("route-monitor", "node", "ip", &["monitor", "route"]);
+    let marker = |lab: &Lab, what: &str| {
+        lab.exec("node", "ip", &["route", what, "198.18.255.0/24", "dev", "lo", "proto", "static"]);
+    };
+    // The monitor listens once it reports the first marker route.
+    marker(&lab, "add");
+    let seen = |needle: &str| std::fs::read_to_string(&monitor).unwrap_or_default().contains(needle);
+    wait_until("the route monitor to listen", Duration::from_secs(10), || {
+        seen("198.18.255.0/24").then_some(()).ok_or_else(String::new)
+    });
     lab.drop_on("node", "eth0");
     wait_for_value("the group without tor1", vec!["10.0.2.1".to_string()], || {
         group_gateways(&lab, group)
     });
     assert_eq!(the_group(&lab), Ok(group), "no route was rewritten");
+    marker(&lab, "del");
+    wait_until("the route monitor to see the marker go", Duration::from_secs(10), || {
+        seen("Deleted 198.18.255.0/24").then_some(()).ok_or_else(String::new)
+    });
+    let announced = std::fs::read_to_string(&monitor).unwrap_or_default();
+    for p in PREFIXES {
+        assert!(!announced.contains(p), "the group change announced {p}: {announced}");
+    }
+    lab.signal("route-monitor", libc::SIGTERM);
     let bgp_routes = bgp_route_nexthop_ids(&lab, "node");
     assert_eq!(bgp_routes.len(), PREFIXES.len(), "{bgp_routes:?}");
     wait_until("traffic through tor2", Duration::from_secs(5), || {

@@ -12,6 +12,7 @@
 //! the speaker's route sink. [`state`] and [`objects`] are the bookkeeping
 //! (no I/O); [`netlink`] the socket, [`nexthop_wire`] the nexthop messages.
 
+pub mod compat;
 pub mod netlink;
 pub mod nexthop_wire;
 pub mod objects;
@@ -82,6 +83,10 @@ pub struct FibStatus {
     /// gateways: a kernel without them, or `routing.fib.nexthop_objects`
     /// off).
     pub nexthop_objects: bool,
+    /// The kernel's `net.ipv4.nexthop_compat_mode` at start (`None`: the
+    /// kernel has no such setting); on, a group change is announced once
+    /// per route using it ([`compat`]).
+    pub nexthop_compat_mode: Option<bool>,
     /// Nexthop groups and nexthop objects of ours.
     pub nexthop_groups: usize,
     pub nexthops: usize,
@@ -162,7 +167,8 @@ impl Fib {
     /// `nexthop_objects`, routes point at kernel nexthop groups where the
     /// kernel has them.
     /// `scopes` holds the interfaces of link-local next hops.
-    pub fn start(reconcile_every: Duration, nexthop_objects: bool, scopes: LinkLocalScopes) -> std::io::Result<Fib> {
+    pub fn start(reconcile_every: Duration, settings: &crate::config::Fib, scopes: LinkLocalScopes) -> std::io::Result<Fib> {
+        let nexthop_objects = settings.nexthop_objects;
         let mut socket = RouteSocket::open(BGP_METRIC, scopes)?;
         let objects = if nexthop_objects {
             let dump = socket.dump_nexthops()?;
@@ -173,6 +179,14 @@ impl Fib {
         } else {
             None
         };
+        if objects.is_some() && !settings.keep_nexthop_compat_mode {
+            match compat::turn_off() {
+                Ok(true) => tracing::info!("net.ipv4.nexthop_compat_mode turned off: a nexthop group change is one kernel notification, not one per route"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e,
+                    "cannot turn off net.ipv4.nexthop_compat_mode: each nexthop group change makes the kernel notify every route using it (about 260 ms per million routes under the routing lock); set it to 0 on the node"),
+            }
+        }
         let mut state = FibState::new(BGP_METRIC, objects.is_some());
         if let Some(dump) = &objects {
             state.take_kernel_objects(dump);
@@ -186,6 +200,7 @@ impl Fib {
         let status = Arc::new(Mutex::new(FibStatus {
             enabled: true,
             nexthop_objects: state.nexthop_objects(),
+            nexthop_compat_mode: compat::current(),
             nexthop_groups: groups,
             nexthops,
             installed: adopted,
