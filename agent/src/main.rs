@@ -24,6 +24,12 @@ struct Args {
     /// else 1 with every error and its key path. Starts nothing.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+    /// Apply the kernel settings the configuration asks for that need more
+    /// privilege than the agent runs with (net.ipv4.nexthop_compat_mode
+    /// off, see routing.fib.keep_nexthop_compat_mode) and exit: the chart
+    /// runs this in a privileged init container.
+    #[arg(long)]
+    prepare_kernel: bool,
     /// Log format.
     #[arg(long, env = "NOVANET_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -39,6 +45,33 @@ fn init_logging(level: &str, format: &str) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// `--prepare-kernel`: what the FIB would set at start, done by a process
+/// that may write /proc/sys.
+fn prepare_kernel(cfg: &config::Config) -> ExitCode {
+    let fib = &cfg.routing.fib;
+    if !fib.enabled || !fib.nexthop_objects || fib.keep_nexthop_compat_mode || cfg.ospf_mode() {
+        println!("net.ipv4.nexthop_compat_mode: left as it is (the configuration keeps it)");
+        return ExitCode::SUCCESS;
+    }
+    match novanet_agent::fib::compat::turn_off() {
+        Ok(changed) => {
+            println!(
+                "net.ipv4.nexthop_compat_mode: {}",
+                if changed {
+                    "turned off"
+                } else {
+                    "off already (or not in this kernel)"
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("novanet-agent: cannot turn off net.ipv4.nexthop_compat_mode: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -65,6 +98,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.prepare_kernel {
+        return prepare_kernel(&cfg);
+    }
     init_logging(&cfg.log_level, &args.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -135,7 +135,8 @@ fn ecmp_through_nexthop_groups_fails_over_in_the_group() {
     // Compat mode off: a group change is not announced once per route.
     assert_eq!(fib(&agent)["nexthop_compat_mode"], false, "{}", fib(&agent));
     assert_eq!(
-        lab.exec("node", "cat", &["/proc/sys/net/ipv4/nexthop_compat_mode"]).trim(),
+        lab.exec("node", "cat", &["/proc/sys/net/ipv4/nexthop_compat_mode"])
+            .trim(),
         "0"
     );
 
@@ -157,12 +158,17 @@ fn ecmp_through_nexthop_groups_fails_over_in_the_group() {
     // the routing lock for a quarter of a second).
     let monitor = lab.spawn("route-monitor", "node", "ip", &["monitor", "route"]);
     let marker = |lab: &Lab, what: &str| {
-        lab.exec("node", "ip", &["route", what, "198.18.255.0/24", "dev", "lo", "proto", "static"]);
+        let _ = lab
+            .cmd("node", "ip")
+            .args(["route", what, "198.18.255.0/24", "dev", "lo", "proto", "static"])
+            .output();
     };
-    // The monitor listens once it reports the first marker route.
-    marker(&lab, "add");
+    // The monitor listens once it reports a marker route (added again
+    // until it does: it may start listening after an addition).
     let seen = |needle: &str| std::fs::read_to_string(&monitor).unwrap_or_default().contains(needle);
     wait_until("the route monitor to listen", Duration::from_secs(10), || {
+        marker(&lab, "del");
+        marker(&lab, "add");
         seen("198.18.255.0/24").then_some(()).ok_or_else(String::new)
     });
     lab.drop_on("node", "eth0");
@@ -171,9 +177,11 @@ fn ecmp_through_nexthop_groups_fails_over_in_the_group() {
     });
     assert_eq!(the_group(&lab), Ok(group), "no route was rewritten");
     marker(&lab, "del");
-    wait_until("the route monitor to see the marker go", Duration::from_secs(10), || {
-        seen("Deleted 198.18.255.0/24").then_some(()).ok_or_else(String::new)
-    });
+    wait_until(
+        "the route monitor to see the marker go",
+        Duration::from_secs(10),
+        || seen("Deleted 198.18.255.0/24").then_some(()).ok_or_else(String::new),
+    );
     let announced = std::fs::read_to_string(&monitor).unwrap_or_default();
     for p in PREFIXES {
         assert!(!announced.contains(p), "the group change announced {p}: {announced}");
@@ -246,4 +254,37 @@ fn ecmp_through_nexthop_groups_fails_over_in_the_group() {
         foreign_before,
         "the foreign object and route are untouched"
     );
+}
+
+/// `novanet-agent --prepare-kernel` (the chart's privileged init container)
+/// turns compat mode off for the configuration that wants it, and leaves
+/// it for one that keeps it.
+#[test]
+fn prepare_kernel_turns_compat_mode_off_unless_the_configuration_keeps_it() {
+    let mut lab = Lab::new("prepk");
+    lab.add_ns("node");
+    let compat = |lab: &Lab| {
+        lab.exec("node", "cat", &["/proc/sys/net/ipv4/nexthop_compat_mode"])
+            .trim()
+            .to_string()
+    };
+    let prepare = |lab: &Lab, cfg: &Value| {
+        let path = lab.dir().join("prepare.json");
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        let bin = novanet_conformance::agent::agent_binary();
+        let o = lab
+            .cmd("node", bin.to_str().unwrap())
+            .args(["--config", path.to_str().unwrap(), "--prepare-kernel"])
+            .output()
+            .expect("novanet-agent runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert_eq!(compat(&lab), "1", "the kernel's default");
+    let mut keep = agent_config();
+    keep["routing"]["fib"] = json!({"keep_nexthop_compat_mode": true});
+    assert!(prepare(&lab, &keep).contains("left as it is"));
+    assert_eq!(compat(&lab), "1");
+    assert!(prepare(&lab, &agent_config()).contains("turned off"));
+    assert_eq!(compat(&lab), "0");
 }

@@ -152,8 +152,8 @@ fn check_daemonset(name: &str, docs: &[Value]) {
         serde_json::json!(["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE", "SYS_NICE", "BPF"])
     );
     // The CNI plugin and its conflist come from the init container.
-    let init = &spec["initContainers"][0];
-    assert_eq!(init["name"], "install-cni");
+    let inits = spec["initContainers"].as_array().expect("init containers");
+    let init = inits.iter().find(|c| c["name"] == "install-cni").expect("install-cni");
     assert_eq!(init["command"][0], "/usr/bin/novanet-cni");
     assert_eq!(init["command"][1], "install");
     let volumes = spec["volumes"].as_array().unwrap();
@@ -180,6 +180,14 @@ fn check_daemonset(name: &str, docs: &[Value]) {
         .find(|v| v["name"] == "socket")
         .unwrap();
     assert_eq!(socket["hostPath"]["path"], "/run/novaroute");
+    // The kernel setting the agent's read-only /proc/sys cannot take, in
+    // the BGP mode only.
+    let kernel = inits.iter().find(|c| c["name"] == "kernel-settings");
+    assert_eq!(kernel.is_some(), name != "OSPF", "{inits:?}");
+    if let Some(k) = kernel {
+        assert_eq!(k["securityContext"]["privileged"], true);
+        assert_eq!(k["command"][3], "--prepare-kernel");
+    }
     assert_eq!(
         containers.iter().any(|c| c["name"] == "ospfd"),
         name == "OSPF",

@@ -167,7 +167,11 @@ impl Fib {
     /// `nexthop_objects`, routes point at kernel nexthop groups where the
     /// kernel has them.
     /// `scopes` holds the interfaces of link-local next hops.
-    pub fn start(reconcile_every: Duration, settings: &crate::config::Fib, scopes: LinkLocalScopes) -> std::io::Result<Fib> {
+    pub fn start(
+        reconcile_every: Duration,
+        settings: &crate::config::Fib,
+        scopes: LinkLocalScopes,
+    ) -> std::io::Result<Fib> {
         let nexthop_objects = settings.nexthop_objects;
         let mut socket = RouteSocket::open(BGP_METRIC, scopes)?;
         let objects = if nexthop_objects {

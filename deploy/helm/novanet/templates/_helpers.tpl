@@ -60,6 +60,9 @@ app.kubernetes.io/component: agent
 {{- if gt (int64 ($r.nodeMesh.maxPrefix | default 0)) 0 -}}
 {{- $_ := set $routing.node_mesh "max_prefix_warning_only" ($r.nodeMesh.maxPrefixWarningOnly | default false) -}}
 {{- end -}}
+{{- if not $r.fib.nexthopCompatModeOff -}}
+{{- $_ := set $routing "fib" (dict "keep_nexthop_compat_mode" true) -}}
+{{- end -}}
 {{- if $r.controlPlaneVIP -}}
 {{- $_ := set $routing "control_plane_vip" $r.controlPlaneVIP -}}
 {{- $_ := set $routing "control_plane_vip_health_interval" (int64 $r.controlPlaneVIPHealthInterval) -}}
