@@ -18,6 +18,7 @@ pub mod nexthop_wire;
 pub mod objects;
 pub mod state;
 
+use hashbrown::HashMap;
 use ipnet::IpNet;
 pub use netlink::LinkLocalScopes;
 use netlink::{Reach, RouteSocket};
@@ -25,7 +26,6 @@ use novanet_bgp::rib::{BestChange, LOCAL_PEER};
 use objects::ObjectOp;
 use serde::Serialize;
 use state::{protocol_name, Blocked, FibState, NextHops};
-use hashbrown::HashMap;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::mpsc::{self, RecvTimeoutError};

@@ -6,6 +6,7 @@
 use super::nexthop_wire::{KernelNexthop, NexthopMessage, RTM_NEWNEXTHOP};
 use super::objects::ObjectOp;
 use super::state::{KernelRoute, NextHops, Op, PROTO_BGP};
+use hashbrown::HashMap;
 use ipnet::IpNet;
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
@@ -17,7 +18,6 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
-use hashbrown::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
