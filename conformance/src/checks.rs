@@ -117,3 +117,16 @@ pub fn wait_for_value<T: PartialEq + std::fmt::Debug>(what: &str, want: T, mut p
         v => Err(format!("{v:?}")),
     });
 }
+
+/// Packets sent and received, from the summary line of a `ping` log.
+pub fn ping_counts(log: &str) -> (u64, u64) {
+    let summary = log
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary in: {log}"));
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}

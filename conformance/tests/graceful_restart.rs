@@ -180,15 +180,7 @@ fn agent_kill_and_restart_loses_no_packet() {
     lab.signal("ping", libc::SIGINT);
     lab.wait_exit("ping", Duration::from_secs(10));
     let log = std::fs::read_to_string(&ping_log).unwrap();
-    let summary = log
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("{log}"));
-    let numbers: Vec<u64> = summary
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    let (sent, received) = (numbers[0], numbers[1]);
-    assert!(sent >= 50, "{summary}");
-    assert_eq!(sent, received, "no packet lost across the restart: {summary}");
+    let (sent, received) = novanet_conformance::checks::ping_counts(&log);
+    assert!(sent >= 50, "{sent} sent");
+    assert_eq!(sent, received, "no packet lost across the restart: {log}");
 }

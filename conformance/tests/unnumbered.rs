@@ -218,19 +218,6 @@ fn routes_carrying_their_gateway_name_the_link_of_a_link_local_next_hop() {
     );
 }
 
-/// Sent and received of a ping's summary line.
-fn ping_counts(log: &str) -> (u64, u64) {
-    let summary = log
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("{log}"));
-    let numbers: Vec<u64> = summary
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (numbers[0], numbers[1])
-}
-
 fn replies(log: &std::path::Path) -> usize {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -293,7 +280,7 @@ fn a_killed_agent_finds_its_unnumbered_neighbor_again_without_losing_a_packet() 
     });
     u.lab.signal("ping", libc::SIGINT);
     u.lab.wait_exit("ping", std::time::Duration::from_secs(10));
-    let (sent, received) = ping_counts(&std::fs::read_to_string(&ping_log).unwrap());
+    let (sent, received) = novanet_conformance::checks::ping_counts(&std::fs::read_to_string(&ping_log).unwrap());
     assert!(sent >= 50, "{sent} sent");
     assert_eq!(sent, received, "no packet lost across the restart");
 }
