@@ -680,6 +680,15 @@ impl Config {
         }
     }
 
+    /// Whether the agent turns the kernel's `nexthop_compat_mode` off: its
+    /// routes go through nexthop groups and the configuration does not keep
+    /// the setting; never in the OSPF mode, where the sidecar's zebra
+    /// writes the routes that matter.
+    pub fn turns_nexthop_compat_off(&self) -> bool {
+        let fib = &self.routing.fib;
+        fib.enabled && fib.nexthop_objects && !fib.keep_nexthop_compat_mode && !self.ospf_mode()
+    }
+
     /// Whether the node routes with OSPF (`routing.protocol: ospf`).
     pub fn ospf_mode(&self) -> bool {
         self.routing.protocol == "ospf"

@@ -51,8 +51,7 @@ fn init_logging(level: &str, format: &str) {
 /// `--prepare-kernel`: what the FIB would set at start, done by a process
 /// that may write /proc/sys.
 fn prepare_kernel(cfg: &config::Config) -> ExitCode {
-    let fib = &cfg.routing.fib;
-    if !fib.enabled || !fib.nexthop_objects || fib.keep_nexthop_compat_mode || cfg.ospf_mode() {
+    if !cfg.turns_nexthop_compat_off() {
         println!("net.ipv4.nexthop_compat_mode: left as it is (the configuration keeps it)");
         return ExitCode::SUCCESS;
     }

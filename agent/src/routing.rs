@@ -161,12 +161,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Routing> {
     let mut sc = speaker_config(cfg)?;
     let scopes = crate::fib::LinkLocalScopes::default();
     let fib = if cfg.routing.fib.enabled {
-        let mut settings = cfg.routing.fib.clone();
-        // In the OSPF mode the sidecar's zebra writes the routes that
-        // matter: their presentation is not ours to change.
-        settings.keep_nexthop_compat_mode |= cfg.ospf_mode();
-        let fib = Fib::start(FIB_RECONCILE_EVERY, &settings, scopes.clone())
-            .map_err(|e| anyhow::anyhow!("kernel FIB (routing.fib): {e}"))?;
+        let fib = Fib::start(
+            FIB_RECONCILE_EVERY,
+            cfg.routing.fib.nexthop_objects,
+            cfg.turns_nexthop_compat_off(),
+            scopes.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("kernel FIB (routing.fib): {e}"))?;
         let input = Mutex::new(fib.input());
         let lost = fib.lost_next_hops();
         sc.route_sink = Some(RouteSink(Arc::new(move |event| match event {

@@ -167,13 +167,15 @@ impl Fib {
     /// by a previous run, and starts the writer thread. With
     /// `nexthop_objects`, routes point at kernel nexthop groups where the
     /// kernel has them.
-    /// `scopes` holds the interfaces of link-local next hops.
+    /// `scopes` holds the interfaces of link-local next hops; with
+    /// `compat_off` the kernel's nexthop compat mode is turned off when
+    /// routes use nexthop objects ([`compat`]).
     pub fn start(
         reconcile_every: Duration,
-        settings: &crate::config::Fib,
+        nexthop_objects: bool,
+        compat_off: bool,
         scopes: LinkLocalScopes,
     ) -> std::io::Result<Fib> {
-        let nexthop_objects = settings.nexthop_objects;
         let mut socket = RouteSocket::open(BGP_METRIC, scopes)?;
         let objects = if nexthop_objects {
             let dump = socket.dump_nexthops()?;
@@ -184,7 +186,7 @@ impl Fib {
         } else {
             None
         };
-        if objects.is_some() && !settings.keep_nexthop_compat_mode {
+        if objects.is_some() && compat_off {
             match compat::turn_off() {
                 Ok(true) => tracing::info!("net.ipv4.nexthop_compat_mode turned off: a nexthop group change is one kernel notification, not one per route"),
                 Ok(false) => {}
