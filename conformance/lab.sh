@@ -28,6 +28,9 @@ RUN=/tmp/$P
 NODES=(1 2 3)
 tors=("1 65001 10.0.1" "2 65002 10.0.2")
 
+# The workspace's binaries, wherever cargo puts them (CARGO_TARGET_DIR).
+BIN=$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug
+
 ns_of() { echo "$P-$1"; }
 
 down() {
@@ -51,7 +54,7 @@ status() {
     echo "== node-$i: ip route (proto bgp)"
     ip -n "$(ns_of node$i)" route show proto bgp | sed 's/^/   /'
     echo "== node-$i: novanetctl routing peers"
-    ./target/debug/novanetctl --socket "$RUN/node$i.sock" routing peers | sed 's/^/   /'
+    "$BIN"/novanetctl --socket "$RUN/node$i.sock" routing peers | sed 's/^/   /'
   done
   echo "== pod to pod across nodes"
   local failed=0
@@ -74,7 +77,13 @@ up() {
   [ "${1:-}" = "--kubernetes" ] && kubernetes=1
   [ "$(id -u)" = 0 ] || { echo "lab.sh: run as root (network namespaces)" >&2; exit 1; }
   ./scripts/install-deps.sh
-  cargo build -q -p novanet-agent -p novanetctl -p novanet-cni -p novanet-conformance --bin novanet-kube-api
+  # Two builds: `--bin` would apply to every package named in one.
+  cargo build -q -p novanet-agent -p novanetctl -p novanet-cni
+  cargo build -q -p novanet-conformance --bin novanet-kube-api
+  local b
+  for b in novanet-agent novanetctl novanet-cni novanet-kube-api; do
+    [ -x "$BIN/$b" ] || { echo "lab.sh: $BIN/$b was not built" >&2; exit 1; }
+  done
   down
   mkdir -p "$RUN"
   local mesh=""
@@ -136,7 +145,7 @@ up() {
     ip -n "$(ns_of tor1)" addr add 10.0.1.100/24 dev br0
     local args=()
     for i in "${NODES[@]}"; do args+=(--node "node-$i=10.0.1.1$i,10.244.$i.0/24"); done
-    ./target/debug/novanet-kube-api --netns "$(ns_of tor1)" --listen 10.0.1.100:6443 \
+    "$BIN"/novanet-kube-api --netns "$(ns_of tor1)" --listen 10.0.1.100:6443 \
       --kubeconfig "$RUN/kubeconfig" "${args[@]}" > "$RUN/kube-api.log" 2>&1 &
     echo $! > "$RUN/kube-api.pid"
     for _ in $(seq 50); do [ -s "$RUN/kubeconfig" ] && break; sleep 0.1; done
@@ -168,7 +177,7 @@ up() {
   }
 }
 JSON
-    ip netns exec "$(ns_of node$i)" "${env[@]}" ./target/debug/novanet-agent --config "$RUN/node$i.json" \
+    ip netns exec "$(ns_of node$i)" "${env[@]}" "$BIN"/novanet-agent --config "$RUN/node$i.json" \
       > "$RUN/node$i.log" 2>&1 &
     echo $! > "$RUN/node$i.pid"
   done
@@ -178,8 +187,8 @@ JSON
     local result
     result=$(echo "{\"cniVersion\": \"1.0.0\", \"name\": \"novanet\", \"type\": \"novanet-cni\", \"agent_socket\": \"$RUN/node$i-cni.sock\"}" |
       ip netns exec "$(ns_of node$i)" env CNI_COMMAND=ADD CNI_CONTAINERID="lab-pod-$i" \
-        CNI_NETNS="/run/netns/$(ns_of pod$i)" CNI_IFNAME=eth0 CNI_PATH="$PWD/target/debug" \
-        CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-$i" ./target/debug/novanet-cni) || {
+        CNI_NETNS="/run/netns/$(ns_of pod$i)" CNI_IFNAME=eth0 CNI_PATH="$BIN" \
+        CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-$i" "$BIN"/novanet-cni) || {
       echo "novanet-cni ADD for pod-$i failed: $result" >&2; exit 1; }
     echo "$result" > "$RUN/pod$i.result"
     echo "$result" | grep -o '"address":"[0-9.]*' | head -1 | cut -d'"' -f4 > "$RUN/pod$i.ip"

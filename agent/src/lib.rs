@@ -5,17 +5,16 @@
 //! ([`status`]), and the backend of `novanet-cni` ([`cni`]). The
 //! `novanet-agent` binary wires them up.
 
+pub mod bfd;
+pub mod bgp;
 pub mod cni;
 pub mod config;
 pub mod control;
-pub mod fib;
 pub mod kubernetes;
-pub mod liveness;
 pub mod metrics;
 pub mod ospf;
 pub mod peers;
 pub mod policy;
-pub mod routing;
 pub mod status;
 pub mod unnumbered;
 pub mod vip;

@@ -4,7 +4,7 @@
 //! SIGTERM withdraws it and closes every session with a shutdown
 //! communication.
 
-use novanet_agent::{cni, config, control, kubernetes, ospf, routing, status, vip};
+use novanet_agent::{bgp, cni, config, control, kubernetes, ospf, status, vip};
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -55,7 +55,7 @@ fn prepare_kernel(cfg: &config::Config) -> ExitCode {
         println!("net.ipv4.nexthop_compat_mode: left as it is (the configuration keeps it)");
         return ExitCode::SUCCESS;
     }
-    match novanet_agent::fib::compat::turn_off() {
+    match novanet_fib::compat::turn_off() {
         Ok(changed) => {
             println!(
                 "net.ipv4.nexthop_compat_mode: {}",
@@ -134,11 +134,26 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     } else {
         None
     };
-    let routing = routing::start(&cfg).await?;
+    // The running configuration, which every consumer follows: a reload
+    // is one send.
+    let (config_tx, config_rx) = tokio::sync::watch::channel(std::sync::Arc::new(cfg.clone()));
+    let routing = bgp::start(&config_rx).await?;
     let speaker = routing.speaker.clone();
-    let vip = start_vip(&cfg, &speaker, kube.as_ref().map(|(_, own)| own))?;
+    bgp::follow_config(&routing, config_rx.clone());
+    let vip = vip::VipFollower::start(
+        speaker.clone(),
+        config_rx.clone(),
+        kube.as_ref().map(|(_, own)| own.control_plane),
+    );
     let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
-    let control = control::new(&cfg, speaker.clone(), routing.bfd.clone())?;
+    let control = control::new(
+        config_rx.clone(),
+        speaker.clone(),
+        routing.bfd.clone(),
+        routing.peers.clone(),
+    )?;
+    tokio::spawn(control::follow_config(control.clone()));
+    tokio::spawn(control::reconciler::follow_peer_outcomes(control.clone()));
     control::set_asn_collisions(&control, cfg.asn_collisions());
     let enforcer = if cfg.datapath.enabled {
         let e = novanet_agent::policy::enforcer::Enforcer::start(
@@ -168,7 +183,12 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         kubernetes::events::spawn(client.clone(), own, control.clone());
     }
     if let Some((client, _)) = kube.as_ref().filter(|_| cfg.kubernetes_mesh()) {
-        kubernetes::watch::spawn_mesh(client.clone(), cfg.clone(), routing.peers.clone(), control.clone());
+        kubernetes::watch::spawn_mesh(
+            client.clone(),
+            config_rx.clone(),
+            routing.peers.sources.clone(),
+            control.clone(),
+        );
     }
     let (cni_stop, cni_stopped) = tokio::sync::oneshot::channel::<()>();
     let cni = if cfg.cni.enabled {
@@ -187,6 +207,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     if cfg.ospf_mode() {
         let dir = cfg.routing.frr_socket_dir.clone().unwrap_or_default();
         let ospf = ospf::Ospf::start(ospf::desired::Settings::from_config(&cfg)?, dir.into(), control.clone())?;
+        ospf.follow_config(config_rx.clone());
         let _ = control.ospf.set(ospf);
     }
     tokio::spawn(control::reconciler::run(control.clone()));
@@ -213,26 +234,14 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
                 tracing::info!("SIGINT: shutting down");
                 break;
             }
-            _ = hup.recv() => match config::Config::load(&config_path).map_err(anyhow::Error::from).and_then(|mut new| {
-                // What the Node gave at start stays (the file leaves it out).
-                if let Some((_, own)) = &kube {
-                    kubernetes::watch::complete_config(&mut new, own)?;
+            _ = hup.recv() => match reload(&config_path, &cfg, kube.as_ref().map(|(_, own)| own)) {
+                Ok(new) => {
+                    // Every consumer follows the channel and applies what
+                    // changed for it.
+                    config_tx.send_replace(std::sync::Arc::new(new.clone()));
+                    tracing::info!(config = %config_path.display(), "configuration reloaded");
+                    cfg = new;
                 }
-                Ok(new)
-            }) {
-                Ok(new) => match routing::reload(&speaker, (&routing.peers, &routing.unnumbered), &cfg, &new).await {
-                    Ok(()) => {
-                        if let Some(o) = control.ospf.get() {
-                            match ospf::desired::Settings::from_config(&new) {
-                                Ok(s) => o.reconfigure(s),
-                                Err(e) => tracing::error!(error = %e, "routing.ospf not reloaded"),
-                            }
-                        }
-                        tracing::info!(config = %config_path.display(), "configuration reloaded");
-                        cfg = new;
-                    }
-                    Err(e) => tracing::error!(error = %e, "configuration reload incomplete"),
-                },
                 Err(e) => tracing::error!(error = %e, "configuration not reloaded; the running one stays"),
             },
             r = &mut http => {
@@ -244,9 +253,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     // No more mutations; withdraw everything this node originates (the
     // PodCIDR and every owner's prefixes), then close the sessions.
     control.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(vip) = vip {
-        vip.stop().await;
-    }
+    vip.stop().await;
     if let Some(o) = control.ospf.get() {
         o.withdraw_and_stop().await;
     }
@@ -269,34 +276,24 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     Ok(())
 }
 
-/// The control-plane VIP task, on control-plane nodes when a VIP is
-/// configured (a node outside Kubernetes with a VIP configured counts as
-/// one).
-fn start_vip(
-    cfg: &config::Config,
-    speaker: &novanet_bgp::speaker::Speaker,
+/// The configuration file read again for a reload (SIGHUP), completed
+/// with what the Node gave at start (the file leaves it out); refused
+/// whole when it cannot apply without a restart.
+fn reload(
+    path: &std::path::Path,
+    running: &config::Config,
     own: Option<&kubernetes::nodes::ClusterNode>,
-) -> anyhow::Result<Option<vip::Vip>> {
-    let Some(text) = cfg.routing.control_plane_vip.as_deref().filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    if own.is_some_and(|n| !n.control_plane) {
-        tracing::info!(
-            vip = text,
-            "not a control-plane node: the control-plane VIP is left to those"
-        );
-        return Ok(None);
+) -> anyhow::Result<config::Config> {
+    let mut new = config::Config::load(path)?;
+    if let Some(own) = own {
+        kubernetes::watch::complete_config(&mut new, own)?;
     }
-    let address = vip::parse_vip(text).map_err(|e| anyhow::anyhow!("routing.control_plane_vip: {e}"))?;
-    let url = cfg
-        .routing
-        .control_plane_vip_health_url
-        .as_deref()
-        .unwrap_or(vip::DEFAULT_HEALTH_URL);
-    let interval = cfg
-        .routing
-        .control_plane_vip_health_interval
-        .map(std::time::Duration::from_secs)
-        .unwrap_or(vip::DEFAULT_INTERVAL);
-    vip::Vip::start(speaker.clone(), address, url, interval).map(Some)
+    if new.routing.protocol != running.routing.protocol {
+        anyhow::bail!(
+            "routing.protocol changed from {:?} to {:?}: that takes a restart of the agent",
+            running.routing.protocol,
+            new.routing.protocol
+        );
+    }
+    Ok(new)
 }

@@ -4,8 +4,8 @@
 //! hot path carries counters for them.
 
 use crate::control::Control;
-use crate::fib::FibStatus;
 use novanet_bfd::packet::State as BfdState;
+use novanet_fib::FibStatus;
 use novanet_proto::api::{EventType, Protocol};
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use std::collections::BTreeMap;

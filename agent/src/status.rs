@@ -9,13 +9,13 @@
 //! (`?events=drop|flow`), `GET /status/ospf`, `GET /metrics` (Prometheus).
 
 use crate::control::Control;
-use crate::fib::FibStatus;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use novanet_bfd::transport::Bfd;
 use novanet_bgp::speaker::Speaker;
+use novanet_fib::FibStatus;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -10,6 +10,7 @@
 //! certificate is not verified: the check asks whether it answers, it
 //! sends and trusts nothing.
 
+pub use crate::config::vip::{parse_health_url, parse_vip, DEFAULT_HEALTH_URL, DEFAULT_INTERVAL};
 use ipnet::IpNet;
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
@@ -18,47 +19,7 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use novanet_bgp::speaker::Speaker;
 use novanet_bgp::wire::{Origin, PathAttributes};
 use std::io;
-use std::net::IpAddr;
 use std::time::Duration;
-
-/// The health check's default target.
-pub const DEFAULT_HEALTH_URL: &str = "https://127.0.0.1:6443/livez";
-/// The default time between checks.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The VIP as a host prefix: an address, or an address with /32 (/128).
-pub fn parse_vip(text: &str) -> Result<IpNet, String> {
-    let net: IpNet = match text.parse::<IpAddr>() {
-        Ok(ip) => IpNet::from(ip),
-        Err(_) => text
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IP address or a /32 or /128 prefix"))?,
-    };
-    if net.prefix_len() != net.max_prefix_len() {
-        return Err(format!("{text:?}: a VIP is one address (/32 or /128)"));
-    }
-    if net.addr().is_unspecified() || net.addr().is_loopback() || net.addr().is_multicast() {
-        return Err(format!("{text:?} cannot be a VIP (unspecified, loopback or multicast)"));
-    }
-    Ok(net)
-}
-
-/// The health URL, split into the base the client connects to and the
-/// path it asks.
-pub fn parse_health_url(text: &str) -> Result<(String, String), String> {
-    let uri: tonic::codegen::http::Uri = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => return Err(format!("{text:?}: must be an http:// or https:// URL")),
-    }
-    let authority = uri.authority().ok_or_else(|| format!("{text:?}: no host"))?;
-    let base = format!("{}://{}", uri.scheme_str().unwrap_or("https"), authority);
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    Ok((base, path))
-}
 
 /// Adds or removes an address on `lo` (RTM_NEWADDR / RTM_DELADDR).
 fn loopback_address(vip: IpNet, add: bool) -> io::Result<()> {
@@ -197,6 +158,115 @@ impl Vip {
     }
 }
 
+/// What the running configuration asks of the VIP on this node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VipSettings {
+    pub address: IpNet,
+    pub health_url: String,
+    pub interval: Duration,
+}
+
+impl VipSettings {
+    /// The VIP of `cfg`, unless none is configured or this node is known
+    /// not to be a control-plane node (`control_plane: Some(false)`; a
+    /// node outside Kubernetes with a VIP configured counts as one).
+    pub fn of(cfg: &crate::config::Config, control_plane: Option<bool>) -> Result<Option<VipSettings>, String> {
+        let Some(text) = cfg.routing.control_plane_vip.as_deref().filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        if control_plane == Some(false) {
+            return Ok(None);
+        }
+        let address = parse_vip(text).map_err(|e| format!("routing.control_plane_vip: {e}"))?;
+        Ok(Some(VipSettings {
+            address,
+            health_url: cfg
+                .routing
+                .control_plane_vip_health_url
+                .clone()
+                .unwrap_or_else(|| DEFAULT_HEALTH_URL.into()),
+            interval: cfg
+                .routing
+                .control_plane_vip_health_interval
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_INTERVAL),
+        }))
+    }
+}
+
+/// The VIP as the running configuration wants it: started, restarted
+/// with new settings, or stopped whenever the configuration changes.
+pub struct VipFollower {
+    stop: tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl VipFollower {
+    /// Follows `config` on a node that is (`Some(true)`), is not, or may be
+    /// (`None`, outside Kubernetes) a control-plane node.
+    pub fn start(speaker: Speaker, mut config: crate::config::ConfigRx, control_plane: Option<bool>) -> VipFollower {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<()>>();
+        tokio::spawn(async move {
+            let mut running: Option<(VipSettings, Vip)> = None;
+            loop {
+                let wanted = VipSettings::of(&config.borrow_and_update(), control_plane);
+                match wanted {
+                    Err(e) => tracing::error!(error = %e, "control-plane VIP not changed"),
+                    Ok(w) if w.as_ref() != running.as_ref().map(|(s, _)| s) => {
+                        if let Some((old, vip)) = running.take() {
+                            tracing::info!(vip = %old.address, "control-plane VIP settings changed: stopping the old one");
+                            vip.stop().await;
+                        }
+                        match w {
+                            Some(w) => match Vip::start(speaker.clone(), w.address, &w.health_url, w.interval) {
+                                Ok(vip) => running = Some((w, vip)),
+                                Err(e) => {
+                                    tracing::error!(vip = %w.address, error = %e, "control-plane VIP not started")
+                                }
+                            },
+                            None if control_plane == Some(false) => {
+                                tracing::info!("not a control-plane node: the control-plane VIP is left to those")
+                            }
+                            None => {}
+                        }
+                    }
+                    Ok(_) => {}
+                }
+                tokio::select! {
+                    done = &mut stopped => {
+                        if let Some((_, vip)) = running.take() {
+                            vip.stop().await;
+                        }
+                        if let Ok(done) = done {
+                            let _ = done.send(());
+                        }
+                        return;
+                    }
+                    r = config.changed() => if r.is_err() {
+                        // The configuration is gone: keep what runs until stopped.
+                        let done = (&mut stopped).await;
+                        if let Some((_, vip)) = running.take() {
+                            vip.stop().await;
+                        }
+                        if let Ok(done) = done {
+                            let _ = done.send(());
+                        }
+                        return;
+                    },
+                }
+            }
+        });
+        VipFollower { stop }
+    }
+
+    /// Withdraws and unbinds the VIP (if up); returns when done.
+    pub async fn stop(self) {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        if self.stop.send(done).is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
 /// Binds and advertises (or withdraws and unbinds) the VIP; true when it
 /// is up afterwards.
 async fn set(speaker: &Speaker, vip: IpNet, up: bool) -> bool {
@@ -227,39 +297,5 @@ async fn set(speaker: &Speaker, vip: IpNet, up: bool) -> bool {
             tracing::error!(%vip, error = %e, "cannot unbind the control-plane VIP from lo");
         }
         false
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_vip_is_one_unicast_address() {
-        assert_eq!(
-            parse_vip("10.0.0.250").unwrap(),
-            "10.0.0.250/32".parse::<IpNet>().unwrap()
-        );
-        assert_eq!(
-            parse_vip("fd00::250/128").unwrap(),
-            "fd00::250/128".parse::<IpNet>().unwrap()
-        );
-        assert!(parse_vip("10.0.0.0/24").unwrap_err().contains("one address"));
-        assert!(parse_vip("127.0.0.1").is_err());
-        assert!(parse_vip("vip").unwrap_err().contains("not an IP address"));
-    }
-
-    #[test]
-    fn the_health_url_is_http_or_https() {
-        assert_eq!(
-            parse_health_url(DEFAULT_HEALTH_URL).unwrap(),
-            ("https://127.0.0.1:6443".to_string(), "/livez".to_string())
-        );
-        assert_eq!(
-            parse_health_url("http://10.0.0.10:8080/readyz?verbose").unwrap().1,
-            "/readyz?verbose"
-        );
-        assert!(parse_health_url("ftp://x/livez").is_err());
-        assert!(parse_health_url("/livez").is_err());
     }
 }

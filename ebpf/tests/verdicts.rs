@@ -1,8 +1,8 @@
 //! The TC programs run by the kernel on crafted packets
 //! (`BPF_PROG_TEST_RUN`), with maps as the agent fills them: allowed,
 //! denied, replies of allowed flows, unknown sources, ipBlocks, IPv6, the
-//! verdict counters and the drop events. Needs root and bpffs (mounted at
-//! /sys/fs/bpf when it is not).
+//! verdict counters and the drop events. Needs root; each test mounts a
+//! bpffs of its own.
 
 use novanet_ebpf::datapath::PolicyState;
 use novanet_ebpf::maps::{Addr, EventKind, FlowEvent, PolicyKey, PolicyValue, IDENTITY_ANY};
@@ -23,36 +23,40 @@ const POD_A: u32 = 0x1000;
 const POD_B: u32 = 0x2000;
 const BLOCK: u32 = 0x8000_0001;
 
-/// A pin directory of its own on bpffs, removed when dropped.
-struct PinDir(PathBuf);
+/// A bpffs of its own for one test (mounted on a fresh directory, so tests
+/// running in parallel never stack mounts on /sys/fs/bpf or depend on it
+/// being mounted), with the pin directory inside; unmounted and removed
+/// when dropped.
+struct PinDir {
+    mount: PathBuf,
+    pins: PathBuf,
+}
 
 impl PinDir {
     fn new() -> PinDir {
         static N: AtomicU32 = AtomicU32::new(0);
-        let root = PathBuf::from("/sys/fs/bpf");
-        let is_bpffs = std::fs::read_to_string("/proc/mounts")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.split_whitespace().nth(2) == Some("bpf"));
-        if !is_bpffs {
-            let st = std::process::Command::new("mount")
-                .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
-                .status()
-                .expect("mount bpffs");
-            assert!(st.success(), "these tests need root and bpffs at /sys/fs/bpf");
-        }
-        let dir = root.join(format!(
-            "novanet-test-{}-{}",
+        let mount = std::env::temp_dir().join(format!(
+            "novanet-bpffs-test-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         ));
-        PinDir(dir)
+        std::fs::create_dir_all(&mount).expect("bpffs mount point");
+        let st = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&mount)
+            .status()
+            .expect("mount bpffs");
+        assert!(st.success(), "these tests need root and bpffs support in the kernel");
+        let pins = mount.join("novanet");
+        PinDir { mount, pins }
     }
 }
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.pins);
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.mount).status();
+        let _ = std::fs::remove_dir(&self.mount);
     }
 }
 
@@ -85,7 +89,7 @@ fn endpoints() -> BTreeMap<Addr, u32> {
 #[test]
 fn verdicts_follow_the_maps() {
     let pins = PinDir::new();
-    let mut dp = Datapath::load(&pins.0).expect("load");
+    let mut dp = Datapath::load(&pins.pins).expect("load");
     dp.sync_endpoints(&endpoints()).unwrap();
     let a_to_b_80 = packet("10.244.1.10", "10.244.2.20", TCP, 40000, 80);
 
@@ -213,7 +217,7 @@ fn verdicts_follow_the_maps() {
 fn maps_outlive_the_loader_and_are_found_again() {
     let pins = PinDir::new();
     {
-        let mut dp = Datapath::load(&pins.0).expect("load");
+        let mut dp = Datapath::load(&pins.pins).expect("load");
         dp.sync_endpoints(&endpoints()).unwrap();
         let mut state = PolicyState::default();
         state.ingress_isolated.insert(POD_B);
@@ -221,7 +225,7 @@ fn maps_outlive_the_loader_and_are_found_again() {
     }
     // A new loader (an agent restart) finds the pinned maps: B is still
     // isolated before anything is written again.
-    let dp = Datapath::load(&pins.0).expect("load again");
+    let dp = Datapath::load(&pins.pins).expect("load again");
     assert_eq!(
         run(&dp, "to_pod", &packet("10.244.1.10", "10.244.2.20", TCP, 1, 80)),
         DROP
@@ -231,7 +235,7 @@ fn maps_outlive_the_loader_and_are_found_again() {
 #[test]
 fn programs_attach_to_an_interface_and_are_listed() {
     let pins = PinDir::new();
-    let mut dp = Datapath::load(&pins.0).expect("load");
+    let mut dp = Datapath::load(&pins.pins).expect("load");
     let name = format!("nvt{}", std::process::id() % 100_000);
     let peer = format!("{name}p");
     let ok = std::process::Command::new("ip")

@@ -53,7 +53,12 @@ impl ApplyState {
 
 /// State shared by the API server, the reconciler and the event sources.
 pub struct ControlState {
-    pub owners: Owners,
+    /// The owners of the running configuration ([`ControlState::owners`]).
+    owners: std::sync::RwLock<Arc<Owners>>,
+    /// The running configuration.
+    pub config: crate::config::ConfigRx,
+    /// The peer pipeline: API peers are its [`crate::peers::Source::Api`].
+    pub peers: crate::peers::Peers,
     pub intents: Mutex<Intents>,
     pub events: EventBus,
     pub speaker: Speaker,
@@ -68,9 +73,6 @@ pub struct ControlState {
     pub trigger: Notify,
     /// Refuses mutations once shutdown has begun.
     pub stopping: std::sync::atomic::AtomicBool,
-    /// The node's BFD timers for peers that set none (rx ms, tx ms,
-    /// multiplier).
-    pub bfd_defaults: (u32, u32, u32),
     /// Nodes of the mesh sharing an AS number (AS, node names).
     pub asn_collisions: Mutex<Vec<(u32, Vec<String>)>>,
     /// `intents_total{owner, type, operation}`.
@@ -89,6 +91,17 @@ pub struct ControlState {
 pub type Control = Arc<ControlState>;
 
 impl ControlState {
+    /// The owners as the running configuration has them.
+    pub fn owners(&self) -> Arc<Owners> {
+        self.owners.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The node's BFD timers for sessions that set none, as the running
+    /// configuration has them.
+    pub fn bfd_defaults(&self) -> crate::peers::spec::BfdTimers {
+        crate::peers::spec::BfdTimers::node_defaults(&self.config.borrow())
+    }
+
     /// Asks for a reconcile soon.
     pub fn reconcile_soon(&self) {
         self.trigger.notify_one();
@@ -109,7 +122,7 @@ impl ControlState {
     /// together as `_unknown`: a client cannot grow the counters by making
     /// up names.
     pub fn count_violation(&self, owner: &str, reason: &str) {
-        let owner = violation_owner(&self.owners, owner);
+        let owner = violation_owner(&self.owners(), owner);
         *self
             .violations
             .lock()
@@ -233,12 +246,19 @@ pub fn set_asn_collisions(control: &Control, now: Vec<(u32, Vec<String>)>) -> Ve
     fresh
 }
 
-/// Builds the control plane from the configuration.
-pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::Result<Control> {
-    let owners = Owners::from_config(&cfg.owners).map_err(|(path, m)| anyhow::anyhow!("{path}: {m}"))?;
+/// Builds the control plane from the running configuration.
+pub fn new(
+    config: crate::config::ConfigRx,
+    speaker: Speaker,
+    bfd: Bfd,
+    peers: crate::peers::Peers,
+) -> anyhow::Result<Control> {
+    let owners = Owners::from_config(&config.borrow().owners).map_err(|(path, m)| anyhow::anyhow!("{path}: {m}"))?;
     let bgp = (speaker.config().local_as, speaker.config().router_id.to_string());
     Ok(Arc::new(ControlState {
-        owners,
+        owners: std::sync::RwLock::new(Arc::new(owners)),
+        config,
+        peers,
         intents: Mutex::new(Intents::default()),
         events: EventBus::default(),
         speaker,
@@ -248,7 +268,6 @@ pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::R
         bgp: Mutex::new(bgp),
         trigger: Notify::new(),
         stopping: std::sync::atomic::AtomicBool::new(false),
-        bfd_defaults: crate::liveness::defaults(cfg),
         asn_collisions: Mutex::new(Vec::new()),
         intent_ops: Mutex::new(BTreeMap::new()),
         violations: Mutex::new(BTreeMap::new()),
@@ -264,6 +283,23 @@ pub fn new(cfg: &crate::config::Config, speaker: Speaker, bfd: Bfd) -> anyhow::R
         .expect("valid histogram"),
         ospf: std::sync::OnceLock::new(),
     }))
+}
+
+/// Follows the running configuration: a reload's owners take over (an
+/// owner left out loses its registration and intents at its next call,
+/// as an unknown owner), and the reconciler runs at once, so API peers
+/// and BFD sessions take changed node defaults.
+pub async fn follow_config(control: Control) {
+    let mut config = control.config.clone();
+    config.mark_unchanged();
+    while config.changed().await.is_ok() {
+        let owners = Owners::from_config(&config.borrow_and_update().owners);
+        match owners {
+            Ok(o) => *control.owners.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(o),
+            Err((path, m)) => tracing::error!(key = %path, error = %m, "owners not reloaded; the running ones stay"),
+        }
+        control.reconcile_soon();
+    }
 }
 
 #[cfg(test)]

@@ -1,62 +1,24 @@
 //! The reconciler: desired (intents) against applied, with full equality,
-//! on every trigger and every 30 s. Peers and prefixes go to the speaker,
-//! BFD intents to the BFD engine; what fails stays un-applied, is retried,
-//! and is visible in GetStatus and as an apply error.
+//! on every trigger and every 30 s. Peers go to the peer pipeline as its
+//! API source (its outcomes come back through [`follow_peer_outcomes`]),
+//! prefixes to the speaker, BFD intents to the BFD engine; what fails stays
+//! un-applied, is retried, and is visible in GetStatus and as an apply
+//! error.
 
 use super::{bfd_key, ospf_key, peer_key, prefix_key, ApplyState, Control, IntentKey};
-use crate::config::parse_family;
+use crate::peers::spec::{self, BfdTimers};
+use crate::peers::{Outcome, Source};
 use ipnet::IpNet;
-use novanet_bfd::session::SessionConfig;
-use novanet_bfd::transport::{SessionKey, SessionSpec};
+use novanet_bfd::transport::SessionSpec;
 use novanet_bgp::policy::parse_community;
-use novanet_bgp::speaker::{PeerConfig, PeerRole};
-use novanet_bgp::wire::{Family, Origin, PathAttributes};
-use novanet_proto::api::{AddressFamily, BgpPeer, EventType, Protocol};
-use std::collections::HashMap;
+use novanet_bgp::wire::{Origin, PathAttributes};
+use novanet_proto::api::{BgpPeer, EventType, Protocol};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
 /// How often the reconciler runs without a trigger.
 pub const PERIOD: Duration = Duration::from_secs(30);
-
-/// The speaker's view of an API peer; `enforce_max_prefix`: its limit
-/// closes the session (the owner's `enforce_peer_max_prefix`).
-pub fn peer_config(p: &BgpPeer, enforce_max_prefix: bool) -> Result<PeerConfig, String> {
-    let addr: IpAddr = p
-        .neighbor_address
-        .parse()
-        .map_err(|_| "neighbor_address is not an IP address".to_string())?;
-    let mut pc = PeerConfig::new(addr, p.remote_as);
-    pc.role = PeerRole::Api;
-    pc.description = p.description.clone();
-    if p.hold_time != 0 {
-        pc.hold_time = p.hold_time.min(u16::MAX as u32) as u16;
-    }
-    if p.keepalive != 0 {
-        pc.keepalive = Some(p.keepalive.min(u16::MAX as u32) as u16);
-    }
-    pc.source_address = (!p.source_address.is_empty())
-        .then(|| p.source_address.parse())
-        .transpose()
-        .map_err(|_| "source_address is not an IP address".to_string())?;
-    pc.ebgp_multihop = p.ebgp_multihop.min(255) as u8;
-    pc.password = (!p.password.is_empty()).then(|| p.password.clone());
-    let families: Vec<Family> = p
-        .address_families
-        .iter()
-        .filter_map(|f| match AddressFamily::try_from(*f) {
-            Ok(AddressFamily::Ipv4Unicast) => parse_family("ipv4-unicast"),
-            Ok(AddressFamily::Ipv6Unicast) => parse_family("ipv6-unicast"),
-            _ => None,
-        })
-        .collect();
-    if !families.is_empty() {
-        pc.families = families;
-    }
-    pc.max_prefix = p.max_prefix;
-    pc.max_prefix_warning_only = !enforce_max_prefix;
-    Ok(pc)
-}
 
 /// The attributes a prefix intent asks for.
 pub fn prefix_attributes(i: &super::intents::PrefixIntent) -> PathAttributes {
@@ -80,24 +42,12 @@ pub fn prefix_attributes(i: &super::intents::PrefixIntent) -> PathAttributes {
 /// What has been applied, to diff against.
 #[derive(Default)]
 pub struct Applied {
-    /// API peers, BGP and BFD, through the same applier as every other
-    /// source of peers.
-    peers: crate::peers::PeerApplier,
+    /// Addresses of the API peers handed to the peer pipeline (whose
+    /// outcomes [`follow_peer_outcomes`] records).
+    peers: BTreeSet<IpAddr>,
     prefixes: HashMap<(i32, IpNet), super::intents::PrefixIntent>,
     /// Standalone BFD sessions (EnableBFD).
-    standalone: HashMap<IpAddr, (u32, u32, u32)>,
-}
-
-/// The BFD session an API peer asks for: its timers, 0 meaning the
-/// node's configured BFD defaults.
-fn peer_bfd(control: &Control, p: &BgpPeer, pc: &PeerConfig) -> Option<SessionSpec> {
-    p.bfd_enabled.then(|| {
-        crate::liveness::session_spec(
-            pc,
-            control.bfd_defaults,
-            (p.bfd_min_rx_ms, p.bfd_min_tx_ms, p.bfd_detect_multiplier),
-        )
-    })
+    standalone: HashMap<IpAddr, SessionSpec>,
 }
 
 /// Runs the reconciler until the control plane stops.
@@ -186,27 +136,23 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
             }
         }
     }
-    let mut desired = std::collections::BTreeMap::new();
+    let bfd_defaults = control.bfd_defaults();
+    let mut specs = Vec::new();
     for (addr, (owner, p)) in &desired_peers {
-        match peer_config(p, control.owners.enforces_peer_max_prefix(owner)) {
-            Ok(pc) => {
-                let bfd = peer_bfd(control, p, &pc);
-                desired.insert(*addr, crate::peers::PeerSpec { bgp: pc, bfd });
-            }
+        match spec::api(p, control.owners().enforces_peer_max_prefix(owner), bfd_defaults) {
+            Ok(s) => specs.push(s),
             Err(e) => record(control, peer_key(addr), ApplyState::Failed(e)),
         }
     }
-    let before: Vec<IpAddr> = applied.peers.applied().copied().collect();
-    let failed = applied.peers.apply(&control.speaker, &control.bfd, &desired).await;
-    for addr in before.iter().filter(|a| !desired_peers.contains_key(a)) {
+    for addr in applied.peers.iter().filter(|a| !desired_peers.contains_key(a)) {
         control.applied.lock().expect("applied").remove(&peer_key(addr));
     }
-    for addr in desired.keys() {
-        match failed.get(addr) {
-            Some(e) => record(control, peer_key(addr), ApplyState::Failed(e.clone())),
-            None => record(control, peer_key(addr), ApplyState::Applied),
-        }
-    }
+    applied.peers = desired_peers.keys().copied().collect();
+    control.peers.sources.api.send_if_modified(|held| {
+        let changed = *held != specs;
+        *held = specs;
+        changed
+    });
 
     // Prefixes.
     let desired = intents.effective_prefixes();
@@ -255,38 +201,25 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
         .copied()
         .collect();
     for addr in gone {
-        applied.standalone.remove(&addr);
-        if !applied.peers.has_bfd(&addr) {
-            control.bfd.remove(SessionKey {
-                peer: addr,
-                multihop: false,
-            });
+        if let Some(session) = applied.standalone.remove(&addr) {
+            // A peer's session at the same address is the pipeline's.
+            if !control.peers.outcomes.borrow().bfd.contains(&addr) {
+                control.bfd.remove(session.key);
+            }
         }
         control.applied.lock().expect("applied").remove(&bfd_key(&addr));
     }
     for (addr, b) in &desired_bfd {
-        let want = (b.min_rx_ms, b.min_tx_ms, b.detect_multiplier);
+        let timers = BfdTimers {
+            min_rx_ms: b.min_rx_ms,
+            min_tx_ms: b.min_tx_ms,
+            detect_multiplier: b.detect_multiplier,
+        };
+        let want = spec::standalone_bfd(*addr, timers, bfd_defaults);
         if applied.standalone.get(addr) == Some(&want) {
             continue;
         }
-        let r = control
-            .bfd
-            .add(SessionSpec {
-                key: SessionKey {
-                    peer: *addr,
-                    multihop: false,
-                },
-                local: None,
-                config: SessionConfig {
-                    desired_min_tx: Duration::from_millis(b.min_tx_ms as u64),
-                    required_min_rx: Duration::from_millis(b.min_rx_ms as u64),
-                    detect_mult: b.detect_multiplier.clamp(1, 255) as u8,
-                    passive: false,
-                    auth: None,
-                },
-            })
-            .await;
-        match r {
+        match control.bfd.add(want.clone()).await {
             Ok(()) => {
                 applied.standalone.insert(*addr, want);
                 record(control, bfd_key(addr), ApplyState::Applied);
@@ -312,21 +245,28 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_api_peer_s_limit_closes_the_session_only_when_its_owner_enforces_it() {
-        let p = BgpPeer {
-            neighbor_address: "10.0.0.1".into(),
-            remote_as: 65000,
-            max_prefix: 50,
-            ..Default::default()
+/// Records the peer pipeline's outcome of every API peer still wanted,
+/// whenever the pipeline reports, until it stops.
+pub async fn follow_peer_outcomes(control: Control) {
+    let mut outcomes = control.peers.outcomes.clone();
+    loop {
+        let report = outcomes.borrow_and_update().clone();
+        let wanted: BTreeSet<IpAddr> = {
+            let intents = control.intents.lock().expect("intents");
+            intents.owners.values().flat_map(|i| i.peers.keys().copied()).collect()
         };
-        let warned = peer_config(&p, false).unwrap();
-        assert_eq!((warned.max_prefix, warned.max_prefix_warning_only), (50, true));
-        let enforced = peer_config(&p, true).unwrap();
-        assert_eq!((enforced.max_prefix, enforced.max_prefix_warning_only), (50, false));
+        for ((source, addr), outcome) in &report.peers {
+            if *source != Source::Api || !wanted.contains(addr) {
+                continue;
+            }
+            let state = match outcome {
+                Outcome::Applied => ApplyState::Applied,
+                other => ApplyState::Failed(other.to_string()),
+            };
+            record(&control, peer_key(addr), state);
+        }
+        if outcomes.changed().await.is_err() {
+            return;
+        }
     }
 }

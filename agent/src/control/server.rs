@@ -10,6 +10,7 @@ use super::events::{EventBus, SubscribeError};
 use super::intents::{BfdIntent, OspfIntent, PrefixIntent};
 use super::owners::{Refusal, ADMIN};
 use super::{bfd_key, ospf_key, peer_key, prefix_key, shown, Control, IntentKey};
+use crate::peers::spec::BfdTimers;
 use ipnet::IpNet;
 use novanet_proto::api::route_control_server::{RouteControl, RouteControlServer};
 use novanet_proto::api::*;
@@ -120,7 +121,7 @@ impl Service {
         key: IntentKey,
         put: impl FnOnce(&mut super::intents::OwnerIntents, bool) -> bool,
     ) -> Result<(), Status> {
-        let max = self.control.owners.max_intents(owner);
+        let max = self.control.owners().max_intents(owner);
         let stored = {
             let mut intents = self.control.intents.lock().expect("intents");
             let o = intents.owner(owner);
@@ -156,7 +157,7 @@ impl Service {
     }
 
     fn authenticate(&self, owner: &str, token: &str) -> Result<(), Status> {
-        self.control.owners.authenticate(owner, token).map_err(|r| {
+        self.control.owners().authenticate(owner, token).map_err(|r| {
             self.control.count_violation(owner, "invalid_token");
             self.events().publish(
                 EventType::PolicyViolation,
@@ -314,17 +315,9 @@ impl RouteControl for Service {
         if p.max_prefix == 0 {
             p.max_prefix = 1000;
         }
-        if p.bfd_enabled {
-            if p.bfd_min_rx_ms == 0 {
-                p.bfd_min_rx_ms = 300;
-            }
-            if p.bfd_min_tx_ms == 0 {
-                p.bfd_min_tx_ms = 300;
-            }
-            if p.bfd_detect_multiplier == 0 {
-                p.bfd_detect_multiplier = 3;
-            }
-        }
+        // BFD timers left 0 are the node's defaults (routing.bfd, 300 ms x 3
+        // unless configured), taken when the session is built
+        // (crate::peers::spec), so a reload's new defaults apply to them.
         if p.address_families.is_empty() {
             p.address_families = vec![AddressFamily::Ipv4Unicast as i32];
         }
@@ -373,7 +366,7 @@ impl RouteControl for Service {
                 &md,
             );
         };
-        if let Err(e) = self.control.owners.check_prefix(&r.owner, &prefix) {
+        if let Err(e) = self.control.owners().check_prefix(&r.owner, &prefix) {
             violation("prefix_policy", vec![]);
             return Err(refusal(e));
         }
@@ -461,12 +454,12 @@ impl RouteControl for Service {
         }
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
-        let or = |v: u32, d: u32| if v == 0 { d } else { v };
+        // Timers left 0 are the node's defaults, as for a peer's session.
         let intent = BfdIntent {
             peer: addr,
-            min_rx_ms: or(r.min_rx_ms, 300),
-            min_tx_ms: or(r.min_tx_ms, 300),
-            detect_multiplier: or(r.detect_multiplier, 3),
+            min_rx_ms: r.min_rx_ms,
+            min_tx_ms: r.min_tx_ms,
+            detect_multiplier: r.detect_multiplier,
             interface: r.interface_name.clone(),
         };
         self.store(&r.owner, bfd_key(&addr), |i, may_add| {
@@ -623,6 +616,7 @@ impl RouteControl for Service {
             }),
             ..Default::default()
         };
+        let bfd_defaults = self.control.bfd_defaults();
         for (owner, i) in intents.owners.iter().filter(|(o, _)| wanted(o)) {
             for (addr, p) in &i.peers {
                 let l = live.iter().find(|s| s.neighbor_address == *addr);
@@ -648,13 +642,19 @@ impl RouteControl for Service {
                     description: p.description.clone(),
                 });
                 if p.bfd_enabled && !i.bfd.contains_key(addr) {
+                    let timers = BfdTimers {
+                        min_rx_ms: p.bfd_min_rx_ms,
+                        min_tx_ms: p.bfd_min_tx_ms,
+                        detect_multiplier: p.bfd_detect_multiplier,
+                    }
+                    .or(bfd_defaults);
                     resp.bfd_sessions.push(BfdSessionStatus {
                         peer_address: addr.to_string(),
                         state: bfd_state(addr).unwrap_or_else(|| "configured".into()),
                         owner: owner.clone(),
-                        min_rx_ms: p.bfd_min_rx_ms,
-                        min_tx_ms: p.bfd_min_tx_ms,
-                        detect_multiplier: p.bfd_detect_multiplier,
+                        min_rx_ms: timers.min_rx_ms,
+                        min_tx_ms: timers.min_tx_ms,
+                        detect_multiplier: timers.detect_multiplier,
                         uptime: String::new(),
                     });
                 }
@@ -677,13 +677,19 @@ impl RouteControl for Service {
                     (Some(s), _) => s,
                     (None, _) => "configured".into(),
                 };
+                let timers = BfdTimers {
+                    min_rx_ms: b.min_rx_ms,
+                    min_tx_ms: b.min_tx_ms,
+                    detect_multiplier: b.detect_multiplier,
+                }
+                .or(bfd_defaults);
                 resp.bfd_sessions.push(BfdSessionStatus {
                     peer_address: addr.to_string(),
                     state,
                     owner: owner.clone(),
-                    min_rx_ms: b.min_rx_ms,
-                    min_tx_ms: b.min_tx_ms,
-                    detect_multiplier: b.detect_multiplier,
+                    min_rx_ms: timers.min_rx_ms,
+                    min_tx_ms: timers.min_tx_ms,
+                    detect_multiplier: timers.detect_multiplier,
                     uptime: String::new(),
                 });
             }

@@ -63,7 +63,7 @@ pub fn spawn(control: Control, mut speaker: tokio::sync::broadcast::Receiver<Spe
                             ("peer", address.to_string()),
                             ("state", to.name().into()),
                             ("previous_state", from.name().into()),
-                            ("reason", reason.unwrap_or_default()),
+                            ("reason", reason.map(|r| r.to_string()).unwrap_or_default()),
                         ],
                     );
                 }

@@ -8,7 +8,7 @@
 //! are never dropped by a watch failure.
 
 use super::nodes::{plan, ClusterNode, MeshPlan};
-use crate::config::Config;
+use crate::config::{Config, ConfigRx};
 use crate::control::Control;
 use crate::peers::PeerSources;
 use futures::StreamExt;
@@ -106,44 +106,56 @@ pub fn complete_config(cfg: &mut Config, own: &ClusterNode) -> anyhow::Result<()
 }
 
 /// Watches every Node and publishes this node's mesh peers whenever the
-/// mesh changes, until the agent stops. `cfg` gives this node's name, the
-/// `asn_mode` and the BFD settings of mesh peers.
-pub fn spawn_mesh(client: Client, cfg: Config, peers: PeerSources, control: Control) {
+/// mesh or the running configuration changes, until the agent stops. The
+/// configuration gives this node's name, the `asn_mode`, the mesh's
+/// prefix limit and the BFD settings of mesh peers.
+pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, control: Control) {
     tokio::spawn(async move {
         let api: Api<Node> = Api::all(client);
         let (reader, writer) = reflector::store();
-        let config = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
-        let stream = reflector(writer, watcher::watcher(api, config)).default_backoff();
+        let watch_config = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
+        let stream = reflector(writer, watcher::watcher(api, watch_config)).default_backoff();
         futures::pin_mut!(stream);
         let mut last: Option<MeshPlan> = None;
-        while let Some(event) = stream.next().await {
-            match event {
-                // The store is complete again only at InitDone.
-                Ok(Event::Init) | Ok(Event::InitApply(_)) => continue,
-                Ok(Event::Apply(_)) | Ok(Event::Delete(_)) | Ok(Event::InitDone) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "Node watch failed: relisting with backoff; sessions stay up");
-                    continue;
+        let mut synced = false;
+        loop {
+            tokio::select! {
+                event = stream.next() => match event {
+                    None => return,
+                    // The store is complete again only at InitDone.
+                    Some(Ok(Event::Init)) | Some(Ok(Event::InitApply(_))) => continue,
+                    Some(Ok(Event::Apply(_))) | Some(Ok(Event::Delete(_))) | Some(Ok(Event::InitDone)) => synced = true,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "Node watch failed: relisting with backoff; sessions stay up");
+                        continue;
+                    }
+                },
+                r = config.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if !synced {
+                        continue;
+                    }
                 }
             }
+            let cfg = config.borrow_and_update().clone();
             let nodes: Vec<ClusterNode> = reader.state().iter().map(|n| ClusterNode::from_node(n)).collect();
             let now = plan(&cfg.node_name, &nodes, cfg.routing.asn_mode);
-            if last.as_ref() == Some(&now) {
-                continue;
+            if last.as_ref() != Some(&now) {
+                log_changes(last.as_ref(), &now);
+                crate::control::set_asn_collisions(&control, now.collisions.clone());
             }
-            log_changes(last.as_ref(), &now);
-            let specs = now
+            let specs: Vec<_> = now
                 .members
                 .iter()
-                .map(|m| {
-                    crate::routing::peer_spec(
-                        &cfg,
-                        crate::routing::mesh_peer(&cfg.routing.node_mesh, &m.name, m.ip, m.asn),
-                    )
-                })
+                .map(|m| crate::peers::spec::mesh(&cfg, &m.name, m.ip, m.asn))
                 .collect();
-            peers.mesh.send_replace(specs);
-            crate::control::set_asn_collisions(&control, now.collisions.clone());
+            peers.mesh.send_if_modified(|held| {
+                let changed = *held != specs;
+                *held = specs;
+                changed
+            });
             last = Some(now);
         }
     });

@@ -41,21 +41,6 @@ impl Settings {
     }
 }
 
-/// An interface of the configuration as an EnableOSPF request would
-/// carry it, with the API's defaults (cost 10, hello 10 s, dead 40 s).
-pub fn interface_request<'a>(i: &'a OspfInterface, default_area: &'a str) -> InterfaceRequest<'a> {
-    InterfaceRequest {
-        name: &i.interface_name,
-        area: i.area_id.as_deref().unwrap_or(default_area),
-        passive: i.passive,
-        cost: i.cost,
-        hello: i.hello_interval,
-        dead: i.dead_interval,
-        ipv6: false,
-    }
-    .with_defaults()
-}
-
 /// Who asked for an interface or prefix, and under which intent key
 /// (none for the configuration's own).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +101,7 @@ pub fn plan(s: &Settings, intents: &Intents, injecting: bool) -> Plan {
     };
     for i in &s.interfaces {
         // Checked when the configuration was read.
-        let _ = add(&mut plan, s, interface_request(i, &s.area), config(None));
+        let _ = add(&mut plan, s, i.request(&s.area), config(None));
     }
     if injecting {
         // Passive, so no hello is ever sent; the short dead interval only

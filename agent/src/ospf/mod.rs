@@ -151,6 +151,24 @@ impl Ospf {
         let _ = self.wake.send(Wake::Settings(Box::new(settings)));
     }
 
+    /// Follows the running configuration: each new one's OSPF settings
+    /// are applied at once.
+    pub fn follow_config(&self, mut config: crate::config::ConfigRx) {
+        let wake = self.wake.clone();
+        config.mark_unchanged();
+        tokio::spawn(async move {
+            while config.changed().await.is_ok() {
+                let settings = desired::Settings::from_config(&config.borrow_and_update());
+                match settings {
+                    Ok(s) => {
+                        let _ = wake.send(Wake::Settings(Box::new(s)));
+                    }
+                    Err(e) => tracing::error!(error = %e, "routing.ospf not reloaded"),
+                }
+            }
+        });
+    }
+
     /// The state as last seen.
     pub fn status(&self) -> OspfStatus {
         self.status.lock().expect("ospf status").clone()

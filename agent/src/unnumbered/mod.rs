@@ -15,13 +15,12 @@
 pub mod ra;
 pub mod socket;
 
-use crate::config::Config;
-use crate::fib::LinkLocalScopes;
+use crate::config::{Config, ConfigRx};
 use crate::peers::PeerSpec;
+use novanet_fib::LinkLocalScopes;
 use ra::{Heard, LinkNeighbor, Received};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -40,19 +39,6 @@ pub struct Found {
     pub ifindex: u32,
 }
 
-/// The running manager: give it each new configuration.
-pub struct Unnumbered {
-    config: watch::Sender<Arc<Config>>,
-}
-
-impl Unnumbered {
-    /// Follows a reloaded configuration: links of new peers by interface
-    /// start, links no longer configured stop (their peers go).
-    pub fn reconfigure(&self, cfg: &Config) {
-        self.config.send_replace(Arc::new(cfg.clone()));
-    }
-}
-
 /// The interfaces of the configuration's peers by interface.
 fn interfaces(cfg: &Config) -> Vec<String> {
     cfg.routing.peers.iter().filter_map(|p| p.interface.clone()).collect()
@@ -65,16 +51,16 @@ pub fn peers(cfg: &Config, found: &HashMap<String, Found>) -> Vec<PeerSpec> {
         .iter()
         .filter_map(|p| {
             let f = found.get(p.interface.as_ref()?)?;
-            let bgp = crate::routing::tor_peer(cfg, p, IpAddr::V6(f.address));
-            Some(crate::routing::peer_spec(cfg, bgp))
+            Some(crate::peers::spec::tor(cfg, p, IpAddr::V6(f.address)))
         })
         .collect()
 }
 
-/// Starts the manager; peers go to `out`, neighbors' interfaces to
-/// `scopes` (when the FIB runs).
-pub fn spawn(cfg: &Config, scopes: Option<LinkLocalScopes>, out: watch::Sender<Vec<PeerSpec>>) -> Unnumbered {
-    let (config_tx, mut config_rx) = watch::channel(Arc::new(cfg.clone()));
+/// Starts the manager, which follows the running configuration (links of
+/// new peers by interface start, links no longer configured stop and their
+/// peers go); peers go to `out`, neighbors' interfaces to `scopes` (when
+/// the FIB runs).
+pub fn spawn(mut config_rx: ConfigRx, scopes: Option<LinkLocalScopes>, out: watch::Sender<Vec<PeerSpec>>) {
     tokio::spawn(async move {
         let (found_tx, mut found_rx) = mpsc::channel::<(String, Found)>(16);
         let mut links: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
@@ -123,7 +109,6 @@ pub fn spawn(cfg: &Config, scopes: Option<LinkLocalScopes>, out: watch::Sender<V
             }
         }
     });
-    Unnumbered { config: config_tx }
 }
 
 /// One unnumbered link, for as long as it is configured: opens its socket
@@ -261,6 +246,6 @@ mod tests {
         assert_eq!(bgp.description, "unnumbered on eth1");
         assert!(p[0].bfd.is_none());
         // The addressed peer is the configuration source's, not ours.
-        assert_eq!(crate::routing::config_peers(&cfg).len(), 1);
+        assert_eq!(crate::peers::spec::from_config(&cfg).len(), 1);
     }
 }

@@ -14,7 +14,7 @@ use crate::rib::{BestChange, PathSelector, PeerId, PeerInfo, Rib, LOCAL_PEER};
 use crate::wire::error::subcode;
 use crate::wire::{Family, Nlri, Notification};
 use ipnet::IpNet;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,11 @@ struct Slot {
     config: PeerConfig,
     shared: Arc<PeerShared>,
     commands: mpsc::Sender<PeerCommand>,
+    /// Commands the peer task's queue had no room for, in order: they go
+    /// before any newer one, as room is made ([`Core::on_room`]).
+    waiting: VecDeque<PeerCommand>,
+    /// Which `commands` channel this is (a restarted task gets a new one).
+    channel: u64,
     task: Supervised,
     export: Option<ExportTarget>,
     /// Generation of the stale-route timer; a newer Down or an Up bumps it.
@@ -85,6 +90,10 @@ struct Core {
     route_tx: mpsc::Sender<RouteEvent>,
     listener_fd: Option<(i32, bool)>,
     shutting_down: bool,
+    /// One waiter per peer whose command queue is full: it ends with room
+    /// for one command (or the channel closed).
+    room: tokio::task::JoinSet<(PeerId, u64, Option<mpsc::OwnedPermit<PeerCommand>>)>,
+    next_channel: u64,
 }
 
 pub(crate) fn spawn(
@@ -132,6 +141,8 @@ pub(crate) fn spawn(
         route_tx,
         listener_fd,
         shutting_down: false,
+        room: tokio::task::JoinSet::new(),
+        next_channel: 1,
     };
     tokio::spawn(core.run(commands, peer_rx, route_rx));
 }
@@ -158,6 +169,9 @@ impl Core {
                         return;
                     }
                 },
+                Some(Ok((id, channel, permit))) = self.room.join_next(), if !self.room.is_empty() => {
+                    self.on_room(id, channel, permit)
+                }
                 Some(ev) = peer_rx.recv() => self.on_peer_event(ev),
                 Some(ev) = route_rx.recv() => self.on_route_event(ev),
             }
@@ -189,9 +203,13 @@ impl Core {
                 let _ = reply.send(self.route_views(prefix, limit));
             }
             Command::RequestRefresh(addr) => {
-                if let Some(slot) = self.by_address.get(&addr).and_then(|id| self.slots.get(id)) {
-                    for f in &slot.config.families {
-                        let _ = slot.commands.try_send(PeerCommand::SendRefresh(*f));
+                if let Some((id, slot)) = self
+                    .by_address
+                    .get(&addr)
+                    .and_then(|id| Some((*id, self.slots.get(id)?)))
+                {
+                    for f in slot.config.families.clone() {
+                        self.command(id, PeerCommand::SendRefresh(f));
                     }
                 }
             }
@@ -199,11 +217,14 @@ impl Core {
                 let _ = reply.send(self.explain(prefix, peer));
             }
             Command::ResetPeer(addr, notification) => {
-                if let Some(slot) = self.by_address.get(&addr).and_then(|id| self.slots.get(id)) {
-                    let _ = slot.commands.try_send(PeerCommand::Reset {
-                        notification,
-                        idle_hold: None,
-                    });
+                if let Some(id) = self.by_address.get(&addr).copied() {
+                    self.command(
+                        id,
+                        PeerCommand::Reset {
+                            notification,
+                            idle_hold: None,
+                        },
+                    );
                 }
             }
             Command::SetPolicies(addr, import, export, reply) => {
@@ -234,6 +255,7 @@ impl Core {
             wake: tokio::sync::Notify::new(),
         });
         let (tx, task) = self.spawn_peer_task(id, &cfg, &shared);
+        let channel = self.new_channel();
         self.registry
             .lock()
             .expect("peer registry")
@@ -246,6 +268,8 @@ impl Core {
                 config: cfg,
                 shared,
                 commands: tx,
+                waiting: VecDeque::new(),
+                channel,
                 task,
                 export: None,
                 stale_generation: 0,
@@ -308,9 +332,14 @@ impl Core {
         }
         self.peer_down(id, None, &[]);
         let (tx, task) = self.spawn_peer_task(id, &cfg, &shared);
+        let channel = self.new_channel();
         if let Some(slot) = self.slots.get_mut(&id) {
             slot.commands = tx;
+            slot.channel = channel;
             slot.task = task;
+            if !slot.waiting.is_empty() {
+                self.wait_for_room(id);
+            }
         }
     }
 
@@ -347,11 +376,10 @@ impl Core {
                 local: true,
             },
         );
-        for slot in self.slots.values_mut() {
-            slot.shared.status.lock().expect("peer status").local_as = local_as;
-            let _ = slot
-                .commands
-                .try_send(PeerCommand::Restart(Box::new(self.config.clone())));
+        let ids: Vec<PeerId> = self.slots.keys().copied().collect();
+        for id in ids {
+            self.slots[&id].shared.status.lock().expect("peer status").local_as = local_as;
+            self.command(id, PeerCommand::Restart(Box::new(self.config.clone())));
         }
     }
 
@@ -360,10 +388,12 @@ impl Core {
         let slot = self.slots.get_mut(&id).expect("slot of a known address");
         slot.config.import = import.clone();
         slot.config.export = export.clone();
-        let _ = slot.commands.try_send(PeerCommand::SetImport(import));
-        for f in &slot.config.families {
-            let _ = slot.commands.try_send(PeerCommand::SendRefresh(*f));
+        let families = slot.config.families.clone();
+        self.command(id, PeerCommand::SetImport(import));
+        for f in families {
+            self.command(id, PeerCommand::SendRefresh(f));
         }
+        let slot = self.slots.get_mut(&id).expect("slot of a known address");
         let Some(target) = slot.export.as_mut() else {
             return Ok(());
         };
@@ -401,7 +431,7 @@ impl Core {
                             return;
                         }
                         tracing::trace!(peer = %ip, "incoming connection");
-                        let _ = slot.commands.try_send(PeerCommand::Connection(stream));
+                        self.command(id, PeerCommand::Connection(stream));
                     }
                     None => {
                         tracing::debug!(remote = ?remote, "connection from an unconfigured address refused");
@@ -672,10 +702,84 @@ impl Core {
             hold.as_secs()
         ));
         slot.session = None;
-        let _ = slot.commands.try_send(PeerCommand::Reset {
-            notification: prefix_limit::notification(family, limit),
-            idle_hold: Some(hold),
-        });
+        self.command(
+            id,
+            PeerCommand::Reset {
+                notification: prefix_limit::notification(family, limit),
+                idle_hold: Some(hold),
+            },
+        );
+    }
+
+    /// Hands a command to a peer's task, never dropping it: with the task's
+    /// queue full, it waits (with those after it, in order) until the task
+    /// makes room. A task that has ended takes nothing; its restart starts
+    /// from the slot's configuration.
+    fn command(&mut self, id: PeerId, cmd: PeerCommand) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        if !slot.waiting.is_empty() {
+            slot.waiting.push_back(cmd);
+            return;
+        }
+        match slot.commands.try_send(cmd) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                tracing::debug!(peer = %slot.config.address, "peer task's command queue full: commands wait in order");
+                slot.waiting.push_back(cmd);
+                self.wait_for_room(id);
+            }
+        }
+    }
+
+    fn new_channel(&mut self) -> u64 {
+        self.next_channel += 1;
+        self.next_channel
+    }
+
+    fn wait_for_room(&mut self, id: PeerId) {
+        let Some(slot) = self.slots.get(&id) else {
+            return;
+        };
+        let (tx, channel) = (slot.commands.clone(), slot.channel);
+        self.room
+            .spawn(async move { (id, channel, tx.reserve_owned().await.ok()) });
+    }
+
+    /// Room in a peer's queue: the waiting commands go, in order, as far as
+    /// it goes; the rest wait again.
+    fn on_room(&mut self, id: PeerId, channel: u64, permit: Option<mpsc::OwnedPermit<PeerCommand>>) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        if channel != slot.channel {
+            // A restarted task's new queue has its own waiter.
+            return;
+        }
+        let Some(permit) = permit else {
+            // The task ended; its restart begins from the configuration.
+            slot.waiting.clear();
+            return;
+        };
+        let Some(first) = slot.waiting.pop_front() else {
+            return;
+        };
+        permit.send(first);
+        while let Some(cmd) = slot.waiting.pop_front() {
+            match slot.commands.try_send(cmd) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    slot.waiting.clear();
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(cmd)) => {
+                    slot.waiting.push_front(cmd);
+                    self.wait_for_room(id);
+                    return;
+                }
+            }
+        }
     }
 
     fn publish_received(&self, id: PeerId) {

@@ -105,6 +105,9 @@ pub struct PeerConfig {
     pub keepalive: Option<u16>,
     pub connect_retry: Duration,
     pub passive: bool,
+    /// TCP port the peer is dialled on; 0 means the speaker's
+    /// `peer_port` (179).
+    pub port: u16,
     pub source_address: Option<IpAddr>,
     /// The interface a link-local `address` is reached through (BGP
     /// unnumbered): the scope of the connection, and the only interface a
@@ -140,6 +143,7 @@ impl PeerConfig {
             keepalive: None,
             connect_retry: Duration::from_secs(5),
             passive: false,
+            port: 0,
             source_address: None,
             interface: None,
             ebgp_multihop: 0,
@@ -247,7 +251,8 @@ pub enum SpeakerEvent {
         address: IpAddr,
         from: State,
         to: State,
-        reason: Option<String>,
+        /// Why a session that was up went down (None otherwise).
+        reason: Option<crate::fsm::DownReason>,
     },
     /// A peer finished sending its routes of a family (End-of-RIB).
     EndOfRib { address: IpAddr, family: Family },

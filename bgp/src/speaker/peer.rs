@@ -115,7 +115,14 @@ pub(crate) async fn run(ctx: PeerCtx) {
         events,
     } = ctx;
     let mut io = Io {
-        remote: SocketAddr::new(config.address, speaker.peer_port),
+        remote: SocketAddr::new(
+            config.address,
+            if config.port != 0 {
+                config.port
+            } else {
+                speaker.peer_port
+            },
+        ),
         socket: socket_options(&config, speaker.local_as),
         hold_time: config.hold_time,
         conns: Vec::with_capacity(2),

@@ -153,6 +153,8 @@ pub(crate) struct PeerSession {
     peer_gr: Option<GracefulRestart>,
     /// The primary session's state as last published.
     reported: State,
+    /// Why the primary session last went down, for the next state report.
+    down_reason: Option<DownReason>,
     /// Number of the current (or last) established session.
     session: u64,
     /// Reset with an idle hold: the session starts again at this time.
@@ -241,6 +243,7 @@ impl PeerSession {
             primary_was_up: false,
             peer_gr: None,
             reported: State::Idle,
+            down_reason: None,
             session: 0,
             idle_hold_until: None,
             forwarding_kept: false,
@@ -590,11 +593,12 @@ impl PeerSession {
         self.reported = after;
         self.status().set_state(after);
         tracing::info!(peer = %self.config.address, from = %before, to = %after, "session state");
+        let reason = self.down_reason.take().filter(|_| before == State::Established);
         let _ = self.events.send(SpeakerEvent::PeerState {
             address: self.config.address,
             from: before,
             to: after,
-            reason: None,
+            reason,
         });
     }
 
@@ -664,6 +668,9 @@ impl PeerSession {
             if which == Which::Primary {
                 st.last_error = Some(reason.to_string());
             }
+        }
+        if which == Which::Primary {
+            self.down_reason = Some(reason.clone());
         }
         tracing::info!(peer = %self.config.address, reason = %reason, "session down");
         // Only a session the core knew as up is reported down. Graceful

@@ -27,6 +27,8 @@ struct End {
     states: broadcast::Receiver<SpeakerEvent>,
     /// State changes published, in order.
     history: Vec<State>,
+    /// Why each session that was up went down, as the state events said.
+    down_reasons: Vec<crate::fsm::DownReason>,
     /// A Connect effect not yet answered.
     connect_pending: bool,
     /// Messages this side wrote, by connection.
@@ -75,6 +77,7 @@ fn end(local: (&str, u32, &str), remote: (&str, u32), graceful_restart: bool, re
         routes: Vec::new(),
         states,
         history: Vec::new(),
+        down_reasons: Vec::new(),
         connect_pending: false,
         sent: Vec::new(),
     }
@@ -167,8 +170,9 @@ impl Harness {
                 Effect::Routes(ev) => self.ends[side].routes.push(ev),
             }
         }
-        while let Ok(SpeakerEvent::PeerState { to, .. }) = self.ends[side].states.try_recv() {
+        while let Ok(SpeakerEvent::PeerState { to, reason, .. }) = self.ends[side].states.try_recv() {
             self.ends[side].history.push(to);
+            self.ends[side].down_reasons.extend(reason);
         }
     }
 
@@ -360,6 +364,32 @@ fn a_late_connection_whose_open_says_no_restart_leaves_the_session() {
     assert_eq!(h.downs(0), vec![], "the established session stays");
     assert_eq!(h.ups(0), 1);
     assert!(h.ends[0].sent.iter().any(|(_, m)| is_collision_cease(m)));
+}
+
+/// The state events of a session closed at its prefix limit say so on
+/// both sides (the Kubernetes Event `MaxPrefixExceeded` is chosen by it).
+#[test]
+fn a_session_down_event_carries_its_reason() {
+    let mut h = harness(false);
+    h.establish();
+    assert!(h.ends[0].down_reasons.is_empty() && h.ends[1].down_reasons.is_empty());
+    let n = super::prefix_limit::notification(crate::wire::Family::IPV4_UNICAST, 10);
+    h.input(
+        0,
+        Input::Reset {
+            notification: n.clone(),
+            idle_hold: Some(Duration::from_secs(30)),
+        },
+    );
+    h.settle();
+    assert_eq!(h.ends[0].down_reasons, [crate::fsm::DownReason::Sent(n.clone())]);
+    assert!(h.ends[0].down_reasons[0].to_string().contains("maximum prefixes"));
+    assert_eq!(h.ends[1].down_reasons.len(), 1);
+    assert!(
+        matches!(&h.ends[1].down_reasons[0], crate::fsm::DownReason::Received(r) if r.code == n.code && r.subcode == n.subcode),
+        "{:?}",
+        h.ends[1].down_reasons
+    );
 }
 
 #[test]

@@ -376,3 +376,53 @@ async fn a_policy_change_that_starts_advertising_a_local_prefix_reports_it_sent(
     .expect("the local prefix is reported sent");
     assert_eq!(reported, (local, ip, false));
 }
+
+/// Far more commands for one peer than its task's queue holds (16), all
+/// at once: none is lost. 100 route-refresh requests reach the peer as
+/// 100 ROUTE-REFRESH messages, and a policy change queued behind them
+/// still takes effect (its export difference is sent).
+#[tokio::test]
+async fn commands_beyond_a_full_peer_queue_wait_in_order() {
+    const REQUESTS: usize = 100;
+    let (l, ip) = listener(11).await;
+    let (speaker, _) = speaker_with_peer(ip, l.local_addr().unwrap().port(), |pc| {
+        pc.export = crate::policy::PeerPolicy::None;
+    })
+    .await;
+    let local = net("10.251.0.0/24");
+    speaker.originate(local, PathAttributes::default()).await.unwrap();
+    let mut p = ScriptedPeer::accept(&l, 9, vec![Capability::RouteRefresh]).await;
+    let first = p.until(|m| matches!(m, Message::Update(_)).then(|| m.clone())).await;
+    assert!(matches!(&first, Message::Update(u) if u.nlri.is_empty()), "{first:?}");
+    // Queued without a pause: the core takes them in one go, the peer
+    // task has no turn to drain its queue in between.
+    for _ in 0..REQUESTS {
+        speaker.request_refresh(ip).await.unwrap();
+    }
+    let policies = speaker.set_policies(
+        ip,
+        crate::policy::PeerPolicy::Default,
+        crate::policy::PeerPolicy::Default,
+    );
+    policies.await.unwrap();
+    // ROUTE-REFRESH messages and the export's UPDATEs take separate ways
+    // out, so their order is not fixed: wait for all of them.
+    let mut refreshes = 0;
+    let mut announced = None;
+    let _ = tokio::time::timeout(BOUND, async {
+        while refreshes < REQUESTS || announced.is_none() {
+            match p.next().await {
+                Message::RouteRefresh(_) => refreshes += 1,
+                Message::Update(u) if !u.nlri.is_empty() => announced = Some(u.nlri),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        refreshes >= REQUESTS,
+        "{refreshes} of {REQUESTS} refresh requests reached the peer"
+    );
+    let announced = announced.expect("the policy change's announcement");
+    assert_eq!(announced, vec![Nlri::new(local)]);
+}

@@ -1,5 +1,5 @@
-//! BFD for BGP peers: a session per peer with `bfd_enabled` (and per mesh
-//! peer when `routing.bfd.enabled`), and the rule that ties them together:
+//! The BFD engine of the node, and the rule that ties its sessions to BGP
+//! (a peer's session is built with the peer, in [`crate::peers::spec`]):
 //! when a session that was Up goes Down, the BGP session is closed at once
 //! (Cease/BFD Down) and its routes leave the kernel. A BFD session that was
 //! never Up never takes BGP down (RFC 5882), nor does a Down while BGP is
@@ -8,70 +8,13 @@
 //! down and come back with the restarted neighbor: that session is the new
 //! one, and closing it would throw away what graceful restart keeps.
 
-use crate::config::Config;
 use novanet_bfd::packet::State;
-use novanet_bfd::session::SessionConfig;
-use novanet_bfd::transport::{Bfd, SessionKey, SessionSpec, MULTIHOP_PORT, SINGLE_HOP_PORT};
-use novanet_bgp::speaker::{PeerConfig, Speaker};
+use novanet_bfd::transport::{Bfd, MULTIHOP_PORT, SINGLE_HOP_PORT};
+use novanet_bgp::speaker::Speaker;
 use novanet_bgp::wire::error::{code, subcode};
 use novanet_bgp::wire::Notification;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
-
-/// The BFD session a BGP peer asks for, if any.
-pub fn session_for(cfg: &Config, peer: &PeerConfig) -> Option<SessionSpec> {
-    let global = &cfg.routing.bfd;
-    let configured = cfg.routing.peers.iter().find(|p| {
-        p.neighbor_address == Some(peer.address) || (peer.interface.is_some() && p.interface == peer.interface)
-    });
-    let (enabled, rx, tx, mult) = match configured {
-        Some(p) => (p.bfd_enabled, p.bfd_min_rx_ms, p.bfd_min_tx_ms, p.bfd_detect_multiplier),
-        // Mesh peers follow the global setting.
-        None => (cfg.routing.bfd_enabled.unwrap_or(global.enabled), 0, 0, 0),
-    };
-    if !enabled {
-        return None;
-    }
-    Some(session_spec(peer, defaults(cfg), (rx, tx, mult)))
-}
-
-/// The node's BFD timers for peers that set none: (min rx ms, min tx ms,
-/// detect multiplier).
-pub fn defaults(cfg: &Config) -> (u32, u32, u32) {
-    let global = &cfg.routing.bfd;
-    (
-        cfg.routing.bfd_min_rx_ms.unwrap_or(global.min_rx_ms),
-        cfg.routing.bfd_min_tx_ms.unwrap_or(global.min_tx_ms),
-        cfg.routing.bfd_detect_mult.unwrap_or(global.detect_multiplier),
-    )
-}
-
-/// The BFD session of a BGP peer: `timers` (min rx ms, min tx ms,
-/// multiplier), each 0 taking the node's `defaults`. Every source of peers
-/// (configuration, node mesh, API) builds its sessions here.
-pub fn session_spec(peer: &PeerConfig, defaults: (u32, u32, u32), timers: (u32, u32, u32)) -> SessionSpec {
-    let or = |v: u32, d: u32| if v == 0 { d } else { v };
-    let (rx, tx, mult) = (
-        or(timers.0, defaults.0),
-        or(timers.1, defaults.1),
-        or(timers.2, defaults.2),
-    );
-    SessionSpec {
-        key: SessionKey {
-            peer: peer.address,
-            multihop: peer.ebgp_multihop > 0,
-        },
-        local: peer.source_address,
-        config: SessionConfig {
-            desired_min_tx: Duration::from_millis(tx as u64),
-            required_min_rx: Duration::from_millis(rx as u64),
-            detect_mult: mult.clamp(1, 255) as u8,
-            passive: false,
-            auth: None,
-        },
-    }
-}
 
 /// Starts the BFD engine (sessions are added by the peer applier and the
 /// API) and the task that closes a BGP session when its BFD session goes

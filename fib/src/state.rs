@@ -14,12 +14,10 @@ use super::objects::{GroupId, ObjectOp, Objects, NO_GROUP};
 use hashbrown::HashMap;
 use ipnet::IpNet;
 use novanet_bgp::prefix_table::{PrefixKey, PrefixMap, V4Key, V6Key};
-use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-/// Next hops of one route, sorted.
-pub type NextHops = SmallVec<[IpAddr; 2]>;
+pub use crate::NextHops;
 
 /// One kernel operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -756,7 +754,7 @@ mod tests {
             prefix: p("192.0.2.0/24"),
             protocol: 4,
             metric: 20,
-            next_hops: SmallVec::new(),
+            next_hops: NextHops::new(),
             nh_id: None,
         };
         s.reconcile(std::slice::from_ref(&static_route));

@@ -18,14 +18,19 @@ pub mod nexthop_wire;
 pub mod objects;
 pub mod state;
 
+/// The gateways of one route (one for a single path, more for ECMP), as
+/// the route state and the nexthop groups both hold them, sorted.
+pub type NextHops = smallvec::SmallVec<[std::net::IpAddr; 2]>;
+
 use hashbrown::HashMap;
 use ipnet::IpNet;
 pub use netlink::LinkLocalScopes;
 use netlink::{Reach, RouteSocket};
 use novanet_bgp::rib::{BestChange, LOCAL_PEER};
+use novanet_bgp::speaker::{RouteSink, SinkEvent};
 use objects::ObjectOp;
 use serde::Serialize;
-use state::{protocol_name, Blocked, FibState, NextHops};
+use state::{protocol_name, Blocked, FibState};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -239,6 +244,19 @@ impl Fib {
     /// A handle that feeds the writer.
     pub fn input(&self) -> mpsc::Sender<FibInput> {
         self.input.clone()
+    }
+
+    /// The speaker's way into the writer: selection changes in order, lost
+    /// next hops ahead of them ([`LostNextHops`]).
+    pub fn route_sink(&self) -> RouteSink {
+        let input = self.input.clone();
+        let lost = self.lost_next_hops();
+        RouteSink(Arc::new(move |event| match event {
+            SinkEvent::Changes(changes) => {
+                let _ = input.send(FibInput::Changes(changes));
+            }
+            SinkEvent::NextHopsLost(next_hops) => lost.send(next_hops),
+        }))
     }
 
     /// The writer's way in for lost next hops, ahead of everything else.

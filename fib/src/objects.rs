@@ -12,7 +12,7 @@
 //! our protocol and ids in [`OBJECT_IDS`]; others' are never touched.
 
 use super::nexthop_wire::KernelNexthop;
-use super::state::NextHops;
+use crate::NextHops;
 use hashbrown::{HashMap, HashSet};
 use std::collections::VecDeque;
 use std::net::IpAddr;

@@ -2,6 +2,13 @@
 //! unknown keys rejected with their path, documented defaults, and the
 //! checks that name the key to fix.
 
+pub mod owners;
+pub mod vip;
+
+/// The running configuration as every consumer follows it: loaded at
+/// start, replaced as a whole by a reload (SIGHUP).
+pub type ConfigRx = tokio::sync::watch::Receiver<std::sync::Arc<Config>>;
+
 use ipnet::IpNet;
 use novanet_bgp::policy::Policy;
 use serde::Deserialize;
@@ -44,7 +51,7 @@ pub struct Config {
     #[serde(default = "default_log_level")]
     pub log_level: String,
     #[serde(default)]
-    pub owners: BTreeMap<String, crate::control::owners::OwnerConfig>,
+    pub owners: BTreeMap<String, owners::OwnerConfig>,
     #[serde(default)]
     pub disconnect_grace_period: Option<u64>,
     #[serde(default)]
@@ -296,6 +303,23 @@ pub struct OspfInterface {
     pub dead_interval: u32,
 }
 
+impl OspfInterface {
+    /// This interface as an EnableOSPF request would carry it, with the
+    /// API's defaults (cost 10, hello 10 s, dead 40 s).
+    pub fn request<'a>(&'a self, default_area: &'a str) -> novanet_ospf_bridge::command::InterfaceRequest<'a> {
+        novanet_ospf_bridge::command::InterfaceRequest {
+            name: &self.interface_name,
+            area: self.area_id.as_deref().unwrap_or(default_area),
+            passive: self.passive,
+            cost: self.cost,
+            hello: self.hello_interval,
+            dead: self.dead_interval,
+            ipv6: false,
+        }
+        .with_defaults()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NodeMesh {
@@ -405,9 +429,6 @@ pub struct PeerEntry {
 fn default_policy_name() -> String {
     "default".into()
 }
-
-/// Prefix limit applied when a peer sets none (the documented default).
-pub const DEFAULT_MAX_PREFIX: u32 = 1000;
 
 impl Config {
     /// Reads and checks a configuration file.
@@ -574,7 +595,7 @@ impl Config {
         let r = &self.routing;
         if let Some(vip) = r.control_plane_vip.as_deref().filter(|v| !v.is_empty()) {
             errs.extend(
-                crate::vip::parse_vip(vip)
+                vip::parse_vip(vip)
                     .map_err(|m| invalid("routing.control_plane_vip", m))
                     .err(),
             );
@@ -585,10 +606,10 @@ impl Config {
                 ));
             }
             errs.extend(
-                crate::vip::parse_health_url(
+                vip::parse_health_url(
                     r.control_plane_vip_health_url
                         .as_deref()
-                        .unwrap_or(crate::vip::DEFAULT_HEALTH_URL),
+                        .unwrap_or(vip::DEFAULT_HEALTH_URL),
                 )
                 .map_err(|m| invalid("routing.control_plane_vip_health_url", m))
                 .err(),
@@ -602,11 +623,7 @@ impl Config {
                 format!("must be \"bgp\" or \"ospf\", not {other:?}"),
             )),
         }
-        errs.extend(
-            crate::control::owners::Owners::from_config(&self.owners)
-                .map_err(|(path, m)| invalid(path, m))
-                .err(),
-        );
+        errs.extend(owners::check(&self.owners).map_err(|(path, m)| invalid(path, m)).err());
         if self.listen_socket.is_empty() || !self.listen_socket.contains('/') {
             errs.push(invalid("listen_socket", "must be a path"));
         }
@@ -739,7 +756,7 @@ impl Config {
             errs.push(invalid("routing.ospf.injection_interface", e.problem));
         }
         for (i, iface) in o.interfaces.iter().enumerate() {
-            let request = crate::ospf::desired::interface_request(iface, default_area);
+            let request = iface.request(default_area);
             if let Err(e) = novanet_ospf_bridge::command::Interface::new(&request) {
                 errs.push(invalid(format!("routing.ospf.interfaces[{i}].{}", e.field), e.problem));
             }

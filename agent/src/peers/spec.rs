@@ -1,0 +1,373 @@
+//! Every peer the node wants, as a [`PeerSpec`]: the speaker's session
+//! settings and the BFD session it asks for. Each source of peers builds
+//! its specs here (ToRs by address or by interface, the node mesh, the
+//! RouteControl API, standalone BFD), and this is the only place that
+//! holds their defaults: hold time and keepalive, the prefix limit, the
+//! node's BFD timers.
+
+use crate::config::{node_asn, Config, MeshSource, NodeMesh, PeerEntry};
+use novanet_bfd::session::SessionConfig;
+use novanet_bfd::transport::{SessionKey, SessionSpec};
+use novanet_bgp::policy::PeerPolicy;
+use novanet_bgp::speaker::{PeerConfig, PeerRole};
+use novanet_bgp::wire::Family;
+use novanet_proto::api::{AddressFamily, BgpPeer};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One neighbor as a source wants it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerSpec {
+    pub bgp: PeerConfig,
+    pub bfd: Option<SessionSpec>,
+}
+
+/// Prefix limit of a peer that sets none (it only warns).
+pub const DEFAULT_MAX_PREFIX: u32 = 1000;
+
+/// Multihop TTL of node-mesh peers, which are often routed through the
+/// ToRs rather than on one segment.
+pub const MESH_MULTIHOP: u8 = 255;
+
+/// How soon a mesh peer dials again after a failed connection.
+pub const MESH_CONNECT_RETRY: Duration = Duration::from_secs(2);
+
+/// BFD timers; a 0 takes the node's default for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BfdTimers {
+    pub min_rx_ms: u32,
+    pub min_tx_ms: u32,
+    pub detect_multiplier: u32,
+}
+
+impl BfdTimers {
+    /// The node's BFD timers when nothing is configured (RFC 5880 leaves
+    /// them to the operator; 300 ms x 3 is what the RouteControl API
+    /// documents for EnableBFD and ApplyPeer).
+    pub const BUILT_IN: BfdTimers = BfdTimers {
+        min_rx_ms: 300,
+        min_tx_ms: 300,
+        detect_multiplier: 3,
+    };
+
+    /// The node's BFD timers for sessions that set none:
+    /// `routing.bfd` with the chart's flat keys over it.
+    pub fn node_defaults(cfg: &Config) -> BfdTimers {
+        let global = &cfg.routing.bfd;
+        BfdTimers {
+            min_rx_ms: cfg.routing.bfd_min_rx_ms.unwrap_or(global.min_rx_ms),
+            min_tx_ms: cfg.routing.bfd_min_tx_ms.unwrap_or(global.min_tx_ms),
+            detect_multiplier: cfg.routing.bfd_detect_mult.unwrap_or(global.detect_multiplier),
+        }
+    }
+
+    /// These timers with each 0 taken from `defaults`.
+    pub fn or(self, defaults: BfdTimers) -> BfdTimers {
+        let or = |v: u32, d: u32| if v == 0 { d } else { v };
+        BfdTimers {
+            min_rx_ms: or(self.min_rx_ms, defaults.min_rx_ms),
+            min_tx_ms: or(self.min_tx_ms, defaults.min_tx_ms),
+            detect_multiplier: or(self.detect_multiplier, defaults.detect_multiplier),
+        }
+    }
+
+    fn session_config(self) -> SessionConfig {
+        SessionConfig {
+            desired_min_tx: Duration::from_millis(self.min_tx_ms as u64),
+            required_min_rx: Duration::from_millis(self.min_rx_ms as u64),
+            detect_mult: self.detect_multiplier.clamp(1, 255) as u8,
+            passive: false,
+            auth: None,
+        }
+    }
+}
+
+/// The BFD session of a BGP peer: multihop when the peer is, from the
+/// peer's source address, `timers` over the node's `defaults`.
+pub fn bfd_session(peer: &PeerConfig, timers: BfdTimers, defaults: BfdTimers) -> SessionSpec {
+    SessionSpec {
+        key: SessionKey {
+            peer: peer.address,
+            multihop: peer.ebgp_multihop > 0,
+        },
+        local: peer.source_address,
+        config: timers.or(defaults).session_config(),
+    }
+}
+
+/// A standalone single-hop BFD session (EnableBFD), `timers` over the
+/// node's `defaults`.
+pub fn standalone_bfd(peer: IpAddr, timers: BfdTimers, defaults: BfdTimers) -> SessionSpec {
+    SessionSpec {
+        key: SessionKey { peer, multihop: false },
+        local: None,
+        config: timers.or(defaults).session_config(),
+    }
+}
+
+/// A prefix limit as configured: an explicit limit closes the session
+/// unless `warning_only`; 0 takes [`DEFAULT_MAX_PREFIX`], which only
+/// warns, so a peer sending more than expected is never cut off silently.
+fn set_prefix_limit(pc: &mut PeerConfig, limit: u32, warning_only: Option<bool>) {
+    pc.max_prefix = if limit == 0 { DEFAULT_MAX_PREFIX } else { limit };
+    pc.max_prefix_warning_only = warning_only.unwrap_or(limit == 0);
+}
+
+/// Hold time and keepalive as given; 0 keeps the speaker's default (90 s,
+/// keepalive a third of the hold time).
+fn set_timers(pc: &mut PeerConfig, hold_time: u32, keepalive: u32) {
+    if hold_time != 0 {
+        pc.hold_time = hold_time.min(u16::MAX as u32) as u16;
+    }
+    if keepalive != 0 {
+        pc.keepalive = Some(keepalive.min(u16::MAX as u32) as u16);
+    }
+}
+
+/// A named policy of the configuration (checked when it was loaded: an
+/// unknown name never gets here; should one, it exports and imports
+/// nothing).
+fn policy(cfg: &Config, name: &str) -> PeerPolicy {
+    match name {
+        "default" => PeerPolicy::Default,
+        "all" => PeerPolicy::All,
+        "none" => PeerPolicy::None,
+        other => match cfg.routing.policies.get(other) {
+            Some(p) => PeerPolicy::Named(other.into(), Arc::new(p.clone())),
+            None => PeerPolicy::None,
+        },
+    }
+}
+
+/// A ToR from `routing.peers[]` at `address`: its `neighbor_address`, or
+/// for a peer by interface the link-local address found on that link (it
+/// carries IPv4 and IPv6 unicast unless told otherwise).
+pub fn tor(cfg: &Config, p: &PeerEntry, address: IpAddr) -> PeerSpec {
+    let mut pc = PeerConfig::new(address, p.remote_as);
+    pc.description = p.description.clone();
+    if let Some(name) = &p.interface {
+        pc.interface = Some(name.clone());
+        pc.families = vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST];
+        if pc.description.is_empty() {
+            pc.description = format!("unnumbered on {name}");
+        }
+    }
+    pc.role = PeerRole::Tor;
+    set_timers(&mut pc, p.hold_time as u32, p.keepalive as u32);
+    pc.passive = p.passive;
+    pc.port = p.port;
+    pc.source_address = p.source_address;
+    pc.ebgp_multihop = p.ebgp_multihop;
+    pc.ttl_security_hops = p.ttl_security_hops;
+    pc.password = p.password.clone().filter(|s| !s.is_empty());
+    if !p.address_families.is_empty() {
+        pc.families = p
+            .address_families
+            .iter()
+            .filter_map(|f| crate::config::parse_family(f))
+            .collect();
+        pc.families.dedup();
+    }
+    set_prefix_limit(&mut pc, p.max_prefix, p.max_prefix_warning_only);
+    pc.import = policy(cfg, &p.import);
+    pc.export = policy(cfg, &p.export);
+    let bfd = p.bfd_enabled.then(|| {
+        let timers = BfdTimers {
+            min_rx_ms: p.bfd_min_rx_ms,
+            min_tx_ms: p.bfd_min_tx_ms,
+            detect_multiplier: p.bfd_detect_multiplier,
+        };
+        bfd_session(&pc, timers, BfdTimers::node_defaults(cfg))
+    });
+    PeerSpec { bgp: pc, bfd }
+}
+
+/// A node-mesh peer: the other node's address and per-node AS, multihop
+/// (mesh traffic often crosses the ToRs), a short connect retry, the
+/// mesh's prefix limit, and BFD with the node's defaults when
+/// `routing.bfd` is on.
+pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32) -> PeerSpec {
+    let mesh: &NodeMesh = &cfg.routing.node_mesh;
+    let mut pc = PeerConfig::new(ip, asn);
+    pc.description = format!("node {name}");
+    pc.role = PeerRole::Mesh;
+    pc.ebgp_multihop = MESH_MULTIHOP;
+    pc.connect_retry = MESH_CONNECT_RETRY;
+    set_prefix_limit(&mut pc, mesh.max_prefix, mesh.max_prefix_warning_only);
+    let enabled = cfg.routing.bfd_enabled.unwrap_or(cfg.routing.bfd.enabled);
+    let bfd = enabled.then(|| bfd_session(&pc, BfdTimers::default(), BfdTimers::node_defaults(cfg)));
+    PeerSpec { bgp: pc, bfd }
+}
+
+/// Node-mesh peers of a static node list: every node but this one, with
+/// its per-node AS.
+pub fn static_mesh(cfg: &Config) -> Vec<PeerSpec> {
+    let m = &cfg.routing.node_mesh;
+    if !m.enabled || m.source != MeshSource::Static {
+        return Vec::new();
+    }
+    m.nodes
+        .iter()
+        .filter(|n| Some(n.ip) != cfg.node_ip && n.name != cfg.node_name)
+        .filter_map(|n| Some(mesh(cfg, &n.name, n.ip, node_asn(n.ip, cfg.routing.asn_mode)?)))
+        .collect()
+}
+
+/// Every peer the configuration file gives an address: ToRs, then the
+/// static mesh (peers by interface come from [`crate::unnumbered`] once
+/// their address is found).
+pub fn from_config(cfg: &Config) -> Vec<PeerSpec> {
+    cfg.routing
+        .peers
+        .iter()
+        .filter_map(|p| Some(tor(cfg, p, p.neighbor_address?)))
+        .chain(static_mesh(cfg))
+        .collect()
+}
+
+/// An API peer (ApplyPeer, checked at the RPC): its limit closes the
+/// session when `enforce_max_prefix` (the owner's
+/// `enforce_peer_max_prefix`), BFD timers it leaves 0 are the node's.
+pub fn api(p: &BgpPeer, enforce_max_prefix: bool, bfd_defaults: BfdTimers) -> Result<PeerSpec, String> {
+    let addr: IpAddr = p
+        .neighbor_address
+        .parse()
+        .map_err(|_| "neighbor_address is not an IP address".to_string())?;
+    let mut pc = PeerConfig::new(addr, p.remote_as);
+    pc.role = PeerRole::Api;
+    pc.description = p.description.clone();
+    set_timers(&mut pc, p.hold_time, p.keepalive);
+    pc.source_address = (!p.source_address.is_empty())
+        .then(|| p.source_address.parse())
+        .transpose()
+        .map_err(|_| "source_address is not an IP address".to_string())?;
+    pc.ebgp_multihop = p.ebgp_multihop.min(255) as u8;
+    pc.password = (!p.password.is_empty()).then(|| p.password.clone());
+    let families: Vec<Family> = p
+        .address_families
+        .iter()
+        .filter_map(|f| match AddressFamily::try_from(*f) {
+            Ok(AddressFamily::Ipv4Unicast) => Some(Family::IPV4_UNICAST),
+            Ok(AddressFamily::Ipv6Unicast) => Some(Family::IPV6_UNICAST),
+            _ => None,
+        })
+        .collect();
+    if !families.is_empty() {
+        pc.families = families;
+    }
+    pc.max_prefix = if p.max_prefix == 0 {
+        DEFAULT_MAX_PREFIX
+    } else {
+        p.max_prefix
+    };
+    pc.max_prefix_warning_only = !enforce_max_prefix;
+    let bfd = p.bfd_enabled.then(|| {
+        let timers = BfdTimers {
+            min_rx_ms: p.bfd_min_rx_ms,
+            min_tx_ms: p.bfd_min_tx_ms,
+            detect_multiplier: p.bfd_detect_multiplier,
+        };
+        bfd_session(&pc, timers, bfd_defaults)
+    });
+    Ok(PeerSpec { bgp: pc, bfd })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesh_sessions_take_the_mesh_s_prefix_limit() {
+        let text = r#"{"node_name": "a", "node_ip": "10.0.1.10", "routing": {"node_mesh": {"enabled": true, "source": "static",
+            "max_prefix": 20, "nodes": [{"name": "a", "ip": "10.0.1.10"}, {"name": "b", "ip": "10.0.1.11"}]}}}"#;
+        let cfg = Config::parse(text).unwrap();
+        let peers = static_mesh(&cfg);
+        assert_eq!(peers.len(), 1);
+        assert_eq!(
+            (peers[0].bgp.max_prefix, peers[0].bgp.max_prefix_warning_only),
+            (20, false)
+        );
+        let unset = Config::parse(&text.replace(r#""max_prefix": 20, "#, "")).unwrap();
+        let p = &static_mesh(&unset)[0].bgp;
+        assert_eq!((p.max_prefix, p.max_prefix_warning_only), (DEFAULT_MAX_PREFIX, true));
+    }
+
+    #[test]
+    fn an_api_peer_s_limit_closes_the_session_only_when_its_owner_enforces_it() {
+        let p = BgpPeer {
+            neighbor_address: "10.0.0.1".into(),
+            remote_as: 65000,
+            max_prefix: 50,
+            ..Default::default()
+        };
+        let warned = api(&p, false, BfdTimers::BUILT_IN).unwrap().bgp;
+        assert_eq!((warned.max_prefix, warned.max_prefix_warning_only), (50, true));
+        let enforced = api(&p, true, BfdTimers::BUILT_IN).unwrap().bgp;
+        assert_eq!((enforced.max_prefix, enforced.max_prefix_warning_only), (50, false));
+    }
+
+    /// Every source's BFD sessions take the node's timers where they set
+    /// none: ToRs, the mesh and API peers alike.
+    #[test]
+    fn every_source_takes_the_node_s_bfd_defaults() {
+        let cfg = Config::parse(
+            r#"{"node_name": "a", "node_ip": "10.0.1.10", "routing": {
+                "bfd": {"enabled": true, "min_rx_ms": 120, "min_tx_ms": 110, "detect_multiplier": 4},
+                "peers": [{"neighbor_address": "10.0.1.1", "remote_as": 65001, "bfd_enabled": true, "bfd_min_rx_ms": 50}],
+                "node_mesh": {"enabled": true, "source": "static", "nodes": [{"name": "a", "ip": "10.0.1.10"}, {"name": "b", "ip": "10.0.1.11"}]}}}"#,
+        )
+        .unwrap();
+        let defaults = BfdTimers::node_defaults(&cfg);
+        assert_eq!(
+            defaults,
+            BfdTimers {
+                min_rx_ms: 120,
+                min_tx_ms: 110,
+                detect_multiplier: 4
+            }
+        );
+        let timers = |s: &PeerSpec| {
+            let c = &s.bfd.as_ref().expect("a BFD session").config;
+            (
+                c.required_min_rx.as_millis(),
+                c.desired_min_tx.as_millis(),
+                c.detect_mult,
+            )
+        };
+        let peers = from_config(&cfg);
+        assert_eq!(
+            timers(&peers[0]),
+            (50, 110, 4),
+            "a ToR's own rx, the node's tx and multiplier"
+        );
+        assert_eq!(timers(&peers[1]), (120, 110, 4), "a mesh peer: the node's");
+        assert!(peers[1].bfd.as_ref().unwrap().key.multihop);
+        let p = BgpPeer {
+            neighbor_address: "10.0.0.9".into(),
+            remote_as: 65009,
+            bfd_enabled: true,
+            bfd_min_tx_ms: 75,
+            ..Default::default()
+        };
+        assert_eq!(
+            timers(&api(&p, false, defaults).unwrap()),
+            (120, 75, 4),
+            "an API peer: the node's"
+        );
+        let standalone = standalone_bfd("10.0.0.8".parse().unwrap(), BfdTimers::default(), defaults);
+        assert_eq!(standalone.config.required_min_rx.as_millis(), 120);
+    }
+
+    #[test]
+    fn a_tor_s_port_is_the_one_it_is_dialled_on() {
+        let cfg = Config::parse(
+            r#"{"node_name": "a", "node_ip": "10.0.1.10", "routing": {
+                "peers": [{"neighbor_address": "10.0.1.1", "remote_as": 65001, "port": 1179},
+                          {"neighbor_address": "10.0.1.2", "remote_as": 65002}]}}"#,
+        )
+        .unwrap();
+        let peers = from_config(&cfg);
+        assert_eq!((peers[0].bgp.port, peers[1].bgp.port), (1179, 179));
+    }
+}
