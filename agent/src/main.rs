@@ -146,12 +146,25 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         kube.as_ref().map(|(_, own)| own.control_plane),
     );
     let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
+    // The OSPF mode's task: requests from the control plane in, reports
+    // (outcomes, events) out.
+    let (ospf_reports, ospf_reported) = tokio::sync::mpsc::unbounded_channel();
+    let ospf = if cfg.ospf_mode() {
+        let dir = cfg.routing.frr_socket_dir.clone().unwrap_or_default();
+        let ospf = ospf::Ospf::start(ospf::desired::Settings::from_config(&cfg)?, dir.into(), ospf_reports)?;
+        ospf.follow_config(config_rx.clone());
+        Some(ospf)
+    } else {
+        None
+    };
     let control = control::new(
         config_rx.clone(),
         speaker.clone(),
         routing.bfd.clone(),
         routing.peers.clone(),
+        ospf,
     )?;
+    control::sources::follow_ospf(control.clone(), ospf_reported);
     tokio::spawn(control::follow_config(control.clone()));
     tokio::spawn(control::reconciler::follow_peer_outcomes(control.clone()));
     control::set_asn_collisions(&control, cfg.asn_collisions());
@@ -204,12 +217,6 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     } else {
         None
     };
-    if cfg.ospf_mode() {
-        let dir = cfg.routing.frr_socket_dir.clone().unwrap_or_default();
-        let ospf = ospf::Ospf::start(ospf::desired::Settings::from_config(&cfg)?, dir.into(), control.clone())?;
-        ospf.follow_config(config_rx.clone());
-        let _ = control.ospf.set(ospf);
-    }
     tokio::spawn(control::reconciler::run(control.clone()));
     control::sources::spawn(control.clone(), routing.events);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -254,7 +261,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     // PodCIDR and every owner's prefixes), then close the sessions.
     control.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     vip.stop().await;
-    if let Some(o) = control.ospf.get() {
+    if let Some(o) = &control.ospf {
         o.withdraw_and_stop().await;
     }
     let grace = std::time::Duration::from_secs(cfg.disconnect_grace_period.unwrap_or(0));

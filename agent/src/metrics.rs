@@ -215,7 +215,7 @@ pub async fn render(
         r.register(Box::new(failed)).expect("unique metric");
     }
     // The OSPF mode.
-    if let Some(o) = control.ospf.get().map(|o| o.status()) {
+    if let Some(o) = control.ospf.as_ref().map(|o| o.status()) {
         let connected =
             IntGauge::new("novanet_ospf_sidecar_connected", "1 when the ospfd sidecar answers").expect("metric");
         connected.set(o.connected as i64);

@@ -172,7 +172,7 @@ async fn node(State(app): State<AppState>) -> Json<serde_json::Value> {
 
 /// The OSPF mode: sidecar, interfaces, neighbors, injected prefixes.
 async fn ospf_status(State(app): State<AppState>) -> Result<Json<serde_json::Value>, (StatusCode, &'static str)> {
-    match app.control.ospf.get() {
+    match app.control.ospf.as_ref() {
         Some(o) => Ok(Json(serde_json::to_value(o.status()).unwrap_or_default())),
         None => Err((StatusCode::NOT_FOUND, "OSPF is off (routing.protocol is bgp)\n")),
     }
@@ -197,7 +197,7 @@ async fn ready(State(app): State<AppState>) -> (StatusCode, String) {
     {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {problem}"));
     }
-    if let Some(o) = app.control.ospf.get().map(|o| o.status()).filter(|o| !o.connected) {
+    if let Some(o) = app.control.ospf.as_ref().map(|o| o.status()).filter(|o| !o.connected) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: the ospfd sidecar does not answer on {}", o.socket_dir),

@@ -31,6 +31,20 @@ pub mod datapath {
     }
 }
 
+/// One RPC of the services above, as the `.proto` files declare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Method {
+    /// The request path: `/package.Service/Method`.
+    pub path: &'static str,
+    pub name: &'static str,
+    /// The server answers with a stream (not timed as one request).
+    pub server_streaming: bool,
+}
+
+/// Every RPC of every service of this crate, taken from the `.proto`
+/// files when they are compiled.
+pub const METHODS: &[Method] = include!(concat!(env!("OUT_DIR"), "/methods.rs"));
+
 pub use datapath::v1 as datapath_insight;
 pub use novanet::routing::v1 as insight;
 pub use novaroute::v1 as api;

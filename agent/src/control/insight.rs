@@ -148,7 +148,7 @@ impl RoutingInsight for Insight {
     }
 
     async fn get_ospf(&self, _: Request<GetOspfRequest>) -> Result<Response<GetOspfResponse>, Status> {
-        let Some(ospf) = self.control.ospf.get() else {
+        let Some(ospf) = self.control.ospf.as_ref() else {
             return Err(Status::failed_precondition(
                 "OSPF is off: routing.protocol is \"bgp\" (the OSPF mode needs routing.protocol \"ospf\" and its ospfd sidecar)",
             ));

@@ -83,8 +83,8 @@ pub struct ControlState {
     pub reconcile_seconds: prometheus::Histogram,
     /// `grpc_request_duration_seconds{method}` (StreamEvents not timed).
     pub grpc_seconds: prometheus::HistogramVec,
-    /// The OSPF task, in the OSPF mode (set once it has started).
-    pub ospf: std::sync::OnceLock<crate::ospf::Ospf>,
+    /// The OSPF task, in the OSPF mode.
+    pub ospf: Option<crate::ospf::Ospf>,
 }
 
 /// The shared control plane.
@@ -252,6 +252,7 @@ pub fn new(
     speaker: Speaker,
     bfd: Bfd,
     peers: crate::peers::Peers,
+    ospf: Option<crate::ospf::Ospf>,
 ) -> anyhow::Result<Control> {
     let owners = Owners::from_config(&config.borrow().owners).map_err(|(path, m)| anyhow::anyhow!("{path}: {m}"))?;
     let bgp = (speaker.config().local_as, speaker.config().router_id.to_string());
@@ -281,22 +282,54 @@ pub fn new(
             &["method"],
         )
         .expect("valid histogram"),
-        ospf: std::sync::OnceLock::new(),
+        ospf,
     }))
 }
 
 /// Follows the running configuration: a reload's owners take over (an
-/// owner left out loses its registration and intents at its next call,
-/// as an unknown owner), and the reconciler runs at once, so API peers
-/// and BFD sessions take changed node defaults.
+/// owner no longer configured is deregistered with its intents withdrawn,
+/// as by Deregister with `withdraw_all`), and the reconciler runs at once,
+/// so API peers and BFD sessions take changed node defaults.
 pub async fn follow_config(control: Control) {
     let mut config = control.config.clone();
     config.mark_unchanged();
     while config.changed().await.is_ok() {
         let owners = Owners::from_config(&config.borrow_and_update().owners);
-        match owners {
-            Ok(o) => *control.owners.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(o),
-            Err((path, m)) => tracing::error!(key = %path, error = %m, "owners not reloaded; the running ones stay"),
+        let owners = match owners {
+            Ok(o) => o,
+            Err((path, m)) => {
+                tracing::error!(key = %path, error = %m, "owners not reloaded; the running ones stay");
+                continue;
+            }
+        };
+        let gone: Vec<String> = {
+            let mut intents = control.intents.lock().expect("intents");
+            let mut sessions = control.sessions.lock().expect("sessions");
+            let gone: Vec<String> = intents
+                .owners
+                .keys()
+                .chain(sessions.keys())
+                .filter(|o| !owners.names().any(|n| n == *o))
+                .cloned()
+                .collect();
+            for o in &gone {
+                intents.owners.remove(o);
+                sessions.remove(o);
+            }
+            gone
+        };
+        *control.owners.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(owners);
+        for o in gone.iter().collect::<std::collections::BTreeSet<_>>() {
+            tracing::warn!(owner = %o, "owner no longer configured: deregistered, its intents withdrawn");
+            control.events.publish(
+                novanet_proto::api::EventType::OwnerDeregistered,
+                o,
+                format!("owner {o} deregistered: no longer in the configuration (its intents withdrawn)"),
+                &[
+                    ("withdraw_all", "true".into()),
+                    ("reason", "configuration_reloaded".into()),
+                ],
+            );
         }
         control.reconcile_soon();
     }

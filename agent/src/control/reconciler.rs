@@ -6,6 +6,7 @@
 //! error.
 
 use super::{bfd_key, ospf_key, peer_key, prefix_key, ApplyState, Control, IntentKey};
+use crate::ospf::requests::{InterfaceWanted, Item, PrefixWanted, Requests};
 use crate::peers::spec::{self, BfdTimers};
 use crate::peers::{Outcome, Source};
 use ipnet::IpNet;
@@ -228,9 +229,10 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
         }
     }
 
-    // OSPF interfaces and prefixes: the OSPF task applies them.
-    match control.ospf.get() {
-        Some(ospf) => ospf.apply_soon(),
+    // OSPF interfaces and prefixes: the OSPF task applies them and reports
+    // back (sources::follow_ospf).
+    match &control.ospf {
+        Some(ospf) => ospf.request(ospf_requests(&intents)),
         None => {
             let why = "OSPF is off: it needs routing.protocol \"ospf\" and the ospfd sidecar";
             for i in intents.owners.values() {
@@ -242,6 +244,43 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
                 record(control, prefix_key(k.0, &k.1), ApplyState::Failed(why.into()));
             }
         }
+    }
+}
+
+/// The owners' OSPF intents as the OSPF task takes them: interfaces in
+/// the order of the store (owners by name, then interfaces), prefixes as
+/// the admin's override leaves them.
+pub fn ospf_requests(intents: &super::intents::Intents) -> Requests {
+    Requests {
+        interfaces: intents
+            .owners
+            .iter()
+            .flat_map(|(owner, i)| {
+                i.ospf.values().map(move |o| InterfaceWanted {
+                    owner: owner.clone(),
+                    name: o.interface.clone(),
+                    area: o.area.clone(),
+                    passive: o.passive,
+                    cost: o.cost,
+                    hello: o.hello,
+                    dead: o.dead,
+                })
+            })
+            .collect(),
+        prefixes: intents
+            .effective_prefixes()
+            .into_iter()
+            .filter(|((protocol, _), _)| *protocol == Protocol::Ospf as i32)
+            .map(|((_, prefix), (owner, _))| PrefixWanted { owner, prefix })
+            .collect(),
+    }
+}
+
+/// The intent an OSPF request stands for.
+pub fn ospf_intent_key(item: &Item) -> IntentKey {
+    match item {
+        Item::Interface(name) => ospf_key(name),
+        Item::Prefix(p) => prefix_key(Protocol::Ospf as i32, p),
     }
 }
 

@@ -592,7 +592,7 @@ impl RouteControl for Service {
                 .map(|s| s.state.name().to_ascii_lowercase())
         };
         let wanted = |owner: &str| filter.is_empty() || filter == owner;
-        let ospf = self.control.ospf.get().map(|o| o.status());
+        let ospf = self.control.ospf.as_ref().map(|o| o.status());
         let mut resp = GetStatusResponse {
             frr_status: Some(match &ospf {
                 Some(o) => FrrStatus {
@@ -858,31 +858,17 @@ fn incoming_through_front(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// The RPCs served; any other path is labelled `_unknown`, so a client
-/// cannot grow the histogram by sending made-up paths.
-const METHODS: [&str; 16] = [
-    "Register",
-    "Deregister",
-    "ConfigureBGP",
-    "ApplyPeer",
-    "RemovePeer",
-    "AdvertisePrefix",
-    "WithdrawPrefix",
-    "EnableBFD",
-    "DisableBFD",
-    "EnableOSPF",
-    "DisableOSPF",
-    "GetStatus",
-    "StreamEvents",
-    "ListPeers",
-    "GetRib",
-    "Explain",
-];
+/// The RPC of a request path, as the services declare it; None for a
+/// path no service serves.
+fn method_of(path: &str) -> Option<&'static novanet_proto::Method> {
+    novanet_proto::METHODS.iter().find(|m| m.path == path)
+}
 
-/// The `method` label of a request path (`/package.Service/Method`).
+/// The `method` label of a request path (`/package.Service/Method`): the
+/// RPC's name, or `_unknown` for a path no service serves, so a client
+/// cannot grow the histogram by sending made-up paths.
 fn method_label(path: &str) -> &'static str {
-    let name = path.rsplit('/').next().unwrap_or("");
-    METHODS.iter().find(|m| **m == name).copied().unwrap_or("_unknown")
+    method_of(path).map(|m| m.name).unwrap_or("_unknown")
 }
 
 /// Times every unary RPC into `grpc_request_duration_seconds{method}`.
@@ -909,8 +895,10 @@ where
     }
 
     fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        // A stream's lifetime is not a request's duration: not timed.
+        let streaming = method_of(req.uri().path()).is_some_and(|m| m.server_streaming);
         let method = method_label(req.uri().path());
-        let timer = (method != "StreamEvents").then(|| self.timing.0.with_label_values(&[method]).start_timer());
+        let timer = (!streaming).then(|| self.timing.0.with_label_values(&[method]).start_timer());
         let fut = self.inner.call(req);
         Box::pin(async move {
             let r = fut.await;
@@ -953,7 +941,25 @@ mod tests {
         );
         assert_eq!(method_label("/novanet.routing.v1.RoutingInsight/GetRib"), "GetRib");
         assert_eq!(method_label("/x/made-up-1234"), "_unknown");
+        assert_eq!(method_label("/novaroute.v1.RouteControl/Made-up"), "_unknown");
         assert_eq!(method_label(""), "_unknown");
+        // Every RPC of the three services has its own label (these four
+        // were once counted as `_unknown`), the streams are known as such.
+        for path in [
+            "/novanet.routing.v1.RoutingInsight/GetOspf",
+            "/novanet.datapath.v1.DatapathInsight/ListIdentities",
+            "/novanet.datapath.v1.DatapathInsight/GetPolicy",
+            "/novanet.datapath.v1.DatapathInsight/StreamFlows",
+        ] {
+            assert_eq!(method_label(path), path.rsplit('/').next().unwrap(), "{path}");
+        }
+        let streams: Vec<&str> = novanet_proto::METHODS
+            .iter()
+            .filter(|m| m.server_streaming)
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(streams, ["StreamEvents", "StreamFlows"]);
+        assert!(novanet_proto::METHODS.len() >= 13 + 5, "{:?}", novanet_proto::METHODS);
     }
 
     #[test]

@@ -132,3 +132,41 @@ pub fn spawn(control: Control, mut speaker: tokio::sync::broadcast::Receiver<Spe
         }
     });
 }
+
+/// Takes the OSPF task's reports: outcomes become apply states of their
+/// intents (recorded once per change), events go on the bus.
+pub fn follow_ospf(control: Control, mut reports: tokio::sync::mpsc::UnboundedReceiver<crate::ospf::requests::Report>) {
+    use crate::ospf::requests::{Outcome, Report};
+    tokio::spawn(async move {
+        while let Some(r) = reports.recv().await {
+            match r {
+                Report::Outcome(item, outcome) => {
+                    let key = super::reconciler::ospf_intent_key(&item);
+                    // Only intents still held: a withdrawn one has left the log.
+                    let held = control
+                        .intents
+                        .lock()
+                        .expect("intents")
+                        .owners
+                        .values()
+                        .any(|i| key.held_by(i));
+                    if !held {
+                        continue;
+                    }
+                    let state = match outcome {
+                        Outcome::Applied => super::ApplyState::Applied,
+                        Outcome::Pending => super::ApplyState::Pending,
+                        Outcome::Failed(e) => super::ApplyState::Failed(e),
+                    };
+                    super::reconciler::record(&control, key, state);
+                }
+                Report::Event {
+                    kind,
+                    owner,
+                    detail,
+                    metadata,
+                } => control.events.publish(kind, &owner, detail, &metadata),
+            }
+        }
+    });
+}

@@ -1,16 +1,14 @@
 //! What the ospfd sidecar should hold, worked out from the configuration
-//! and the owners' intents: the interfaces (the configuration's, then
+//! and the owners' requests: the interfaces (the configuration's, then
 //! EnableOSPF's; with OSPFv3 on, each in ospf6d too), the injection
 //! interface passive in the area, and the prefixes it carries (the
 //! PodCIDRs and OSPF prefix intents). Pure: the OSPF task applies it.
 
+use super::requests::{Item, Requests};
 use crate::config::{Config, OspfInterface};
-use crate::control::intents::Intents;
-use crate::control::{ospf_key, prefix_key, IntentKey};
 use ipnet::IpNet;
 use novanet_ospf_bridge::bridge::{Desired, Key};
 use novanet_ospf_bridge::command::{Interface, InterfaceRequest};
-use novanet_proto::api::Protocol;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -41,12 +39,12 @@ impl Settings {
     }
 }
 
-/// Who asked for an interface or prefix, and under which intent key
-/// (none for the configuration's own).
+/// Who asked for an interface or prefix, and as which request (none for
+/// the configuration's own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     pub owner: String,
-    pub key: Option<IntentKey>,
+    pub key: Option<Item>,
 }
 
 /// The worked-out state.
@@ -57,8 +55,8 @@ pub struct Plan {
     pub interfaces: BTreeMap<String, Origin>,
     /// The prefixes on the injection interface and their origins.
     pub prefixes: BTreeMap<IpNet, Origin>,
-    /// Intents that cannot be applied, with why.
-    pub refused: Vec<(IntentKey, String)>,
+    /// Requests that cannot be applied, with why.
+    pub refused: Vec<(Item, String)>,
 }
 
 impl Plan {
@@ -67,8 +65,8 @@ impl Plan {
         self.prefixes.keys().copied().collect()
     }
 
-    /// The intent behind an interface of the desired state.
-    pub fn intent_of(&self, key: &Key) -> Option<&IntentKey> {
+    /// The request behind an interface of the desired state.
+    pub fn intent_of(&self, key: &Key) -> Option<&Item> {
         self.interfaces.get(&key.1).and_then(|o| o.key.as_ref())
     }
 }
@@ -85,9 +83,9 @@ fn add(plan: &mut Plan, s: &Settings, request: InterfaceRequest, origin: Origin)
     Ok(())
 }
 
-/// The plan for `s` and the owners' intents; `injecting` false leaves the
+/// The plan for `s` and the owners' requests; `injecting` false leaves the
 /// injection interface out (the agent is stopping and withdraws).
-pub fn plan(s: &Settings, intents: &Intents, injecting: bool) -> Plan {
+pub fn plan(s: &Settings, requests: &Requests, injecting: bool) -> Plan {
     let mut plan = Plan {
         desired: Desired {
             router_id: Some(s.router_id),
@@ -95,7 +93,7 @@ pub fn plan(s: &Settings, intents: &Intents, injecting: bool) -> Plan {
         },
         ..Default::default()
     };
-    let config = |key: Option<IntentKey>| Origin {
+    let config = |key: Option<Item>| Origin {
         owner: CONFIG_OWNER.into(),
         key,
     };
@@ -121,44 +119,43 @@ pub fn plan(s: &Settings, intents: &Intents, injecting: bool) -> Plan {
             }
         }
     }
-    for (owner, i) in &intents.owners {
-        for (name, o) in &i.ospf {
-            let key = ospf_key(name);
-            if let Some(first) = plan.interfaces.get(name) {
-                let why = if first.owner == CONFIG_OWNER {
-                    format!("interface {name} is in OSPF from the configuration (routing.ospf.interfaces)")
-                } else {
-                    format!("interface {name} is already held by owner {}", first.owner)
-                };
-                plan.refused.push((key, why));
-                continue;
-            }
-            let origin = Origin {
-                owner: owner.clone(),
-                key: Some(key.clone()),
+    for o in &requests.interfaces {
+        let name = &o.name;
+        let key = Item::Interface(name.clone());
+        if let Some(first) = plan.interfaces.get(name) {
+            let why = if first.owner == CONFIG_OWNER {
+                format!("interface {name} is in OSPF from the configuration (routing.ospf.interfaces)")
+            } else {
+                format!("interface {name} is already held by owner {}", first.owner)
             };
-            if let Err(e) = add(&mut plan, s, o.request(), origin) {
-                plan.refused.push((key, e));
-            }
+            plan.refused.push((key, why));
+            continue;
+        }
+        let origin = Origin {
+            owner: o.owner.clone(),
+            key: Some(key.clone()),
+        };
+        if let Err(e) = add(&mut plan, s, o.request(), origin) {
+            plan.refused.push((key, e));
         }
     }
-    for ((protocol, prefix), (owner, _)) in intents.effective_prefixes() {
-        if protocol != Protocol::Ospf as i32 {
-            continue;
-        }
-        if !injecting {
-            continue;
-        }
-        let key = prefix_key(protocol, &prefix);
-        if prefix.addr().is_ipv6() && !s.ipv6 {
+    for p in requests.prefixes.iter().filter(|_| injecting) {
+        let key = Item::Prefix(p.prefix);
+        if p.prefix.addr().is_ipv6() && !s.ipv6 {
             plan.refused.push((
                 key,
                 "IPv6 prefixes need OSPFv3, which is off (routing.ospf.ipv6)".into(),
             ));
             continue;
         }
-        // A PodCIDR asked for again is injected once, as the intent.
-        plan.prefixes.insert(prefix, Origin { owner, key: Some(key) });
+        // A PodCIDR asked for again is injected once, as the request.
+        plan.prefixes.insert(
+            p.prefix,
+            Origin {
+                owner: p.owner.clone(),
+                key: Some(key),
+            },
+        );
     }
     plan
 }
@@ -166,7 +163,7 @@ pub fn plan(s: &Settings, intents: &Intents, injecting: bool) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::intents::{OspfIntent, PrefixIntent};
+    use crate::ospf::requests::{InterfaceWanted, PrefixWanted};
     use novanet_ospf_bridge::command::Version;
 
     fn settings(ipv6: bool) -> Settings {
@@ -187,9 +184,10 @@ mod tests {
         }
     }
 
-    fn ospf(interface: &str, area: &str) -> OspfIntent {
-        OspfIntent {
-            interface: interface.into(),
+    fn ospf(owner: &str, interface: &str, area: &str) -> InterfaceWanted {
+        InterfaceWanted {
+            owner: owner.into(),
+            name: interface.into(),
             area: area.into(),
             passive: false,
             cost: 10,
@@ -198,18 +196,16 @@ mod tests {
         }
     }
 
-    fn prefix(p: &str) -> PrefixIntent {
-        PrefixIntent {
+    fn prefix(owner: &str, p: &str) -> PrefixWanted {
+        PrefixWanted {
+            owner: owner.into(),
             prefix: p.parse().unwrap(),
-            text: p.into(),
-            protocol: Protocol::Ospf,
-            attributes: None,
         }
     }
 
     #[test]
     fn the_configuration_s_interfaces_and_the_injection_interface_with_the_pod_cidr() {
-        let p = plan(&settings(false), &Intents::default(), true);
+        let p = plan(&settings(false), &Requests::default(), true);
         let names: Vec<_> = p.desired.interfaces.keys().cloned().collect();
         assert_eq!(
             names,
@@ -234,7 +230,7 @@ mod tests {
 
     #[test]
     fn with_ospfv3_every_interface_is_in_both_versions() {
-        let p = plan(&settings(true), &Intents::default(), true);
+        let p = plan(&settings(true), &Requests::default(), true);
         assert_eq!(p.desired.interfaces.len(), 4);
         assert!(p.desired.has_v3());
         assert_eq!(p.injected().len(), 2);
@@ -242,32 +238,25 @@ mod tests {
 
     #[test]
     fn intents_add_interfaces_and_prefixes_and_conflicts_are_refused() {
-        let mut intents = Intents::default();
-        let a = intents.owner("a");
-        a.ospf.insert("eth1".into(), ospf("eth1", "0.0.0.1"));
-        a.ospf.insert("eth0".into(), ospf("eth0", "0"));
-        a.prefixes.insert(
-            (Protocol::Ospf as i32, "192.0.2.0/24".parse().unwrap()),
-            prefix("192.0.2.0/24"),
-        );
-        a.prefixes.insert(
-            (Protocol::Bgp as i32, "198.51.100.0/24".parse().unwrap()),
-            prefix("198.51.100.0/24"),
-        );
-        a.prefixes.insert(
-            (Protocol::Ospf as i32, "2001:db8::/48".parse().unwrap()),
-            prefix("2001:db8::/48"),
-        );
-        let b = intents.owner("b");
-        b.ospf.insert("eth1".into(), ospf("eth1", "0"));
-        b.ospf
-            .insert("bad\nrouter bgp 1".into(), ospf("bad\nrouter bgp 1", "0"));
+        // In the order of the intents: owner a's (interfaces by name), then b's.
+        let intents = Requests {
+            interfaces: vec![
+                ospf("a", "eth0", "0"),
+                ospf("a", "eth1", "0.0.0.1"),
+                ospf("b", "bad\nrouter bgp 1", "0"),
+                ospf("b", "eth1", "0"),
+            ],
+            prefixes: vec![prefix("a", "192.0.2.0/24"), prefix("a", "2001:db8::/48")],
+        };
         let p = plan(&settings(false), &intents, true);
 
         let eth1 = &p.desired.interfaces[&(Version::V2, "eth1".to_string())];
         assert_eq!(eth1.area, Ipv4Addr::new(0, 0, 0, 1));
         assert_eq!(p.interfaces["eth1"].owner, "a");
-        assert_eq!(p.intent_of(&(Version::V2, "eth1".into())), Some(&ospf_key("eth1")));
+        assert_eq!(
+            p.intent_of(&(Version::V2, "eth1".into())),
+            Some(&Item::Interface("eth1".into()))
+        );
         assert_eq!(
             p.injected(),
             [
@@ -277,23 +266,25 @@ mod tests {
             "OSPF prefixes only, IPv4 only without OSPFv3"
         );
         let refused: BTreeMap<String, String> = p.refused.iter().map(|(k, why)| (k.to_string(), why.clone())).collect();
-        assert!(refused["ospf:eth0"].contains("from the configuration"), "{refused:?}");
-        assert!(refused["ospf:eth1"].contains("held by owner a"), "{refused:?}");
         assert!(
-            refused["ospf:bad\nrouter bgp 1"].contains("interface_name"),
+            refused["interface eth0"].contains("from the configuration"),
             "{refused:?}"
         );
-        assert!(refused["prefix:ospf:2001:db8::/48"].contains("OSPFv3"), "{refused:?}");
+        assert!(refused["interface eth1"].contains("held by owner a"), "{refused:?}");
+        assert!(
+            refused["interface bad\nrouter bgp 1"].contains("interface_name"),
+            "{refused:?}"
+        );
+        assert!(refused["prefix 2001:db8::/48"].contains("OSPFv3"), "{refused:?}");
         assert!(!p.desired.interfaces.keys().any(|(_, n)| n.contains('\n')));
     }
 
     #[test]
     fn stopping_leaves_the_injection_out() {
-        let mut intents = Intents::default();
-        intents.owner("a").prefixes.insert(
-            (Protocol::Ospf as i32, "192.0.2.0/24".parse().unwrap()),
-            prefix("192.0.2.0/24"),
-        );
+        let intents = Requests {
+            prefixes: vec![prefix("a", "192.0.2.0/24")],
+            ..Default::default()
+        };
         let p = plan(&settings(false), &intents, false);
         assert!(p.injected().is_empty());
         assert_eq!(

@@ -1,11 +1,13 @@
 //! The OSPF mode (`routing.protocol: ospf`): a task of its own keeps the
 //! ospfd sidecar at the state worked out by [`desired`] (the
-//! configuration's interfaces, EnableOSPF intents, the injection
-//! interface of [`injection`] with the PodCIDRs and OSPF prefix intents),
-//! turns what the sidecar reports into events (FRR_CONNECTED /
-//! FRR_DISCONNECTED, OSPF_NEIGHBOR_UP / DOWN: up means Full) and apply
-//! states, and keeps a snapshot for GetStatus, `novanetctl routing ospf`,
-//! `/status/ospf`, the metrics and `/readyz`.
+//! configuration's interfaces, the owners' interface requests, the
+//! injection interface of [`injection`] with the PodCIDRs and the owners'
+//! OSPF prefixes), reports ([`requests`]) an outcome per request and what
+//! the sidecar tells (FRR_CONNECTED / FRR_DISCONNECTED, OSPF_NEIGHBOR_UP /
+//! DOWN: up means Full), and keeps a snapshot for GetStatus, `novanetctl
+//! routing ospf`, `/status/ospf`, the metrics and `/readyz`. It knows
+//! nothing of the control plane: the requests come in through
+//! [`Ospf::request`], the reports go out on a channel.
 //!
 //! vtysh is a program, so the task is a thread; it polls the sidecar
 //! every [`POLL`] (connection and neighbors; interface states when they
@@ -16,15 +18,15 @@
 
 pub mod desired;
 pub mod injection;
+pub mod requests;
 
-use crate::control::reconciler::record;
-use crate::control::{ApplyState, Control, IntentKey};
 use desired::{Plan, Settings, CONFIG_OWNER};
-use novanet_ospf_bridge::bridge::{Bridge, Change, Key, Report};
+use novanet_ospf_bridge::bridge::{Bridge, Change, Key, Report as SyncReport};
 use novanet_ospf_bridge::command::Version;
 use novanet_ospf_bridge::readback::Neighbor;
 use novanet_ospf_bridge::vtysh::Vtysh;
 use novanet_proto::api::EventType;
+use requests::{Item, Outcome, Report, Reports, Requests};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -94,7 +96,7 @@ pub struct OspfStatus {
 }
 
 enum Wake {
-    Apply,
+    Requests(Box<Requests>),
     Settings(Box<Settings>),
     Stop(tokio::sync::oneshot::Sender<()>),
 }
@@ -109,7 +111,7 @@ pub struct Ospf {
 impl Ospf {
     /// Starts the task for the node's settings, driving the sidecar whose
     /// vty sockets are in `socket_dir`.
-    pub fn start(settings: Settings, socket_dir: PathBuf, control: Control) -> anyhow::Result<Ospf> {
+    pub fn start(settings: Settings, socket_dir: PathBuf, reports: Reports) -> anyhow::Result<Ospf> {
         let (wake, rx) = mpsc::channel();
         let status = Arc::new(Mutex::new(OspfStatus {
             socket_dir: socket_dir.display().to_string(),
@@ -125,7 +127,9 @@ impl Ospf {
             bridge: Bridge::new(Vtysh::new(&socket_dir)),
             injection,
             runtime,
-            control,
+            requests: Requests::default(),
+            reports,
+            outcomes: BTreeMap::new(),
             status: status.clone(),
             full: BTreeMap::new(),
             plan: Plan::default(),
@@ -141,9 +145,9 @@ impl Ospf {
         Ok(Ospf { status, wake })
     }
 
-    /// Asks for an apply now (intents changed).
-    pub fn apply_soon(&self) {
-        let _ = self.wake.send(Wake::Apply);
+    /// The owners' requests as they stand now, applied at once.
+    pub fn request(&self, requests: Requests) {
+        let _ = self.wake.send(Wake::Requests(Box::new(requests)));
     }
 
     /// New settings (a reloaded configuration), applied at once.
@@ -189,7 +193,11 @@ struct Task {
     bridge: Bridge,
     injection: injection::Injection,
     runtime: tokio::runtime::Handle,
-    control: Control,
+    /// The owners' requests as last told.
+    requests: Requests,
+    reports: Reports,
+    /// Each request's outcome as last reported.
+    outcomes: BTreeMap<Item, Outcome>,
     status: Arc<Mutex<OspfStatus>>,
     /// Full adjacencies by (version, router id, interface).
     full: BTreeMap<(Version, String, String), Neighbor>,
@@ -242,7 +250,7 @@ impl Task {
             // A burst of wakes is one apply.
             for w in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                 match w {
-                    Wake::Apply => {}
+                    Wake::Requests(r) => self.requests = *r,
                     Wake::Settings(s) => {
                         if self.settings.injection_interface != s.injection_interface {
                             if let Err(e) = self.runtime.block_on(self.injection.remove()) {
@@ -274,8 +282,7 @@ impl Task {
     /// Works out the plan and brings kernel and sidecar to it; false when
     /// something was not applied.
     fn apply(&mut self, injecting: bool) -> bool {
-        let intents = self.control.intents.lock().expect("intents").clone();
-        self.plan = desired::plan(&self.settings, &intents, injecting);
+        self.plan = desired::plan(&self.settings, &self.requests, injecting);
         let mut errors = Vec::new();
         // The kernel first: ospfd learns the addresses through zebra.
         let injected = self.plan.injected();
@@ -290,7 +297,7 @@ impl Task {
             Ok(r) => r,
             Err(e) => {
                 errors.push(e.to_string());
-                Report::default()
+                SyncReport::default()
             }
         };
         self.publish(&report.changes);
@@ -313,26 +320,25 @@ impl Task {
         errors.is_empty()
     }
 
-    /// The apply state of every OSPF intent.
-    fn record_states(&self, report: &Report) {
+    /// The outcome of every request, reported.
+    fn record_states(&mut self, report: &SyncReport) {
         let connected = self.bridge.connected();
-        let unreachable = || ApplyState::Pending;
+        let mut states: BTreeMap<Item, Outcome> = BTreeMap::new();
         for (key, why) in &self.plan.refused {
-            record(&self.control, key.clone(), ApplyState::Failed(why.clone()));
+            states.insert(key.clone(), Outcome::Failed(why.clone()));
         }
-        let mut states: BTreeMap<IntentKey, ApplyState> = BTreeMap::new();
         for key in self.plan.desired.interfaces.keys() {
             let Some(intent) = self.plan.intent_of(key) else {
                 continue;
             };
             let state = match report.failed.get(key) {
-                Some(e) => ApplyState::Failed(e.to_string()),
-                None if !connected => unreachable(),
-                None => ApplyState::Applied,
+                Some(e) => Outcome::Failed(e.to_string()),
+                None if !connected => Outcome::Pending,
+                None => Outcome::Applied,
             };
             // Both versions of an interface: a failure of either counts.
-            let entry = states.entry(intent.clone()).or_insert(ApplyState::Applied);
-            if *entry == ApplyState::Applied {
+            let entry = states.entry(intent.clone()).or_insert(Outcome::Applied);
+            if *entry == Outcome::Applied {
                 *entry = state;
             }
         }
@@ -340,21 +346,32 @@ impl Task {
         for (prefix, origin) in &self.plan.prefixes {
             let Some(key) = &origin.key else { continue };
             let state = if !self.injected_ok {
-                ApplyState::Failed(format!(
+                Outcome::Failed(format!(
                     "{prefix} is not on the injection interface (see the agent log)"
                 ))
             } else if let Some(e) = report.failed.get(&injection_key) {
-                ApplyState::Failed(e.to_string())
+                Outcome::Failed(e.to_string())
             } else if !connected {
-                unreachable()
+                Outcome::Pending
             } else {
-                ApplyState::Applied
+                Outcome::Applied
             };
             states.insert(key.clone(), state);
         }
-        for (key, state) in states {
-            record(&self.control, key, state);
+        for (key, state) in &states {
+            let _ = self.reports.send(Report::Outcome(key.clone(), state.clone()));
         }
+        self.outcomes = states;
+    }
+
+    /// An event for the control plane's bus.
+    fn event(&self, kind: EventType, owner: &str, detail: String, metadata: &[(&'static str, String)]) {
+        let _ = self.reports.send(Report::Event {
+            kind,
+            owner: owner.to_string(),
+            detail,
+            metadata: metadata.to_vec(),
+        });
     }
 
     fn owner_of_interface(&self, name: &str) -> String {
@@ -378,7 +395,7 @@ impl Task {
                         s.version = version.clone();
                         s.connected_since = Some(unix_now());
                     }
-                    self.control.events.publish(
+                    self.event(
                         EventType::FrrConnected,
                         CONFIG_OWNER,
                         format!("ospfd sidecar connected ({version})"),
@@ -388,7 +405,7 @@ impl Task {
                 Change::Disconnected(why) => {
                     tracing::warn!(reason = %why, socket_dir = %dir, "ospfd sidecar disconnected");
                     self.status.lock().expect("ospf status").connected = false;
-                    self.control.events.publish(
+                    self.event(
                         EventType::FrrDisconnected,
                         CONFIG_OWNER,
                         format!("ospfd sidecar disconnected: {why}"),
@@ -427,7 +444,7 @@ impl Task {
         if !why.is_empty() {
             detail.push_str(&format!(": {why}"));
         }
-        self.control.events.publish(
+        self.event(
             kind,
             &owner,
             detail,
@@ -499,7 +516,6 @@ impl Task {
 
     fn refresh_status(&mut self) {
         let live = &self.live;
-        let applied = self.control.applied.lock().expect("applied");
         let interfaces = self
             .plan
             .desired
@@ -507,9 +523,9 @@ impl Task {
             .iter()
             .map(|(key, i)| {
                 let running = live.iter().find(|(v, l)| *v == key.0 && l.name == key.1);
-                let intent_state = self.plan.intent_of(key).and_then(|k| applied.get(k));
+                let intent_state = self.plan.intent_of(key).and_then(|k| self.outcomes.get(k));
                 let state = match (running, intent_state) {
-                    (_, Some(ApplyState::Failed(e))) => format!("failed: {e}"),
+                    (_, Some(Outcome::Failed(e))) => format!("failed: {e}"),
                     (Some((_, l)), _) if !l.state.is_empty() => l.state.clone(),
                     (Some(_), _) => "up".into(),
                     (None, _) if self.bridge.connected() => "not running".into(),
@@ -532,7 +548,6 @@ impl Task {
                 }
             })
             .collect();
-        drop(applied);
         let neighbors = self
             .bridge
             .neighbors()

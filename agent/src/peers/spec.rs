@@ -215,7 +215,7 @@ pub fn static_mesh(cfg: &Config) -> Vec<PeerSpec> {
 }
 
 /// Every peer the configuration file gives an address: ToRs, then the
-/// static mesh (peers by interface come from [`crate::unnumbered`] once
+/// static mesh (peers by interface come from the unnumbered links once
 /// their address is found).
 pub fn from_config(cfg: &Config) -> Vec<PeerSpec> {
     cfg.routing
