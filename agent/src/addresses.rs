@@ -58,7 +58,15 @@ impl Addresses {
 
     /// The index of the interface `name`, if it exists.
     pub async fn index_of(&self, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
-        match self.handle.link().get().match_name(name.to_string()).execute().try_next().await {
+        match self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_next()
+            .await
+        {
             Ok(link) => Ok(link.map(|l| l.header.index)),
             Err(e) if code(&e) == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),

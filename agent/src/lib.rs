@@ -5,6 +5,7 @@
 //! ([`status`]), and the backend of `novanet-cni` ([`cni`]). The
 //! `novanet-agent` binary wires them up.
 
+pub mod addresses;
 pub mod bfd;
 pub mod bgp;
 pub mod cni;

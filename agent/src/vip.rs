@@ -12,65 +12,9 @@
 
 pub use crate::config::vip::{parse_health_url, parse_vip, DEFAULT_HEALTH_URL, DEFAULT_INTERVAL};
 use ipnet::IpNet;
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use novanet_bgp::speaker::Speaker;
 use novanet_bgp::wire::{Origin, PathAttributes};
-use std::io;
 use std::time::Duration;
-
-/// Adds or removes an address on `lo` (RTM_NEWADDR / RTM_DELADDR).
-fn loopback_address(vip: IpNet, add: bool) -> io::Result<()> {
-    // SAFETY: if_nametoindex reads a NUL-terminated name.
-    let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-    if index == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut m = AddressMessage::default();
-    m.header.family = match vip {
-        IpNet::V4(_) => AddressFamily::Inet,
-        IpNet::V6(_) => AddressFamily::Inet6,
-    };
-    m.header.prefix_len = vip.prefix_len();
-    m.header.scope = AddressScope::Universe;
-    m.header.index = index;
-    m.attributes.push(AddressAttribute::Local(vip.addr()));
-    m.attributes.push(AddressAttribute::Address(vip.addr()));
-    let (msg, flags) = if add {
-        (
-            RouteNetlinkMessage::NewAddress(m),
-            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
-        )
-    } else {
-        (RouteNetlinkMessage::DelAddress(m), NLM_F_REQUEST | NLM_F_ACK)
-    };
-    let mut header = NetlinkHeader::default();
-    header.flags = flags;
-    header.sequence_number = 1;
-    let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
-    nl.finalize();
-    let mut buf = vec![0; nl.buffer_len()];
-    nl.serialize(&mut buf);
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    socket.send(&buf, 0)?;
-    let mut rx = vec![0u8; 8192];
-    let n = socket.recv(&mut &mut rx[..], 0)?;
-    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[..n])
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    match reply.payload {
-        NetlinkPayload::Error(e) => match e.code {
-            None => Ok(()),
-            // Already there (add) or already gone (remove): the wanted state.
-            Some(c) if (add && c.get() == -libc::EEXIST) || (!add && c.get() == -libc::EADDRNOTAVAIL) => Ok(()),
-            Some(c) => Err(io::Error::from_raw_os_error(-c.get())),
-        },
-        _ => Ok(()),
-    }
-}
 
 /// One health check against the configured URL.
 struct HealthCheck {
@@ -267,14 +211,33 @@ impl VipFollower {
     }
 }
 
+/// Binds (or unbinds) the VIP on `lo`.
+async fn loopback_address(vip: IpNet, add: bool) -> anyhow::Result<()> {
+    let addresses = crate::addresses::Addresses::new()?;
+    let lo = addresses
+        .index_of("lo")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no interface lo"))?;
+    if add {
+        addresses
+            .add(
+                lo,
+                vip.addr(),
+                vip.prefix_len(),
+                crate::addresses::AddOptions::default(),
+            )
+            .await?;
+    } else {
+        addresses.remove(lo, vip.addr(), vip.prefix_len()).await?;
+    }
+    Ok(())
+}
+
 /// Binds and advertises (or withdraws and unbinds) the VIP; true when it
 /// is up afterwards.
 async fn set(speaker: &Speaker, vip: IpNet, up: bool) -> bool {
     if up {
-        if let Err(e) = tokio::task::spawn_blocking(move || loopback_address(vip, true))
-            .await
-            .expect("netlink task")
-        {
+        if let Err(e) = loopback_address(vip, true).await {
             tracing::error!(%vip, error = %e, "cannot bind the control-plane VIP on lo");
             return false;
         }
@@ -290,10 +253,7 @@ async fn set(speaker: &Speaker, vip: IpNet, up: bool) -> bool {
         if let Err(e) = speaker.withdraw(vip).await {
             tracing::warn!(%vip, error = %e, "withdrawing the control-plane VIP");
         }
-        if let Err(e) = tokio::task::spawn_blocking(move || loopback_address(vip, false))
-            .await
-            .expect("netlink task")
-        {
+        if let Err(e) = loopback_address(vip, false).await {
             tracing::error!(%vip, error = %e, "cannot unbind the control-plane VIP from lo");
         }
         false

@@ -11,9 +11,10 @@
 //! The interface is a `dummy`; where the kernel has no dummy driver, a
 //! bridge without ports (always up, it carries nothing).
 
+use crate::addresses::{address_in, AddOptions, Addresses};
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
+use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::LinkMessage;
 use rtnetlink::{Handle, LinkBridge, LinkDummy, LinkUnspec};
 use std::net::IpAddr;
@@ -29,7 +30,7 @@ pub struct InjectionError {
 /// The injection interface of a node.
 pub struct Injection {
     name: String,
-    handle: Handle,
+    addresses: Addresses,
 }
 
 /// The address that stands for `prefix` on the interface.
@@ -45,12 +46,14 @@ impl Injection {
     /// Opens a netlink connection (on the current runtime) for the
     /// interface `name`.
     pub fn new(name: &str) -> std::io::Result<Injection> {
-        let (conn, handle, _) = rtnetlink::new_connection()?;
-        tokio::spawn(conn);
         Ok(Injection {
             name: name.to_string(),
-            handle,
+            addresses: Addresses::new()?,
         })
+    }
+
+    fn handle(&self) -> &Handle {
+        self.addresses.handle()
     }
 
     /// Manages the interface `name` from now on (a reloaded
@@ -70,7 +73,7 @@ impl Injection {
 
     async fn link(&self) -> Result<Option<LinkMessage>, InjectionError> {
         match self
-            .handle
+            .handle()
             .link()
             .get()
             .match_name(self.name.clone())
@@ -88,7 +91,7 @@ impl Injection {
     async fn ensure(&self) -> Result<u32, InjectionError> {
         if self.link().await?.is_none() {
             let made = self
-                .handle
+                .handle()
                 .link()
                 .add(LinkDummy::new(&self.name).build())
                 .execute()
@@ -100,7 +103,7 @@ impl Injection {
                         interface = %self.name,
                         "no dummy interfaces in this kernel: the injection interface is a bridge without ports"
                     );
-                    self.handle
+                    self.handle()
                         .link()
                         .add(LinkBridge::new(&self.name).build())
                         .execute()
@@ -116,7 +119,7 @@ impl Injection {
             error: "it vanished".into(),
         })?;
         let index = link.header.index;
-        self.handle
+        self.handle()
             .link()
             .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
@@ -126,12 +129,8 @@ impl Injection {
     }
 
     async fn addresses(&self, index: u32) -> Result<Vec<AddressMessage>, InjectionError> {
-        self.handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
+        self.addresses
+            .list(index)
             .await
             .map_err(self.fail("listing its addresses"))
     }
@@ -151,7 +150,7 @@ impl Injection {
             if want.contains(&entry) {
                 have.push(entry);
             } else {
-                self.handle
+                self.handle()
                     .address()
                     .del(m)
                     .execute()
@@ -160,20 +159,9 @@ impl Injection {
             }
         }
         for (addr, len) in want.into_iter().filter(|w| !have.contains(w)) {
-            let mut add = self.handle.address().add(index, addr, len);
-            let m = add.message_mut();
-            if addr.is_ipv6() {
-                m.header.flags |= AddressHeaderFlags::Nodad;
-            }
-            m.attributes.push(AddressAttribute::Flags(
-                AddressFlags::Noprefixroute
-                    | if addr.is_ipv6() {
-                        AddressFlags::Nodad
-                    } else {
-                        AddressFlags::empty()
-                    },
-            ));
-            add.execute()
+            let options = AddOptions { no_prefix_route: true };
+            self.addresses
+                .add(index, addr, len, options)
                 .await
                 .map_err(self.fail(&format!("adding {addr}/{len}")))?;
         }
@@ -183,7 +171,7 @@ impl Injection {
     /// Removes the interface (the agent stops injecting).
     pub async fn remove(&self) -> Result<(), InjectionError> {
         if let Some(link) = self.link().await? {
-            match self.handle.link().del(link.header.index).execute().await {
+            match self.handle().link().del(link.header.index).execute().await {
                 Ok(()) => {}
                 Err(e) if not_found(&e) => {}
                 Err(e) => return Err(self.fail("removing it")(e)),
@@ -191,21 +179,6 @@ impl Injection {
         }
         Ok(())
     }
-}
-
-fn address_in(m: &AddressMessage) -> Option<IpAddr> {
-    // IFA_LOCAL is the interface's own address; IFA_ADDRESS the peer's on
-    // point-to-point links and the same elsewhere.
-    let local = m.attributes.iter().find_map(|a| match a {
-        AddressAttribute::Local(ip) => Some(*ip),
-        _ => None,
-    });
-    local.or_else(|| {
-        m.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(ip) => Some(*ip),
-            _ => None,
-        })
-    })
 }
 
 #[cfg(test)]
