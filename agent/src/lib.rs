@@ -6,6 +6,7 @@
 //! `novanet-agent` binary wires them up.
 
 pub mod addresses;
+pub mod api;
 pub mod bfd;
 pub mod bgp;
 pub mod cni;

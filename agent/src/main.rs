@@ -4,7 +4,7 @@
 //! SIGTERM withdraws it and closes every session with a shutdown
 //! communication.
 
-use novanet_agent::{bgp, cni, config, control, kubernetes, ospf, status, vip};
+use novanet_agent::{api, bgp, cni, config, control, kubernetes, ospf, status, vip};
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -225,7 +225,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         let control = control.clone();
         let enforcer = enforcer.clone();
         async move {
-            control::server::serve(control, enforcer, &socket, async {
+            api::host::serve(control, enforcer, &socket, async {
                 let _ = api_stopped.await;
             })
             .await

@@ -126,37 +126,39 @@ fn a_reload_reaches_the_kubernetes_mesh() {
     let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
     api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
     api.apply_node(kube_api::node("n2", "10.0.0.12", "10.244.2.0/24"));
-    let mesh = |bfd: bool| {
+    let mesh = |name: &str, bfd: Value| {
         json!({
-            "node_name": "n1",
-            "routing": {"bfd": {"enabled": bfd}, "node_mesh": {"enabled": true, "source": "kubernetes"}}
+            "node_name": name,
+            "routing": {"bfd": bfd, "node_mesh": {"enabled": true, "source": "kubernetes"}}
         })
     };
-    let a1 = Agent::start_with_env(&mut lab, "n1", &mesh(true), &env);
-    let _a2 = Agent::start_with_env(
-        &mut lab,
-        "n2",
-        &json!({"node_name": "n2", "routing": {"node_mesh": {"enabled": true, "source": "kubernetes"}}}),
-        &env,
-    );
+    // BFD off on both nodes at first.
+    let off = json!({"enabled": false});
+    let a1 = Agent::start_with_env(&mut lab, "n1", &mesh("n1", off.clone()), &env);
+    let a2 = Agent::start_with_env(&mut lab, "n2", &mesh("n2", off), &env);
     agent_established(&a1, "10.0.0.12");
-    wait_until("n1's mesh BFD session to n2", SETTLE, || {
-        match a1.bfd_session("10.0.0.12")["multihop"].as_bool() {
-            Some(true) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    agent_established(&a2, "10.0.0.11");
+    assert!(a1.bfd_session("10.0.0.12").is_null());
     let up_since = a1.peer("10.0.0.12")["established_at"].clone();
 
-    // Mesh BFD off by reload: the session goes, BGP is left alone.
-    a1.rewrite_config(&mesh(false));
+    // Mesh BFD on, with the node's timers, by a reload of n1: its mesh
+    // session to n2 gets a multihop BFD session (which n2 does not answer,
+    // so it never comes Up and never touches BGP), and BGP is left alone.
+    a1.rewrite_config(&mesh(
+        "n1",
+        json!({"enabled": true, "min_rx_ms": 250, "min_tx_ms": 200, "detect_multiplier": 4}),
+    ));
     lab.signal(&a1.name, libc::SIGHUP);
-    wait_until("n1's mesh BFD session to go", SETTLE, || {
+    wait_until("n1's mesh BFD session to n2, with the reloaded timers", SETTLE, || {
         let s = a1.bfd_session("10.0.0.12");
-        if s.is_null() {
-            Ok(())
-        } else {
-            Err(s.to_string())
+        match (
+            s["multihop"].as_bool(),
+            s["desired_min_tx_ms"].as_u64(),
+            s["required_min_rx_ms"].as_u64(),
+            s["detect_multiplier"].as_u64(),
+        ) {
+            (Some(true), Some(200), Some(250), Some(4)) => Ok(()),
+            _ => Err(s.to_string()),
         }
     });
     assert_eq!(a1.peer_state("10.0.0.12"), "Established");

@@ -247,8 +247,8 @@ pub async fn serve(
     if path.exists() {
         std::fs::remove_file(&path).map_err(|e| anyhow::anyhow!("stale cni.socket {}: {e}", path.display()))?;
     }
-    let listener = crate::control::server::bind_private(&path)
-        .map_err(|e| anyhow::anyhow!("cni.socket {}: {e}", path.display()))?;
+    let listener =
+        crate::api::host::bind_private(&path).map_err(|e| anyhow::anyhow!("cni.socket {}: {e}", path.display()))?;
     tracing::info!(socket = %path.display(), cidrs = ?backend.ipam().cidrs(), "CNI backend listening");
     tokio::pin!(shutdown);
     loop {

@@ -1,16 +1,14 @@
-//! The routing control plane behind the RouteControl API: owners and their
-//! policy ([`owners`]), the intent store ([`intents`]), the reconciler that
-//! applies intents to the speaker and BFD ([`reconciler`]), the event bus
-//! ([`events`]) and the gRPC server on a Unix socket ([`server`]).
+//! The routing control plane behind the RouteControl API (whose gRPC
+//! services are in [`crate::api`]): owners and their policy ([`owners`]),
+//! the intent store ([`intents`]), the reconciler that hands intents to
+//! the peer pipeline, the speaker, BFD and the OSPF task and records how
+//! each fared ([`reconciler`]), the event bus ([`events`]) and what feeds
+//! it ([`sources`]).
 
-pub mod authority;
-pub mod datapath_insight;
 pub mod events;
-pub mod insight;
 pub mod intents;
 pub mod owners;
 pub mod reconciler;
-pub mod server;
 pub mod sources;
 
 use events::EventBus;

@@ -5,7 +5,7 @@
 
 #![allow(clippy::result_large_err)]
 
-use super::Control;
+use crate::control::Control;
 use novanet_proto::insight::routing_insight_server::RoutingInsight;
 use novanet_proto::insight::*;
 use std::net::IpAddr;
@@ -106,11 +106,9 @@ impl RoutingInsight for Insight {
         let only = if prefix.is_empty() {
             None
         } else {
-            Some(
-                prefix
-                    .parse()
-                    .map_err(|_| Status::invalid_argument(format!("prefix {} is not a CIDR", super::shown(&prefix))))?,
-            )
+            Some(prefix.parse().map_err(|_| {
+                Status::invalid_argument(format!("prefix {} is not a CIDR", crate::control::shown(&prefix)))
+            })?)
         };
         let views = self
             .control
@@ -198,14 +196,12 @@ impl RoutingInsight for Insight {
 
     async fn explain(&self, req: Request<ExplainRequest>) -> Result<Response<ExplainResponse>, Status> {
         let r = req.into_inner();
-        let prefix = r
-            .prefix
-            .parse()
-            .map_err(|_| Status::invalid_argument(format!("prefix {} is not a CIDR", super::shown(&r.prefix))))?;
-        let peer: IpAddr = r
-            .peer
-            .parse()
-            .map_err(|_| Status::invalid_argument(format!("peer {} is not an IP address", super::shown(&r.peer))))?;
+        let prefix = r.prefix.parse().map_err(|_| {
+            Status::invalid_argument(format!("prefix {} is not a CIDR", crate::control::shown(&r.prefix)))
+        })?;
+        let peer: IpAddr = r.peer.parse().map_err(|_| {
+            Status::invalid_argument(format!("peer {} is not an IP address", crate::control::shown(&r.peer)))
+        })?;
         let e = self
             .control
             .speaker

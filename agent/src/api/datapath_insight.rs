@@ -107,7 +107,7 @@ impl DatapathInsight for Insight {
             other => {
                 return Err(Status::invalid_argument(format!(
                     "kind {} is not drop or flow",
-                    super::shown(other)
+                    crate::control::shown(other)
                 )))
             }
         };
