@@ -250,16 +250,15 @@ impl RouteControl for Service {
         }
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
-        let running = self.control.speaker.config();
-        if running.local_as != r.local_as || running.router_id != id {
-            // Every session starts over with the new settings; peers that
-            // are graceful-restart helpers keep forwarding meanwhile.
-            self.control
-                .speaker
-                .reconfigure(r.local_as, id)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-        }
+        // Stored for the reconciler, which applies it (every session starts
+        // over with the new settings; graceful-restart helpers keep
+        // forwarding meanwhile).
+        self.control
+            .intents
+            .lock()
+            .expect("intents")
+            .configure_bgp(r.local_as, id, &r.owner);
+        self.control.reconcile_soon();
         let previous = {
             let mut bgp = self.control.bgp.lock().expect("bgp");
             std::mem::replace(&mut *bgp, (r.local_as, id.to_string()))

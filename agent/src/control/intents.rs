@@ -74,13 +74,38 @@ impl OwnerIntents {
     }
 }
 
+/// The node's local AS and router id as ConfigureBGP last set them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpIntent {
+    pub local_as: u32,
+    pub router_id: std::net::Ipv4Addr,
+    pub owner: String,
+    /// Counts the ConfigureBGP calls: each is applied once, so a reload
+    /// of the configuration file after it (which sets the file's values)
+    /// is not undone.
+    pub generation: u64,
+}
+
 /// All owners' intents.
 #[derive(Debug, Clone, Default)]
 pub struct Intents {
     pub owners: BTreeMap<String, OwnerIntents>,
+    /// The last ConfigureBGP, if any.
+    pub bgp: Option<BgpIntent>,
 }
 
 impl Intents {
+    /// Stores a ConfigureBGP call.
+    pub fn configure_bgp(&mut self, local_as: u32, router_id: std::net::Ipv4Addr, owner: &str) {
+        let generation = self.bgp.as_ref().map_or(1, |b| b.generation + 1);
+        self.bgp = Some(BgpIntent {
+            local_as,
+            router_id,
+            owner: owner.to_string(),
+            generation,
+        });
+    }
+
     pub fn owner(&mut self, owner: &str) -> &mut OwnerIntents {
         self.owners.entry(owner.to_string()).or_default()
     }

@@ -49,6 +49,8 @@ pub struct Applied {
     prefixes: HashMap<(i32, IpNet), super::intents::PrefixIntent>,
     /// Standalone BFD sessions (EnableBFD).
     standalone: HashMap<IpAddr, SessionSpec>,
+    /// The generation of the last ConfigureBGP applied.
+    bgp: u64,
 }
 
 /// Runs the reconciler until the control plane stops.
@@ -120,6 +122,21 @@ fn owner_of(control: &Control, key: &IntentKey) -> String {
 /// One cycle.
 pub async fn reconcile(control: &Control, applied: &mut Applied) {
     let intents = control.intents.lock().expect("intents").clone();
+
+    // ConfigureBGP: each call once, before the peers (their sessions then
+    // open with the new settings).
+    if let Some(b) = intents.bgp.as_ref().filter(|b| b.generation != applied.bgp) {
+        let running = control.speaker.config();
+        if running.local_as != b.local_as || running.router_id != b.router_id {
+            match control.speaker.reconfigure(b.local_as, b.router_id).await {
+                Ok(()) => {
+                    tracing::info!(local_as = b.local_as, router_id = %b.router_id, owner = %b.owner, "ConfigureBGP applied: sessions restarted")
+                }
+                Err(e) => tracing::error!(error = %e, "ConfigureBGP not applied"),
+            }
+        }
+        applied.bgp = b.generation;
+    }
 
     // Peers: the first owner of an address wins; others are refused.
     let mut desired_peers: HashMap<IpAddr, (String, BgpPeer)> = HashMap::new();
