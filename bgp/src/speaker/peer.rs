@@ -133,9 +133,9 @@ pub(crate) async fn run(ctx: PeerCtx) {
         outgoing: VecDeque::new(),
         routes_queued: 0,
         core_gone: false,
-        drain: (shared.clone(), events.clone()),
+        drain: (shared, events),
     };
-    let mut session = PeerSession::new(id, config, speaker, shared, events);
+    let mut session = PeerSession::new(id, config, speaker);
     let effects = session.handle(Input::Start, Instant::now());
     io.apply(effects, &session);
     while !session.finished() && !io.core_gone {
@@ -278,8 +278,30 @@ impl Io {
     /// Carries out a session's effects, then closes any connection the
     /// session no longer holds.
     fn apply(&mut self, effects: Vec<Effect>, session: &PeerSession) {
+        // What the session publishes (its status, its events) is published
+        // before anything else is carried out: a reader that hears of a
+        // session change from the core finds the status already showing it.
+        let (published, effects): (Vec<Effect>, Vec<Effect>) = effects
+            .into_iter()
+            .partition(|e| matches!(e, Effect::Status(_) | Effect::Event(_)));
+        if !published.is_empty() {
+            let mut st = self.drain.0.status.lock().expect("peer status");
+            let mut events = Vec::new();
+            for e in published {
+                match e {
+                    Effect::Status(change) => change.apply(&mut st),
+                    Effect::Event(ev) => events.push(ev),
+                    _ => {}
+                }
+            }
+            drop(st);
+            for ev in events {
+                let _ = self.drain.1.send(ev);
+            }
+        }
         for effect in effects {
             match effect {
+                Effect::Status(_) | Effect::Event(_) => {}
                 Effect::Connect => {
                     if self.connecting.is_none() {
                         let (addr, opts) = (self.remote, self.socket.clone());

@@ -4,9 +4,12 @@
 //!
 //! Inputs and the current time go in ([`PeerSession::handle`]); effects come
 //! out (connect, send bytes on a connection, close it, start its UPDATE
-//! writer, tell the core). The peer task ([`super::peer`]) carries the
-//! effects out on real sockets; tests drive two sessions against each other
-//! on a simulated clock.
+//! writer, tell the core, change the published status, publish an event).
+//! The session holds no shared state: the peer task ([`super::peer`])
+//! carries the effects out on real sockets, the status and the event
+//! channel; tests drive two sessions against each other on a simulated
+//! clock and read the same effects. (The speaker's `restarting` flag is
+//! read when the OPEN's capabilities are built, at start and restart.)
 //!
 //! A peer has at most two connections at once: the primary one and a
 //! second one the peer opened while the primary was opening (a collision,
@@ -17,7 +20,7 @@
 
 use super::messages::{AttrRuns, PeerEvent, RouteEvent};
 use super::transport::Inbound;
-use super::{PeerConfig, PeerShared, SpeakerConfig, SpeakerEvent};
+use super::{PeerConfig, SpeakerConfig, SpeakerEvent};
 use crate::fsm::{
     collision_notification, resolve_collision, Action, CollisionWinner, DownReason, Event, Fsm, FsmConfig, Negotiated,
     State,
@@ -33,7 +36,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
 
 /// A connection, as the session knows it: a number the peer task gave it.
 pub(crate) type ConnId = u64;
@@ -101,6 +103,54 @@ pub(crate) enum Effect {
     Core(PeerEvent),
     /// Routes for the core, in order.
     Routes(RouteEvent),
+    /// A change of the peer's published status.
+    Status(StatusChange),
+    /// An event for the speaker's subscribers.
+    Event(SpeakerEvent),
+}
+
+/// A change of what [`super::PeerStatus`] shows of the session; the peer
+/// task writes it (the session itself touches no shared state).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum StatusChange {
+    State(State),
+    LastError(Option<String>),
+    NotificationSent(String),
+    NotificationReceived(String),
+    Established {
+        remote_router_id: std::net::Ipv4Addr,
+        families: Vec<String>,
+    },
+    /// One UPDATE received, with this many announcements (IPv6 of them).
+    UpdateReceived {
+        prefixes: u64,
+        prefixes_v6: u64,
+    },
+}
+
+impl StatusChange {
+    /// Writes the change into the published status.
+    pub(crate) fn apply(self, st: &mut super::PeerStatus) {
+        match self {
+            StatusChange::State(s) => st.set_state(s),
+            StatusChange::LastError(e) => st.last_error = e,
+            StatusChange::NotificationSent(n) => st.last_notification_sent = Some(n),
+            StatusChange::NotificationReceived(n) => st.last_notification_received = Some(n),
+            StatusChange::Established {
+                remote_router_id,
+                families,
+            } => {
+                st.remote_router_id = Some(remote_router_id);
+                st.families = families;
+                st.last_error = None;
+            }
+            StatusChange::UpdateReceived { prefixes, prefixes_v6 } => {
+                st.updates_received += 1;
+                st.prefixes_announced += prefixes;
+                st.prefixes_announced_v6 += prefixes_v6;
+            }
+        }
+    }
 }
 
 /// One connection's worth of session.
@@ -139,8 +189,6 @@ pub(crate) struct PeerSession {
     id: PeerId,
     config: PeerConfig,
     speaker: SpeakerConfig,
-    shared: Arc<PeerShared>,
-    events: broadcast::Sender<SpeakerEvent>,
     fsm_config: FsmConfig,
     primary: Link,
     secondary: Option<Link>,
@@ -221,13 +269,7 @@ pub(crate) fn fsm_config(cfg: &PeerConfig, speaker: &SpeakerConfig) -> FsmConfig
 }
 
 impl PeerSession {
-    pub(crate) fn new(
-        id: PeerId,
-        config: PeerConfig,
-        speaker: SpeakerConfig,
-        shared: Arc<PeerShared>,
-        events: broadcast::Sender<SpeakerEvent>,
-    ) -> Self {
+    pub(crate) fn new(id: PeerId, config: PeerConfig, speaker: SpeakerConfig) -> Self {
         let fsm_config = fsm_config(&config, &speaker);
         PeerSession {
             id,
@@ -236,8 +278,6 @@ impl PeerSession {
             fsm_config,
             config,
             speaker,
-            shared,
-            events,
             connecting: false,
             finished: false,
             primary_was_up: false,
@@ -295,7 +335,7 @@ impl PeerSession {
             Input::ConnectFailed(e) => {
                 self.connecting = false;
                 tracing::debug!(peer = %self.config.address, error = %e, "connect failed");
-                self.status().last_error = Some(format!("connect: {e}"));
+                self.status(StatusChange::LastError(Some(format!("connect: {e}"))));
                 if self.primary.conn.is_none() {
                     let a = self.primary.fsm.handle(Event::TcpFailed, now);
                     self.execute(Which::Primary, a, now);
@@ -337,8 +377,9 @@ impl PeerSession {
         std::mem::take(&mut self.out)
     }
 
-    fn status(&self) -> std::sync::MutexGuard<'_, super::PeerStatus> {
-        self.shared.status.lock().expect("peer status")
+    /// A change of the published status, as an effect.
+    fn status(&mut self, change: StatusChange) {
+        self.out.push(Effect::Status(change));
     }
 
     fn link(&mut self, which: Which) -> Option<&mut Link> {
@@ -409,10 +450,10 @@ impl PeerSession {
             self.out.push(Effect::Close(conn));
         }
         self.abort_connect();
-        self.status().last_error = Some(format!(
+        self.status(StatusChange::LastError(Some(format!(
             "restarted for local AS {} / router id {}",
             self.speaker.local_as, self.speaker.router_id
-        ));
+        ))));
         let finished = self.finished;
         self.primary = Link::new(self.fsm_config.clone());
         if !finished && self.idle_hold_until.is_none() {
@@ -519,7 +560,7 @@ impl PeerSession {
                 Ok(msg) => Event::Message(msg),
                 Err(e) => {
                     tracing::warn!(peer = %self.config.address, error = %e, "malformed message");
-                    self.status().last_error = Some(format!("malformed message: {e}"));
+                    self.status(StatusChange::LastError(Some(format!("malformed message: {e}"))));
                     Event::Malformed(Notification::from_error(&e, &bytes))
                 }
             },
@@ -536,7 +577,7 @@ impl PeerSession {
         let bytes = message_bytes(msg, &link.tx_codec);
         self.out.push(Effect::Send(conn, bytes));
         if let Message::Notification(n) = msg {
-            self.status().last_notification_sent = Some(n.to_string());
+            self.status(StatusChange::NotificationSent(n.to_string()));
         }
     }
 
@@ -591,15 +632,15 @@ impl PeerSession {
             return;
         }
         self.reported = after;
-        self.status().set_state(after);
+        self.status(StatusChange::State(after));
         tracing::info!(peer = %self.config.address, from = %before, to = %after, "session state");
         let reason = self.down_reason.take().filter(|_| before == State::Established);
-        let _ = self.events.send(SpeakerEvent::PeerState {
+        self.out.push(Effect::Event(SpeakerEvent::PeerState {
             address: self.config.address,
             from: before,
             to: after,
             reason,
-        });
+        }));
     }
 
     fn on_established(&mut self, which: Which, n: Negotiated, now: Instant) {
@@ -635,12 +676,10 @@ impl PeerSession {
             .primary
             .local
             .unwrap_or_else(|| SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
-        {
-            let mut st = self.status();
-            st.remote_router_id = Some(n.remote_id);
-            st.families = n.families.iter().map(|f| f.to_string()).collect();
-            st.last_error = None;
-        }
+        self.status(StatusChange::Established {
+            remote_router_id: n.remote_id,
+            families: n.families.iter().map(|f| f.to_string()).collect(),
+        });
         tracing::info!(
             peer = %self.config.address,
             remote_as = n.remote_as,
@@ -658,16 +697,13 @@ impl PeerSession {
     }
 
     fn on_down(&mut self, which: Which, reason: DownReason) {
-        {
-            let mut st = self.status();
-            match &reason {
-                DownReason::Received(n) => st.last_notification_received = Some(n.to_string()),
-                DownReason::Sent(n) => st.last_notification_sent = Some(n.to_string()),
-                _ => {}
-            }
-            if which == Which::Primary {
-                st.last_error = Some(reason.to_string());
-            }
+        match &reason {
+            DownReason::Received(n) => self.status(StatusChange::NotificationReceived(n.to_string())),
+            DownReason::Sent(n) => self.status(StatusChange::NotificationSent(n.to_string())),
+            _ => {}
+        }
+        if which == Which::Primary {
+            self.status(StatusChange::LastError(Some(reason.to_string())));
         }
         if which == Which::Primary {
             self.down_reason = Some(reason.clone());
@@ -734,14 +770,12 @@ impl PeerSession {
     }
 
     fn on_update(&mut self, u: Update) {
-        {
-            let mut st = self.status();
-            st.updates_received += 1;
-            for (n, _, _) in u.announcements() {
-                st.prefixes_announced += 1;
-                st.prefixes_announced_v6 += matches!(n.prefix, ipnet::IpNet::V6(_)) as u64;
-            }
+        let (mut prefixes, mut prefixes_v6) = (0, 0);
+        for (n, _, _) in u.announcements() {
+            prefixes += 1;
+            prefixes_v6 += matches!(n.prefix, ipnet::IpNet::V6(_)) as u64;
         }
+        self.status(StatusChange::UpdateReceived { prefixes, prefixes_v6 });
         if let Some(family) = u.end_of_rib {
             self.out.push(Effect::Routes(RouteEvent::EndOfRib {
                 id: self.id,

@@ -7,16 +7,15 @@
 use super::messages::{PeerEvent, RouteEvent};
 use super::session::{ConnId, Effect, Input, PeerSession};
 use super::transport::Inbound;
-use super::{PeerConfig, PeerShared, PeerStatus, SpeakerConfig, SpeakerEvent};
+use super::{PeerConfig, PeerStatus, SpeakerConfig, SpeakerEvent};
 use crate::fsm::State;
 use crate::wire::error::{code, subcode};
 use crate::wire::{decode_message, Message, SessionCodec};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
 
 /// One side: its session and what it told the core.
 struct End {
@@ -24,7 +23,8 @@ struct End {
     address: IpAddr,
     core: Vec<PeerEvent>,
     routes: Vec<RouteEvent>,
-    states: broadcast::Receiver<SpeakerEvent>,
+    /// The status as the session's effects wrote it.
+    status: PeerStatus,
     /// State changes published, in order.
     history: Vec<State>,
     /// Why each session that was up went down, as the state events said.
@@ -64,18 +64,13 @@ fn end(local: (&str, u32, &str), remote: (&str, u32), graceful_restart: bool, re
     };
     let mut config = PeerConfig::new(remote.0.parse().unwrap(), remote.1);
     config.hold_time = 9;
-    let shared = Arc::new(PeerShared {
-        status: Mutex::new(PeerStatus::new(&config, local.1)),
-        outbox: Mutex::new(Default::default()),
-        wake: tokio::sync::Notify::new(),
-    });
-    let (events, states) = broadcast::channel(64);
+    let status = PeerStatus::new(&config, local.1);
     End {
-        session: PeerSession::new(1, config, speaker, shared, events),
+        session: PeerSession::new(1, config, speaker),
         address: local.0.parse().unwrap(),
         core: Vec::new(),
         routes: Vec::new(),
-        states,
+        status,
         history: Vec::new(),
         down_reasons: Vec::new(),
         connect_pending: false,
@@ -168,11 +163,13 @@ impl Harness {
                 Effect::StartUpdates { .. } => {}
                 Effect::Core(ev) => self.ends[side].core.push(ev),
                 Effect::Routes(ev) => self.ends[side].routes.push(ev),
+                Effect::Status(change) => change.apply(&mut self.ends[side].status),
+                Effect::Event(SpeakerEvent::PeerState { to, reason, .. }) => {
+                    self.ends[side].history.push(to);
+                    self.ends[side].down_reasons.extend(reason);
+                }
+                Effect::Event(_) => {}
             }
-        }
-        while let Ok(SpeakerEvent::PeerState { to, reason, .. }) = self.ends[side].states.try_recv() {
-            self.ends[side].history.push(to);
-            self.ends[side].down_reasons.extend(reason);
         }
     }
 
@@ -384,6 +381,11 @@ fn a_session_down_event_carries_its_reason() {
     h.settle();
     assert_eq!(h.ends[0].down_reasons, [crate::fsm::DownReason::Sent(n.clone())]);
     assert!(h.ends[0].down_reasons[0].to_string().contains("maximum prefixes"));
+    assert!(h.ends[0]
+        .status
+        .last_notification_sent
+        .as_deref()
+        .is_some_and(|t| t.contains("maximum prefixes")));
     assert_eq!(h.ends[1].down_reasons.len(), 1);
     assert!(
         matches!(&h.ends[1].down_reasons[0], crate::fsm::DownReason::Received(r) if r.code == n.code && r.subcode == n.subcode),

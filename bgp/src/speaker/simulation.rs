@@ -8,7 +8,7 @@
 use super::messages::{PeerEvent, RouteEvent};
 use super::session::{ConnId, Effect, Input, PeerSession};
 use super::transport::Inbound;
-use super::{PeerConfig, PeerShared, PeerStatus, SpeakerConfig};
+use super::{PeerConfig, SpeakerConfig};
 use crate::rib::{Best, BestChange, PathSelector, PeerId, PeerInfo, Rib};
 use crate::wire::{
     message_bytes, AddPathMode, Capability, Family, GracefulRestart, GracefulRestartFamily, Message, Notification,
@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The simulated node's AS.
@@ -176,13 +176,7 @@ impl Simulation {
                 config.passive = true;
                 config.hold_time = 9;
                 config.families = vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST];
-                let shared = Arc::new(PeerShared {
-                    status: Mutex::new(PeerStatus::new(&config, LOCAL_AS)),
-                    outbox: Mutex::new(Default::default()),
-                    wake: tokio::sync::Notify::new(),
-                });
-                let (events, _) = tokio::sync::broadcast::channel(16);
-                let mut session = PeerSession::new(i as PeerId + 1, config, speaker.clone(), shared, events);
+                let mut session = PeerSession::new(i as PeerId + 1, config, speaker.clone());
                 let _ = session.handle(Input::Start, now);
                 SimPeer {
                     session,
