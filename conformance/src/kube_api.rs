@@ -297,6 +297,60 @@ impl Drop for KubeApi {
 }
 
 /// A Node object as the kubelet and the node IPAM controller leave it.
+/// Nodes `names` on one switch (namespace `sw`, bridge `br0` at
+/// 10.0.0.100, the i-th node at 10.0.0.(11+i)/24 on its `eth0`) and this
+/// API server on the switch at 10.0.0.100:6443; returns it with the path
+/// of a kubeconfig for it.
+pub fn on_switch(lab: &mut crate::Lab, names: &[&str]) -> (KubeApi, std::path::PathBuf) {
+    lab.add_ns("sw");
+    lab.add_bridge("sw", "br0", &["10.0.0.100/24"]);
+    for (i, n) in names.iter().enumerate() {
+        lab.add_ns(n);
+        let addr = format!("10.0.0.{}/24", 11 + i);
+        lab.link_to_bridge(n, "eth0", &[&addr], "sw", "br0", &format!("p{i}"));
+    }
+    let api = KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6443");
+    let kubeconfig = lab.dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    (api, kubeconfig)
+}
+
+impl KubeApi {
+    /// Waits for an events.k8s.io/v1 Event about Node `node`, from its
+    /// agent, with this reason and a note mentioning `about`; returns it.
+    pub fn wait_for_event(&self, node: &str, reason: &str, about: &str) -> Value {
+        let mut found = Value::Null;
+        crate::wait_until(
+            &format!("a {reason} Event on Node {node} about {about}"),
+            crate::checks::SETTLE,
+            || {
+                let events = self.events();
+                let hit = events.iter().find(|e| {
+                    e["regarding"]["kind"] == "Node"
+                        && e["regarding"]["name"] == node
+                        && e["reportingController"] == "novanet-agent"
+                        && e["reason"] == reason
+                        && e["note"].as_str().is_some_and(|n| n.contains(about))
+                });
+                match hit {
+                    Some(e) => {
+                        found = e.clone();
+                        Ok(())
+                    }
+                    None => Err(format!(
+                        "{:?}",
+                        events
+                            .iter()
+                            .map(|e| (e["regarding"]["name"].clone(), e["reason"].clone(), e["note"].clone()))
+                            .collect::<Vec<_>>()
+                    )),
+                }
+            },
+        );
+        found
+    }
+}
+
 pub fn node(name: &str, internal_ip: &str, pod_cidr: &str) -> Value {
     json!({
         "apiVersion": "v1",

@@ -63,29 +63,12 @@ fn a_prefix_limit_teardown_is_a_max_prefix_exceeded_event_on_the_node() {
     cfg = config(3);
     agent.rewrite_config(&cfg);
     lab.signal(&agent.name, libc::SIGHUP);
-    wait_until("a MaxPrefixExceeded Event on Node node-a", SETTLE, || {
-        let events = api.events();
-        let hit = events.iter().any(|e| {
-            e["regarding"]["kind"] == "Node"
-                && e["regarding"]["name"] == "node-a"
-                && e["reason"] == "MaxPrefixExceeded"
-                && e["type"] == "Warning"
-                && e["note"]
-                    .as_str()
-                    .is_some_and(|n| n.contains("10.0.0.1") && n.contains("maximum prefixes"))
-        });
-        if hit {
-            Ok(())
-        } else {
-            Err(format!(
-                "{:?}",
-                events
-                    .iter()
-                    .map(|e| (e["reason"].clone(), e["note"].clone()))
-                    .collect::<Vec<_>>()
-            ))
-        }
-    });
+    let event = api.wait_for_event("node-a", "MaxPrefixExceeded", "maximum prefixes");
+    assert_eq!(event["type"], "Warning", "{event}");
+    assert!(
+        event["note"].as_str().is_some_and(|n| n.contains("10.0.0.1")),
+        "{event}"
+    );
     // FRR heard why.
     let n = frr.neighbor("10.0.0.10");
     let last = n["lastNotificationReason"]

@@ -6,7 +6,7 @@
 
 use novanet_conformance::agent::ctl_binary;
 use novanet_conformance::checks::{agent_established, SETTLE};
-use novanet_conformance::kube_api::{self, KubeApi};
+use novanet_conformance::kube_api;
 use novanet_conformance::{kernel, wait_until, Agent, Lab};
 use serde_json::{json, Value};
 
@@ -59,16 +59,7 @@ fn wait_peers(agent: &Agent, want: &[&str]) {
 #[test]
 fn the_node_mesh_follows_the_clusters_nodes() {
     let mut lab = Lab::new("kmesh");
-    lab.add_ns("sw");
-    lab.add_bridge("sw", "br0", &["10.0.0.100/24"]);
-    for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
-        lab.add_ns(n);
-        let addr = format!("10.0.0.{}/24", 11 + i);
-        lab.link_to_bridge(n, "eth0", &[&addr], "sw", "br0", &format!("p{i}"));
-    }
-    let api = KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6443");
-    let kubeconfig = lab.dir().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
+    let (api, kubeconfig) = kube_api::on_switch(&mut lab, &["n1", "n2", "n3"]);
     let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
 
     api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
@@ -207,40 +198,10 @@ fn the_node_mesh_follows_the_clusters_nodes() {
     // A Node in another subnet with n1's last octet collides with n1's AS
     // under the default asn_mode: reported as an Event on n1's Node.
     api.apply_node(kube_api::node("n4", "10.0.9.11", "10.244.4.0/24"));
-    wait_for_event(&api, "n1", "ASNCollision", "65011");
+    api.wait_for_event("n1", "ASNCollision", "65011");
 
     // Sessions going up and down were reported on each agent's own Node.
-    wait_for_event(&api, "n1", "BGPSessionUp", "10.0.0.12");
-    wait_for_event(&api, "n1", "BGPSessionDown", "10.0.0.13");
-    wait_for_event(&api, "n3", "BGPSessionUp", "10.0.0.11");
-}
-
-/// Waits for an events.k8s.io/v1 Event about Node `node`, from its agent,
-/// with this reason and a note mentioning `about`.
-fn wait_for_event(api: &KubeApi, node: &str, reason: &str, about: &str) {
-    wait_until(
-        &format!("a {reason} Event on Node {node} about {about}"),
-        SETTLE,
-        || {
-            let events = api.events();
-            let hit = events.iter().any(|e| {
-                e["regarding"]["kind"] == "Node"
-                    && e["regarding"]["name"] == node
-                    && e["reportingController"] == "novanet-agent"
-                    && e["reason"] == reason
-                    && e["note"].as_str().is_some_and(|n| n.contains(about))
-            });
-            if hit {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{:?}",
-                    events
-                        .iter()
-                        .map(|e| (e["regarding"]["name"].clone(), e["reason"].clone(), e["note"].clone()))
-                        .collect::<Vec<_>>()
-                ))
-            }
-        },
-    );
+    api.wait_for_event("n1", "BGPSessionUp", "10.0.0.12");
+    api.wait_for_event("n1", "BGPSessionDown", "10.0.0.13");
+    api.wait_for_event("n3", "BGPSessionUp", "10.0.0.11");
 }

@@ -39,21 +39,6 @@ pub struct OspfIntent {
     pub dead: u32,
 }
 
-impl OspfIntent {
-    /// The intent as the OSPF bridge takes it (OSPFv2).
-    pub fn request(&self) -> novanet_ospf_bridge::command::InterfaceRequest<'_> {
-        novanet_ospf_bridge::command::InterfaceRequest {
-            name: &self.interface,
-            area: &self.area,
-            passive: self.passive,
-            cost: self.cost,
-            hello: self.hello,
-            dead: self.dead,
-            ipv6: false,
-        }
-    }
-}
-
 /// Everything one owner asked for.
 #[derive(Debug, Clone, Default)]
 pub struct OwnerIntents {
