@@ -295,11 +295,13 @@ fn reload(
     if let Some(own) = own {
         kubernetes::watch::complete_config(&mut new, own)?;
     }
-    if new.routing.protocol != running.routing.protocol {
+    let (was, now) = (running.routing.protocol.valid(), new.routing.protocol.valid());
+    if was != now {
+        let name = |p: Option<&config::Protocol>| p.map(|p| p.to_string()).unwrap_or_default();
         anyhow::bail!(
             "routing.protocol changed from {:?} to {:?}: that takes a restart of the agent",
-            running.routing.protocol,
-            new.routing.protocol
+            name(was),
+            name(now)
         );
     }
     Ok(new)

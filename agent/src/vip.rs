@@ -115,13 +115,16 @@ impl VipSettings {
     /// not to be a control-plane node (`control_plane: Some(false)`; a
     /// node outside Kubernetes with a VIP configured counts as one).
     pub fn of(cfg: &crate::config::Config, control_plane: Option<bool>) -> Result<Option<VipSettings>, String> {
-        let Some(text) = cfg.routing.control_plane_vip.as_deref().filter(|v| !v.is_empty()) else {
-            return Ok(None);
+        let address = match &cfg.routing.control_plane_vip {
+            crate::config::Checked::Valid(None) => return Ok(None),
+            crate::config::Checked::Valid(Some(a)) => *a,
+            crate::config::Checked::Invalid { problem, .. } => {
+                return Err(format!("routing.control_plane_vip: {problem}"))
+            }
         };
         if control_plane == Some(false) {
             return Ok(None);
         }
-        let address = parse_vip(text).map_err(|e| format!("routing.control_plane_vip: {e}"))?;
         Ok(Some(VipSettings {
             address,
             health_url: cfg

@@ -2,8 +2,11 @@
 //! unknown keys rejected with their path, documented defaults, and the
 //! checks that name the key to fix.
 
+pub mod checked;
 pub mod owners;
 pub mod vip;
+
+pub use checked::{Checked, Protocol};
 
 /// The running configuration as every consumer follows it: loaded at
 /// start, replaced as a whole by a reload (SIGHUP).
@@ -145,11 +148,12 @@ pub enum AsnMode {
 #[serde(deny_unknown_fields)]
 pub struct Routing {
     #[serde(default = "default_protocol")]
-    pub protocol: String,
+    pub protocol: Checked<Protocol>,
     #[serde(default)]
     pub local_as: u32,
-    #[serde(default)]
-    pub router_id: Option<String>,
+    /// Empty or absent: the node's IPv4 address.
+    #[serde(default = "no_router_id")]
+    pub router_id: Checked<Option<Ipv4Addr>>,
     #[serde(default)]
     pub asn_mode: AsnMode,
     #[serde(default)]
@@ -166,8 +170,8 @@ pub struct Routing {
     /// The OSPF mode's settings.
     #[serde(default)]
     pub ospf: Ospf,
-    #[serde(default)]
-    pub control_plane_vip: Option<String>,
+    #[serde(default = "no_vip")]
+    pub control_plane_vip: Checked<Option<IpNet>>,
     #[serde(default)]
     pub control_plane_vip_health_interval: Option<u64>,
     /// What the VIP's health check asks (default the local API server's
@@ -203,8 +207,14 @@ impl Default for Routing {
     }
 }
 
-fn default_protocol() -> String {
-    "bgp".into()
+fn default_protocol() -> Checked<Protocol> {
+    Checked::Valid(Protocol::Bgp)
+}
+fn no_router_id() -> Checked<Option<Ipv4Addr>> {
+    Checked::Valid(None)
+}
+fn no_vip() -> Checked<Option<IpNet>> {
+    Checked::Valid(None)
 }
 fn default_bgp_port() -> u16 {
     179
@@ -410,7 +420,7 @@ pub struct PeerEntry {
     #[serde(default)]
     pub keepalive: u16,
     #[serde(default)]
-    pub address_families: Vec<String>,
+    pub address_families: Vec<Checked<novanet_bgp::wire::Family>>,
     #[serde(default, alias = "max_prefixes")]
     pub max_prefix: u32,
     #[serde(default)]
@@ -502,7 +512,7 @@ impl Config {
             self.routing.local_as = parsed("NOVANET_LOCAL_AS", &v)?;
         }
         if let Some(v) = get("NOVANET_ROUTER_ID") {
-            self.routing.router_id = Some(v);
+            self.routing.router_id = Checked::read(&v);
         }
         if let Some(v) = get("NOVANET_LISTEN_SOCKET") {
             self.listen_socket = v;
@@ -593,12 +603,10 @@ impl Config {
 
     fn rest_problems(&self, errs: &mut Vec<ConfigError>) {
         let r = &self.routing;
-        if let Some(vip) = r.control_plane_vip.as_deref().filter(|v| !v.is_empty()) {
-            errs.extend(
-                vip::parse_vip(vip)
-                    .map_err(|m| invalid("routing.control_plane_vip", m))
-                    .err(),
-            );
+        if let Some(problem) = r.control_plane_vip.problem() {
+            errs.push(invalid("routing.control_plane_vip", problem));
+        }
+        if !matches!(r.control_plane_vip, Checked::Valid(None)) {
             if r.control_plane_vip_health_interval == Some(0) {
                 errs.push(invalid(
                     "routing.control_plane_vip_health_interval",
@@ -615,13 +623,10 @@ impl Config {
                 .err(),
             );
         }
-        match r.protocol.as_str() {
-            "bgp" => {}
-            "ospf" => self.ospf_problems(errs),
-            other => errs.push(invalid(
-                "routing.protocol",
-                format!("must be \"bgp\" or \"ospf\", not {other:?}"),
-            )),
+        match &r.protocol {
+            Checked::Valid(Protocol::Bgp) => {}
+            Checked::Valid(Protocol::Ospf) => self.ospf_problems(errs),
+            Checked::Invalid { problem, .. } => errs.push(invalid("routing.protocol", problem.clone())),
         }
         errs.extend(owners::check(&self.owners).map_err(|(path, m)| invalid(path, m)).err());
         if self.listen_socket.is_empty() || !self.listen_socket.contains('/') {
@@ -639,11 +644,8 @@ impl Config {
                 errs.push(invalid(at("keepalive"), "must be at most a third of hold_time"));
             }
             for (j, f) in p.address_families.iter().enumerate() {
-                if parse_family(f).is_none() {
-                    errs.push(invalid(
-                        format!("routing.peers[{i}].address_families[{j}]"),
-                        format!("{f:?} is not one of ipv4-unicast, ipv4, ipv6-unicast, ipv6"),
-                    ));
+                if let Some(problem) = f.problem() {
+                    errs.push(invalid(format!("routing.peers[{i}].address_families[{j}]"), problem));
                 }
             }
             for (k, name) in [("import", &p.import), ("export", &p.export)] {
@@ -708,7 +710,7 @@ impl Config {
 
     /// Whether the node routes with OSPF (`routing.protocol: ospf`).
     pub fn ospf_mode(&self) -> bool {
-        self.routing.protocol == "ospf"
+        self.routing.protocol == Checked::Valid(Protocol::Ospf)
     }
 
     /// Whether OSPFv3 runs beside OSPFv2 (`routing.ospf.ipv6`, by default
@@ -780,17 +782,10 @@ impl Config {
 
     /// The router id: `routing.router_id`, else the node's IPv4 address.
     pub fn router_id(&self) -> Result<Ipv4Addr, ConfigError> {
-        match self.routing.router_id.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => {
-                let id: Ipv4Addr = s
-                    .parse()
-                    .map_err(|_| invalid("routing.router_id", format!("{s:?} is not an IPv4 address")))?;
-                if id.is_unspecified() || id.is_multicast() {
-                    return Err(invalid("routing.router_id", "must be a unicast IPv4 address"));
-                }
-                Ok(id)
-            }
-            None => match self.node_ip {
+        match &self.routing.router_id {
+            Checked::Invalid { problem, .. } => Err(invalid("routing.router_id", problem.clone())),
+            Checked::Valid(Some(id)) => Ok(*id),
+            Checked::Valid(None) => match self.node_ip {
                 Some(IpAddr::V4(a)) => Ok(a),
                 _ => Err(invalid("routing.router_id", "required when node_ip is not IPv4")),
             },

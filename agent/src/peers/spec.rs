@@ -162,11 +162,7 @@ pub fn tor(cfg: &Config, p: &PeerEntry, address: IpAddr) -> PeerSpec {
     pc.ttl_security_hops = p.ttl_security_hops;
     pc.password = p.password.clone().filter(|s| !s.is_empty());
     if !p.address_families.is_empty() {
-        pc.families = p
-            .address_families
-            .iter()
-            .filter_map(|f| crate::config::parse_family(f))
-            .collect();
+        pc.families = p.address_families.iter().filter_map(|f| f.valid().copied()).collect();
         pc.families.dedup();
     }
     set_prefix_limit(&mut pc, p.max_prefix, p.max_prefix_warning_only);
