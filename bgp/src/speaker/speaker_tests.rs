@@ -426,3 +426,21 @@ async fn commands_beyond_a_full_peer_queue_wait_in_order() {
     let announced = announced.expect("the policy change's announcement");
     assert_eq!(announced, vec![Nlri::new(local)]);
 }
+
+/// A peer's own port (`PeerConfig::port`) is the one dialled, whatever the
+/// speaker's default.
+#[tokio::test]
+async fn a_peer_is_dialled_on_its_own_port() {
+    let (l, ip) = listener(12).await;
+    let port = l.local_addr().unwrap().port();
+    // The speaker's default port points nowhere.
+    let (speaker, _) = speaker_with_peer(ip, 9, |pc| pc.port = port).await;
+    let _p = ScriptedPeer::accept(&l, 9, vec![]).await;
+    eventually("the session on the peer's port", async || {
+        speaker
+            .peers()
+            .iter()
+            .any(|s| s.neighbor_address == ip && s.fsm_state == crate::fsm::State::Established)
+    })
+    .await;
+}
