@@ -159,6 +159,12 @@ async fn bfd_sessions(State(app): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::to_value(sessions).unwrap_or_default())
 }
 
+/// Every source's peers with their outcome: applied, failed and why, or
+/// held by another source.
+async fn peer_sources(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::Value::Array(app.control.peers.outcomes.borrow().view()))
+}
+
 async fn node(State(app): State<AppState>) -> Json<serde_json::Value> {
     let cfg = app.speaker.config();
     Json(serde_json::json!({
@@ -230,6 +236,7 @@ pub async fn serve(
         .route("/status/fib", get(fib_status))
         .route("/status/datapath", get(datapath_status))
         .route("/status/bfd", get(bfd_sessions))
+        .route("/status/peer-sources", get(peer_sources))
         .route("/status/ospf", get(ospf_status))
         .route("/metrics", get(metrics))
         .route("/status/node", get(node))

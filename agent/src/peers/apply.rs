@@ -211,27 +211,23 @@ impl PeerApplier {
     }
 }
 
+/// A speaker and a BFD engine for tests, without sockets.
 #[cfg(test)]
-mod tests {
+pub(crate) mod recorder {
     use super::*;
-    use crate::peers::spec::{bfd_session, BfdTimers};
     use std::sync::Mutex;
-
-    fn peer(a: &str, asn: u32) -> PeerConfig {
-        PeerConfig::new(a.parse().unwrap(), asn)
-    }
 
     /// A speaker and a BFD engine that write down what they are asked, and
     /// refuse what they are told to.
     #[derive(Default)]
-    struct Recorder {
-        calls: Mutex<Vec<String>>,
-        refuse_bgp: Mutex<Option<IpAddr>>,
-        refuse_bfd: Mutex<bool>,
+    pub(crate) struct Recorder {
+        pub(crate) calls: Mutex<Vec<String>>,
+        pub(crate) refuse_bgp: Mutex<Option<IpAddr>>,
+        pub(crate) refuse_bfd: Mutex<bool>,
     }
 
     impl Recorder {
-        fn take(&self) -> Vec<String> {
+        pub(crate) fn take(&self) -> Vec<String> {
             std::mem::take(&mut *self.calls.lock().unwrap())
         }
         fn note(&self, call: String) {
@@ -272,6 +268,17 @@ mod tests {
         fn remove(&self, key: SessionKey) {
             self.note(format!("bfd remove {}", key.peer));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recorder::Recorder;
+    use super::*;
+    use crate::peers::spec::{bfd_session, BfdTimers};
+
+    fn peer(a: &str, asn: u32) -> PeerConfig {
+        PeerConfig::new(a.parse().unwrap(), asn)
     }
 
     fn desired(specs: &[&PeerSpec]) -> BTreeMap<IpAddr, PeerSpec> {

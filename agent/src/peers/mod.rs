@@ -41,6 +41,16 @@ pub enum Source {
 impl Source {
     pub const ALL: [Source; 4] = [Source::Config, Source::Unnumbered, Source::KubernetesMesh, Source::Api];
 
+    /// The source's name in logs and status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Config => "config",
+            Source::Unnumbered => "unnumbered",
+            Source::KubernetesMesh => "kubernetes-mesh",
+            Source::Api => "api",
+        }
+    }
+
     /// How a refusal names the holder.
     pub fn describe(self) -> &'static str {
         match self {
@@ -84,6 +94,27 @@ impl Outcomes {
     /// What became of `source`'s peer at `addr` (None: not seen yet).
     pub fn of(&self, source: Source, addr: IpAddr) -> Option<&Outcome> {
         self.peers.get(&(source, addr))
+    }
+
+    /// Every source's peer with its outcome, for operators: `source`,
+    /// `address`, `outcome` (`applied`, `failed`, `held`) and `detail`.
+    pub fn view(&self) -> Vec<serde_json::Value> {
+        self.peers
+            .iter()
+            .map(|((source, addr), outcome)| {
+                let kind = match outcome {
+                    Outcome::Applied => "applied",
+                    Outcome::Failed(_) => "failed",
+                    Outcome::HeldBy(_) => "held",
+                };
+                serde_json::json!({
+                    "source": source.name(),
+                    "address": addr.to_string(),
+                    "outcome": kind,
+                    "detail": outcome.to_string(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -175,15 +206,17 @@ pub async fn run(
     outcomes: watch::Sender<Outcomes>,
 ) {
     let mut applier = PeerApplier::default();
+    let mut told: Vec<(Source, IpAddr, Source)> = Vec::new();
     loop {
         let sets: Vec<(Source, Vec<PeerSpec>)> = inputs
             .iter_mut()
             .map(|(s, rx)| (*s, rx.borrow_and_update().clone()))
             .collect();
         let Merged { peers: merged, refused } = merge(&sets);
-        for (source, addr, holder) in &refused {
-            tracing::debug!(peer = %addr, ?source, ?holder, "address already held by an earlier source");
+        for (source, addr, holder) in refused.iter().filter(|r| !told.contains(r)) {
+            tracing::info!(peer = %addr, source = source.name(), held_by = holder.name(), "peer left out: its address is already a peer of another source");
         }
+        told.clone_from(&refused);
         let desired = merged.iter().map(|(a, (_, spec))| (*a, spec.clone())).collect();
         let failed = applier.apply(&speaker, &bfd, &desired).await;
         for (addr, e) in &failed {
@@ -228,8 +261,106 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    use super::apply::recorder::Recorder;
     use super::*;
     use novanet_bgp::speaker::PeerConfig;
+    use std::sync::Arc;
+
+    /// Forwards to a shared recorder (the pipeline takes its speaker and
+    /// BFD engine by value).
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Recorder>);
+
+    impl BgpPeers for Shared {
+        async fn add_peer(&self, peer: PeerConfig) -> Result<(), String> {
+            self.0.add_peer(peer).await
+        }
+        async fn remove_peer(&self, address: IpAddr) -> Result<(), String> {
+            self.0.remove_peer(address).await
+        }
+        async fn set_policies(
+            &self,
+            address: IpAddr,
+            import: novanet_bgp::policy::PeerPolicy,
+            export: novanet_bgp::policy::PeerPolicy,
+        ) -> Result<(), String> {
+            self.0.set_policies(address, import, export).await
+        }
+    }
+
+    impl BfdSessions for Shared {
+        async fn add(&self, spec: novanet_bfd::transport::SessionSpec) -> Result<(), String> {
+            BfdSessions::add(&*self.0, spec).await
+        }
+        fn remove(&self, key: novanet_bfd::transport::SessionKey) {
+            BfdSessions::remove(&*self.0, key)
+        }
+    }
+
+    async fn wait_for_outcomes(outcomes: &watch::Receiver<Outcomes>, want: Vec<((Source, &'static str), Outcome)>) {
+        let want: BTreeMap<(Source, IpAddr), Outcome> = want
+            .into_iter()
+            .map(|((s, a), o)| ((s, a.parse().unwrap()), o))
+            .collect();
+        let mut outcomes = outcomes.clone();
+        tokio::time::timeout(Duration::from_secs(10), outcomes.wait_for(|o| o.peers == want))
+            .await
+            .expect("the outcomes in time")
+            .expect("the pipeline runs");
+    }
+
+    /// Sources publish, the pipeline applies by difference and reports per
+    /// source and address; a peer at an address another source holds is
+    /// reported held, and applied once the holder lets it go.
+    #[tokio::test]
+    async fn the_pipeline_reports_an_outcome_per_source_and_address() {
+        let r = Shared::default();
+        let peers = spawn(r.clone(), r.clone(), vec![spec("10.0.0.1", 65001)]);
+        let mut outcomes = peers.outcomes.clone();
+        let wait_for = wait_for_outcomes;
+        wait_for(&peers.outcomes, vec![((Source::Config, "10.0.0.1"), Outcome::Applied)]).await;
+        peers
+            .sources
+            .mesh
+            .send_replace(vec![spec("10.0.0.1", 65099), spec("10.0.0.12", 65012)]);
+        peers.sources.api.send_replace(vec![spec("10.0.0.12", 65077)]);
+        wait_for(
+            &peers.outcomes,
+            vec![
+                ((Source::Config, "10.0.0.1"), Outcome::Applied),
+                ((Source::KubernetesMesh, "10.0.0.1"), Outcome::HeldBy(Source::Config)),
+                ((Source::KubernetesMesh, "10.0.0.12"), Outcome::Applied),
+                ((Source::Api, "10.0.0.12"), Outcome::HeldBy(Source::KubernetesMesh)),
+            ],
+        )
+        .await;
+        assert!(outcomes
+            .borrow_and_update()
+            .view()
+            .iter()
+            .any(|v| v["outcome"] == "held"
+                && v["source"] == "api"
+                && v["detail"].as_str().unwrap().contains("Kubernetes node mesh")));
+        // The mesh lets 10.0.0.12 go: the API's peer takes it.
+        peers.sources.mesh.send_replace(vec![]);
+        wait_for(
+            &peers.outcomes,
+            vec![
+                ((Source::Config, "10.0.0.1"), Outcome::Applied),
+                ((Source::Api, "10.0.0.12"), Outcome::Applied),
+            ],
+        )
+        .await;
+        assert_eq!(
+            r.0.take(),
+            [
+                "add 10.0.0.1 as 65001",
+                "add 10.0.0.12 as 65012",
+                "remove 10.0.0.12",
+                "add 10.0.0.12 as 65077"
+            ]
+        );
+    }
 
     fn spec(a: &str, asn: u32) -> PeerSpec {
         PeerSpec {
