@@ -99,7 +99,7 @@ pub async fn render(
         "Intent operations",
         &["owner", "type", "operation"],
     );
-    for ((owner, kind, op), n) in control.intent_ops.lock().expect("intent counters").iter() {
+    for ((owner, kind, op), n) in control.metrics.intent_ops.lock().expect("intent counters").iter() {
         ops.with_label_values(&[owner, kind, op]).inc_by(*n);
     }
     let violations = counter_vec(
@@ -108,10 +108,12 @@ pub async fn render(
         "Requests refused",
         &["owner", "reason"],
     );
-    for ((owner, reason), n) in control.violations.lock().expect("violation counters").iter() {
+    for ((owner, reason), n) in control.metrics.violations.lock().expect("violation counters").iter() {
         violations.with_label_values(&[owner, reason]).inc_by(*n);
     }
-    r.register(Box::new(control.reconcile_seconds.clone()))
+    r.register(Box::new(control.metrics.reconcile_seconds.clone()))
+        .expect("unique metric");
+    r.register(Box::new(control.metrics.grpc_seconds.clone()))
         .expect("unique metric");
     // Events.
     let events = counter_vec(&r, "novanet_routing_events_total", "Events published", &["type"]);

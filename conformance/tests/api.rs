@@ -468,6 +468,13 @@ fn route_control_api_end_to_end() {
                 format!("novanet_routing_intents_total{{operation=\"{op}\",owner=\"{owner}\",type=\"{kind}\"}} 1");
             assert!(m.contains(&want), "metrics lack {want}");
         }
+        // Every RPC is timed under its own name; streams are not.
+        for method in ["GetStatus", "Deregister", "ApplyPeer"] {
+            let want = format!("novanet_routing_grpc_request_duration_seconds_count{{method=\"{method}\"}}");
+            assert!(m.contains(&want), "metrics lack {want}");
+        }
+        assert!(!m.contains("method=\"_unknown\""), "an RPC counted as _unknown");
+        assert!(!m.contains("method=\"StreamEvents\""), "a stream timed as a request");
     });
 }
 

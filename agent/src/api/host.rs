@@ -51,7 +51,7 @@ pub async fn serve(
     let listener = bind_private(path).map_err(|e| anyhow::anyhow!("listen_socket {}: {e}", path.display()))?;
     tracing::info!(socket = %path.display(), "RouteControl API listening");
     let incoming = incoming_through_front(listener);
-    let timing = RequestTiming(control.grpc_seconds.clone());
+    let timing = RequestTiming(control.metrics.grpc_seconds.clone());
     let result = tonic::transport::Server::builder()
         .layer(tower::layer::layer_fn(move |inner| Timed {
             inner,

@@ -73,16 +73,42 @@ pub struct ControlState {
     pub stopping: std::sync::atomic::AtomicBool,
     /// Nodes of the mesh sharing an AS number (AS, node names).
     pub asn_collisions: Mutex<Vec<(u32, Vec<String>)>>,
+    /// What the control plane counts and times.
+    pub metrics: ControlMetrics,
+    /// The OSPF task, in the OSPF mode.
+    pub ospf: Option<crate::ospf::Ospf>,
+}
+
+/// The control plane's own counters and timings (`metrics.rs` renders
+/// them).
+pub struct ControlMetrics {
     /// `intents_total{owner, type, operation}`.
     pub intent_ops: Mutex<BTreeMap<(String, String, String), u64>>,
     /// `policy_violations_total{owner, reason}`.
     pub violations: Mutex<BTreeMap<(String, String), u64>>,
     /// `reconcile_cycle_duration_seconds`.
     pub reconcile_seconds: prometheus::Histogram,
-    /// `grpc_request_duration_seconds{method}` (StreamEvents not timed).
+    /// `grpc_request_duration_seconds{method}` (server streams not timed).
     pub grpc_seconds: prometheus::HistogramVec,
-    /// The OSPF task, in the OSPF mode.
-    pub ospf: Option<crate::ospf::Ospf>,
+}
+
+impl Default for ControlMetrics {
+    fn default() -> Self {
+        ControlMetrics {
+            intent_ops: Mutex::new(BTreeMap::new()),
+            violations: Mutex::new(BTreeMap::new()),
+            reconcile_seconds: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(
+                "novanet_routing_reconcile_cycle_duration_seconds",
+                "Time of one reconcile cycle",
+            ))
+            .expect("valid histogram"),
+            grpc_seconds: prometheus::HistogramVec::new(
+                prometheus::HistogramOpts::new("novanet_routing_grpc_request_duration_seconds", "Time of one RPC"),
+                &["method"],
+            )
+            .expect("valid histogram"),
+        }
+    }
 }
 
 /// The shared control plane.
@@ -109,6 +135,7 @@ impl ControlState {
     /// `apply`/`remove` from the reconciler).
     pub fn count_intent(&self, owner: &str, kind: &str, operation: &str) {
         *self
+            .metrics
             .intent_ops
             .lock()
             .expect("intent counters")
@@ -122,6 +149,7 @@ impl ControlState {
     pub fn count_violation(&self, owner: &str, reason: &str) {
         let owner = violation_owner(&self.owners(), owner);
         *self
+            .metrics
             .violations
             .lock()
             .expect("violation counters")
@@ -268,18 +296,7 @@ pub fn new(
         trigger: Notify::new(),
         stopping: std::sync::atomic::AtomicBool::new(false),
         asn_collisions: Mutex::new(Vec::new()),
-        intent_ops: Mutex::new(BTreeMap::new()),
-        violations: Mutex::new(BTreeMap::new()),
-        reconcile_seconds: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(
-            "novanet_routing_reconcile_cycle_duration_seconds",
-            "Time of one reconcile cycle",
-        ))
-        .expect("valid histogram"),
-        grpc_seconds: prometheus::HistogramVec::new(
-            prometheus::HistogramOpts::new("novanet_routing_grpc_request_duration_seconds", "Time of one RPC"),
-            &["method"],
-        )
-        .expect("valid histogram"),
+        metrics: ControlMetrics::default(),
         ospf,
     }))
 }

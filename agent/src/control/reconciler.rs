@@ -57,7 +57,7 @@ pub struct Applied {
 pub async fn run(control: Control) {
     let mut applied = Applied::default();
     loop {
-        let timer = control.reconcile_seconds.start_timer();
+        let timer = control.metrics.reconcile_seconds.start_timer();
         reconcile(&control, &mut applied).await;
         timer.observe_duration();
         tokio::select! {
