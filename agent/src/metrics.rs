@@ -58,7 +58,7 @@ pub async fn render(
         let intents = control.intents.lock().expect("intents");
         for (owner, i) in &intents.owners {
             peers.with_label_values(&[owner]).set(i.peers.len() as i64);
-            let bgp = i.prefixes.keys().filter(|(p, _)| *p == Protocol::Bgp as i32).count();
+            let bgp = i.prefixes.keys().filter(|(p, _)| *p == Protocol::Bgp).count();
             let ospf_n = i.prefixes.len() - bgp;
             prefixes.with_label_values(&[owner, "bgp"]).set(bgp as i64);
             prefixes.with_label_values(&[owner, "ospf"]).set(ospf_n as i64);

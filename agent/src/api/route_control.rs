@@ -410,8 +410,8 @@ impl RouteControl for Service {
             protocol,
             attributes: r.attributes.clone(),
         };
-        self.store(&r.owner, prefix_key(protocol as i32, &prefix), |i, may_add| {
-            let k = (protocol as i32, prefix);
+        self.store(&r.owner, prefix_key(protocol, &prefix), |i, may_add| {
+            let k = (protocol, prefix);
             (may_add || i.prefixes.contains_key(&k)) && {
                 i.prefixes.insert(k, intent);
                 true
@@ -429,10 +429,8 @@ impl RouteControl for Service {
         let (prefix, protocol) = prefix_and_protocol(&r.prefix, r.protocol)?;
         self.authenticate(&r.owner, &r.token)?;
         self.mutable()?;
-        let key = prefix_key(protocol as i32, &prefix);
-        if !self.remove(&r.owner, key, |i| {
-            i.prefixes.remove(&(protocol as i32, prefix)).is_some()
-        }) {
+        let key = prefix_key(protocol, &prefix);
+        if !self.remove(&r.owner, key, |i| i.prefixes.remove(&(protocol, prefix)).is_some()) {
             return Err(Status::not_found(format!(
                 "owner {} does not advertise {}",
                 r.owner, r.prefix
@@ -675,7 +673,7 @@ impl RouteControl for Service {
                 };
                 resp.prefixes.push(PrefixStatus {
                     prefix: p.text.clone(),
-                    protocol: *proto,
+                    protocol: *proto as i32,
                     owner: owner.clone(),
                     state,
                 });

@@ -43,7 +43,7 @@ pub struct OspfIntent {
 #[derive(Debug, Clone, Default)]
 pub struct OwnerIntents {
     pub peers: BTreeMap<IpAddr, BgpPeer>,
-    pub prefixes: BTreeMap<(i32, IpNet), PrefixIntent>,
+    pub prefixes: BTreeMap<(Protocol, IpNet), PrefixIntent>,
     pub bfd: BTreeMap<IpAddr, BfdIntent>,
     pub ospf: BTreeMap<String, OspfIntent>,
 }
@@ -99,14 +99,14 @@ impl Intents {
     pub fn prefix_holder(&self, protocol: Protocol, prefix: &IpNet, except: &str) -> Option<String> {
         self.owners
             .iter()
-            .find(|(o, i)| o.as_str() != except && i.prefixes.contains_key(&(protocol as i32, *prefix)))
+            .find(|(o, i)| o.as_str() != except && i.prefixes.contains_key(&(protocol, *prefix)))
             .map(|(o, _)| o.clone())
     }
 
     /// Every prefix intent with its owner; with several owners of one
     /// prefix (an `admin` override) the admin's wins.
-    pub fn effective_prefixes(&self) -> BTreeMap<(i32, IpNet), (String, PrefixIntent)> {
-        let mut out: BTreeMap<(i32, IpNet), (String, PrefixIntent)> = BTreeMap::new();
+    pub fn effective_prefixes(&self) -> BTreeMap<(Protocol, IpNet), (String, PrefixIntent)> {
+        let mut out: BTreeMap<(Protocol, IpNet), (String, PrefixIntent)> = BTreeMap::new();
         for (owner, i) in &self.owners {
             for (k, p) in &i.prefixes {
                 let take = match out.get(k) {

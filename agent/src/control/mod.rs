@@ -173,7 +173,7 @@ impl ControlState {
 pub enum IntentKey {
     Peer(std::net::IpAddr),
     /// A prefix by protocol (`Protocol` as its number) and network.
-    Prefix(i32, ipnet::IpNet),
+    Prefix(novanet_proto::api::Protocol, ipnet::IpNet),
     Bfd(std::net::IpAddr),
     Ospf(String),
 }
@@ -205,7 +205,7 @@ impl std::fmt::Display for IntentKey {
         match self {
             IntentKey::Peer(a) => write!(f, "peer:{a}"),
             IntentKey::Prefix(p, n) => {
-                let proto = if *p == novanet_proto::api::Protocol::Ospf as i32 {
+                let proto = if *p == novanet_proto::api::Protocol::Ospf {
                     "ospf"
                 } else {
                     "bgp"
@@ -222,7 +222,7 @@ pub fn peer_key(addr: &std::net::IpAddr) -> IntentKey {
     IntentKey::Peer(*addr)
 }
 
-pub fn prefix_key(protocol: i32, prefix: &ipnet::IpNet) -> IntentKey {
+pub fn prefix_key(protocol: novanet_proto::api::Protocol, prefix: &ipnet::IpNet) -> IntentKey {
     IntentKey::Prefix(protocol, *prefix)
 }
 
@@ -358,8 +358,8 @@ mod key_tests {
     fn intent_keys_show_as_the_reference_writes_them() {
         let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
         let p: ipnet::IpNet = "10.244.1.0/24".parse().unwrap();
-        let ospf = novanet_proto::api::Protocol::Ospf as i32;
-        let bgp = novanet_proto::api::Protocol::Bgp as i32;
+        let ospf = novanet_proto::api::Protocol::Ospf;
+        let bgp = novanet_proto::api::Protocol::Bgp;
         assert_eq!(peer_key(&a).to_string(), "peer:10.0.0.1");
         assert_eq!(prefix_key(bgp, &p).to_string(), "prefix:bgp:10.244.1.0/24");
         assert_eq!(prefix_key(ospf, &p).to_string(), "prefix:ospf:10.244.1.0/24");

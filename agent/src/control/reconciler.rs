@@ -46,7 +46,7 @@ pub struct Applied {
     /// Addresses of the API peers handed to the peer pipeline (whose
     /// outcomes [`follow_peer_outcomes`] records).
     peers: BTreeSet<IpAddr>,
-    prefixes: HashMap<(i32, IpNet), super::intents::PrefixIntent>,
+    prefixes: HashMap<(Protocol, IpNet), super::intents::PrefixIntent>,
     /// Standalone BFD sessions (EnableBFD).
     standalone: HashMap<IpAddr, SessionSpec>,
     /// The generation of the last ConfigureBGP applied.
@@ -174,7 +174,7 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
 
     // Prefixes.
     let desired = intents.effective_prefixes();
-    let gone: Vec<(i32, IpNet)> = applied
+    let gone: Vec<(Protocol, IpNet)> = applied
         .prefixes
         .keys()
         .filter(|k| !desired.contains_key(k))
@@ -182,7 +182,7 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
         .collect();
     for k in gone {
         applied.prefixes.remove(&k);
-        if k.0 == Protocol::Bgp as i32 {
+        if k.0 == Protocol::Bgp {
             let _ = control.speaker.withdraw(k.1).await;
         }
         control.applied.lock().expect("applied").remove(&prefix_key(k.0, &k.1));
@@ -192,7 +192,7 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
             continue;
         }
         let key = prefix_key(k.0, &k.1);
-        if k.0 == Protocol::Ospf as i32 {
+        if k.0 == Protocol::Ospf {
             // The OSPF task's (below).
             continue;
         }
@@ -257,7 +257,7 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
                     record(control, ospf_key(iface), ApplyState::Failed(why.into()));
                 }
             }
-            for k in desired.keys().filter(|k| k.0 == Protocol::Ospf as i32) {
+            for k in desired.keys().filter(|k| k.0 == Protocol::Ospf) {
                 record(control, prefix_key(k.0, &k.1), ApplyState::Failed(why.into()));
             }
         }
@@ -287,7 +287,7 @@ pub fn ospf_requests(intents: &super::intents::Intents) -> Requests {
         prefixes: intents
             .effective_prefixes()
             .into_iter()
-            .filter(|((protocol, _), _)| *protocol == Protocol::Ospf as i32)
+            .filter(|((protocol, _), _)| *protocol == Protocol::Ospf)
             .map(|((_, prefix), (owner, _))| PrefixWanted { owner, prefix })
             .collect(),
     }
@@ -297,7 +297,7 @@ pub fn ospf_requests(intents: &super::intents::Intents) -> Requests {
 pub fn ospf_intent_key(item: &Item) -> IntentKey {
     match item {
         Item::Interface(name) => ospf_key(name),
-        Item::Prefix(p) => prefix_key(Protocol::Ospf as i32, p),
+        Item::Prefix(p) => prefix_key(Protocol::Ospf, p),
     }
 }
 

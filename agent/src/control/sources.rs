@@ -27,7 +27,7 @@ fn prefix_owner(control: &Control, prefix: &IpNet) -> String {
     let intents = control.intents.lock().expect("intents");
     intents
         .effective_prefixes()
-        .get(&(Protocol::Bgp as i32, *prefix))
+        .get(&(Protocol::Bgp, *prefix))
         .map(|(o, _)| o.clone())
         .unwrap_or_else(|| "_config".into())
 }
