@@ -11,6 +11,7 @@
 //! sends and trusts nothing.
 
 pub use crate::config::vip::{parse_health_url, parse_vip, DEFAULT_HEALTH_URL, DEFAULT_INTERVAL};
+use crate::config::Checked;
 use ipnet::IpNet;
 use novanet_bgp::speaker::Speaker;
 use novanet_bgp::wire::{Origin, PathAttributes};
@@ -116,11 +117,9 @@ impl VipSettings {
     /// node outside Kubernetes with a VIP configured counts as one).
     pub fn of(cfg: &crate::config::Config, control_plane: Option<bool>) -> Result<Option<VipSettings>, String> {
         let address = match &cfg.routing.control_plane_vip {
-            crate::config::Checked::Valid(None) => return Ok(None),
-            crate::config::Checked::Valid(Some(a)) => *a,
-            crate::config::Checked::Invalid { problem, .. } => {
-                return Err(format!("routing.control_plane_vip: {problem}"))
-            }
+            Checked::Valid(None) => return Ok(None),
+            Checked::Valid(Some(a)) => *a,
+            Checked::Invalid { problem, .. } => return Err(format!("routing.control_plane_vip: {problem}")),
         };
         if control_plane == Some(false) {
             return Ok(None);
@@ -154,6 +153,11 @@ impl VipFollower {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<()>>();
         tokio::spawn(async move {
             let mut running: Option<(VipSettings, Vip)> = None;
+            if control_plane == Some(false)
+                && !matches!(config.borrow().routing.control_plane_vip, Checked::Valid(None))
+            {
+                tracing::info!("not a control-plane node: the control-plane VIP is left to those");
+            }
             loop {
                 let wanted = VipSettings::of(&config.borrow_and_update(), control_plane);
                 match wanted {
@@ -163,17 +167,13 @@ impl VipFollower {
                             tracing::info!(vip = %old.address, "control-plane VIP settings changed: stopping the old one");
                             vip.stop().await;
                         }
-                        match w {
-                            Some(w) => match Vip::start(speaker.clone(), w.address, &w.health_url, w.interval) {
+                        if let Some(w) = w {
+                            match Vip::start(speaker.clone(), w.address, &w.health_url, w.interval) {
                                 Ok(vip) => running = Some((w, vip)),
                                 Err(e) => {
                                     tracing::error!(vip = %w.address, error = %e, "control-plane VIP not started")
                                 }
-                            },
-                            None if control_plane == Some(false) => {
-                                tracing::info!("not a control-plane node: the control-plane VIP is left to those")
                             }
-                            None => {}
                         }
                     }
                     Ok(_) => {}
