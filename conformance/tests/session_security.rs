@@ -2,7 +2,8 @@
 //! kernel drops the segments, no session) and then the right one; GTSM
 //! (RFC 5082) with the ToR one router away: a side that allows one hop
 //! drops the other's packets (the kernel's TTL-drop counter says so), two
-//! hops on both sides establish.
+//! hops on both sides establish; the same when the ToR dials (the agent
+//! passive).
 
 use novanet_conformance::checks::{agent_established, agent_has, tor_and_node};
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
@@ -166,4 +167,56 @@ router bgp 65000
     lab.signal(&agent.name, libc::SIGHUP);
     agent_established(&agent, "10.0.1.1");
     frr_established(&frr, "10.0.2.10");
+}
+
+/// GTSM when the ToR dials (the agent passive): the agent's SYN-ACK leaves
+/// with TTL 255, so FRR accepts the handshake one hop away; two hops away
+/// FRR still drops it, until both allow two hops.
+#[test]
+fn gtsm_comes_up_when_the_tor_dials_and_still_refuses_two_hops_away() {
+    let passive_agent = |node_ip: &str, tor: &str, hops: u8| {
+        json!({
+            "node_name": "node-a",
+            "node_ip": node_ip,
+            "pod_cidr": "10.244.10.0/24",
+            "routing": {"bfd": {"enabled": false},
+                        "peers": [{"neighbor_address": tor, "remote_as": 65000, "hold_time": 9,
+                                   "keepalive": 3, "passive": true, "ttl_security_hops": hops}]}
+        })
+    };
+    let tor = |node: &str, hops: u8| {
+        format!(
+            "hostname tor
+router bgp 65000
+ bgp router-id 10.0.1.1
+ no bgp ebgp-requires-policy
+ neighbor {node} remote-as 65010
+ neighbor {node} timers 3 9
+ neighbor {node} timers connect 1
+ neighbor {node} ttl-security hops {hops}
+"
+        )
+    };
+
+    // One hop: the ToR dials, GTSM on both sides.
+    let mut one = Lab::new("gtsmd1");
+    tor_and_node(&mut one);
+    let frr = Frr::start(&mut one, "tor", &tor("10.0.0.10", 1));
+    let agent = Agent::start(&mut one, "node", &passive_agent("10.0.0.10", "10.0.0.1", 1));
+    frr_established(&frr, "10.0.0.10");
+    agent_established(&agent, "10.0.0.1");
+    drop(one);
+
+    // Two hops away: FRR (one hop allowed) drops our SYN-ACK.
+    let mut two = Lab::new("gtsmd2");
+    tor_router_node(&mut two);
+    let frr = Frr::start(&mut two, "tor", &tor("10.0.2.10", 1));
+    let agent = Agent::start(&mut two, "node", &passive_agent("10.0.2.10", "10.0.1.1", 2));
+    ttl_drops_in(&two, "tor");
+    assert_ne!(frr.neighbor_state("10.0.2.10"), "Established");
+    assert_ne!(agent.peer_state("10.0.1.1"), "Established");
+    // Both allow two hops: up.
+    frr.configure(&["router bgp 65000", "neighbor 10.0.2.10 ttl-security hops 2"]);
+    frr_established(&frr, "10.0.2.10");
+    agent_established(&agent, "10.0.1.1");
 }

@@ -169,6 +169,12 @@ pub fn prepare_accepted(stream: &TcpStream, opts: &SocketOptions) -> io::Result<
 /// OpenSent and retried much later). The kernel caps it at somaxconn.
 const LISTEN_BACKLOG: i32 = 4096;
 
+/// TTL (hop limit) of the listener's SYN-ACKs: 255, so a peer with GTSM
+/// (RFC 5082) that dials us accepts the handshake; each accepted
+/// connection then takes its peer's own TTL options
+/// ([`prepare_accepted`]).
+const LISTENER_TTL: u32 = 255;
+
 /// Binds the BGP listener: dual-stack on `[::]:port` when the host has
 /// IPv6, else IPv4 only.
 pub fn listen(port: u16) -> io::Result<TcpListener> {
@@ -176,6 +182,9 @@ pub fn listen(port: u16) -> io::Result<TcpListener> {
         let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
         s.set_only_v6(false)?;
         s.set_reuse_address(true)?;
+        // IPv4 (mapped) and IPv6 handshakes alike.
+        s.set_ttl(LISTENER_TTL)?;
+        s.set_unicast_hops_v6(LISTENER_TTL)?;
         s.bind(&SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port).into())?;
         s.listen(LISTEN_BACKLOG)?;
         s.set_nonblocking(true)?;
@@ -186,6 +195,7 @@ pub fn listen(port: u16) -> io::Result<TcpListener> {
         Err(_) => {
             let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
             s.set_reuse_address(true)?;
+            s.set_ttl(LISTENER_TTL)?;
             s.bind(&SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port).into())?;
             s.listen(LISTEN_BACKLOG)?;
             s.set_nonblocking(true)?;
