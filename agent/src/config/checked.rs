@@ -33,6 +33,13 @@ impl<T> Checked<T> {
     }
 }
 
+/// An optional value left out of the file: none.
+impl<T> Default for Checked<Option<T>> {
+    fn default() -> Self {
+        Checked::Valid(None)
+    }
+}
+
 /// A type a configuration value is read into from its text.
 pub trait FromConfig: Sized {
     fn from_config(text: &str) -> Result<Self, String>;

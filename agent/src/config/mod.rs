@@ -152,7 +152,7 @@ pub struct Routing {
     #[serde(default)]
     pub local_as: u32,
     /// Empty or absent: the node's IPv4 address.
-    #[serde(default = "no_router_id")]
+    #[serde(default)]
     pub router_id: Checked<Option<Ipv4Addr>>,
     #[serde(default)]
     pub asn_mode: AsnMode,
@@ -170,7 +170,7 @@ pub struct Routing {
     /// The OSPF mode's settings.
     #[serde(default)]
     pub ospf: Ospf,
-    #[serde(default = "no_vip")]
+    #[serde(default)]
     pub control_plane_vip: Checked<Option<IpNet>>,
     #[serde(default)]
     pub control_plane_vip_health_interval: Option<u64>,
@@ -209,12 +209,6 @@ impl Default for Routing {
 
 fn default_protocol() -> Checked<Protocol> {
     Checked::Valid(Protocol::Bgp)
-}
-fn no_router_id() -> Checked<Option<Ipv4Addr>> {
-    Checked::Valid(None)
-}
-fn no_vip() -> Checked<Option<IpNet>> {
-    Checked::Valid(None)
 }
 fn default_bgp_port() -> u16 {
     179

@@ -150,11 +150,6 @@ impl Ospf {
         let _ = self.wake.send(Wake::Requests(Box::new(requests)));
     }
 
-    /// New settings (a reloaded configuration), applied at once.
-    pub fn reconfigure(&self, settings: Settings) {
-        let _ = self.wake.send(Wake::Settings(Box::new(settings)));
-    }
-
     /// Follows the running configuration: each new one's OSPF settings
     /// are applied at once.
     pub fn follow_config(&self, mut config: crate::config::ConfigRx) {

@@ -287,10 +287,11 @@ mod tests {
 
     fn with_bfd(bgp: PeerConfig, tx_ms: u32) -> PeerSpec {
         let timers = BfdTimers {
+            min_rx_ms: 300,
             min_tx_ms: tx_ms,
-            ..BfdTimers::default()
+            detect_multiplier: 3,
         };
-        let bfd = Some(bfd_session(&bgp, timers, BfdTimers::BUILT_IN));
+        let bfd = Some(bfd_session(&bgp, timers, BfdTimers::default()));
         PeerSpec { bgp, bfd }
     }
 

@@ -39,8 +39,6 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [Source::Config, Source::Unnumbered, Source::KubernetesMesh, Source::Api];
-
     /// The source's name in logs and status.
     pub fn name(self) -> &'static str {
         match self {

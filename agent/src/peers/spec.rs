@@ -42,15 +42,6 @@ pub struct BfdTimers {
 }
 
 impl BfdTimers {
-    /// The node's BFD timers when nothing is configured (RFC 5880 leaves
-    /// them to the operator; 300 ms x 3 is what the RouteControl API
-    /// documents for EnableBFD and ApplyPeer).
-    pub const BUILT_IN: BfdTimers = BfdTimers {
-        min_rx_ms: 300,
-        min_tx_ms: 300,
-        detect_multiplier: 3,
-    };
-
     /// The node's BFD timers for sessions that set none:
     /// `routing.bfd` with the chart's flat keys over it.
     pub fn node_defaults(cfg: &Config) -> BfdTimers {
@@ -273,6 +264,12 @@ pub fn api(p: &BgpPeer, enforce_max_prefix: bool, bfd_defaults: BfdTimers) -> Re
 mod tests {
     use super::*;
 
+    const DEFAULTS: BfdTimers = BfdTimers {
+        min_rx_ms: 300,
+        min_tx_ms: 300,
+        detect_multiplier: 3,
+    };
+
     #[test]
     fn mesh_sessions_take_the_mesh_s_prefix_limit() {
         let text = r#"{"node_name": "a", "node_ip": "10.0.1.10", "routing": {"node_mesh": {"enabled": true, "source": "static",
@@ -297,9 +294,9 @@ mod tests {
             max_prefix: 50,
             ..Default::default()
         };
-        let warned = api(&p, false, BfdTimers::BUILT_IN).unwrap().bgp;
+        let warned = api(&p, false, DEFAULTS).unwrap().bgp;
         assert_eq!((warned.max_prefix, warned.max_prefix_warning_only), (50, true));
-        let enforced = api(&p, true, BfdTimers::BUILT_IN).unwrap().bgp;
+        let enforced = api(&p, true, DEFAULTS).unwrap().bgp;
         assert_eq!((enforced.max_prefix, enforced.max_prefix_warning_only), (50, false));
     }
 

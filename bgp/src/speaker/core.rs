@@ -60,8 +60,6 @@ struct Slot {
     /// Commands the peer task's queue had no room for, in order: they go
     /// before any newer one, as room is made ([`Core::on_room`]).
     waiting: VecDeque<PeerCommand>,
-    /// Which `commands` channel this is (a restarted task gets a new one).
-    channel: u64,
     task: Supervised,
     export: Option<ExportTarget>,
     /// Generation of the stale-route timer; a newer Down or an Up bumps it.
@@ -91,9 +89,12 @@ struct Core {
     listener_fd: Option<(i32, bool)>,
     shutting_down: bool,
     /// One waiter per peer whose command queue is full: it ends with room
-    /// for one command (or the channel closed).
-    room: tokio::task::JoinSet<(PeerId, u64, Option<mpsc::OwnedPermit<PeerCommand>>)>,
-    next_channel: u64,
+    /// for one command on that queue (or the queue closed).
+    room: tokio::task::JoinSet<(
+        PeerId,
+        mpsc::Sender<PeerCommand>,
+        Option<mpsc::OwnedPermit<PeerCommand>>,
+    )>,
 }
 
 pub(crate) fn spawn(
@@ -142,7 +143,6 @@ pub(crate) fn spawn(
         listener_fd,
         shutting_down: false,
         room: tokio::task::JoinSet::new(),
-        next_channel: 1,
     };
     tokio::spawn(core.run(commands, peer_rx, route_rx));
 }
@@ -169,8 +169,8 @@ impl Core {
                         return;
                     }
                 },
-                Some(Ok((id, channel, permit))) = self.room.join_next(), if !self.room.is_empty() => {
-                    self.on_room(id, channel, permit)
+                Some(Ok((id, queue, permit))) = self.room.join_next(), if !self.room.is_empty() => {
+                    self.on_room(id, &queue, permit)
                 }
                 Some(ev) = peer_rx.recv() => self.on_peer_event(ev),
                 Some(ev) = route_rx.recv() => self.on_route_event(ev),
@@ -255,7 +255,6 @@ impl Core {
             wake: tokio::sync::Notify::new(),
         });
         let (tx, task) = self.spawn_peer_task(id, &cfg, &shared);
-        let channel = self.new_channel();
         self.registry
             .lock()
             .expect("peer registry")
@@ -269,7 +268,6 @@ impl Core {
                 shared,
                 commands: tx,
                 waiting: VecDeque::new(),
-                channel,
                 task,
                 export: None,
                 stale_generation: 0,
@@ -332,10 +330,8 @@ impl Core {
         }
         self.peer_down(id, None, &[]);
         let (tx, task) = self.spawn_peer_task(id, &cfg, &shared);
-        let channel = self.new_channel();
         if let Some(slot) = self.slots.get_mut(&id) {
             slot.commands = tx;
-            slot.channel = channel;
             slot.task = task;
             if !slot.waiting.is_empty() {
                 self.wait_for_room(id);
@@ -733,27 +729,27 @@ impl Core {
         }
     }
 
-    fn new_channel(&mut self) -> u64 {
-        self.next_channel += 1;
-        self.next_channel
-    }
-
     fn wait_for_room(&mut self, id: PeerId) {
         let Some(slot) = self.slots.get(&id) else {
             return;
         };
-        let (tx, channel) = (slot.commands.clone(), slot.channel);
+        let queue = slot.commands.clone();
         self.room
-            .spawn(async move { (id, channel, tx.reserve_owned().await.ok()) });
+            .spawn(async move { (id, queue.clone(), queue.reserve_owned().await.ok()) });
     }
 
     /// Room in a peer's queue: the waiting commands go, in order, as far as
     /// it goes; the rest wait again.
-    fn on_room(&mut self, id: PeerId, channel: u64, permit: Option<mpsc::OwnedPermit<PeerCommand>>) {
+    fn on_room(
+        &mut self,
+        id: PeerId,
+        queue: &mpsc::Sender<PeerCommand>,
+        permit: Option<mpsc::OwnedPermit<PeerCommand>>,
+    ) {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
-        if channel != slot.channel {
+        if !queue.same_channel(&slot.commands) {
             // A restarted task's new queue has its own waiter.
             return;
         }

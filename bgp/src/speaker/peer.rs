@@ -281,22 +281,20 @@ impl Io {
         // What the session publishes (its status, its events) is published
         // before anything else is carried out: a reader that hears of a
         // session change from the core finds the status already showing it.
-        let (published, effects): (Vec<Effect>, Vec<Effect>) = effects
-            .into_iter()
-            .partition(|e| matches!(e, Effect::Status(_) | Effect::Event(_)));
-        if !published.is_empty() {
+        // (Taken by reference: an UPDATE's effects pass here, no copies.)
+        let publishes = |e: &Effect| matches!(e, Effect::Status(_) | Effect::Event(_));
+        if effects.iter().any(publishes) {
             let mut st = self.drain.0.status.lock().expect("peer status");
-            let mut events = Vec::new();
-            for e in published {
-                match e {
-                    Effect::Status(change) => change.apply(&mut st),
-                    Effect::Event(ev) => events.push(ev),
-                    _ => {}
+            for e in &effects {
+                if let Effect::Status(change) = e {
+                    change.apply(&mut st);
                 }
             }
             drop(st);
-            for ev in events {
-                let _ = self.drain.1.send(ev);
+            for e in &effects {
+                if let Effect::Event(ev) = e {
+                    let _ = self.drain.1.send(ev.clone());
+                }
             }
         }
         for effect in effects {

@@ -114,7 +114,7 @@ pub(crate) enum Effect {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum StatusChange {
     State(State),
-    LastError(Option<String>),
+    LastError(String),
     NotificationSent(String),
     NotificationReceived(String),
     Established {
@@ -130,24 +130,24 @@ pub(crate) enum StatusChange {
 
 impl StatusChange {
     /// Writes the change into the published status.
-    pub(crate) fn apply(self, st: &mut super::PeerStatus) {
+    pub(crate) fn apply(&self, st: &mut super::PeerStatus) {
         match self {
-            StatusChange::State(s) => st.set_state(s),
-            StatusChange::LastError(e) => st.last_error = e,
-            StatusChange::NotificationSent(n) => st.last_notification_sent = Some(n),
-            StatusChange::NotificationReceived(n) => st.last_notification_received = Some(n),
+            StatusChange::State(s) => st.set_state(*s),
+            StatusChange::LastError(e) => st.last_error = Some(e.clone()),
+            StatusChange::NotificationSent(n) => st.last_notification_sent = Some(n.clone()),
+            StatusChange::NotificationReceived(n) => st.last_notification_received = Some(n.clone()),
             StatusChange::Established {
                 remote_router_id,
                 families,
             } => {
-                st.remote_router_id = Some(remote_router_id);
-                st.families = families;
+                st.remote_router_id = Some(*remote_router_id);
+                st.families = families.clone();
                 st.last_error = None;
             }
             StatusChange::UpdateReceived { prefixes, prefixes_v6 } => {
                 st.updates_received += 1;
-                st.prefixes_announced += prefixes;
-                st.prefixes_announced_v6 += prefixes_v6;
+                st.prefixes_announced += *prefixes;
+                st.prefixes_announced_v6 += *prefixes_v6;
             }
         }
     }
@@ -335,7 +335,7 @@ impl PeerSession {
             Input::ConnectFailed(e) => {
                 self.connecting = false;
                 tracing::debug!(peer = %self.config.address, error = %e, "connect failed");
-                self.status(StatusChange::LastError(Some(format!("connect: {e}"))));
+                self.status(StatusChange::LastError(format!("connect: {e}")));
                 if self.primary.conn.is_none() {
                     let a = self.primary.fsm.handle(Event::TcpFailed, now);
                     self.execute(Which::Primary, a, now);
@@ -450,10 +450,10 @@ impl PeerSession {
             self.out.push(Effect::Close(conn));
         }
         self.abort_connect();
-        self.status(StatusChange::LastError(Some(format!(
+        self.status(StatusChange::LastError(format!(
             "restarted for local AS {} / router id {}",
             self.speaker.local_as, self.speaker.router_id
-        ))));
+        )));
         let finished = self.finished;
         self.primary = Link::new(self.fsm_config.clone());
         if !finished && self.idle_hold_until.is_none() {
@@ -560,7 +560,7 @@ impl PeerSession {
                 Ok(msg) => Event::Message(msg),
                 Err(e) => {
                     tracing::warn!(peer = %self.config.address, error = %e, "malformed message");
-                    self.status(StatusChange::LastError(Some(format!("malformed message: {e}"))));
+                    self.status(StatusChange::LastError(format!("malformed message: {e}")));
                     Event::Malformed(Notification::from_error(&e, &bytes))
                 }
             },
@@ -703,7 +703,7 @@ impl PeerSession {
             _ => {}
         }
         if which == Which::Primary {
-            self.status(StatusChange::LastError(Some(reason.to_string())));
+            self.status(StatusChange::LastError(reason.to_string()));
         }
         if which == Which::Primary {
             self.down_reason = Some(reason.clone());
