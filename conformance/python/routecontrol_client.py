@@ -7,11 +7,13 @@ grpcio documentation shows (``unix://PATH``, default options), or with the
 socket path as the authority the way grpc-java and other clients send it
 (``--authority path``).
 
-Usage: routecontrol_client.py SOCKET OWNER TOKEN PREFIX [--authority path]
+Usage: routecontrol_client.py SOCKET OWNER TOKEN PREFIX [--authority path] [--peer ADDRESS]
 
 Registers OWNER, opens an event stream, advertises PREFIX, reads the status,
-tries an OSPF interface name carrying a command, withdraws PREFIX and prints
-one JSON object per step on stdout. Exits 1 with
+tries an OSPF interface name carrying a command, asks for a BGP peer (with
+BFD, timers left to the node) at PEER if given and reads its state until it
+settles, removes it, withdraws PREFIX and prints one JSON object per step on
+stdout. Exits 1 with
 the gRPC error on stderr when any call fails.
 """
 
@@ -49,6 +51,7 @@ def emit(step, **fields):
 def main():
     args = sys.argv[1:]
     authority_path = "--authority" in args and args[args.index("--authority") + 1] == "path"
+    peer = args[args.index("--peer") + 1] if "--peer" in args else None
     socket, owner, token, prefix = args[:4]
     with tempfile.TemporaryDirectory() as out_dir:
         pb, rpc = load_stubs(out_dir)
@@ -56,13 +59,13 @@ def main():
         with grpc.insecure_channel(f"unix://{socket}", options=options) as channel:
             stub = rpc.RouteControlStub(channel)
             try:
-                run(pb, stub, owner, token, prefix)
+                run(pb, stub, owner, token, prefix, peer)
             except grpc.RpcError as e:
                 print(f"{e.code().name}: {e.details()}", file=sys.stderr)
                 sys.exit(1)
 
 
-def run(pb, stub, owner, token, prefix):
+def run(pb, stub, owner, token, prefix, peer):
     reg = stub.Register(pb.RegisterRequest(owner=owner, token=token), timeout=10)
     emit("register", session_id=reg.session_id)
 
@@ -105,6 +108,26 @@ def run(pb, stub, owner, token, prefix):
         emit("smuggled", code="OK")
     except grpc.RpcError as e:
         emit("smuggled", code=e.code().name, details=e.details())
+
+    if peer:
+        stub.ApplyPeer(pb.ApplyPeerRequest(owner=owner, token=token, peer=pb.BGPPeer(
+            neighbor_address=peer, remote_as=65000, bfd_enabled=True)), timeout=10)
+        # Applied asynchronously: read the state until it is no longer
+        # "configured" (bounded).
+        state, bfd = "", []
+        for _ in range(200):
+            status = stub.GetStatus(pb.GetStatusRequest(owner_filter=owner), timeout=10)
+            mine = [p for p in status.peers if p.neighbor_address == peer and p.owner == owner]
+            state = mine[0].state if mine else ""
+            bfd = [(b.min_rx_ms, b.min_tx_ms, b.detect_multiplier) for b in status.bfd_sessions
+                   if b.peer_address == peer and b.owner == owner]
+            if state and state != "configured":
+                break
+            threading.Event().wait(0.1)
+        emit("peer", state=state, bfd=bfd)
+        stub.RemovePeer(pb.RemovePeerRequest(owner=owner, token=token, neighbor_address=peer), timeout=10)
+        status = stub.GetStatus(pb.GetStatusRequest(owner_filter=owner), timeout=10)
+        emit("peer_removed", left=[p.neighbor_address for p in status.peers if p.owner == owner])
 
     stub.WithdrawPrefix(pb.WithdrawPrefixRequest(owner=owner, token=token, prefix=prefix, protocol=pb.PROTOCOL_BGP), timeout=10)
     emit("withdraw", prefix=prefix)

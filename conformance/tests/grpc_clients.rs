@@ -2,7 +2,9 @@
 //! client with its default options (the socket path as `:authority`, as
 //! every gRPC C-core client sends it) and with the raw path as authority
 //! (grpc-java's way). Each advertises a prefix that must reach a real FRR
-//! ToR, and withdraws it.
+//! ToR, and withdraws it; and asks for a BGP peer at the ToR's address,
+//! which the configuration already peers with: the intent says so, with
+//! the node's BFD timers, and the ToR's session is not touched.
 
 use novanet_conformance::checks::{agent_established, node_a, tor_and_node, tor_routing, SETTLE, TOR_FRR};
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
@@ -54,9 +56,10 @@ fn python_grpcio_clients_are_served_on_the_unix_socket() {
     );
     agent_established(&agent, "10.0.0.1");
 
+    let up_since = agent.peer("10.0.0.1")["established_at"].clone();
     for (prefix, extra) in [
-        ("10.96.0.10/32", &[][..]),
-        ("10.96.0.11/32", &["--authority", "path"][..]),
+        ("10.96.0.10/32", &["--peer", "10.0.0.1"][..]),
+        ("10.96.0.11/32", &["--authority", "path", "--peer", "10.0.0.1"][..]),
     ] {
         let steps = python_client(&agent.socket, prefix, extra);
         assert!(
@@ -83,8 +86,20 @@ fn python_grpcio_clients_are_served_on_the_unix_socket() {
                 .contains("interface_name"),
             "{steps:?}"
         );
+        let state = steps["peer"]["state"].as_str().unwrap_or("");
+        assert!(
+            state.starts_with("failed: ") && state.contains("already a peer of the configuration file"),
+            "{steps:?}"
+        );
+        assert_eq!(steps["peer"]["bfd"], json!([[300, 300, 3]]), "{steps:?}");
+        assert_eq!(steps["peer_removed"]["left"], json!([]), "{steps:?}");
         assert!(steps.contains_key("withdraw"));
     }
+    assert_eq!(
+        agent.peer("10.0.0.1")["established_at"],
+        up_since,
+        "the ToR's session was not touched"
+    );
     // What the clients did reached the fabric: both were advertised (the
     // event is published when the UPDATE is written) and both withdrawn.
     for prefix in ["10.96.0.10/32", "10.96.0.11/32"] {
