@@ -2,7 +2,8 @@
 //! kubectl: a real FRR ToR announces more prefixes than the node's limit
 //! for it allows, the agent closes the session (Cease/Maximum Number of
 //! Prefixes Reached) and reports a `MaxPrefixExceeded` Event on its Node,
-//! not a plain `BGPSessionDown`.
+//! not a plain `BGPSessionDown`; with the limit raised again the session
+//! returns with every prefix.
 
 use novanet_conformance::checks::{agent_established, tor_and_node, SETTLE};
 use novanet_conformance::kube_api::{self, KubeApi};
@@ -80,4 +81,28 @@ fn a_prefix_limit_teardown_is_a_max_prefix_exceeded_event_on_the_node() {
         last.to_lowercase().contains("prefix") || n.to_string().contains("Maximum Number of Prefixes"),
         "{n}"
     );
+    let downs = api
+        .events()
+        .iter()
+        .filter(|e| e["reason"] == "MaxPrefixExceeded")
+        .count();
+
+    // The way back: the limit raised again, the session returns with all
+    // five prefixes, and nothing more was reported as exceeded.
+    cfg = config(10);
+    agent.rewrite_config(&cfg);
+    lab.signal(&agent.name, libc::SIGHUP);
+    agent_established(&agent, "10.0.0.1");
+    wait_until("the ToR's five prefixes again", SETTLE, || {
+        match agent.peer("10.0.0.1")["prefixes_received"].as_u64() {
+            Some(5) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let after = api
+        .events()
+        .iter()
+        .filter(|e| e["reason"] == "MaxPrefixExceeded")
+        .count();
+    assert_eq!(after, downs, "no further MaxPrefixExceeded once the limit holds");
 }
