@@ -140,11 +140,14 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let routing = bgp::start(&config_rx).await?;
     let speaker = routing.speaker.clone();
     bgp::follow_config(&routing, config_rx.clone());
-    let vip = vip::VipFollower::start(
-        speaker.clone(),
-        config_rx.clone(),
-        kube.as_ref().map(|(_, own)| own.control_plane),
-    );
+    // Whether this node is a control-plane node follows its Node (no
+    // Kubernetes API: unknown, and the VIP is taken as wanted here).
+    let (_no_role, unknown_role) = tokio::sync::watch::channel(None);
+    let role = match &kube {
+        Some((client, own)) => kubernetes::watch::watch_control_plane(client.clone(), own),
+        None => unknown_role,
+    };
+    let vip = vip::VipFollower::start(speaker.clone(), config_rx.clone(), role);
     let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
     // The OSPF mode's task: requests from the control plane in, reports
     // (outcomes, events) out.

@@ -1,16 +1,20 @@
 //! The control-plane VIP: on control-plane nodes, while the local API
 //! server answers its health check, the VIP is bound on `lo` and
-//! advertised as a /32 (/128); when the check fails, and at shutdown, it
-//! is withdrawn and unbound. Every healthy control-plane node advertises
-//! it, so the fabric spreads API traffic over them (anycast) and stops
-//! sending it to one whose API server is down.
+//! advertised as a /32 (/128); when the check fails, at shutdown, and when
+//! the node loses its control-plane label, it is withdrawn and, after the
+//! unbind delay (the fabric moves traffic meanwhile, so no request is
+//! dropped), unbound. Every healthy control-plane node advertises it, so
+//! the fabric spreads API traffic over them (anycast) and stops sending it
+//! to one whose API server is down. Whether this node is a control-plane
+//! node follows its Node's label; outside Kubernetes a node with a VIP
+//! configured is taken as one.
 //!
 //! The check is an HTTP(S) GET (default `https://127.0.0.1:6443/livez`);
 //! any 2xx answer within the interval is healthy. The local API server's
 //! certificate is not verified: the check asks whether it answers, it
 //! sends and trusts nothing.
 
-pub use crate::config::vip::{parse_health_url, parse_vip, DEFAULT_HEALTH_URL, DEFAULT_INTERVAL};
+pub use crate::config::vip::{parse_health_url, parse_vip, DEFAULT_HEALTH_URL, DEFAULT_INTERVAL, DEFAULT_UNBIND_DELAY};
 use crate::config::Checked;
 use ipnet::IpNet;
 use novanet_bgp::speaker::Speaker;
@@ -53,11 +57,12 @@ pub struct Vip {
 }
 
 impl Vip {
-    /// Starts checking and advertising `vip` every `interval`.
-    pub fn start(speaker: Speaker, vip: IpNet, url: &str, interval: Duration) -> anyhow::Result<Vip> {
-        let check = HealthCheck::new(url, interval)?;
+    /// Starts checking and advertising the VIP of `settings`.
+    pub fn start(speaker: Speaker, settings: &VipSettings) -> anyhow::Result<Vip> {
+        let (vip, interval, unbind_delay) = (settings.address, settings.interval, settings.unbind_delay);
+        let check = HealthCheck::new(&settings.health_url, interval)?;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<()>>();
-        let url = url.to_string();
+        let url = settings.health_url.clone();
         tokio::spawn(async move {
             let mut up = false;
             let mut ticker = tokio::time::interval(interval);
@@ -66,7 +71,7 @@ impl Vip {
                 tokio::select! {
                     done = &mut stopped => {
                         if up {
-                            set(&speaker, vip, false).await;
+                            set(&speaker, vip, false, unbind_delay).await;
                         }
                         if let Ok(done) = done {
                             let _ = done.send(());
@@ -79,11 +84,11 @@ impl Vip {
                 match (&result, up) {
                     (Ok(()), false) => {
                         tracing::info!(%vip, %url, "API server healthy: control-plane VIP bound and advertised");
-                        up = set(&speaker, vip, true).await;
+                        up = set(&speaker, vip, true, unbind_delay).await;
                     }
                     (Err(e), true) => {
                         tracing::warn!(%vip, %url, error = %e, "API server unhealthy: control-plane VIP withdrawn");
-                        set(&speaker, vip, false).await;
+                        set(&speaker, vip, false, unbind_delay).await;
                         up = false;
                     }
                     (Err(e), false) => tracing::debug!(%vip, error = %e, "API server still unhealthy"),
@@ -109,6 +114,7 @@ pub struct VipSettings {
     pub address: IpNet,
     pub health_url: String,
     pub interval: Duration,
+    pub unbind_delay: Duration,
 }
 
 impl VipSettings {
@@ -136,39 +142,57 @@ impl VipSettings {
                 .control_plane_vip_health_interval
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_INTERVAL),
+            unbind_delay: cfg
+                .routing
+                .control_plane_vip_unbind_delay_ms
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_UNBIND_DELAY),
         }))
     }
 }
 
-/// The VIP as the running configuration wants it: started, restarted
-/// with new settings, or stopped whenever the configuration changes.
+/// The VIP as the running configuration and this node's role want it:
+/// started, restarted with new settings, or stopped whenever either
+/// changes.
 pub struct VipFollower {
     stop: tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// Whether this node is a control-plane node, as its Node says now
+/// (`Some`), or unknown (`None`: outside Kubernetes, where a node with a
+/// VIP configured is taken as one).
+pub type ControlPlaneRx = tokio::sync::watch::Receiver<Option<bool>>;
+
 impl VipFollower {
-    /// Follows `config` on a node that is (`Some(true)`), is not, or may be
-    /// (`None`, outside Kubernetes) a control-plane node.
-    pub fn start(speaker: Speaker, mut config: crate::config::ConfigRx, control_plane: Option<bool>) -> VipFollower {
+    /// Follows `config` and the node's role.
+    pub fn start(speaker: Speaker, mut config: crate::config::ConfigRx, mut role: ControlPlaneRx) -> VipFollower {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<()>>();
         tokio::spawn(async move {
             let mut running: Option<(VipSettings, Vip)> = None;
-            if control_plane == Some(false)
-                && !matches!(config.borrow().routing.control_plane_vip, Checked::Valid(None))
-            {
-                tracing::info!("not a control-plane node: the control-plane VIP is left to those");
-            }
+            let mut role_open = true;
+            let mut config_open = true;
+            let mut told: Option<Option<bool>> = None;
             loop {
+                let control_plane = *role.borrow_and_update();
+                let vip_configured = !matches!(config.borrow().routing.control_plane_vip, Checked::Valid(None));
+                if vip_configured && told != Some(control_plane) {
+                    match control_plane {
+                        Some(false) => tracing::info!("not a control-plane node: the control-plane VIP is left to those"),
+                        Some(true) => tracing::info!("a control-plane node: the control-plane VIP follows the local API server's health"),
+                        None => tracing::info!("no Kubernetes API: this node is taken as a control-plane node because routing.control_plane_vip is configured"),
+                    }
+                    told = Some(control_plane);
+                }
                 let wanted = VipSettings::of(&config.borrow_and_update(), control_plane);
                 match wanted {
                     Err(e) => tracing::error!(error = %e, "control-plane VIP not changed"),
                     Ok(w) if w.as_ref() != running.as_ref().map(|(s, _)| s) => {
                         if let Some((old, vip)) = running.take() {
-                            tracing::info!(vip = %old.address, "control-plane VIP settings changed: stopping the old one");
+                            tracing::info!(vip = %old.address, "control-plane VIP settings or the node's role changed: stopping the old one");
                             vip.stop().await;
                         }
                         if let Some(w) = w {
-                            match Vip::start(speaker.clone(), w.address, &w.health_url, w.interval) {
+                            match Vip::start(speaker.clone(), &w) {
                                 Ok(vip) => running = Some((w, vip)),
                                 Err(e) => {
                                     tracing::error!(vip = %w.address, error = %e, "control-plane VIP not started")
@@ -188,17 +212,10 @@ impl VipFollower {
                         }
                         return;
                     }
-                    r = config.changed() => if r.is_err() {
-                        // The configuration is gone: keep what runs until stopped.
-                        let done = (&mut stopped).await;
-                        if let Some((_, vip)) = running.take() {
-                            vip.stop().await;
-                        }
-                        if let Ok(done) = done {
-                            let _ = done.send(());
-                        }
-                        return;
-                    },
+                    // A closed channel no longer changes; what runs stays
+                    // until stopped.
+                    r = config.changed(), if config_open => config_open = r.is_ok(),
+                    r = role.changed(), if role_open => role_open = r.is_ok(),
                 }
             }
         });
@@ -236,9 +253,9 @@ async fn loopback_address(vip: IpNet, add: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds and advertises (or withdraws and unbinds) the VIP; true when it
-/// is up afterwards.
-async fn set(speaker: &Speaker, vip: IpNet, up: bool) -> bool {
+/// Binds and advertises (or withdraws and, `unbind_delay` later,
+/// unbinds) the VIP; true when it is up afterwards.
+async fn set(speaker: &Speaker, vip: IpNet, up: bool, unbind_delay: Duration) -> bool {
     if up {
         if let Err(e) = loopback_address(vip, true).await {
             tracing::error!(%vip, error = %e, "cannot bind the control-plane VIP on lo");
@@ -256,6 +273,8 @@ async fn set(speaker: &Speaker, vip: IpNet, up: bool) -> bool {
         if let Err(e) = speaker.withdraw(vip).await {
             tracing::warn!(%vip, error = %e, "withdrawing the control-plane VIP");
         }
+        // Still answering while the fabric moves to the other nodes.
+        tokio::time::sleep(unbind_delay).await;
         if let Err(e) = loopback_address(vip, false).await {
             tracing::error!(%vip, error = %e, "cannot unbind the control-plane VIP from lo");
         }

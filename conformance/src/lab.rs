@@ -41,7 +41,12 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> R
     let end = Instant::now() + timeout;
     loop {
         match probe() {
-            Ok(v) => return v,
+            Ok(v) => {
+                if std::env::var_os("NOVANET_TRACE_WAITS").is_some() {
+                    eprintln!("{:?} {what}", Instant::now() + timeout - end);
+                }
+                return v;
+            }
             Err(last) if Instant::now() >= end => {
                 panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
             }

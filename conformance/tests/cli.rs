@@ -303,13 +303,18 @@ fn novanetctl_read_and_write_commands() {
     // routing prefixes.
     assert_eq!(
         ctl.ok(&["routing", "prefixes"]),
-        "PREFIX          PROTOCOL  STATE       OWNER\n\
-         10.244.10.0/24  bgp       advertised  _config\n\
-         10.244.99.0/24  bgp       advertised  novanet\n\
-         10.96.0.10/32   bgp       advertised  novaedge\n"
+        "PREFIX          PROTOCOL  STATE       OWNER     PEERS     WITHHELD\n\
+         10.244.10.0/24  bgp       advertised  _config   10.0.0.1  -\n\
+         10.244.99.0/24  bgp       withheld    novanet   -         10.0.0.1: policy tor-out rule 1\n\
+         10.96.0.10/32   bgp       advertised  novaedge  10.0.0.1  -\n"
     );
     let v: Value = serde_json::from_str(&ctl.ok(&["routing", "prefixes", "-o", "json"])).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 3);
+    assert_eq!(v[1]["advertised_to"], json!([]));
+    assert_eq!(
+        v[1]["not_advertised_to"],
+        json!([{"peer": "10.0.0.1", "reason": "policy tor-out rule 1"}])
+    );
     assert!(ctl
         .ok(&["routing", "prefixes", "-o", "yaml"])
         .contains("prefix: 10.96.0.10/32"));

@@ -1,9 +1,12 @@
 //! The control-plane VIP: bound on `lo` and advertised to a real FRR ToR
 //! while the local API server's health endpoint (here an HTTP server in
 //! the node's namespace that the test turns unhealthy) answers 2xx;
-//! withdrawn and unbound when it fails and at shutdown.
+//! withdrawn and unbound when it fails and at shutdown. With two
+//! control-plane nodes behind an FRR ToR (ECMP), a handover (a failed
+//! health check, a SIGTERM) loses no probe: the VIP stays bound until the
+//! fabric has moved.
 
-use novanet_conformance::checks::{agent_established, tor_and_node, SETTLE, TOR_FRR};
+use novanet_conformance::checks::{agent_established, ping_counts, switched, tor_and_node, SETTLE, TOR_FRR};
 use novanet_conformance::{in_namespace, wait_until, Agent, Frr, Lab};
 use serde_json::json;
 use std::io::{Read, Write};
@@ -110,4 +113,204 @@ fn the_vip_follows_the_api_servers_health() {
     let _ = in_namespace(&lab.ns_name("node"), move || {
         std::net::TcpStream::connect(("127.0.0.1", port))
     });
+}
+
+/// Echo requests to `vip` that reached namespace `ns` (an nftables
+/// counter set up by [`count_probes`]).
+fn probes_seen(lab: &Lab, ns: &str) -> u64 {
+    let out = lab.exec(ns, "nft", &["list", "chain", "inet", "vipprobes", "input"]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in: {out}"))
+}
+
+fn count_probes(lab: &Lab, ns: &str, vip: &str) {
+    lab.exec(ns, "nft", &["add", "table", "inet", "vipprobes"]);
+    lab.exec(
+        ns,
+        "nft",
+        &[
+            "add",
+            "chain",
+            "inet",
+            "vipprobes",
+            "input",
+            "{ type filter hook input priority 0 ; }",
+        ],
+    );
+    lab.exec(
+        ns,
+        "nft",
+        &[
+            "add",
+            "rule",
+            "inet",
+            "vipprobes",
+            "input",
+            "ip",
+            "daddr",
+            vip,
+            "icmp",
+            "type",
+            "echo-request",
+            "counter",
+        ],
+    );
+}
+
+/// Replies in the ping log so far.
+fn replies(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("bytes from")
+        .count()
+}
+
+/// Waits until the ping log holds `more` replies beyond `now`.
+fn more_replies(log: &std::path::Path, now: usize, more: usize) {
+    wait_until("more probe replies", SETTLE, || {
+        let n = replies(log);
+        if n >= now + more {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    });
+}
+
+#[test]
+fn a_vip_handover_loses_no_probe() {
+    const VIP: &str = "10.96.0.250";
+    let mut lab = Lab::new("cpvip2");
+    switched(
+        &mut lab,
+        &[("tor", "10.0.0.1/24"), ("cp1", "10.0.0.10/24"), ("cp2", "10.0.0.11/24")],
+    );
+    let bgpd = "hostname tor
+router bgp 65000
+ bgp router-id 10.0.0.1
+ no bgp ebgp-requires-policy
+ bgp bestpath as-path multipath-relax
+ neighbor 10.0.0.10 remote-as 65010
+ neighbor 10.0.0.10 timers 3 9
+ neighbor 10.0.0.10 timers connect 1
+ neighbor 10.0.0.11 remote-as 65011
+ neighbor 10.0.0.11 timers 3 9
+ neighbor 10.0.0.11 timers connect 1
+ address-family ipv4 unicast
+  maximum-paths 4
+ exit-address-family
+";
+    let frr = Frr::start_daemons(&mut lab, "tor", &[("zebra", "hostname tor\n"), ("bgpd", bgpd)]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut agents = Vec::new();
+    let mut health = Vec::new();
+    for (ns, ip, asn) in [("cp1", "10.0.0.10", 65010), ("cp2", "10.0.0.11", 65011)] {
+        let listener = in_namespace(&lab.ns_name(ns), || std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let healthy = Arc::new(AtomicBool::new(true));
+        health_endpoint(listener, healthy.clone(), stop.clone());
+        count_probes(&lab, ns, VIP);
+        let agent = Agent::start(
+            &mut lab,
+            ns,
+            &json!({
+                "node_name": ns,
+                "node_ip": ip,
+                "pod_cidr": format!("10.244.{}.0/24", &ip[7..]),
+                "routing": {
+                    "local_as": asn,
+                    "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}],
+                    "control_plane_vip": VIP,
+                    "control_plane_vip_health_interval": 1,
+                    "control_plane_vip_health_url": format!("http://127.0.0.1:{port}/livez")
+                }
+            }),
+        );
+        agent_established(&agent, "10.0.0.1");
+        agents.push((ns, agent));
+        health.push((port, healthy));
+    }
+    let paths_at_tor = || {
+        frr.json(&format!("show ip route {VIP}/32 json"))[format!("{VIP}/32")][0]["nexthops"]
+            .as_array()
+            .map(|n| n.iter().filter(|h| h["active"] == true).count())
+            .unwrap_or(0)
+    };
+    let both = || {
+        wait_until(
+            "the ToR to hold the VIP over both nodes",
+            SETTLE,
+            || match paths_at_tor() {
+                2 => Ok(()),
+                n => Err(n.to_string()),
+            },
+        )
+    };
+    both();
+    let ping_log = lab.spawn("ping", "tor", "ping", &["-n", "-i", "0.02", VIP]);
+    more_replies(&ping_log, 0, 25);
+    // The node the ToR's hash sends the probes to.
+    let carrier = |lab: &Lab| -> usize {
+        let before: Vec<u64> = ["cp1", "cp2"].iter().map(|ns| probes_seen(lab, ns)).collect();
+        more_replies(&ping_log, replies(&ping_log), 10);
+        let after: Vec<u64> = ["cp1", "cp2"].iter().map(|ns| probes_seen(lab, ns)).collect();
+        if after[0] > before[0] {
+            0
+        } else {
+            assert!(after[1] > before[1], "the probes reach neither node");
+            1
+        }
+    };
+
+    // The carrier's API server fails: the VIP moves to the other node.
+    let c = carrier(&lab);
+    health[c].1.store(false, Ordering::Relaxed);
+    wait_until(
+        "the ToR to drop the failed node's path",
+        SETTLE,
+        || match paths_at_tor() {
+            1 => Ok(()),
+            n => Err(n.to_string()),
+        },
+    );
+    let (ns, _) = agents[c];
+    wait_until("the VIP to leave the failed node's lo", SETTLE, || {
+        if lo_has_in(&lab, ns, VIP) {
+            Err("still bound".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    more_replies(&ping_log, replies(&ping_log), 25);
+    health[c].1.store(true, Ordering::Relaxed);
+    both();
+
+    // The carrier's agent is stopped (a rolling update): the same.
+    let c = carrier(&lab);
+    let (ns, agent) = &agents[c];
+    lab.signal(&agent.name, libc::SIGTERM);
+    assert!(lab.wait_exit(&agent.name, Duration::from_secs(30)).success());
+    assert!(!lo_has_in(&lab, ns, VIP), "unbound at shutdown");
+    more_replies(&ping_log, replies(&ping_log), 25);
+
+    lab.signal("ping", libc::SIGINT);
+    lab.wait_exit("ping", Duration::from_secs(10));
+    let log = std::fs::read_to_string(&ping_log).unwrap();
+    let (sent, received) = ping_counts(&log);
+    assert!(sent >= 100, "{sent} sent");
+    assert_eq!(sent, received, "no probe lost across the handovers: {log}");
+    stop.store(true, Ordering::Relaxed);
+    for (port, _) in health {
+        let _ = in_namespace(&lab.ns_name(agents[0].0), move || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+        });
+    }
+}
+
+fn lo_has_in(lab: &Lab, ns: &str, addr: &str) -> bool {
+    lab.exec(ns, "ip", &["-o", "addr", "show", "dev", "lo"])
+        .contains(&format!("{addr}/"))
 }

@@ -253,3 +253,25 @@ fn frr_tcp_md5() {
     established(&frr, "10.0.0.10");
     agent_has(&agent, "192.0.2.0/24", "10.0.0.1", "65000");
 }
+
+#[test]
+fn shutdown_does_not_wait_on_a_peer_that_is_gone() {
+    let mut lab = Lab::new("frrgone");
+    tor_and_node(&mut lab);
+    let frr = Frr::start(&mut lab, "tor", &frr_config(65000, 65010, ""));
+    let mut cfg = agent_config("10.244.10.0/24", json!({}));
+    // A grace period far longer than the exit may take once no peer is left.
+    cfg["disconnect_grace_period"] = json!(30);
+    let agent = Agent::start(&mut lab, "node", &cfg);
+    established(&frr, "10.0.0.10");
+    frr_has(&frr, "ipv4", "10.244.10.0/24", "65010");
+    lab.signal(&agent.name, libc::SIGTERM);
+    frr_lacks(&frr, "ipv4", "10.244.10.0/24");
+    // The ToR goes away during the grace period: nobody is left to
+    // forward for, so the agent exits without waiting the rest of it.
+    frr.kill_daemon("bgpd");
+    let status = lab.wait_exit(&agent.name, Duration::from_secs(10));
+    assert!(status.success(), "agent exit status {status}");
+    let log = agent.log(&lab);
+    assert!(log.contains("waiting the disconnect grace period"), "{log}");
+}

@@ -153,6 +153,16 @@ pub struct PrefixView {
     pub protocol: String,
     pub state: String,
     pub owner: String,
+    /// The peers the prefix is sent to (BGP).
+    pub advertised_to: Vec<String>,
+    /// The configured peers it is not sent to, and why.
+    pub not_advertised_to: Vec<NotAdvertised>,
+}
+
+#[derive(Serialize)]
+pub struct NotAdvertised {
+    pub peer: String,
+    pub reason: String,
 }
 
 pub async fn prefixes(a: &mut Agent, owner: &str) -> anyhow::Result<Vec<PrefixView>> {
@@ -170,6 +180,8 @@ pub async fn prefixes(a: &mut Agent, owner: &str) -> anyhow::Result<Vec<PrefixVi
             .into(),
             state: p.state,
             owner: p.owner,
+            advertised_to: Vec::new(),
+            not_advertised_to: Vec::new(),
         })
         .collect();
     // Prefixes the node originates from its configuration (the PodCIDR).
@@ -188,19 +200,71 @@ pub async fn prefixes(a: &mut Agent, owner: &str) -> anyhow::Result<Vec<PrefixVi
                     protocol: "bgp".into(),
                     state: "advertised".into(),
                     owner: "_config".into(),
+                    advertised_to: Vec::new(),
+                    not_advertised_to: Vec::new(),
                 });
             }
         }
+    }
+    for p in v.iter_mut().filter(|p| p.protocol == "bgp" && p.state == "advertised") {
+        let rib = a
+            .insight
+            .get_rib(GetRibRequest {
+                prefix: p.prefix.clone(),
+            })
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        for e in rib.routes.into_iter().flat_map(|r| r.exports) {
+            if e.advertised {
+                p.advertised_to.push(e.peer);
+            } else {
+                p.not_advertised_to.push(NotAdvertised {
+                    peer: e.peer,
+                    reason: e.reason,
+                });
+            }
+        }
+        p.state = advertised_state(p);
     }
     v.sort_by(|a, b| a.prefix.cmp(&b.prefix));
     Ok(v)
 }
 
+/// What an originated prefix's state says once the peers are known:
+/// `advertised` (sent to at least one peer, or no peer configured),
+/// `withheld` (established peers, none takes it: WHY says why) or
+/// `pending` (no session established yet).
+fn advertised_state(p: &PrefixView) -> String {
+    let established = |n: &&NotAdvertised| !n.reason.contains("is not established");
+    if !p.advertised_to.is_empty() || p.not_advertised_to.is_empty() {
+        "advertised".into()
+    } else if p.not_advertised_to.iter().any(|n| established(&n)) {
+        "withheld".into()
+    } else {
+        "pending".into()
+    }
+}
+
 pub fn prefixes_table(v: &[PrefixView]) -> String {
     table(
-        &["PREFIX", "PROTOCOL", "STATE", "OWNER"],
+        &["PREFIX", "PROTOCOL", "STATE", "OWNER", "PEERS", "WITHHELD"],
         &v.iter()
-            .map(|p| vec![p.prefix.clone(), p.protocol.clone(), p.state.clone(), p.owner.clone()])
+            .map(|p| {
+                let not_sent: Vec<String> = p
+                    .not_advertised_to
+                    .iter()
+                    .map(|n| format!("{}: {}", n.peer, n.reason))
+                    .collect();
+                vec![
+                    p.prefix.clone(),
+                    p.protocol.clone(),
+                    p.state.clone(),
+                    p.owner.clone(),
+                    dash(&p.advertised_to.join(",")),
+                    dash(&not_sent.join("; ")),
+                ]
+            })
             .collect::<Vec<_>>(),
     )
 }

@@ -140,6 +140,15 @@ impl RoutingInsight for Insight {
                         path_id: p.path_id,
                     })
                     .collect(),
+                exports: v
+                    .exports
+                    .into_iter()
+                    .map(|e| PeerExport {
+                        peer: e.peer.to_string(),
+                        advertised: e.advertised,
+                        reason: e.reason,
+                    })
+                    .collect(),
             })
             .collect();
         Ok(Response::new(GetRibResponse { routes }))

@@ -294,7 +294,10 @@ impl RouteControl for Service {
             ));
         }
         if !p.source_address.is_empty() {
-            parse_ip("peer.source_address", &p.source_address)?;
+            let source = parse_ip("peer.source_address", &p.source_address)?;
+            if let Some(problem) = crate::config::source_family_problem(addr, source) {
+                return Err(invalid(format!("peer.source_address: {problem}")));
+            }
         }
         if (p.keepalive == 0) != (p.hold_time == 0) {
             return Err(invalid("peer.keepalive and peer.hold_time must be both set or both 0"));

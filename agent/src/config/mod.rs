@@ -178,6 +178,10 @@ pub struct Routing {
     /// `/livez`).
     #[serde(default)]
     pub control_plane_vip_health_url: Option<String>,
+    /// How long the VIP stays bound after its withdrawal is sent, so the
+    /// fabric moves traffic before this node stops answering (ms).
+    #[serde(default)]
+    pub control_plane_vip_unbind_delay_ms: Option<u64>,
     /// Named import/export policies for `peers[].import` / `export`.
     #[serde(default)]
     pub policies: BTreeMap<String, Policy>,
@@ -601,6 +605,14 @@ impl Config {
             errs.push(invalid("routing.control_plane_vip", problem));
         }
         if !matches!(r.control_plane_vip, Checked::Valid(None)) {
+            if r.control_plane_vip_unbind_delay_ms
+                .is_some_and(|ms| ms > vip::MAX_UNBIND_DELAY.as_millis() as u64)
+            {
+                errs.push(invalid(
+                    "routing.control_plane_vip_unbind_delay_ms",
+                    format!("at most {} ms", vip::MAX_UNBIND_DELAY.as_millis()),
+                ));
+            }
             if r.control_plane_vip_health_interval == Some(0) {
                 errs.push(invalid(
                     "routing.control_plane_vip_health_interval",
@@ -659,6 +671,9 @@ impl Config {
                 (Some(a), None) => {
                     if r.peers[..i].iter().any(|q| q.neighbor_address == Some(*a)) {
                         errs.push(invalid(at("neighbor_address"), format!("{a} is listed twice")));
+                    }
+                    if let Some(problem) = p.source_address.and_then(|s| source_family_problem(*a, s)) {
+                        errs.push(invalid(at("source_address"), problem));
                     }
                 }
                 (None, Some(name)) => {
@@ -829,6 +844,20 @@ pub fn parse_family(s: &str) -> Option<novanet_bgp::wire::Family> {
         "ipv6-unicast" | "ipv6" => Some(Family::IPV6_UNICAST),
         _ => None,
     }
+}
+
+/// Why `source` cannot be the source of a session with `neighbor`: the
+/// session runs over the neighbor's family, and the other family's next
+/// hop comes from the interface, not from the source address.
+pub fn source_family_problem(neighbor: IpAddr, source: IpAddr) -> Option<String> {
+    let family = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
+    (neighbor.is_ipv4() != source.is_ipv4()).then(|| {
+        format!(
+            "{source} is {} but the neighbor {neighbor} is {}: the session runs over the neighbor's family (routes of the other family take the next hop of the session's interface)",
+            family(source),
+            family(neighbor)
+        )
+    })
 }
 
 #[cfg(test)]
@@ -1053,5 +1082,18 @@ mod tests {
                 "routing.ospf.interfaces[5].interface_name",
             ]
         );
+    }
+
+    #[test]
+    fn a_source_address_of_the_other_family_is_refused_with_the_reason() {
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "fd00::10".parse().unwrap();
+        assert_eq!(source_family_problem(v4, "10.0.0.10".parse().unwrap()), None);
+        let problem = source_family_problem(v4, v6).unwrap();
+        assert!(
+            problem.starts_with("fd00::10 is IPv6 but the neighbor 10.0.0.1 is IPv4"),
+            "{problem}"
+        );
+        assert!(source_family_problem(v6, v4).is_some());
     }
 }

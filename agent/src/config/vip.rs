@@ -9,6 +9,11 @@ use std::time::Duration;
 pub const DEFAULT_HEALTH_URL: &str = "https://127.0.0.1:6443/livez";
 /// The default time between checks.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the VIP stays bound after its withdrawal by default: ToRs move
+/// within tens of milliseconds of the UPDATE.
+pub const DEFAULT_UNBIND_DELAY: Duration = Duration::from_secs(1);
+/// The longest unbind delay accepted (shutdown waits for it).
+pub const MAX_UNBIND_DELAY: Duration = Duration::from_secs(30);
 
 /// The VIP as a host prefix: an address, or an address with /32 (/128).
 pub fn parse_vip(text: &str) -> Result<IpNet, String> {

@@ -161,6 +161,45 @@ pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, cont
     });
 }
 
+/// Watches this node's Node and publishes whether it is a control-plane
+/// node (its label), starting from what `own` said, until the agent
+/// stops: a node labelled or unlabelled later is followed.
+pub fn watch_control_plane(client: Client, own: &ClusterNode) -> crate::vip::ControlPlaneRx {
+    let (tx, rx) = tokio::sync::watch::channel(Some(own.control_plane));
+    let name = own.name.clone();
+    tokio::spawn(async move {
+        let api: Api<Node> = Api::all(client);
+        let watch_config = watcher::Config::default()
+            .fields(&format!("metadata.name={name}"))
+            .timeout(WATCH_TIMEOUT_SECS);
+        let stream = watcher::watcher(api, watch_config).default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            let node = match event {
+                Ok(Event::Apply(node)) | Ok(Event::InitApply(node)) => node,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch of this node's Node failed: retrying with backoff");
+                    continue;
+                }
+            };
+            let control_plane = ClusterNode::from_node(&node).control_plane;
+            let changed = tx.send_if_modified(|held| {
+                let changed = *held != Some(control_plane);
+                *held = Some(control_plane);
+                changed
+            });
+            if changed {
+                tracing::info!(node = %name, control_plane, "this node's control-plane label changed");
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 fn log_changes(before: Option<&MeshPlan>, now: &MeshPlan) {
     let empty = MeshPlan::default();
     let before = before.unwrap_or(&empty);

@@ -33,9 +33,11 @@ pub struct ExportTarget {
     pub local_v6: Option<Ipv6Addr>,
     /// IPv4 prefixes may carry an IPv6 next hop (RFC 8950).
     pub extended_next_hop_v4: bool,
-    /// Rewritten attributes by source set (keyed by the source `Arc`'s
-    /// address; the source is kept so the address stays valid).
-    rewrites: HashMap<usize, (Arc<PathAttributes>, Arc<PathAttributes>)>,
+    /// Rewritten attributes by source set and next hop (keyed by the
+    /// source `Arc`'s address; the source is kept so the address stays
+    /// valid): IPv4 and IPv6 routes of one source set get different next
+    /// hops.
+    rewrites: HashMap<(usize, IpAddr), (Arc<PathAttributes>, Arc<PathAttributes>)>,
 }
 
 /// Why a route is not sent to a peer, or that it is.
@@ -121,7 +123,7 @@ impl ExportTarget {
         match applied.attrs {
             Some(changed) => Ok(Arc::new(self.rewrite(&changed, local, next_hop))),
             None => {
-                let key = Arc::as_ptr(attrs) as usize;
+                let key = (Arc::as_ptr(attrs) as usize, next_hop);
                 if let Some((_, out)) = self.rewrites.get(&key) {
                     return Ok(out.clone());
                 }

@@ -31,6 +31,8 @@ const ROUTE_QUEUE_BATCHES: usize = 128;
 
 /// How long shutdown waits for withdrawals to be written.
 const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+/// How long shutdown waits on a peer whose writer takes nothing more.
+const SHUTDOWN_STALL_LIMIT: Duration = Duration::from_millis(500);
 
 /// A change of how many prefixes a peer is sent, in total and IPv6.
 #[derive(Default)]
@@ -505,10 +507,35 @@ impl Core {
             IpAddr::V4(a) => v4 = Some(a),
             IpAddr::V6(a) => v6 = Some(a),
         }
-        match slot.config.source_address {
-            Some(IpAddr::V4(a)) if v4.is_none() => v4 = Some(a),
-            Some(IpAddr::V6(a)) if v6.is_none() => v6 = Some(a),
-            _ => {}
+        // The family the session does not run over takes its next hop
+        // from the interface of the session's own address.
+        // (IPv4 over an IPv6 session with extended next hops takes the
+        // session's own IPv6 address, RFC 8950.)
+        let wants = |f: Family| families.contains(&f);
+        let need_v4 = v4.is_none() && wants(Family::IPV4_UNICAST) && !n.extended_next_hop_v4;
+        let need_v6 = v6.is_none() && wants(Family::IPV6_UNICAST);
+        if need_v4 || need_v6 {
+            match super::transport::interface_of(local_ip) {
+                Some(beside) => {
+                    if need_v4 {
+                        v4 = beside.v4;
+                    }
+                    if need_v6 {
+                        v6 = beside.v6;
+                    }
+                    for (family, missing) in [
+                        (Family::IPV4_UNICAST, need_v4 && v4.is_none()),
+                        (Family::IPV6_UNICAST, need_v6 && v6.is_none()),
+                    ] {
+                        if missing {
+                            tracing::warn!(peer = %slot.config.address, %family, interface = %beside.name, local = %local_ip,
+                                "family negotiated, but the session's interface has no address of it for the next hop: its routes are not sent to this peer");
+                        }
+                    }
+                }
+                None => tracing::warn!(peer = %slot.config.address, local = %local_ip,
+                    "no interface holds the session's local address: routes of the other family are not sent to this peer"),
+            }
         }
         slot.export = Some(ExportTarget::new(
             id,
@@ -903,7 +930,29 @@ impl Core {
         out
     }
 
-    fn route_views(&self, only: Option<IpNet>, limit: usize) -> Vec<RouteView> {
+    fn route_views(&mut self, only: Option<IpNet>, limit: usize) -> Vec<RouteView> {
+        let mut views = self.path_views(only, limit);
+        let mut peers: Vec<IpAddr> = self.by_address.keys().copied().collect();
+        peers.sort();
+        for v in &mut views {
+            if v.paths.first().is_some_and(|p| p.best && p.from == "local") {
+                v.exports = peers
+                    .iter()
+                    .map(|peer| {
+                        let e = self.explain(v.prefix, *peer);
+                        super::ExportView {
+                            peer: *peer,
+                            advertised: e.advertised,
+                            reason: if e.advertised { String::new() } else { e.reason },
+                        }
+                    })
+                    .collect();
+            }
+        }
+        views
+    }
+
+    fn path_views(&self, only: Option<IpNet>, limit: usize) -> Vec<RouteView> {
         let describe_peer = |id: PeerId| -> String {
             if id == LOCAL_PEER {
                 "local".into()
@@ -942,7 +991,11 @@ impl Core {
                     lost_at: step.map(|s| s.describe().to_string()),
                 })
                 .collect();
-            Some(RouteView { prefix: *prefix, paths })
+            Some(RouteView {
+                prefix: *prefix,
+                paths,
+                exports: Vec::new(),
+            })
         };
         match only {
             Some(p) => view(&p).into_iter().collect(),
@@ -966,22 +1019,42 @@ impl Core {
             changes.extend(self.rib.withdraw(LOCAL_PEER, Nlri::new(p)));
         }
         self.propagate(changes);
-        // Wait until every outbox is drained into the writers.
+        // Wait until every outbox is drained into the writers. A session
+        // that went down meanwhile (its peer gone) has no writer to wait
+        // on, and one whose writer took nothing for a while (a peer that
+        // stopped reading) is not waited on either.
         let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_LIMIT;
-        while tokio::time::Instant::now() < deadline
-            && self
-                .slots
-                .values()
-                .any(|s| s.export.is_some() && !s.shared.outbox.lock().expect("outbox").pending.is_empty())
-        {
+        let mut progress: HashMap<PeerId, (usize, tokio::time::Instant)> = HashMap::new();
+        loop {
+            let now = tokio::time::Instant::now();
+            let mut waiting = false;
+            for (id, s) in &self.slots {
+                let left = s.shared.outbox.lock().expect("outbox").pending.len();
+                if s.export.is_none() || !established(s) || left == 0 {
+                    continue;
+                }
+                let seen = progress.entry(*id).or_insert((left, now));
+                if seen.0 != left {
+                    *seen = (left, now);
+                }
+                waiting |= now.duration_since(seen.1) < SHUTDOWN_STALL_LIMIT;
+            }
+            if !waiting || now >= deadline {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if !grace.is_zero() {
+        // The grace period keeps this node forwarding while the fabric
+        // moves away; once no session is up there is no one to wait for.
+        if !grace.is_zero() && self.slots.values().any(established) {
             tracing::info!(
                 seconds = grace.as_secs_f64(),
                 "withdrawals sent; waiting the disconnect grace period"
             );
-            tokio::time::sleep(grace).await;
+            let end = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < end && self.slots.values().any(established) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         let cease = Notification::cease_with_message(subcode::ADMIN_SHUTDOWN, message);
         let mut tasks = Vec::new();
@@ -989,12 +1062,18 @@ impl Core {
             let _ = slot.commands.send(PeerCommand::Stop(cease.clone())).await;
             tasks.push(slot.task);
         }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_LIMIT;
         for t in tasks {
-            if tokio::time::timeout(SHUTDOWN_FLUSH_LIMIT, t.done).await.is_err() {
+            if tokio::time::timeout_at(deadline, t.done).await.is_err() {
                 t.abort.abort();
             }
         }
     }
+}
+
+/// Whether a peer's session is Established now (as its task last said).
+fn established(s: &Slot) -> bool {
+    s.shared.status.lock().expect("peer status").fsm_state == crate::fsm::State::Established
 }
 
 /// Queues what a peer must be told about one prefix, given what it was

@@ -290,6 +290,19 @@ pub struct PathView {
 pub struct RouteView {
     pub prefix: IpNet,
     pub paths: Vec<PathView>,
+    /// For a prefix this node originates (its best path is local): each
+    /// configured peer, whether it is sent the prefix, and why not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<ExportView>,
+}
+
+/// Whether one peer is sent a prefix this node originates.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportView {
+    pub peer: IpAddr,
+    pub advertised: bool,
+    /// Why not, when not advertised.
+    pub reason: String,
 }
 
 /// Whether a prefix is sent to a peer, and why.

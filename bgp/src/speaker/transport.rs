@@ -29,6 +29,49 @@ pub struct SocketOptions {
     pub interface: Option<String>,
 }
 
+/// The addresses of the interface that holds a session's local address:
+/// the next hop of the family the session does not run over (an IPv4
+/// session carrying IPv6 routes sends the interface's IPv6 address, as
+/// RFC 4760 routers do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterfaceAddresses {
+    pub name: String,
+    pub v4: Option<std::net::Ipv4Addr>,
+    /// A global (not link-local) IPv6 address: a link-local next hop means
+    /// nothing beyond the link without its companion global address.
+    pub v6: Option<std::net::Ipv6Addr>,
+}
+
+/// The interface holding `local` and its first address of each family,
+/// or `None` when no interface holds `local`.
+pub fn interface_of(local: IpAddr) -> Option<InterfaceAddresses> {
+    let all: Vec<(String, IpAddr)> = nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter_map(|ifa| {
+            let a = ifa.address?;
+            let ip = if let Some(v4) = a.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else {
+                IpAddr::V6(a.as_sockaddr_in6()?.ip())
+            };
+            Some((ifa.interface_name, ip))
+        })
+        .collect();
+    let name = all.iter().find(|(_, ip)| *ip == local)?.0.clone();
+    let on_it = || all.iter().filter(|(n, _)| *n == name).map(|(_, ip)| *ip);
+    Some(InterfaceAddresses {
+        v4: on_it().find_map(|ip| match ip {
+            IpAddr::V4(a) => Some(a),
+            _ => None,
+        }),
+        v6: on_it().find_map(|ip| match ip {
+            IpAddr::V6(a) if !a.is_unicast_link_local() && !a.is_loopback() => Some(a),
+            _ => None,
+        }),
+        name,
+    })
+}
+
 /// The index of a network interface by name.
 pub fn interface_index(name: &str) -> io::Result<u32> {
     let c = std::ffi::CString::new(name)
@@ -401,6 +444,16 @@ fn set_user_timeout(fd: std::os::fd::RawFd, seconds: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_interface_of_a_local_address_gives_its_other_family() {
+        let lo = interface_of("127.0.0.1".parse().unwrap()).expect("lo holds 127.0.0.1");
+        assert_eq!(lo.name, "lo");
+        assert_eq!(lo.v4, Some(std::net::Ipv4Addr::LOCALHOST));
+        // ::1 is no next hop to give a peer.
+        assert_eq!(lo.v6, None);
+        assert_eq!(interface_of("192.0.2.123".parse().unwrap()), None);
+    }
 
     #[test]
     fn a_link_local_peer_is_given_the_scope_of_its_interface() {

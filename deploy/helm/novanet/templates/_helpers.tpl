@@ -67,6 +67,7 @@ app.kubernetes.io/component: agent
 {{- $_ := set $routing "control_plane_vip" $r.controlPlaneVIP -}}
 {{- $_ := set $routing "control_plane_vip_health_interval" (int64 $r.controlPlaneVIPHealthInterval) -}}
 {{- $_ := set $routing "control_plane_vip_health_url" $r.controlPlaneVIPHealthURL -}}
+{{- $_ := set $routing "control_plane_vip_unbind_delay_ms" (int64 $r.controlPlaneVIPUnbindDelayMs) -}}
 {{- end -}}
 {{- $owners := dict -}}
 {{- range $name, $o := .Values.owners -}}
