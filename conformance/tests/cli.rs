@@ -360,7 +360,7 @@ fn novanetctl_read_and_write_commands() {
         .contains("interface_name: eth0"));
     assert_eq!(
         ctl.ok(&["routing", "status"]),
-        "Routing Status\n==============\n\nRouting Mode:     native (BGP)\nLocal AS:         65010\nBGP Peers:        2 (2 established)\nPrefixes:         3 advertised\nBFD Sessions:     1 (0 up)\nOSPF Interfaces:  1\n"
+        "Routing Status\n==============\n\nRouting Mode:     native (BGP)\nLocal AS:         65010\nBGP Peers:        2 (2 established)\nPrefixes:         2 advertised\nBFD Sessions:     1 (0 up)\nOSPF Interfaces:  1\n"
     );
     let s: Value = serde_json::from_str(&ctl.ok(&["routing", "status", "-o", "json"])).unwrap();
     assert_eq!(s["peers_established"], 2);

@@ -932,13 +932,20 @@ impl Core {
 
     fn route_views(&mut self, only: Option<IpNet>, limit: usize) -> Vec<RouteView> {
         let mut views = self.path_views(only, limit);
-        let mut peers: Vec<IpAddr> = self.by_address.keys().copied().collect();
-        peers.sort();
+        let mut peers: Vec<(IpAddr, Vec<Family>)> = self
+            .by_address
+            .iter()
+            .filter_map(|(a, id)| Some((*a, self.slots.get(id)?.config.families.clone())))
+            .collect();
+        peers.sort_by_key(|(a, _)| *a);
         for v in &mut views {
             if v.paths.first().is_some_and(|p| p.best && p.from == "local") {
+                // Peers configured for the prefix's family.
+                let family = Family::of(&v.prefix);
                 v.exports = peers
                     .iter()
-                    .map(|peer| {
+                    .filter(|(_, families)| families.contains(&family))
+                    .map(|(peer, _)| {
                         let e = self.explain(v.prefix, *peer);
                         super::ExportView {
                             peer: *peer,
