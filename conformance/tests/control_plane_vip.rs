@@ -4,9 +4,11 @@
 //! withdrawn and unbound when it fails and at shutdown. With two
 //! control-plane nodes behind an FRR ToR (ECMP), a handover (a failed
 //! health check, a SIGTERM) loses no probe: the VIP stays bound until the
-//! fabric has moved.
+//! fabric has moved. The node's control-plane label is followed: a node
+//! labelled later advertises the VIP, one unlabelled withdraws it.
 
 use novanet_conformance::checks::{agent_established, ping_counts, switched, tor_and_node, SETTLE, TOR_FRR};
+use novanet_conformance::kube_api::{self, KubeApi};
 use novanet_conformance::{in_namespace, wait_until, Agent, Frr, Lab};
 use serde_json::json;
 use std::io::{Read, Write};
@@ -313,4 +315,84 @@ router bgp 65000
 fn lo_has_in(lab: &Lab, ns: &str, addr: &str) -> bool {
     lab.exec(ns, "ip", &["-o", "addr", "show", "dev", "lo"])
         .contains(&format!("{addr}/"))
+}
+
+#[test]
+fn the_vip_follows_the_nodes_control_plane_label() {
+    const LABEL: &str = "node-role.kubernetes.io/control-plane";
+    let mut lab = Lab::new("cpvipl");
+    tor_and_node(&mut lab);
+    let api = KubeApi::start_in(Some(&lab.ns_name("tor")), "10.0.0.1:6443");
+    let kubeconfig = lab.dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let worker = kube_api::node("cp-1", "10.0.0.10", "10.244.10.0/24");
+    let mut labelled = worker.clone();
+    labelled["metadata"]["labels"][LABEL] = json!("");
+    api.apply_node(worker.clone());
+    // Another node's label says nothing about this one.
+    let mut other = kube_api::node("cp-2", "10.0.0.11", "10.244.11.0/24");
+    other["metadata"]["labels"][LABEL] = json!("");
+    api.apply_node(other);
+    let frr = Frr::start(&mut lab, "tor", TOR_FRR);
+    let listener = in_namespace(&lab.ns_name("node"), || {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+    });
+    let port = listener.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    health_endpoint(listener, Arc::new(AtomicBool::new(true)), stop.clone());
+    let agent = Agent::start_with_env(
+        &mut lab,
+        "node",
+        &json!({
+            "node_name": "cp-1",
+            "routing": {
+                "local_as": 65010,
+                "bfd": {"enabled": false},
+                "node_mesh": {"enabled": true, "source": "kubernetes"},
+                "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}],
+                "control_plane_vip": "10.0.0.250",
+                "control_plane_vip_health_interval": 1,
+                "control_plane_vip_health_url": format!("http://127.0.0.1:{port}/livez")
+            }
+        }),
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    agent_established(&agent, "10.0.0.1");
+    let tor_has = |want: bool| {
+        wait_until(
+            &format!("the ToR to {} the VIP", if want { "hold" } else { "lack" }),
+            SETTLE,
+            || match (frr.route_as_path("ipv4", "10.0.0.250/32"), want) {
+                (Some(_), true) | (None, false) => Ok(()),
+                (other, _) => Err(format!("{other:?}")),
+            },
+        )
+    };
+    // A worker: the PodCIDR goes out, the VIP does not.
+    wait_until("the ToR to hold the PodCIDR", SETTLE, || {
+        frr.route_as_path("ipv4", "10.244.10.0/24").ok_or_else(String::new)
+    });
+    tor_has(false);
+    assert!(!lo_has(&lab, "10.0.0.250"));
+    // Labelled: the VIP is checked, bound and advertised.
+    api.apply_node(labelled);
+    tor_has(true);
+    assert!(lo_has(&lab, "10.0.0.250/32"));
+    // Unlabelled again: withdrawn and unbound.
+    api.apply_node(worker);
+    tor_has(false);
+    wait_until("the VIP to leave lo", SETTLE, || {
+        if lo_has(&lab, "10.0.0.250") {
+            Err("still bound".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = in_namespace(&lab.ns_name("node"), move || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+    });
+    // The agent goes first, so the API server has no watch to wait on.
+    drop(lab);
+    drop(api);
 }

@@ -183,6 +183,10 @@ pub fn watch_control_plane(client: Client, own: &ClusterNode) -> crate::vip::Con
                     continue;
                 }
             };
+            // (The field selector already asks for this Node alone.)
+            if node.metadata.name.as_deref() != Some(name.as_str()) {
+                continue;
+            }
             let control_plane = ClusterNode::from_node(&node).control_plane;
             let changed = tx.send_if_modified(|held| {
                 let changed = *held != Some(control_plane);
