@@ -25,6 +25,8 @@ struct Pair {
     changes: Vec<(char, State, State, u8)>,
     /// Sessions whose change came from a restarted neighbor.
     neighbor_restarts: Vec<char>,
+    /// Sessions whose change came from a neighbor that no longer knew them.
+    forgotten: Vec<char>,
 }
 
 impl Pair {
@@ -37,6 +39,7 @@ impl Pair {
             drop_a_to_b: false,
             changes: Vec::new(),
             neighbor_restarts: Vec::new(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -62,10 +65,14 @@ impl Pair {
                     to: t,
                     diag: d,
                     neighbor_restarted,
+                    neighbor_forgot_us,
                 } => {
                     self.changes.push((from, f, t, d));
                     if neighbor_restarted {
                         self.neighbor_restarts.push(from);
+                    }
+                    if neighbor_forgot_us {
+                        self.forgotten.push(from);
                     }
                 }
             }
@@ -295,15 +302,20 @@ fn a_restarted_neighbor_is_told_apart_from_a_failed_path() {
         Some(('a', State::Up, State::Down, diag::NEIGHBOR_SIGNALED_DOWN))
     );
     assert_eq!(p.neighbor_restarts, vec!['a'], "only a's Down came from a restart");
+    assert_eq!(p.forgotten, vec!['a'], "b's new session did not know a's");
     p.run(Duration::from_secs(3));
     assert_eq!((p.a.state(), p.b.state()), (State::Up, State::Up), "up again");
 
     // A silenced path is a failure, not a restart.
     p.neighbor_restarts.clear();
     p.drop_a_to_b = true;
+    p.forgotten.clear();
     p.run(Duration::from_secs(1));
     assert_eq!(p.b.state(), State::Down);
     assert!(p.neighbor_restarts.is_empty(), "{:?}", p.neighbor_restarts);
+    // a hears b's Down, which still names a's session: a failure b saw.
+    assert_eq!(p.a.state(), State::Down);
+    assert!(p.forgotten.is_empty(), "{:?}", p.forgotten);
 }
 
 #[test]
@@ -335,4 +347,51 @@ fn a_session_back_up_sends_at_the_fast_rate_at_once() {
         Duration::from_millis(50),
         "b at the fast rate once Up"
     );
+}
+
+/// A neighbor's packet as FRR sends it: (state, its required min rx in ms).
+fn from_neighbor(state: State, your: u32, rx_ms: u32) -> ControlPacket {
+    ControlPacket {
+        diag: diag::NONE,
+        state,
+        poll: false,
+        final_: false,
+        control_plane_independent: false,
+        demand: false,
+        multipoint: false,
+        detect_mult: 3,
+        my_discriminator: 77,
+        your_discriminator: your,
+        desired_min_tx: rx_ms * 1000,
+        required_min_rx: rx_ms * 1000,
+        required_min_echo_rx: 0,
+        auth: None,
+    }
+}
+
+#[test]
+fn a_neighbor_asking_for_packets_sooner_gets_the_next_one_sooner() {
+    // FRR's Init asks for packets every second; once Up, every 100 ms. The
+    // packet planned at the Init rate must not be waited for: FRR's
+    // detection time is then 300 ms.
+    let mut now = Instant::now();
+    let mut a = Session::new(cfg(100, 100, 3), 11, now);
+    let init = from_neighbor(State::Init, 11, 1000);
+    let raw = encode(&init, &a);
+    a.handle_packet(&init, &raw, now).unwrap();
+    assert_eq!(a.state(), State::Up);
+    now += Duration::from_millis(1);
+    let up = from_neighbor(State::Up, 11, 100);
+    let raw = encode(&up, &a);
+    a.handle_packet(&up, &raw, now).unwrap();
+    let start = now;
+    let mut sent_at = None;
+    while now < start + Duration::from_secs(1) && sent_at.is_none() {
+        now += Duration::from_millis(1);
+        if a.on_timer(now).iter().any(|o| matches!(o, Output::Send(_))) {
+            sent_at = Some(now - start);
+        }
+    }
+    let sent_at = sent_at.expect("a packet within a second");
+    assert!(sent_at <= Duration::from_millis(100), "next packet after {sent_at:?}");
 }

@@ -218,13 +218,13 @@ impl Core {
             Command::Explain(prefix, peer, reply) => {
                 let _ = reply.send(self.explain(prefix, peer));
             }
-            Command::ResetPeer(addr, notification) => {
+            Command::ResetPeer(addr, notification, idle_hold) => {
                 if let Some(id) = self.by_address.get(&addr).copied() {
                     self.command(
                         id,
                         PeerCommand::Reset {
                             notification,
-                            idle_hold: None,
+                            idle_hold,
                         },
                     );
                 }

@@ -25,7 +25,7 @@ pub(crate) enum Command {
     /// One prefix, or the first `usize` prefixes in order.
     Routes(Option<IpNet>, usize, oneshot::Sender<Vec<RouteView>>),
     RequestRefresh(IpAddr),
-    ResetPeer(IpAddr, Notification),
+    ResetPeer(IpAddr, Notification, Option<std::time::Duration>),
     SetPolicies(
         IpAddr,
         PeerPolicy,

@@ -447,11 +447,17 @@ impl Speaker {
     }
 
     /// Closes a peer's session with this NOTIFICATION (its routes leave at
-    /// once, without graceful restart) and lets it start over; e.g. when
-    /// BFD finds the path down.
-    pub async fn reset_peer(&self, address: IpAddr, notification: Notification) -> Result<(), SpeakerError> {
+    /// once, without graceful restart) and lets it start over, after
+    /// `idle_hold` if given (a session that keeps flapping is held down);
+    /// e.g. when BFD finds the path down.
+    pub async fn reset_peer(
+        &self,
+        address: IpAddr,
+        notification: Notification,
+        idle_hold: Option<Duration>,
+    ) -> Result<(), SpeakerError> {
         self.commands
-            .send(Command::ResetPeer(address, notification))
+            .send(Command::ResetPeer(address, notification, idle_hold))
             .await
             .map_err(|_| SpeakerError::Stopped)
     }

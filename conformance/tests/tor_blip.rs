@@ -1,0 +1,138 @@
+//! A ToR blip against FRR 8.4 with a BFD profile on its BGP neighbor
+//! (`neighbor X bfd profile fast`, 100 ms x 3): the ToR goes silent for
+//! 3 s (its packets dropped, the link up) and comes back. FRR's session
+//! comes back through Init, which asks for a packet a second, and then Up,
+//! which asks for one every 100 ms: the node's next packet must come
+//! within the new interval, not a second later, or FRR's 300 ms detection
+//! time expires and the session flaps for ever. Within 5 s of the blip's
+//! end the session is Established and stays so, FRR counts at most one
+//! BFD down after the blip, and the kernel has ECMP over both ToRs again.
+
+use novanet_conformance::checks::{agent_established, two_tors_and_node, wait_for_value, SETTLE};
+use novanet_conformance::kernel::bgp_routes;
+use novanet_conformance::{wait_until, Agent, Frr, Lab};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn frr_daemons(name: &str, asn: u32, me: &str, node: &str) -> [(String, String); 3] {
+    let bfdd = "bfd
+ profile fast
+  receive-interval 100
+  transmit-interval 100
+  detect-multiplier 3
+ !
+!
+"
+    .to_string();
+    let bgpd = format!(
+        "hostname {name}
+router bgp {asn}
+ bgp router-id {me}
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor {node} remote-as 65010
+ neighbor {node} timers 3 9
+ neighbor {node} timers connect 1
+ neighbor {node} bfd profile fast
+ address-family ipv4 unicast
+  network 192.0.2.0/24
+ exit-address-family
+"
+    );
+    [
+        ("zebra".into(), format!("hostname {name}\n")),
+        ("bfdd".into(), bfdd),
+        ("bgpd".into(), bgpd),
+    ]
+}
+
+fn start_tor(lab: &mut Lab, name: &str, asn: u32, me: &str, node: &str) -> Frr {
+    let daemons = frr_daemons(name, asn, me, node);
+    let refs: Vec<(&str, &str)> = daemons.iter().map(|(d, c)| (d.as_str(), c.as_str())).collect();
+    Frr::start_daemons(lab, name, &refs)
+}
+
+/// FRR's count of BFD session downs with `peer`.
+fn frr_bfd_downs(frr: &Frr, peer: &str) -> u64 {
+    let v = frr.json("show bfd peers counters json");
+    v.as_array()
+        .and_then(|a| a.iter().find(|p| p["peer"] == peer))
+        .and_then(|p| p["session-down"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_tor_blip_heals_against_frr_bfd_profiles() {
+    let mut lab = Lab::new("torblip");
+    two_tors_and_node(&mut lab);
+    let tor1 = start_tor(&mut lab, "tor1", 65001, "10.0.1.1", "10.0.1.10");
+    let _tor2 = start_tor(&mut lab, "tor2", 65002, "10.0.2.1", "10.0.2.10");
+    let bfd = |addr: &str, asn: u32| {
+        json!({"neighbor_address": addr, "remote_as": asn, "hold_time": 9, "keepalive": 3,
+               "bfd_enabled": true, "bfd_min_tx_ms": 100, "bfd_min_rx_ms": 100, "bfd_detect_multiplier": 3})
+    };
+    let agent = Agent::start(
+        &mut lab,
+        "node",
+        &json!({
+            "node_name": "node-a",
+            "node_ip": "10.0.1.10",
+            "pod_cidr": "10.244.10.0/24",
+            "routing": {"peers": [bfd("10.0.1.1", 65001), bfd("10.0.2.1", 65002)]}
+        }),
+    );
+    let ecmp = || {
+        wait_until("ECMP over both ToRs", SETTLE, || {
+            match bgp_routes(&lab, "node").get("192.0.2.0/24") {
+                Some(h) if h.len() == 2 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+    };
+    for tor in ["10.0.1.1", "10.0.2.1"] {
+        agent_established(&agent, tor);
+        wait_for_value(&format!("BFD with {tor} Up"), json!("Up"), || {
+            agent.bfd_session(tor)["state"].clone()
+        });
+    }
+    ecmp();
+
+    // tor1 goes silent for 3 s: BFD takes its session down.
+    let silent = Instant::now();
+    lab.drop_from("node", "10.0.1.1");
+    wait_for_value("BFD with tor1 Down", json!("Down"), || {
+        agent.bfd_session("10.0.1.1")["state"].clone()
+    });
+    // The blip lasts 3 s (the scenario's length, not a synchronisation).
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(silent.elapsed()));
+    lab.undrop("node");
+    let back = Instant::now();
+    let downs_at_return = frr_bfd_downs(&tor1, "10.0.1.10");
+
+    // Established with BFD Up within 5 s, and staying so.
+    let stable_since = wait_until("tor1's session Established with BFD Up", Duration::from_secs(5), || {
+        let s = agent.peer("10.0.1.1");
+        let up = s["state"] == "Established" && agent.bfd_session("10.0.1.1")["state"] == "Up";
+        if up {
+            Ok(s["established_transitions"].clone())
+        } else {
+            Err(format!(
+                "{} / BFD {}",
+                s["state"],
+                agent.bfd_session("10.0.1.1")["state"]
+            ))
+        }
+    });
+    // Watch it for the rest of 5 s after the return, and 3 s at least
+    // (30 BFD detection times): it must not move.
+    let watch_until = (back + Duration::from_secs(5)).max(Instant::now() + Duration::from_secs(3));
+    while Instant::now() < watch_until {
+        let s: Value = agent.peer("10.0.1.1");
+        assert_eq!(s["state"], "Established", "the session after the blip: {s}");
+        assert_eq!(s["established_transitions"], stable_since, "re-established again: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let downs = frr_bfd_downs(&tor1, "10.0.1.10") - downs_at_return;
+    assert!(downs <= 1, "FRR counted {downs} BFD downs after the blip");
+    ecmp();
+}
