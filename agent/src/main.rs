@@ -260,17 +260,34 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             }
         }
     }
-    // No more mutations; withdraw everything this node originates (the
-    // PodCIDR and every owner's prefixes), then close the sessions.
     control.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
-    vip.stop().await;
-    if let Some(o) = &control.ospf {
-        o.withdraw_and_stop().await;
+    match cfg.on_sigterm {
+        // A restart: forwarding state stays (kernel routes, nexthop groups,
+        // the VIP on lo), the sessions close without a NOTIFICATION and
+        // nothing is withdrawn, so graceful-restart helpers keep this
+        // node's routes until the next agent takes over.
+        config::OnSigterm::Restart => {
+            tracing::info!("stopping for a restart: routes kept, sessions closed without a NOTIFICATION");
+            vip.stop(vip::Leaving::KeepForRestart).await;
+            if let Some(o) = &control.ospf {
+                o.withdraw_and_stop().await;
+            }
+            speaker.leave().await?;
+        }
+        // The node leaves: withdraw everything it originates (the PodCIDR
+        // and every owner's prefixes), then close the sessions.
+        config::OnSigterm::Decommission => {
+            tracing::info!("decommissioning: prefixes withdrawn, then the sessions closed");
+            vip.stop(vip::Leaving::Withdraw).await;
+            if let Some(o) = &control.ospf {
+                o.withdraw_and_stop().await;
+            }
+            let grace = std::time::Duration::from_secs(cfg.disconnect_grace_period.unwrap_or(0));
+            speaker
+                .shutdown(&format!("NovaNet node agent on {} shutting down", cfg.node_name), grace)
+                .await?;
+        }
     }
-    let grace = std::time::Duration::from_secs(cfg.disconnect_grace_period.unwrap_or(0));
-    speaker
-        .shutdown(&format!("NovaNet node agent on {} shutting down", cfg.node_name), grace)
-        .await?;
     let _ = api_stop.send(());
     if let Ok(Err(e)) = api.await {
         tracing::warn!(error = %e, "RouteControl API");

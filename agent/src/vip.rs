@@ -51,9 +51,30 @@ impl HealthCheck {
     }
 }
 
+/// How a VIP task is told to stop: withdraw and unbind the VIP first,
+/// or leave it bound and advertised (the agent restarts: the peers keep
+/// the route, the address stays on `lo`, and the next agent takes over),
+/// and whom to tell when done.
+type StopRequest = (Leaving, tokio::sync::oneshot::Sender<()>);
+
+/// Whether a stopping VIP is withdrawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaving {
+    Withdraw,
+    KeepForRestart,
+}
+
+/// Sends a stop request and waits until it is carried out.
+async fn request_stop(stop: tokio::sync::oneshot::Sender<StopRequest>, how: Leaving) {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    if stop.send((how, done)).is_ok() {
+        let _ = finished.await;
+    }
+}
+
 /// The running VIP task.
 pub struct Vip {
-    stop: tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>,
+    stop: tokio::sync::oneshot::Sender<StopRequest>,
 }
 
 impl Vip {
@@ -61,19 +82,26 @@ impl Vip {
     pub fn start(speaker: Speaker, settings: &VipSettings) -> anyhow::Result<Vip> {
         let (vip, interval, unbind_delay) = (settings.address, settings.interval, settings.unbind_delay);
         let check = HealthCheck::new(&settings.health_url, interval)?;
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<()>>();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<StopRequest>();
         let url = settings.health_url.clone();
         tokio::spawn(async move {
             let mut up = false;
+            // A VIP left bound by the agent before a restart stays until
+            // the first check says whether it should.
+            let mut first = true;
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    done = &mut stopped => {
-                        if up {
+                    request = &mut stopped => {
+                        let (how, done) = match request {
+                            Ok((how, done)) => (how, Some(done)),
+                            Err(_) => (Leaving::Withdraw, None),
+                        };
+                        if up && how == Leaving::Withdraw {
                             set(&speaker, vip, false, unbind_delay).await;
                         }
-                        if let Ok(done) = done {
+                        if let Some(done) = done {
                             let _ = done.send(());
                         }
                         return;
@@ -91,20 +119,25 @@ impl Vip {
                         set(&speaker, vip, false, unbind_delay).await;
                         up = false;
                     }
+                    (Err(e), false) if first => {
+                        tracing::warn!(%vip, %url, error = %e, "API server unhealthy: control-plane VIP not advertised (unbound if left from before a restart)");
+                        if let Err(e) = loopback_address(vip, false).await {
+                            tracing::error!(%vip, error = %e, "cannot unbind the control-plane VIP from lo");
+                        }
+                    }
                     (Err(e), false) => tracing::debug!(%vip, error = %e, "API server still unhealthy"),
                     (Ok(()), true) => {}
                 }
+                first = false;
             }
         });
         Ok(Vip { stop })
     }
 
-    /// Withdraws and unbinds the VIP; returns when done.
-    pub async fn stop(self) {
-        let (done, finished) = tokio::sync::oneshot::channel();
-        if self.stop.send(done).is_ok() {
-            let _ = finished.await;
-        }
+    /// Withdraws and unbinds the VIP (or, `KeepForRestart`, leaves it);
+    /// returns when done.
+    pub async fn stop(self, how: Leaving) {
+        request_stop(self.stop, how).await;
     }
 }
 
@@ -155,7 +188,7 @@ impl VipSettings {
 /// started, restarted with new settings, or stopped whenever either
 /// changes.
 pub struct VipFollower {
-    stop: tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>,
+    stop: tokio::sync::oneshot::Sender<StopRequest>,
 }
 
 /// Whether this node is a control-plane node, as its Node says now
@@ -166,7 +199,7 @@ pub type ControlPlaneRx = tokio::sync::watch::Receiver<Option<bool>>;
 impl VipFollower {
     /// Follows `config` and the node's role.
     pub fn start(speaker: Speaker, mut config: crate::config::ConfigRx, mut role: ControlPlaneRx) -> VipFollower {
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<()>>();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<StopRequest>();
         tokio::spawn(async move {
             let mut running: Option<(VipSettings, Vip)> = None;
             let mut role_open = true;
@@ -189,7 +222,7 @@ impl VipFollower {
                     Ok(w) if w.as_ref() != running.as_ref().map(|(s, _)| s) => {
                         if let Some((old, vip)) = running.take() {
                             tracing::info!(vip = %old.address, "control-plane VIP settings or the node's role changed: stopping the old one");
-                            vip.stop().await;
+                            vip.stop(Leaving::Withdraw).await;
                         }
                         if let Some(w) = w {
                             match Vip::start(speaker.clone(), &w) {
@@ -203,11 +236,15 @@ impl VipFollower {
                     Ok(_) => {}
                 }
                 tokio::select! {
-                    done = &mut stopped => {
+                    request = &mut stopped => {
+                        let (how, done) = match request {
+                            Ok((how, done)) => (how, Some(done)),
+                            Err(_) => (Leaving::Withdraw, None),
+                        };
                         if let Some((_, vip)) = running.take() {
-                            vip.stop().await;
+                            vip.stop(how).await;
                         }
-                        if let Ok(done) = done {
+                        if let Some(done) = done {
                             let _ = done.send(());
                         }
                         return;
@@ -222,12 +259,10 @@ impl VipFollower {
         VipFollower { stop }
     }
 
-    /// Withdraws and unbinds the VIP (if up); returns when done.
-    pub async fn stop(self) {
-        let (done, finished) = tokio::sync::oneshot::channel();
-        if self.stop.send(done).is_ok() {
-            let _ = finished.await;
-        }
+    /// Withdraws and unbinds the VIP if up (or, `KeepForRestart`, leaves
+    /// it bound and advertised); returns when done.
+    pub async fn stop(self, how: Leaving) {
+        request_stop(self.stop, how).await;
     }
 }
 

@@ -1,9 +1,9 @@
 //! The control-plane VIP: bound on `lo` and advertised to a real FRR ToR
 //! while the local API server's health endpoint (here an HTTP server in
 //! the node's namespace that the test turns unhealthy) answers 2xx;
-//! withdrawn and unbound when it fails and at shutdown. With two
+//! withdrawn and unbound when it fails; kept across a restart (SIGTERM). With two
 //! control-plane nodes behind an FRR ToR (ECMP), a handover (a failed
-//! health check, a SIGTERM) loses no probe: the VIP stays bound until the
+//! health check, a decommissioned node) loses no probe: the VIP stays bound until the
 //! fabric has moved. The node's control-plane label is followed: a node
 //! labelled later advertises the VIP, one unlabelled withdraws it.
 
@@ -108,9 +108,12 @@ fn the_vip_follows_the_api_servers_health() {
     tor_has(true);
     assert!(lo_has(&lab, "10.0.0.250/32"));
 
+    // SIGTERM is a restart: the VIP stays bound, and the ToR (a
+    // graceful-restart helper) keeps the route while the next agent comes.
     lab.signal(&agent.name, libc::SIGTERM);
     assert!(lab.wait_exit(&agent.name, Duration::from_secs(30)).success());
-    assert!(!lo_has(&lab, "10.0.0.250"), "unbound at shutdown");
+    assert!(lo_has(&lab, "10.0.0.250/32"), "kept bound across a restart");
+    assert!(frr.route_as_path("ipv4", "10.0.0.250/32").is_some(), "kept by the ToR");
     stop.store(true, Ordering::Relaxed);
     let _ = in_namespace(&lab.ns_name("node"), move || {
         std::net::TcpStream::connect(("127.0.0.1", port))
@@ -222,6 +225,7 @@ router bgp 65000
                 "node_name": ns,
                 "node_ip": ip,
                 "pod_cidr": format!("10.244.{}.0/24", &ip[7..]),
+                "on_sigterm": "decommission",
                 "routing": {
                     "local_as": asn,
                     "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}],
@@ -290,7 +294,8 @@ router bgp 65000
     health[c].1.store(true, Ordering::Relaxed);
     both();
 
-    // The carrier's agent is stopped (a rolling update): the same.
+    // The carrier's node is decommissioned (its agent stopped for good):
+    // the same.
     let c = carrier(&lab);
     let (ns, agent) = &agents[c];
     lab.signal(&agent.name, libc::SIGTERM);

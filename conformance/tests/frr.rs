@@ -192,11 +192,12 @@ fn frr_sessions_routes_withdrawals_refresh_and_shutdown() {
     agent_lacks(&agent, "198.51.100.0/24");
     assert_eq!(agent.peer("10.0.0.1")["established_transitions"], 1, "no session reset");
 
-    // Shutdown: PodCIDR withdrawn while the session stays up for the
+    // Decommission: PodCIDR withdrawn while the session stays up for the
     // disconnect grace period (readiness off meanwhile), then a Cease with
     // our shutdown communication.
     let mut cfg = agent_config("10.244.20.0/24", json!({}));
     cfg["disconnect_grace_period"] = json!(2);
+    cfg["on_sigterm"] = json!("decommission");
     agent.rewrite_config(&cfg);
     lab.signal(&agent.name, libc::SIGHUP);
     // The reload is done when the default import policy is back (the route
@@ -262,6 +263,7 @@ fn shutdown_does_not_wait_on_a_peer_that_is_gone() {
     let mut cfg = agent_config("10.244.10.0/24", json!({}));
     // A grace period far longer than the exit may take once no peer is left.
     cfg["disconnect_grace_period"] = json!(30);
+    cfg["on_sigterm"] = json!("decommission");
     let agent = Agent::start(&mut lab, "node", &cfg);
     established(&frr, "10.0.0.10");
     frr_has(&frr, "ipv4", "10.244.10.0/24", "65010");

@@ -57,6 +57,9 @@ pub struct Config {
     pub owners: BTreeMap<String, owners::OwnerConfig>,
     #[serde(default)]
     pub disconnect_grace_period: Option<u64>,
+    /// What SIGTERM means: a restart (default) or the node leaving.
+    #[serde(default)]
+    pub on_sigterm: OnSigterm,
     #[serde(default)]
     pub routing: Routing,
     #[serde(default)]
@@ -127,6 +130,20 @@ fn default_metrics() -> String {
 }
 fn default_log_level() -> String {
     "info".into()
+}
+
+/// What SIGTERM means (`on_sigterm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSigterm {
+    /// The agent restarts (an upgrade, a configuration change): forwarding
+    /// state stays, sessions close without a NOTIFICATION, nothing is
+    /// withdrawn; graceful-restart helpers keep this node's routes.
+    #[default]
+    Restart,
+    /// The node leaves: its prefixes are withdrawn, then the sessions
+    /// close with a Cease.
+    Decommission,
 }
 
 /// How the per-node AS number is derived from the node address.

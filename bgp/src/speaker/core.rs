@@ -165,6 +165,11 @@ impl Core {
                         let _ = done.send(());
                         return;
                     }
+                    Some(Command::Leave(done)) => {
+                        self.leave().await;
+                        let _ = done.send(());
+                        return;
+                    }
                     Some(cmd) => self.on_command(cmd),
                     None => {
                         self.shutdown("speaker stopped", Duration::ZERO).await;
@@ -236,7 +241,7 @@ impl Core {
                 self.reconfigure(local_as, router_id);
                 let _ = done.send(());
             }
-            Command::Shutdown(..) => unreachable!("handled in run"),
+            Command::Shutdown(..) | Command::Leave(..) => unreachable!("handled in run"),
         }
     }
 
@@ -1010,6 +1015,24 @@ impl Core {
                 .iter()
                 .filter_map(view)
                 .collect(),
+        }
+    }
+
+    /// Closes every session without a NOTIFICATION and withdraws nothing:
+    /// the peers, graceful-restart helpers, keep this node's routes as
+    /// stale and the kernel keeps theirs, until the next agent takes over.
+    async fn leave(&mut self) {
+        self.shutting_down = true;
+        let mut tasks = Vec::new();
+        for (_, slot) in self.slots.drain() {
+            let _ = slot.commands.send(PeerCommand::Leave).await;
+            tasks.push(slot.task);
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_LIMIT;
+        for t in tasks {
+            if tokio::time::timeout_at(deadline, t.done).await.is_err() {
+                t.abort.abort();
+            }
         }
     }
 

@@ -33,6 +33,9 @@ pub(crate) enum Command {
         oneshot::Sender<Result<(), SpeakerError>>,
     ),
     Shutdown(String, Duration, oneshot::Sender<()>),
+    /// The agent restarts: every session closes without a NOTIFICATION,
+    /// nothing is withdrawn, the table and the kernel's routes stay.
+    Leave(oneshot::Sender<()>),
     /// A new local AS and router id: every session starts over with them.
     Reconfigure(u32, std::net::Ipv4Addr, oneshot::Sender<()>),
     Explain(IpNet, IpAddr, oneshot::Sender<Explanation>),
@@ -44,6 +47,9 @@ pub(crate) enum PeerCommand {
     Connection(TcpStream),
     /// Close the session for good with this NOTIFICATION.
     Stop(Notification),
+    /// The agent restarts: close the connections for good without a
+    /// NOTIFICATION, so a graceful-restart helper keeps our routes.
+    Leave,
     /// Close the session with this NOTIFICATION and start over, after
     /// `idle_hold` if set (RFC 4271 IdleHoldTimer: a peer reset for
     /// exceeding its prefix limit is not reconnected at once).

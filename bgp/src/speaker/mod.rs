@@ -503,4 +503,12 @@ impl Speaker {
         let message = message.to_owned();
         self.ask(|tx| Command::Shutdown(message, grace, tx)).await
     }
+
+    /// Stops for a restart: every session closes without a NOTIFICATION
+    /// and nothing is withdrawn, so graceful-restart helpers keep this
+    /// node's routes and the kernel keeps the peers' (the next speaker
+    /// adopts them); returns when the sessions are closed.
+    pub async fn leave(&self) -> Result<(), SpeakerError> {
+        self.ask(Command::Leave).await
+    }
 }

@@ -167,6 +167,7 @@ pub(crate) async fn run(ctx: PeerCtx) {
         let input = match woke {
             Woke::Command(Some(PeerCommand::Connection(stream))) => io.accept(stream),
             Woke::Command(Some(PeerCommand::Stop(n))) => Some(Input::Stop(n)),
+            Woke::Command(Some(PeerCommand::Leave)) => Some(Input::Leave),
             Woke::Command(Some(PeerCommand::Reset {
                 notification,
                 idle_hold,

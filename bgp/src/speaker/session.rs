@@ -68,6 +68,9 @@ pub(crate) enum Input {
     },
     /// Close the session for good with this NOTIFICATION.
     Stop(Notification),
+    /// Close the connections for good without a NOTIFICATION (this node
+    /// restarts; a graceful-restart helper keeps its routes).
+    Leave,
     /// Close the session and start over, after `idle_hold` if set.
     Reset {
         notification: Notification,
@@ -345,6 +348,7 @@ impl PeerSession {
             Input::Inbound(conn, m) => self.on_inbound(conn, m, now),
             Input::Tick { inbound_paused } => self.on_tick(inbound_paused, now),
             Input::Stop(n) => self.stop(n, now),
+            Input::Leave => self.leave(now),
             Input::Reset {
                 notification,
                 idle_hold,
@@ -433,23 +437,35 @@ impl PeerSession {
         self.finished = true;
     }
 
-    fn restart(&mut self, speaker: SpeakerConfig, now: Instant) {
-        self.speaker = speaker;
-        self.fsm_config = fsm_config(&self.config, &self.speaker);
-        self.forwarding_kept = true;
+    fn leave(&mut self, now: Instant) {
+        self.drop_connections(now);
+        self.idle_hold_until = None;
+        self.finished = true;
+    }
+
+    /// Closes every connection as if it were lost: no NOTIFICATION, and
+    /// the peer, a graceful-restart helper, keeps our routes.
+    fn drop_connections(&mut self, now: Instant) {
         if let Some(mut s) = self.secondary.take() {
             if let Some(conn) = s.conn.take() {
                 self.out.push(Effect::Close(conn));
             }
         }
-        // As if the connection were lost: the core keeps the peer's routes
-        // as stale when it restarts gracefully itself.
         let a = self.primary.fsm.handle(Event::TcpFailed, now);
         self.execute(Which::Primary, a, now);
         if let Some(conn) = self.primary.conn.take() {
             self.out.push(Effect::Close(conn));
         }
         self.abort_connect();
+    }
+
+    fn restart(&mut self, speaker: SpeakerConfig, now: Instant) {
+        self.speaker = speaker;
+        self.fsm_config = fsm_config(&self.config, &self.speaker);
+        self.forwarding_kept = true;
+        // As if the connection were lost: the core keeps the peer's routes
+        // as stale when it restarts gracefully itself.
+        self.drop_connections(now);
         self.status(StatusChange::LastError(format!(
             "restarted for local AS {} / router id {}",
             self.speaker.local_as, self.speaker.router_id

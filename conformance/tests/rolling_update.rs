@@ -1,0 +1,229 @@
+//! A rolling update as a cluster does it: an FRR 8.4 ToR (a graceful-restart
+//! helper, FRR's default) between two nodes with a pod each, pods pinging
+//! each other every 20 ms both ways; node A's agent gets SIGTERM (as
+//! kubelet sends it) and its replacement starts 3 s later. SIGTERM is a
+//! restart: the kernel keeps node A's routes, the sessions close without a
+//! NOTIFICATION so the ToR keeps node A's PodCIDR as stale, and no ping is
+//! lost. With BFD on (`neighbor X bfd profile fast`, 100 ms x 3) the same:
+//! the sessions close before BFD falls silent, so FRR is already a
+//! graceful-restart helper when BFD's detection time runs out; and with
+//! `neighbor X bfd check-control-plane-failure` too (FRR then also ignores
+//! a BFD Down during graceful restart from a neighbor whose BFD shares fate
+//! with its control plane, as the agent's says with its C bit clear).
+
+use novanet_conformance::checks::{agent_established, ping_counts, wait_for_value, SETTLE};
+use novanet_conformance::kernel::bgp_routes;
+use novanet_conformance::{wait_until, Agent, Frr, Lab};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How the ToR runs BFD with the nodes.
+#[derive(Clone, Copy, PartialEq)]
+enum Bfd {
+    Off,
+    On,
+    /// On, with `check-control-plane-failure`.
+    OnCheckingTheControlPlane,
+}
+
+/// The ToR (AS 65000) with node A on eth0 (10.0.1.0/24) and node B on
+/// eth1 (10.0.2.0/24).
+fn tor_bgpd(bfd: Bfd) -> String {
+    let mut c = String::from(
+        "hostname tor
+router bgp 65000
+ bgp router-id 10.0.0.1
+ no bgp ebgp-requires-policy
+",
+    );
+    for n in ["10.0.1.11 remote-as 65011", "10.0.2.12 remote-as 65012"] {
+        let addr = n.split(' ').next().unwrap();
+        c.push_str(&format!(
+            " neighbor {n}\n neighbor {addr} timers 3 9\n neighbor {addr} timers connect 1\n"
+        ));
+        if bfd != Bfd::Off {
+            c.push_str(&format!(" neighbor {addr} bfd profile fast\n"));
+        }
+        if bfd == Bfd::OnCheckingTheControlPlane {
+            c.push_str(&format!(" neighbor {addr} bfd check-control-plane-failure\n"));
+        }
+    }
+    c
+}
+
+const BFDD: &str = "bfd
+ profile fast
+  receive-interval 100
+  transmit-interval 100
+  detect-multiplier 3
+ !
+!
+";
+
+fn node_config(name: &str, ip: &str, tor: &str, pod_cidr: &str, bfd: bool) -> Value {
+    json!({
+        "node_name": name,
+        "node_ip": ip,
+        "pod_cidr": pod_cidr,
+        "routing": {
+            "bfd": {"enabled": bfd, "min_rx_ms": 100, "min_tx_ms": 100, "detect_multiplier": 3},
+            "peers": [{"neighbor_address": tor, "remote_as": 65000, "hold_time": 9, "keepalive": 3,
+                       "bfd_enabled": bfd}],
+            "node_mesh": {"enabled": false}
+        }
+    })
+}
+
+/// A node behind its own ToR port, with a pod namespace behind it.
+fn node_with_pod(lab: &mut Lab, node: &str, tor_if: &str, subnet: &str, host: &str, pod: &str, pod_net: &str) {
+    lab.add_ns(node);
+    lab.add_ns(pod);
+    lab.link(
+        "tor",
+        tor_if,
+        &[&format!("{subnet}.1/24")],
+        node,
+        "eth0",
+        &[&format!("{subnet}.{host}/24")],
+    );
+    lab.link(
+        node,
+        "pod0",
+        &[&format!("{pod_net}.1/24")],
+        pod,
+        "eth0",
+        &[&format!("{pod_net}.10/24")],
+    );
+    lab.exec(pod, "ip", &["route", "add", "default", "via", &format!("{pod_net}.1")]);
+    lab.forwarding(node);
+}
+
+fn replies(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("bytes from")
+        .count()
+}
+
+fn more_replies(logs: &[&Path], more: usize) {
+    let now: Vec<usize> = logs.iter().map(|l| replies(l)).collect();
+    wait_until("more ping replies both ways", SETTLE, || {
+        let n: Vec<usize> = logs.iter().map(|l| replies(l)).collect();
+        if n.iter().zip(&now).all(|(n, was)| *n >= was + more) {
+            Ok(())
+        } else {
+            Err(format!("{n:?}"))
+        }
+    });
+}
+
+fn frr_route(frr: &Frr, prefix: &str) -> Option<(bool, String)> {
+    let v = frr.json(&format!("show bgp ipv4 unicast {prefix} json"));
+    let path = v["paths"].as_array()?.first()?.clone();
+    Some((
+        path["stale"].as_bool().unwrap_or(false),
+        path["aspath"]["string"].as_str().unwrap_or("").to_string(),
+    ))
+}
+
+fn rolling_update_loses_no_packet(name: &str, tor_bfd: Bfd) {
+    let bfd = tor_bfd != Bfd::Off;
+    let mut lab = Lab::new(name);
+    lab.add_ns("tor");
+    lab.forwarding("tor");
+    node_with_pod(&mut lab, "node-a", "eth0", "10.0.1", "11", "pod-a", "10.244.11");
+    node_with_pod(&mut lab, "node-b", "eth1", "10.0.2", "12", "pod-b", "10.244.12");
+    let bgpd = tor_bgpd(tor_bfd);
+    let mut daemons = vec![("zebra", "hostname tor\n")];
+    if bfd {
+        daemons.push(("bfdd", BFDD));
+    }
+    daemons.push(("bgpd", &bgpd));
+    let frr = Frr::start_daemons(&mut lab, "tor", &daemons);
+    let cfg_a = node_config("node-a", "10.0.1.11", "10.0.1.1", "10.244.11.0/24", bfd);
+    let agent_a = Agent::start(&mut lab, "node-a", &cfg_a);
+    let agent_b = Agent::start(
+        &mut lab,
+        "node-b",
+        &node_config("node-b", "10.0.2.12", "10.0.2.1", "10.244.12.0/24", bfd),
+    );
+    agent_established(&agent_a, "10.0.1.1");
+    agent_established(&agent_b, "10.0.2.1");
+    if bfd {
+        for (agent, tor) in [(&agent_a, "10.0.1.1"), (&agent_b, "10.0.2.1")] {
+            wait_for_value("BFD Up", json!("Up"), || agent.bfd_session(tor)["state"].clone());
+        }
+    }
+    wait_for_value("node-a routes to pod-b", Some(vec!["10.0.1.1".to_string()]), || {
+        bgp_routes(&lab, "node-a").get("10.244.12.0/24").cloned()
+    });
+    wait_for_value("node-b routes to pod-a", Some(vec!["10.0.2.1".to_string()]), || {
+        bgp_routes(&lab, "node-b").get("10.244.11.0/24").cloned()
+    });
+    let routes_a = bgp_routes(&lab, "node-a");
+
+    let a_to_b = lab.spawn("ping-ab", "pod-a", "ping", &["-n", "-i", "0.02", "10.244.12.10"]);
+    let b_to_a = lab.spawn("ping-ba", "pod-b", "ping", &["-n", "-i", "0.02", "10.244.11.10"]);
+    let logs = [a_to_b.as_path(), b_to_a.as_path()];
+    more_replies(&logs, 10);
+
+    // SIGTERM: a restart. The agent exits, the kernel keeps its routes,
+    // the ToR keeps node-a's PodCIDR as stale.
+    lab.signal(&agent_a.name, libc::SIGTERM);
+    let stopped = Instant::now();
+    assert!(lab.wait_exit(&agent_a.name, SETTLE).success());
+    assert_eq!(bgp_routes(&lab, "node-a"), routes_a, "node-a's kernel routes stay");
+    wait_for_value(
+        "the ToR to keep node-a's PodCIDR as stale",
+        Some((true, "65011".to_string())),
+        || frr_route(&frr, "10.244.11.0/24"),
+    );
+    let n = frr.neighbor("10.0.1.11");
+    assert!(
+        n["lastNotificationReason"].is_null() || n["lastNotificationReason"] == "",
+        "no NOTIFICATION at the restart: {n}"
+    );
+    // The replacement 3 s after the SIGTERM (an image already on the node).
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(stopped.elapsed()));
+    let agent_a = Agent::start(&mut lab, "node-a", &cfg_a);
+    agent_established(&agent_a, "10.0.1.1");
+    wait_for_value(
+        "the ToR to refresh node-a's PodCIDR",
+        Some((false, "65011".to_string())),
+        || frr_route(&frr, "10.244.11.0/24"),
+    );
+    if bfd {
+        wait_for_value("BFD Up again", json!("Up"), || {
+            agent_a.bfd_session("10.0.1.1")["state"].clone()
+        });
+    }
+    more_replies(&logs, 25);
+    for (name, log) in [("ping-ab", a_to_b), ("ping-ba", b_to_a)] {
+        lab.signal(name, libc::SIGINT);
+        lab.wait_exit(name, Duration::from_secs(10));
+        let text = std::fs::read_to_string(&log).unwrap();
+        let (sent, received) = ping_counts(&text);
+        assert!(sent >= 150, "{name}: {sent} sent");
+        assert_eq!(sent, received, "{name}: no packet lost across the restart: {text}");
+    }
+    wait_for_value("the adopted routes refreshed (none stale)", json!(0), || {
+        serde_json::from_str::<Value>(&agent_a.get("/status/fib").unwrap_or_default()).unwrap_or_default()["stale"]
+            .clone()
+    });
+}
+
+#[test]
+fn a_rolling_update_behind_an_frr_tor_loses_no_packet() {
+    rolling_update_loses_no_packet("roll", Bfd::Off);
+}
+
+#[test]
+fn a_rolling_update_with_bfd_loses_no_packet() {
+    rolling_update_loses_no_packet("rollbfd", Bfd::On);
+}
+
+#[test]
+fn a_rolling_update_with_bfd_and_the_control_plane_check_loses_no_packet() {
+    rolling_update_loses_no_packet("rollcbit", Bfd::OnCheckingTheControlPlane);
+}
