@@ -1,5 +1,5 @@
-//! A rolling update as a cluster does it: an FRR 8.4 ToR (a graceful-restart
-//! helper, FRR's default) between two nodes with a pod each, pods pinging
+//! A rolling update as a cluster does it: an FRR 8.4 or BIRD 2 ToR (a
+//! graceful-restart helper, their default) between two nodes with a pod each, pods pinging
 //! each other every 20 ms both ways; node A's agent gets SIGTERM (as
 //! kubelet sends it) and its replacement starts 3 s later. SIGTERM is a
 //! restart: the kernel keeps node A's routes, the sessions close without a
@@ -13,7 +13,7 @@
 
 use novanet_conformance::checks::{agent_established, ping_counts, wait_for_value, SETTLE};
 use novanet_conformance::kernel::bgp_routes;
-use novanet_conformance::{wait_until, Agent, Frr, Lab};
+use novanet_conformance::{wait_until, Agent, Bird, Frr, Lab};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -118,6 +118,60 @@ fn more_replies(logs: &[&Path], more: usize) {
     });
 }
 
+const BIRD: &str = r#"
+router id 10.0.0.1;
+protocol device { }
+protocol kernel k4 { ipv4 { export where source = RTS_BGP; }; }
+protocol bgp a {
+  local 10.0.1.1 as 65000; neighbor 10.0.1.11 as 65011;
+  hold time 9; keepalive time 3; connect retry time 1;
+  ipv4 { import all; export all; };
+}
+protocol bgp b {
+  local 10.0.2.1 as 65000; neighbor 10.0.2.12 as 65012;
+  hold time 9; keepalive time 3; connect retry time 1;
+  ipv4 { import all; export all; };
+}
+"#;
+
+/// The ToR of a run.
+enum Tor {
+    Frr(Frr),
+    Bird(Bird),
+}
+
+impl Tor {
+    /// Whether the ToR holds `prefix`, as stale or not, with its AS path.
+    fn route(&self, prefix: &str) -> Option<(bool, String)> {
+        match self {
+            Tor::Frr(frr) => frr_route(frr, prefix),
+            // BIRD shows no stale mark: a route kept while the session
+            // is down is one kept by graceful restart.
+            Tor::Bird(bird) => {
+                let path = bird.route_as_path(prefix)?;
+                Some((bird.bgp_state("a") != "Established", path))
+            }
+        }
+    }
+
+    /// The ToR heard no NOTIFICATION from node A.
+    fn heard_no_notification(&self) {
+        let said = match self {
+            Tor::Frr(frr) => frr.neighbor("10.0.1.11")["lastNotificationReason"].to_string(),
+            Tor::Bird(bird) => bird
+                .birdc(&["show", "protocols", "all", "a"])
+                .lines()
+                .filter(|l| l.contains("Last error") || l.contains("Received"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        assert!(
+            !said.to_lowercase().contains("notification") && !said.contains("Cease") && !said.contains("cease"),
+            "no NOTIFICATION at the restart: {said}"
+        );
+    }
+}
+
 fn frr_route(frr: &Frr, prefix: &str) -> Option<(bool, String)> {
     let v = frr.json(&format!("show bgp ipv4 unicast {prefix} json"));
     let path = v["paths"].as_array()?.first()?.clone();
@@ -127,20 +181,36 @@ fn frr_route(frr: &Frr, prefix: &str) -> Option<(bool, String)> {
     ))
 }
 
-fn rolling_update_loses_no_packet(name: &str, tor_bfd: Bfd) {
+/// The kind of ToR of a run.
+#[derive(Clone, Copy, PartialEq)]
+enum TorKind {
+    Frr(Bfd),
+    Bird,
+}
+
+fn rolling_update_loses_no_packet(name: &str, kind: TorKind) {
+    let tor_bfd = match kind {
+        TorKind::Frr(b) => b,
+        TorKind::Bird => Bfd::Off,
+    };
     let bfd = tor_bfd != Bfd::Off;
     let mut lab = Lab::new(name);
     lab.add_ns("tor");
     lab.forwarding("tor");
     node_with_pod(&mut lab, "node-a", "eth0", "10.0.1", "11", "pod-a", "10.244.11");
     node_with_pod(&mut lab, "node-b", "eth1", "10.0.2", "12", "pod-b", "10.244.12");
-    let bgpd = tor_bgpd(tor_bfd);
-    let mut daemons = vec![("zebra", "hostname tor\n")];
-    if bfd {
-        daemons.push(("bfdd", BFDD));
-    }
-    daemons.push(("bgpd", &bgpd));
-    let frr = Frr::start_daemons(&mut lab, "tor", &daemons);
+    let tor = match kind {
+        TorKind::Frr(_) => {
+            let bgpd = tor_bgpd(tor_bfd);
+            let mut daemons = vec![("zebra", "hostname tor\n")];
+            if bfd {
+                daemons.push(("bfdd", BFDD));
+            }
+            daemons.push(("bgpd", &bgpd));
+            Tor::Frr(Frr::start_daemons(&mut lab, "tor", &daemons))
+        }
+        TorKind::Bird => Tor::Bird(Bird::start(&mut lab, "tor", BIRD)),
+    };
     let cfg_a = node_config("node-a", "10.0.1.11", "10.0.1.1", "10.244.11.0/24", bfd);
     let agent_a = Agent::start(&mut lab, "node-a", &cfg_a);
     let agent_b = Agent::start(
@@ -177,13 +247,9 @@ fn rolling_update_loses_no_packet(name: &str, tor_bfd: Bfd) {
     wait_for_value(
         "the ToR to keep node-a's PodCIDR as stale",
         Some((true, "65011".to_string())),
-        || frr_route(&frr, "10.244.11.0/24"),
+        || tor.route("10.244.11.0/24"),
     );
-    let n = frr.neighbor("10.0.1.11");
-    assert!(
-        n["lastNotificationReason"].is_null() || n["lastNotificationReason"] == "",
-        "no NOTIFICATION at the restart: {n}"
-    );
+    tor.heard_no_notification();
     // The replacement 3 s after the SIGTERM (an image already on the node).
     std::thread::sleep(Duration::from_secs(3).saturating_sub(stopped.elapsed()));
     let agent_a = Agent::start(&mut lab, "node-a", &cfg_a);
@@ -191,7 +257,7 @@ fn rolling_update_loses_no_packet(name: &str, tor_bfd: Bfd) {
     wait_for_value(
         "the ToR to refresh node-a's PodCIDR",
         Some((false, "65011".to_string())),
-        || frr_route(&frr, "10.244.11.0/24"),
+        || tor.route("10.244.11.0/24"),
     );
     if bfd {
         wait_for_value("BFD Up again", json!("Up"), || {
@@ -215,15 +281,20 @@ fn rolling_update_loses_no_packet(name: &str, tor_bfd: Bfd) {
 
 #[test]
 fn a_rolling_update_behind_an_frr_tor_loses_no_packet() {
-    rolling_update_loses_no_packet("roll", Bfd::Off);
+    rolling_update_loses_no_packet("roll", TorKind::Frr(Bfd::Off));
 }
 
 #[test]
 fn a_rolling_update_with_bfd_loses_no_packet() {
-    rolling_update_loses_no_packet("rollbfd", Bfd::On);
+    rolling_update_loses_no_packet("rollbfd", TorKind::Frr(Bfd::On));
 }
 
 #[test]
 fn a_rolling_update_with_bfd_and_the_control_plane_check_loses_no_packet() {
-    rolling_update_loses_no_packet("rollcbit", Bfd::OnCheckingTheControlPlane);
+    rolling_update_loses_no_packet("rollcbit", TorKind::Frr(Bfd::OnCheckingTheControlPlane));
+}
+
+#[test]
+fn a_rolling_update_behind_a_bird_tor_loses_no_packet() {
+    rolling_update_loses_no_packet("rollbird", TorKind::Bird);
 }

@@ -78,6 +78,7 @@ app.kubernetes.io/component: agent
   "metrics_address" (printf ":%d" (int64 .Values.metrics.port))
   "log_level" .Values.logLevel
   "disconnect_grace_period" (int64 $r.disconnectGracePeriod)
+  "on_sigterm" $r.onSigterm
   "owners" $owners
   "routing" $routing
   "cni" (dict "enabled" .Values.cni.enabled "socket" .Values.cni.socket "ipam_dir" .Values.cni.ipamDir)
