@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 "proto/novaroute/v1/novaroute.proto",
                 "proto/novanet/routing/v1/insight.proto",
+                "proto/novanet/routing/v1/lifecycle.proto",
                 "proto/novanet/datapath/v1/datapath.proto",
             ],
             &["proto"],

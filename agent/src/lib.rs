@@ -10,6 +10,7 @@
 //! - [`control`]: owners, intents, the reconciler, the event bus;
 //!   [`api`]: its gRPC services and their socket;
 //! - [`ospf`]: the OSPF mode's sidecar driver;
+//! - [`lifecycle`]: the drain and what a SIGTERM means;
 //! - [`vip`]: the control-plane VIP; [`addresses`]: address writes;
 //! - [`policy`], [`cni`]: identity policy and the CNI plugins' backend;
 //! - [`status`], [`metrics`]: the HTTP status endpoint and Prometheus.
@@ -24,6 +25,7 @@ pub mod cni;
 pub mod config;
 pub mod control;
 pub mod kubernetes;
+pub mod lifecycle;
 pub mod metrics;
 pub mod ospf;
 pub mod peers;

@@ -4,7 +4,7 @@
 //! SIGTERM withdraws it and closes every session with a shutdown
 //! communication.
 
-use novanet_agent::{api, bgp, cni, config, control, kubernetes, ospf, status, vip};
+use novanet_agent::{api, bgp, cni, config, control, kubernetes, lifecycle, ospf, status, vip};
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -140,14 +140,16 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let routing = bgp::start(&config_rx).await?;
     let speaker = routing.speaker.clone();
     bgp::follow_config(&routing, config_rx.clone());
-    // Whether this node is a control-plane node follows its Node (no
-    // Kubernetes API: unknown, and the VIP is taken as wanted here).
-    let (_no_role, unknown_role) = tokio::sync::watch::channel(None);
-    let role = match &kube {
-        Some((client, own)) => kubernetes::watch::watch_control_plane(client.clone(), own),
-        None => unknown_role,
+    // This node's Node as it changes: its role (the VIP) and lifecycle
+    // (drain, cordon, deletion). No Kubernetes API: unknown.
+    let (_no_node, unknown_node) = tokio::sync::watch::channel(None);
+    let node = match &kube {
+        Some((client, own)) => kubernetes::watch::watch_own_node(client.clone(), own),
+        None => unknown_node,
     };
-    let vip = vip::VipFollower::start(speaker.clone(), config_rx.clone(), role);
+    let vip = vip::VipFollower::start(speaker.clone(), config_rx.clone(), node.clone());
+    let lifecycle = std::sync::Arc::new(lifecycle::Lifecycle::new(speaker.clone()));
+    lifecycle.clone().follow_node(node);
     let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
     // The OSPF mode's task: requests from the control plane in, reports
     // (outcomes, events) out.
@@ -166,6 +168,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         routing.bfd.clone(),
         routing.peers.clone(),
         ospf,
+        lifecycle.clone(),
     )?;
     control::sources::follow_ospf(control.clone(), ospf_reported);
     tokio::spawn(control::follow_config(control.clone()));
@@ -261,12 +264,12 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         }
     }
     control.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
-    match cfg.on_sigterm {
+    match lifecycle.on_stop(cfg.on_sigterm) {
         // A restart: forwarding state stays (kernel routes, nexthop groups,
         // the VIP on lo), the sessions close without a NOTIFICATION and
         // nothing is withdrawn, so graceful-restart helpers keep this
         // node's routes until the next agent takes over.
-        config::OnSigterm::Restart => {
+        lifecycle::OnStop::Restart => {
             tracing::info!("stopping for a restart: routes kept, sessions closed without a NOTIFICATION");
             vip.stop(vip::Leaving::KeepForRestart).await;
             if let Some(o) = &control.ospf {
@@ -274,17 +277,25 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             }
             speaker.leave().await?;
         }
-        // The node leaves: withdraw everything it originates (the PodCIDR
-        // and every owner's prefixes), then close the sessions.
-        config::OnSigterm::Decommission => {
-            tracing::info!("decommissioning: prefixes withdrawn, then the sessions closed");
+        // The node leaves: drain (the fabric moves traffic to other nodes
+        // while this one forwards), withdraw everything it originates (the
+        // PodCIDR, every owner's prefixes, the VIP), then close the
+        // sessions.
+        lifecycle::OnStop::Decommission(why) => {
+            tracing::warn!(reason = %why, "decommissioning: draining, then withdrawing this node's prefixes");
+            lifecycle
+                .drain_before_leaving(std::time::Duration::from_secs(cfg.drain_period))
+                .await;
             vip.stop(vip::Leaving::Withdraw).await;
             if let Some(o) = &control.ospf {
                 o.withdraw_and_stop().await;
             }
             let grace = std::time::Duration::from_secs(cfg.disconnect_grace_period.unwrap_or(0));
             speaker
-                .shutdown(&format!("NovaNet node agent on {} shutting down", cfg.node_name), grace)
+                .shutdown(
+                    &format!("NovaNet node agent on {} shutting down: {why}", cfg.node_name),
+                    grace,
+                )
                 .await?;
         }
     }

@@ -191,14 +191,15 @@ pub struct VipFollower {
     stop: tokio::sync::oneshot::Sender<StopRequest>,
 }
 
-/// Whether this node is a control-plane node, as its Node says now
-/// (`Some`), or unknown (`None`: outside Kubernetes, where a node with a
-/// VIP configured is taken as one).
-pub type ControlPlaneRx = tokio::sync::watch::Receiver<Option<bool>>;
-
 impl VipFollower {
-    /// Follows `config` and the node's role.
-    pub fn start(speaker: Speaker, mut config: crate::config::ConfigRx, mut role: ControlPlaneRx) -> VipFollower {
+    /// Follows `config` and the node's role: whether its Node is a
+    /// control-plane node now, or unknown (`None`: outside Kubernetes,
+    /// where a node with a VIP configured is taken as one).
+    pub fn start(
+        speaker: Speaker,
+        mut config: crate::config::ConfigRx,
+        mut role: crate::lifecycle::NodeRx,
+    ) -> VipFollower {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<StopRequest>();
         tokio::spawn(async move {
             let mut running: Option<(VipSettings, Vip)> = None;
@@ -206,7 +207,7 @@ impl VipFollower {
             let mut config_open = true;
             let mut told: Option<Option<bool>> = None;
             loop {
-                let control_plane = *role.borrow_and_update();
+                let control_plane = role.borrow_and_update().map(|n| n.control_plane);
                 let vip_configured = !matches!(config.borrow().routing.control_plane_vip, Checked::Valid(None));
                 if vip_configured && told != Some(control_plane) {
                     match control_plane {

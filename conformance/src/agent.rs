@@ -133,6 +133,24 @@ impl Agent {
         }
     }
 
+    /// `novanetctl --socket <this agent's socket> ARGS`; its output, the
+    /// test failing with stderr when it fails.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new(ctl_binary())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("novanetctl");
+        assert!(
+            out.status.success(),
+            "novanetctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The agent's log so far.
     pub fn log(&self, lab: &Lab) -> String {
         std::fs::read_to_string(lab.dir().join(format!("{}.log", self.name))).unwrap_or_default()

@@ -130,3 +130,56 @@ pub fn ping_counts(log: &str) -> (u64, u64) {
         .collect();
     (numbers[0], numbers[1])
 }
+
+/// Echo requests to `address` that reached namespace `ns` (an nftables
+/// counter set up by [`count_probes`]).
+pub fn probes_seen(lab: &Lab, ns: &str) -> u64 {
+    let out = lab.exec(ns, "nft", &["list", "chain", "inet", "probes", "input"]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in: {out}"))
+}
+
+/// Counts the echo requests to `address` arriving in namespace `ns`.
+pub fn count_probes(lab: &Lab, ns: &str, address: &str) {
+    lab.exec(ns, "nft", &["add", "table", "inet", "probes"]);
+    let chain = "{ type filter hook input priority 0 ; }";
+    lab.exec(ns, "nft", &["add", "chain", "inet", "probes", "input", chain]);
+    let rule = ["ip", "daddr", address, "icmp", "type", "echo-request", "counter"];
+    let mut args = vec!["add", "rule", "inet", "probes", "input"];
+    args.extend(rule);
+    lab.exec(ns, "nft", &args);
+}
+
+/// Replies in a ping log so far.
+pub fn replies(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("bytes from")
+        .count()
+}
+
+/// Waits until a ping log holds `more` replies beyond `now`.
+pub fn more_replies(log: &std::path::Path, now: usize, more: usize) {
+    wait_until("more probe replies", SETTLE, || {
+        let n = replies(log);
+        if n >= now + more {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    });
+}
+
+/// Which of `nodes` the probes counted by [`count_probes`] reach now
+/// (waiting for 10 more replies in `log`): its index.
+pub fn probed_node(lab: &Lab, nodes: &[&str], log: &std::path::Path) -> usize {
+    let before: Vec<u64> = nodes.iter().map(|ns| probes_seen(lab, ns)).collect();
+    more_replies(log, replies(log), 10);
+    let after: Vec<u64> = nodes.iter().map(|ns| probes_seen(lab, ns)).collect();
+    (0..nodes.len())
+        .find(|i| after[*i] > before[*i])
+        .unwrap_or_else(|| panic!("the probes reach none of {nodes:?}"))
+}

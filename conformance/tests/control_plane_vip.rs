@@ -7,7 +7,10 @@
 //! fabric has moved. The node's control-plane label is followed: a node
 //! labelled later advertises the VIP, one unlabelled withdraws it.
 
-use novanet_conformance::checks::{agent_established, ping_counts, switched, tor_and_node, SETTLE, TOR_FRR};
+use novanet_conformance::checks::{
+    agent_established, count_probes, more_replies, ping_counts, probed_node, replies, switched, tor_and_node, SETTLE,
+    TOR_FRR,
+};
 use novanet_conformance::kube_api::{self, KubeApi};
 use novanet_conformance::{in_namespace, wait_until, Agent, Frr, Lab};
 use serde_json::json;
@@ -120,71 +123,6 @@ fn the_vip_follows_the_api_servers_health() {
     });
 }
 
-/// Echo requests to `vip` that reached namespace `ns` (an nftables
-/// counter set up by [`count_probes`]).
-fn probes_seen(lab: &Lab, ns: &str) -> u64 {
-    let out = lab.exec(ns, "nft", &["list", "chain", "inet", "vipprobes", "input"]);
-    out.split_whitespace()
-        .skip_while(|w| *w != "packets")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no counter in: {out}"))
-}
-
-fn count_probes(lab: &Lab, ns: &str, vip: &str) {
-    lab.exec(ns, "nft", &["add", "table", "inet", "vipprobes"]);
-    lab.exec(
-        ns,
-        "nft",
-        &[
-            "add",
-            "chain",
-            "inet",
-            "vipprobes",
-            "input",
-            "{ type filter hook input priority 0 ; }",
-        ],
-    );
-    lab.exec(
-        ns,
-        "nft",
-        &[
-            "add",
-            "rule",
-            "inet",
-            "vipprobes",
-            "input",
-            "ip",
-            "daddr",
-            vip,
-            "icmp",
-            "type",
-            "echo-request",
-            "counter",
-        ],
-    );
-}
-
-/// Replies in the ping log so far.
-fn replies(log: &std::path::Path) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .matches("bytes from")
-        .count()
-}
-
-/// Waits until the ping log holds `more` replies beyond `now`.
-fn more_replies(log: &std::path::Path, now: usize, more: usize) {
-    wait_until("more probe replies", SETTLE, || {
-        let n = replies(log);
-        if n >= now + more {
-            Ok(())
-        } else {
-            Err(n.to_string())
-        }
-    });
-}
-
 #[test]
 fn a_vip_handover_loses_no_probe() {
     const VIP: &str = "10.96.0.250";
@@ -226,6 +164,7 @@ router bgp 65000
                 "node_ip": ip,
                 "pod_cidr": format!("10.244.{}.0/24", &ip[7..]),
                 "on_sigterm": "decommission",
+                "drain_period": 1,
                 "routing": {
                     "local_as": asn,
                     "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}],
@@ -258,21 +197,8 @@ router bgp 65000
     both();
     let ping_log = lab.spawn("ping", "tor", "ping", &["-n", "-i", "0.02", VIP]);
     more_replies(&ping_log, 0, 25);
-    // The node the ToR's hash sends the probes to.
-    let carrier = |lab: &Lab| -> usize {
-        let before: Vec<u64> = ["cp1", "cp2"].iter().map(|ns| probes_seen(lab, ns)).collect();
-        more_replies(&ping_log, replies(&ping_log), 10);
-        let after: Vec<u64> = ["cp1", "cp2"].iter().map(|ns| probes_seen(lab, ns)).collect();
-        if after[0] > before[0] {
-            0
-        } else {
-            assert!(after[1] > before[1], "the probes reach neither node");
-            1
-        }
-    };
-
     // The carrier's API server fails: the VIP moves to the other node.
-    let c = carrier(&lab);
+    let c = probed_node(&lab, &["cp1", "cp2"], &ping_log);
     health[c].1.store(false, Ordering::Relaxed);
     wait_until(
         "the ToR to drop the failed node's path",
@@ -296,7 +222,7 @@ router bgp 65000
 
     // The carrier's node is decommissioned (its agent stopped for good):
     // the same.
-    let c = carrier(&lab);
+    let c = probed_node(&lab, &["cp1", "cp2"], &ping_log);
     let (ns, agent) = &agents[c];
     lab.signal(&agent.name, libc::SIGTERM);
     assert!(lab.wait_exit(&agent.name, Duration::from_secs(30)).success());

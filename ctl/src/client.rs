@@ -17,6 +17,7 @@ pub struct Agent {
     pub control: RouteControlClient<Channel>,
     pub insight: RoutingInsightClient<Channel>,
     pub datapath: novanet_proto::datapath_insight::datapath_insight_client::DatapathInsightClient<Channel>,
+    pub lifecycle: novanet_proto::insight::node_lifecycle_client::NodeLifecycleClient<Channel>,
 }
 
 /// Explains why the socket cannot be used, before trying gRPC.
@@ -56,6 +57,7 @@ pub async fn connect(path: &Path) -> anyhow::Result<Agent> {
     Ok(Agent {
         control: RouteControlClient::new(channel.clone()),
         insight: RoutingInsightClient::new(channel.clone()),
+        lifecycle: novanet_proto::insight::node_lifecycle_client::NodeLifecycleClient::new(channel.clone()),
         datapath: novanet_proto::datapath_insight::datapath_insight_client::DatapathInsightClient::new(channel),
     })
 }

@@ -265,6 +265,16 @@ enum View {
         #[arg(long)]
         peer: String,
     },
+    /// Drain this node (RFC 8326): what it originates is advertised again
+    /// with the GRACEFUL_SHUTDOWN community and less preferred, so the
+    /// fabric moves traffic away; a SIGTERM then decommissions it.
+    Drain {
+        /// End the drain.
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Whether the node is draining, and what a SIGTERM would do now.
+    Lifecycle,
 }
 
 async fn render(a: &mut client::Agent, view: &View, format: Format) -> anyhow::Result<String> {
@@ -306,6 +316,14 @@ async fn render(a: &mut client::Agent, view: &View, format: Format) -> anyhow::R
                 Format::Json => serde_json::to_string_pretty(&e)? + "\n",
                 Format::Yaml => serde_yaml_ng::to_string(&e)?,
             }
+        }
+        View::Drain { undo } => {
+            let l = read::drain(a, *undo).await?;
+            read::render_one(format, &l, read::lifecycle_text)?
+        }
+        View::Lifecycle => {
+            let l = read::lifecycle(a).await?;
+            read::render_one(format, &l, read::lifecycle_text)?
         }
         View::Events { .. } => unreachable!("streamed"),
     })

@@ -667,3 +667,71 @@ pub fn render_list<T: Serialize>(
 ) -> anyhow::Result<String> {
     list(format, items, empty, tab)
 }
+
+/// The node's lifecycle: its drain, and what a SIGTERM would do.
+#[derive(Serialize)]
+pub struct LifecycleView {
+    pub draining: bool,
+    pub drain_cause: String,
+    /// Seconds since the epoch; 0 when not draining.
+    pub draining_since: u64,
+    pub on_sigterm: String,
+    pub on_sigterm_reason: String,
+}
+
+impl From<novanet_proto::insight::LifecycleStatus> for LifecycleView {
+    fn from(s: novanet_proto::insight::LifecycleStatus) -> Self {
+        LifecycleView {
+            draining: s.draining,
+            drain_cause: s.drain_cause,
+            draining_since: s.draining_since,
+            on_sigterm: s.on_sigterm,
+            on_sigterm_reason: s.on_sigterm_reason,
+        }
+    }
+}
+
+pub async fn lifecycle(a: &mut Agent) -> anyhow::Result<LifecycleView> {
+    let s = a
+        .lifecycle
+        .get_lifecycle(novanet_proto::insight::GetLifecycleRequest {})
+        .await
+        .map_err(rpc_error)?;
+    Ok(s.into_inner().into())
+}
+
+pub async fn drain(a: &mut Agent, undo: bool) -> anyhow::Result<LifecycleView> {
+    let s = a
+        .lifecycle
+        .drain(novanet_proto::insight::DrainRequest { undo })
+        .await
+        .map_err(rpc_error)?;
+    Ok(s.into_inner().into())
+}
+
+pub fn lifecycle_text(l: &LifecycleView) -> String {
+    let draining = if l.draining {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs().saturating_sub(l.draining_since))
+            .unwrap_or(0);
+        format!("yes ({}, for {})", l.drain_cause, duration(since))
+    } else {
+        "no".into()
+    };
+    let on_sigterm = if l.on_sigterm_reason.is_empty() {
+        l.on_sigterm.clone()
+    } else {
+        format!("{} ({})", l.on_sigterm, l.on_sigterm_reason)
+    };
+    format!("Draining:    {draining}\nOn SIGTERM:  {on_sigterm}\n")
+}
+
+/// One object in the chosen format.
+pub fn render_one<T: Serialize>(format: Format, v: &T, text: fn(&T) -> String) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Table => text(v),
+        Format::Json => serde_json::to_string_pretty(v)? + "\n",
+        Format::Yaml => serde_yaml_ng::to_string(v)?,
+    })
+}

@@ -13,7 +13,8 @@ pub mod novaroute {
     }
 }
 
-/// Read-only operator views next to RouteControl.
+/// Operator views next to RouteControl (read-only), and the node's
+/// lifecycle (drain).
 #[allow(clippy::all)]
 pub mod novanet {
     pub mod routing {

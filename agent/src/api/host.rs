@@ -62,9 +62,12 @@ pub async fn serve(
         )))
         .add_service(
             novanet_proto::insight::routing_insight_server::RoutingInsightServer::new(super::insight::Insight::new(
-                control,
+                control.clone(),
             )),
         )
+        .add_service(novanet_proto::insight::node_lifecycle_server::NodeLifecycleServer::new(
+            super::lifecycle::Lifecycle::new(control),
+        ))
         .add_service(
             novanet_proto::datapath_insight::datapath_insight_server::DatapathInsightServer::new(
                 super::datapath_insight::Insight::new(enforcer),

@@ -60,6 +60,10 @@ pub struct Config {
     /// What SIGTERM means: a restart (default) or the node leaving.
     #[serde(default)]
     pub on_sigterm: OnSigterm,
+    /// Seconds a leaving node stays drained (its prefixes advertised with
+    /// GRACEFUL_SHUTDOWN, less preferred) before it withdraws them.
+    #[serde(default = "default_drain_period")]
+    pub drain_period: u64,
     #[serde(default)]
     pub routing: Routing,
     #[serde(default)]
@@ -130,6 +134,9 @@ fn default_metrics() -> String {
 }
 fn default_log_level() -> String {
     "info".into()
+}
+fn default_drain_period() -> u64 {
+    5
 }
 
 /// What SIGTERM means (`on_sigterm`).
@@ -617,6 +624,12 @@ impl Config {
     }
 
     fn rest_problems(&self, errs: &mut Vec<ConfigError>) {
+        if self.drain_period > 600 {
+            errs.push(invalid(
+                "drain_period",
+                "at most 600 seconds (the shutdown waits for it)",
+            ));
+        }
         let r = &self.routing;
         if let Some(problem) = r.control_plane_vip.problem() {
             errs.push(invalid("routing.control_plane_vip", problem));

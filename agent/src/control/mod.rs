@@ -77,6 +77,8 @@ pub struct ControlState {
     pub metrics: ControlMetrics,
     /// The OSPF task, in the OSPF mode.
     pub ospf: Option<crate::ospf::Ospf>,
+    /// The node's drain and what a SIGTERM means.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// The control plane's own counters and timings (`metrics.rs` renders
@@ -279,6 +281,7 @@ pub fn new(
     bfd: Bfd,
     peers: crate::peers::Peers,
     ospf: Option<crate::ospf::Ospf>,
+    lifecycle: Arc<crate::lifecycle::Lifecycle>,
 ) -> anyhow::Result<Control> {
     let owners = Owners::from_config(&config.borrow().owners).map_err(|(path, m)| anyhow::anyhow!("{path}: {m}"))?;
     let bgp = (speaker.config().local_as, speaker.config().router_id.to_string());
@@ -298,6 +301,7 @@ pub fn new(
         asn_collisions: Mutex::new(Vec::new()),
         metrics: ControlMetrics::default(),
         ospf,
+        lifecycle,
     }))
 }
 

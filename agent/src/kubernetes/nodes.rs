@@ -13,6 +13,8 @@ pub const MESH_LABEL: &str = "novanet.io/bgp-mesh";
 pub const ASN_ANNOTATION: &str = "novanet.io/asn";
 /// Label of control-plane nodes.
 pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+/// Annotation that asks the node to drain when `"true"`.
+pub const DRAIN_ANNOTATION: &str = "novanet.io/drain";
 
 /// A Node as the mesh sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,9 @@ pub struct ClusterNode {
     /// The `novanet.io/asn` annotation, when present and valid.
     pub asn: Option<u32>,
     pub control_plane: bool,
+    /// What the Node says about this node's lifecycle (cordoned, being
+    /// deleted, a drain asked for).
+    pub lifecycle: crate::lifecycle::NodeView,
     /// What is wrong with the Node's routing fields, for the log.
     pub problems: Vec<String>,
 }
@@ -81,6 +86,16 @@ impl ClusterNode {
                     None
                 }
             });
+        let lifecycle = crate::lifecycle::NodeView {
+            control_plane,
+            cordoned: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+            deleting: meta.deletion_timestamp.is_some(),
+            drain_asked: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DRAIN_ANNOTATION))
+                .is_some_and(|v| v == "true"),
+        };
         ClusterNode {
             name,
             uid: meta.uid.clone(),
@@ -89,6 +104,7 @@ impl ClusterNode {
             in_mesh,
             asn,
             control_plane,
+            lifecycle,
             problems,
         }
     }

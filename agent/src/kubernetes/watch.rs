@@ -161,11 +161,12 @@ pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, cont
     });
 }
 
-/// Watches this node's Node and publishes whether it is a control-plane
-/// node (its label), starting from what `own` said, until the agent
-/// stops: a node labelled or unlabelled later is followed.
-pub fn watch_control_plane(client: Client, own: &ClusterNode) -> crate::vip::ControlPlaneRx {
-    let (tx, rx) = tokio::sync::watch::channel(Some(own.control_plane));
+/// Watches this node's Node and publishes what it says about the node's
+/// role and lifecycle (control-plane label, cordon, deletion, the drain
+/// annotation), starting from what `own` said, until the agent stops. A
+/// Node deleted reads as being deleted.
+pub fn watch_own_node(client: Client, own: &ClusterNode) -> crate::lifecycle::NodeRx {
+    let (tx, rx) = tokio::sync::watch::channel(Some(own.lifecycle));
     let name = own.name.clone();
     tokio::spawn(async move {
         let api: Api<Node> = Api::all(client);
@@ -175,8 +176,9 @@ pub fn watch_control_plane(client: Client, own: &ClusterNode) -> crate::vip::Con
         let stream = watcher::watcher(api, watch_config).default_backoff();
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
-            let node = match event {
-                Ok(Event::Apply(node)) | Ok(Event::InitApply(node)) => node,
+            let (node, gone) = match event {
+                Ok(Event::Apply(node)) | Ok(Event::InitApply(node)) => (node, false),
+                Ok(Event::Delete(node)) => (node, true),
                 Ok(_) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "watch of this node's Node failed: retrying with backoff");
@@ -187,15 +189,17 @@ pub fn watch_control_plane(client: Client, own: &ClusterNode) -> crate::vip::Con
             if node.metadata.name.as_deref() != Some(name.as_str()) {
                 continue;
             }
-            let control_plane = ClusterNode::from_node(&node).control_plane;
-            let changed = tx.send_if_modified(|held| {
-                let changed = *held != Some(control_plane);
-                *held = Some(control_plane);
-                changed
+            let mut view = ClusterNode::from_node(&node).lifecycle;
+            view.deleting |= gone;
+            tx.send_if_modified(|held| {
+                if *held == Some(view) {
+                    return false;
+                }
+                tracing::info!(node = %name, control_plane = view.control_plane, cordoned = view.cordoned,
+                    deleting = view.deleting, drain_asked = view.drain_asked, "this node's Node changed");
+                *held = Some(view);
+                true
             });
-            if changed {
-                tracing::info!(node = %name, control_plane, "this node's control-plane label changed");
-            }
             if tx.is_closed() {
                 return;
             }

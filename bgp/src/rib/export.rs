@@ -20,6 +20,9 @@ use std::sync::Arc;
 /// Cached rewrites kept per peer before the cache is cleared.
 const REWRITE_CACHE_LIMIT: usize = 1 << 12;
 
+/// How many more times a draining node prepends its AS for eBGP peers.
+pub const DRAIN_PREPEND: usize = 3;
+
 /// How routes are filtered and rewritten for one peer.
 #[derive(Debug)]
 pub struct ExportTarget {
@@ -33,6 +36,11 @@ pub struct ExportTarget {
     pub local_v6: Option<Ipv6Addr>,
     /// IPv4 prefixes may carry an IPv6 next hop (RFC 8950).
     pub extended_next_hop_v4: bool,
+    /// The node is draining: what it originates goes out with the
+    /// GRACEFUL_SHUTDOWN community (RFC 8326) and less preferred (the AS
+    /// path prepended [`DRAIN_PREPEND`] more times to eBGP peers,
+    /// LOCAL_PREF 0 to iBGP peers).
+    pub draining: bool,
     /// Rewritten attributes by source set and next hop (keyed by the
     /// source `Arc`'s address; the source is kept so the address stays
     /// valid): IPv4 and IPv6 routes of one source set get different next
@@ -68,13 +76,14 @@ impl ExportTarget {
             local_v4,
             local_v6,
             extended_next_hop_v4,
+            draining: false,
             rewrites: HashMap::new(),
         }
     }
 
     /// The same session with another policy (to compare two exports).
     pub fn with_policy(&self, policy: PeerPolicy) -> ExportTarget {
-        ExportTarget::new(
+        let mut t = ExportTarget::new(
             self.peer,
             self.local_as,
             self.remote_as,
@@ -83,7 +92,9 @@ impl ExportTarget {
             self.local_v4,
             self.local_v6,
             self.extended_next_hop_v4,
-        )
+        );
+        t.draining = self.draining;
+        t
     }
 
     pub fn ibgp(&self) -> bool {
@@ -172,6 +183,18 @@ impl ExportTarget {
             a.cluster_list.clear();
         }
         a.link_local_next_hop = None;
+        if local && self.draining {
+            if !a.has_community(community::GRACEFUL_SHUTDOWN) {
+                a.communities.push(community::GRACEFUL_SHUTDOWN);
+            }
+            if self.ibgp() {
+                a.local_pref = Some(0);
+            } else {
+                for _ in 0..DRAIN_PREPEND {
+                    a.as_path = a.as_path.prepended(self.local_as);
+                }
+            }
+        }
         a
     }
 

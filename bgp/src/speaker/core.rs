@@ -90,6 +90,8 @@ struct Core {
     route_tx: mpsc::Sender<RouteEvent>,
     listener_fd: Option<(i32, bool)>,
     shutting_down: bool,
+    /// What this node originates goes out as draining (RFC 8326).
+    draining: bool,
     /// One waiter per peer whose command queue is full: it ends with room
     /// for one command on that queue (or the queue closed).
     room: tokio::task::JoinSet<(
@@ -144,6 +146,7 @@ pub(crate) fn spawn(
         route_tx,
         listener_fd,
         shutting_down: false,
+        draining: false,
         room: tokio::task::JoinSet::new(),
     };
     tokio::spawn(core.run(commands, peer_rx, route_rx));
@@ -222,6 +225,10 @@ impl Core {
             }
             Command::Explain(prefix, peer, reply) => {
                 let _ = reply.send(self.explain(prefix, peer));
+            }
+            Command::SetDraining(on, reply) => {
+                self.set_draining(on);
+                let _ = reply.send(());
             }
             Command::ResetPeer(addr, notification, idle_hold) => {
                 if let Some(id) = self.by_address.get(&addr).copied() {
@@ -421,6 +428,41 @@ impl Core {
         Ok(())
     }
 
+    /// Starts or ends the drain: every established peer is sent what this
+    /// node originates again, with or without the drain's marks.
+    fn set_draining(&mut self, on: bool) {
+        if self.draining == on {
+            return;
+        }
+        self.draining = on;
+        tracing::info!(draining = on, "originated prefixes re-advertised");
+        let local: Vec<IpNet> = self
+            .rib
+            .iter()
+            .filter(|(_, e)| e.selection().is_some_and(|b| b.peer == LOCAL_PEER))
+            .map(|(p, _)| p)
+            .collect();
+        for slot in self.slots.values_mut() {
+            let Some(target) = slot.export.as_mut() else { continue };
+            let mut before = target.with_policy(target.policy.clone());
+            target.draining = on;
+            target.clear_cache();
+            let mut delta = SentDelta::default();
+            let mut out = slot.shared.outbox.lock().expect("outbox");
+            for prefix in &local {
+                let Some(best) = self.rib.entry(prefix).and_then(|e| e.selection()) else {
+                    continue;
+                };
+                let old = before.export(prefix, &best, false).ok();
+                let new = target.export(prefix, &best, false).ok();
+                queue_export(&mut out, &mut delta, *prefix, old, new, true);
+            }
+            drop(out);
+            delta.apply(&mut slot.shared.status.lock().expect("peer status"));
+            slot.shared.wake.notify_one();
+        }
+    }
+
     fn on_peer_event(&mut self, ev: PeerEvent) {
         match ev {
             PeerEvent::Incoming(stream) => {
@@ -542,7 +584,7 @@ impl Core {
                     "no interface holds the session's local address: routes of the other family are not sent to this peer"),
             }
         }
-        slot.export = Some(ExportTarget::new(
+        let mut target = ExportTarget::new(
             id,
             self.config.local_as,
             n.remote_as,
@@ -551,7 +593,9 @@ impl Core {
             v4,
             v6,
             n.extended_next_hop_v4,
-        ));
+        );
+        target.draining = self.draining;
+        slot.export = Some(target);
         self.rib.set_peer(
             id,
             PeerInfo {

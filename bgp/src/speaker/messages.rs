@@ -39,6 +39,8 @@ pub(crate) enum Command {
     /// A new local AS and router id: every session starts over with them.
     Reconfigure(u32, std::net::Ipv4Addr, oneshot::Sender<()>),
     Explain(IpNet, IpAddr, oneshot::Sender<Explanation>),
+    /// Send what this node originates as draining (RFC 8326) or not.
+    SetDraining(bool, oneshot::Sender<()>),
 }
 
 /// Requests to a peer task.

@@ -504,6 +504,14 @@ impl Speaker {
         self.ask(|tx| Command::Shutdown(message, grace, tx)).await
     }
 
+    /// Starts (or ends) the drain of RFC 8326: what this node originates
+    /// goes out again with the GRACEFUL_SHUTDOWN community and less
+    /// preferred, so the fabric moves traffic to other nodes before the
+    /// prefixes are withdrawn.
+    pub async fn set_draining(&self, on: bool) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::SetDraining(on, tx)).await
+    }
+
     /// Stops for a restart: every session closes without a NOTIFICATION
     /// and nothing is withdrawn, so graceful-restart helpers keep this
     /// node's routes and the kernel keeps the peers' (the next speaker
