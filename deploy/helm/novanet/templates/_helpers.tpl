@@ -79,6 +79,7 @@ app.kubernetes.io/component: agent
   "log_level" .Values.logLevel
   "disconnect_grace_period" (int64 $r.disconnectGracePeriod)
   "on_sigterm" $r.onSigterm
+  "drain_period" (int64 $r.drainPeriod)
   "owners" $owners
   "routing" $routing
   "cni" (dict "enabled" .Values.cni.enabled "socket" .Values.cni.socket "ipam_dir" .Values.cni.ipamDir)
