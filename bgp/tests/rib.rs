@@ -293,6 +293,47 @@ fn export_all_rewrites_for_ebgp_and_shares_the_result() {
 }
 
 #[test]
+fn a_draining_node_marks_only_what_it_originates() {
+    use novanet_bgp::wire::community::GRACEFUL_SHUTDOWN;
+    let mut t = target(PeerPolicy::All, 65000);
+    t.draining = true;
+    let own = best(LOCAL_PEER, PathAttributes::default());
+    let out = t.export(&prefix("10.244.10.0/24"), &own, false).unwrap();
+    assert_eq!(out.as_path, AsPath::from_sequence(vec![65010; 4]));
+    assert_eq!(out.communities, vec![GRACEFUL_SHUTDOWN]);
+    // Passed-on routes are not this node's to drain.
+    let learned = best(1, attrs(&[65001], "10.0.1.1"));
+    let out = t.export(&prefix("192.0.2.0/24"), &learned, false).unwrap();
+    assert_eq!(out.as_path, AsPath::from_sequence(vec![65010, 65001]));
+    assert!(out.communities.is_empty());
+    // To an iBGP peer: LOCAL_PREF 0 instead of a longer path.
+    let mut ibgp = target(PeerPolicy::All, 65010);
+    ibgp.draining = true;
+    let out = ibgp.export(&prefix("10.244.10.0/24"), &own, false).unwrap();
+    assert_eq!((out.local_pref, out.as_path.clone()), (Some(0), AsPath::default()));
+    assert_eq!(out.communities, vec![GRACEFUL_SHUTDOWN]);
+}
+
+#[test]
+fn an_ipv4_and_an_ipv6_prefix_of_one_attribute_set_keep_their_next_hops() {
+    let mut t = ExportTarget::new(
+        9,
+        65010,
+        65000,
+        PeerPolicy::All,
+        vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
+        Some("10.0.0.10".parse().unwrap()),
+        Some("fd00::10".parse().unwrap()),
+        false,
+    );
+    let own = best(LOCAL_PEER, PathAttributes::default());
+    let v4 = t.export(&prefix("10.244.10.0/24"), &own, false).unwrap();
+    let v6 = t.export(&prefix("fd10:244:10::/64"), &own, false).unwrap();
+    assert_eq!(v4.next_hop, Some(ip("10.0.0.10")));
+    assert_eq!(v6.next_hop, Some(ip("fd00::10")));
+}
+
+#[test]
 fn export_never_loops_or_leaks() {
     let mut t = target(PeerPolicy::All, 65001);
     let b = best(1, attrs(&[65001], "10.0.1.1"));
