@@ -8,13 +8,9 @@
 //! down and come back with the restarted neighbor: that session is the new
 //! one, and closing it would throw away what graceful restart keeps.
 //!
-//! A Down from a neighbor whose session does not know ours (Your
-//! Discriminator 0, no diagnostic: its session started again, as FRR's
-//! bgpd registers it anew when BGP comes up) shows the path works: BGP is
-//! kept while BFD comes back Up with the new session, and closed only if
-//! it does not within [`RESYNC_WINDOW`]. A session that BFD keeps taking
-//! down is held down before it starts again, longer each time (RFC 5882
-//! section 3.2, [`Flaps`]); the close itself is never delayed.
+//! A session that BFD keeps taking down is held down before it starts
+//! again, longer each time (RFC 5882 section 3.2, [`Flaps`]); the close
+//! itself is never delayed.
 
 use novanet_bfd::packet::State;
 use novanet_bfd::transport::{Bfd, MULTIHOP_PORT, SINGLE_HOP_PORT};
@@ -26,11 +22,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How long a BGP session is kept after the neighbor's new BFD session
-/// said Down, for BFD to come back Up with it (a three-way handshake at
-/// the slow rate of 1 s takes up to two packets each way).
-pub const RESYNC_WINDOW: Duration = Duration::from_secs(3);
-
 /// Starts the BFD engine (sessions are added by the peer applier and the
 /// API) and the task that closes a BGP session when its BFD session goes
 /// down.
@@ -41,33 +32,11 @@ pub async fn start(speaker: &Speaker) -> anyhow::Result<Bfd> {
     tokio::spawn(async move {
         // BGP session downs of each peer when its BFD session last came Up.
         let mut bgp_downs_at_up: HashMap<IpAddr, u64> = HashMap::new();
-        // Peers whose neighbor's new BFD session said Down: until when BGP
-        // is kept for BFD to come back Up.
-        let mut resyncing: HashMap<IpAddr, Instant> = HashMap::new();
         let mut flaps: HashMap<IpAddr, Flaps> = HashMap::new();
         loop {
-            let next = resyncing.values().min().copied();
-            let event = tokio::select! {
-                e = events.recv() => e,
-                _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
-                    let now = Instant::now();
-                    let due: Vec<IpAddr> = resyncing.iter().filter(|(_, t)| **t <= now).map(|(p, _)| *p).collect();
-                    for peer in due {
-                        resyncing.remove(&peer);
-                        if bgp_downs(&speaker, peer).1 {
-                            tracing::warn!(%peer, window = ?RESYNC_WINDOW, "BFD did not come back Up with the neighbor's new session: closing the BGP session");
-                            close(&speaker, peer, flaps.entry(peer).or_default().record(now)).await;
-                        }
-                    }
-                    continue;
-                }
-            };
-            match event {
+            match events.recv().await {
                 Ok(ev) if ev.to == State::Up => {
                     bgp_downs_at_up.insert(ev.key.peer, bgp_downs(&speaker, ev.key.peer).0);
-                    if resyncing.remove(&ev.key.peer).is_some() {
-                        tracing::info!(peer = %ev.key.peer, "BFD Up again with the neighbor's new session; the BGP session was kept");
-                    }
                 }
                 Ok(ev) if ev.from == State::Up && ev.to == State::Down => {
                     let (downs, established) = bgp_downs(&speaker, ev.key.peer);
@@ -76,24 +45,15 @@ pub async fn start(speaker: &Speaker) -> anyhow::Result<Bfd> {
                         renewed: bgp_downs_at_up.get(&ev.key.peer).is_some_and(|at_up| downs > *at_up),
                     };
                     let diagnostic = novanet_bfd::packet::diag::name(ev.diag);
-                    let signal = Signal {
-                        neighbor_restarted: ev.neighbor_restarted,
-                        neighbor_forgot_us: ev.neighbor_forgot_us,
-                    };
-                    match on_bfd_down(signal, seen) {
+                    match on_bfd_down(ev.neighbor_restarted, seen) {
                         OnBfdDown::NothingToClose => {
                             tracing::info!(peer = %ev.key.peer, diagnostic, "BFD down; the BGP session is not established")
                         }
                         OnBfdDown::KeepRenewed => {
                             tracing::info!(peer = %ev.key.peer, "BFD: the neighbor restarted and its BGP session is already the new one; kept")
                         }
-                        OnBfdDown::AwaitResync => {
-                            tracing::info!(peer = %ev.key.peer, window = ?RESYNC_WINDOW, "BFD: the neighbor's session started again (it does not know ours); BGP kept while BFD comes back Up");
-                            resyncing.insert(ev.key.peer, Instant::now() + RESYNC_WINDOW);
-                        }
                         OnBfdDown::Close => {
                             tracing::warn!(peer = %ev.key.peer, diagnostic, "BFD down: closing the BGP session");
-                            resyncing.remove(&ev.key.peer);
                             let hold = flaps.entry(ev.key.peer).or_default().record(Instant::now());
                             close(&speaker, ev.key.peer, hold).await;
                         }
@@ -115,16 +75,6 @@ async fn close(speaker: &Speaker, peer: IpAddr, hold: Option<Duration>) {
     }
     let n = Notification::new(code::CEASE, subcode::BFD_DOWN);
     let _ = speaker.reset_peer(peer, n, hold).await;
-}
-
-/// What the neighbor's packet said about a Down it signalled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Signal {
-    /// Its discriminator changed: its BFD restarted.
-    pub neighbor_restarted: bool,
-    /// Its session did not know ours and had no diagnostic: it started
-    /// again, and its packet crossed the path.
-    pub neighbor_forgot_us: bool,
 }
 
 /// The BGP closes BFD caused for one peer in the last [`FLAP_WINDOW`]:
@@ -179,19 +129,14 @@ pub enum OnBfdDown {
     /// The neighbor's BFD restarted and BGP has already re-established
     /// with it: that session is kept.
     KeepRenewed,
-    /// The neighbor's session started again and does not know ours: BGP
-    /// is kept for [`RESYNC_WINDOW`] while BFD comes back Up.
-    AwaitResync,
 }
 
 /// The rule of RFC 5882 as this agent applies it.
-pub fn on_bfd_down(signal: Signal, bgp: BgpSeen) -> OnBfdDown {
+pub fn on_bfd_down(neighbor_restarted: bool, bgp: BgpSeen) -> OnBfdDown {
     if !bgp.established {
         OnBfdDown::NothingToClose
-    } else if signal.neighbor_restarted && bgp.renewed {
+    } else if neighbor_restarted && bgp.renewed {
         OnBfdDown::KeepRenewed
-    } else if signal.neighbor_forgot_us {
-        OnBfdDown::AwaitResync
     } else {
         OnBfdDown::Close
     }
@@ -214,39 +159,21 @@ fn bgp_downs(speaker: &Speaker, peer: IpAddr) -> (u64, bool) {
 mod tests {
     use super::*;
 
-    fn restarted(yes: bool) -> Signal {
-        Signal {
-            neighbor_restarted: yes,
-            neighbor_forgot_us: false,
-        }
-    }
-
     #[test]
     fn bfd_down_closes_only_an_established_session_of_a_failed_path() {
         let seen = |established, renewed| BgpSeen { established, renewed };
         // The path failed (detection time, or the same neighbor said Down).
-        assert_eq!(on_bfd_down(restarted(false), seen(true, false)), OnBfdDown::Close);
-        assert_eq!(on_bfd_down(restarted(false), seen(true, true)), OnBfdDown::Close);
+        assert_eq!(on_bfd_down(false, seen(true, false)), OnBfdDown::Close);
+        assert_eq!(on_bfd_down(false, seen(true, true)), OnBfdDown::Close);
         // The neighbor restarted but BGP has not noticed: its old session
         // is dead, close it.
-        assert_eq!(on_bfd_down(restarted(true), seen(true, false)), OnBfdDown::Close);
+        assert_eq!(on_bfd_down(true, seen(true, false)), OnBfdDown::Close);
         // The neighbor restarted and BGP already has its new session.
-        assert_eq!(on_bfd_down(restarted(true), seen(true, true)), OnBfdDown::KeepRenewed);
+        assert_eq!(on_bfd_down(true, seen(true, true)), OnBfdDown::KeepRenewed);
         // No established session: the restarted neighbor's may be opening.
         for (r, renewed) in [(false, false), (true, false), (true, true)] {
-            assert_eq!(
-                on_bfd_down(restarted(r), seen(false, renewed)),
-                OnBfdDown::NothingToClose
-            );
+            assert_eq!(on_bfd_down(r, seen(false, renewed)), OnBfdDown::NothingToClose);
         }
-        // The neighbor's new session does not know ours (FRR's bgpd
-        // registering it anew): BGP waits for BFD to come back.
-        let fresh = Signal {
-            neighbor_restarted: false,
-            neighbor_forgot_us: true,
-        };
-        assert_eq!(on_bfd_down(fresh, seen(true, false)), OnBfdDown::AwaitResync);
-        assert_eq!(on_bfd_down(fresh, seen(false, false)), OnBfdDown::NothingToClose);
     }
 
     #[test]

@@ -45,17 +45,12 @@ pub enum Output {
     Send(ControlPacket),
     /// `neighbor_restarted`: the change came from a packet of a new
     /// incarnation of the neighbor (its discriminator changed), that is its
-    /// BFD restarted rather than the path failing. `neighbor_forgot_us`:
-    /// the neighbor said Down without knowing our session (Your
-    /// Discriminator 0) and without a diagnostic: its session started
-    /// again (a restart, or its client registered it anew), and its packet
-    /// just crossed the path.
+    /// BFD restarted rather than the path failing.
     StateChanged {
         from: State,
         to: State,
         diag: u8,
         neighbor_restarted: bool,
-        neighbor_forgot_us: bool,
     },
 }
 
@@ -235,13 +230,10 @@ impl Session {
     }
 
     fn set_state(&mut self, to: State, diag_code: u8, out: &mut Vec<Output>) {
-        self.set_state_by(to, diag_code, (false, false), out);
+        self.set_state_by(to, diag_code, false, out);
     }
 
-    /// `by`: (the neighbor restarted, the neighbor forgot us), see
-    /// [`Output::StateChanged`].
-    fn set_state_by(&mut self, to: State, diag_code: u8, by: (bool, bool), out: &mut Vec<Output>) {
-        let (neighbor_restarted, neighbor_forgot_us) = by;
+    fn set_state_by(&mut self, to: State, diag_code: u8, neighbor_restarted: bool, out: &mut Vec<Output>) {
         if self.state == to {
             return;
         }
@@ -253,7 +245,6 @@ impl Session {
             to,
             diag: diag_code,
             neighbor_restarted,
-            neighbor_forgot_us,
         });
         if to == State::Up {
             // Now at the configured rate: a decrease takes effect at once;
@@ -356,16 +347,7 @@ impl Session {
                     self.set_state(State::Up, diag::NONE, &mut out)
                 }
                 (State::Up, State::Down) => {
-                    // A fresh session of the neighbor: it does not know
-                    // ours and has no reason to be Down (a neighbor that
-                    // detected a failure says so in its diagnostic).
-                    let forgot_us = pkt.your_discriminator == 0 && pkt.diag == diag::NONE;
-                    self.set_state_by(
-                        State::Down,
-                        diag::NEIGHBOR_SIGNALED_DOWN,
-                        (neighbor_restarted, forgot_us),
-                        &mut out,
-                    )
+                    self.set_state_by(State::Down, diag::NEIGHBOR_SIGNALED_DOWN, neighbor_restarted, &mut out)
                 }
                 _ => {}
             }

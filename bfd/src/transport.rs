@@ -63,10 +63,6 @@ pub struct BfdEvent {
     /// The neighbor's BFD restarted (a new discriminator signalled Down):
     /// the path did not fail.
     pub neighbor_restarted: bool,
-    /// The neighbor signalled Down without knowing our session (Your
-    /// Discriminator 0) and without a diagnostic: its session started
-    /// again, and the path carried its packet.
-    pub neighbor_forgot_us: bool,
 }
 
 enum Command {
@@ -562,16 +558,14 @@ impl Engine {
                     to,
                     diag: d,
                     neighbor_restarted,
-                    neighbor_forgot_us,
                 } => {
-                    tracing::info!(peer = %key.peer, multihop = key.multihop, from = from.name(), to = to.name(), diagnostic = diag::name(d), neighbor_forgot_us, "BFD session state");
+                    tracing::info!(peer = %key.peer, multihop = key.multihop, from = from.name(), to = to.name(), diagnostic = diag::name(d), "BFD session state");
                     let _ = self.events.send(BfdEvent {
                         key,
                         from,
                         to,
                         diag: d,
                         neighbor_restarted,
-                        neighbor_forgot_us,
                     });
                 }
             }
