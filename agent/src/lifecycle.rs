@@ -17,13 +17,12 @@
 //! event.
 
 use novanet_bgp::speaker::Speaker;
-use serde::Serialize;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 /// What this node's Node says about its lifecycle.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NodeView {
     /// Labelled `node-role.kubernetes.io/control-plane`.
     pub control_plane: bool,
@@ -39,8 +38,7 @@ pub struct NodeView {
 pub type NodeRx = watch::Receiver<Option<NodeView>>;
 
 /// Who asked for the drain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrainCause {
     /// `novanetctl routing drain` (the RouteControl socket).
     Operator,
@@ -50,8 +48,18 @@ pub enum DrainCause {
     Decommission,
 }
 
+impl DrainCause {
+    pub fn name(self) -> &'static str {
+        match self {
+            DrainCause::Operator => "operator",
+            DrainCause::Annotation => "annotation",
+            DrainCause::Decommission => "decommission",
+        }
+    }
+}
+
 /// The drain, when one is on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drain {
     pub cause: DrainCause,
     /// Seconds since the epoch.
@@ -88,40 +96,32 @@ impl Lifecycle {
     }
 
     /// Starts a drain (a second one keeps the first's cause and start).
-    pub async fn start_drain(&self, cause: DrainCause) -> anyhow::Result<Drain> {
+    pub async fn start_drain(&self, cause: DrainCause) -> anyhow::Result<()> {
         {
             let mut held = self.drain.lock().expect("drain");
-            if let Some((d, _)) = held.as_ref() {
-                return Ok(d.clone());
+            if held.is_some() {
+                return Ok(());
             }
             let since = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs();
-            *held = Some((
-                Drain {
-                    cause: cause.clone(),
-                    since,
-                },
-                std::time::Instant::now(),
-            ));
+            *held = Some((Drain { cause, since }, std::time::Instant::now()));
         }
         tracing::warn!(
-            ?cause,
+            cause = cause.name(),
             "draining: originated prefixes re-advertised with GRACEFUL_SHUTDOWN, less preferred"
         );
-        self.speaker.set_draining(true).await?;
-        Ok(self.drain().expect("just set"))
+        Ok(self.speaker.set_draining(true).await?)
     }
 
-    /// Ends the drain; returns whether one was on.
-    pub async fn end_drain(&self) -> anyhow::Result<bool> {
+    /// Ends the drain, if one is on.
+    pub async fn end_drain(&self) -> anyhow::Result<()> {
         if self.drain.lock().expect("drain").take().is_none() {
-            return Ok(false);
+            return Ok(());
         }
         tracing::info!("drain ended: originated prefixes advertised as before");
-        self.speaker.set_draining(false).await?;
-        Ok(true)
+        Ok(self.speaker.set_draining(false).await?)
     }
 
     /// How long the drain has been on.
@@ -135,7 +135,7 @@ impl Lifecycle {
         let why = if configured == crate::config::OnSigterm::Decommission {
             Some("on_sigterm is decommission".to_string())
         } else if let Some(d) = self.drain() {
-            Some(format!("the node is drained ({:?})", d.cause).to_lowercase())
+            Some(format!("the node is drained ({})", d.cause.name()))
         } else {
             match node {
                 Some(n) if n.deleting => Some("its Node is being deleted".into()),

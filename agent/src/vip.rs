@@ -64,6 +64,17 @@ pub enum Leaving {
     KeepForRestart,
 }
 
+/// How to stop and whom to tell, from what the stop channel delivered
+/// (its sender dropped: withdraw, tell no one).
+fn stop_request(
+    r: Result<StopRequest, tokio::sync::oneshot::error::RecvError>,
+) -> (Leaving, Option<tokio::sync::oneshot::Sender<()>>) {
+    match r {
+        Ok((how, done)) => (how, Some(done)),
+        Err(_) => (Leaving::Withdraw, None),
+    }
+}
+
 /// Sends a stop request and waits until it is carried out.
 async fn request_stop(stop: tokio::sync::oneshot::Sender<StopRequest>, how: Leaving) {
     let (done, finished) = tokio::sync::oneshot::channel();
@@ -94,10 +105,7 @@ impl Vip {
             loop {
                 tokio::select! {
                     request = &mut stopped => {
-                        let (how, done) = match request {
-                            Ok((how, done)) => (how, Some(done)),
-                            Err(_) => (Leaving::Withdraw, None),
-                        };
+                        let (how, done) = stop_request(request);
                         if up && how == Leaving::Withdraw {
                             set(&speaker, vip, false, unbind_delay).await;
                         }
@@ -238,10 +246,7 @@ impl VipFollower {
                 }
                 tokio::select! {
                     request = &mut stopped => {
-                        let (how, done) = match request {
-                            Ok((how, done)) => (how, Some(done)),
-                            Err(_) => (Leaving::Withdraw, None),
-                        };
+                        let (how, done) = stop_request(request);
                         if let Some((_, vip)) = running.take() {
                             vip.stop(how).await;
                         }

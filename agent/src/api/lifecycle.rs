@@ -29,22 +29,11 @@ impl Lifecycle {
         };
         LifecycleStatus {
             draining: drain.is_some(),
-            drain_cause: drain
-                .as_ref()
-                .map(|d| cause_name(&d.cause).to_string())
-                .unwrap_or_default(),
+            drain_cause: drain.as_ref().map(|d| d.cause.name().to_string()).unwrap_or_default(),
             draining_since: drain.map(|d| d.since).unwrap_or(0),
             on_sigterm: on_sigterm.into(),
             on_sigterm_reason: reason,
         }
-    }
-}
-
-fn cause_name(c: &DrainCause) -> &'static str {
-    match c {
-        DrainCause::Operator => "operator",
-        DrainCause::Annotation => "annotation",
-        DrainCause::Decommission => "decommission",
     }
 }
 
@@ -53,9 +42,9 @@ impl NodeLifecycle for Lifecycle {
     async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<LifecycleStatus>, Status> {
         let lifecycle = &self.control.lifecycle;
         let result = if req.into_inner().undo {
-            lifecycle.end_drain().await.map(|_| ())
+            lifecycle.end_drain().await
         } else {
-            lifecycle.start_drain(DrainCause::Operator).await.map(|_| ())
+            lifecycle.start_drain(DrainCause::Operator).await
         };
         result.map_err(|e| Status::unavailable(format!("the BGP speaker: {e}")))?;
         Ok(Response::new(self.status()))

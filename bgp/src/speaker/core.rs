@@ -1067,9 +1067,14 @@ impl Core {
     /// stale and the kernel keeps theirs, until the next agent takes over.
     async fn leave(&mut self) {
         self.shutting_down = true;
+        self.stop_peer_tasks(|| PeerCommand::Leave).await;
+    }
+
+    /// Tells every peer task to end (`command`) and waits for them, bounded.
+    async fn stop_peer_tasks(&mut self, command: impl Fn() -> PeerCommand) {
         let mut tasks = Vec::new();
         for (_, slot) in self.slots.drain() {
-            let _ = slot.commands.send(PeerCommand::Leave).await;
+            let _ = slot.commands.send(command()).await;
             tasks.push(slot.task);
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_LIMIT;
@@ -1131,17 +1136,7 @@ impl Core {
             }
         }
         let cease = Notification::cease_with_message(subcode::ADMIN_SHUTDOWN, message);
-        let mut tasks = Vec::new();
-        for (_, slot) in self.slots.drain() {
-            let _ = slot.commands.send(PeerCommand::Stop(cease.clone())).await;
-            tasks.push(slot.task);
-        }
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_LIMIT;
-        for t in tasks {
-            if tokio::time::timeout_at(deadline, t.done).await.is_err() {
-                t.abort.abort();
-            }
-        }
+        self.stop_peer_tasks(|| PeerCommand::Stop(cease.clone())).await;
     }
 }
 
