@@ -303,6 +303,13 @@ fn the_vip_follows_the_nodes_control_plane_label() {
     wait_until("the ToR to hold the PodCIDR", SETTLE, || {
         frr.route_as_path("ipv4", "10.244.10.0/24").ok_or_else(String::new)
     });
+    wait_until("the agent to know it is no control-plane node", SETTLE, || {
+        if agent.log(&lab).contains("not a control-plane node") {
+            Ok(())
+        } else {
+            Err(String::new())
+        }
+    });
     tor_has(false);
     assert!(!lo_has(&lab, "10.0.0.250"));
     // Labelled: the VIP is checked, bound and advertised.
