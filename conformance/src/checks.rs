@@ -183,3 +183,25 @@ pub fn probed_node(lab: &Lab, nodes: &[&str], log: &std::path::Path) -> usize {
         .find(|i| after[*i] > before[*i])
         .unwrap_or_else(|| panic!("the probes reach none of {nodes:?}"))
 }
+
+/// FRR (AS 65000, 10.0.0.1) with zebra on the switch of [`switched`],
+/// peering the two nodes 10.0.0.10 (AS 65010) and 10.0.0.11 (AS 65011)
+/// and spreading traffic over both (ECMP across their ASes).
+pub fn ecmp_tor(lab: &mut Lab) -> crate::Frr {
+    let bgpd = "hostname tor
+router bgp 65000
+ bgp router-id 10.0.0.1
+ no bgp ebgp-requires-policy
+ bgp bestpath as-path multipath-relax
+ neighbor 10.0.0.10 remote-as 65010
+ neighbor 10.0.0.10 timers 3 9
+ neighbor 10.0.0.10 timers connect 1
+ neighbor 10.0.0.11 remote-as 65011
+ neighbor 10.0.0.11 timers 3 9
+ neighbor 10.0.0.11 timers connect 1
+ address-family ipv4 unicast
+  maximum-paths 4
+ exit-address-family
+";
+    crate::Frr::start_daemons(lab, "tor", &[("zebra", "hostname tor\n"), ("bgpd", bgpd)])
+}

@@ -8,8 +8,8 @@
 //! labelled later advertises the VIP, one unlabelled withdraws it.
 
 use novanet_conformance::checks::{
-    agent_established, count_probes, more_replies, ping_counts, probed_node, replies, switched, tor_and_node, SETTLE,
-    TOR_FRR,
+    agent_established, count_probes, ecmp_tor, more_replies, ping_counts, probed_node, replies, switched, tor_and_node,
+    SETTLE, TOR_FRR,
 };
 use novanet_conformance::kube_api::{self, KubeApi};
 use novanet_conformance::{in_namespace, wait_until, Agent, Frr, Lab};
@@ -131,22 +131,7 @@ fn a_vip_handover_loses_no_probe() {
         &mut lab,
         &[("tor", "10.0.0.1/24"), ("cp1", "10.0.0.10/24"), ("cp2", "10.0.0.11/24")],
     );
-    let bgpd = "hostname tor
-router bgp 65000
- bgp router-id 10.0.0.1
- no bgp ebgp-requires-policy
- bgp bestpath as-path multipath-relax
- neighbor 10.0.0.10 remote-as 65010
- neighbor 10.0.0.10 timers 3 9
- neighbor 10.0.0.10 timers connect 1
- neighbor 10.0.0.11 remote-as 65011
- neighbor 10.0.0.11 timers 3 9
- neighbor 10.0.0.11 timers connect 1
- address-family ipv4 unicast
-  maximum-paths 4
- exit-address-family
-";
-    let frr = Frr::start_daemons(&mut lab, "tor", &[("zebra", "hostname tor\n"), ("bgpd", bgpd)]);
+    let frr = ecmp_tor(&mut lab);
     let stop = Arc::new(AtomicBool::new(false));
     let mut agents = Vec::new();
     let mut health = Vec::new();

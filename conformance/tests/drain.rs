@@ -7,7 +7,7 @@
 //! `--undo` ends a drain: both paths are equal again.
 
 use novanet_conformance::checks::{
-    agent_established, count_probes, more_replies, ping_counts, probed_node, replies, switched, SETTLE,
+    agent_established, count_probes, ecmp_tor, more_replies, ping_counts, probed_node, replies, switched, SETTLE,
 };
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
 use serde_json::{json, Value};
@@ -15,22 +15,6 @@ use std::time::Duration;
 
 const ANYCAST: &str = "10.96.0.10";
 const NODES: [&str; 2] = ["n1", "n2"];
-
-const BGPD: &str = "hostname tor
-router bgp 65000
- bgp router-id 10.0.0.1
- no bgp ebgp-requires-policy
- bgp bestpath as-path multipath-relax
- neighbor 10.0.0.10 remote-as 65010
- neighbor 10.0.0.10 timers 3 9
- neighbor 10.0.0.10 timers connect 1
- neighbor 10.0.0.11 remote-as 65011
- neighbor 10.0.0.11 timers 3 9
- neighbor 10.0.0.11 timers connect 1
- address-family ipv4 unicast
-  maximum-paths 4
- exit-address-family
-";
 
 /// The ToR's paths for the anycast /32: (from, AS path, communities).
 fn tor_paths(frr: &Frr) -> Vec<(String, String, String)> {
@@ -87,7 +71,7 @@ fn a_drained_node_moves_traffic_away_before_it_withdraws() {
         &mut lab,
         &[("tor", "10.0.0.1/24"), ("n1", "10.0.0.10/24"), ("n2", "10.0.0.11/24")],
     );
-    let frr = Frr::start_daemons(&mut lab, "tor", &[("zebra", "hostname tor\n"), ("bgpd", BGPD)]);
+    let frr = ecmp_tor(&mut lab);
     let mut agents = Vec::new();
     for (i, ns) in NODES.iter().enumerate() {
         lab.exec(ns, "ip", &["addr", "add", &format!("{ANYCAST}/32"), "dev", "lo"]);
