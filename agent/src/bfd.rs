@@ -8,6 +8,10 @@
 //! down and come back with the restarted neighbor: that session is the new
 //! one, and closing it would throw away what graceful restart keeps.
 //!
+//! A new BGP session run with BFD starts once its BFD session is Up (at
+//! most [`crate::peers::apply::BFD_START_HOLD`] later), so the neighbor has
+//! dropped any BFD session of this node's previous run before it.
+//!
 //! A session that BFD keeps taking down is held down before it starts
 //! again, longer each time (RFC 5882 section 3.2, [`Flaps`]); the close
 //! itself is never delayed.
@@ -37,6 +41,8 @@ pub async fn start(speaker: &Speaker) -> anyhow::Result<Bfd> {
             match events.recv().await {
                 Ok(ev) if ev.to == State::Up => {
                     bgp_downs_at_up.insert(ev.key.peer, bgp_downs(&speaker, ev.key.peer).0);
+                    // A new BGP session waits for this (BFD_START_HOLD).
+                    let _ = speaker.release_peer(ev.key.peer).await;
                 }
                 Ok(ev) if ev.from == State::Up && ev.to == State::Down => {
                     let (downs, established) = bgp_downs(&speaker, ev.key.peer);

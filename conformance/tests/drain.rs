@@ -171,6 +171,9 @@ fn a_drained_node_moves_traffic_away_before_it_withdraws() {
         said.contains("Administrative Shutdown") && said.contains("drained"),
         "{said}"
     );
+    // The N bit was exchanged (RFC 8538): the Cease came as a Hard Reset,
+    // so FRR keeps nothing stale.
+    assert_eq!(n["lastNotificationHardReset"], true, "{n}");
     assert!(agent_log_says(&lab, drained, "decommissioning"));
     more_replies(&ping_log, replies(&ping_log), 25);
     lab.signal("ping", libc::SIGINT);

@@ -10,6 +10,9 @@
 //! `neighbor X bfd check-control-plane-failure` too (FRR then also ignores
 //! a BFD Down during graceful restart from a neighbor whose BFD shares fate
 //! with its control plane, as the agent's says with its C bit clear).
+//! Also: the replacement 30 s later (an image pull); a second restart
+//! before the first finished; and three nodes meshed without a ToR, each
+//! rolled in turn (mesh peers are helpers too).
 
 use novanet_conformance::checks::{agent_established, ping_counts, wait_for_value, SETTLE};
 use novanet_conformance::kernel::bgp_routes;
@@ -191,7 +194,23 @@ enum TorKind {
     Bird,
 }
 
-fn rolling_update_loses_no_packet(name: &str, kind: TorKind) {
+/// How node A's agent is replaced.
+#[derive(Clone, Copy)]
+struct Replacement {
+    /// From the SIGTERM to the new agent's start.
+    gap: Duration,
+    /// The new agent gets a SIGTERM too as soon as it is ready (before
+    /// its sessions are back and its End-of-RIB sent), and a third one
+    /// starts at once: a second restart before the first finished.
+    twice: bool,
+}
+
+const AFTER_3_S: Replacement = Replacement {
+    gap: Duration::from_secs(3),
+    twice: false,
+};
+
+fn rolling_update_loses_no_packet(name: &str, kind: TorKind, replacement: Replacement) {
     let tor_bfd = match kind {
         TorKind::Frr(b) => b,
         TorKind::Bird => Bfd::Off,
@@ -253,9 +272,16 @@ fn rolling_update_loses_no_packet(name: &str, kind: TorKind) {
         || tor.route("10.244.11.0/24"),
     );
     tor.heard_no_notification();
-    // The replacement 3 s after the SIGTERM (an image already on the node).
-    std::thread::sleep(Duration::from_secs(3).saturating_sub(stopped.elapsed()));
-    let agent_a = Agent::start(&mut lab, "node-a", &cfg_a);
+    // The replacement 3 s after the SIGTERM (an image already on the
+    // node), or 30 s (an image pull).
+    std::thread::sleep(replacement.gap.saturating_sub(stopped.elapsed()));
+    let mut agent_a = Agent::start(&mut lab, "node-a", &cfg_a);
+    if replacement.twice {
+        lab.signal(&agent_a.name, libc::SIGTERM);
+        assert!(lab.wait_exit(&agent_a.name, SETTLE).success());
+        assert_eq!(bgp_routes(&lab, "node-a"), routes_a, "node-a's kernel routes stay");
+        agent_a = Agent::start(&mut lab, "node-a", &cfg_a);
+    }
     agent_established(&agent_a, "10.0.1.1");
     wait_for_value(
         "the ToR to refresh node-a's PodCIDR",
@@ -268,12 +294,15 @@ fn rolling_update_loses_no_packet(name: &str, kind: TorKind) {
         });
     }
     more_replies(&logs, 25);
+    // The probes ran through the gap (ping's 20 ms interval stretches a
+    // little on a busy machine: at least one per 40 ms).
+    let expected = (replacement.gap.as_millis() / 40) as u64;
     for (name, log) in [("ping-ab", a_to_b), ("ping-ba", b_to_a)] {
         lab.signal(name, libc::SIGINT);
         lab.wait_exit(name, Duration::from_secs(10));
         let text = std::fs::read_to_string(&log).unwrap();
         let (sent, received) = ping_counts(&text);
-        assert!(sent >= 150, "{name}: {sent} sent");
+        assert!(sent >= expected, "{name}: {sent} sent");
         assert_eq!(sent, received, "{name}: no packet lost across the restart: {text}");
     }
     wait_for_value("the adopted routes refreshed (none stale)", json!(0), || {
@@ -284,20 +313,163 @@ fn rolling_update_loses_no_packet(name: &str, kind: TorKind) {
 
 #[test]
 fn a_rolling_update_behind_an_frr_tor_loses_no_packet() {
-    rolling_update_loses_no_packet("roll", TorKind::Frr(Bfd::Off));
+    rolling_update_loses_no_packet("roll", TorKind::Frr(Bfd::Off), AFTER_3_S);
 }
 
 #[test]
 fn a_rolling_update_with_bfd_loses_no_packet() {
-    rolling_update_loses_no_packet("rollbfd", TorKind::Frr(Bfd::On));
+    rolling_update_loses_no_packet("rollbfd", TorKind::Frr(Bfd::On), AFTER_3_S);
 }
 
 #[test]
 fn a_rolling_update_with_bfd_and_the_control_plane_check_loses_no_packet() {
-    rolling_update_loses_no_packet("rollcbit", TorKind::Frr(Bfd::OnCheckingTheControlPlane));
+    rolling_update_loses_no_packet("rollcbit", TorKind::Frr(Bfd::OnCheckingTheControlPlane), AFTER_3_S);
 }
 
 #[test]
 fn a_rolling_update_behind_a_bird_tor_loses_no_packet() {
-    rolling_update_loses_no_packet("rollbird", TorKind::Bird);
+    rolling_update_loses_no_packet("rollbird", TorKind::Bird, AFTER_3_S);
+}
+
+#[test]
+fn a_rolling_update_with_bfd_and_a_30_s_image_pull_loses_no_packet() {
+    let replacement = Replacement {
+        gap: Duration::from_secs(30),
+        twice: false,
+    };
+    rolling_update_loses_no_packet("roll30", TorKind::Frr(Bfd::On), replacement);
+}
+
+#[test]
+fn a_second_restart_before_the_first_finished_loses_no_packet() {
+    let replacement = Replacement {
+        gap: Duration::from_secs(3),
+        twice: true,
+    };
+    rolling_update_loses_no_packet("roll2x", TorKind::Frr(Bfd::On), replacement);
+}
+
+/// A node of the mesh-only cluster: `n{i}` at 10.0.0.1{i} on the switch,
+/// PodCIDR 10.244.1{i}.0/24, a pod at .10 behind it.
+fn mesh_node(i: usize) -> Value {
+    let nodes: Vec<Value> = (1..=3)
+        .map(
+            |j| json!({"name": format!("n{j}"), "ip": format!("10.0.0.1{j}"), "pod_cidr": format!("10.244.1{j}.0/24")}),
+        )
+        .collect();
+    json!({
+        "node_name": format!("n{i}"),
+        "node_ip": format!("10.0.0.1{i}"),
+        "pod_cidr": format!("10.244.1{i}.0/24"),
+        "routing": {
+            "bfd": {"enabled": true, "min_rx_ms": 100, "min_tx_ms": 100, "detect_multiplier": 3},
+            "node_mesh": {"enabled": true, "source": "static", "nodes": nodes}
+        }
+    })
+}
+
+/// Mesh peers are graceful-restart helpers too: three nodes meshed
+/// directly (no ToR, BFD 100 ms x 3 on every session), pods pinging each
+/// other in both directions of a ring every 20 ms; each node's agent is
+/// replaced in turn (SIGTERM, the new one 3 s later, the next node once it
+/// is back, as a DaemonSet with maxUnavailable 1 rolls). No ping is lost
+/// and no route is left stale.
+#[test]
+fn rolling_all_three_nodes_of_a_mesh_loses_no_packet() {
+    let mut lab = Lab::new("rollmesh");
+    novanet_conformance::checks::switched(
+        &mut lab,
+        &[("n1", "10.0.0.11/24"), ("n2", "10.0.0.12/24"), ("n3", "10.0.0.13/24")],
+    );
+    let mut agents = Vec::new();
+    for i in 1..=3 {
+        let (node, pod) = (format!("n{i}"), format!("pod{i}"));
+        lab.add_ns(&pod);
+        lab.link(
+            &node,
+            "pod0",
+            &[&format!("10.244.1{i}.1/24")],
+            &pod,
+            "eth0",
+            &[&format!("10.244.1{i}.10/24")],
+        );
+        lab.exec(
+            &pod,
+            "ip",
+            &["route", "add", "default", "via", &format!("10.244.1{i}.1")],
+        );
+        lab.forwarding(&node);
+        agents.push(Agent::start(&mut lab, &node, &mesh_node(i)));
+    }
+    let all_routes = |lab: &Lab, i: usize| {
+        let routes = bgp_routes(lab, &format!("n{i}"));
+        (1..=3)
+            .filter(|j| *j != i)
+            .all(|j| routes.get(&format!("10.244.1{j}.0/24")) == Some(&vec![format!("10.0.0.1{j}")]))
+    };
+    for i in 1..=3 {
+        wait_until(&format!("n{i} to route to both other pods"), SETTLE, || {
+            if all_routes(&lab, i) {
+                Ok(())
+            } else {
+                Err(format!("{:?}", bgp_routes(&lab, &format!("n{i}"))))
+            }
+        });
+    }
+    // A ring both ways: every pod probes both others.
+    let mut logs = Vec::new();
+    for (from, to) in [(1, 2), (2, 3), (3, 1), (2, 1), (3, 2), (1, 3)] {
+        let name = format!("ping{from}{to}");
+        let log = lab.spawn(
+            &name,
+            &format!("pod{from}"),
+            "ping",
+            &["-n", "-i", "0.02", &format!("10.244.1{to}.10")],
+        );
+        logs.push((name, log));
+    }
+    let paths: Vec<&Path> = logs.iter().map(|(_, l)| l.as_path()).collect();
+    more_replies(&paths, 10);
+
+    for i in 1..=3 {
+        let node = format!("n{i}");
+        let before = bgp_routes(&lab, &node);
+        let agent = &agents[i - 1];
+        lab.signal(&agent.name, libc::SIGTERM);
+        let stopped = Instant::now();
+        assert!(lab.wait_exit(&agent.name, SETTLE).success());
+        assert_eq!(bgp_routes(&lab, &node), before, "{node}'s kernel routes stay");
+        std::thread::sleep(Duration::from_secs(3).saturating_sub(stopped.elapsed()));
+        agents[i - 1] = Agent::start(&mut lab, &node, &mesh_node(i));
+        let agent = &agents[i - 1];
+        for j in (1..=3).filter(|j| *j != i) {
+            agent_established(agent, &format!("10.0.0.1{j}"));
+            wait_for_value(&format!("{node}: BFD Up with n{j}"), json!("Up"), || {
+                agent.bfd_session(&format!("10.0.0.1{j}"))["state"].clone()
+            });
+        }
+        // Back as before, nothing stale, before the next node rolls.
+        wait_for_value(&format!("{node}'s adopted routes refreshed"), json!(0), || {
+            serde_json::from_str::<Value>(&agent.get("/status/fib").unwrap_or_default()).unwrap_or_default()["stale"]
+                .clone()
+        });
+        for other in agents.iter().filter(|a| a.name != agent.name) {
+            wait_for_value(&format!("{} keeps nothing stale of {node}", other.name), 0, || {
+                other
+                    .route(&format!("10.244.1{i}.0/24"))
+                    .iter()
+                    .filter(|p| p["stale"] == true)
+                    .count()
+            });
+        }
+        more_replies(&paths, 10);
+    }
+    for (name, log) in logs {
+        lab.signal(&name, libc::SIGINT);
+        lab.wait_exit(&name, Duration::from_secs(10));
+        let text = std::fs::read_to_string(&log).unwrap();
+        let (sent, received) = ping_counts(&text);
+        assert!(sent >= 225, "{name}: {sent} sent");
+        assert_eq!(sent, received, "{name}: no packet lost across three restarts: {text}");
+    }
 }

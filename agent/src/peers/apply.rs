@@ -92,6 +92,14 @@ pub(crate) enum BgpChange {
     Replace,
 }
 
+/// How long a new BGP session run with BFD waits for its BFD session to
+/// come Up before it starts anyway (a peer without BFD). A neighbor that
+/// still holds the BFD session of this node's previous run sees it go Down
+/// when the new one's first packets arrive; were the BGP session up by
+/// then, that Down would close it (and, with the N bit, as a Hard Reset:
+/// the routes kept through the restart would go).
+pub const BFD_START_HOLD: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub(crate) fn bgp_change(applied: Option<&PeerConfig>, want: &PeerConfig) -> BgpChange {
     match applied {
         None => BgpChange::Add,
@@ -145,7 +153,7 @@ impl PeerApplier {
             }
         }
         for (addr, spec) in desired {
-            if let Err(e) = self.apply_bgp(speaker, &spec.bgp).await {
+            if let Err(e) = self.apply_bgp(speaker, &spec.bgp, spec.bfd.is_some()).await {
                 errors.insert(*addr, ApplyError::Bgp(e));
                 continue;
             }
@@ -156,8 +164,17 @@ impl PeerApplier {
         errors
     }
 
-    async fn apply_bgp(&mut self, speaker: &impl BgpPeers, want: &PeerConfig) -> Result<(), String> {
+    async fn apply_bgp(&mut self, speaker: &impl BgpPeers, want: &PeerConfig, bfd: bool) -> Result<(), String> {
         let addr = want.address;
+        // A new session run with BFD starts once its BFD session is Up
+        // (the BFD task releases it), or after BFD_START_HOLD.
+        let new_session = || {
+            let mut p = want.clone();
+            if bfd {
+                p.start_held_for = Some(BFD_START_HOLD);
+            }
+            p
+        };
         match bgp_change(self.bgp.get(&addr), want) {
             BgpChange::None => return Ok(()),
             BgpChange::Policies => {
@@ -169,11 +186,11 @@ impl PeerApplier {
             BgpChange::Replace => {
                 self.bgp.remove(&addr);
                 let _ = speaker.remove_peer(addr).await;
-                speaker.add_peer(want.clone()).await?;
+                speaker.add_peer(new_session()).await?;
                 tracing::info!(peer = %addr, remote_as = want.remote_as, "peer re-created with new settings");
             }
             BgpChange::Add => {
-                speaker.add_peer(want.clone()).await?;
+                speaker.add_peer(new_session()).await?;
                 tracing::info!(peer = %addr, remote_as = want.remote_as, role = ?want.role, "peer added");
             }
         }

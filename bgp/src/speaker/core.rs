@@ -241,6 +241,11 @@ impl Core {
                     );
                 }
             }
+            Command::ReleasePeer(addr) => {
+                if let Some(id) = self.by_address.get(&addr).copied() {
+                    self.command(id, PeerCommand::Release);
+                }
+            }
             Command::SetPolicies(addr, import, export, reply) => {
                 let _ = reply.send(self.set_policies(addr, import, export));
             }

@@ -26,6 +26,7 @@ pub(crate) enum Command {
     Routes(Option<IpNet>, usize, oneshot::Sender<Vec<RouteView>>),
     RequestRefresh(IpAddr),
     ResetPeer(IpAddr, Notification, Option<std::time::Duration>),
+    ReleasePeer(IpAddr),
     SetPolicies(
         IpAddr,
         PeerPolicy,
@@ -60,6 +61,8 @@ pub(crate) enum PeerCommand {
         idle_hold: Option<Duration>,
     },
     SendRefresh(Family),
+    /// Start a session held at its first start now.
+    Release,
     /// The speaker's AS or router id changed: close the connections without
     /// a NOTIFICATION (a graceful-restart helper keeps our routes) and
     /// open the session again with these settings, forwarding state kept.

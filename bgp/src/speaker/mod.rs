@@ -128,6 +128,12 @@ pub struct PeerConfig {
     pub max_prefix_idle_hold: Duration,
     pub import: PeerPolicy,
     pub export: PeerPolicy,
+    /// The session's first start waits until [`Speaker::release_peer`], or
+    /// this long at most. A session run with BFD waits for its BFD session
+    /// to come Up: a neighbor still holding the BFD session of this node's
+    /// previous run (a restart quicker than its detection time) sees that
+    /// one go Down before the new BGP session is up, not after.
+    pub start_held_for: Option<Duration>,
 }
 
 impl PeerConfig {
@@ -159,6 +165,7 @@ impl PeerConfig {
             max_prefix_idle_hold: Duration::from_secs(30),
             import: PeerPolicy::Default,
             export: PeerPolicy::Default,
+            start_held_for: None,
         }
     }
 }
@@ -458,6 +465,15 @@ impl Speaker {
     ) -> Result<(), SpeakerError> {
         self.commands
             .send(Command::ResetPeer(address, notification, idle_hold))
+            .await
+            .map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Lets a session held at its first start ([`PeerConfig::start_held_for`])
+    /// start now; nothing for any other.
+    pub async fn release_peer(&self, address: IpAddr) -> Result<(), SpeakerError> {
+        self.commands
+            .send(Command::ReleasePeer(address))
             .await
             .map_err(|_| SpeakerError::Stopped)
     }

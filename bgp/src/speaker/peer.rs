@@ -176,6 +176,7 @@ pub(crate) async fn run(ctx: PeerCtx) {
                 idle_hold,
             }),
             Woke::Command(Some(PeerCommand::SendRefresh(f))) => Some(Input::SendRefresh(f)),
+            Woke::Command(Some(PeerCommand::Release)) => Some(Input::Release),
             Woke::Command(Some(PeerCommand::SetImport(p))) => Some(Input::SetImport(p)),
             Woke::Command(Some(PeerCommand::Restart(speaker))) => {
                 io.socket = socket_options(session.config(), speaker.local_as);

@@ -77,6 +77,8 @@ pub(crate) enum Input {
         idle_hold: Option<Duration>,
     },
     SendRefresh(Family),
+    /// Start now if held at the first start.
+    Release,
     SetImport(PeerPolicy),
     /// New speaker settings (AS, router id): the connections close without
     /// a NOTIFICATION and the session opens again with them, announcing
@@ -210,6 +212,10 @@ pub(crate) struct PeerSession {
     session: u64,
     /// Reset with an idle hold: the session starts again at this time.
     idle_hold_until: Option<Instant>,
+    /// The session has been started once.
+    started: bool,
+    /// The idle hold is the first start's, ended early by a release.
+    held_at_start: bool,
     /// The next OPEN announces forwarding state kept (F bits), after a
     /// restart for new speaker settings while the kernel kept its routes.
     forwarding_kept: bool,
@@ -228,7 +234,9 @@ pub(crate) fn capabilities(cfg: &PeerConfig, speaker: &SpeakerConfig, forwarding
         let restarting = speaker.restarting.load(std::sync::atomic::Ordering::Relaxed);
         caps.push(Capability::GracefulRestart(GracefulRestart {
             restarting,
-            notification: false,
+            // RFC 8538: a NOTIFICATION other than a Hard Reset keeps the
+            // routes as a graceful restart does.
+            notification: true,
             restart_time: speaker.graceful_restart_time.min(4095),
             families: cfg
                 .families
@@ -289,6 +297,8 @@ impl PeerSession {
             down_reason: None,
             session: 0,
             idle_hold_until: None,
+            started: false,
+            held_at_start: false,
             forwarding_kept: false,
             out: Vec::new(),
         }
@@ -330,9 +340,28 @@ impl PeerSession {
     /// Feeds one input; returns what to do, in order.
     pub(crate) fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
         match input {
-            Input::Start => {
-                let a = self.primary.fsm.handle(Event::Start, now);
-                self.execute(Which::Primary, a, now);
+            Input::Start => match self.config.start_held_for {
+                Some(d) if !self.started => {
+                    tracing::info!(peer = %self.config.address, seconds = d.as_secs_f32(), "session start held until released");
+                    self.idle_hold_until = Some(now + d);
+                    self.held_at_start = true;
+                }
+                _ => {
+                    self.started = true;
+                    let a = self.primary.fsm.handle(Event::Start, now);
+                    self.execute(Which::Primary, a, now);
+                }
+            },
+            Input::Release => {
+                if std::mem::take(&mut self.held_at_start) {
+                    self.idle_hold_until = None;
+                    self.started = true;
+                    if !self.finished {
+                        tracing::info!(peer = %self.config.address, "session start released");
+                        let a = self.primary.fsm.handle(Event::Start, now);
+                        self.execute(Which::Primary, a, now);
+                    }
+                }
             }
             Input::Connected { conn, local } => self.on_connected(conn, local, now),
             Input::ConnectFailed(e) => {
@@ -353,6 +382,7 @@ impl PeerSession {
                 notification,
                 idle_hold,
             } => {
+                let notification = self.on_the_wire(notification);
                 let a = self.primary.fsm.handle(Event::Stop(notification), now);
                 self.execute(Which::Primary, a, now);
                 match idle_hold {
@@ -399,6 +429,8 @@ impl PeerSession {
         }
         if self.idle_hold_until.is_some_and(|t| t <= now) {
             self.idle_hold_until = None;
+            self.held_at_start = false;
+            self.started = true;
             if !self.finished {
                 let a = self.primary.fsm.handle(Event::Start, now);
                 self.execute(Which::Primary, a, now);
@@ -427,6 +459,7 @@ impl PeerSession {
     }
 
     fn stop(&mut self, n: Notification, now: Instant) {
+        let n = self.on_the_wire(n);
         if let Some(s) = self.secondary.take() {
             self.close_link(s, n.clone(), now);
         }
@@ -435,6 +468,21 @@ impl PeerSession {
         self.abort_connect();
         self.idle_hold_until = None;
         self.finished = true;
+    }
+
+    /// Both sides announced the N bit (RFC 8538) on the current session.
+    fn notification_negotiated(&self) -> bool {
+        self.speaker.graceful_restart_time > 0 && self.peer_gr.as_ref().is_some_and(|g| g.notification)
+    }
+
+    /// The NOTIFICATION as sent: wrapped in a Hard Reset when it means the
+    /// end of the session and the peer would otherwise keep our routes.
+    fn on_the_wire(&self, n: Notification) -> Notification {
+        if self.notification_negotiated() && n.calls_for_hard_reset() && !n.is_hard_reset() {
+            Notification::hard_reset(&n)
+        } else {
+            n
+        }
     }
 
     fn leave(&mut self, now: Instant) {
@@ -727,17 +775,42 @@ impl PeerSession {
         tracing::info!(peer = %self.config.address, reason = %reason, "session down");
         // Only a session the core knew as up is reported down. Graceful
         // restart (helper): a lost connection keeps the peer's routes of
-        // the families its capability listed.
+        // the families its capability listed; with the N bit negotiated
+        // (RFC 8538 4) so does a NOTIFICATION either way, unless it is a
+        // Hard Reset.
         if which == Which::Primary && self.primary_was_up {
             self.primary_was_up = false;
+            let n_bit = self.notification_negotiated();
             let gr = self.peer_gr.take();
-            let (keep_stale_for, stale_families) = match (&reason, gr) {
-                (DownReason::ConnectionLost, Some(gr)) => (
+            let graceful = match &reason {
+                DownReason::ConnectionLost => true,
+                // Our hold timer ran out: the peer went silent without
+                // closing its connection (a restarting agent's connection
+                // closes), a dead host whose routes must not be kept for
+                // the restart time.
+                DownReason::Sent(n) => {
+                    n_bit && !n.is_hard_reset() && n.code != crate::wire::error::code::HOLD_TIMER_EXPIRED
+                }
+                // A peer's BFD Down says the path the stale routes would
+                // use has failed, wrapped or not.
+                DownReason::Received(n) => {
+                    n_bit
+                        && !n.is_hard_reset()
+                        && !(n.code == crate::wire::error::code::CEASE
+                            && n.subcode == crate::wire::error::subcode::BFD_DOWN)
+                }
+                DownReason::Stopped => false,
+            };
+            let (keep_stale_for, stale_families) = match gr {
+                Some(gr) if graceful => (
                     Some(Duration::from_secs(gr.restart_time.max(1) as u64)),
                     gr.families.iter().map(|f| f.family).collect(),
                 ),
                 _ => (None, Vec::new()),
             };
+            if graceful && n_bit && !matches!(reason, DownReason::ConnectionLost) {
+                tracing::info!(peer = %self.config.address, "NOTIFICATION without Hard Reset: the peer's routes are kept as stale (RFC 8538)");
+            }
             self.out.push(Effect::Core(PeerEvent::Down {
                 id: self.id,
                 keep_stale_for,

@@ -52,6 +52,17 @@ const AS_A: u32 = 65001;
 const AS_B: u32 = 65002;
 
 fn end(local: (&str, u32, &str), remote: (&str, u32), graceful_restart: bool, restarting: bool) -> End {
+    end_adjusted(local, remote, graceful_restart, restarting, |_| {})
+}
+
+/// [`end`] with its peer settings adjusted.
+fn end_adjusted(
+    local: (&str, u32, &str),
+    remote: (&str, u32),
+    graceful_restart: bool,
+    restarting: bool,
+    adjust: impl FnOnce(&mut PeerConfig),
+) -> End {
     let speaker = SpeakerConfig {
         local_as: local.1,
         router_id: local.2.parse().unwrap(),
@@ -64,6 +75,7 @@ fn end(local: (&str, u32, &str), remote: (&str, u32), graceful_restart: bool, re
     };
     let mut config = PeerConfig::new(remote.0.parse().unwrap(), remote.1);
     config.hold_time = 9;
+    adjust(&mut config);
     let status = PeerStatus::new(&config, local.1);
     End {
         session: PeerSession::new(1, config, speaker),
@@ -394,6 +406,124 @@ fn a_session_down_event_carries_its_reason() {
     );
 }
 
+/// Side 0's first start held for 3 s (a session run with BFD).
+fn held_harness() -> Harness {
+    let mut h = harness(false);
+    h.ends[0] = end_adjusted(("10.0.0.1", AS_A, "1.1.1.1"), ("10.0.0.2", AS_B), false, false, |c| {
+        c.start_held_for = Some(Duration::from_secs(3))
+    });
+    h
+}
+
+/// A session held at its first start neither dials nor accepts until
+/// released; released, it comes up at once. A later reset is not a first
+/// start: no hold.
+#[test]
+fn a_session_held_at_its_first_start_waits_for_its_release() {
+    let mut h = held_harness();
+    for side in 0..2 {
+        h.input(side, Input::Start);
+    }
+    h.settle();
+    h.advance(Duration::from_secs(1), false);
+    assert_eq!(h.ups(0), 0, "held: side 1's connections are refused");
+    h.input(0, Input::Release);
+    h.settle();
+    assert_eq!((h.state(0), h.state(1)), (State::Established, State::Established));
+    h.input(0, Input::Release);
+    h.settle();
+    assert_eq!(h.ups(0), 1, "a second release changes nothing");
+}
+
+/// Unreleased, the hold ends by itself.
+#[test]
+fn a_held_first_start_ends_by_itself() {
+    let mut h = held_harness();
+    for side in 0..2 {
+        h.input(side, Input::Start);
+    }
+    let start = h.now;
+    while h.now < start + Duration::from_secs(60) && h.ups(0) == 0 {
+        h.advance(Duration::from_secs(1), false);
+    }
+    assert_eq!(h.ups(0), 1);
+    assert!(h.now >= start + Duration::from_secs(3), "not before the hold ended");
+}
+
+/// RFC 8538 with graceful restart on both sides: a Cease that ends the
+/// session in full goes out as a Hard Reset and neither side keeps the
+/// other's routes.
+#[test]
+fn with_the_n_bit_a_shutdown_is_a_hard_reset_and_keeps_nothing() {
+    let mut h = harness(true);
+    h.establish();
+    let n = crate::wire::Notification::cease_with_message(subcode::ADMIN_SHUTDOWN, "node leaving");
+    h.input(
+        0,
+        Input::Reset {
+            notification: n.clone(),
+            idle_hold: Some(Duration::from_secs(30)),
+        },
+    );
+    h.settle();
+    let wire = h.ends[0]
+        .sent
+        .iter()
+        .find_map(|(_, m)| match m {
+            Message::Notification(n) => Some(n.clone()),
+            _ => None,
+        })
+        .expect("a NOTIFICATION was sent");
+    assert_eq!(wire, crate::wire::Notification::hard_reset(&n));
+    assert_eq!(h.downs(0), vec![(None, 0)], "the sender keeps nothing");
+    assert_eq!(h.downs(1), vec![(None, 0)], "the receiver keeps nothing");
+    assert!(h.ends[1]
+        .status
+        .last_notification_received
+        .as_deref()
+        .is_some_and(|t| t.contains("hard reset") && t.contains("node leaving")));
+}
+
+/// RFC 8538 4: any other NOTIFICATION, sent or received, keeps the
+/// routes as stale, as a lost connection does.
+#[test]
+fn with_the_n_bit_other_notifications_keep_the_routes_on_both_sides() {
+    let mut h = harness(true);
+    h.establish();
+    let n = crate::wire::Notification::new(code::CEASE, subcode::OTHER_CONFIG_CHANGE);
+    h.input(
+        0,
+        Input::Reset {
+            notification: n.clone(),
+            idle_hold: Some(Duration::from_secs(30)),
+        },
+    );
+    h.settle();
+    assert!(h.ends[0]
+        .sent
+        .iter()
+        .any(|(_, m)| matches!(m, Message::Notification(x) if *x == n)));
+    let kept = Some(Duration::from_secs(120));
+    assert_eq!(h.downs(0)[0], (kept, 1), "the sender keeps the peer's routes");
+    assert_eq!(h.downs(1)[0], (kept, 1), "the receiver keeps the peer's routes");
+}
+
+/// Without graceful restart there is no N bit: a Cease goes out as it is
+/// and ends everything.
+#[test]
+fn without_graceful_restart_a_cease_is_not_wrapped() {
+    let mut h = harness(false);
+    h.establish();
+    let n = crate::wire::Notification::new(code::CEASE, subcode::PEER_DECONFIGURED);
+    h.input(0, Input::Stop(n.clone()));
+    h.settle();
+    assert!(h.ends[0]
+        .sent
+        .iter()
+        .any(|(_, m)| matches!(m, Message::Notification(x) if *x == n)));
+    assert_eq!(h.downs(1), vec![(None, 0)]);
+}
+
 #[test]
 fn a_reset_with_an_idle_hold_connects_again_only_after_it() {
     let mut h = harness(false);
@@ -449,6 +579,24 @@ fn the_hold_timer_waits_while_this_side_is_not_reading() {
     }
     assert_ne!(h.state(0), State::Established, "the hold timer runs again once reading");
     assert_eq!(h.downs(0).len(), 1);
+}
+
+/// A peer gone silent with its connection open is a dead host, not a
+/// restart: with the N bit negotiated, our hold timer's NOTIFICATION still
+/// keeps none of its routes.
+#[test]
+fn with_the_n_bit_a_silent_peer_s_routes_go_at_hold_expiry() {
+    let mut h = harness(true);
+    h.establish();
+    h.wires.clear();
+    let start = h.now;
+    while h.now < start + Duration::from_secs(60) && h.state(0) == State::Established {
+        h.advance(Duration::from_secs(1), false);
+    }
+    assert_eq!(h.downs(0), vec![(None, 0)]);
+    assert!(
+        matches!(&h.ends[0].down_reasons[..], [crate::fsm::DownReason::Sent(n)] if n.code == code::HOLD_TIMER_EXPIRED)
+    );
 }
 
 /// Side 1 sends `update` on the established connection; what side 0 sent

@@ -64,8 +64,64 @@ impl Notification {
         }
     }
 
+    /// A Hard Reset (RFC 8538 3) carrying `inner`: the peer ends the
+    /// session in full, without graceful restart.
+    pub fn hard_reset(inner: &Notification) -> Self {
+        let mut data = Vec::with_capacity(2 + inner.data.len());
+        data.push(inner.code);
+        data.push(inner.subcode);
+        data.extend_from_slice(&inner.data);
+        Notification {
+            code: code::CEASE,
+            subcode: subcode::HARD_RESET,
+            data,
+        }
+    }
+
+    /// Whether this is a Cease/Hard Reset.
+    pub fn is_hard_reset(&self) -> bool {
+        self.code == code::CEASE && self.subcode == subcode::HARD_RESET
+    }
+
+    /// The NOTIFICATION a Hard Reset carries, if this is one that does.
+    pub fn hard_reset_inner(&self) -> Option<Notification> {
+        if !self.is_hard_reset() {
+            return None;
+        }
+        match &self.data[..] {
+            [c, s, data @ ..] => Some(Notification {
+                code: *c,
+                subcode: *s,
+                data: data.to_vec(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether this NOTIFICATION ends the session in full when both sides
+    /// announced the N bit (RFC 8538 5): a prefix limit, an administrative
+    /// shutdown, a peer removed, an administrative reset, and (ours to
+    /// decide, RFC 9384 came later) BFD down, because the forwarding path
+    /// the kept routes would use has failed. Every other NOTIFICATION then
+    /// leaves the routes kept as stale, as a graceful restart does.
+    pub fn calls_for_hard_reset(&self) -> bool {
+        self.code == code::CEASE
+            && matches!(
+                self.subcode,
+                subcode::MAX_PREFIXES
+                    | subcode::ADMIN_SHUTDOWN
+                    | subcode::PEER_DECONFIGURED
+                    | subcode::ADMIN_RESET
+                    | subcode::HARD_RESET
+                    | subcode::BFD_DOWN
+            )
+    }
+
     /// The shutdown communication carried by a Cease, if any.
     pub fn shutdown_communication(&self) -> Option<String> {
+        if let Some(inner) = self.hard_reset_inner() {
+            return inner.shutdown_communication();
+        }
         if self.code != code::CEASE
             || !(self.subcode == subcode::ADMIN_SHUTDOWN || self.subcode == subcode::ADMIN_RESET)
         {
@@ -108,6 +164,9 @@ impl Notification {
 impl fmt::Display for Notification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({}/{})", self.describe(), self.code, self.subcode)?;
+        if let Some(inner) = self.hard_reset_inner() {
+            return write!(f, ": {inner}");
+        }
         if let (code::CEASE, subcode::MAX_PREFIXES, [a0, a1, safi, l @ ..]) = (self.code, self.subcode, &self.data[..])
         {
             if let Ok(limit) = <[u8; 4]>::try_from(l) {
@@ -184,4 +243,49 @@ pub fn encode_route_refresh(r: &RouteRefresh, buf: &mut impl BufMut) {
     buf.put_u16(r.family.afi);
     buf.put_u8(r.subtype as u8);
     buf.put_u8(r.family.safi);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hard_reset_carries_the_cease_it_stands_for() {
+        let inner = Notification::cease_with_message(subcode::ADMIN_SHUTDOWN, "node leaving");
+        let hard = Notification::hard_reset(&inner);
+        assert!(hard.is_hard_reset());
+        assert_eq!(hard.data[..2], [code::CEASE, subcode::ADMIN_SHUTDOWN]);
+        assert_eq!(hard.hard_reset_inner(), Some(inner));
+        assert_eq!(hard.shutdown_communication().as_deref(), Some("node leaving"));
+        let text = hard.to_string();
+        assert!(
+            text.starts_with("cease: hard reset (6/9): cease: administrative shutdown (6/2)"),
+            "{text}"
+        );
+        assert!(text.ends_with("\"node leaving\""), "{text}");
+    }
+
+    #[test]
+    fn only_the_ceases_that_end_a_session_in_full_call_for_a_hard_reset() {
+        for s in [
+            subcode::MAX_PREFIXES,
+            subcode::ADMIN_SHUTDOWN,
+            subcode::PEER_DECONFIGURED,
+            subcode::BFD_DOWN,
+        ] {
+            assert!(Notification::new(code::CEASE, s).calls_for_hard_reset(), "cease {s}");
+        }
+        for s in [
+            subcode::CONNECTION_COLLISION,
+            subcode::OTHER_CONFIG_CHANGE,
+            subcode::OUT_OF_RESOURCES,
+        ] {
+            assert!(!Notification::new(code::CEASE, s).calls_for_hard_reset(), "cease {s}");
+        }
+        assert!(!Notification::new(code::HOLD_TIMER_EXPIRED, 0).calls_for_hard_reset());
+        // A Hard Reset without the two octets of what it stands for is
+        // still a Hard Reset.
+        let bare = Notification::new(code::CEASE, subcode::HARD_RESET);
+        assert!(bare.is_hard_reset() && bare.hard_reset_inner().is_none());
+    }
 }
