@@ -4,9 +4,12 @@
 //! (Cease/BFD Down) and its routes leave the kernel. A BFD session that was
 //! never Up never takes BGP down (RFC 5882), nor does a Down while BGP is
 //! not established (a reset would cut a connection that is opening), nor a
-//! Down signalled by the neighbor's restarted BFD once BGP has already gone
-//! down and come back with the restarted neighbor: that session is the new
-//! one, and closing it would throw away what graceful restart keeps.
+//! Down signalled by the neighbor's restarted BFD once BGP has come back
+//! with the restarted neighbor: that session is the new one, and closing it
+//! would throw away what graceful restart keeps. A Down the neighbor
+//! signals just after BGP came up on a fresh BFD session (FRR 8.4 starts
+//! its BFD session over as its BGP session first comes up) closes BGP only
+//! if BFD is not Up again within [`RESYNC`].
 //!
 //! A new BGP session run with BFD starts once its BFD session is Up (at
 //! most [`crate::peers::apply::BFD_START_HOLD`] later), so the neighbor has
@@ -34,29 +37,63 @@ pub async fn start(speaker: &Speaker) -> anyhow::Result<Bfd> {
     let mut events = bfd.subscribe();
     let speaker = speaker.clone();
     tokio::spawn(async move {
-        // BGP session downs of each peer when its BFD session last came Up.
-        let mut bgp_downs_at_up: HashMap<IpAddr, u64> = HashMap::new();
+        // Each peer's BGP session (ups and downs) when its BFD session
+        // last came Up, and when that was.
+        let mut at_up: HashMap<IpAddr, (BgpCounts, Instant)> = HashMap::new();
         let mut flaps: HashMap<IpAddr, Flaps> = HashMap::new();
+        // Sessions given until then to come Up again (AwaitResync).
+        let mut resync: HashMap<IpAddr, Instant> = HashMap::new();
         loop {
-            match events.recv().await {
+            let next = resync.values().min().copied();
+            let ev = tokio::select! {
+                ev = events.recv() => ev,
+                _ = sleep_until(next) => {
+                    let now = Instant::now();
+                    let due: Vec<IpAddr> = resync.iter().filter(|(_, t)| **t <= now).map(|(p, _)| *p).collect();
+                    for peer in due {
+                        resync.remove(&peer);
+                        if bgp_counts(&speaker, peer).established {
+                            tracing::warn!(%peer, "BFD not Up again after the neighbor started it over: closing the BGP session");
+                            let hold = flaps.entry(peer).or_default().record(now);
+                            close(&speaker, peer, hold).await;
+                        }
+                    }
+                    continue;
+                }
+            };
+            match ev {
                 Ok(ev) if ev.to == State::Up => {
-                    bgp_downs_at_up.insert(ev.key.peer, bgp_downs(&speaker, ev.key.peer).0);
+                    at_up.insert(ev.key.peer, (bgp_counts(&speaker, ev.key.peer), Instant::now()));
+                    if resync.remove(&ev.key.peer).is_some() {
+                        tracing::info!(peer = %ev.key.peer, "BFD Up again; the BGP session stays");
+                    }
                     // A new BGP session waits for this (BFD_START_HOLD).
                     let _ = speaker.release_peer(ev.key.peer).await;
                 }
                 Ok(ev) if ev.from == State::Up && ev.to == State::Down => {
-                    let (downs, established) = bgp_downs(&speaker, ev.key.peer);
+                    let now = bgp_counts(&speaker, ev.key.peer);
+                    let up = at_up.get(&ev.key.peer);
                     let seen = BgpSeen {
-                        established,
-                        renewed: bgp_downs_at_up.get(&ev.key.peer).is_some_and(|at_up| downs > *at_up),
+                        established: now.established,
+                        renewed: up.is_some_and(|(at, _)| now.downs() > at.downs()),
+                        came_up: up.is_some_and(|(at, _)| now.ups > at.ups),
+                    };
+                    let down = DownSeen {
+                        neighbor_restarted: ev.neighbor_restarted,
+                        signalled: ev.diag == novanet_bfd::packet::diag::NEIGHBOR_SIGNALED_DOWN,
+                        up_for: up.map_or(Duration::MAX, |(_, t)| t.elapsed()),
                     };
                     let diagnostic = novanet_bfd::packet::diag::name(ev.diag);
-                    match on_bfd_down(ev.neighbor_restarted, seen) {
+                    match on_bfd_down(down, seen) {
                         OnBfdDown::NothingToClose => {
                             tracing::info!(peer = %ev.key.peer, diagnostic, "BFD down; the BGP session is not established")
                         }
                         OnBfdDown::KeepRenewed => {
                             tracing::info!(peer = %ev.key.peer, "BFD: the neighbor restarted and its BGP session is already the new one; kept")
+                        }
+                        OnBfdDown::AwaitResync => {
+                            tracing::info!(peer = %ev.key.peer, seconds = RESYNC.as_secs(), "BFD: the neighbor started its session over as BGP came up; the BGP session stays if BFD is Up again in time");
+                            resync.insert(ev.key.peer, Instant::now() + RESYNC);
                         }
                         OnBfdDown::Close => {
                             tracing::warn!(peer = %ev.key.peer, diagnostic, "BFD down: closing the BGP session");
@@ -116,12 +153,41 @@ impl Flaps {
     }
 }
 
+/// Sleeps until `t`; for ever without one.
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a BFD session may have been Up when its neighbor signals Down
+/// right after the BGP session came up, and how long it then has to come
+/// Up again before the BGP session is closed. FRR 8.4 makes its BFD session
+/// again (with the local address it then knows) as its BGP session first
+/// comes up; since a new BGP session here waits for BFD Up, that Down
+/// follows such a start by milliseconds.
+pub const RESYNC: Duration = Duration::from_secs(2);
+
+/// The BFD Down as it came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownSeen {
+    /// A new discriminator of the neighbor signalled it.
+    pub neighbor_restarted: bool,
+    /// The neighbor signalled it (not our detection time).
+    pub signalled: bool,
+    /// How long the BFD session had been Up.
+    pub up_for: Duration,
+}
+
 /// The BGP session as a BFD session's Down finds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BgpSeen {
     pub established: bool,
     /// BGP went down and came back since the BFD session was last Up.
     pub renewed: bool,
+    /// BGP came up since the BFD session was last Up.
+    pub came_up: bool,
 }
 
 /// What a BFD session going from Up to Down does to its BGP session.
@@ -135,30 +201,48 @@ pub enum OnBfdDown {
     /// The neighbor's BFD restarted and BGP has already re-established
     /// with it: that session is kept.
     KeepRenewed,
+    /// The neighbor signalled Down within [`RESYNC`] of the BFD session
+    /// coming Up, after BGP came up: it is starting its BFD session over
+    /// for that BGP session. Closed only if BFD is not Up again in
+    /// [`RESYNC`].
+    AwaitResync,
 }
 
 /// The rule of RFC 5882 as this agent applies it.
-pub fn on_bfd_down(neighbor_restarted: bool, bgp: BgpSeen) -> OnBfdDown {
+pub fn on_bfd_down(down: DownSeen, bgp: BgpSeen) -> OnBfdDown {
     if !bgp.established {
         OnBfdDown::NothingToClose
-    } else if neighbor_restarted && bgp.renewed {
+    } else if down.neighbor_restarted && bgp.renewed {
         OnBfdDown::KeepRenewed
+    } else if down.signalled && bgp.came_up && down.up_for < RESYNC {
+        OnBfdDown::AwaitResync
     } else {
         OnBfdDown::Close
     }
 }
 
-/// How many times the peer's BGP session went down, and whether it is
-/// established now.
-fn bgp_downs(speaker: &Speaker, peer: IpAddr) -> (u64, bool) {
+/// How many times a peer's BGP session came up, and whether it is up.
+#[derive(Debug, Clone, Copy, Default)]
+struct BgpCounts {
+    ups: u64,
+    established: bool,
+}
+
+impl BgpCounts {
+    /// How many times it went down.
+    fn downs(&self) -> u64 {
+        self.ups.saturating_sub(self.established as u64)
+    }
+}
+
+fn bgp_counts(speaker: &Speaker, peer: IpAddr) -> BgpCounts {
     let Some(status) = speaker.peers().into_iter().find(|p| p.neighbor_address == peer) else {
-        return (0, false);
+        return BgpCounts::default();
     };
-    let established = status.fsm_state == novanet_bgp::fsm::State::Established;
-    (
-        status.established_transitions.saturating_sub(established as u64),
-        established,
-    )
+    BgpCounts {
+        ups: status.established_transitions,
+        established: status.fsm_state == novanet_bgp::fsm::State::Established,
+    }
 }
 
 #[cfg(test)]
@@ -167,19 +251,58 @@ mod tests {
 
     #[test]
     fn bfd_down_closes_only_an_established_session_of_a_failed_path() {
-        let seen = |established, renewed| BgpSeen { established, renewed };
+        let seen = |established, renewed| BgpSeen {
+            established,
+            renewed,
+            came_up: renewed,
+        };
+        let down = |neighbor_restarted| DownSeen {
+            neighbor_restarted,
+            signalled: true,
+            up_for: Duration::from_secs(600),
+        };
         // The path failed (detection time, or the same neighbor said Down).
-        assert_eq!(on_bfd_down(false, seen(true, false)), OnBfdDown::Close);
-        assert_eq!(on_bfd_down(false, seen(true, true)), OnBfdDown::Close);
+        assert_eq!(on_bfd_down(down(false), seen(true, false)), OnBfdDown::Close);
+        assert_eq!(on_bfd_down(down(false), seen(true, true)), OnBfdDown::Close);
         // The neighbor restarted but BGP has not noticed: its old session
         // is dead, close it.
-        assert_eq!(on_bfd_down(true, seen(true, false)), OnBfdDown::Close);
+        assert_eq!(on_bfd_down(down(true), seen(true, false)), OnBfdDown::Close);
         // The neighbor restarted and BGP already has its new session.
-        assert_eq!(on_bfd_down(true, seen(true, true)), OnBfdDown::KeepRenewed);
+        assert_eq!(on_bfd_down(down(true), seen(true, true)), OnBfdDown::KeepRenewed);
         // No established session: the restarted neighbor's may be opening.
         for (r, renewed) in [(false, false), (true, false), (true, true)] {
-            assert_eq!(on_bfd_down(r, seen(false, renewed)), OnBfdDown::NothingToClose);
+            assert_eq!(on_bfd_down(down(r), seen(false, renewed)), OnBfdDown::NothingToClose);
         }
+    }
+
+    /// FRR starting its BFD session over as its BGP session first comes
+    /// up: the Down it signals then is given time; the same Down long
+    /// after, or our own detection time, closes at once.
+    #[test]
+    fn a_neighbor_starting_bfd_over_as_bgp_comes_up_gets_time() {
+        let first_up = BgpSeen {
+            established: true,
+            renewed: false,
+            came_up: true,
+        };
+        let signalled = |up_ms| DownSeen {
+            neighbor_restarted: false,
+            signalled: true,
+            up_for: Duration::from_millis(up_ms),
+        };
+        assert_eq!(on_bfd_down(signalled(3), first_up), OnBfdDown::AwaitResync);
+        assert_eq!(on_bfd_down(signalled(5_000), first_up), OnBfdDown::Close);
+        let detected = DownSeen {
+            signalled: false,
+            ..signalled(3)
+        };
+        assert_eq!(on_bfd_down(detected, first_up), OnBfdDown::Close);
+        // BGP was up before BFD: not this case.
+        let before = BgpSeen {
+            came_up: false,
+            ..first_up
+        };
+        assert_eq!(on_bfd_down(signalled(3), before), OnBfdDown::Close);
     }
 
     #[test]

@@ -11,10 +11,11 @@
 //! A SIGTERM is a restart unless the node is leaving. It is leaving
 //! (decommission: drain, wait `drain_period`, withdraw, close) when the
 //! configuration says so (`on_sigterm: decommission`), when it is drained,
-//! when its Node is being deleted, and when its Node is cordoned
+//! when its Node is being deleted, when its Node is cordoned
 //! (`spec.unschedulable`, as `kubectl drain` leaves it before a node goes
-//! down for maintenance). Which one happened is logged and published as an
-//! event.
+//! down for maintenance), and when the agent's own DaemonSet is being
+//! deleted (the chart uninstalled). Which one happened is logged and
+//! announced ([`Announcement`], a Kubernetes Event on the Node).
 
 use novanet_bgp::speaker::Speaker;
 use std::sync::Mutex;
@@ -73,20 +74,76 @@ pub enum OnStop {
     Decommission(String),
 }
 
+/// A lifecycle step operators should see: published as a Kubernetes
+/// Event on the Node (`NodeDraining`, `NodeDrainEnded`, `AgentRestarting`,
+/// `NodeDecommissioning`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// An announcement, and who waits for it to be out.
+pub type Announced = (Announcement, Option<tokio::sync::oneshot::Sender<()>>);
+
 /// The node's lifecycle state, shared by the API, the Node watch and the
 /// shutdown.
 pub struct Lifecycle {
     speaker: Speaker,
     drain: Mutex<Option<(Drain, std::time::Instant)>>,
     node: Mutex<Option<NodeView>>,
+    /// The agent's DaemonSet is being deleted (the chart uninstalled).
+    uninstalled: std::sync::atomic::AtomicBool,
+    announce: tokio::sync::mpsc::UnboundedSender<Announced>,
+    /// Until a publisher takes it.
+    announced: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Announced>>>,
 }
 
 impl Lifecycle {
     pub fn new(speaker: Speaker) -> Lifecycle {
+        let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
         Lifecycle {
+            announce,
+            announced: Mutex::new(Some(announced)),
             speaker,
             drain: Mutex::new(None),
             node: Mutex::new(None),
+            uninstalled: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The announcements, for the one publisher (the Kubernetes Events).
+    pub fn take_announcements(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Announced>> {
+        self.announced.lock().expect("announced").take()
+    }
+
+    fn announce(&self, warning: bool, reason: &'static str, note: String) {
+        let _ = self.announce.send((Announcement { warning, reason, note }, None));
+    }
+
+    /// Announces what a SIGTERM does, and waits (at most `within`) until a
+    /// publisher has sent it out, since the agent exits soon after.
+    pub async fn announce_stop(&self, stop: &OnStop, drain_period: Duration, within: Duration) {
+        let a = match stop {
+            OnStop::Restart => Announcement {
+                warning: false,
+                reason: "AgentRestarting",
+                note: "SIGTERM: a restart; routes kept, sessions closed without a NOTIFICATION".into(),
+            },
+            OnStop::Decommission(why) => Announcement {
+                warning: true,
+                reason: "NodeDecommissioning",
+                note: format!(
+                    "SIGTERM: the node leaves ({why}); draining for {} s, then withdrawing its prefixes",
+                    drain_period.as_secs()
+                ),
+            },
+        };
+        let published_by_someone = self.announced.lock().expect("announced").is_none();
+        let (done, out) = tokio::sync::oneshot::channel();
+        if self.announce.send((a, Some(done))).is_ok() && published_by_someone {
+            let _ = tokio::time::timeout(within, out).await;
         }
     }
 
@@ -112,6 +169,14 @@ impl Lifecycle {
             cause = cause.name(),
             "draining: originated prefixes re-advertised with GRACEFUL_SHUTDOWN, less preferred"
         );
+        self.announce(
+            true,
+            "NodeDraining",
+            format!(
+                "draining ({}): this node's prefixes re-advertised with GRACEFUL_SHUTDOWN, less preferred",
+                cause.name()
+            ),
+        );
         Ok(self.speaker.set_draining(true).await?)
     }
 
@@ -121,6 +186,11 @@ impl Lifecycle {
             return Ok(());
         }
         tracing::info!("drain ended: originated prefixes advertised as before");
+        self.announce(
+            false,
+            "NodeDrainEnded",
+            "drain ended: this node's prefixes advertised as before".into(),
+        );
         Ok(self.speaker.set_draining(false).await?)
     }
 
@@ -138,6 +208,9 @@ impl Lifecycle {
             Some(format!("the node is drained ({})", d.cause.name()))
         } else {
             match node {
+                _ if self.uninstalled.load(std::sync::atomic::Ordering::Relaxed) => {
+                    Some("its DaemonSet is being deleted (NovaNet uninstalled)".into())
+                }
                 Some(n) if n.deleting => Some("its Node is being deleted".into()),
                 Some(n) if n.cordoned => Some("its Node is cordoned".into()),
                 _ => None,
@@ -164,6 +237,19 @@ impl Lifecycle {
             );
             tokio::time::sleep(left).await;
         }
+    }
+
+    /// Follows the agent's DaemonSet: being deleted, it means uninstalled.
+    pub fn follow_daemonset(self: std::sync::Arc<Self>, mut deleting: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            loop {
+                let now = *deleting.borrow_and_update();
+                self.uninstalled.store(now, std::sync::atomic::Ordering::Relaxed);
+                if deleting.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Follows this node's Node: its drain annotation starts and ends a

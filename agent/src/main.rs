@@ -150,6 +150,10 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     let vip = vip::VipFollower::start(speaker.clone(), config_rx.clone(), node.clone());
     let lifecycle = std::sync::Arc::new(lifecycle::Lifecycle::new(speaker.clone()));
     lifecycle.clone().follow_node(node);
+    if let (Some((client, _)), Some((namespace, name))) = (&kube, kubernetes::watch::own_daemonset()) {
+        let deleting = kubernetes::watch::watch_own_daemonset(client.clone(), namespace, name);
+        lifecycle.clone().follow_daemonset(deleting);
+    }
     let fib_status = routing.fib.as_ref().map(|f| f.status_handle());
     // The OSPF mode's task: requests from the control plane in, reports
     // (outcomes, events) out.
@@ -199,7 +203,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         enforcer.clone(),
     ));
     if let Some((client, own)) = &kube {
-        kubernetes::events::spawn(client.clone(), own, control.clone());
+        kubernetes::events::spawn(client.clone(), own, control.clone(), lifecycle.take_announcements());
     }
     if let Some((client, _)) = kube.as_ref().filter(|_| cfg.kubernetes_mesh()) {
         kubernetes::watch::spawn_mesh(
@@ -264,7 +268,12 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         }
     }
     control.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
-    match lifecycle.on_stop(cfg.on_sigterm) {
+    let stop = lifecycle.on_stop(cfg.on_sigterm);
+    let drain_period = std::time::Duration::from_secs(cfg.drain_period);
+    lifecycle
+        .announce_stop(&stop, drain_period, std::time::Duration::from_secs(2))
+        .await;
+    match stop {
         // A restart: forwarding state stays (kernel routes, nexthop groups,
         // the VIP on lo), the sessions close without a NOTIFICATION and
         // nothing is withdrawn, so graceful-restart helpers keep this
@@ -283,9 +292,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         // sessions.
         lifecycle::OnStop::Decommission(why) => {
             tracing::warn!(reason = %why, "decommissioning: draining, then withdrawing this node's prefixes");
-            lifecycle
-                .drain_before_leaving(std::time::Duration::from_secs(cfg.drain_period))
-                .await;
+            lifecycle.drain_before_leaving(drain_period).await;
             vip.stop(vip::Leaving::Withdraw).await;
             if let Some(o) = &control.ospf {
                 o.withdraw_and_stop().await;

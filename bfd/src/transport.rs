@@ -559,7 +559,7 @@ impl Engine {
                     diag: d,
                     neighbor_restarted,
                 } => {
-                    tracing::info!(peer = %key.peer, multihop = key.multihop, from = from.name(), to = to.name(), diagnostic = diag::name(d), "BFD session state");
+                    tracing::info!(peer = %key.peer, multihop = key.multihop, from = from.name(), to = to.name(), diagnostic = diag::name(d), neighbor_restarted, "BFD session state");
                     let _ = self.events.send(BfdEvent {
                         key,
                         from,

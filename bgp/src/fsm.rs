@@ -301,6 +301,20 @@ impl Fsm {
         }
     }
 
+    /// Starts the session listening first: a connection from the peer is
+    /// taken as in Active (RFC 4271 8.1.1, passive TCP establishment), and
+    /// this side dials only when the ConnectRetry timer, set to
+    /// `dial_after`, expires. For a start both sides make at the same
+    /// moment (their BFD session coming Up), so that two connections do
+    /// not cross.
+    pub fn start_listening(&mut self, now: Instant, dial_after: Duration) {
+        if self.state == State::Idle && !self.started {
+            self.started = true;
+            self.state = State::Active;
+            self.set(Timer::ConnectRetry, Some(now + dial_after));
+        }
+    }
+
     /// Feeds one event.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();

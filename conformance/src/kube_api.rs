@@ -11,6 +11,8 @@
 //!   (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`) after version V, ended
 //!   after T seconds; a V older than the compaction floor gets one `ERROR`
 //!   event with a 410 `Expired` Status, as etcd compaction causes;
+//! - `GET /apis/apps/v1/namespaces/NS/daemonsets`: the DaemonSets, with
+//!   watches as above;
 //! - `GET /api/v1/nodes/NAME`: one Node, or a 404 Status;
 //! - `POST /apis/events.k8s.io/v1/namespaces/NS/events` (and PATCH of one):
 //!   stored, readable with [`KubeApi::events`];
@@ -50,6 +52,7 @@ struct Store {
     pods: BTreeMap<(String, String), Value>,
     namespaces: BTreeMap<String, Value>,
     policies: BTreeMap<(String, String), Value>,
+    daemonsets: BTreeMap<(String, String), Value>,
 }
 
 impl Store {
@@ -60,6 +63,7 @@ impl Store {
             "Pod" => self.pods.values().cloned().collect(),
             "Namespace" => self.namespaces.values().cloned().collect(),
             "NetworkPolicy" => self.policies.values().cloned().collect(),
+            "DaemonSet" => self.daemonsets.values().cloned().collect(),
             _ => Vec::new(),
         }
     }
@@ -106,6 +110,10 @@ impl KubeApi {
             .route(
                 "/apis/networking.k8s.io/v1/networkpolicies",
                 get(|st, q| list_or_watch(st, q, "NetworkPolicy")),
+            )
+            .route(
+                "/apis/apps/v1/namespaces/:ns/daemonsets",
+                get(|st, q| list_or_watch(st, q, "DaemonSet")),
             )
             .route("/api/v1/nodes/:name", get(get_node))
             .route(
@@ -181,6 +189,32 @@ impl KubeApi {
             };
             s.nodes.insert(name, node.clone());
             s.history.push((s.version, "Node", kind, node));
+        });
+    }
+
+    /// Adds a DaemonSet (ADDED), e.g. the chart's.
+    pub fn apply_daemonset(&self, namespace: &str, name: &str) {
+        self.change(|s| {
+            let mut ds = json!({
+                "apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-ds-{name}")},
+                "spec": {"selector": {"matchLabels": {"app": name}},
+                         "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": []}}}
+            });
+            let existed = s.daemonsets.contains_key(&(namespace.to_string(), name.to_string()));
+            s.record("DaemonSet", existed, &mut ds);
+            s.daemonsets.insert((namespace.to_string(), name.to_string()), ds);
+        });
+    }
+
+    /// Deletes a DaemonSet (DELETED), as `helm uninstall` does.
+    pub fn delete_daemonset(&self, namespace: &str, name: &str) {
+        self.change(|s| {
+            if let Some(mut ds) = s.daemonsets.remove(&(namespace.to_string(), name.to_string())) {
+                s.version += 1;
+                ds["metadata"]["resourceVersion"] = json!(s.version.to_string());
+                s.history.push((s.version, "DaemonSet", "DELETED", ds));
+            }
         });
     }
 
@@ -386,10 +420,10 @@ async fn list_or_watch(
     object_kind: &'static str,
 ) -> Response {
     let watch = q.get("watch").is_some_and(|v| v == "true" || v == "1");
-    let api_version = if object_kind == "NetworkPolicy" {
-        "networking.k8s.io/v1"
-    } else {
-        "v1"
+    let api_version = match object_kind {
+        "NetworkPolicy" => "networking.k8s.io/v1",
+        "DaemonSet" => "apps/v1",
+        _ => "v1",
     };
     if !watch {
         let mut s = shared.store.lock().expect("store");

@@ -52,6 +52,17 @@ fn lo_has(lab: &Lab, addr: &str) -> bool {
         .contains(addr)
 }
 
+/// Waits until the VIP is no longer bound on the node's lo.
+fn off_lo(lab: &Lab, what: &str) {
+    wait_until(what, SETTLE, || {
+        if lo_has(lab, "10.0.0.250") {
+            Err("still bound".to_string())
+        } else {
+            Ok(())
+        }
+    });
+}
+
 #[test]
 fn the_vip_follows_the_api_servers_health() {
     let mut lab = Lab::new("cpvip");
@@ -65,21 +76,18 @@ fn the_vip_follows_the_api_servers_health() {
     let stop = Arc::new(AtomicBool::new(false));
     health_endpoint(listener, healthy.clone(), stop.clone());
 
-    let agent = Agent::start(
-        &mut lab,
-        "node",
-        &json!({
-            "node_name": "cp-1",
-            "node_ip": "10.0.0.10",
-            "pod_cidr": "10.244.10.0/24",
-            "routing": {
-                "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}],
-                "control_plane_vip": "10.0.0.250",
-                "control_plane_vip_health_interval": 1,
-                "control_plane_vip_health_url": format!("http://127.0.0.1:{port}/livez")
-            }
-        }),
-    );
+    let config = json!({
+        "node_name": "cp-1",
+        "node_ip": "10.0.0.10",
+        "pod_cidr": "10.244.10.0/24",
+        "routing": {
+            "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}],
+            "control_plane_vip": "10.0.0.250",
+            "control_plane_vip_health_interval": 1,
+            "control_plane_vip_health_url": format!("http://127.0.0.1:{port}/livez")
+        }
+    });
+    let agent = Agent::start(&mut lab, "node", &config);
     agent_established(&agent, "10.0.0.1");
     let tor_has = |want: bool| {
         wait_until(
@@ -97,13 +105,7 @@ fn the_vip_follows_the_api_servers_health() {
 
     healthy.store(false, Ordering::Relaxed);
     tor_has(false);
-    wait_until("the VIP to leave lo", SETTLE, || {
-        if lo_has(&lab, "10.0.0.250") {
-            Err("still bound".to_string())
-        } else {
-            Ok(())
-        }
-    });
+    off_lo(&lab, "the VIP to leave lo");
     // The node's own prefix stays: only the VIP follows the API server.
     assert!(frr.route_as_path("ipv4", "10.244.10.0/24").is_some());
 
@@ -117,6 +119,16 @@ fn the_vip_follows_the_api_servers_health() {
     assert!(lab.wait_exit(&agent.name, Duration::from_secs(30)).success());
     assert!(lo_has(&lab, "10.0.0.250/32"), "kept bound across a restart");
     assert!(frr.route_as_path("ipv4", "10.0.0.250/32").is_some(), "kept by the ToR");
+
+    // The next agent finds the API server unhealthy at its first check: the
+    // VIP the restart left on lo is unbound, and the ToR's kept route goes
+    // (not refreshed by the new session).
+    healthy.store(false, Ordering::Relaxed);
+    let agent = Agent::start(&mut lab, "node", &config);
+    agent_established(&agent, "10.0.0.1");
+    off_lo(&lab, "the leftover VIP to leave lo");
+    tor_has(false);
+    assert!(frr.route_as_path("ipv4", "10.244.10.0/24").is_some());
     stop.store(true, Ordering::Relaxed);
     let _ = in_namespace(&lab.ns_name("node"), move || {
         std::net::TcpStream::connect(("127.0.0.1", port))
@@ -304,13 +316,7 @@ fn the_vip_follows_the_nodes_control_plane_label() {
     // Unlabelled again: withdrawn and unbound.
     api.apply_node(worker);
     tor_has(false);
-    wait_until("the VIP to leave lo", SETTLE, || {
-        if lo_has(&lab, "10.0.0.250") {
-            Err("still bound".to_string())
-        } else {
-            Ok(())
-        }
-    });
+    off_lo(&lab, "the VIP to leave lo");
     stop.store(true, Ordering::Relaxed);
     let _ = in_namespace(&lab.ns_name("node"), move || {
         std::net::TcpStream::connect(("127.0.0.1", port))

@@ -188,8 +188,27 @@ fn agent_log_says(lab: &Lab, agent: &Agent, what: &str) -> bool {
     agent.log(lab).contains(what)
 }
 
+/// Calls NodeLifecycle with the Python grpcio client; its answer.
+fn python_lifecycle(agent: &Agent, what: &str) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/lifecycle_client.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&agent.socket)
+        .arg(what)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python grpcio NodeLifecycle {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
 /// The Node speaks for the node: its `novanet.io/drain` annotation drains
-/// it and removing it ends the drain; once cordoned, a SIGTERM
+/// it and removing it ends the drain (each step an Event on the Node); a
+/// Python grpcio client drains and undoes through NodeLifecycle; once
+/// cordoned, a SIGTERM
 /// decommissions it (a `kubectl drain` before maintenance) instead of
 /// restarting it.
 #[test]
@@ -248,9 +267,23 @@ fn the_node_s_annotation_drains_it_and_a_cordoned_node_leaves_on_sigterm() {
     api.apply_node(annotated);
     tor_sees("drained");
     assert_eq!(lifecycle()["drain_cause"], "annotation");
+    api.wait_for_event("node-a", "NodeDraining", "draining (annotation)");
     api.apply_node(node.clone());
     tor_sees("normal");
     assert_eq!(lifecycle()["on_sigterm"], "restart");
+    api.wait_for_event("node-a", "NodeDrainEnded", "drain ended");
+
+    // The NodeLifecycle service from a client we did not write (Python
+    // grpcio): a drain and its undo, as `novanetctl routing drain` does.
+    let drained = python_lifecycle(&agent, "drain");
+    assert_eq!(
+        (drained["draining"].clone(), drained["drain_cause"].clone()),
+        (json!(true), json!("operator"))
+    );
+    tor_sees("drained");
+    assert_eq!(python_lifecycle(&agent, "get")["on_sigterm"], "decommission");
+    assert_eq!(python_lifecycle(&agent, "undo")["draining"], false);
+    tor_sees("normal");
 
     let mut cordoned = node.clone();
     cordoned["spec"]["unschedulable"] = json!(true);
@@ -267,7 +300,78 @@ fn the_node_s_annotation_drains_it_and_a_cordoned_node_leaves_on_sigterm() {
     assert!(lab.wait_exit(&agent.name, SETTLE).success());
     tor_sees("withdrawn");
     assert!(agent.log(&lab).contains("its Node is cordoned"));
+    let e = api.wait_for_event("node-a", "NodeDecommissioning", "its Node is cordoned");
+    assert_eq!(e["type"], "Warning");
     // The agent goes first, so the API server has no watch to wait on.
+    drop(lab);
+    drop(api);
+}
+
+/// `helm uninstall` deletes the agent's DaemonSet before its pods get a
+/// SIGTERM: the agent, watching it, decommissions the node (drain,
+/// withdraw, Hard Reset) instead of restarting. While the DaemonSet is in
+/// place (a rolling update), a SIGTERM stays a restart.
+#[test]
+fn an_uninstall_decommissions_the_node() {
+    use novanet_conformance::checks::{tor_and_node, TOR_FRR};
+    use novanet_conformance::kube_api::{self, KubeApi};
+    let mut lab = Lab::new("uninstall");
+    tor_and_node(&mut lab);
+    let api = KubeApi::start_in(Some(&lab.ns_name("tor")), "10.0.0.1:6443");
+    let kubeconfig = lab.dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    api.apply_node(kube_api::node("node-a", "10.0.0.10", "10.244.10.0/24"));
+    api.apply_daemonset("nova-system", "novanet");
+    let frr = Frr::start(&mut lab, "tor", TOR_FRR);
+    let agent = Agent::start_with_env(
+        &mut lab,
+        "node",
+        &json!({
+            "node_name": "node-a",
+            "drain_period": 1,
+            "routing": {
+                "local_as": 65010,
+                "bfd": {"enabled": false},
+                "node_mesh": {"enabled": true, "source": "kubernetes"},
+                "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}]
+            }
+        }),
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("NOVANET_DAEMONSET", "novanet"),
+            ("POD_NAMESPACE", "nova-system"),
+        ],
+    );
+    agent_established(&agent, "10.0.0.1");
+    let lifecycle = || -> Value { serde_json::from_str(&agent.ctl(&["routing", "lifecycle", "-o", "json"])).unwrap() };
+    assert_eq!(lifecycle()["on_sigterm"], "restart");
+    api.delete_daemonset("nova-system", "novanet");
+    wait_until("a SIGTERM to mean decommission", SETTLE, || {
+        let l = lifecycle();
+        let why = l["on_sigterm_reason"].as_str().unwrap_or("");
+        if l["on_sigterm"] == "decommission" && why.contains("DaemonSet") {
+            Ok(())
+        } else {
+            Err(l.to_string())
+        }
+    });
+    lab.signal(&agent.name, libc::SIGTERM);
+    assert!(lab.wait_exit(&agent.name, SETTLE).success());
+    wait_until("the ToR to drop the node's PodCIDR", SETTLE, || {
+        let v = frr.json("show bgp ipv4 unicast 10.244.10.0/24 json");
+        if v["paths"].as_array().is_none_or(|p| p.is_empty()) {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    });
+    let n = frr.neighbor("10.0.0.10");
+    let said = format!("{} {}", n["lastNotificationReason"], n["lastShutdownDescription"]);
+    assert!(
+        said.contains("Administrative Shutdown") && said.contains("uninstalled"),
+        "{said}"
+    );
+    api.wait_for_event("node-a", "NodeDecommissioning", "NovaNet uninstalled");
     drop(lab);
     drop(api);
 }

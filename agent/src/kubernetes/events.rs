@@ -1,6 +1,7 @@
 //! Kubernetes Events on this node's Node: BGP sessions up and down, BFD
 //! sessions down, max-prefix teardowns and per-node AS collisions, taken
-//! from the agent's own event bus, as `events.k8s.io/v1` Events.
+//! from the agent's own event bus, and the node's lifecycle (drains, what
+//! a SIGTERM does), as `events.k8s.io/v1` Events.
 //!
 //! Repeats of one event (reason and subject) are folded by kube's
 //! `Recorder` into an event series (one object, a count). On top, [`EventGate`] limits what a
@@ -115,8 +116,24 @@ impl EventGate {
     }
 }
 
-/// Publishes the agent's events on its Node until the agent stops.
-pub fn spawn(client: kube::Client, node: &super::nodes::ClusterNode, control: Control) {
+/// The next lifecycle announcement; never, without any.
+async fn recv_announcement(
+    announcements: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::lifecycle::Announced>>,
+) -> Option<crate::lifecycle::Announced> {
+    match announcements {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Publishes the agent's events and its lifecycle announcements on its
+/// Node until the agent stops.
+pub fn spawn(
+    client: kube::Client,
+    node: &super::nodes::ClusterNode,
+    control: Control,
+    mut announcements: Option<tokio::sync::mpsc::UnboundedReceiver<crate::lifecycle::Announced>>,
+) {
     let reporter = Reporter {
         controller: "novanet-agent".into(),
         instance: Some(node.name.clone()),
@@ -134,7 +151,28 @@ pub fn spawn(client: kube::Client, node: &super::nodes::ClusterNode, control: Co
     };
     tokio::spawn(async move {
         let mut gate = EventGate::new(Instant::now());
-        while let Some(e) = rx.recv().await {
+        loop {
+            let e = tokio::select! {
+                e = rx.recv() => e,
+                Some((a, done)) = recv_announcement(&mut announcements) => {
+                    // Lifecycle steps are rare and asked for: never held back.
+                    let event = Event {
+                        type_: if a.warning { EventType::Warning } else { EventType::Normal },
+                        reason: a.reason.into(),
+                        note: Some(truncate(a.note, 1024)),
+                        action: "Lifecycle".into(),
+                        secondary: None,
+                    };
+                    if let Err(err) = recorder.publish(&event, &regarding).await {
+                        tracing::warn!(error = %err, reason = a.reason, "Kubernetes Event not published");
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    continue;
+                }
+            };
+            let Some(e) = e else { break };
             let Some(ev) = node_event(&e) else { continue };
             let note = match gate.admit(&ev, Instant::now()) {
                 Admit::Hold => continue,

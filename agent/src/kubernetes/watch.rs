@@ -1,4 +1,5 @@
-//! The Kubernetes API side: client, this node's Node, the Node watch.
+//! The Kubernetes API side: client, this node's Node, the Node watch, and
+//! the watch of the agent's own DaemonSet.
 //!
 //! The watch is kube-runtime's `watcher` behind a `reflector` store: the
 //! store is replaced as a whole at the end of every (re)list, so a Node
@@ -198,6 +199,59 @@ pub fn watch_own_node(client: Client, own: &ClusterNode) -> crate::lifecycle::No
                 tracing::info!(node = %name, control_plane = view.control_plane, cordoned = view.cordoned,
                     deleting = view.deleting, drain_asked = view.drain_asked, "this node's Node changed");
                 *held = Some(view);
+                true
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The DaemonSet the agent runs from, as the chart names it
+/// (`NOVANET_DAEMONSET`, `POD_NAMESPACE`); `None` when either is unset.
+pub fn own_daemonset() -> Option<(String, String)> {
+    let name = std::env::var("NOVANET_DAEMONSET").ok().filter(|v| !v.is_empty())?;
+    let namespace = std::env::var("POD_NAMESPACE").ok().filter(|v| !v.is_empty())?;
+    Some((namespace, name))
+}
+
+/// Watches the agent's own DaemonSet and says whether it is being deleted
+/// (a `helm uninstall` or `kubectl delete`: a deletion timestamp, or the
+/// object gone). A rolling update leaves it in place. The watch opened at
+/// start sees the deletion even when the uninstall goes on to remove the
+/// agent's RBAC before the pods get their SIGTERM.
+pub fn watch_own_daemonset(client: Client, namespace: String, name: String) -> tokio::sync::watch::Receiver<bool> {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let api: Api<DaemonSet> = Api::namespaced(client, &namespace);
+        let watch_config = watcher::Config::default()
+            .fields(&format!("metadata.name={name}"))
+            .timeout(WATCH_TIMEOUT_SECS);
+        let stream = watcher::watcher(api, watch_config).default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            let (ds, gone) = match event {
+                Ok(Event::Apply(ds)) | Ok(Event::InitApply(ds)) => (ds, false),
+                Ok(Event::Delete(ds)) => (ds, true),
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch of the agent's DaemonSet failed: retrying with backoff");
+                    continue;
+                }
+            };
+            if ds.metadata.name.as_deref() != Some(name.as_str()) {
+                continue;
+            }
+            let deleting = gone || ds.metadata.deletion_timestamp.is_some();
+            tx.send_if_modified(|held| {
+                if *held == deleting {
+                    return false;
+                }
+                tracing::warn!(daemonset = %name, namespace = %namespace, deleting, "the agent's DaemonSet changed");
+                *held = deleting;
                 true
             });
             if tx.is_closed() {

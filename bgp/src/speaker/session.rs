@@ -222,6 +222,10 @@ pub(crate) struct PeerSession {
     out: Vec<Effect>,
 }
 
+/// How long a session released at its first start waits for the peer's
+/// connection before it dials.
+const LISTEN_FIRST: Duration = Duration::from_millis(500);
+
 /// Capabilities this speaker announces to a peer.
 pub(crate) fn capabilities(cfg: &PeerConfig, speaker: &SpeakerConfig, forwarding_kept: bool) -> Vec<Capability> {
     let mut caps: Vec<Capability> = cfg.families.iter().map(|f| Capability::Multiprotocol(*f)).collect();
@@ -357,9 +361,10 @@ impl PeerSession {
                     self.idle_hold_until = None;
                     self.started = true;
                     if !self.finished {
+                        // The peer may start at this moment too (FRR starts
+                        // BGP when BFD comes Up): listen first, dial after.
                         tracing::info!(peer = %self.config.address, "session start released");
-                        let a = self.primary.fsm.handle(Event::Start, now);
-                        self.execute(Which::Primary, a, now);
+                        self.primary.fsm.start_listening(now, LISTEN_FIRST);
                     }
                 }
             }

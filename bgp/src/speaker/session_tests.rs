@@ -416,8 +416,8 @@ fn held_harness() -> Harness {
 }
 
 /// A session held at its first start neither dials nor accepts until
-/// released; released, it comes up at once. A later reset is not a first
-/// start: no hold.
+/// released; released, it listens first (the peer may be starting at the
+/// same moment) and dials half a second later.
 #[test]
 fn a_session_held_at_its_first_start_waits_for_its_release() {
     let mut h = held_harness();
@@ -429,7 +429,16 @@ fn a_session_held_at_its_first_start_waits_for_its_release() {
     assert_eq!(h.ups(0), 0, "held: side 1's connections are refused");
     h.input(0, Input::Release);
     h.settle();
+    assert_eq!(h.state(0), State::Active, "listening first");
+    let released = h.now;
+    while h.now < released + Duration::from_secs(10) && h.ups(0) == 0 {
+        h.advance(Duration::from_millis(100), false);
+    }
     assert_eq!((h.state(0), h.state(1)), (State::Established, State::Established));
+    assert!(
+        h.now <= released + Duration::from_millis(600),
+        "dialled after half a second at most"
+    );
     h.input(0, Input::Release);
     h.settle();
     assert_eq!(h.ups(0), 1, "a second release changes nothing");
