@@ -203,6 +203,13 @@ pub async fn render(
     .expect("metric");
     realtime.set(control.bfd.realtime() as i64);
     r.register(Box::new(realtime)).expect("unique metric");
+    let off_link = prometheus::IntCounter::new(
+        "novanet_bfd_packets_off_link_total",
+        "Single-hop BFD packets dropped for arriving on an interface with no link to their source (forged)",
+    )
+    .expect("metric");
+    off_link.inc_by(control.bfd.dropped_off_link());
+    r.register(Box::new(off_link)).expect("unique metric");
     // FIB.
     if let Some(f) = fib {
         let g = gauge_vec(&r, "novanet_fib_routes", "Kernel routes of this agent", &["state"]);

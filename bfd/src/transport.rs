@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -77,6 +79,7 @@ pub struct Bfd {
     commands: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<BfdEvent>,
     realtime: bool,
+    off_link: Arc<AtomicU64>,
 }
 
 /// The BFD thread's real-time priority (SCHED_FIFO): above every normal
@@ -107,6 +110,8 @@ impl Bfd {
         let (events, _) = broadcast::channel(1024);
         let ev = events.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let off_link = Arc::new(AtomicU64::new(0));
+        let counted = off_link.clone();
         std::thread::Builder::new().name("bfd".into()).spawn(move || {
             let realtime = match raise_to_realtime() {
                 Ok(()) => true,
@@ -123,7 +128,7 @@ impl Bfd {
                 }
             };
             rt.block_on(async move {
-                match Engine::bind(single_hop_port, multihop_port, ev) {
+                match Engine::bind(single_hop_port, multihop_port, ev, counted) {
                     Ok(engine) => {
                         let _ = ready_tx.send(Ok(realtime));
                         engine.run(rx).await;
@@ -141,7 +146,14 @@ impl Bfd {
             commands: tx,
             events,
             realtime,
+            off_link,
         })
+    }
+
+    /// Single-hop packets dropped because they arrived on an interface
+    /// with no link to their source (forged, e.g. by a local pod).
+    pub fn dropped_off_link(&self) -> u64 {
+        self.off_link.load(Ordering::Relaxed)
     }
 
     /// Whether the BFD thread runs under real-time scheduling.
@@ -192,6 +204,10 @@ fn retire_after(s: &Session) -> Duration {
 
 struct Engine {
     receivers: Vec<(UdpSocket, bool)>,
+    /// Where single-hop neighbors may be heard.
+    links: crate::links::Links,
+    /// Single-hop packets from off the link, dropped.
+    off_link: Arc<AtomicU64>,
     sessions: HashMap<SessionKey, Running>,
     by_discr: HashMap<u32, SessionKey>,
     events: broadcast::Sender<BfdEvent>,
@@ -232,8 +248,10 @@ fn receiver(addr: SocketAddr) -> io::Result<UdpSocket> {
     let fd = s.as_raw_fd();
     if addr.is_ipv4() {
         setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
+        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
     } else {
         setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
     }
     UdpSocket::from_std(s.into())
 }
@@ -273,8 +291,17 @@ fn sender(local: Option<IpAddr>, peer: IpAddr) -> io::Result<UdpSocket> {
     ))
 }
 
-/// Receives one datagram with its TTL / hop limit.
-fn recv_with_ttl(fd: i32, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<u8>)> {
+/// One datagram as received: its length, source, TTL / hop limit and the
+/// index of the interface it arrived on.
+struct Arrival {
+    len: usize,
+    from: SocketAddr,
+    ttl: Option<u8>,
+    ifindex: Option<u32>,
+}
+
+/// Receives one datagram with its TTL / hop limit and arrival interface.
+fn recv_with_ttl(fd: i32, buf: &mut [u8]) -> io::Result<Arrival> {
     // SAFETY: recvmsg with buffers owned here, sized as declared; the
     // control messages are walked with the libc CMSG macros.
     unsafe {
@@ -296,6 +323,7 @@ fn recv_with_ttl(fd: i32, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Opti
             return Err(io::Error::last_os_error());
         }
         let mut ttl = None;
+        let mut ifindex = None;
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
             let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
@@ -304,12 +332,23 @@ fn recv_with_ttl(fd: i32, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Opti
             {
                 let v = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32);
                 ttl = Some(v as u8);
+            } else if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
+                let info = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
+                ifindex = Some(info.ipi_ifindex as u32);
+            } else if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO {
+                let info = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in6_pktinfo);
+                ifindex = Some(info.ipi6_ifindex);
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
         let addr = socket2::SockAddr::new(from, msg.msg_namelen);
         let addr = addr.as_socket().ok_or_else(|| io::Error::other("not an IP source"))?;
-        Ok((n as usize, addr, ttl))
+        Ok(Arrival {
+            len: n as usize,
+            from: addr,
+            ttl,
+            ifindex,
+        })
     }
 }
 
@@ -318,7 +357,12 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Engine {
-    fn bind(single: u16, multi: u16, events: broadcast::Sender<BfdEvent>) -> io::Result<Engine> {
+    fn bind(
+        single: u16,
+        multi: u16,
+        events: broadcast::Sender<BfdEvent>,
+        off_link: Arc<AtomicU64>,
+    ) -> io::Result<Engine> {
         let mut receivers = Vec::new();
         for (port, multihop) in [(single, false), (multi, true)] {
             receivers.push((
@@ -332,6 +376,8 @@ impl Engine {
         }
         Ok(Engine {
             receivers,
+            links: crate::links::Links::default(),
+            off_link,
             sessions: HashMap::new(),
             by_discr: HashMap::new(),
             events,
@@ -341,7 +387,7 @@ impl Engine {
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         // One reader task per socket; datagrams come in over a channel.
-        let (dgram_tx, mut datagrams) = mpsc::channel::<(Vec<u8>, SocketAddr, Option<u8>, bool)>(1024);
+        let (dgram_tx, mut datagrams) = mpsc::channel::<(Vec<u8>, Arrival, bool)>(1024);
         for (sock, multihop) in std::mem::take(&mut self.receivers) {
             let tx = dgram_tx.clone();
             tokio::spawn(async move {
@@ -351,10 +397,8 @@ impl Engine {
                     if sock.readable().await.is_err() {
                         return;
                     }
-                    while let Ok((n, from, ttl)) =
-                        sock.try_io(tokio::io::Interest::READABLE, || recv_with_ttl(fd, &mut buf))
-                    {
-                        if tx.send((buf[..n].to_vec(), from, ttl, multihop)).await.is_err() {
+                    while let Ok(a) = sock.try_io(tokio::io::Interest::READABLE, || recv_with_ttl(fd, &mut buf)) {
+                        if tx.send((buf[..a.len].to_vec(), a, multihop)).await.is_err() {
                             return;
                         }
                     }
@@ -373,8 +417,8 @@ impl Engine {
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep_until(deadline) => self.on_timers().await,
-                Some((data, from, ttl, multihop)) = datagrams.recv() => {
-                    self.on_datagram(&data, from, ttl, multihop).await;
+                Some((data, arrival, multihop)) = datagrams.recv() => {
+                    self.on_datagram(&data, &arrival, multihop).await;
                 }
                 cmd = commands.recv() => match cmd {
                     Some(c) => self.on_command(c).await,
@@ -487,11 +531,24 @@ impl Engine {
         Ok(())
     }
 
-    async fn on_datagram(&mut self, data: &[u8], from: SocketAddr, ttl: Option<u8>, multihop: bool) {
-        // RFC 5881 section 5: single-hop packets must arrive with TTL 255.
+    async fn on_datagram(&mut self, data: &[u8], arrival: &Arrival, multihop: bool) {
+        let (from, ttl) = (arrival.from, arrival.ttl);
+        // RFC 5881 section 5: single-hop packets must arrive with TTL 255,
+        // and on a link to the neighbor (a local pod's packet to this host
+        // keeps its TTL 255, but arrives on the pod's interface).
         if !multihop && ttl.is_some_and(|t| t != 255) {
             tracing::debug!(%from, ?ttl, "BFD packet with TTL below 255 dropped");
             return;
+        }
+        if !multihop {
+            let peer = from.ip().to_canonical();
+            if let Some(ifindex) = arrival.ifindex {
+                if !self.links.connects(ifindex, peer, Instant::now()) {
+                    self.off_link.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%from, ifindex, "single-hop BFD packet on an interface with no link to its source dropped");
+                    return;
+                }
+            }
         }
         let pkt = match packet::decode(data) {
             Ok(p) => p,

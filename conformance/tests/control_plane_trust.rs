@@ -1,0 +1,171 @@
+//! What a tenant's pod can do to routing. A pod on the node (root in its
+//! own network namespace, with NET_RAW as containerd gives it) forges BFD
+//! Down packets from its ToR's address to the node: TTL 255, Your
+//! Discriminator 0, the node's reverse-path filter loose (the kernel's
+//! default). Before, the node's BFD session with the ToR went Down at the
+//! first packet and BGP was closed with it. Now single-hop packets must
+//! arrive on an interface linked to their source: the pod's interface is
+//! not, so they are dropped (and counted), the BFD session stays Up and
+//! BGP is untouched. The real ToR (FRR 8.4 with a BFD profile) keeps its
+//! session throughout.
+
+use novanet_conformance::checks::{agent_established, tor_and_node, wait_for_value, SETTLE};
+use novanet_conformance::{in_namespace, wait_until, Agent, Frr, Lab};
+use serde_json::json;
+use std::net::Ipv4Addr;
+
+const BFDD: &str = "bfd
+ profile fast
+  receive-interval 100
+  transmit-interval 100
+  detect-multiplier 3
+ !
+!
+";
+
+const BGPD: &str = "hostname tor
+router bgp 65000
+ bgp router-id 10.0.0.1
+ no bgp ebgp-requires-policy
+ neighbor 10.0.0.10 remote-as 65010
+ neighbor 10.0.0.10 timers 3 9
+ neighbor 10.0.0.10 timers connect 1
+ neighbor 10.0.0.10 bfd profile fast
+";
+
+/// A BFD control packet (RFC 5880 4.1) in State Down with Your
+/// Discriminator 0, inside a UDP datagram to port 3784, inside an IPv4
+/// header with TTL 255 and a source of our choosing.
+fn forged_bfd_down(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut bfd = vec![0x20, 0x40, 3, 24];
+    bfd.extend_from_slice(&0x0bad_f00du32.to_be_bytes()); // My Discriminator
+    bfd.extend_from_slice(&0u32.to_be_bytes()); // Your Discriminator
+    for v in [1_000_000u32, 1_000_000, 0] {
+        bfd.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&49152u16.to_be_bytes());
+    udp.extend_from_slice(&3784u16.to_be_bytes());
+    udp.extend_from_slice(&((8 + bfd.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&0u16.to_be_bytes()); // no checksum (IPv4)
+    udp.extend_from_slice(&bfd);
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + udp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0, 0, 255, 17, 0, 0]); // the kernel fills id and checksum
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    ip.extend_from_slice(&udp);
+    ip
+}
+
+/// Sends `count` forged packets from inside namespace `ns` (a raw socket
+/// writing its own IPv4 header).
+fn forge_from(ns: String, src: Ipv4Addr, dst: Ipv4Addr, count: usize) {
+    in_namespace(&ns, move || {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+        )
+        .expect("raw socket");
+        let to = std::net::SocketAddr::from((dst, 0));
+        let pkt = forged_bfd_down(src, dst);
+        for _ in 0..count {
+            s.send_to(&pkt, &to.into()).expect("forged packet sent");
+            // The attack's pace, one packet per 20 ms (not a wait for
+            // anything).
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+}
+
+fn off_link_drops(agent: &Agent) -> u64 {
+    agent
+        .get("/metrics")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("novanet_bfd_packets_off_link_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_pod_cannot_forge_its_tor_s_bfd_down() {
+    let mut lab = Lab::new("bfdforge");
+    tor_and_node(&mut lab);
+    // A pod behind the node, as the CNI wires one.
+    lab.add_ns("pod");
+    lab.link("node", "pod0", &["10.244.10.1/24"], "pod", "eth0", &["10.244.10.10/24"]);
+    lab.exec("pod", "ip", &["route", "add", "default", "via", "10.244.10.1"]);
+    lab.forwarding("node");
+    for key in ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.pod0.rp_filter"] {
+        lab.exec("node", "sysctl", &["-qw", &format!("{key}=0")]);
+    }
+    let frr = Frr::start_daemons(
+        &mut lab,
+        "tor",
+        &[("zebra", "hostname tor\n"), ("bfdd", BFDD), ("bgpd", BGPD)],
+    );
+    let agent = Agent::start(
+        &mut lab,
+        "node",
+        &json!({
+            "node_name": "node-a",
+            "node_ip": "10.0.0.10",
+            "pod_cidr": "10.244.10.0/24",
+            "routing": {"peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9,
+                                   "keepalive": 3, "bfd_enabled": true, "bfd_min_tx_ms": 100,
+                                   "bfd_min_rx_ms": 100, "bfd_detect_multiplier": 3}]}
+        }),
+    );
+    agent_established(&agent, "10.0.0.1");
+    wait_for_value("BFD with the ToR Up", json!("Up"), || {
+        agent.bfd_session("10.0.0.1")["state"].clone()
+    });
+    // Settled: FRR's BGP sees BFD Up too (FRR starts its BFD session over
+    // as its BGP session first comes up; that is behind us then).
+    wait_until("FRR's BGP to see BFD Up", SETTLE, || {
+        let n = frr.neighbor("10.0.0.10");
+        let ours = agent.bfd_session("10.0.0.1")["state"].clone();
+        if n["peerBfdInfo"]["status"] == "Up" && ours == "Up" {
+            Ok(())
+        } else {
+            Err(format!("FRR {} / ours {ours}", n["peerBfdInfo"]))
+        }
+    });
+    let transitions = agent.peer("10.0.0.1")["established_transitions"].clone();
+    let discriminator = agent.bfd_session("10.0.0.1")["remote_discriminator"].clone();
+
+    forge_from(
+        lab.ns_name("pod"),
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 10),
+        50,
+    );
+    // Every forged packet seen and dropped, or (as before) the session
+    // taken down by them.
+    wait_until("the forged packets dropped, or taking the session down", SETTLE, || {
+        let n = off_link_drops(&agent);
+        let down = agent.bfd_session("10.0.0.1")["state"] != "Up";
+        if n >= 50 || down {
+            Ok(())
+        } else {
+            Err(format!("{n} dropped"))
+        }
+    });
+    let s = agent.bfd_session("10.0.0.1");
+    assert_eq!(s["state"], "Up", "{s}");
+    assert_eq!(
+        s["remote_discriminator"], discriminator,
+        "the ToR's session, unchanged: {s}"
+    );
+    let p = agent.peer("10.0.0.1");
+    assert_eq!(p["state"], "Established", "{p}");
+    assert_eq!(p["established_transitions"], transitions, "BGP never closed: {p}");
+    assert!(
+        !agent.log(&lab).contains("BFD down: closing the BGP session"),
+        "no BFD-caused close"
+    );
+    assert_eq!(frr.neighbor_state("10.0.0.10"), "Established");
+    assert!(off_link_drops(&agent) >= 50);
+}
