@@ -203,13 +203,18 @@ pub async fn render(
     .expect("metric");
     realtime.set(control.bfd.realtime() as i64);
     r.register(Box::new(realtime)).expect("unique metric");
-    let off_link = prometheus::IntCounter::new(
-        "novanet_bfd_packets_off_link_total",
-        "Single-hop BFD packets dropped for arriving on an interface with no link to their source (forged)",
+    let drops = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "novanet_bfd_packets_dropped_total",
+            "BFD packets dropped as forged: single-hop ones on an interface with no link to their source (off_link), ones failing authentication",
+        ),
+        &["reason"],
     )
     .expect("metric");
-    off_link.inc_by(control.bfd.dropped_off_link());
-    r.register(Box::new(off_link)).expect("unique metric");
+    let d = control.bfd.drops();
+    drops.with_label_values(&["off_link"]).inc_by(d.off_link);
+    drops.with_label_values(&["authentication"]).inc_by(d.authentication);
+    r.register(Box::new(drops)).expect("unique metric");
     // FIB.
     if let Some(f) = fib {
         let g = gauge_vec(&r, "novanet_fib_routes", "Kernel routes of this agent", &["state"]);

@@ -55,6 +55,22 @@ pub struct SessionStatus {
     pub detection_time_ms: u64,
 }
 
+/// Packets dropped as forged, counted by the BFD thread.
+#[derive(Debug, Default)]
+struct Drops {
+    off_link: AtomicU64,
+    authentication: AtomicU64,
+}
+
+/// Packets dropped as forged, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Single-hop packets on an interface with no link to their source.
+    pub off_link: u64,
+    /// Packets failing a session's authentication.
+    pub authentication: u64,
+}
+
 /// A change of a session's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BfdEvent {
@@ -79,7 +95,7 @@ pub struct Bfd {
     commands: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<BfdEvent>,
     realtime: bool,
-    off_link: Arc<AtomicU64>,
+    drops: Arc<Drops>,
 }
 
 /// The BFD thread's real-time priority (SCHED_FIFO): above every normal
@@ -110,8 +126,8 @@ impl Bfd {
         let (events, _) = broadcast::channel(1024);
         let ev = events.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let off_link = Arc::new(AtomicU64::new(0));
-        let counted = off_link.clone();
+        let drops = Arc::new(Drops::default());
+        let counted = drops.clone();
         std::thread::Builder::new().name("bfd".into()).spawn(move || {
             let realtime = match raise_to_realtime() {
                 Ok(()) => true,
@@ -146,14 +162,16 @@ impl Bfd {
             commands: tx,
             events,
             realtime,
-            off_link,
+            drops,
         })
     }
 
-    /// Single-hop packets dropped because they arrived on an interface
-    /// with no link to their source (forged, e.g. by a local pod).
-    pub fn dropped_off_link(&self) -> u64 {
-        self.off_link.load(Ordering::Relaxed)
+    /// Packets dropped as forged, by reason.
+    pub fn drops(&self) -> DropCounts {
+        DropCounts {
+            off_link: self.drops.off_link.load(Ordering::Relaxed),
+            authentication: self.drops.authentication.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether the BFD thread runs under real-time scheduling.
@@ -206,8 +224,8 @@ struct Engine {
     receivers: Vec<(UdpSocket, bool)>,
     /// Where single-hop neighbors may be heard.
     links: crate::links::Links,
-    /// Single-hop packets from off the link, dropped.
-    off_link: Arc<AtomicU64>,
+    /// Packets dropped as forged.
+    drops: Arc<Drops>,
     sessions: HashMap<SessionKey, Running>,
     by_discr: HashMap<u32, SessionKey>,
     events: broadcast::Sender<BfdEvent>,
@@ -357,12 +375,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Engine {
-    fn bind(
-        single: u16,
-        multi: u16,
-        events: broadcast::Sender<BfdEvent>,
-        off_link: Arc<AtomicU64>,
-    ) -> io::Result<Engine> {
+    fn bind(single: u16, multi: u16, events: broadcast::Sender<BfdEvent>, drops: Arc<Drops>) -> io::Result<Engine> {
         let mut receivers = Vec::new();
         for (port, multihop) in [(single, false), (multi, true)] {
             receivers.push((
@@ -377,7 +390,7 @@ impl Engine {
         Ok(Engine {
             receivers,
             links: crate::links::Links::default(),
-            off_link,
+            drops,
             sessions: HashMap::new(),
             by_discr: HashMap::new(),
             events,
@@ -544,7 +557,7 @@ impl Engine {
             let peer = from.ip().to_canonical();
             if let Some(ifindex) = arrival.ifindex {
                 if !self.links.connects(ifindex, peer, Instant::now()) {
-                    self.off_link.fetch_add(1, Ordering::Relaxed);
+                    self.drops.off_link.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%from, ifindex, "single-hop BFD packet on an interface with no link to its source dropped");
                     return;
                 }
@@ -569,7 +582,12 @@ impl Engine {
         let Some(r) = self.sessions.get_mut(&key) else { return };
         match r.session.handle_packet(&pkt, data, Instant::now()) {
             Ok(out) => self.carry_out(key, out).await,
-            Err(d) => tracing::debug!(%peer, reason = ?d, "BFD packet discarded"),
+            Err(d) => {
+                if d == crate::session::Discard::AuthMismatch {
+                    self.drops.authentication.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(%peer, reason = ?d, "BFD packet discarded")
+            }
         }
     }
 

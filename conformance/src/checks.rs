@@ -205,3 +205,28 @@ router bgp 65000
 ";
     crate::Frr::start_daemons(lab, "tor", &[("zebra", "hostname tor\n"), ("bgpd", bgpd)])
 }
+
+/// The configuration of node `n{i}` (1 to 3) of a three-node static mesh on
+/// one switch: 10.0.0.1{i}, PodCIDR 10.244.1{i}.0/24, BFD 100 ms x 3 on
+/// every session; `mesh` adds keys to `routing.node_mesh`.
+pub fn three_node_mesh(i: usize, mesh: serde_json::Value) -> serde_json::Value {
+    let nodes: Vec<serde_json::Value> = (1..=3)
+        .map(|j| {
+            serde_json::json!({"name": format!("n{j}"), "ip": format!("10.0.0.1{j}"),
+                               "pod_cidr": format!("10.244.1{j}.0/24")})
+        })
+        .collect();
+    let mut node_mesh = serde_json::json!({"enabled": true, "source": "static", "nodes": nodes});
+    for (k, v) in mesh.as_object().into_iter().flatten() {
+        node_mesh[k] = v.clone();
+    }
+    serde_json::json!({
+        "node_name": format!("n{i}"),
+        "node_ip": format!("10.0.0.1{i}"),
+        "pod_cidr": format!("10.244.1{i}.0/24"),
+        "routing": {
+            "bfd": {"enabled": true, "min_rx_ms": 100, "min_tx_ms": 100, "detect_multiplier": 3},
+            "node_mesh": node_mesh
+        }
+    })
+}

@@ -7,9 +7,11 @@
 //! arrive on an interface linked to their source: the pod's interface is
 //! not, so they are dropped (and counted), the BFD session stays Up and
 //! BGP is untouched. The real ToR (FRR 8.4 with a BFD profile) keeps its
-//! session throughout.
+//! session throughout. The mesh half: a pod forging one node's multihop
+//! BFD Down to another, across the fabric; with the mesh's BFD key the
+//! forged packets fail the digest.
 
-use novanet_conformance::checks::{agent_established, tor_and_node, wait_for_value, SETTLE};
+use novanet_conformance::checks::{agent_established, switched, three_node_mesh, tor_and_node, wait_for_value, SETTLE};
 use novanet_conformance::{in_namespace, wait_until, Agent, Frr, Lab};
 use serde_json::json;
 use std::net::Ipv4Addr;
@@ -34,9 +36,10 @@ router bgp 65000
 ";
 
 /// A BFD control packet (RFC 5880 4.1) in State Down with Your
-/// Discriminator 0, inside a UDP datagram to port 3784, inside an IPv4
-/// header with TTL 255 and a source of our choosing.
-fn forged_bfd_down(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+/// Discriminator 0, inside a UDP datagram to `port` (3784 single hop, 4784
+/// multihop), inside an IPv4 header with TTL 255 and a source of our
+/// choosing.
+fn forged_bfd_down(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Vec<u8> {
     let mut bfd = vec![0x20, 0x40, 3, 24];
     bfd.extend_from_slice(&0x0bad_f00du32.to_be_bytes()); // My Discriminator
     bfd.extend_from_slice(&0u32.to_be_bytes()); // Your Discriminator
@@ -45,7 +48,7 @@ fn forged_bfd_down(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     }
     let mut udp = Vec::new();
     udp.extend_from_slice(&49152u16.to_be_bytes());
-    udp.extend_from_slice(&3784u16.to_be_bytes());
+    udp.extend_from_slice(&port.to_be_bytes());
     udp.extend_from_slice(&((8 + bfd.len()) as u16).to_be_bytes());
     udp.extend_from_slice(&0u16.to_be_bytes()); // no checksum (IPv4)
     udp.extend_from_slice(&bfd);
@@ -60,7 +63,7 @@ fn forged_bfd_down(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
 
 /// Sends `count` forged packets from inside namespace `ns` (a raw socket
 /// writing its own IPv4 header).
-fn forge_from(ns: String, src: Ipv4Addr, dst: Ipv4Addr, count: usize) {
+fn forge_from(ns: String, src: Ipv4Addr, dst: Ipv4Addr, port: u16, count: usize) {
     in_namespace(&ns, move || {
         let s = socket2::Socket::new(
             socket2::Domain::IPV4,
@@ -69,7 +72,7 @@ fn forge_from(ns: String, src: Ipv4Addr, dst: Ipv4Addr, count: usize) {
         )
         .expect("raw socket");
         let to = std::net::SocketAddr::from((dst, 0));
-        let pkt = forged_bfd_down(src, dst);
+        let pkt = forged_bfd_down(src, dst, port);
         for _ in 0..count {
             s.send_to(&pkt, &to.into()).expect("forged packet sent");
             // The attack's pace, one packet per 20 ms (not a wait for
@@ -79,14 +82,34 @@ fn forge_from(ns: String, src: Ipv4Addr, dst: Ipv4Addr, count: usize) {
     });
 }
 
-fn off_link_drops(agent: &Agent) -> u64 {
+/// The agent's count of BFD packets dropped as forged, for `reason`.
+fn drops(agent: &Agent, reason: &str) -> u64 {
+    let prefix = format!("novanet_bfd_packets_dropped_total{{reason=\"{reason}\"}} ");
     agent
         .get("/metrics")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("novanet_bfd_packets_off_link_total "))
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+fn off_link_drops(agent: &Agent) -> u64 {
+    drops(agent, "off_link")
+}
+
+/// Waits until `count` forged packets were dropped for `reason`, or (as
+/// before the defence) the BFD session with `peer` was taken down.
+fn dropped_or_down(agent: &Agent, peer: &str, reason: &str, count: u64) {
+    wait_until("the forged packets dropped, or taking the session down", SETTLE, || {
+        let n = drops(agent, reason);
+        let down = agent.bfd_session(peer)["state"] != "Up";
+        if n >= count || down {
+            Ok(())
+        } else {
+            Err(format!("{n} dropped"))
+        }
+    });
 }
 
 #[test]
@@ -140,19 +163,12 @@ fn a_pod_cannot_forge_its_tor_s_bfd_down() {
         lab.ns_name("pod"),
         Ipv4Addr::new(10, 0, 0, 1),
         Ipv4Addr::new(10, 0, 0, 10),
+        3784,
         50,
     );
     // Every forged packet seen and dropped, or (as before) the session
     // taken down by them.
-    wait_until("the forged packets dropped, or taking the session down", SETTLE, || {
-        let n = off_link_drops(&agent);
-        let down = agent.bfd_session("10.0.0.1")["state"] != "Up";
-        if n >= 50 || down {
-            Ok(())
-        } else {
-            Err(format!("{n} dropped"))
-        }
-    });
+    dropped_or_down(&agent, "10.0.0.1", "off_link", 50);
     let s = agent.bfd_session("10.0.0.1");
     assert_eq!(s["state"], "Up", "{s}");
     assert_eq!(
@@ -168,4 +184,61 @@ fn a_pod_cannot_forge_its_tor_s_bfd_down() {
     );
     assert_eq!(frr.neighbor_state("10.0.0.10"), "Established");
     assert!(off_link_drops(&agent) >= 50);
+}
+
+/// The mesh half: a pod on n3 forges n2's multihop BFD Down to n1 (port
+/// 4784, forwarded by n3 with its reverse-path filter loose). The mesh's
+/// BFD runs with a key (meticulous keyed SHA1): every forged packet fails
+/// the digest, n1's session with n2 stays Up and BGP with it.
+#[test]
+fn a_pod_cannot_forge_another_node_s_bfd_down_in_a_keyed_mesh() {
+    let mut lab = Lab::new("meshforge");
+    switched(
+        &mut lab,
+        &[("n1", "10.0.0.11/24"), ("n2", "10.0.0.12/24"), ("n3", "10.0.0.13/24")],
+    );
+    lab.add_ns("pod");
+    lab.link("n3", "pod0", &["10.244.13.1/24"], "pod", "eth0", &["10.244.13.10/24"]);
+    lab.exec("pod", "ip", &["route", "add", "default", "via", "10.244.13.1"]);
+    lab.forwarding("n3");
+    for (ns, key) in [
+        ("n3", "net.ipv4.conf.all.rp_filter"),
+        ("n3", "net.ipv4.conf.pod0.rp_filter"),
+        ("n1", "net.ipv4.conf.all.rp_filter"),
+    ] {
+        lab.exec(ns, "sysctl", &["-qw", &format!("{key}=0")]);
+    }
+    let key_file = lab.dir().join("mesh-bfd-key");
+    std::fs::write(&key_file, "mesh-key-0123456789\n").unwrap();
+    let key_file = key_file.display().to_string();
+    let agents: Vec<Agent> = (1..=3)
+        .map(|i| {
+            Agent::start(
+                &mut lab,
+                &format!("n{i}"),
+                &three_node_mesh(i, json!({"bfd_key_file": key_file})),
+            )
+        })
+        .collect();
+    let n1 = &agents[0];
+    agent_established(n1, "10.0.0.12");
+    wait_for_value("n1's BFD with n2 Up (authenticated)", json!("Up"), || {
+        n1.bfd_session("10.0.0.12")["state"].clone()
+    });
+    let transitions = n1.peer("10.0.0.12")["established_transitions"].clone();
+
+    forge_from(
+        lab.ns_name("pod"),
+        Ipv4Addr::new(10, 0, 0, 12),
+        Ipv4Addr::new(10, 0, 0, 11),
+        4784,
+        50,
+    );
+    dropped_or_down(n1, "10.0.0.12", "authentication", 50);
+    let s = n1.bfd_session("10.0.0.12");
+    assert_eq!(s["state"], "Up", "{s}");
+    let p = n1.peer("10.0.0.12");
+    assert_eq!(p["state"], "Established", "{p}");
+    assert_eq!(p["established_transitions"], transitions, "BGP never closed: {p}");
+    assert!(drops(n1, "authentication") >= 50);
 }

@@ -111,6 +111,10 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
             std::fs::write(tokens.join(owner), format!("{owner}-token-from-the-secret")).unwrap();
         }
         let config = config.replace("/etc/novanet/tokens/", &format!("{}/", tokens.display()));
+        // The mesh's BFD key the Secret mounts, likewise.
+        let key = dir.join("mesh-bfd-key");
+        std::fs::write(&key, "mesh-key-from-secret\n").unwrap();
+        let config = config.replace("/etc/novanet/mesh-bfd/key", &key.display().to_string());
         let config_file = dir.join(format!("{}.json", name.replace(' ', "-")));
         std::fs::write(&config_file, &config).unwrap();
         let o = run(Command::new(agent_binary())
@@ -118,6 +122,19 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
             .arg(&config_file)
             .env("NOVANET_NODE_NAME", "node-a"));
         assert!(o.status.success(), "--check-config ({name}): {}\n{config}", text(&o));
+        if name == "native BGP" {
+            assert_eq!(
+                parsed["routing"]["node_mesh"]["bfd_key_file"],
+                "/etc/novanet/mesh-bfd/key"
+            );
+            let ds = find(&docs, "DaemonSet").expect("DaemonSet");
+            let volumes = ds["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+            let secret = volumes
+                .iter()
+                .find(|v| v["name"] == "mesh-bfd-key")
+                .expect("the key's volume");
+            assert_eq!(secret["secret"]["secretName"], "novanet-mesh-bfd");
+        }
         if name == "OSPF" {
             assert_eq!(parsed["routing"]["protocol"], "ospf");
             assert_eq!(parsed["routing"]["frr_socket_dir"], "/run/frr");

@@ -14,7 +14,7 @@
 //! before the first finished; and three nodes meshed without a ToR, each
 //! rolled in turn (mesh peers are helpers too).
 
-use novanet_conformance::checks::{agent_established, ping_counts, wait_for_value, SETTLE};
+use novanet_conformance::checks::{agent_established, ping_counts, three_node_mesh, wait_for_value, SETTLE};
 use novanet_conformance::kernel::bgp_routes;
 use novanet_conformance::{wait_until, Agent, Bird, Frr, Lab};
 use serde_json::{json, Value};
@@ -349,25 +349,6 @@ fn a_second_restart_before_the_first_finished_loses_no_packet() {
     rolling_update_loses_no_packet("roll2x", TorKind::Frr(Bfd::On), replacement);
 }
 
-/// A node of the mesh-only cluster: `n{i}` at 10.0.0.1{i} on the switch,
-/// PodCIDR 10.244.1{i}.0/24, a pod at .10 behind it.
-fn mesh_node(i: usize) -> Value {
-    let nodes: Vec<Value> = (1..=3)
-        .map(
-            |j| json!({"name": format!("n{j}"), "ip": format!("10.0.0.1{j}"), "pod_cidr": format!("10.244.1{j}.0/24")}),
-        )
-        .collect();
-    json!({
-        "node_name": format!("n{i}"),
-        "node_ip": format!("10.0.0.1{i}"),
-        "pod_cidr": format!("10.244.1{i}.0/24"),
-        "routing": {
-            "bfd": {"enabled": true, "min_rx_ms": 100, "min_tx_ms": 100, "detect_multiplier": 3},
-            "node_mesh": {"enabled": true, "source": "static", "nodes": nodes}
-        }
-    })
-}
-
 /// Mesh peers are graceful-restart helpers too: three nodes meshed
 /// directly (no ToR, BFD 100 ms x 3 on every session), pods pinging each
 /// other in both directions of a ring every 20 ms; each node's agent is
@@ -399,7 +380,7 @@ fn rolling_all_three_nodes_of_a_mesh_loses_no_packet() {
             &["route", "add", "default", "via", &format!("10.244.1{i}.1")],
         );
         lab.forwarding(&node);
-        agents.push(Agent::start(&mut lab, &node, &mesh_node(i)));
+        agents.push(Agent::start(&mut lab, &node, &three_node_mesh(i, json!({}))));
     }
     let all_routes = |lab: &Lab, i: usize| {
         let routes = bgp_routes(lab, &format!("n{i}"));
@@ -440,7 +421,7 @@ fn rolling_all_three_nodes_of_a_mesh_loses_no_packet() {
         assert!(lab.wait_exit(&agent.name, SETTLE).success());
         assert_eq!(bgp_routes(&lab, &node), before, "{node}'s kernel routes stay");
         std::thread::sleep(Duration::from_secs(3).saturating_sub(stopped.elapsed()));
-        agents[i - 1] = Agent::start(&mut lab, &node, &mesh_node(i));
+        agents[i - 1] = Agent::start(&mut lab, &node, &three_node_mesh(i, json!({})));
         let agent = &agents[i - 1];
         for j in (1..=3).filter(|j| *j != i) {
             agent_established(agent, &format!("10.0.0.1{j}"));

@@ -369,7 +369,19 @@ pub struct NodeMesh {
     /// a limit is set).
     #[serde(default)]
     pub max_prefix_warning_only: Option<bool>,
+    /// A file holding the key of the mesh's BFD authentication
+    /// (meticulous keyed SHA1, RFC 5880 6.7.4): 1 to 20 bytes, a final
+    /// newline ignored, the same on every node. Without it, mesh BFD is
+    /// unauthenticated.
+    #[serde(default)]
+    pub bfd_key_file: Option<String>,
+    /// The key read from `bfd_key_file`.
+    #[serde(skip)]
+    pub bfd_key: Option<Vec<u8>>,
 }
+
+/// Longest key of keyed SHA1 BFD authentication (RFC 5880 4.4).
+pub const MAX_BFD_KEY: usize = 20;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -507,7 +519,32 @@ impl Config {
             invalid(path, e.into_inner().to_string())
         })?;
         cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.read_keys()?;
         Ok(cfg)
+    }
+
+    /// Reads the key files the configuration names.
+    fn read_keys(&mut self) -> Result<(), ConfigError> {
+        let mesh = &mut self.routing.node_mesh;
+        let Some(path) = mesh.bfd_key_file.as_deref().filter(|p| !p.is_empty()) else {
+            return Ok(());
+        };
+        let at = "routing.node_mesh.bfd_key_file";
+        let mut key = std::fs::read(path).map_err(|e| invalid(at, format!("cannot read {path}: {e}")))?;
+        if key.last() == Some(&b'\n') {
+            key.pop();
+        }
+        if key.is_empty() || key.len() > MAX_BFD_KEY {
+            return Err(invalid(
+                at,
+                format!(
+                    "{path} holds {} bytes; a keyed SHA1 key is 1 to {MAX_BFD_KEY}",
+                    key.len()
+                ),
+            ));
+        }
+        mesh.bfd_key = Some(key);
+        Ok(())
     }
 
     /// Environment overrides, above the file: `NOVANET_NODE_NAME`,
@@ -906,6 +943,38 @@ mod tests {
         let e = Config::parse(text).unwrap_err().to_string();
         assert!(e.contains("routing.policies.in.rules[1].set.add_communities"), "{e}");
         assert!(e.contains("\"no_exprot\" is not a community"), "{e}");
+    }
+
+    #[test]
+    fn the_mesh_bfd_key_is_read_from_its_file_and_checked() {
+        let dir = std::env::temp_dir().join(format!("novanet-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let with = |name: &str, content: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, content).unwrap();
+            let text = format!(
+                r#"{{"node_name": "n1", "node_ip": "10.0.1.10", "routing": {{"node_mesh": {{"bfd_key_file": "{}"}}}}}}"#,
+                path.display()
+            );
+            Config::parse(&text)
+        };
+        let c = with("good", b"s3cret-mesh-key\n").unwrap();
+        assert_eq!(c.routing.node_mesh.bfd_key.as_deref(), Some(&b"s3cret-mesh-key"[..]));
+        let e = with("long", &[b'k'; 21]).unwrap_err().to_string();
+        assert!(
+            e.contains("routing.node_mesh.bfd_key_file") && e.contains("21 bytes"),
+            "{e}"
+        );
+        let e = with("empty", b"\n").unwrap_err().to_string();
+        assert!(e.contains("0 bytes"), "{e}");
+        let missing = dir.join("missing");
+        let text = format!(
+            r#"{{"node_name": "n1", "node_ip": "10.0.1.10", "routing": {{"node_mesh": {{"bfd_key_file": "{}"}}}}}}"#,
+            missing.display()
+        );
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("cannot read") && e.contains("missing"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! node's BFD timers.
 
 use crate::config::{node_asn, Config, MeshSource, NodeMesh, PeerEntry};
-use novanet_bfd::session::SessionConfig;
+use novanet_bfd::session::{AuthConfig, SessionConfig};
 use novanet_bfd::transport::{SessionKey, SessionSpec};
 use novanet_bgp::policy::PeerPolicy;
 use novanet_bgp::speaker::{PeerConfig, PeerRole};
@@ -173,7 +173,7 @@ pub fn tor(cfg: &Config, p: &PeerEntry, address: IpAddr) -> PeerSpec {
 /// A node-mesh peer: the other node's address and per-node AS, multihop
 /// (mesh traffic often crosses the ToRs), a short connect retry, the
 /// mesh's prefix limit, and BFD with the node's defaults when
-/// `routing.bfd` is on.
+/// `routing.bfd` is on, authenticated with the mesh's key when it has one.
 pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32) -> PeerSpec {
     let mesh: &NodeMesh = &cfg.routing.node_mesh;
     let mut pc = PeerConfig::new(ip, asn);
@@ -183,7 +183,17 @@ pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32) -> PeerSpec {
     pc.connect_retry = MESH_CONNECT_RETRY;
     set_prefix_limit(&mut pc, mesh.max_prefix, mesh.max_prefix_warning_only);
     let enabled = cfg.routing.bfd_enabled.unwrap_or(cfg.routing.bfd.enabled);
-    let bfd = enabled.then(|| bfd_session(&pc, BfdTimers::default(), BfdTimers::node_defaults(cfg)));
+    let bfd = enabled.then(|| {
+        let mut s = bfd_session(&pc, BfdTimers::default(), BfdTimers::node_defaults(cfg));
+        // The mesh's key: a forged packet (a pod anywhere in the cluster
+        // posing as another node) fails its digest.
+        s.config.auth = mesh.bfd_key.as_ref().map(|key| AuthConfig::KeyedSha1 {
+            key_id: 1,
+            key: key.clone(),
+            meticulous: true,
+        });
+        s
+    });
     PeerSpec { bgp: pc, bfd }
 }
 
