@@ -166,11 +166,13 @@ impl PeerApplier {
 
     async fn apply_bgp(&mut self, speaker: &impl BgpPeers, want: &PeerConfig, bfd: bool) -> Result<(), String> {
         let addr = want.address;
-        // A new session run with BFD starts once its BFD session is Up
-        // (the BFD task releases it), or after BFD_START_HOLD.
-        let new_session = || {
+        // A new peer whose BFD session is new too starts once that is Up
+        // (the BFD task releases it), or after BFD_START_HOLD. A peer
+        // re-created with new settings keeps its running BFD session and
+        // starts at once.
+        let held = || {
             let mut p = want.clone();
-            if bfd {
+            if bfd && !self.bfd.contains_key(&addr) {
                 p.start_held_for = Some(BFD_START_HOLD);
             }
             p
@@ -186,11 +188,11 @@ impl PeerApplier {
             BgpChange::Replace => {
                 self.bgp.remove(&addr);
                 let _ = speaker.remove_peer(addr).await;
-                speaker.add_peer(new_session()).await?;
+                speaker.add_peer(want.clone()).await?;
                 tracing::info!(peer = %addr, remote_as = want.remote_as, "peer re-created with new settings");
             }
             BgpChange::Add => {
-                speaker.add_peer(new_session()).await?;
+                speaker.add_peer(held()).await?;
                 tracing::info!(peer = %addr, remote_as = want.remote_as, role = ?want.role, "peer added");
             }
         }
@@ -257,7 +259,8 @@ pub(crate) mod recorder {
             if *self.refuse_bgp.lock().unwrap() == Some(peer.address) {
                 return Err("refused".into());
             }
-            self.note(format!("add {} as {}", peer.address, peer.remote_as));
+            let held = if peer.start_held_for.is_some() { " held" } else { "" };
+            self.note(format!("add {} as {}{held}", peer.address, peer.remote_as));
             Ok(())
         }
         async fn remove_peer(&self, address: IpAddr) -> Result<(), String> {
@@ -341,10 +344,11 @@ mod tests {
         assert_eq!(
             r.take(),
             [
-                "add 10.0.0.1 as 65001",
+                "add 10.0.0.1 as 65001 held",
                 "bfd add 10.0.0.1 100",
                 "add 10.0.0.12 as 65012"
-            ]
+            ],
+            "a new peer with a new BFD session waits for it"
         );
         // The same set again: nothing.
         assert!(applier.apply(&r, &r, &desired(&[&tor, &node])).await.is_empty());
@@ -356,6 +360,11 @@ mod tests {
         exported.bgp.export = PeerPolicy::All;
         assert!(applier.apply(&r, &r, &desired(&[&faster, &exported])).await.is_empty());
         assert_eq!(r.take(), ["bfd add 10.0.0.1 50", "policies 10.0.0.12 export all"]);
+        // New settings: a new BGP session over the running BFD session,
+        // started at once.
+        let re_as = with_bfd(peer("10.0.0.1", 65002), 50);
+        assert!(applier.apply(&r, &r, &desired(&[&re_as, &exported])).await.is_empty());
+        assert_eq!(r.take(), ["remove 10.0.0.1", "add 10.0.0.1 as 65002"]);
         assert!(applier.apply(&r, &r, &desired(&[&exported])).await.is_empty());
         assert_eq!(r.take(), ["bfd remove 10.0.0.1", "remove 10.0.0.1"]);
         assert!(!applier.has_bfd(&"10.0.0.1".parse().unwrap()));
@@ -376,7 +385,7 @@ mod tests {
         *r.refuse_bfd.lock().unwrap() = true;
         let failed = applier.apply(&r, &r, &desired(&[&tor])).await;
         assert_eq!(failed[&addr], ApplyError::Bfd("no BFD".into()));
-        assert_eq!(r.take(), ["add 10.0.0.1 as 65001"]);
+        assert_eq!(r.take(), ["add 10.0.0.1 as 65001 held"]);
         *r.refuse_bfd.lock().unwrap() = false;
         assert!(applier.apply(&r, &r, &desired(&[&tor])).await.is_empty());
         assert_eq!(r.take(), ["bfd add 10.0.0.1 100"], "BGP is not applied twice");
