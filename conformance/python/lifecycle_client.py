@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A NodeLifecycle client in Python grpcio, as an operator would write one.
 
-Stubs are generated at run time from the project's .proto with grpcio-tools;
+Stubs are generated at run time from the project's .proto with grpcio-tools
+(as the RouteControl client does);
 the channel is opened on the agent's Unix socket (``unix://PATH``, default
 options).
 
@@ -12,27 +13,16 @@ Exits 1 with the gRPC error on stderr when the call fails.
 """
 
 import json
-import os
 import sys
 import tempfile
 
 import grpc
-from grpc_tools import protoc
 
-PROTO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto", "proto")
+from routecontrol_client import compile_stubs
 
 
 def load_stubs(out_dir):
-    rc = protoc.main([
-        "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
-        f"--python_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        "novanet/routing/v1/lifecycle.proto",
-    ])
-    if rc != 0:
-        sys.exit(f"protoc failed with {rc}")
-    sys.path.insert(0, out_dir)
+    compile_stubs(out_dir, "novanet/routing/v1/lifecycle.proto")
     from novanet.routing.v1 import lifecycle_pb2, lifecycle_pb2_grpc  # noqa: E402
     return lifecycle_pb2, lifecycle_pb2_grpc
 

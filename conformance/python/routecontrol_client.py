@@ -29,17 +29,23 @@ from grpc_tools import protoc
 PROTO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto", "proto")
 
 
-def load_stubs(out_dir):
+def compile_stubs(out_dir, proto):
+    """Generates the Python stubs of one of the project's .proto files
+    (a path under proto/proto) into out_dir, importable from there."""
     rc = protoc.main([
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
-        "novaroute/v1/novaroute.proto",
+        proto,
     ])
     if rc != 0:
         sys.exit(f"protoc failed with {rc}")
     sys.path.insert(0, out_dir)
+
+
+def load_stubs(out_dir):
+    compile_stubs(out_dir, "novaroute/v1/novaroute.proto")
     from novaroute.v1 import novaroute_pb2, novaroute_pb2_grpc  # noqa: E402
     return novaroute_pb2, novaroute_pb2_grpc
 

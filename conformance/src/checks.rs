@@ -18,6 +18,17 @@ router bgp 65000
  neighbor 10.0.0.10 timers connect 1
 ";
 
+/// FRR's bfdd with the profile `fast` (100 ms x 3) that ToR neighbors name
+/// with `neighbor X bfd profile fast`.
+pub const FRR_BFD_FAST: &str = "bfd
+ profile fast
+  receive-interval 100
+  transmit-interval 100
+  detect-multiplier 3
+ !
+!
+";
+
 /// The agent configuration of the node of [`tor_and_node`] (node-a,
 /// 10.0.0.10, PodCIDR 10.244.10.0/24) with the top-level keys of `extra`.
 pub fn node_a(extra: serde_json::Value) -> serde_json::Value {

@@ -11,29 +11,12 @@
 //! BFD Down to another, across the fabric; with the mesh's BFD key the
 //! forged packets fail the digest.
 
-use novanet_conformance::checks::{agent_established, switched, three_node_mesh, tor_and_node, wait_for_value, SETTLE};
+use novanet_conformance::checks::{
+    agent_established, switched, three_node_mesh, tor_and_node, wait_for_value, FRR_BFD_FAST, SETTLE, TOR_FRR,
+};
 use novanet_conformance::{in_namespace, wait_until, Agent, Frr, Lab};
 use serde_json::json;
 use std::net::Ipv4Addr;
-
-const BFDD: &str = "bfd
- profile fast
-  receive-interval 100
-  transmit-interval 100
-  detect-multiplier 3
- !
-!
-";
-
-const BGPD: &str = "hostname tor
-router bgp 65000
- bgp router-id 10.0.0.1
- no bgp ebgp-requires-policy
- neighbor 10.0.0.10 remote-as 65010
- neighbor 10.0.0.10 timers 3 9
- neighbor 10.0.0.10 timers connect 1
- neighbor 10.0.0.10 bfd profile fast
-";
 
 /// A BFD control packet (RFC 5880 4.1) in State Down with Your
 /// Discriminator 0, inside a UDP datagram to `port` (3784 single hop, 4784
@@ -124,10 +107,11 @@ fn a_pod_cannot_forge_its_tor_s_bfd_down() {
     for key in ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.pod0.rp_filter"] {
         lab.exec("node", "sysctl", &["-qw", &format!("{key}=0")]);
     }
+    let bgpd = format!("{TOR_FRR} neighbor 10.0.0.10 bfd profile fast\n");
     let frr = Frr::start_daemons(
         &mut lab,
         "tor",
-        &[("zebra", "hostname tor\n"), ("bfdd", BFDD), ("bgpd", BGPD)],
+        &[("zebra", "hostname tor\n"), ("bfdd", FRR_BFD_FAST), ("bgpd", &bgpd)],
     );
     let agent = Agent::start(
         &mut lab,

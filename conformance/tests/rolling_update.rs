@@ -14,7 +14,9 @@
 //! before the first finished; and three nodes meshed without a ToR, each
 //! rolled in turn (mesh peers are helpers too).
 
-use novanet_conformance::checks::{agent_established, ping_counts, three_node_mesh, wait_for_value, SETTLE};
+use novanet_conformance::checks::{
+    agent_established, ping_counts, three_node_mesh, wait_for_value, FRR_BFD_FAST, SETTLE,
+};
 use novanet_conformance::kernel::bgp_routes;
 use novanet_conformance::{wait_until, Agent, Bird, Frr, Lab};
 use serde_json::{json, Value};
@@ -54,15 +56,6 @@ router bgp 65000
     }
     c
 }
-
-const BFDD: &str = "bfd
- profile fast
-  receive-interval 100
-  transmit-interval 100
-  detect-multiplier 3
- !
-!
-";
 
 fn node_config(name: &str, ip: &str, tor: &str, pod_cidr: &str, bfd: bool) -> Value {
     json!({
@@ -226,7 +219,7 @@ fn rolling_update_loses_no_packet(name: &str, kind: TorKind, replacement: Replac
             let bgpd = tor_bgpd(tor_bfd);
             let mut daemons = vec![("zebra", "hostname tor\n")];
             if bfd {
-                daemons.push(("bfdd", BFDD));
+                daemons.push(("bfdd", FRR_BFD_FAST));
             }
             daemons.push(("bgpd", &bgpd));
             Tor::Frr(Frr::start_daemons(&mut lab, "tor", &daemons))

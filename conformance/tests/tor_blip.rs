@@ -10,22 +10,13 @@
 //! A ToR that keeps blipping: from the third BFD-caused close in a minute
 //! the session is held down before it starts again, and still recovers.
 
-use novanet_conformance::checks::{agent_established, two_tors_and_node, wait_for_value, SETTLE};
+use novanet_conformance::checks::{agent_established, two_tors_and_node, wait_for_value, FRR_BFD_FAST, SETTLE};
 use novanet_conformance::kernel::bgp_routes;
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 fn frr_daemons(name: &str, asn: u32, me: &str, node: &str) -> [(String, String); 3] {
-    let bfdd = "bfd
- profile fast
-  receive-interval 100
-  transmit-interval 100
-  detect-multiplier 3
- !
-!
-"
-    .to_string();
     let bgpd = format!(
         "hostname {name}
 router bgp {asn}
@@ -43,7 +34,7 @@ router bgp {asn}
     );
     [
         ("zebra".into(), format!("hostname {name}\n")),
-        ("bfdd".into(), bfdd),
+        ("bfdd".into(), FRR_BFD_FAST.to_string()),
         ("bgpd".into(), bgpd),
     ]
 }

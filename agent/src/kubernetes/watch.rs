@@ -162,6 +162,38 @@ pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, cont
     });
 }
 
+/// Follows one object by name (a watch with a field selector), calling
+/// `seen` with it and whether it was deleted, until `seen` says to stop.
+/// Watch errors are retried with backoff.
+async fn follow_one<K>(api: Api<K>, name: &str, what: &str, mut seen: impl FnMut(&K, bool) -> bool)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let watch_config = watcher::Config::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(WATCH_TIMEOUT_SECS);
+    let stream = watcher::watcher(api, watch_config).default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        let (object, gone) = match event {
+            Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => (o, false),
+            Ok(Event::Delete(o)) => (o, true),
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "watch of {what} failed: retrying with backoff");
+                continue;
+            }
+        };
+        // (The field selector already asks for this one alone.)
+        if object.meta().name.as_deref() != Some(name) {
+            continue;
+        }
+        if !seen(&object, gone) {
+            return;
+        }
+    }
+}
+
 /// Watches this node's Node and publishes what it says about the node's
 /// role and lifecycle (control-plane label, cordon, deletion, the drain
 /// annotation), starting from what `own` said, until the agent stops. A
@@ -170,27 +202,8 @@ pub fn watch_own_node(client: Client, own: &ClusterNode) -> crate::lifecycle::No
     let (tx, rx) = tokio::sync::watch::channel(Some(own.lifecycle));
     let name = own.name.clone();
     tokio::spawn(async move {
-        let api: Api<Node> = Api::all(client);
-        let watch_config = watcher::Config::default()
-            .fields(&format!("metadata.name={name}"))
-            .timeout(WATCH_TIMEOUT_SECS);
-        let stream = watcher::watcher(api, watch_config).default_backoff();
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            let (node, gone) = match event {
-                Ok(Event::Apply(node)) | Ok(Event::InitApply(node)) => (node, false),
-                Ok(Event::Delete(node)) => (node, true),
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "watch of this node's Node failed: retrying with backoff");
-                    continue;
-                }
-            };
-            // (The field selector already asks for this Node alone.)
-            if node.metadata.name.as_deref() != Some(name.as_str()) {
-                continue;
-            }
-            let mut view = ClusterNode::from_node(&node).lifecycle;
+        follow_one(Api::<Node>::all(client), &name, "this node's Node", |node, gone| {
+            let mut view = ClusterNode::from_node(node).lifecycle;
             view.deleting |= gone;
             tx.send_if_modified(|held| {
                 if *held == Some(view) {
@@ -201,10 +214,9 @@ pub fn watch_own_node(client: Client, own: &ClusterNode) -> crate::lifecycle::No
                 *held = Some(view);
                 true
             });
-            if tx.is_closed() {
-                return;
-            }
-        }
+            !tx.is_closed()
+        })
+        .await
     });
     rx
 }
@@ -226,25 +238,8 @@ pub fn watch_own_daemonset(client: Client, namespace: String, name: String) -> t
     use k8s_openapi::api::apps::v1::DaemonSet;
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let api: Api<DaemonSet> = Api::namespaced(client, &namespace);
-        let watch_config = watcher::Config::default()
-            .fields(&format!("metadata.name={name}"))
-            .timeout(WATCH_TIMEOUT_SECS);
-        let stream = watcher::watcher(api, watch_config).default_backoff();
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            let (ds, gone) = match event {
-                Ok(Event::Apply(ds)) | Ok(Event::InitApply(ds)) => (ds, false),
-                Ok(Event::Delete(ds)) => (ds, true),
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "watch of the agent's DaemonSet failed: retrying with backoff");
-                    continue;
-                }
-            };
-            if ds.metadata.name.as_deref() != Some(name.as_str()) {
-                continue;
-            }
+        let api = Api::<DaemonSet>::namespaced(client, &namespace);
+        follow_one(api, &name, "the agent's DaemonSet", |ds, gone| {
             let deleting = gone || ds.metadata.deletion_timestamp.is_some();
             tx.send_if_modified(|held| {
                 if *held == deleting {
@@ -254,10 +249,9 @@ pub fn watch_own_daemonset(client: Client, namespace: String, name: String) -> t
                 *held = deleting;
                 true
             });
-            if tx.is_closed() {
-                return;
-            }
-        }
+            !tx.is_closed()
+        })
+        .await
     });
     rx
 }
