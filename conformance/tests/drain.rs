@@ -188,6 +188,21 @@ fn agent_log_says(lab: &Lab, agent: &Agent, what: &str) -> bool {
     agent.log(lab).contains(what)
 }
 
+/// Node `node-a` of the Kubernetes tests (its Node in the API server),
+/// peering the ToR, draining 1 s before it leaves.
+fn kubernetes_node() -> Value {
+    json!({
+        "node_name": "node-a",
+        "drain_period": 1,
+        "routing": {
+            "local_as": 65010,
+            "bfd": {"enabled": false},
+            "node_mesh": {"enabled": true, "source": "kubernetes"},
+            "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}]
+        }
+    })
+}
+
 /// Calls NodeLifecycle with the Python grpcio client; its answer.
 fn python_lifecycle(agent: &Agent, what: &str) -> Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/lifecycle_client.py");
@@ -226,16 +241,7 @@ fn the_node_s_annotation_drains_it_and_a_cordoned_node_leaves_on_sigterm() {
     let agent = Agent::start_with_env(
         &mut lab,
         "node",
-        &json!({
-            "node_name": "node-a",
-            "drain_period": 1,
-            "routing": {
-                "local_as": 65010,
-                "bfd": {"enabled": false},
-                "node_mesh": {"enabled": true, "source": "kubernetes"},
-                "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}]
-            }
-        }),
+        &kubernetes_node(),
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
     agent_established(&agent, "10.0.0.1");
@@ -310,7 +316,8 @@ fn the_node_s_annotation_drains_it_and_a_cordoned_node_leaves_on_sigterm() {
 /// `helm uninstall` deletes the agent's DaemonSet before its pods get a
 /// SIGTERM: the agent, watching it, decommissions the node (drain,
 /// withdraw, Hard Reset) instead of restarting. While the DaemonSet is in
-/// place (a rolling update), a SIGTERM stays a restart.
+/// place (a rolling update), a SIGTERM stays a restart (an
+/// `AgentRestarting` Event, the ToR keeps the node's PodCIDR).
 #[test]
 fn an_uninstall_decommissions_the_node() {
     use novanet_conformance::checks::{tor_and_node, TOR_FRR};
@@ -323,25 +330,21 @@ fn an_uninstall_decommissions_the_node() {
     api.apply_node(kube_api::node("node-a", "10.0.0.10", "10.244.10.0/24"));
     api.apply_daemonset("nova-system", "novanet");
     let frr = Frr::start(&mut lab, "tor", TOR_FRR);
-    let agent = Agent::start_with_env(
-        &mut lab,
-        "node",
-        &json!({
-            "node_name": "node-a",
-            "drain_period": 1,
-            "routing": {
-                "local_as": 65010,
-                "bfd": {"enabled": false},
-                "node_mesh": {"enabled": true, "source": "kubernetes"},
-                "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9, "keepalive": 3}]
-            }
-        }),
-        &[
-            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-            ("NOVANET_DAEMONSET", "novanet"),
-            ("POD_NAMESPACE", "nova-system"),
-        ],
-    );
+    let env = [
+        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ("NOVANET_DAEMONSET", "novanet"),
+        ("POD_NAMESPACE", "nova-system"),
+    ];
+    // With the DaemonSet in place (a rolling update) a SIGTERM is a
+    // restart, said on the Node; the PodCIDR stays at the ToR.
+    let agent = Agent::start_with_env(&mut lab, "node", &kubernetes_node(), &env);
+    agent_established(&agent, "10.0.0.1");
+    lab.signal(&agent.name, libc::SIGTERM);
+    assert!(lab.wait_exit(&agent.name, SETTLE).success());
+    api.wait_for_event("node-a", "AgentRestarting", "a restart");
+    assert!(frr.route_as_path("ipv4", "10.244.10.0/24").is_some(), "kept by the ToR");
+
+    let agent = Agent::start_with_env(&mut lab, "node", &kubernetes_node(), &env);
     agent_established(&agent, "10.0.0.1");
     let lifecycle = || -> Value { serde_json::from_str(&agent.ctl(&["routing", "lifecycle", "-o", "json"])).unwrap() };
     assert_eq!(lifecycle()["on_sigterm"], "restart");
