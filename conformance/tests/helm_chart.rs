@@ -124,6 +124,11 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
         assert!(o.status.success(), "--check-config ({name}): {}\n{config}", text(&o));
         if name == "native BGP" {
             assert_eq!(
+                parsed["owners"]["fabric"]["capabilities"]["peers"]["remote_as"],
+                serde_json::json!([65001, "65100-65199"])
+            );
+            assert!(parsed["owners"]["admin"].get("capabilities").is_none());
+            assert_eq!(
                 parsed["routing"]["node_mesh"]["bfd_key_file"],
                 "/etc/novanet/mesh-bfd/key"
             );
@@ -247,6 +252,20 @@ fn bad_values_are_refused_with_the_key_that_is_wrong() {
             "remoteAs",
         ),
         (&["config.routingMode=overlay"][..], "routingMode"),
+        (
+            &[
+                "owners.x.allowed_prefixes.type=any",
+                "owners.x.capabilities.peers.remote_as[0]=65001",
+            ][..],
+            "neighbors",
+        ),
+        (
+            &[
+                "owners.x.allowed_prefixes.type=any",
+                "owners.x.capabilities.configure_bpg=true",
+            ][..],
+            "configure_bpg",
+        ),
         // A peer is given by address or by interface.
         (&["routing.peers[0].remote_as=65000"][..], "oneOf"),
         (

@@ -1,14 +1,16 @@
 //! The RouteControl gRPC service (`novaroute.v1`): the reference's
-//! validation and status codes, token authentication, prefix policy and
-//! cross-owner conflicts; successful mutations store the intent and
-//! trigger the reconciler.
+//! validation and status codes, token authentication, each owner's grants
+//! (prefix policy, `capabilities`), cross-owner and cross-source
+//! conflicts; successful mutations store the intent and trigger the
+//! reconciler. Addresses are taken in their canonical form (an
+//! IPv4-mapped IPv6 address is the IPv4 address).
 
 // tonic::Status is the error type of every handler; helpers return it as is.
 #![allow(clippy::result_large_err)]
 
 use crate::control::events::{EventBus, SubscribeError};
 use crate::control::intents::{BfdIntent, OspfIntent, PrefixIntent};
-use crate::control::owners::{Refusal, ADMIN};
+use crate::control::owners::Refusal;
 use crate::control::{bfd_key, ospf_key, peer_key, prefix_key, shown, ApplyState, Control, IntentKey};
 use crate::peers::spec::BfdTimers;
 use ipnet::IpNet;
@@ -45,12 +47,33 @@ fn require(owner: &str, token: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// An address in its one canonical form: `::ffff:10.0.0.1` is
+/// `10.0.0.1`, so one neighbour cannot be two intents or two sessions.
 fn parse_ip(field: &str, v: &str) -> Result<IpAddr, Status> {
     if v.is_empty() {
         return Err(invalid(format!("{field} is required")));
     }
-    v.parse()
+    v.parse::<IpAddr>()
+        .map(|a| a.to_canonical())
         .map_err(|_| invalid(format!("{field} {} is not an IP address", shown(v))))
+}
+
+/// A BFD interval of a request: 0 (the node's default) or within the
+/// bounds every owner is held to.
+fn bfd_interval(field: &str, ms: u32) -> Result<(), Status> {
+    use crate::config::capabilities::{MAX_BFD_INTERVAL_MS, MIN_BFD_INTERVAL_MS};
+    if ms != 0 && !(MIN_BFD_INTERVAL_MS..=MAX_BFD_INTERVAL_MS).contains(&ms) {
+        return Err(invalid(format!(
+            "{field} {ms} is outside {MIN_BFD_INTERVAL_MS}-{MAX_BFD_INTERVAL_MS} ms (0 takes the node's default)"
+        )));
+    }
+    Ok(())
+}
+
+/// A pod's host end (`nv` and 11 hex digits, as the CNI names it): no
+/// owner may put it into OSPF, which would let the pod form an adjacency.
+fn is_pod_host_end(interface: &str) -> bool {
+    interface.len() == 13 && interface.starts_with("nv") && interface[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The prefix and protocol of an Advertise/WithdrawPrefix request.
@@ -155,6 +178,58 @@ impl Service {
         true
     }
 
+    /// Refuses an operation the owner's grants do not allow: counted,
+    /// published as POLICY_VIOLATION (`operation`, `reason=capability`).
+    fn granted(&self, owner: &str, operation: &str, check: Result<(), Refusal>) -> Result<(), Status> {
+        check.map_err(|r| {
+            self.control.count_violation(owner, "capability");
+            let detail = match &r {
+                Refusal::Unauthenticated(m) | Refusal::PermissionDenied(m) => m.clone(),
+            };
+            self.events().publish(
+                EventType::PolicyViolation,
+                owner,
+                format!("{operation} refused: {detail}"),
+                &[("operation", operation.into()), ("reason", "capability".into())],
+            );
+            refusal(r)
+        })
+    }
+
+    /// Refuses a session at an address another holder's session uses.
+    fn conflict(&self, owner: &str, operation: &str, address: IpAddr, message: String) -> Status {
+        self.control.count_violation(owner, "address_conflict");
+        self.events().publish(
+            EventType::PolicyViolation,
+            owner,
+            format!("{operation} refused: {message}"),
+            &[
+                ("operation", operation.into()),
+                ("reason", "address_conflict".into()),
+                ("address", address.to_string()),
+            ],
+        );
+        Status::already_exists(message)
+    }
+
+    /// Refuses OSPF on a pod's host end, whoever asks.
+    fn conflict_interface(&self, owner: &str, interface: &str) -> Status {
+        self.control.count_violation(owner, "pod_interface");
+        self.events().publish(
+            EventType::PolicyViolation,
+            owner,
+            format!("enable_ospf refused: {interface} is a pod's interface"),
+            &[
+                ("operation", "enable_ospf".into()),
+                ("reason", "pod_interface".into()),
+                ("interface", interface.into()),
+            ],
+        );
+        Status::permission_denied(format!(
+            "interface {interface} is a pod's host end: pods never join OSPF"
+        ))
+    }
+
     fn authenticate(&self, owner: &str, token: &str) -> Result<(), Status> {
         self.control.owners().authenticate(owner, token).map_err(|r| {
             self.control.count_violation(owner, "invalid_token");
@@ -249,6 +324,11 @@ impl RouteControl for Service {
             return Err(invalid("router_id must be a unicast IPv4 address"));
         }
         self.authenticate(&r.owner, &r.token)?;
+        self.granted(
+            &r.owner,
+            "configure_bgp",
+            self.control.owners().may_configure_bgp(&r.owner),
+        )?;
         self.mutable()?;
         // Stored for the reconciler, which applies it (every session starts
         // over with the new settings; graceful-restart helpers keep
@@ -311,8 +391,21 @@ impl RouteControl for Service {
         if p.remote_as == 0 {
             return Err(invalid("peer.remote_as must be non-zero"));
         }
+        if p.bfd_enabled {
+            bfd_interval("peer.bfd_min_rx_ms", p.bfd_min_rx_ms)?;
+            bfd_interval("peer.bfd_min_tx_ms", p.bfd_min_tx_ms)?;
+            if p.bfd_detect_multiplier > 255 {
+                return Err(invalid("peer.bfd_detect_multiplier must be 255 at most"));
+            }
+        }
         self.authenticate(&r.owner, &r.token)?;
+        let terms = self
+            .control
+            .owners()
+            .peer_terms(&r.owner, addr, p.remote_as, p.max_prefix);
+        self.granted(&r.owner, "apply_peer", terms.map(|_| ()))?;
         self.mutable()?;
+        p.neighbor_address = addr.to_string();
         if p.max_prefix == 0 {
             p.max_prefix = 1000;
         }
@@ -377,8 +470,9 @@ impl RouteControl for Service {
             .lock()
             .expect("intents")
             .prefix_holder(protocol, &prefix, &r.owner);
+        let overrides = self.control.owners().overrides_prefixes(&r.owner);
         if let Some(existing) = holder {
-            if r.owner != ADMIN {
+            if !overrides {
                 violation("prefix_conflict", vec![("existing_owner", existing.clone())]);
                 return Err(Status::already_exists(format!(
                     "prefix {} ({}) is already advertised by owner {existing}",
@@ -412,6 +506,7 @@ impl RouteControl for Service {
             text: r.prefix.clone(),
             protocol,
             attributes: r.attributes.clone(),
+            overrides,
         };
         self.store(&r.owner, prefix_key(protocol, &prefix), |i, may_add| {
             let k = (protocol, prefix);
@@ -451,8 +546,43 @@ impl RouteControl for Service {
                 "interface_name is not supported: BFD sessions are not bound to an interface (single-hop sessions require TTL 255 instead)",
             ));
         }
+        bfd_interval("min_rx_ms", r.min_rx_ms)?;
+        bfd_interval("min_tx_ms", r.min_tx_ms)?;
+        if r.detect_multiplier > 255 {
+            return Err(invalid("detect_multiplier must be 255 at most"));
+        }
         self.authenticate(&r.owner, &r.token)?;
+        let defaults = self.control.bfd_defaults();
+        let fastest = [r.min_rx_ms, r.min_tx_ms]
+            .into_iter()
+            .zip([defaults.min_rx_ms, defaults.min_tx_ms])
+            .map(|(asked, default)| if asked == 0 { default } else { asked })
+            .min();
+        self.granted(
+            &r.owner,
+            "enable_bfd",
+            self.control.owners().may_run_bfd(&r.owner, addr, fastest),
+        )?;
         self.mutable()?;
+        // Another owner's session is that owner's. (A BGP peer's session
+        // at the address keeps the peer's timers: the intent is stored and
+        // shows as failed until the peer goes, see the reconciler.)
+        let holder = {
+            let intents = self.control.intents.lock().expect("intents");
+            intents
+                .owners
+                .iter()
+                .find(|(o, i)| o.as_str() != r.owner && i.bfd.contains_key(&addr))
+                .map(|(o, _)| o.clone())
+        };
+        if let Some(other) = holder {
+            return Err(self.conflict(
+                &r.owner,
+                "enable_bfd",
+                addr,
+                format!("{addr} has a BFD session of owner {other}"),
+            ));
+        }
         // Timers left 0 are the node's defaults, as for a peer's session.
         let intent = BfdIntent {
             peer: addr,
@@ -518,6 +648,14 @@ impl RouteControl for Service {
                 )));
             }
         }
+        if is_pod_host_end(&r.interface_name) {
+            return Err(self.conflict_interface(&r.owner, &r.interface_name));
+        }
+        self.granted(
+            &r.owner,
+            "enable_ospf",
+            self.control.owners().may_enable_ospf(&r.owner, &r.interface_name),
+        )?;
         let request = novanet_ospf_bridge::command::InterfaceRequest {
             name: &r.interface_name,
             area: &r.area_id,
@@ -790,5 +928,37 @@ mod tests {
             "10.0.0.0/24".parse::<IpNet>().unwrap()
         );
         assert!(prefix_and_protocol("10.0.0.1/32", Protocol::Bgp as i32).is_ok());
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_the_ipv4_address() {
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(parse_ip("peer_address", "::ffff:10.0.0.1").unwrap(), v4);
+        assert_eq!(parse_ip("peer_address", "::ffff:a00:1").unwrap(), v4);
+        assert!(parse_ip("peer_address", "fd00::1").unwrap().is_ipv6());
+    }
+
+    #[test]
+    fn pods_host_ends_are_told_apart_from_other_interfaces() {
+        assert!(is_pod_host_end("nv0123456789a"));
+        for other in [
+            "nvme0",
+            "nv0123456789",
+            "nv0123456789ag",
+            "eth0",
+            "bond0",
+            "nt0123456789a",
+        ] {
+            assert!(!is_pod_host_end(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn bfd_intervals_are_bounded() {
+        assert!(bfd_interval("min_rx_ms", 0).is_ok());
+        assert!(bfd_interval("min_rx_ms", 10).is_ok());
+        let e = bfd_interval("min_rx_ms", 1).unwrap_err();
+        assert!(e.message().starts_with("min_rx_ms 1 is outside"), "{}", e.message());
+        assert!(bfd_interval("min_tx_ms", 60_001).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! unknown keys rejected with their path, documented defaults, and the
 //! checks that name the key to fix.
 
+pub mod capabilities;
 pub mod checked;
 pub mod owners;
 pub mod vip;
@@ -701,7 +702,11 @@ impl Config {
             Checked::Valid(Protocol::Ospf) => self.ospf_problems(errs),
             Checked::Invalid { problem, .. } => errs.push(invalid("routing.protocol", problem.clone())),
         }
-        errs.extend(owners::check(&self.owners).map_err(|(path, m)| invalid(path, m)).err());
+        errs.extend(
+            owners::check(&self.owners)
+                .into_iter()
+                .map(|(path, m)| invalid(path, m)),
+        );
         if self.listen_socket.is_empty() || !self.listen_socket.contains('/') {
             errs.push(invalid("listen_socket", "must be a path"));
         }

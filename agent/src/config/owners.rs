@@ -1,6 +1,7 @@
 //! The `owners` section: who may use the RouteControl API, with which
 //! token and which prefixes (what they may do is `control::owners`).
 
+pub use super::capabilities::Capabilities;
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -55,6 +56,11 @@ pub struct OwnerConfig {
     /// (true) or only warns (false, as the API always did).
     #[serde(default)]
     pub enforce_peer_max_prefix: bool,
+    /// What the owner may do besides advertising prefixes; absent, it
+    /// keeps every RPC (the least surprising default for configurations
+    /// written before capabilities existed).
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
 }
 
 /// Intents per owner unless `max_intents` says otherwise.
@@ -97,7 +103,19 @@ pub fn token(name: &str, o: &OwnerConfig) -> Result<String, (String, String)> {
     Ok(token)
 }
 
-/// Every owner's token resolved, or the first problem.
-pub fn check(owners: &BTreeMap<String, OwnerConfig>) -> Result<(), (String, String)> {
-    owners.iter().try_for_each(|(name, o)| token(name, o).map(|_| ()))
+/// Every problem of the owners: tokens that do not resolve, grants that
+/// allow everything or name nothing.
+pub fn check(owners: &BTreeMap<String, OwnerConfig>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, o) in owners {
+        out.extend(token(name, o).err());
+        if let Some(c) = &o.capabilities {
+            out.extend(super::capabilities::problems(
+                &format!("owners.{name}"),
+                c,
+                &o.allowed_prefixes.allowed_cidrs,
+            ));
+        }
+    }
+    out
 }

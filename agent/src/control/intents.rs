@@ -16,6 +16,9 @@ pub struct PrefixIntent {
     pub text: String,
     pub protocol: Protocol,
     pub attributes: Option<PrefixAttributes>,
+    /// The owner may take the prefix over from another owner (`admin`, or
+    /// `capabilities.override_prefixes`).
+    pub overrides: bool,
 }
 
 /// A standalone BFD session an owner wants.
@@ -104,14 +107,14 @@ impl Intents {
     }
 
     /// Every prefix intent with its owner; with several owners of one
-    /// prefix (an `admin` override) the admin's wins.
+    /// prefix (an override) the overriding owner's wins.
     pub fn effective_prefixes(&self) -> BTreeMap<(Protocol, IpNet), (String, PrefixIntent)> {
         let mut out: BTreeMap<(Protocol, IpNet), (String, PrefixIntent)> = BTreeMap::new();
         for (owner, i) in &self.owners {
             for (k, p) in &i.prefixes {
                 let take = match out.get(k) {
                     None => true,
-                    Some((o, _)) => o != super::owners::ADMIN && owner == super::owners::ADMIN,
+                    Some((_, held)) => !held.overrides && p.overrides,
                 };
                 if take {
                     out.insert(*k, (owner.clone(), p.clone()));

@@ -284,6 +284,7 @@ pub fn new(
     lifecycle: Arc<crate::lifecycle::Lifecycle>,
 ) -> anyhow::Result<Control> {
     let owners = Owners::from_config(&config.borrow().owners).map_err(|(path, m)| anyhow::anyhow!("{path}: {m}"))?;
+    warn_ungranted(&owners);
     let bgp = (speaker.config().local_as, speaker.config().router_id.to_string());
     Ok(Arc::new(ControlState {
         owners: std::sync::RwLock::new(Arc::new(owners)),
@@ -305,6 +306,16 @@ pub fn new(
     }))
 }
 
+/// Says which owners keep every RPC because they have no `capabilities`.
+fn warn_ungranted(owners: &Owners) {
+    for name in owners.without_capabilities() {
+        tracing::warn!(
+            owner = %name,
+            "owner has no capabilities: it may configure BGP, add peers, run BFD sessions and enable OSPF; set owners.{name}.capabilities to grant only what it needs"
+        );
+    }
+}
+
 /// Follows the running configuration: a reload's owners take over (an
 /// owner no longer configured is deregistered with its intents withdrawn,
 /// as by Deregister with `withdraw_all`), and the reconciler runs at once,
@@ -315,7 +326,10 @@ pub async fn follow_config(control: Control) {
     while config.changed().await.is_ok() {
         let owners = Owners::from_config(&config.borrow_and_update().owners);
         let owners = match owners {
-            Ok(o) => o,
+            Ok(o) => {
+                warn_ungranted(&o);
+                o
+            }
             Err((path, m)) => {
                 tracing::error!(key = %path, error = %m, "owners not reloaded; the running ones stay");
                 continue;

@@ -157,7 +157,15 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
     let bfd_defaults = control.bfd_defaults();
     let mut specs = Vec::new();
     for (addr, (owner, p)) in &desired_peers {
-        match spec::api(p, control.owners().enforces_peer_max_prefix(owner), bfd_defaults) {
+        // Checked at the RPC, and again here: a reload may have narrowed
+        // the owner's grants since.
+        let terms = control
+            .owners()
+            .peer_terms(owner, *addr, p.remote_as, p.max_prefix)
+            .map_err(|r| match r {
+                super::owners::Refusal::Unauthenticated(m) | super::owners::Refusal::PermissionDenied(m) => m,
+            });
+        match terms.and_then(|t| spec::api(p, t, bfd_defaults)) {
             Ok(s) => specs.push(s),
             Err(e) => record(control, peer_key(addr), ApplyState::Failed(e)),
         }
@@ -227,7 +235,23 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
         }
         control.applied.lock().expect("applied").remove(&bfd_key(&addr));
     }
+    let peer_sessions = control.peers.outcomes.borrow().bfd.clone();
     for (addr, b) in &desired_bfd {
+        if peer_sessions.contains(addr) {
+            // A peer came to hold the address after the intent was
+            // stored: its session keeps the peer's timers.
+            if applied.standalone.remove(addr).is_some() {
+                tracing::info!(peer = %addr, "standalone BFD session given up to a BGP peer's");
+            }
+            record(
+                control,
+                bfd_key(addr),
+                ApplyState::Failed(format!(
+                    "{addr} has the BFD session of a BGP peer: its timers are the peer's"
+                )),
+            );
+            continue;
+        }
         let timers = BfdTimers {
             min_rx_ms: b.min_rx_ms,
             min_tx_ms: b.min_tx_ms,

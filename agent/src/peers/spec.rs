@@ -6,6 +6,7 @@
 //! node's BFD timers.
 
 use crate::config::{node_asn, Config, MeshSource, NodeMesh, PeerEntry};
+use crate::control::owners::PeerTerms;
 use novanet_bfd::session::{AuthConfig, SessionConfig};
 use novanet_bfd::transport::{SessionKey, SessionSpec};
 use novanet_bgp::policy::PeerPolicy;
@@ -223,10 +224,10 @@ pub fn from_config(cfg: &Config) -> Vec<PeerSpec> {
         .collect()
 }
 
-/// An API peer (ApplyPeer, checked at the RPC): its limit closes the
-/// session when `enforce_max_prefix` (the owner's
-/// `enforce_peer_max_prefix`), BFD timers it leaves 0 are the node's.
-pub fn api(p: &BgpPeer, enforce_max_prefix: bool, bfd_defaults: BfdTimers) -> Result<PeerSpec, String> {
+/// An API peer (ApplyPeer, checked at the RPC) on its owner's terms
+/// (limit, whether it closes the session, whether routes are taken); BFD
+/// timers it leaves 0 are the node's.
+pub fn api(p: &BgpPeer, terms: PeerTerms, bfd_defaults: BfdTimers) -> Result<PeerSpec, String> {
     let addr: IpAddr = p
         .neighbor_address
         .parse()
@@ -253,12 +254,11 @@ pub fn api(p: &BgpPeer, enforce_max_prefix: bool, bfd_defaults: BfdTimers) -> Re
     if !families.is_empty() {
         pc.families = families;
     }
-    pc.max_prefix = if p.max_prefix == 0 {
-        DEFAULT_MAX_PREFIX
-    } else {
-        p.max_prefix
-    };
-    pc.max_prefix_warning_only = !enforce_max_prefix;
+    pc.max_prefix = terms.max_prefix;
+    pc.max_prefix_warning_only = !terms.enforce_max_prefix;
+    if !terms.import_routes {
+        pc.import = PeerPolicy::None;
+    }
     let bfd = p.bfd_enabled.then(|| {
         let timers = BfdTimers {
             min_rx_ms: p.bfd_min_rx_ms,
@@ -296,18 +296,28 @@ mod tests {
         assert_eq!((p.max_prefix, p.max_prefix_warning_only), (DEFAULT_MAX_PREFIX, true));
     }
 
+    fn terms(max_prefix: u32, enforce_max_prefix: bool, import_routes: bool) -> PeerTerms {
+        PeerTerms {
+            max_prefix,
+            enforce_max_prefix,
+            import_routes,
+        }
+    }
+
     #[test]
-    fn an_api_peer_s_limit_closes_the_session_only_when_its_owner_enforces_it() {
+    fn an_api_peer_is_held_to_its_owner_s_terms() {
         let p = BgpPeer {
             neighbor_address: "10.0.0.1".into(),
             remote_as: 65000,
             max_prefix: 50,
             ..Default::default()
         };
-        let warned = api(&p, false, DEFAULTS).unwrap().bgp;
+        let warned = api(&p, terms(50, false, true), DEFAULTS).unwrap().bgp;
         assert_eq!((warned.max_prefix, warned.max_prefix_warning_only), (50, true));
-        let enforced = api(&p, true, DEFAULTS).unwrap().bgp;
-        assert_eq!((enforced.max_prefix, enforced.max_prefix_warning_only), (50, false));
+        assert_eq!(warned.import, PeerPolicy::Default);
+        let enforced = api(&p, terms(20, true, false), DEFAULTS).unwrap().bgp;
+        assert_eq!((enforced.max_prefix, enforced.max_prefix_warning_only), (20, false));
+        assert_eq!(enforced.import, PeerPolicy::None, "a peer to advertise to");
     }
 
     /// Every source's BFD sessions take the node's timers where they set
@@ -354,7 +364,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            timers(&api(&p, false, defaults).unwrap()),
+            timers(&api(&p, terms(1000, false, true), defaults).unwrap()),
             (120, 75, 4),
             "an API peer: the node's"
         );

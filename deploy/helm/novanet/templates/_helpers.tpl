@@ -74,7 +74,11 @@ app.kubernetes.io/component: agent
 {{- end -}}
 {{- $owners := dict -}}
 {{- range $name, $o := .Values.owners -}}
-{{- $_ := set $owners $name (dict "token_file" (printf "/etc/novanet/tokens/%s" $name) "allowed_prefixes" $o.allowed_prefixes) -}}
+{{- $owner := dict "token_file" (printf "/etc/novanet/tokens/%s" $name) "allowed_prefixes" $o.allowed_prefixes -}}
+{{- if hasKey $o "capabilities" -}}
+{{- $_ := set $owner "capabilities" $o.capabilities -}}
+{{- end -}}
+{{- $_ := set $owners $name $owner -}}
 {{- end -}}
 {{- $cfg := dict
   "listen_socket" "/run/novaroute/novaroute.sock"
