@@ -9,7 +9,9 @@
 //! would throw away what graceful restart keeps. A Down the neighbor
 //! signals just after BGP came up on a fresh BFD session (FRR 8.4 starts
 //! its BFD session over as its BGP session first comes up) closes BGP only
-//! if BFD is not Up again within [`RESYNC`].
+//! if BFD is not Up again within [`RESYNC`]. A neighbor that takes its
+//! session down administratively (AdminDown) closes nothing: RFC 5882
+//! section 3.2 says that is no failure of the path.
 //!
 //! A new BGP session run with BFD starts once its BFD session is Up (at
 //! most [`crate::peers::apply::BFD_START_HOLD`] later), so the neighbor has
@@ -81,12 +83,16 @@ pub async fn start(speaker: &Speaker) -> anyhow::Result<Bfd> {
                     let down = DownSeen {
                         neighbor_restarted: ev.neighbor_restarted,
                         signalled: ev.diag == novanet_bfd::packet::diag::NEIGHBOR_SIGNALED_DOWN,
+                        admin_down: ev.neighbor_admin_down,
                         up_for: up.map_or(Duration::MAX, |(_, t)| t.elapsed()),
                     };
                     let diagnostic = novanet_bfd::packet::diag::name(ev.diag);
                     match on_bfd_down(down, seen) {
                         OnBfdDown::NothingToClose => {
                             tracing::info!(peer = %ev.key.peer, diagnostic, "BFD down; the BGP session is not established")
+                        }
+                        OnBfdDown::NeighborAdminDown => {
+                            tracing::info!(peer = %ev.key.peer, "BFD: the neighbor took its session down administratively; the BGP session stays")
                         }
                         OnBfdDown::KeepRenewed => {
                             tracing::info!(peer = %ev.key.peer, "BFD: the neighbor restarted and its BGP session is already the new one; kept")
@@ -176,6 +182,8 @@ pub struct DownSeen {
     pub neighbor_restarted: bool,
     /// The neighbor signalled it (not our detection time).
     pub signalled: bool,
+    /// The neighbor's session went AdminDown.
+    pub admin_down: bool,
     /// How long the BFD session had been Up.
     pub up_for: Duration,
 }
@@ -206,11 +214,16 @@ pub enum OnBfdDown {
     /// for that BGP session. Closed only if BFD is not Up again in
     /// [`RESYNC`].
     AwaitResync,
+    /// The neighbor took its BFD session down administratively: BGP is
+    /// left as it is (RFC 5882 section 3.2).
+    NeighborAdminDown,
 }
 
 /// The rule of RFC 5882 as this agent applies it.
 pub fn on_bfd_down(down: DownSeen, bgp: BgpSeen) -> OnBfdDown {
-    if !bgp.established {
+    if down.admin_down {
+        OnBfdDown::NeighborAdminDown
+    } else if !bgp.established {
         OnBfdDown::NothingToClose
     } else if down.neighbor_restarted && bgp.renewed {
         OnBfdDown::KeepRenewed
@@ -259,6 +272,7 @@ mod tests {
         let down = |neighbor_restarted| DownSeen {
             neighbor_restarted,
             signalled: true,
+            admin_down: false,
             up_for: Duration::from_secs(600),
         };
         // The path failed (detection time, or the same neighbor said Down).
@@ -275,6 +289,26 @@ mod tests {
         }
     }
 
+    /// RFC 5882 section 3.2: a neighbor's AdminDown is no failure, whatever
+    /// else holds.
+    #[test]
+    fn a_neighbor_s_admin_down_closes_nothing() {
+        for (established, renewed) in [(true, false), (true, true), (false, false)] {
+            let seen = BgpSeen {
+                established,
+                renewed,
+                came_up: renewed,
+            };
+            let down = DownSeen {
+                neighbor_restarted: false,
+                signalled: true,
+                admin_down: true,
+                up_for: Duration::from_secs(600),
+            };
+            assert_eq!(on_bfd_down(down, seen), OnBfdDown::NeighborAdminDown);
+        }
+    }
+
     /// FRR starting its BFD session over as its BGP session first comes
     /// up: the Down it signals then is given time; the same Down long
     /// after, or our own detection time, closes at once.
@@ -288,6 +322,7 @@ mod tests {
         let signalled = |up_ms| DownSeen {
             neighbor_restarted: false,
             signalled: true,
+            admin_down: false,
             up_for: Duration::from_millis(up_ms),
         };
         assert_eq!(on_bfd_down(signalled(3), first_up), OnBfdDown::AwaitResync);

@@ -45,13 +45,23 @@ pub enum Output {
     Send(ControlPacket),
     /// `neighbor_restarted`: the change came from a packet of a new
     /// incarnation of the neighbor (its discriminator changed), that is its
-    /// BFD restarted rather than the path failing.
+    /// BFD restarted rather than the path failing. `neighbor_admin_down`:
+    /// the neighbor took its session down administratively, which RFC 5882
+    /// section 3.2 says is no failure of the path.
     StateChanged {
         from: State,
         to: State,
         diag: u8,
         neighbor_restarted: bool,
+        neighbor_admin_down: bool,
     },
+}
+
+/// What the neighbor's packet said about a change of state.
+#[derive(Debug, Clone, Copy, Default)]
+struct Why {
+    neighbor_restarted: bool,
+    neighbor_admin_down: bool,
 }
 
 /// Why a packet was not taken.
@@ -230,10 +240,10 @@ impl Session {
     }
 
     fn set_state(&mut self, to: State, diag_code: u8, out: &mut Vec<Output>) {
-        self.set_state_by(to, diag_code, false, out);
+        self.set_state_by(to, diag_code, Why::default(), out);
     }
 
-    fn set_state_by(&mut self, to: State, diag_code: u8, neighbor_restarted: bool, out: &mut Vec<Output>) {
+    fn set_state_by(&mut self, to: State, diag_code: u8, why: Why, out: &mut Vec<Output>) {
         if self.state == to {
             return;
         }
@@ -244,7 +254,8 @@ impl Session {
             from,
             to,
             diag: diag_code,
-            neighbor_restarted,
+            neighbor_restarted: why.neighbor_restarted,
+            neighbor_admin_down: why.neighbor_admin_down,
         });
         if to == State::Up {
             // Now at the configured rate: a decrease takes effect at once;
@@ -338,7 +349,11 @@ impl Session {
         }
         if pkt.state == State::AdminDown {
             if self.state != State::Down {
-                self.set_state(State::Down, diag::NEIGHBOR_SIGNALED_DOWN, &mut out);
+                let why = Why {
+                    neighbor_admin_down: true,
+                    ..Why::default()
+                };
+                self.set_state_by(State::Down, diag::NEIGHBOR_SIGNALED_DOWN, why, &mut out);
             }
         } else {
             match (self.state, pkt.state) {
@@ -347,7 +362,11 @@ impl Session {
                     self.set_state(State::Up, diag::NONE, &mut out)
                 }
                 (State::Up, State::Down) => {
-                    self.set_state_by(State::Down, diag::NEIGHBOR_SIGNALED_DOWN, neighbor_restarted, &mut out)
+                    let why = Why {
+                        neighbor_restarted,
+                        ..Why::default()
+                    };
+                    self.set_state_by(State::Down, diag::NEIGHBOR_SIGNALED_DOWN, why, &mut out)
                 }
                 _ => {}
             }

@@ -81,6 +81,9 @@ pub struct BfdEvent {
     /// The neighbor's BFD restarted (a new discriminator signalled Down):
     /// the path did not fail.
     pub neighbor_restarted: bool,
+    /// The neighbor took its session down administratively (AdminDown):
+    /// not a failure of the path (RFC 5882 section 3.2).
+    pub neighbor_admin_down: bool,
 }
 
 enum Command {
@@ -633,14 +636,16 @@ impl Engine {
                     to,
                     diag: d,
                     neighbor_restarted,
+                    neighbor_admin_down,
                 } => {
-                    tracing::info!(peer = %key.peer, multihop = key.multihop, from = from.name(), to = to.name(), diagnostic = diag::name(d), neighbor_restarted, "BFD session state");
+                    tracing::info!(peer = %key.peer, multihop = key.multihop, from = from.name(), to = to.name(), diagnostic = diag::name(d), neighbor_restarted, neighbor_admin_down, "BFD session state");
                     let _ = self.events.send(BfdEvent {
                         key,
                         from,
                         to,
                         diag: d,
                         neighbor_restarted,
+                        neighbor_admin_down,
                     });
                 }
             }

@@ -25,6 +25,8 @@ struct Pair {
     changes: Vec<(char, State, State, u8)>,
     /// Sessions whose change came from a restarted neighbor.
     neighbor_restarts: Vec<char>,
+    /// Sessions whose change came from the neighbor's AdminDown.
+    neighbor_admin_downs: Vec<char>,
 }
 
 impl Pair {
@@ -37,6 +39,7 @@ impl Pair {
             drop_a_to_b: false,
             changes: Vec::new(),
             neighbor_restarts: Vec::new(),
+            neighbor_admin_downs: Vec::new(),
         }
     }
 
@@ -62,10 +65,14 @@ impl Pair {
                     to: t,
                     diag: d,
                     neighbor_restarted,
+                    neighbor_admin_down,
                 } => {
                     self.changes.push((from, f, t, d));
                     if neighbor_restarted {
                         self.neighbor_restarts.push(from);
+                    }
+                    if neighbor_admin_down {
+                        self.neighbor_admin_downs.push(from);
                     }
                 }
             }
@@ -203,6 +210,10 @@ fn admin_down_is_signalled_and_not_taken_as_failure() {
         .changes
         .iter()
         .any(|c| c.0 == 'b' && c.3 == diag::NEIGHBOR_SIGNALED_DOWN));
+    // The change says so, for the client not to take it as a failure
+    // (RFC 5882 section 3.2).
+    assert_eq!(p.neighbor_admin_downs, ['b']);
+    assert!(p.neighbor_restarts.is_empty());
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The common lab topology of the interop tests and the checks they make
 //! on the agent.
 
-use crate::{wait_until, Agent, Lab};
+use crate::{wait_until, Agent, Frr, Lab};
 use std::time::Duration;
 
 /// How long a check waits for the network to settle.
@@ -240,4 +240,34 @@ pub fn three_node_mesh(i: usize, mesh: serde_json::Value) -> serde_json::Value {
             "node_mesh": node_mesh
         }
     })
+}
+
+/// On [`tor_and_node`]'s namespaces: the ToR (FRR 8.4, BFD profile `fast`, 100 ms x 3)
+/// and the node (the configuration of [`node_a`] with `extra`, its
+/// `routing.peers` the ToR with BFD at the same timers) BGP Established
+/// and BFD Up on both sides. FRR starts its BFD session over as its BGP
+/// session first comes up: that is behind when this returns.
+pub fn node_with_bfd_tor(lab: &mut Lab, extra: serde_json::Value) -> (Agent, Frr) {
+    let bgpd = format!("{TOR_FRR} neighbor 10.0.0.10 bfd profile fast\n");
+    let frr = Frr::start_daemons(
+        lab,
+        "tor",
+        &[("zebra", "hostname tor\n"), ("bfdd", FRR_BFD_FAST), ("bgpd", &bgpd)],
+    );
+    let mut config = node_a(extra);
+    config["routing"]["peers"] = serde_json::json!([{"neighbor_address": "10.0.0.1", "remote_as": 65000,
+        "hold_time": 9, "keepalive": 3, "bfd_enabled": true, "bfd_min_tx_ms": 100, "bfd_min_rx_ms": 100,
+        "bfd_detect_multiplier": 3}]);
+    let agent = Agent::start(lab, "node", &config);
+    agent_established(&agent, "10.0.0.1");
+    wait_until("BFD Up on both sides", SETTLE, || {
+        let n = frr.neighbor("10.0.0.10");
+        let ours = agent.bfd_session("10.0.0.1")["state"].clone();
+        if n["peerBfdInfo"]["status"] == "Up" && ours == "Up" {
+            Ok(())
+        } else {
+            Err(format!("FRR {} / ours {ours}", n["peerBfdInfo"]))
+        }
+    });
+    (agent, frr)
 }

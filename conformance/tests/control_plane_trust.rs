@@ -12,9 +12,9 @@
 //! forged packets fail the digest.
 
 use novanet_conformance::checks::{
-    agent_established, switched, three_node_mesh, tor_and_node, wait_for_value, FRR_BFD_FAST, SETTLE, TOR_FRR,
+    agent_established, node_with_bfd_tor, switched, three_node_mesh, tor_and_node, wait_for_value, SETTLE,
 };
-use novanet_conformance::{in_namespace, wait_until, Agent, Frr, Lab};
+use novanet_conformance::{in_namespace, wait_until, Agent, Lab};
 use serde_json::json;
 use std::net::Ipv4Addr;
 
@@ -107,39 +107,7 @@ fn a_pod_cannot_forge_its_tor_s_bfd_down() {
     for key in ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.pod0.rp_filter"] {
         lab.exec("node", "sysctl", &["-qw", &format!("{key}=0")]);
     }
-    let bgpd = format!("{TOR_FRR} neighbor 10.0.0.10 bfd profile fast\n");
-    let frr = Frr::start_daemons(
-        &mut lab,
-        "tor",
-        &[("zebra", "hostname tor\n"), ("bfdd", FRR_BFD_FAST), ("bgpd", &bgpd)],
-    );
-    let agent = Agent::start(
-        &mut lab,
-        "node",
-        &json!({
-            "node_name": "node-a",
-            "node_ip": "10.0.0.10",
-            "pod_cidr": "10.244.10.0/24",
-            "routing": {"peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9,
-                                   "keepalive": 3, "bfd_enabled": true, "bfd_min_tx_ms": 100,
-                                   "bfd_min_rx_ms": 100, "bfd_detect_multiplier": 3}]}
-        }),
-    );
-    agent_established(&agent, "10.0.0.1");
-    wait_for_value("BFD with the ToR Up", json!("Up"), || {
-        agent.bfd_session("10.0.0.1")["state"].clone()
-    });
-    // Settled: FRR's BGP sees BFD Up too (FRR starts its BFD session over
-    // as its BGP session first comes up; that is behind us then).
-    wait_until("FRR's BGP to see BFD Up", SETTLE, || {
-        let n = frr.neighbor("10.0.0.10");
-        let ours = agent.bfd_session("10.0.0.1")["state"].clone();
-        if n["peerBfdInfo"]["status"] == "Up" && ours == "Up" {
-            Ok(())
-        } else {
-            Err(format!("FRR {} / ours {ours}", n["peerBfdInfo"]))
-        }
-    });
+    let (agent, frr) = node_with_bfd_tor(&mut lab, json!({}));
     let transitions = agent.peer("10.0.0.1")["established_transitions"].clone();
     let discriminator = agent.bfd_session("10.0.0.1")["remote_discriminator"].clone();
 
@@ -225,4 +193,55 @@ fn a_pod_cannot_forge_another_node_s_bfd_down_in_a_keyed_mesh() {
     assert_eq!(p["state"], "Established", "{p}");
     assert_eq!(p["established_transitions"], transitions, "BGP never closed: {p}");
     assert!(drops(n1, "authentication") >= 50);
+}
+
+/// RFC 5882 section 3.2: a neighbor taking its BFD session down
+/// administratively has not lost the path. The ToR (FRR) shuts its BFD
+/// profile down: the node's session goes Down (AdminDown received) and
+/// BGP stays Established on both sides; when the profile is back, BFD
+/// comes Up under the same BGP session. Before, the node closed BGP
+/// (Cease/BFD Down) at the AdminDown.
+#[test]
+fn a_tor_taking_its_bfd_down_administratively_leaves_bgp_up() {
+    let mut lab = Lab::new("bfdadmin");
+    tor_and_node(&mut lab);
+    let (agent, frr) = node_with_bfd_tor(&mut lab, json!({}));
+    let transitions = agent.peer("10.0.0.1")["established_transitions"].clone();
+
+    frr.configure(&["bfd", "profile fast", "shutdown"]);
+    wait_for_value("the node's BFD session Down", json!("Down"), || {
+        agent.bfd_session("10.0.0.1")["state"].clone()
+    });
+    // The BFD rule has acted on the Down: kept, or (as before) closed.
+    wait_until("the agent to act on the BFD Down", SETTLE, || {
+        let p = agent.peer("10.0.0.1");
+        if agent.log(&lab).contains("took its session down administratively")
+            || p["established_transitions"] != transitions
+            || p["state"] != "Established"
+        {
+            Ok(())
+        } else {
+            Err(format!("{p}"))
+        }
+    });
+    let p = agent.peer("10.0.0.1");
+    assert_eq!(p["state"], "Established", "{p}");
+    assert_eq!(p["established_transitions"], transitions, "BGP never closed: {p}");
+    assert_eq!(frr.neighbor_state("10.0.0.10"), "Established");
+
+    // Back: BFD Up again under the same BGP session.
+    frr.configure(&["bfd", "profile fast", "no shutdown"]);
+    wait_for_value("the node's BFD session Up again", json!("Up"), || {
+        agent.bfd_session("10.0.0.1")["state"].clone()
+    });
+    let p = agent.peer("10.0.0.1");
+    assert_eq!(p["established_transitions"], transitions, "{p}");
+    wait_until("FRR's BGP to see BFD Up again", SETTLE, || {
+        let n = frr.neighbor("10.0.0.10");
+        if n["peerBfdInfo"]["status"] == "Up" && n["bgpState"] == "Established" {
+            Ok(())
+        } else {
+            Err(format!("{} {}", n["bgpState"], n["peerBfdInfo"]))
+        }
+    });
 }

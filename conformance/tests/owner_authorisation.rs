@@ -7,9 +7,7 @@
 //! BFD) or open a second session to it through its IPv4-mapped IPv6
 //! spelling.
 
-use novanet_conformance::checks::{
-    agent_established, node_a, tor_and_node, wait_for_value, FRR_BFD_FAST, SETTLE, TOR_FRR,
-};
+use novanet_conformance::checks::{node_with_bfd_tor, tor_and_node, SETTLE};
 use novanet_conformance::route_control::client;
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
 use novanet_proto::api::{GetStatusRequest, GetStatusResponse};
@@ -57,31 +55,14 @@ fn matrix(agent: &Agent, plan: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// A node with a real FRR ToR at 10.0.0.1, BGP and BFD (100 ms x 3) Up.
+/// The node with its ToR (FRR, BFD 100 ms x 3), its own AS and router id
+/// stated, and `owners`.
 fn node_with_tor(lab: &mut Lab, owners: Value) -> (Agent, Frr) {
     tor_and_node(lab);
-    let bgpd = format!("{TOR_FRR} neighbor 10.0.0.10 bfd profile fast\n");
-    let frr = Frr::start_daemons(
+    node_with_bfd_tor(
         lab,
-        "tor",
-        &[("zebra", "hostname tor\n"), ("bfdd", FRR_BFD_FAST), ("bgpd", &bgpd)],
-    );
-    let agent = Agent::start(
-        lab,
-        "node",
-        &node_a(json!({
-            "owners": owners,
-            "routing": {"local_as": 65010, "router_id": "10.0.0.10",
-                        "peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "hold_time": 9,
-                                   "keepalive": 3, "bfd_enabled": true, "bfd_min_tx_ms": 100,
-                                   "bfd_min_rx_ms": 100, "bfd_detect_multiplier": 3}]}
-        })),
-    );
-    agent_established(&agent, "10.0.0.1");
-    wait_for_value("BFD with the ToR Up", json!("Up"), || {
-        agent.bfd_session("10.0.0.1")["state"].clone()
-    });
-    (agent, frr)
+        json!({"owners": owners, "routing": {"local_as": 65010, "router_id": "10.0.0.10"}}),
+    )
 }
 
 const RPCS: [&str; 13] = [
