@@ -206,7 +206,7 @@ pub async fn render(
     let drops = prometheus::IntCounterVec::new(
         prometheus::Opts::new(
             "novanet_bfd_packets_dropped_total",
-            "BFD packets dropped as forged: single-hop ones on an interface with no link to their source (off_link), ones failing authentication",
+            "BFD packets dropped as forged: single-hop ones on an interface with no link to their source (off_link), ones failing authentication, ones from an address with no session (unknown_source, dropped as read), ones below their session's TTL floor (ttl)",
         ),
         &["reason"],
     )
@@ -214,6 +214,8 @@ pub async fn render(
     let d = control.bfd.drops();
     drops.with_label_values(&["off_link"]).inc_by(d.off_link);
     drops.with_label_values(&["authentication"]).inc_by(d.authentication);
+    drops.with_label_values(&["unknown_source"]).inc_by(d.unknown_source);
+    drops.with_label_values(&["ttl"]).inc_by(d.ttl);
     r.register(Box::new(drops)).expect("unique metric");
     // FIB.
     if let Some(f) = fib {

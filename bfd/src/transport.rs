@@ -34,6 +34,10 @@ pub struct SessionSpec {
     /// Source address of our packets (default: chosen by the kernel).
     pub local: Option<IpAddr>,
     pub config: SessionConfig,
+    /// The lowest TTL / hop limit a multihop packet may arrive with
+    /// (GTSM-style: 256 minus the hops the peer may be away); None takes
+    /// any. Single-hop packets must always arrive with 255.
+    pub min_ttl: Option<u8>,
 }
 
 /// A session's state for operators.
@@ -60,6 +64,8 @@ pub struct SessionStatus {
 struct Drops {
     off_link: AtomicU64,
     authentication: AtomicU64,
+    unknown_source: AtomicU64,
+    ttl: AtomicU64,
 }
 
 /// Packets dropped as forged, by reason.
@@ -69,6 +75,43 @@ pub struct DropCounts {
     pub off_link: u64,
     /// Packets failing a session's authentication.
     pub authentication: u64,
+    /// Packets from an address (and port) with no session, dropped as
+    /// they are read, before they reach the sessions' loop.
+    pub unknown_source: u64,
+    /// Single-hop packets with a TTL below 255, multihop ones below their
+    /// session's `min_ttl`.
+    pub ttl: u64,
+}
+
+/// Who may send to the engine: each session's peer and kind (multihop or
+/// not) with the lowest TTL its packets may arrive with. The socket
+/// readers consult it before they queue a datagram, so a flood from
+/// anywhere else costs a read and a lookup, and never delays a real
+/// packet behind it.
+#[derive(Debug, Default)]
+struct Admission(std::sync::RwLock<HashMap<(IpAddr, bool), u8>>);
+
+impl Admission {
+    /// Whether a datagram may be queued; counts the ones that may not.
+    fn admits(&self, arrival: &Arrival, multihop: bool, drops: &Drops) -> bool {
+        let peer = arrival.from.ip().to_canonical();
+        let floor = self.0.read().expect("admission").get(&(peer, multihop)).copied();
+        match floor {
+            None => {
+                drops.unknown_source.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Some(floor) if arrival.ttl.is_some_and(|t| t < floor) => {
+                drops.ttl.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Some(_) => true,
+        }
+    }
+
+    fn set(&self, allowed: HashMap<(IpAddr, bool), u8>) {
+        *self.0.write().expect("admission") = allowed;
+    }
 }
 
 /// A change of a session's state.
@@ -174,6 +217,8 @@ impl Bfd {
         DropCounts {
             off_link: self.drops.off_link.load(Ordering::Relaxed),
             authentication: self.drops.authentication.load(Ordering::Relaxed),
+            unknown_source: self.drops.unknown_source.load(Ordering::Relaxed),
+            ttl: self.drops.ttl.load(Ordering::Relaxed),
         }
     }
 
@@ -215,6 +260,8 @@ struct Running {
     /// Removed, but still sending AdminDown until then (RFC 5880 6.8.16):
     /// the peer sees an administrative stop, not a failure.
     retire_at: Option<Instant>,
+    /// The lowest TTL its packets may arrive with.
+    min_ttl: u8,
 }
 
 /// How long a removed session keeps sending AdminDown: long enough for the
@@ -229,6 +276,8 @@ struct Engine {
     links: crate::links::Links,
     /// Packets dropped as forged.
     drops: Arc<Drops>,
+    /// Who the socket readers let through (kept in step with `sessions`).
+    admission: Arc<Admission>,
     sessions: HashMap<SessionKey, Running>,
     by_discr: HashMap<u32, SessionKey>,
     events: broadcast::Sender<BfdEvent>,
@@ -373,6 +422,16 @@ fn recv_with_ttl(fd: i32, buf: &mut [u8]) -> io::Result<Arrival> {
     }
 }
 
+/// The lowest TTL a session's packets may arrive with: 255 for single
+/// hop (RFC 5881 section 5), the spec's floor (or any) for multihop.
+fn min_ttl(spec: &SessionSpec) -> u8 {
+    if spec.key.multihop {
+        spec.min_ttl.unwrap_or(0)
+    } else {
+        255
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
 }
@@ -394,6 +453,7 @@ impl Engine {
             receivers,
             links: crate::links::Links::default(),
             drops,
+            admission: Arc::default(),
             sessions: HashMap::new(),
             by_discr: HashMap::new(),
             events,
@@ -406,6 +466,7 @@ impl Engine {
         let (dgram_tx, mut datagrams) = mpsc::channel::<(Vec<u8>, Arrival, bool)>(1024);
         for (sock, multihop) in std::mem::take(&mut self.receivers) {
             let tx = dgram_tx.clone();
+            let (admission, drops) = (self.admission.clone(), self.drops.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 2048];
                 let fd = sock.as_raw_fd();
@@ -414,6 +475,9 @@ impl Engine {
                         return;
                     }
                     while let Ok(a) = sock.try_io(tokio::io::Interest::READABLE, || recv_with_ttl(fd, &mut buf)) {
+                        if !admission.admits(&a, multihop, &drops) {
+                            continue;
+                        }
                         if tx.send((buf[..a.len].to_vec(), a, multihop)).await.is_err() {
                             return;
                         }
@@ -444,13 +508,28 @@ impl Engine {
         }
     }
 
+    /// Lets the sockets' readers through for exactly the sessions there
+    /// are (a retiring one still hears its peer).
+    fn admit(&self) {
+        self.admission.set(
+            self.sessions
+                .iter()
+                .map(|(k, r)| ((k.peer, k.multihop), r.min_ttl))
+                .collect(),
+        );
+    }
+
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Add(spec, reply) => {
                 let r = self.add(spec);
+                self.admit();
                 let _ = reply.send(r);
             }
-            Command::Remove(key) => self.remove(key).await,
+            Command::Remove(key) => {
+                self.remove(key).await;
+                self.admit();
+            }
             Command::Status(reply) => {
                 let mut v: Vec<SessionStatus> = self
                     .sessions
@@ -509,6 +588,7 @@ impl Engine {
                 && r.session.config().auth == spec.config.auth
                 && spec.local.is_none_or(|l| Some(l) == bound);
             if same_session {
+                r.min_ttl = min_ttl(&spec);
                 r.session.set_timers(
                     spec.config.desired_min_tx,
                     spec.config.required_min_rx,
@@ -533,6 +613,7 @@ impl Engine {
         } else {
             SINGLE_HOP_PORT
         };
+        let floor = min_ttl(&spec);
         let session = Session::new(spec.config, discr, Instant::now());
         self.by_discr.insert(discr, spec.key);
         self.sessions.insert(
@@ -542,20 +623,19 @@ impl Engine {
                 socket,
                 dest: SocketAddr::new(spec.key.peer, port),
                 retire_at: None,
+                min_ttl: floor,
             },
         );
         Ok(())
     }
 
     async fn on_datagram(&mut self, data: &[u8], arrival: &Arrival, multihop: bool) {
-        let (from, ttl) = (arrival.from, arrival.ttl);
-        // RFC 5881 section 5: single-hop packets must arrive with TTL 255,
-        // and on a link to the neighbor (a local pod's packet to this host
-        // keeps its TTL 255, but arrives on the pod's interface).
-        if !multihop && ttl.is_some_and(|t| t != 255) {
-            tracing::debug!(%from, ?ttl, "BFD packet with TTL below 255 dropped");
-            return;
-        }
+        let from = arrival.from;
+        // The readers admitted only sessions' peers, at their TTL floor
+        // (255 for single hop, RFC 5881 section 5). Single-hop packets
+        // must also arrive on a link to the neighbor (a local pod's packet
+        // to this host keeps its TTL 255, but arrives on the pod's
+        // interface).
         if !multihop {
             let peer = from.ip().to_canonical();
             if let Some(ifindex) = arrival.ifindex {
@@ -613,10 +693,14 @@ impl Engine {
             .filter(|(_, r)| r.retire_at.is_some_and(|t| t <= now))
             .map(|(k, _)| *k)
             .collect();
+        let any_retired = !retired.is_empty();
         for key in retired {
             if let Some(r) = self.sessions.remove(&key) {
                 self.by_discr.remove(&r.session.local_discriminator());
             }
+        }
+        if any_retired {
+            self.admit();
         }
     }
 

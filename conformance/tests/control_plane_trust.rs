@@ -45,8 +45,12 @@ fn forged_bfd_down(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Vec<u8> {
 }
 
 /// Sends `count` forged packets from inside namespace `ns` (a raw socket
-/// writing its own IPv4 header).
+/// writing its own IPv4 header), one per `pace`.
 fn forge_from(ns: String, src: Ipv4Addr, dst: Ipv4Addr, port: u16, count: usize) {
+    forge_paced(ns, src, dst, port, count, std::time::Duration::from_millis(20))
+}
+
+fn forge_paced(ns: String, src: Ipv4Addr, dst: Ipv4Addr, port: u16, count: usize, pace: std::time::Duration) {
     in_namespace(&ns, move || {
         let s = socket2::Socket::new(
             socket2::Domain::IPV4,
@@ -58,9 +62,8 @@ fn forge_from(ns: String, src: Ipv4Addr, dst: Ipv4Addr, port: u16, count: usize)
         let pkt = forged_bfd_down(src, dst, port);
         for _ in 0..count {
             s.send_to(&pkt, &to.into()).expect("forged packet sent");
-            // The attack's pace, one packet per 20 ms (not a wait for
-            // anything).
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            // The attack's pace (not a wait for anything).
+            std::thread::sleep(pace);
         }
     });
 }
@@ -139,12 +142,12 @@ fn a_pod_cannot_forge_its_tor_s_bfd_down() {
 }
 
 /// The mesh half: a pod on n3 forges n2's multihop BFD Down to n1 (port
-/// 4784, forwarded by n3 with its reverse-path filter loose). The mesh's
-/// BFD runs with a key (meticulous keyed SHA1): every forged packet fails
-/// the digest, n1's session with n2 stays Up and BGP with it.
-#[test]
-fn a_pod_cannot_forge_another_node_s_bfd_down_in_a_keyed_mesh() {
-    let mut lab = Lab::new("meshforge");
+/// 4784, forwarded by n3 with its reverse-path filter loose). `mesh`
+/// defends the mesh's BFD (a key, a TTL floor); every forged packet is
+/// dropped for `reason`, n1's session with n2 stays Up and BGP with it.
+/// Returns n1, and the lab with the pod still there.
+fn forged_mesh_down(name: &str, mesh: serde_json::Value, reason: &str) -> (Lab, Vec<Agent>) {
+    let mut lab = Lab::new(name);
     switched(
         &mut lab,
         &[("n1", "10.0.0.11/24"), ("n2", "10.0.0.12/24"), ("n3", "10.0.0.13/24")],
@@ -160,21 +163,12 @@ fn a_pod_cannot_forge_another_node_s_bfd_down_in_a_keyed_mesh() {
     ] {
         lab.exec(ns, "sysctl", &["-qw", &format!("{key}=0")]);
     }
-    let key_file = lab.dir().join("mesh-bfd-key");
-    std::fs::write(&key_file, "mesh-key-0123456789\n").unwrap();
-    let key_file = key_file.display().to_string();
     let agents: Vec<Agent> = (1..=3)
-        .map(|i| {
-            Agent::start(
-                &mut lab,
-                &format!("n{i}"),
-                &three_node_mesh(i, json!({"bfd_key_file": key_file})),
-            )
-        })
+        .map(|i| Agent::start(&mut lab, &format!("n{i}"), &three_node_mesh(i, mesh.clone())))
         .collect();
     let n1 = &agents[0];
     agent_established(n1, "10.0.0.12");
-    wait_for_value("n1's BFD with n2 Up (authenticated)", json!("Up"), || {
+    wait_for_value("n1's BFD with n2 Up", json!("Up"), || {
         n1.bfd_session("10.0.0.12")["state"].clone()
     });
     let transitions = n1.peer("10.0.0.12")["established_transitions"].clone();
@@ -186,13 +180,63 @@ fn a_pod_cannot_forge_another_node_s_bfd_down_in_a_keyed_mesh() {
         4784,
         50,
     );
-    dropped_or_down(n1, "10.0.0.12", "authentication", 50);
+    dropped_or_down(n1, "10.0.0.12", reason, 50);
     let s = n1.bfd_session("10.0.0.12");
     assert_eq!(s["state"], "Up", "{s}");
     let p = n1.peer("10.0.0.12");
     assert_eq!(p["state"], "Established", "{p}");
     assert_eq!(p["established_transitions"], transitions, "BGP never closed: {p}");
-    assert!(drops(n1, "authentication") >= 50);
+    assert!(drops(n1, reason) >= 50);
+    (lab, agents)
+}
+
+/// The mesh's BFD key (meticulous keyed SHA1): the forged packets fail the
+/// digest. And a flood from the pod's own address (no session's) is
+/// dropped as it is read, before the sessions' loop.
+#[test]
+fn a_pod_cannot_forge_another_node_s_bfd_down_in_a_keyed_mesh() {
+    /// The key's file, removed however the test ends.
+    struct KeyFile(std::path::PathBuf);
+    impl Drop for KeyFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let key_file = KeyFile(std::env::temp_dir().join(format!("novanet-mesh-bfd-key-{}", std::process::id())));
+    std::fs::write(&key_file.0, "mesh-key-0123456789\n").unwrap();
+    let (lab, agents) = forged_mesh_down(
+        "meshforge",
+        json!({"bfd_key_file": key_file.0.display().to_string()}),
+        "authentication",
+    );
+    let n1 = &agents[0];
+    let transitions = n1.peer("10.0.0.12")["established_transitions"].clone();
+    let before = drops(n1, "unknown_source");
+    forge_paced(
+        lab.ns_name("pod"),
+        Ipv4Addr::new(10, 244, 13, 10),
+        Ipv4Addr::new(10, 0, 0, 11),
+        4784,
+        1000,
+        std::time::Duration::from_micros(500),
+    );
+    wait_until("the flood counted as dropped on read", SETTLE, || {
+        let n = drops(n1, "unknown_source") - before;
+        if n >= 1000 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
+    });
+    assert_eq!(n1.bfd_session("10.0.0.12")["state"], "Up");
+    assert_eq!(n1.peer("10.0.0.12")["established_transitions"], transitions);
+}
+
+/// Without a key, the mesh's TTL floor: every node is on one link and
+/// sends with TTL 255, the pod's packets arrive forwarded once (254).
+#[test]
+fn a_pod_cannot_forge_another_node_s_bfd_down_past_the_mesh_s_ttl_floor() {
+    forged_mesh_down("meshttl", json!({"bfd_min_ttl": 255}), "ttl");
 }
 
 /// RFC 5882 section 3.2: a neighbor taking its BFD session down

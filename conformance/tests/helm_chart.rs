@@ -128,6 +128,7 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
                 serde_json::json!([65001, "65100-65199"])
             );
             assert!(parsed["owners"]["admin"].get("capabilities").is_none());
+            assert_eq!(parsed["routing"]["node_mesh"]["bfd_min_ttl"], 254);
             assert_eq!(
                 parsed["routing"]["node_mesh"]["bfd_key_file"],
                 "/etc/novanet/mesh-bfd/key"

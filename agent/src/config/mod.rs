@@ -379,6 +379,11 @@ pub struct NodeMesh {
     /// The key read from `bfd_key_file`.
     #[serde(skip)]
     pub bfd_key: Option<Vec<u8>>,
+    /// The lowest TTL the mesh's (multihop) BFD packets may arrive with:
+    /// 255 when every node is on one link, 255 minus the routers between
+    /// the farthest nodes otherwise; unset takes any.
+    #[serde(default)]
+    pub bfd_min_ttl: Option<u8>,
 }
 
 /// Longest key of keyed SHA1 BFD authentication (RFC 5880 4.4).
@@ -448,6 +453,9 @@ pub struct PeerEntry {
     pub ebgp_multihop: u8,
     #[serde(default)]
     pub ttl_security_hops: Option<u8>,
+    /// A multihop peer's BFD packets must arrive with at least this TTL.
+    #[serde(default)]
+    pub bfd_min_ttl: Option<u8>,
     #[serde(default)]
     pub source_address: Option<IpAddr>,
     #[serde(default)]
@@ -702,6 +710,9 @@ impl Config {
             Checked::Valid(Protocol::Ospf) => self.ospf_problems(errs),
             Checked::Invalid { problem, .. } => errs.push(invalid("routing.protocol", problem.clone())),
         }
+        if r.node_mesh.bfd_min_ttl == Some(0) {
+            errs.push(invalid("routing.node_mesh.bfd_min_ttl", "must be 1 to 255"));
+        }
         errs.extend(
             owners::check(&self.owners)
                 .into_iter()
@@ -720,6 +731,15 @@ impl Config {
             }
             if p.keepalive != 0 && p.hold_time != 0 && p.hold_time < 3 * p.keepalive {
                 errs.push(invalid(at("keepalive"), "must be at most a third of hold_time"));
+            }
+            if p.bfd_min_ttl.is_some() && p.ebgp_multihop == 0 {
+                errs.push(invalid(
+                    at("bfd_min_ttl"),
+                    "applies to a multihop peer (ebgp_multihop): single-hop BFD packets must arrive with TTL 255 anyway",
+                ));
+            }
+            if p.bfd_min_ttl == Some(0) {
+                errs.push(invalid(at("bfd_min_ttl"), "must be 1 to 255"));
             }
             for (j, f) in p.address_families.iter().enumerate() {
                 if let Some(problem) = f.problem() {
@@ -938,6 +958,30 @@ mod tests {
 
     fn base() -> &'static str {
         r#"{"node_name": "n1", "node_ip": "10.0.1.10", "pod_cidr": "10.244.1.0/24"}"#
+    }
+
+    #[test]
+    fn a_bfd_ttl_floor_is_for_multihop_sessions() {
+        let cfg = Config::read_with_env(
+            r#"{"node_ip": "10.0.0.10", "routing": {"peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000, "bfd_min_ttl": 254}],
+                "node_mesh": {"bfd_min_ttl": 0}}}"#,
+        )
+        .unwrap();
+        let e: Vec<String> = cfg.problems().iter().map(|e| e.to_string()).collect();
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("routing.peers[0].bfd_min_ttl") && m.contains("multihop")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|m| m.starts_with("routing.node_mesh.bfd_min_ttl")),
+            "{e:?}"
+        );
+        let ok = Config::parse(
+            r#"{"node_ip": "10.0.0.10", "routing": {"peers": [{"neighbor_address": "10.9.0.1", "remote_as": 65000, "ebgp_multihop": 3, "bfd_min_ttl": 253}]}}"#,
+        )
+        .unwrap();
+        assert!(ok.problems().is_empty());
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub fn bfd_session(peer: &PeerConfig, timers: BfdTimers, defaults: BfdTimers) ->
         },
         local: peer.source_address,
         config: timers.or(defaults).session_config(),
+        min_ttl: None,
     }
 }
 
@@ -95,6 +96,7 @@ pub fn standalone_bfd(peer: IpAddr, timers: BfdTimers, defaults: BfdTimers) -> S
         key: SessionKey { peer, multihop: false },
         local: None,
         config: timers.or(defaults).session_config(),
+        min_ttl: None,
     }
 }
 
@@ -166,7 +168,9 @@ pub fn tor(cfg: &Config, p: &PeerEntry, address: IpAddr) -> PeerSpec {
             min_tx_ms: p.bfd_min_tx_ms,
             detect_multiplier: p.bfd_detect_multiplier,
         };
-        bfd_session(&pc, timers, BfdTimers::node_defaults(cfg))
+        let mut s = bfd_session(&pc, timers, BfdTimers::node_defaults(cfg));
+        s.min_ttl = p.bfd_min_ttl;
+        s
     });
     PeerSpec { bgp: pc, bfd }
 }
@@ -186,6 +190,7 @@ pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32) -> PeerSpec {
     let enabled = cfg.routing.bfd_enabled.unwrap_or(cfg.routing.bfd.enabled);
     let bfd = enabled.then(|| {
         let mut s = bfd_session(&pc, BfdTimers::default(), BfdTimers::node_defaults(cfg));
+        s.min_ttl = mesh.bfd_min_ttl;
         // The mesh's key: a forged packet (a pod anywhere in the cluster
         // posing as another node) fails its digest.
         s.config.auth = mesh.bfd_key.as_ref().map(|key| AuthConfig::KeyedSha1 {

@@ -57,6 +57,9 @@ app.kubernetes.io/component: agent
 {{- $_ := set $routing "ospf" $ospf -}}
 {{- $_ := set $routing.node_mesh "enabled" false -}}
 {{- end -}}
+{{- if gt (int64 ($r.nodeMesh.bfdMinTTL | default 0)) 0 -}}
+{{- $_ := set $routing.node_mesh "bfd_min_ttl" (int64 $r.nodeMesh.bfdMinTTL) -}}
+{{- end -}}
 {{- if $r.nodeMesh.bfdKeySecret -}}
 {{- $_ := set $routing.node_mesh "bfd_key_file" "/etc/novanet/mesh-bfd/key" -}}
 {{- end -}}
