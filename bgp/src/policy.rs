@@ -258,6 +258,41 @@ pub enum PeerPolicy {
     All,
     None,
     Named(Arc<str>, Arc<Policy>),
+    /// A node of the mesh: the default rules, and only what that node may
+    /// originate (import; as an export it is the default).
+    Node(Arc<NodeRoutes>),
+}
+
+/// What one node of the cluster may originate: its own PodCIDRs (or parts
+/// of them) and what every node may (the prefixes the RouteControl owners
+/// may advertise, the control-plane VIP).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeRoutes {
+    pub node: String,
+    pub pod_cidrs: Vec<IpNet>,
+    pub cluster: Arc<Vec<PrefixMatch>>,
+}
+
+impl NodeRoutes {
+    /// The node-specific rule, after [`import_default`] accepted.
+    pub fn import(&self, prefix: &IpNet) -> Decision {
+        if self.pod_cidrs.iter().any(|c| c.contains(prefix)) {
+            Decision::new(Verdict::Accept, format!("node {}: its PodCIDR", self.node))
+        } else if self.cluster.iter().any(|m| m.matches(prefix)) {
+            Decision::new(
+                Verdict::Accept,
+                format!("node {}: a prefix nodes may originate", self.node),
+            )
+        } else {
+            Decision::new(
+                Verdict::Reject,
+                format!(
+                    "node {}: neither its PodCIDR nor a prefix nodes may originate",
+                    self.node
+                ),
+            )
+        }
+    }
 }
 
 impl PeerPolicy {
@@ -267,6 +302,7 @@ impl PeerPolicy {
             PeerPolicy::All => "all",
             PeerPolicy::None => "none",
             PeerPolicy::Named(n, _) => n,
+            PeerPolicy::Node(_) => "node",
         }
     }
 }
@@ -328,6 +364,14 @@ pub fn evaluate_import(policy: &PeerPolicy, local: &LocalPrefixes, prefix: &IpNe
     };
     match policy {
         PeerPolicy::Default => plain(import_default(local, prefix)),
+        PeerPolicy::Node(n) => {
+            let d = import_default(local, prefix);
+            plain(if d.verdict == Verdict::Reject {
+                d
+            } else {
+                n.import(prefix)
+            })
+        }
         PeerPolicy::All => plain(Decision::new(Verdict::Accept, "import all")),
         PeerPolicy::None => plain(Decision::new(Verdict::Reject, "import none")),
         PeerPolicy::Named(n, p) => p.apply(n, prefix, attrs),
@@ -346,7 +390,7 @@ pub fn evaluate_export(
         attrs: None,
     };
     match policy {
-        PeerPolicy::Default => plain(export_default(locally_originated)),
+        PeerPolicy::Default | PeerPolicy::Node(_) => plain(export_default(locally_originated)),
         PeerPolicy::All => plain(Decision::new(Verdict::Accept, "export all")),
         PeerPolicy::None => plain(Decision::new(Verdict::Reject, "export none")),
         PeerPolicy::Named(n, p) => p.apply(n, prefix, attrs),

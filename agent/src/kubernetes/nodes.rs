@@ -122,6 +122,7 @@ pub struct MeshMember {
     pub name: String,
     pub ip: IpAddr,
     pub asn: u32,
+    pub pod_cidrs: Vec<IpNet>,
 }
 
 /// The mesh of one node: whom it peers with, who is left out and why,
@@ -172,6 +173,7 @@ pub fn plan<'a>(me: &str, nodes: impl IntoIterator<Item = &'a ClusterNode>, mode
                 name: n.name.clone(),
                 ip: n.internal_ip.expect("checked"),
                 asn: n.as_number(mode).expect("checked"),
+                pod_cidrs: n.pod_cidrs.clone(),
             }),
         }
     }
@@ -253,12 +255,14 @@ mod tests {
                 MeshMember {
                     name: "b".into(),
                     ip: "10.0.0.12".parse().unwrap(),
-                    asn: 65012
+                    asn: 65012,
+                    pod_cidrs: vec!["10.244.2.0/24".parse().unwrap()],
                 },
                 MeshMember {
                     name: "c".into(),
                     ip: "10.0.1.13".parse().unwrap(),
-                    asn: 65100
+                    asn: 65100,
+                    pod_cidrs: vec!["10.244.3.0/24".parse().unwrap()],
                 },
             ]
         );

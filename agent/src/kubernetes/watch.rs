@@ -150,7 +150,7 @@ pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, cont
             let specs: Vec<_> = now
                 .members
                 .iter()
-                .map(|m| crate::peers::spec::mesh(&cfg, &m.name, m.ip, m.asn))
+                .map(|m| crate::peers::spec::mesh(&cfg, &m.name, m.ip, m.asn, &m.pod_cidrs))
                 .collect();
             peers.mesh.send_if_modified(|held| {
                 let changed = *held != specs;

@@ -5,11 +5,13 @@
 //! holds their defaults: hold time and keepalive, the prefix limit, the
 //! node's BFD timers.
 
+use crate::config::checked::Checked;
 use crate::config::{node_asn, Config, MeshSource, NodeMesh, PeerEntry};
 use crate::control::owners::PeerTerms;
+use ipnet::IpNet;
 use novanet_bfd::session::{AuthConfig, SessionConfig};
 use novanet_bfd::transport::{SessionKey, SessionSpec};
-use novanet_bgp::policy::PeerPolicy;
+use novanet_bgp::policy::{NodeRoutes, PeerPolicy, PrefixMatch};
 use novanet_bgp::speaker::{PeerConfig, PeerRole};
 use novanet_bgp::wire::Family;
 use novanet_proto::api::{AddressFamily, BgpPeer};
@@ -179,9 +181,19 @@ pub fn tor(cfg: &Config, p: &PeerEntry, address: IpAddr) -> PeerSpec {
 /// (mesh traffic often crosses the ToRs), a short connect retry, the
 /// mesh's prefix limit, and BFD with the node's defaults when
 /// `routing.bfd` is on, authenticated with the mesh's key when it has one.
-pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32) -> PeerSpec {
+/// Its routes are taken only within its `pod_cidrs` and what every node
+/// may originate ([`node_originations`]), next hop the node; a node whose
+/// PodCIDRs are not known is held to the default import only.
+pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32, pod_cidrs: &[IpNet]) -> PeerSpec {
     let mesh: &NodeMesh = &cfg.routing.node_mesh;
     let mut pc = PeerConfig::new(ip, asn);
+    if !pod_cidrs.is_empty() {
+        pc.import = PeerPolicy::Node(Arc::new(NodeRoutes {
+            node: name.to_string(),
+            pod_cidrs: pod_cidrs.to_vec(),
+            cluster: Arc::new(node_originations(cfg)),
+        }));
+    }
     pc.description = format!("node {name}");
     pc.role = PeerRole::Mesh;
     pc.ebgp_multihop = MESH_MULTIHOP;
@@ -203,6 +215,48 @@ pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32) -> PeerSpec {
     PeerSpec { bgp: pc, bfd }
 }
 
+/// What any node of the cluster may originate besides its PodCIDRs: the
+/// prefixes the RouteControl owners may advertise (each owner's ranges at
+/// its prefix type's lengths; an owner without `allowed_cidrs` anywhere at
+/// those lengths) and the control-plane VIP. The configuration is the
+/// same on every node, so this node's owners are every node's.
+pub fn node_originations(cfg: &Config) -> Vec<PrefixMatch> {
+    use crate::config::owners::PrefixType;
+    let everywhere: [IpNet; 2] = ["0.0.0.0/0".parse().expect("v4"), "::/0".parse().expect("v6")];
+    let mut out = Vec::new();
+    for o in cfg.owners.values() {
+        let ranges: &[IpNet] = if o.allowed_prefixes.allowed_cidrs.is_empty() {
+            &everywhere
+        } else {
+            &o.allowed_prefixes.allowed_cidrs
+        };
+        for r in ranges {
+            let (min, max) = match (o.allowed_prefixes.kind, r) {
+                (PrefixType::Any, _) => (1, r.max_prefix_len()),
+                (PrefixType::HostOnly, _) => (r.max_prefix_len(), r.max_prefix_len()),
+                (PrefixType::Subnet, IpNet::V4(_)) => (8, 28),
+                (PrefixType::Subnet, IpNet::V6(_)) => (1, 127),
+            };
+            let ge = min.max(r.prefix_len());
+            if ge <= max {
+                out.push(PrefixMatch {
+                    prefix: *r,
+                    ge: Some(ge),
+                    le: Some(max),
+                });
+            }
+        }
+    }
+    if let Checked::Valid(Some(vip)) = &cfg.routing.control_plane_vip {
+        out.push(PrefixMatch {
+            prefix: *vip,
+            ge: None,
+            le: None,
+        });
+    }
+    out
+}
+
 /// Node-mesh peers of a static node list: every node but this one, with
 /// its per-node AS.
 pub fn static_mesh(cfg: &Config) -> Vec<PeerSpec> {
@@ -213,7 +267,10 @@ pub fn static_mesh(cfg: &Config) -> Vec<PeerSpec> {
     m.nodes
         .iter()
         .filter(|n| Some(n.ip) != cfg.node_ip && n.name != cfg.node_name)
-        .filter_map(|n| Some(mesh(cfg, &n.name, n.ip, node_asn(n.ip, cfg.routing.asn_mode)?)))
+        .filter_map(|n| {
+            let asn = node_asn(n.ip, cfg.routing.asn_mode)?;
+            Some(mesh(cfg, &n.name, n.ip, asn, n.pod_cidr.as_slice()))
+        })
         .collect()
 }
 
@@ -284,6 +341,46 @@ mod tests {
         min_tx_ms: 300,
         detect_multiplier: 3,
     };
+
+    #[test]
+    fn a_mesh_node_s_routes_are_its_podcidr_and_what_nodes_may_originate() {
+        let cfg = Config::parse(
+            r#"{"node_name": "a", "node_ip": "10.0.1.10", "pod_cidr": "10.244.10.0/24",
+                "owners": {"edge": {"token": "t", "allowed_prefixes": {"type": "host_only", "allowed_cidrs": ["10.96.0.0/12"]}}},
+                "routing": {"control_plane_vip": "10.0.1.100/32", "node_mesh": {"enabled": true, "source": "static",
+                "nodes": [{"name": "a", "ip": "10.0.1.10", "pod_cidr": "10.244.10.0/24"},
+                          {"name": "b", "ip": "10.0.1.11", "pod_cidr": "10.244.11.0/24"},
+                          {"name": "c", "ip": "10.0.1.12"}]}}}"#,
+        )
+        .unwrap();
+        let peers = static_mesh(&cfg);
+        let local = novanet_bgp::policy::LocalPrefixes {
+            pod_cidrs: vec!["10.244.10.0/24".parse().unwrap()],
+            accept_default_route: false,
+        };
+        let verdict = |p: &PeerSpec, prefix: &str| {
+            let attrs = novanet_bgp::wire::PathAttributes::default();
+            let a = novanet_bgp::policy::evaluate_import(&p.bgp.import, &local, &prefix.parse().unwrap(), &attrs);
+            a.decision.verdict == novanet_bgp::policy::Verdict::Accept
+        };
+        let b = &peers[0];
+        for ok in ["10.244.11.0/24", "10.244.11.128/25", "10.96.0.5/32", "10.0.1.100/32"] {
+            assert!(verdict(b, ok), "{ok}");
+        }
+        for leak in [
+            "10.244.12.0/24",
+            "10.244.10.0/25",
+            "0.0.0.0/1",
+            "128.0.0.0/1",
+            "10.96.0.0/24",
+            "10.0.1.1/32",
+            "10.244.0.0/16",
+        ] {
+            assert!(!verdict(b, leak), "{leak}");
+        }
+        // c's PodCIDR is not known: the default import only.
+        assert_eq!(peers[1].bgp.import, PeerPolicy::Default);
+    }
 
     #[test]
     fn mesh_sessions_take_the_mesh_s_prefix_limit() {

@@ -933,6 +933,16 @@ impl PeerSession {
                 withdraw.push(*nlri);
                 continue;
             }
+            // A node of the mesh originates its routes itself: their next
+            // hop is the node (one of the other family cannot be checked
+            // against the session's address).
+            if let (super::PeerRole::Mesh, Some(hop)) = (self.config.role, nh) {
+                if hop.is_ipv4() == self.config.address.is_ipv4() && hop != self.config.address {
+                    tracing::debug!(peer = %self.config.address, prefix = %nlri.prefix, next_hop = %hop, "import rejected: a mesh route's next hop is not the node");
+                    withdraw.push(*nlri);
+                    continue;
+                }
+            }
             let applied = evaluate_import(&self.config.import, &self.speaker.local_prefixes, &nlri.prefix, &base);
             if applied.decision.verdict == Verdict::Reject {
                 tracing::debug!(peer = %self.config.address, prefix = %nlri.prefix, reason = %applied.decision.reason, "import rejected");
