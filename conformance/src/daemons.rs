@@ -248,6 +248,12 @@ impl GoBgp {
     }
 
     pub fn start(lab: &mut Lab, ns: &str, config_toml: &str) -> GoBgp {
+        GoBgp::start_with(lab, ns, config_toml, &[])
+    }
+
+    /// [`GoBgp::start`] with more `gobgpd` arguments (`-r`: restarting,
+    /// the Restart bit in its graceful-restart capability).
+    pub fn start_with(lab: &mut Lab, ns: &str, config_toml: &str, extra: &[&str]) -> GoBgp {
         let work = lab.dir().join(format!("gobgp-{ns}"));
         std::fs::create_dir_all(&work).expect("GoBGP directory");
         let conf = work.join("gobgpd.toml");
@@ -265,7 +271,10 @@ impl GoBgp {
                 "--api-hosts",
                 &api,
                 "--pprof-disable",
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
         );
         let g = GoBgp {
             ns: lab.ns_name(ns),

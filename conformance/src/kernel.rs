@@ -125,3 +125,10 @@ pub fn bgp_route_nexthop_ids(lab: &Lab, ns: &str) -> BTreeMap<String, u64> {
     }
     out
 }
+
+/// A TCP counter of a namespace's kernel (`nstat`), e.g. `TcpExtTCPMD5Failure`.
+pub fn tcp_counter(lab: &Lab, ns: &str, name: &str) -> u64 {
+    let out = lab.exec(ns, "nstat", &["-asz", "--json", name]);
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    v["kernel"][name].as_u64().unwrap_or(0)
+}

@@ -4,9 +4,16 @@
 //! route split in two /1 halves, a ToR's /32, a service /24 no owner may
 //! advertise, and a part of its own PodCIDR pointing at another node. n1
 //! installs its PodCIDR only, via n2; before, it installed every one.
+//!
+//! And a session takeover: a process in n2's network namespace (as a
+//! hostNetwork pod is) dials n1 from n2's address with n2's AS and the
+//! Restart bit of graceful restart, which replaces an established session
+//! (RFC 4724). With the mesh's TCP MD5 password, which such a pod cannot
+//! read, n1's kernel drops its segments and n1's session with the real n2
+//! is untouched.
 
 use novanet_conformance::checks::{agent_established, switched, SETTLE};
-use novanet_conformance::kernel::bgp_routes;
+use novanet_conformance::kernel::{bgp_routes, tcp_counter};
 use novanet_conformance::{wait_until, Agent, GoBgp, Lab};
 use serde_json::json;
 
@@ -75,4 +82,89 @@ fn a_mesh_node_gets_only_its_own_routes_installed() {
         assert!(n1.route(prefix).is_empty(), "{prefix} in n1's RIB");
     }
     assert_eq!(n1.peer("10.0.0.12")["state"], "Established");
+}
+
+/// GoBGP as a process of n2's namespace would run it: not listening (the
+/// agent has port 179), dialling n1 from n2's address as n2, restarting
+/// (`-r` sets the Restart bit).
+const IMPOSTOR: &str = r#"[global.config]
+  as = 65012
+  router-id = "10.0.0.12"
+  port = -1
+
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "10.0.0.11"
+    peer-as = 65011
+  [neighbors.timers.config]
+    hold-time = 9
+    keepalive-interval = 3
+    connect-retry = 1
+  [neighbors.transport.config]
+    local-address = "10.0.0.12"
+  [neighbors.graceful-restart.config]
+    enabled = true
+    restart-time = 120
+"#;
+
+#[test]
+fn a_process_on_a_node_cannot_take_over_its_mesh_sessions() {
+    let mut lab = Lab::new("meshtakeover");
+    switched(&mut lab, &[("n1", "10.0.0.11/24"), ("n2", "10.0.0.12/24")]);
+    let password = lab.dir().join("mesh-password");
+    std::fs::write(&password, "mesh-md5-password-2024\n").unwrap();
+    let nodes: Vec<_> = (1..=2)
+        .map(
+            |j| json!({"name": format!("n{j}"), "ip": format!("10.0.0.1{j}"), "pod_cidr": format!("10.244.1{j}.0/24")}),
+        )
+        .collect();
+    let agents: Vec<Agent> = (1..=2)
+        .map(|i| {
+            Agent::start(
+                &mut lab,
+                &format!("n{i}"),
+                &json!({
+                    "node_name": format!("n{i}"),
+                    "node_ip": format!("10.0.0.1{i}"),
+                    "pod_cidr": format!("10.244.1{i}.0/24"),
+                    "routing": {"bfd": {"enabled": false},
+                                "node_mesh": {"enabled": true, "source": "static", "nodes": nodes,
+                                              "password_file": password.display().to_string()}}
+                }),
+            )
+        })
+        .collect();
+    let n1 = &agents[0];
+    agent_established(n1, "10.0.0.12");
+    agent_established(&agents[1], "10.0.0.11");
+    let session = n1.peer("10.0.0.12");
+    let refused = tcp_counter(&lab, "n1", "TcpExtTCPMD5NotFound");
+
+    let impostor = GoBgp::start_with(&mut lab, "n2", IMPOSTOR, &["-r"]);
+    wait_until("n1's kernel to drop the impostor's unsigned SYNs", SETTLE, || {
+        let n = tcp_counter(&lab, "n1", "TcpExtTCPMD5NotFound");
+        if n >= refused + 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} dropped"))
+        }
+    });
+    let now = n1.peer("10.0.0.12");
+    assert_eq!(now["state"], "Established", "{now}");
+    assert_eq!(
+        (now["established_at"].clone(), now["established_transitions"].clone()),
+        (
+            session["established_at"].clone(),
+            session["established_transitions"].clone()
+        ),
+        "the real n2's session, untouched"
+    );
+    assert_ne!(impostor.neighbor_state("10.0.0.11"), "ESTABLISHED");
+    // Routes still flow between the real nodes.
+    wait_until("n1 holds n2's PodCIDR", SETTLE, || {
+        match bgp_routes(&lab, "n1").get("10.244.12.0/24") {
+            Some(h) if h == &["10.0.0.12"] => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
 }

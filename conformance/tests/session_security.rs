@@ -6,18 +6,12 @@
 //! passive).
 
 use novanet_conformance::checks::{agent_established, agent_has, tor_and_node};
+use novanet_conformance::kernel::tcp_counter;
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(40);
-
-/// A TCP counter of a namespace's kernel (`nstat`), e.g. `TcpExtTCPMD5Failure`.
-fn tcp_counter(lab: &Lab, ns: &str, name: &str) -> u64 {
-    let out = lab.exec(ns, "nstat", &["-asz", "--json", name]);
-    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-    v["kernel"][name].as_u64().unwrap_or(0)
-}
 
 fn frr_established(frr: &Frr, addr: &str) {
     wait_until(&format!("FRR session with {addr} Established"), T, || {

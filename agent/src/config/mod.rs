@@ -379,11 +379,40 @@ pub struct NodeMesh {
     /// The key read from `bfd_key_file`.
     #[serde(skip)]
     pub bfd_key: Option<Vec<u8>>,
+    /// A file holding the TCP MD5 password (RFC 2385) of every mesh
+    /// session, the same on every node: a process that can send from a
+    /// node's address but cannot read the Secret (a hostNetwork pod) can
+    /// neither open nor take over a mesh session.
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// The password read from `password_file`.
+    #[serde(skip)]
+    pub password: Option<String>,
     /// The lowest TTL the mesh's (multihop) BFD packets may arrive with:
     /// 255 when every node is on one link, 255 minus the routers between
     /// the farthest nodes otherwise; unset takes any.
     #[serde(default)]
     pub bfd_min_ttl: Option<u8>,
+}
+
+/// Longest TCP MD5 key the kernel takes (TCP_MD5SIG_MAXKEYLEN).
+pub const MAX_MD5_PASSWORD: usize = 80;
+
+/// A TCP MD5 password from a file (a final newline ignored): 1 to 80
+/// bytes of text.
+fn read_password(at: &str, path: &str) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(at, format!("cannot read {path}: {e}")))?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    if text.is_empty() || text.len() > MAX_MD5_PASSWORD {
+        return Err(invalid(
+            at,
+            format!(
+                "{path} holds {} bytes; a TCP MD5 password is 1 to {MAX_MD5_PASSWORD}",
+                text.len()
+            ),
+        ));
+    }
+    Ok(text.to_string())
 }
 
 /// Longest key of keyed SHA1 BFD authentication (RFC 5880 4.4).
@@ -449,6 +478,9 @@ pub struct PeerEntry {
     pub bfd_detect_multiplier: u32,
     #[serde(default)]
     pub password: Option<String>,
+    /// A file holding `password` (a mounted Secret); read at load.
+    #[serde(default)]
+    pub password_file: Option<String>,
     #[serde(default)]
     pub ebgp_multihop: u8,
     #[serde(default)]
@@ -532,9 +564,22 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Reads the key files the configuration names.
+    /// Reads the key and password files the configuration names.
     fn read_keys(&mut self) -> Result<(), ConfigError> {
+        for (i, p) in self.routing.peers.iter_mut().enumerate() {
+            let Some(path) = p.password_file.as_deref() else {
+                continue;
+            };
+            let at = format!("routing.peers[{i}].password_file");
+            if p.password.as_deref().is_some_and(|s| !s.is_empty()) {
+                return Err(invalid(at, "password and password_file both set: keep one"));
+            }
+            p.password = Some(read_password(&at, path)?);
+        }
         let mesh = &mut self.routing.node_mesh;
+        if let Some(path) = mesh.password_file.as_deref().filter(|p| !p.is_empty()) {
+            mesh.password = Some(read_password("routing.node_mesh.password_file", path)?);
+        }
         let Some(path) = mesh.bfd_key_file.as_deref().filter(|p| !p.is_empty()) else {
             return Ok(());
         };

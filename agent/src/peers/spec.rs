@@ -196,6 +196,7 @@ pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32, pod_cidrs: &[IpNet])
     }
     pc.description = format!("node {name}");
     pc.role = PeerRole::Mesh;
+    pc.password = mesh.password.clone();
     pc.ebgp_multihop = MESH_MULTIHOP;
     pc.connect_retry = MESH_CONNECT_RETRY;
     set_prefix_limit(&mut pc, mesh.max_prefix, mesh.max_prefix_warning_only);
