@@ -115,6 +115,17 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
         let key = dir.join("mesh-bfd-key");
         std::fs::write(&key, "mesh-key-from-secret\n").unwrap();
         let config = config.replace("/etc/novanet/mesh-bfd/key", &key.display().to_string());
+        // The mesh's and the ToRs' passwords the Secrets mount, likewise.
+        let secrets = dir.join("secrets");
+        std::fs::create_dir_all(secrets.join("tor-passwords")).unwrap();
+        std::fs::write(secrets.join("mesh-password"), "mesh-password-from-secret\n").unwrap();
+        std::fs::write(secrets.join("tor-passwords/tor-b"), "tor-b-password\n").unwrap();
+        let config = config
+            .replace(
+                "/etc/novanet/mesh-bgp/password",
+                &secrets.join("mesh-password").display().to_string(),
+            )
+            .replace("/etc/novanet/peer-passwords/", &format!("{}/", secrets.display()));
         let config_file = dir.join(format!("{}.json", name.replace(' ', "-")));
         std::fs::write(&config_file, &config).unwrap();
         let o = run(Command::new(agent_binary())
@@ -129,6 +140,18 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
             );
             assert!(parsed["owners"]["admin"].get("capabilities").is_none());
             assert_eq!(parsed["routing"]["node_mesh"]["bfd_min_ttl"], 254);
+            assert_eq!(
+                parsed["routing"]["node_mesh"]["password_file"],
+                "/etc/novanet/mesh-bgp/password"
+            );
+            // A ToR's password from a Secret is a file the DaemonSet
+            // mounts; none is in the ConfigMap.
+            let tor_b = &parsed["routing"]["peers"][1];
+            assert_eq!(
+                tor_b["password_file"],
+                "/etc/novanet/peer-passwords/tor-passwords/tor-b"
+            );
+            assert!(tor_b.get("password").is_none() && tor_b.get("password_secret").is_none());
             assert_eq!(
                 parsed["routing"]["node_mesh"]["bfd_key_file"],
                 "/etc/novanet/mesh-bfd/key"
@@ -253,6 +276,16 @@ fn bad_values_are_refused_with_the_key_that_is_wrong() {
             "remoteAs",
         ),
         (&["config.routingMode=overlay"][..], "routingMode"),
+        (
+            &[
+                "routing.peers[0].neighbor_address=10.0.0.1",
+                "routing.peers[0].remote_as=65000",
+                "routing.peers[0].password=x",
+                "routing.peers[0].password_secret.name=s",
+                "routing.peers[0].password_secret.key=k",
+            ][..],
+            "not",
+        ),
         (
             &[
                 "owners.x.allowed_prefixes.type=any",

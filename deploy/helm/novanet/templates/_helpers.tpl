@@ -36,6 +36,15 @@ app.kubernetes.io/component: agent
 {{/* The agent's configuration (novanet.json). */}}
 {{- define "novanet.config" -}}
 {{- $r := .Values.routing -}}
+{{- /* A peer's password_secret {name, key} becomes the file its Secret is mounted at. */ -}}
+{{- $peers := list -}}
+{{- range $p := $r.peers -}}
+{{- $q := omit $p "password_secret" -}}
+{{- if $p.password_secret -}}
+{{- $_ := set $q "password_file" (printf "/etc/novanet/peer-passwords/%s/%s" $p.password_secret.name $p.password_secret.key) -}}
+{{- end -}}
+{{- $peers = append $peers $q -}}
+{{- end -}}
 {{- $routing := dict
   "protocol" $r.protocol
   "local_as" (int64 $r.localAS)
@@ -44,7 +53,7 @@ app.kubernetes.io/component: agent
   "graceful_restart_time" (int64 $r.gracefulRestartTime)
   "bfd" (dict "enabled" $r.bfd.enabled "min_rx_ms" (int64 $r.bfd.minRxMs) "min_tx_ms" (int64 $r.bfd.minTxMs) "detect_multiplier" (int64 $r.bfd.detectMultiplier))
   "node_mesh" (dict "enabled" $r.nodeMesh.enabled "source" "kubernetes" "max_prefix" (int64 ($r.nodeMesh.maxPrefix | default 0)))
-  "peers" $r.peers
+  "peers" $peers
 -}}
 {{- if eq $r.protocol "ospf" -}}
 {{- if $r.peers -}}
@@ -59,6 +68,9 @@ app.kubernetes.io/component: agent
 {{- end -}}
 {{- if gt (int64 ($r.nodeMesh.bfdMinTTL | default 0)) 0 -}}
 {{- $_ := set $routing.node_mesh "bfd_min_ttl" (int64 $r.nodeMesh.bfdMinTTL) -}}
+{{- end -}}
+{{- if $r.nodeMesh.passwordSecret -}}
+{{- $_ := set $routing.node_mesh "password_file" "/etc/novanet/mesh-bgp/password" -}}
 {{- end -}}
 {{- if $r.nodeMesh.bfdKeySecret -}}
 {{- $_ := set $routing.node_mesh "bfd_key_file" "/etc/novanet/mesh-bfd/key" -}}
@@ -96,4 +108,18 @@ app.kubernetes.io/component: agent
   "datapath" (dict "enabled" .Values.datapath.enabled "bpf_pin_dir" .Values.datapath.bpfPinDir)
 -}}
 {{- toPrettyJson $cfg -}}
+{{- end -}}
+
+{{/*
+The Secrets that hold ToR passwords (routing.peers[].password_secret.name),
+each once.
+*/}}
+{{- define "novanet.peerPasswordSecrets" -}}
+{{- $names := dict -}}
+{{- range .Values.routing.peers -}}
+{{- if .password_secret -}}
+{{- $_ := set $names .password_secret.name true -}}
+{{- end -}}
+{{- end -}}
+{{- keys $names | sortAlpha | join "," -}}
 {{- end -}}
