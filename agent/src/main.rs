@@ -195,12 +195,18 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         None
     };
     let mut http = tokio::spawn(status::serve(
-        metrics,
-        speaker.clone(),
-        fib_status,
-        routing.bfd.clone(),
-        control.clone(),
-        enforcer.clone(),
+        status::Listeners {
+            tcp: metrics,
+            all_on_tcp: cfg.status_on_tcp,
+            socket: cfg.status_socket(),
+        },
+        status::Sources {
+            speaker: speaker.clone(),
+            fib: fib_status,
+            bfd: routing.bfd.clone(),
+            control: control.clone(),
+            enforcer: enforcer.clone(),
+        },
     ));
     if let Some((client, own)) = &kube {
         kubernetes::events::spawn(client.clone(), own, control.clone(), lifecycle.take_announcements());

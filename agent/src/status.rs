@@ -1,12 +1,19 @@
-//! The HTTP endpoint on `metrics_address`: liveness, readiness, and JSON
-//! views of the sessions, the table and the kernel FIB for operators and
-//! tests.
+//! The status endpoints: liveness, readiness, metrics, and JSON views of
+//! the sessions, the table, the kernel FIB and the datapath for operators
+//! and tests.
 //!
 //! `GET /healthz`, `GET /readyz`, `GET /status/peers`,
 //! `GET /status/routes` (`?prefix=P`, or the first `?limit=N` prefixes,
 //! 1000 by default, 100000 at most), `GET /status/fib`,
 //! `GET /status/bfd`, `GET /status/node`, `GET /status/datapath`
 //! (`?events=drop|flow`), `GET /status/ospf`, `GET /metrics` (Prometheus).
+//!
+//! Every view is served on the status socket (a Unix socket, mode 0600).
+//! The TCP port (`metrics_address`), which every pod can reach, serves
+//! the probes, the metrics and `/status/peers` (what `novanetctl routing
+//! peers --all-nodes` reads through the API server) unless
+//! `status_on_tcp`. Both take a bounded number of connections at once,
+//! each with a header-read timeout, a small buffer and a lifetime.
 
 use crate::control::Control;
 use axum::extract::{Query, State};
@@ -17,7 +24,7 @@ use novanet_bfd::transport::Bfd;
 use novanet_bgp::speaker::Speaker;
 use novanet_fib::FibStatus;
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 /// Parses `metrics_address` (`:9102`, `0.0.0.0:9102`, `[::1]:9102`, and
@@ -219,40 +226,171 @@ async fn ready(State(app): State<AppState>) -> (StatusCode, String) {
     }
 }
 
-/// Serves the endpoint until the task is dropped.
-pub async fn serve(
-    addr: SocketAddr,
-    speaker: Speaker,
-    fib: Option<Arc<Mutex<FibStatus>>>,
-    bfd: Bfd,
-    control: Control,
-    enforcer: Option<Arc<crate::policy::enforcer::Enforcer>>,
-) -> anyhow::Result<()> {
-    let app = Router::new()
+/// Where the endpoints listen.
+pub struct Listeners {
+    /// `metrics_address`.
+    pub tcp: SocketAddr,
+    /// Every view there too (`status_on_tcp`).
+    pub all_on_tcp: bool,
+    /// The status socket.
+    pub socket: std::path::PathBuf,
+}
+
+/// What the handlers read.
+pub struct Sources {
+    pub speaker: Speaker,
+    pub fib: Option<Arc<Mutex<FibStatus>>>,
+    pub bfd: Bfd,
+    pub control: Control,
+    pub enforcer: Option<Arc<crate::policy::enforcer::Enforcer>>,
+}
+
+/// Connections served at once on the TCP port, and on the socket.
+pub const TCP_CONNECTIONS: usize = 64;
+pub const SOCKET_CONNECTIONS: usize = 16;
+/// Connections served at once from one address on the TCP port: a pod
+/// holding connections open cannot starve the kubelet's probes.
+pub const CONNECTIONS_PER_ADDRESS: usize = 8;
+/// How long a client has to send a request's headers.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a connection may last.
+pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+/// The most a connection's read buffer holds (headers included).
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Serves the endpoints until the task is dropped.
+pub async fn serve(at: Listeners, from: Sources) -> anyhow::Result<()> {
+    let state = AppState {
+        speaker: from.speaker,
+        fib: from.fib,
+        bfd: from.bfd,
+        control: from.control,
+        enforcer: from.enforcer,
+        table_walk: Arc::new(tokio::sync::Semaphore::new(1)),
+    };
+    let public = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/status/peers", get(peers))
+        .route("/metrics", get(metrics))
+        .route("/status/peers", get(peers));
+    let all = public
+        .clone()
         .route("/status/routes", get(routes))
         .route("/status/fib", get(fib_status))
         .route("/status/datapath", get(datapath_status))
         .route("/status/bfd", get(bfd_sessions))
         .route("/status/peer-sources", get(peer_sources))
         .route("/status/ospf", get(ospf_status))
-        .route("/metrics", get(metrics))
         .route("/status/node", get(node))
-        .with_state(AppState {
-            speaker,
-            fib,
-            bfd,
-            control,
-            enforcer,
-            table_walk: Arc::new(tokio::sync::Semaphore::new(1)),
-        });
-    let listener = tokio::net::TcpListener::bind(addr)
+        .with_state(state.clone());
+    let public = public.with_state(state);
+    let tcp = tokio::net::TcpListener::bind(at.tcp)
         .await
-        .map_err(|e| anyhow::anyhow!("metrics_address {addr}: {e}"))?;
-    axum::serve(listener, app).await?;
-    Ok(())
+        .map_err(|e| anyhow::anyhow!("metrics_address {}: {e}", at.tcp))?;
+    let path = &at.socket;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("status socket directory {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        std::fs::remove_file(path).map_err(|e| anyhow::anyhow!("stale status socket {}: {e}", path.display()))?;
+    }
+    let socket =
+        crate::api::host::bind_private(path).map_err(|e| anyhow::anyhow!("status socket {}: {e}", path.display()))?;
+    let on_tcp = if at.all_on_tcp { all.clone() } else { public };
+    tokio::select! {
+        r = accept_loop(tcp, on_tcp, TCP_CONNECTIONS) => r,
+        r = accept_loop(socket, all, SOCKET_CONNECTIONS) => r,
+    }
+}
+
+/// A listener of either kind; a TCP connection says where it comes from.
+trait Accept {
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<(Self::Stream, Option<IpAddr>)>> + Send;
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<(Self::Stream, Option<IpAddr>)> {
+        tokio::net::TcpListener::accept(self)
+            .await
+            .map(|(s, from)| (s, Some(from.ip().to_canonical())))
+    }
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<(Self::Stream, Option<IpAddr>)> {
+        tokio::net::UnixListener::accept(self).await.map(|(s, _)| (s, None))
+    }
+}
+
+/// Open connections by source address.
+#[derive(Default)]
+struct PerAddress(Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    fn take(&self, from: IpAddr) -> bool {
+        let mut open = self.0.lock().expect("connections");
+        let n = open.entry(from).or_default();
+        if *n >= CONNECTIONS_PER_ADDRESS {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn give_back(&self, from: IpAddr) {
+        let mut open = self.0.lock().expect("connections");
+        if let Some(n) = open.get_mut(&from) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&from);
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1 connections with at most `limit` open at once, and
+/// [`CONNECTIONS_PER_ADDRESS`] from one address (one more is closed at
+/// once), each with [`HEADER_TIMEOUT`], [`READ_BUFFER`] and
+/// [`CONNECTION_LIFETIME`].
+async fn accept_loop<L: Accept>(listener: L, app: Router, limit: usize) -> anyhow::Result<()> {
+    let open = Arc::new(tokio::sync::Semaphore::new(limit));
+    let per_address = Arc::new(PerAddress::default());
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors and the like: the next accept may do.
+                tracing::debug!(error = %e, "status connection not accepted");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::debug!(limit, "status connection refused: too many open");
+            continue;
+        };
+        if from.is_some_and(|a| !per_address.take(a)) {
+            tracing::debug!(?from, "status connection refused: too many open from one address");
+            continue;
+        }
+        let per_address = per_address.clone();
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(READ_BUFFER)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            if let Some(a) = from {
+                per_address.give_back(a);
+            }
+            drop(permit);
+        });
+    }
 }
 
 #[cfg(test)]

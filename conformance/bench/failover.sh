@@ -186,7 +186,7 @@ bfdload_run() {
   AGENT_LOG=$RUN/agent-load.log bfd_lab "$t" 1
   local t0 installed=0; t0=$(date +%s%N)
   for _ in $(seq 3000); do
-    installed=$(ip netns exec "$P-node" curl -s 127.0.0.1:9102/status/fib | python3 -c 'import json,sys; print(json.load(sys.stdin)["installed"])' 2>/dev/null || echo 0)
+    installed=$(curl -s --unix-socket "$RUN/agent-status.sock" http://agent/status/fib | python3 -c 'import json,sys; print(json.load(sys.stdin)["installed"])' 2>/dev/null || echo 0)
     [ "$installed" -ge "$LOAD" ] && break
     sleep 0.1
   done

@@ -3,7 +3,7 @@
 
 use crate::lab::Lab;
 use serde_json::Value;
-use std::io::{Read, Write};
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -175,22 +175,32 @@ impl Agent {
         std::fs::write(&self.config_path, serde_json::to_vec_pretty(&config).unwrap()).expect("agent config");
     }
 
-    /// GET on the status endpoint, from inside the agent's namespace.
+    /// The agent's status socket (every view), as the agent derives it
+    /// from its RouteControl socket.
+    pub fn status_socket(&self) -> PathBuf {
+        let stem = self.socket.file_stem().and_then(|s| s.to_str()).unwrap_or("novaroute");
+        self.socket.with_file_name(format!("{stem}-status.sock"))
+    }
+
+    /// GET on the status socket (an agent from before it existed: on the
+    /// TCP port, from inside the agent's namespace).
     pub fn get(&self, path: &str) -> Result<String, String> {
+        let socket = self.status_socket();
+        if socket.exists() {
+            let mut s = std::os::unix::net::UnixStream::connect(&socket).map_err(|e| e.to_string())?;
+            return http_get(&mut s, path);
+        }
+        self.get_tcp(path)
+    }
+
+    /// GET on the TCP status port (`metrics_address`), from inside the
+    /// agent's namespace: what a pod of the node or a probe reaches.
+    pub fn get_tcp(&self, path: &str) -> Result<String, String> {
         let port = self.metrics_port;
         let path = path.to_string();
         crate::lab::in_namespace(&self.ns, move || -> Result<String, String> {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))
-                .map_err(|e| e.to_string())?;
-            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
-            let mut resp = String::new();
-            s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
-            let (head, body) = resp.split_once("\r\n\r\n").ok_or("no HTTP body")?;
-            if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-                return Err(head.lines().next().unwrap_or("").to_string());
-            }
-            Ok(body.to_string())
+            http_get(&mut s, &path)
         })
     }
 
@@ -228,5 +238,36 @@ impl Agent {
             .and_then(|v| v.as_array().and_then(|a| a.first()).map(|r| r["paths"].clone()))
             .and_then(|p| p.as_array().cloned())
             .unwrap_or_default()
+    }
+}
+
+/// One HTTP/1.0 GET on a connected stream: the body of a 200, or the
+/// status line.
+fn http_get<S: std::io::Read + std::io::Write + TimeoutSet>(s: &mut S, path: &str) -> Result<String, String> {
+    s.set_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let (head, body) = resp.split_once("\r\n\r\n").ok_or("no HTTP body")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(head.lines().next().unwrap_or("").to_string());
+    }
+    Ok(body.to_string())
+}
+
+/// A stream whose reads can time out.
+trait TimeoutSet {
+    fn set_timeout(&self, t: Duration) -> std::io::Result<()>;
+}
+
+impl TimeoutSet for std::net::TcpStream {
+    fn set_timeout(&self, t: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(t))
+    }
+}
+
+impl TimeoutSet for std::os::unix::net::UnixStream {
+    fn set_timeout(&self, t: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(t))
     }
 }

@@ -10,6 +10,12 @@
 //! session throughout. The mesh half: a pod forging one node's multihop
 //! BFD Down to another, across the fabric; with the mesh's BFD key the
 //! forged packets fail the digest.
+//!
+//! And the status port, which every pod can reach: a pod scraping it gets
+//! the probes, the metrics and the peers, nothing of the routes, flows or
+//! pods' identities (those are on the status socket); a pod holding
+//! connections open cannot starve the node's own probes, and is served
+//! again once its idle connections time out.
 
 use novanet_conformance::checks::{
     agent_established, node_with_bfd_tor, switched, three_node_mesh, tor_and_node, wait_for_value, SETTLE,
@@ -288,4 +294,77 @@ fn a_tor_taking_its_bfd_down_administratively_leaves_bgp_up() {
             Err(format!("{} {}", n["bgpState"], n["peerBfdInfo"]))
         }
     });
+}
+
+/// What a pod reaches on the status port: `curl` from the pod's namespace
+/// to the node's address. The HTTP status code, or curl's exit code when
+/// there was no answer.
+fn from_pod(lab: &Lab, path: &str) -> String {
+    let out = lab
+        .cmd("pod", "curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3"])
+        .arg(format!("http://10.244.10.1:9102{path}"))
+        .output()
+        .expect("curl runs");
+    if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        format!("curl exit {}", out.status.code().unwrap_or(-1))
+    }
+}
+
+#[test]
+fn a_pod_reads_only_probes_metrics_and_peers_from_the_status_port() {
+    let mut lab = Lab::new("statusport");
+    tor_and_node(&mut lab);
+    lab.add_ns("pod");
+    lab.link("node", "pod0", &["10.244.10.1/24"], "pod", "eth0", &["10.244.10.10/24"]);
+    lab.exec("pod", "ip", &["route", "add", "default", "via", "10.244.10.1"]);
+    let agent = Agent::start(
+        &mut lab,
+        "node",
+        &json!({"node_name": "node-a", "node_ip": "10.0.0.10", "pod_cidr": "10.244.10.0/24",
+                "metrics_address": "0.0.0.0:9102",
+                "routing": {"peers": [{"neighbor_address": "10.0.0.1", "remote_as": 65000}]}}),
+    );
+    for open in ["/healthz", "/readyz", "/metrics", "/status/peers"] {
+        assert_eq!(from_pod(&lab, open), "200", "{open}");
+    }
+    for closed in [
+        "/status/routes",
+        "/status/datapath?events=flow",
+        "/status/fib",
+        "/status/bfd",
+        "/status/node",
+        "/status/peer-sources",
+        "/status/ospf",
+    ] {
+        assert_eq!(from_pod(&lab, closed), "404", "{closed}");
+    }
+    // On the status socket, for root on the node.
+    for view in ["/status/routes", "/status/node", "/status/bfd", "/status/peer-sources"] {
+        assert!(agent.get(view).is_ok(), "{view} on the socket");
+    }
+
+    // The pod opens connections and sends nothing.
+    let pod_ns = lab.ns_name("pod");
+    let held = in_namespace(&pod_ns, || {
+        (0..20)
+            .filter_map(|_| std::net::TcpStream::connect("10.244.10.1:9102").ok())
+            .collect::<Vec<_>>()
+    });
+    // Past its share the pod is turned away; the node's probe is not.
+    wait_until("the pod turned away past its share", SETTLE, || {
+        match from_pod(&lab, "/healthz") {
+            c if c.starts_with("curl exit") => Ok(()),
+            c => Err(c),
+        }
+    });
+    assert_eq!(agent.get_tcp("/healthz").as_deref(), Ok("ok"));
+    // Its idle connections time out (5 s for headers); it is served again.
+    wait_until("the pod served again", SETTLE, || match from_pod(&lab, "/healthz") {
+        c if c == "200" => Ok(()),
+        c => Err(c),
+    });
+    drop(held);
 }

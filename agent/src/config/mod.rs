@@ -52,6 +52,16 @@ pub struct Config {
     pub listen_socket: String,
     #[serde(default = "default_metrics")]
     pub metrics_address: String,
+    /// The Unix socket (mode 0600) serving every status view; default
+    /// beside `listen_socket`, named after it (`novaroute-status.sock`).
+    #[serde(default)]
+    pub status_socket: Option<String>,
+    /// Serve every status view on `metrics_address` too. Off, that TCP
+    /// port serves `/healthz`, `/readyz`, `/metrics` and `/status/peers`
+    /// only: routes, flows, pods' identities and the rest are behind the
+    /// socket.
+    #[serde(default)]
+    pub status_on_tcp: bool,
     #[serde(default = "default_log_level")]
     pub log_level: String,
     #[serde(default)]
@@ -395,6 +405,16 @@ pub struct NodeMesh {
     pub bfd_min_ttl: Option<u8>,
 }
 
+/// The default status socket of an agent whose RouteControl socket is
+/// `listen_socket`.
+pub fn status_socket_beside(listen_socket: &Path) -> std::path::PathBuf {
+    let stem = listen_socket
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("novaroute");
+    listen_socket.with_file_name(format!("{stem}-status.sock"))
+}
+
 /// Longest TCP MD5 key the kernel takes (TCP_MD5SIG_MAXKEYLEN).
 pub const MAX_MD5_PASSWORD: usize = 80;
 
@@ -702,6 +722,16 @@ impl Config {
         }
         self.rest_problems(&mut errs);
         errs
+    }
+
+    /// Where the status socket is: `status_socket`, or beside
+    /// `listen_socket` with `-status` added to its name
+    /// (`/run/novaroute/novaroute-status.sock`).
+    pub fn status_socket(&self) -> std::path::PathBuf {
+        match &self.status_socket {
+            Some(p) => p.into(),
+            None => status_socket_beside(Path::new(&self.listen_socket)),
+        }
     }
 
     /// Checks what the node's own address and AS need.
