@@ -199,7 +199,14 @@ pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32, pod_cidrs: &[IpNet])
     pc.password = mesh.password.clone();
     pc.ebgp_multihop = MESH_MULTIHOP;
     pc.connect_retry = MESH_CONNECT_RETRY;
-    set_prefix_limit(&mut pc, mesh.max_prefix, mesh.max_prefix_warning_only);
+    if mesh.max_prefix == 0 && !pod_cidrs.is_empty() {
+        // What the node may originate bounds what it sends: a node
+        // sending more is broken or hostile, and is closed.
+        pc.max_prefix = mesh_limit(cfg);
+        pc.max_prefix_warning_only = mesh.max_prefix_warning_only.unwrap_or(false);
+    } else {
+        set_prefix_limit(&mut pc, mesh.max_prefix, mesh.max_prefix_warning_only);
+    }
     let enabled = cfg.routing.bfd_enabled.unwrap_or(cfg.routing.bfd.enabled);
     let bfd = enabled.then(|| {
         let mut s = bfd_session(&pc, BfdTimers::default(), BfdTimers::node_defaults(cfg));
@@ -215,6 +222,17 @@ pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32, pod_cidrs: &[IpNet])
     });
     PeerSpec { bgp: pc, bfd }
 }
+
+/// The prefix limit of a mesh session whose node's PodCIDRs are known,
+/// unless `node_mesh.max_prefix` says otherwise: per family, a node's
+/// PodCIDRs (a handful), each owner's intents (`max_intents`), the VIP.
+pub fn mesh_limit(cfg: &Config) -> u32 {
+    let owners: usize = cfg.owners.values().map(|o| o.max_intents).sum();
+    (MESH_LIMIT_BASE as usize).saturating_add(owners).min(u32::MAX as usize) as u32
+}
+
+/// The part of [`mesh_limit`] for the node's own prefixes.
+pub const MESH_LIMIT_BASE: u32 = 16;
 
 /// What any node of the cluster may originate besides its PodCIDRs: the
 /// prefixes the RouteControl owners may advertise (each owner's ranges at
@@ -381,6 +399,11 @@ mod tests {
         }
         // c's PodCIDR is not known: the default import only.
         assert_eq!(peers[1].bgp.import, PeerPolicy::Default);
+        // What b may originate bounds what it may send, and closes past it.
+        assert_eq!(
+            (b.bgp.max_prefix, b.bgp.max_prefix_warning_only),
+            (MESH_LIMIT_BASE + crate::config::owners::DEFAULT_MAX_INTENTS as u32, false)
+        );
     }
 
     #[test]
