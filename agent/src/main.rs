@@ -128,7 +128,8 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     // configuration (address, PodCIDRs, AS annotation) before routing starts.
     let kube = if cfg.from_kubernetes() {
         let client = kubernetes::watch::client().await?;
-        let own = kubernetes::watch::own_node(&client, &cfg).await;
+        let kept = kubernetes::last_known::LastKnown::beside(std::path::Path::new(&cfg.listen_socket));
+        let own = kubernetes::watch::own_node(&client, &cfg, &kept).await;
         kubernetes::watch::complete_config(&mut cfg, &own)?;
         Some((client, own))
     } else {
@@ -217,6 +218,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             config_rx.clone(),
             routing.peers.sources.clone(),
             control.clone(),
+            kubernetes::last_known::LastKnown::beside(std::path::Path::new(&cfg.listen_socket)),
         );
     }
     let (cni_stop, cni_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -2,7 +2,9 @@
 //! `node_mesh.source: "kubernetes"` in namespaces on one LAN, reading their
 //! Nodes from one API server that speaks the real list/watch protocol
 //! (`novanet_conformance::kube_api`). Every step is checked in the agents'
-//! sessions and in the kernels of the namespaces.
+//! sessions and in the kernels of the namespaces. And an agent restarted
+//! while the API server is away: it routes from the cluster as last seen
+//! and catches up when the API server answers again.
 
 use novanet_conformance::agent::ctl_binary;
 use novanet_conformance::checks::{agent_established, SETTLE};
@@ -204,4 +206,59 @@ fn the_node_mesh_follows_the_clusters_nodes() {
     api.wait_for_event("n1", "BGPSessionUp", "10.0.0.12");
     api.wait_for_event("n1", "BGPSessionDown", "10.0.0.13");
     api.wait_for_event("n3", "BGPSessionUp", "10.0.0.11");
+}
+
+#[test]
+fn an_agent_restarted_while_the_api_server_is_away_routes_from_the_cluster_as_last_seen() {
+    let mut lab = Lab::new("kaway");
+    let (api, kubeconfig) = kube_api::on_switch(&mut lab, &["n1", "n2"]);
+    api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
+    api.apply_node(kube_api::node("n2", "10.0.0.12", "10.244.2.0/24"));
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+    let a1 = Agent::start_with_env(&mut lab, "n1", &mesh_config("n1"), &env);
+    let a2 = Agent::start_with_env(&mut lab, "n2", &mesh_config("n2"), &env);
+    agent_established(&a1, "10.0.0.12");
+    agent_established(&a2, "10.0.0.11");
+    kernel_route(&lab, "n2", "10.244.1.0/24", Some("10.0.0.11"));
+
+    // n1's agent dies; when it comes back the API server is away: its
+    // kubeconfig names an address where nothing answers yet.
+    lab.signal(&a1.name, libc::SIGKILL);
+    lab.wait_exit(&a1.name, SETTLE);
+    let away = lab.dir().join("kubeconfig-away");
+    std::fs::write(
+        &away,
+        std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .replace("10.0.0.100:6443", "10.0.0.100:6444"),
+    )
+    .unwrap();
+    let a1 = Agent::start_with_env(
+        &mut lab,
+        "n1",
+        &mesh_config("n1"),
+        &[("KUBECONFIG", away.to_str().unwrap())],
+    );
+    // Routing from the Nodes as last seen: its address and PodCIDR, its
+    // session with n2, routes both ways.
+    agent_established(&a1, "10.0.0.12");
+    kernel_route(&lab, "n1", "10.244.2.0/24", Some("10.0.0.12"));
+    kernel_route(&lab, "n2", "10.244.1.0/24", Some("10.0.0.11"));
+    assert!(a1
+        .log(&lab)
+        .contains("routing starts from this node's Node as last seen"));
+
+    // The API server answers again, with a node n3 that joined meanwhile:
+    // n1 catches up.
+    let back = kube_api::KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6444");
+    for (name, ip, cidr) in [
+        ("n1", "10.0.0.11", "10.244.1.0/24"),
+        ("n2", "10.0.0.12", "10.244.2.0/24"),
+        ("n3", "10.0.0.13", "10.244.3.0/24"),
+    ] {
+        back.apply_node(kube_api::node(name, ip, cidr));
+    }
+    wait_peers(&a1, &["10.0.0.12", "10.0.0.13"]);
+    assert_eq!(a1.peer("10.0.0.12")["state"], "Established");
+    drop(api);
 }

@@ -6,12 +6,16 @@
 //! - [`watch`]: the API client (`KUBECONFIG` or the in-cluster service
 //!   account), the wait for this node's Node, and the kube-runtime watcher
 //!   + reflector that keeps the mesh peers in step with the cluster.
+//! - [`last_known`]: the own Node and the mesh's Nodes as last seen, kept
+//!   beside the RouteControl socket: routing starts from them when the API
+//!   server is away at start.
 //! - [`events`]: session, BFD, max-prefix and AS-collision Events on this
 //!   node's Node, rate limited.
 //! - [`policy_watch`]: Pods, Namespaces and NetworkPolicies for identity
 //!   policy.
 
 pub mod events;
+pub mod last_known;
 pub mod nodes;
 pub mod policy_watch;
 pub mod watch;

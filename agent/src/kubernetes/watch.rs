@@ -8,6 +8,7 @@
 //! mesh is only recomputed from a complete store, so established sessions
 //! are never dropped by a watch failure.
 
+use super::last_known::LastKnown;
 use super::nodes::{plan, ClusterNode, MeshPlan};
 use crate::config::{Config, ConfigRx};
 use crate::control::Control;
@@ -49,8 +50,10 @@ fn missing(cfg: &Config, own: &ClusterNode) -> Vec<String> {
 
 /// Waits until this node's Node exists and carries what the configuration
 /// leaves to it; every failed try is logged with what is missing and tried
-/// again with backoff (up to 30 s), never given up.
-pub async fn own_node(client: &Client, cfg: &Config) -> ClusterNode {
+/// again with backoff (up to 30 s), never given up. When the API server
+/// cannot be reached, the Node as last seen ([`LastKnown`]) does, so
+/// routing starts; the watches catch up later.
+pub async fn own_node(client: &Client, cfg: &Config, kept: &LastKnown) -> ClusterNode {
     let api: Api<Node> = Api::all(client.clone());
     let mut wait = Duration::from_secs(1);
     loop {
@@ -59,15 +62,28 @@ pub async fn own_node(client: &Client, cfg: &Config) -> ClusterNode {
                 let own = ClusterNode::from_node(&node);
                 let lacks = missing(cfg, &own);
                 if lacks.is_empty() {
+                    kept.keep_own(&own);
                     return own;
                 }
                 format!("Node {} has no {}", cfg.node_name, lacks.join(" and no "))
+            }
+            Err(e) => {
+                let last = kept.load();
+                if let Some(own) = last
+                    .own
+                    .map(|k| k.node())
+                    .filter(|o| o.name == cfg.node_name && missing(cfg, o).is_empty())
+                {
+                    tracing::warn!(error = %e, file = %kept.path().display(), saved_at = last.saved_at,
+                        "the API server cannot be reached: routing starts from this node's Node as last seen, and catches up once it can");
+                    return own;
+                }
+                format!("reading Node {}: {e}", cfg.node_name)
             }
             Ok(None) => format!(
                 "Node {} not found (node_name / NOVANET_NODE_NAME must name this node)",
                 cfg.node_name
             ),
-            Err(e) => format!("reading Node {}: {e}", cfg.node_name),
         };
         tracing::error!(problem, retry_in_s = wait.as_secs(), "waiting for this node's Node");
         tokio::time::sleep(wait).await;
@@ -110,7 +126,7 @@ pub fn complete_config(cfg: &mut Config, own: &ClusterNode) -> anyhow::Result<()
 /// mesh or the running configuration changes, until the agent stops. The
 /// configuration gives this node's name, the `asn_mode`, the mesh's
 /// prefix limit and the BFD settings of mesh peers.
-pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, control: Control) {
+pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, control: Control, kept: LastKnown) {
     tokio::spawn(async move {
         let api: Api<Node> = Api::all(client);
         let (reader, writer) = reflector::store();
@@ -119,6 +135,18 @@ pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, cont
         futures::pin_mut!(stream);
         let mut last: Option<MeshPlan> = None;
         let mut synced = false;
+        // Until the first list, the mesh as last seen: the sessions of a
+        // restart come back even while the API server is away.
+        let cached: Vec<ClusterNode> = kept.load().nodes.iter().map(|n| n.node()).collect();
+        if !cached.is_empty() {
+            let cfg = config.borrow().clone();
+            let now = plan(&cfg.node_name, &cached, cfg.routing.asn_mode);
+            tracing::info!(
+                peers = now.members.len(),
+                "node mesh as last seen, until the Node watch lists"
+            );
+            peers.mesh.send_replace(mesh_specs(&cfg, &now));
+        }
         loop {
             tokio::select! {
                 event = stream.next() => match event {
@@ -146,12 +174,9 @@ pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, cont
             if last.as_ref() != Some(&now) {
                 log_changes(last.as_ref(), &now);
                 crate::control::set_asn_collisions(&control, now.collisions.clone());
+                kept.keep_nodes(&nodes);
             }
-            let specs: Vec<_> = now
-                .members
-                .iter()
-                .map(|m| crate::peers::spec::mesh(&cfg, &m.name, m.ip, m.asn, &m.pod_cidrs))
-                .collect();
+            let specs = mesh_specs(&cfg, &now);
             peers.mesh.send_if_modified(|held| {
                 let changed = *held != specs;
                 *held = specs;
@@ -160,6 +185,14 @@ pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, cont
             last = Some(now);
         }
     });
+}
+
+/// The peers of a mesh plan.
+fn mesh_specs(cfg: &Config, plan: &MeshPlan) -> Vec<crate::peers::PeerSpec> {
+    plan.members
+        .iter()
+        .map(|m| crate::peers::spec::mesh(cfg, &m.name, m.ip, m.asn, &m.pod_cidrs))
+        .collect()
 }
 
 /// Follows one object by name (a watch with a field selector), calling

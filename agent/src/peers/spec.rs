@@ -402,7 +402,10 @@ mod tests {
         // What b may originate bounds what it may send, and closes past it.
         assert_eq!(
             (b.bgp.max_prefix, b.bgp.max_prefix_warning_only),
-            (MESH_LIMIT_BASE + crate::config::owners::DEFAULT_MAX_INTENTS as u32, false)
+            (
+                MESH_LIMIT_BASE + crate::config::owners::DEFAULT_MAX_INTENTS as u32,
+                false
+            )
         );
     }
 
