@@ -27,7 +27,8 @@ struct Cli {
     /// Owner for write commands.
     #[arg(long, global = true, env = "NOVANET_OWNER", default_value = "")]
     owner: String,
-    /// Owner token for write commands.
+    /// Owner token for write commands (visible in the process list: prefer
+    /// --token-file or NOVANET_TOKEN).
     #[arg(
         long,
         global = true,
@@ -601,7 +602,21 @@ fn resolve_token(cli: &Cli) -> anyhow::Result<String> {
     }
 }
 
+/// Whether the token was given as `--token` on the command line, where
+/// every local user can read it in the process list.
+fn token_on_command_line(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .take_while(|a| a != "--")
+        .any(|a| a == "--token" || a.to_string_lossy().starts_with("--token="))
+}
+
 fn main() -> ExitCode {
+    if token_on_command_line(std::env::args_os().skip(1)) {
+        eprintln!(
+            "novanetctl: warning: --token is visible to every local user in the process list; \
+             use --token-file or NOVANET_TOKEN"
+        );
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -617,5 +632,27 @@ fn main() -> ExitCode {
             eprintln!("novanetctl: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_on_command_line;
+
+    fn args(a: &[&str]) -> Vec<std::ffi::OsString> {
+        a.iter().map(|s| s.into()).collect()
+    }
+
+    #[test]
+    fn a_token_on_the_command_line_is_recognised_and_a_file_is_not() {
+        assert!(token_on_command_line(args(&["--token", "s3cret", "routing", "peers"])));
+        assert!(token_on_command_line(args(&["routing", "--token=s3cret", "peers"])));
+        assert!(!token_on_command_line(args(&[
+            "--token-file",
+            "/run/t",
+            "routing",
+            "peers"
+        ])));
+        assert!(!token_on_command_line(args(&["routing", "peers"])));
     }
 }

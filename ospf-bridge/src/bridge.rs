@@ -6,7 +6,7 @@
 //! interface at a time so one refusal does not hold the others back, and
 //! checks the result by reading the configuration back.
 
-use crate::command::{clear_lines, router_lines, Interface, Version};
+use crate::command::{clear_lines, import_filter_lines, router_lines, Interface, Version};
 use crate::readback::{self, Neighbor};
 use crate::vtysh::{holds, VtyError, Vtysh};
 use std::collections::BTreeMap;
@@ -21,6 +21,9 @@ pub type Key = (Version, String);
 pub struct Desired {
     pub router_id: Option<Ipv4Addr>,
     pub interfaces: BTreeMap<Key, Interface>,
+    /// Prefixes zebra never installs an OSPF route into (the node's
+    /// PodCIDRs; [`import_filter_lines`]).
+    pub own_prefixes: Vec<ipnet::IpNet>,
 }
 
 impl Desired {
@@ -55,6 +58,8 @@ pub struct Report {
     pub failed: BTreeMap<Key, VtyError>,
     /// The router id, when FRR refused it.
     pub router_failed: Option<VtyError>,
+    /// The import filter, when FRR refused it.
+    pub filter_failed: Option<VtyError>,
 }
 
 /// How a running daemon is told apart from its successor: its vty
@@ -271,6 +276,13 @@ impl Bridge {
                 }
             }
         }
+        let filter = import_filter_lines(&want.own_prefixes);
+        let written: Vec<String> = filter.iter().filter(|l| !l.starts_with("no ")).cloned().collect();
+        if !holds(&running, &written) {
+            if let Err(e) = self.vty.configure(&filter) {
+                report.filter_failed = Some(e);
+            }
+        }
         let mut unwanted: Vec<Key> = readback::configured_interfaces(&running)
             .into_iter()
             .filter(|k| !want.interfaces.contains_key(k))
@@ -315,6 +327,11 @@ impl Bridge {
                 }
                 Err(e) => {
                     self.applied.remove(key);
+                    // FRR may echo a refused line, key and all.
+                    let e = match &i.authentication {
+                        Some(a) => a.redact(e),
+                        None => e,
+                    };
                     report.failed.insert(key.clone(), e);
                 }
             }

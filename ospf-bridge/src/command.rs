@@ -3,6 +3,7 @@
 //! cannot put anything but a checked value into a line.
 
 use crate::validate::{self, Invalid};
+use ipnet::IpNet;
 use std::net::Ipv4Addr;
 
 /// Which OSPF: v2 (ospfd, IPv4) or v3 (ospf6d, IPv6).
@@ -30,6 +31,48 @@ impl Version {
     }
 }
 
+/// The key every OSPF packet of an interface is signed with: OSPFv2
+/// cryptographic authentication (MD5, RFC 2328 appendix D), OSPFv3's
+/// authentication trailer (HMAC-SHA-256, RFC 7166). Neighbours without the
+/// key form no adjacency.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Authentication {
+    key_id: u8,
+    key: String,
+}
+
+impl Authentication {
+    pub fn new(key_id: u32, key: &str) -> Result<Authentication, Invalid> {
+        Ok(Authentication {
+            key_id: validate::key_id(key_id)?,
+            key: validate::key(key)?,
+        })
+    }
+}
+
+impl Authentication {
+    /// `e` with the key replaced wherever FRR's answer repeats it.
+    pub fn redact(&self, e: crate::vtysh::VtyError) -> crate::vtysh::VtyError {
+        use crate::vtysh::VtyError::*;
+        let hide = |t: String| t.replace(&self.key, "<key>");
+        match e {
+            Spawn(t) => Spawn(hide(t)),
+            Refused(t) => Refused(hide(t)),
+            Unreadable(t) => Unreadable(hide(t)),
+            Failed { code, output } => Failed {
+                code,
+                output: hide(output),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for Authentication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Authentication {{ key_id: {}, key: <hidden> }}", self.key_id)
+    }
+}
+
 /// An interface in an OSPF area.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Interface {
@@ -40,6 +83,8 @@ pub struct Interface {
     pub cost: Option<u16>,
     pub hello: Option<u16>,
     pub dead: Option<u16>,
+    /// Set by the node's configuration, never by a request.
+    pub authentication: Option<Authentication>,
 }
 
 /// What an EnableOSPF request carries, before validation.
@@ -85,7 +130,16 @@ impl Interface {
             cost,
             hello,
             dead,
+            authentication: None,
         })
+    }
+
+    /// The interface with its packets signed with `auth`.
+    pub fn signed(self, auth: Option<Authentication>) -> Interface {
+        Interface {
+            authentication: auth,
+            ..self
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -116,6 +170,20 @@ impl Interface {
         if self.passive {
             l.push(format!(" {p} passive"));
         }
+        // Signed before the interface joins the area: not one hello leaves
+        // it unsigned.
+        if let Some(a) = &self.authentication {
+            match self.version {
+                Version::V2 => {
+                    l.push(" ip ospf authentication message-digest".into());
+                    l.push(format!(" ip ospf message-digest-key {} md5 {}", a.key_id, a.key));
+                }
+                Version::V3 => l.push(format!(
+                    " ipv6 ospf6 authentication key-id {} hash-algo hmac-sha-256 key {}",
+                    a.key_id, a.key
+                )),
+            }
+        }
         l.push(format!(" {p} area {}", self.area));
         l.push("exit".into());
         l
@@ -135,9 +203,75 @@ impl Interface {
                 l.push(format!(" no {p} {what}"));
             }
         }
+        if let Some(a) = &self.authentication {
+            match self.version {
+                Version::V2 => {
+                    l.push(" no ip ospf authentication".into());
+                    l.push(format!(" no ip ospf message-digest-key {}", a.key_id));
+                }
+                Version::V3 => l.push(format!(
+                    " no ipv6 ospf6 authentication key-id {} hash-algo hmac-sha-256 key {}",
+                    a.key_id, a.key
+                )),
+            }
+        }
         l.push("exit".into());
         l
     }
+}
+
+/// Names of the route maps and prefix lists zebra filters OSPF routes with.
+const OWN_V4: &str = "NOVANET-OSPF-OWN";
+const OWN_V6: &str = "NOVANET-OSPF6-OWN";
+const IMPORT_V4: &str = "NOVANET-OSPF-IMPORT";
+const IMPORT_V6: &str = "NOVANET-OSPF6-IMPORT";
+
+/// The lines that keep zebra from installing an OSPF route into, or
+/// inside, any of `own` (the node's PodCIDRs): whatever a neighbour
+/// floods, this node's pods stay reached through this node. Every other
+/// OSPF route is installed as before. The prefix lists are written anew,
+/// so one left by an earlier agent cannot linger.
+pub fn import_filter_lines(own: &[IpNet]) -> Vec<String> {
+    let mut l = Vec::new();
+    for (v6, list, map, protocol, matcher) in [
+        (
+            false,
+            OWN_V4,
+            IMPORT_V4,
+            "ip protocol ospf",
+            "match ip address prefix-list",
+        ),
+        (
+            true,
+            OWN_V6,
+            IMPORT_V6,
+            "ipv6 protocol ospf6",
+            "match ipv6 address prefix-list",
+        ),
+    ] {
+        let family: Vec<&IpNet> = own.iter().filter(|p| p.addr().is_ipv6() == v6).collect();
+        if family.is_empty() {
+            continue;
+        }
+        let ip = if v6 { "ipv6" } else { "ip" };
+        l.push(format!("no {ip} prefix-list {list}"));
+        for (i, p) in family.iter().enumerate() {
+            l.push(format!(
+                "{ip} prefix-list {list} seq {} permit {p} le {}",
+                (i + 1) * 5,
+                p.max_prefix_len()
+            ));
+        }
+        l.extend([
+            format!("route-map {map} deny 10"),
+            format!(" {matcher} {list}"),
+            "exit".into(),
+            format!("route-map {map} permit 20"),
+            "exit".into(),
+            format!("{protocol} route-map {map}"),
+        ]);
+    }
+    l
 }
 
 /// The lines that take an interface whose settings are not known (left in
@@ -229,6 +363,76 @@ mod tests {
             router_lines(Version::V2, "10.0.0.1".parse().unwrap())[1],
             " ospf router-id 10.0.0.1"
         );
+    }
+
+    #[test]
+    fn a_signed_interface_is_keyed_before_it_joins_the_area_and_unkeyed_when_it_leaves() {
+        let auth = Authentication::new(3, "k3y").unwrap();
+        let v2 = Interface::new(&req("eth0")).unwrap().signed(Some(auth.clone()));
+        assert_eq!(
+            v2.enable_lines(),
+            [
+                "interface eth0",
+                " ip ospf authentication message-digest",
+                " ip ospf message-digest-key 3 md5 k3y",
+                " ip ospf area 0.0.0.0",
+                "exit"
+            ]
+        );
+        assert_eq!(
+            v2.disable_lines(),
+            [
+                "interface eth0",
+                " no ip ospf area",
+                " no ip ospf authentication",
+                " no ip ospf message-digest-key 3",
+                "exit"
+            ]
+        );
+        let v3 = Interface::new(&InterfaceRequest {
+            ipv6: true,
+            ..req("eth0")
+        })
+        .unwrap()
+        .signed(Some(auth.clone()));
+        assert_eq!(
+            v3.enable_lines()[1],
+            " ipv6 ospf6 authentication key-id 3 hash-algo hmac-sha-256 key k3y"
+        );
+        assert_eq!(format!("{auth:?}"), "Authentication { key_id: 3, key: <hidden> }");
+        let refused = auth.redact(crate::vtysh::VtyError::Refused("% Unknown command: md5 k3y".into()));
+        assert_eq!(
+            refused.to_string(),
+            "FRR refused the configuration: % Unknown command: md5 <key>"
+        );
+    }
+
+    #[test]
+    fn the_import_filter_refuses_the_pod_cidrs_and_what_lies_inside_them() {
+        let own: Vec<IpNet> = vec!["10.244.1.0/24".parse().unwrap(), "fd00:1::/64".parse().unwrap()];
+        let l = import_filter_lines(&own);
+        assert_eq!(
+            l,
+            [
+                "no ip prefix-list NOVANET-OSPF-OWN",
+                "ip prefix-list NOVANET-OSPF-OWN seq 5 permit 10.244.1.0/24 le 32",
+                "route-map NOVANET-OSPF-IMPORT deny 10",
+                " match ip address prefix-list NOVANET-OSPF-OWN",
+                "exit",
+                "route-map NOVANET-OSPF-IMPORT permit 20",
+                "exit",
+                "ip protocol ospf route-map NOVANET-OSPF-IMPORT",
+                "no ipv6 prefix-list NOVANET-OSPF6-OWN",
+                "ipv6 prefix-list NOVANET-OSPF6-OWN seq 5 permit fd00:1::/64 le 128",
+                "route-map NOVANET-OSPF6-IMPORT deny 10",
+                " match ipv6 address prefix-list NOVANET-OSPF6-OWN",
+                "exit",
+                "route-map NOVANET-OSPF6-IMPORT permit 20",
+                "exit",
+                "ipv6 protocol ospf6 route-map NOVANET-OSPF6-IMPORT",
+            ]
+        );
+        assert!(import_filter_lines(&[]).is_empty());
     }
 
     #[test]

@@ -89,9 +89,45 @@ pub fn router_id(text: &str) -> Result<Ipv4Addr, Invalid> {
     Ok(a)
 }
 
+/// An OSPF authentication key: 1 to 16 printable ASCII characters without
+/// whitespace (OSPFv2's MD5 key is 16 bytes; FRR takes the key as one
+/// word).
+pub fn key(text: &str) -> Result<String, Invalid> {
+    let field = "authentication key";
+    if text.is_empty() || text.len() > 16 {
+        return Err(invalid(field, format!("is {} bytes long, not 1-16", text.len())));
+    }
+    if !text.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(invalid(
+            field,
+            "holds a character that is not printable ASCII or is whitespace",
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// An OSPF authentication key id (1-255).
+pub fn key_id(n: u32) -> Result<u8, Invalid> {
+    match n {
+        1..=255 => Ok(n as u8),
+        _ => Err(invalid("authentication_key_id", format!("{n} is not 1-255"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_one_word_and_never_echoed() {
+        assert_eq!(key("s3cr3t-K3y!").unwrap(), "s3cr3t-K3y!");
+        for bad in ["", "seventeen-bytes!!", "two words", "line\nexit", "tab\t"] {
+            let e = key(bad).unwrap_err();
+            assert!(!e.to_string().contains(bad) || bad.is_empty(), "{e}");
+        }
+        assert_eq!(key_id(1).unwrap(), 1);
+        assert!(key_id(0).is_err() && key_id(256).is_err());
+    }
 
     #[test]
     fn interface_names_follow_the_kernel() {

@@ -31,7 +31,9 @@ const FLAG_END_HEADERS: u8 = 0x4;
 const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
 /// The frame size every HTTP/2 peer must accept (SETTINGS_MAX_FRAME_SIZE's
-/// initial value); frames written here never exceed it.
+/// initial value, which the gRPC server keeps): frames written here never
+/// exceed it, and a client frame declaring more is refused from its header,
+/// before any of it is buffered.
 const MAX_FRAME_PAYLOAD: usize = 16_384;
 /// Largest header block (HEADERS plus CONTINUATIONs) accepted from a client.
 const MAX_HEADER_BLOCK: usize = 256 * 1024;
@@ -51,6 +53,8 @@ pub enum FrontError {
     StrayContinuation(u32),
     #[error("stream {0}: malformed HEADERS frame (padding or priority longer than the frame)")]
     MalformedHeaders(u32),
+    #[error("stream {0}: frame of {1} bytes, larger than SETTINGS_MAX_FRAME_SIZE ({MAX_FRAME_PAYLOAD})")]
+    FrameTooLarge(u32, usize),
     #[error("stream {0}: header block larger than {MAX_HEADER_BLOCK} bytes")]
     HeaderBlockTooLarge(u32),
     #[error("stream {0}: HPACK: {1}")]
@@ -118,14 +122,17 @@ impl AuthorityRewriter {
         while self.input.len() - at >= FRAME_HEADER_LEN {
             let header = &self.input[at..at + FRAME_HEADER_LEN];
             let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
-            if self.input.len() - at < FRAME_HEADER_LEN + len {
-                break;
-            }
             let frame = Frame {
                 kind: header[3],
                 flags: header[4],
                 stream: u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff,
             };
+            if len > MAX_FRAME_PAYLOAD {
+                return Err(FrontError::FrameTooLarge(frame.stream, len));
+            }
+            if self.input.len() - at < FRAME_HEADER_LEN + len {
+                break;
+            }
             let payload_at = at + FRAME_HEADER_LEN;
             let end = payload_at + len;
             if self.pending.is_none() && frame.kind != TYPE_HEADERS && frame.kind != TYPE_CONTINUATION {
@@ -445,8 +452,11 @@ mod tests {
         payload.extend_from_slice(&[0, 0, 0]);
         let mut input = PREFACE.to_vec();
         input.extend(headers_frame(5, FLAG_PADDED | FLAG_PRIORITY, &payload));
-        write_frame_header(&mut input, b.len(), TYPE_CONTINUATION, FLAG_END_HEADERS, 5);
-        input.extend_from_slice(b);
+        let (b1, b2) = b.split_at(MAX_FRAME_PAYLOAD);
+        write_frame_header(&mut input, b1.len(), TYPE_CONTINUATION, 0, 5);
+        input.extend_from_slice(b1);
+        write_frame_header(&mut input, b2.len(), TYPE_CONTINUATION, FLAG_END_HEADERS, 5);
+        input.extend_from_slice(b2);
 
         let mut out = Vec::new();
         AuthorityRewriter::new().feed(&input, &mut out).unwrap();
@@ -491,6 +501,33 @@ mod tests {
         assert_eq!(
             AuthorityRewriter::new().feed(&input, &mut out),
             Err(FrontError::MalformedHeaders(1))
+        );
+
+        // A frame larger than the server accepts is refused from its header
+        // alone: nothing of its 16 MiB is waited for or buffered.
+        let mut input = PREFACE.to_vec();
+        write_frame_header(&mut input, (1 << 24) - 1, TYPE_HEADERS, FLAG_END_HEADERS, 1);
+        assert_eq!(
+            AuthorityRewriter::new().feed(&input, &mut out),
+            Err(FrontError::FrameTooLarge(1, (1 << 24) - 1))
+        );
+        let mut input = PREFACE.to_vec();
+        write_frame_header(&mut input, MAX_FRAME_PAYLOAD + 1, 0x0, 0, 1);
+        assert_eq!(
+            AuthorityRewriter::new().feed(&input, &mut out),
+            Err(FrontError::FrameTooLarge(1, MAX_FRAME_PAYLOAD + 1))
+        );
+
+        // A header block grows through CONTINUATIONs only to its limit.
+        let mut input = PREFACE.to_vec();
+        input.extend(headers_frame(1, 0, &[0u8; MAX_FRAME_PAYLOAD]));
+        for _ in 0..MAX_HEADER_BLOCK / MAX_FRAME_PAYLOAD {
+            write_frame_header(&mut input, MAX_FRAME_PAYLOAD, TYPE_CONTINUATION, 0, 1);
+            input.extend_from_slice(&[0u8; MAX_FRAME_PAYLOAD]);
+        }
+        assert_eq!(
+            AuthorityRewriter::new().feed(&input, &mut out),
+            Err(FrontError::HeaderBlockTooLarge(1))
         );
 
         let mut input = PREFACE.to_vec();

@@ -79,6 +79,11 @@ pub async fn serve(
     result.map_err(|e| anyhow::anyhow!("RouteControl API: {e}"))
 }
 
+/// Most client connections open at once; one past it is closed as it is
+/// accepted. With frames capped at 16 KiB and header blocks at 256 KiB,
+/// this bounds what the front can be made to hold.
+const MAX_CONNECTIONS: usize = 256;
+
 /// Accepted connections, each relayed through the HTTP/2 front that
 /// replaces an invalid `:authority` (see [`super::authority`]); the gRPC
 /// server reads the in-memory end. Accepting stops when the server drops
@@ -88,18 +93,35 @@ fn incoming_through_front(
 ) -> impl Stream<Item = std::io::Result<tokio::io::DuplexStream>> {
     const RELAY_BUFFER: usize = 64 * 1024;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = tx.closed() => return,
             };
-            let item = accepted.map(|(client, _)| {
-                let (server_end, front_end) = tokio::io::duplex(RELAY_BUFFER);
-                tokio::spawn(super::authority::serve(client, front_end));
-                server_end
+            let (client, _) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    if tx.send(Err(e)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Ok(permit) = open.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    limit = MAX_CONNECTIONS,
+                    "RouteControl connection refused: too many open"
+                );
+                continue;
+            };
+            let (server_end, front_end) = tokio::io::duplex(RELAY_BUFFER);
+            tokio::spawn(async move {
+                super::authority::serve(client, front_end).await;
+                drop(permit);
             });
-            if tx.send(item).await.is_err() {
+            if tx.send(Ok(server_end)).await.is_err() {
                 return;
             }
         }

@@ -312,6 +312,22 @@ pub struct Ospf {
     /// agent, passive in the area).
     #[serde(default = "default_injection_interface")]
     pub injection_interface: String,
+    /// A file holding the key every OSPF packet of the node's interfaces
+    /// is signed with (OSPFv2 MD5, OSPFv3 HMAC-SHA-256 trailer): 1 to 16
+    /// printable characters without whitespace, a final newline ignored,
+    /// the same on the ToRs. Without it, OSPF is unauthenticated.
+    #[serde(default)]
+    pub authentication_key_file: Option<String>,
+    /// The key's id (1-255), as the ToRs number it.
+    #[serde(default = "default_ospf_key_id")]
+    pub authentication_key_id: u32,
+    /// The checked key read from `authentication_key_file`.
+    #[serde(skip)]
+    pub authentication: Option<novanet_ospf_bridge::command::Authentication>,
+}
+
+fn default_ospf_key_id() -> u32 {
+    1
 }
 
 impl Default for Ospf {
@@ -600,6 +616,20 @@ impl Config {
         if let Some(path) = mesh.password_file.as_deref().filter(|p| !p.is_empty()) {
             mesh.password = Some(read_password("routing.node_mesh.password_file", path)?);
         }
+        let ospf = &mut self.routing.ospf;
+        if let Some(path) = ospf.authentication_key_file.as_deref().filter(|p| !p.is_empty()) {
+            let at = "routing.ospf.authentication_key_file";
+            let text = std::fs::read_to_string(path).map_err(|e| invalid(at, format!("cannot read {path}: {e}")))?;
+            let key = text.strip_suffix('\n').unwrap_or(&text);
+            let auth = novanet_ospf_bridge::command::Authentication::new(ospf.authentication_key_id, key).map_err(
+                |e| match e.field {
+                    "authentication_key_id" => invalid("routing.ospf.authentication_key_id", e.problem),
+                    _ => invalid(at, format!("{path}: {}", e.problem)),
+                },
+            )?;
+            ospf.authentication = Some(auth);
+        }
+        let mesh = &mut self.routing.node_mesh;
         let Some(path) = mesh.bfd_key_file.as_deref().filter(|p| !p.is_empty()) else {
             return Ok(());
         };

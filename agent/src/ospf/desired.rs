@@ -8,7 +8,7 @@ use super::requests::{Item, Requests};
 use crate::config::{Config, OspfInterface};
 use ipnet::IpNet;
 use novanet_ospf_bridge::bridge::{Desired, Key};
-use novanet_ospf_bridge::command::{Interface, InterfaceRequest};
+use novanet_ospf_bridge::command::{Authentication, Interface, InterfaceRequest};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -24,6 +24,8 @@ pub struct Settings {
     pub ipv6: bool,
     pub interfaces: Vec<OspfInterface>,
     pub pod_cidrs: Vec<IpNet>,
+    /// What every interface's packets are signed with.
+    pub authentication: Option<Authentication>,
 }
 
 impl Settings {
@@ -35,6 +37,7 @@ impl Settings {
             ipv6: cfg.ospf_ipv6(),
             interfaces: cfg.routing.ospf.interfaces.clone(),
             pod_cidrs: cfg.pod_cidrs(),
+            authentication: cfg.routing.ospf.authentication.clone(),
         })
     }
 }
@@ -73,10 +76,15 @@ impl Plan {
 
 /// Adds an interface (and its OSPFv3 twin) to the plan.
 fn add(plan: &mut Plan, s: &Settings, request: InterfaceRequest, origin: Origin) -> Result<(), String> {
-    let v2 = Interface::new(&request).map_err(|e| e.to_string())?;
+    let signed = |r: &InterfaceRequest| {
+        Interface::new(r)
+            .map(|i| i.signed(s.authentication.clone()))
+            .map_err(|e| e.to_string())
+    };
+    let v2 = signed(&request)?;
     if s.ipv6 {
         plan.desired
-            .insert(Interface::new(&InterfaceRequest { ipv6: true, ..request }).map_err(|e| e.to_string())?);
+            .insert(signed(&InterfaceRequest { ipv6: true, ..request })?);
     }
     plan.interfaces.insert(v2.name().to_string(), origin);
     plan.desired.insert(v2);
@@ -89,6 +97,7 @@ pub fn plan(s: &Settings, requests: &Requests, injecting: bool) -> Plan {
     let mut plan = Plan {
         desired: Desired {
             router_id: Some(s.router_id),
+            own_prefixes: s.pod_cidrs.clone(),
             ..Default::default()
         },
         ..Default::default()
@@ -181,6 +190,7 @@ mod tests {
                 dead_interval: 3,
             }],
             pod_cidrs: vec!["10.244.1.0/24".parse().unwrap(), "fd00:244:1::/64".parse().unwrap()],
+            authentication: None,
         }
     }
 
@@ -226,6 +236,28 @@ mod tests {
             .interfaces
             .values()
             .all(|o| o.owner == CONFIG_OWNER && o.key.is_none()));
+    }
+
+    #[test]
+    fn with_a_key_every_interface_is_signed_and_the_pod_cidrs_are_never_imported() {
+        let key = Authentication::new(7, "s3cr3t").unwrap();
+        let s = Settings {
+            authentication: Some(key.clone()),
+            ..settings(true)
+        };
+        let intents = Requests {
+            interfaces: vec![ospf("a", "eth1", "0")],
+            ..Default::default()
+        };
+        let p = plan(&s, &intents, true);
+        assert_eq!(p.desired.interfaces.len(), 6);
+        assert!(p
+            .desired
+            .interfaces
+            .values()
+            .all(|i| i.authentication.as_ref() == Some(&key)));
+        assert_eq!(p.desired.own_prefixes, s.pod_cidrs);
+        assert!(!format!("{p:?}").contains("s3cr3t"), "the key is never printed");
     }
 
     #[test]

@@ -299,6 +299,9 @@ impl Task {
         if let Some(e) = &report.router_failed {
             errors.push(format!("router id: {e}"));
         }
+        if let Some(e) = &report.filter_failed {
+            errors.push(format!("import filter: {e}"));
+        }
         for ((version, name), e) in &report.failed {
             errors.push(format!("{} {name}: {e}", version.name()));
         }

@@ -63,6 +63,10 @@ app.kubernetes.io/component: agent
 {{- if not (kindIs "invalid" $r.ospf.ipv6) -}}
 {{- $_ := set $ospf "ipv6" $r.ospf.ipv6 -}}
 {{- end -}}
+{{- if $r.ospf.authenticationSecret -}}
+{{- $_ := set $ospf "authentication_key_file" "/etc/novanet/ospf-key/key" -}}
+{{- $_ := set $ospf "authentication_key_id" (int64 ($r.ospf.authenticationKeyId | default 1)) -}}
+{{- end -}}
 {{- $_ := set $routing "ospf" $ospf -}}
 {{- $_ := set $routing.node_mesh "enabled" false -}}
 {{- end -}}
