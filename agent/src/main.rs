@@ -185,12 +185,16 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             cfg.node_ip.into_iter().collect(),
         )?;
         match &kube {
+            // The pinned maps stay as the previous agent left them until
+            // every watch has listed.
             Some((client, _)) => kubernetes::policy_watch::spawn(client.clone(), e.clone()),
-            None => tracing::warn!(
-                "datapath.enabled without the Kubernetes API: no NetworkPolicy is read, every pod stays open"
-            ),
+            None => {
+                tracing::warn!(
+                    "datapath.enabled without the Kubernetes API: no NetworkPolicy is read, every pod stays open"
+                );
+                e.update(|_| {});
+            }
         }
-        e.update(|_| {});
         Some(e)
     } else {
         None

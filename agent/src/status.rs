@@ -210,6 +210,9 @@ async fn ready(State(app): State<AppState>) -> (StatusCode, String) {
     {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {problem}"));
     }
+    if let Some(why) = app.enforcer.as_ref().and_then(|e| e.unsynced()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}"));
+    }
     if let Some(o) = app.control.ospf.as_ref().map(|o| o.status()).filter(|o| !o.connected) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

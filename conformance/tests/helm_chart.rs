@@ -126,7 +126,10 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
                 "/etc/novanet/mesh-bgp/password",
                 &secrets.join("mesh-password").display().to_string(),
             )
-            .replace("/etc/novanet/ospf-key/key", &secrets.join("ospf-key").display().to_string())
+            .replace(
+                "/etc/novanet/ospf-key/key",
+                &secrets.join("ospf-key").display().to_string(),
+            )
             .replace("/etc/novanet/peer-passwords/", &format!("{}/", secrets.display()));
         let config_file = dir.join(format!("{}.json", name.replace(' ', "-")));
         std::fs::write(&config_file, &config).unwrap();
@@ -178,14 +181,20 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
             assert_eq!(parsed["routing"]["ospf"]["authentication_key_id"], 2);
             let ds = find(&docs, "DaemonSet").expect("DaemonSet");
             let volumes = ds["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
-            let key = volumes.iter().find(|v| v["name"] == "ospf-key").expect("the OSPF key's volume");
+            let key = volumes
+                .iter()
+                .find(|v| v["name"] == "ospf-key")
+                .expect("the OSPF key's volume");
             assert_eq!(key["secret"]["secretName"], "novanet-ospf");
             let frr = docs
                 .iter()
                 .find(|d| d["kind"] == "ConfigMap" && d["data"]["daemons"].is_string())
                 .expect("the sidecar's ConfigMap");
             assert!(
-                frr["data"]["daemons"].as_str().unwrap().contains("ospfd_options=\"  -A 127.0.0.1 -P 0\""),
+                frr["data"]["daemons"]
+                    .as_str()
+                    .unwrap()
+                    .contains("ospfd_options=\"  -A 127.0.0.1 -P 0\""),
                 "the sidecar's vty has no TCP port"
             );
         }

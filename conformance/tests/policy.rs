@@ -8,44 +8,10 @@
 
 use novanet_conformance::agent::ctl_binary;
 use novanet_conformance::cni_runtime::{self, Runtime};
-use novanet_conformance::policy_node::{datapath_status, PolicyNode};
-use novanet_conformance::{in_namespace, wait_until, Agent, Lab};
+use novanet_conformance::policy_node::{datapath_status, reaches, serve, PolicyNode};
+use novanet_conformance::{wait_until, Agent, Lab};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
-
-/// A TCP server in a pod: accepts and answers "ok" on each port.
-fn serve(lab: &Lab, pod: &str, ip: &str, ports: &[u16]) {
-    for port in ports {
-        let ns = lab.ns_name(pod);
-        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            novanet_conformance::lab::enter_namespace(&ns);
-            let l = TcpListener::bind(addr).expect("bind in the pod");
-            ready_tx.send(()).unwrap();
-            for s in l.incoming().flatten() {
-                let mut s = s;
-                let _ = s.write_all(b"ok");
-            }
-        });
-        ready_rx.recv().unwrap();
-    }
-}
-
-/// Whether a pod reaches `ip:port` (connect and read "ok", 1 s bound).
-fn reaches(lab: &Lab, pod: &str, ip: &str, port: u16) -> bool {
-    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-    in_namespace(&lab.ns_name(pod), move || {
-        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 2];
-        s.read_exact(&mut buf).is_ok() && &buf == b"ok"
-    })
-}
 
 /// novanetctl on the agent's socket.
 fn ctl(agent: &Agent, args: &[&str]) -> String {

@@ -163,10 +163,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack SEC(".maps");
 
+/* Not pinned: each agent reads a ring of its own from its start. A ring
+ * kept from a previous agent would be read from the position that agent
+ * left, which the reader library does not resume from. Events the
+ * previous agent's programs write while they are replaced are lost; they
+ * are diagnostics, not state. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 18);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } events SEC(".maps");
 
 struct {

@@ -90,6 +90,16 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DatapathError {
     move |source| DatapathError::Io { what, source }
 }
 
+/// Takes a pinned link off its hook and removes its pin (a stale pin
+/// file too).
+fn remove_link(pin: &Path) {
+    if let Ok(link) = PinnedLink::from_pin(pin) {
+        let _ = link.unpin();
+    } else {
+        let _ = std::fs::remove_file(pin);
+    }
+}
+
 /// Whether `dir` is on bpffs.
 fn on_bpffs(dir: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -110,6 +120,9 @@ impl Datapath {
         if !on_bpffs(pin_dir) {
             return Err(DatapathError::NotBpffs(pin_dir.display().to_string()));
         }
+        // The events ring is each agent's own; one pinned by an older
+        // agent is only released.
+        let _ = std::fs::remove_file(pin_dir.join("events"));
         let mut ebpf = EbpfLoader::new().map_pin_path(pin_dir).load(crate::OBJECT)?;
         for (name, _, _) in PROGRAMS {
             let prog: &mut SchedClassifier = ebpf
@@ -144,9 +157,10 @@ impl Datapath {
     }
 
     /// Attaches both programs to a pod's host interface, replacing what
-    /// this datapath attached there before.
+    /// this datapath (or the previous agent's) attached there before. The
+    /// new link is made before the old one goes: the interface is never
+    /// without a program, so a restart opens nothing even for a moment.
     pub fn attach(&mut self, iface: &str) -> Result<(), DatapathError> {
-        self.detach(iface);
         // Needed for the netlink (clsact) hooks of kernels before TCX; an
         // existing qdisc is fine.
         let _ = tc::qdisc_add_clsact(iface);
@@ -162,12 +176,22 @@ impl Datapath {
                         source,
                     })?;
             let what = || format!("attaching {name} to {iface}");
-            let id = prog
-                .attach(iface, hook)
-                .map_err(|source| DatapathError::Program { what: what(), source })?;
+            let id = match prog.attach(iface, hook) {
+                Ok(id) => id,
+                // This very program is attached there already (TCX takes a
+                // program once per hook): the old link goes first.
+                Err(_) if pin.exists() => {
+                    remove_link(&pin);
+                    prog.attach(iface, hook)
+                        .map_err(|source| DatapathError::Program { what: what(), source })?
+                }
+                Err(source) => return Err(DatapathError::Program { what: what(), source }),
+            };
             let link = prog
                 .take_link(id)
                 .map_err(|source| DatapathError::Program { what: what(), source })?;
+            // The new link holds the hook now; the old one may go.
+            remove_link(&pin);
             // A TCX link lives as long as a reference to it: pinned, it
             // outlives the agent. A clsact filter stays by itself.
             if let Ok(fd_link) = FdLink::try_from(link) {
@@ -184,12 +208,7 @@ impl Datapath {
     /// may be gone already).
     pub fn detach(&mut self, iface: &str) {
         for (_, _, suffix) in PROGRAMS {
-            let pin = self.link_pin(iface, suffix);
-            if let Ok(link) = PinnedLink::from_pin(&pin) {
-                let _ = link.unpin();
-            } else {
-                let _ = std::fs::remove_file(&pin);
-            }
+            remove_link(&self.link_pin(iface, suffix));
         }
     }
 

@@ -1,8 +1,13 @@
 //! The watches identity policy needs: every Pod (address, namespace,
 //! labels), every Namespace (labels, for namespaceSelector) and every
 //! NetworkPolicy, each a kube-runtime watcher behind a reflector store.
-//! Whenever one of them changes, the cluster is taken from the three
-//! stores as a whole and handed to the enforcer (at most every 100 ms).
+//! Nothing is handed to the enforcer until all three have listed: the
+//! pinned maps keep what the previous agent wrote (across a restart, and
+//! while the API server is away) rather than a partial cluster, where a
+//! policy without its pods or namespaces would open what it denies. From
+//! then on, whenever one of them changes, the cluster is taken from the
+//! three stores as a whole and handed to the enforcer (at most every
+//! 100 ms). A relist replaces a store only when it is complete.
 
 use crate::policy::compile::PodInfo;
 use crate::policy::enforcer::Enforcer;
@@ -74,9 +79,23 @@ pub fn spawn(client: Client, enforcer: Arc<Enforcer>) {
     let pods = watch(Api::<Pod>::all(client.clone()), "Pod", changed.clone());
     let namespaces = watch(Api::<Namespace>::all(client.clone()), "Namespace", changed.clone());
     let policies = watch(Api::<NetworkPolicy>::all(client), "NetworkPolicy", changed.clone());
+    enforcer.await_watches();
     tokio::spawn(async move {
+        let listed = async {
+            pods.wait_until_ready().await?;
+            namespaces.wait_until_ready().await?;
+            policies.wait_until_ready().await
+        };
+        if listed.await.is_err() {
+            return;
+        }
+        tracing::info!("Pods, Namespaces and NetworkPolicies listed: writing the policy maps");
+        let mut first = true;
         loop {
-            changed.notified().await;
+            if !first {
+                changed.notified().await;
+            }
+            first = false;
             tokio::time::sleep(SETTLE).await;
             let pods: Vec<PodInfo> = pods.state().iter().filter_map(|p| pod_info(p)).collect();
             let ns: BTreeMap<String, BTreeMap<String, String>> = namespaces

@@ -11,6 +11,7 @@ use novanet_ebpf::Datapath;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
@@ -30,6 +31,11 @@ pub struct View {
 }
 
 pub struct Enforcer {
+    /// The cluster comes from the API's watches (set when they start).
+    watched: AtomicBool,
+    /// The maps hold what every watch listed (set at the first write from
+    /// them); before, they hold what the previous agent wrote.
+    synced: AtomicBool,
     datapath: Mutex<Datapath>,
     cluster: Mutex<Cluster>,
     view: Mutex<View>,
@@ -45,6 +51,8 @@ impl Enforcer {
         let ring = dp.take_events();
         let (events, _) = broadcast::channel(4096);
         let e = Arc::new(Enforcer {
+            watched: AtomicBool::new(false),
+            synced: AtomicBool::new(false),
             datapath: Mutex::new(dp),
             cluster: Mutex::new(Cluster {
                 host_ips,
@@ -74,7 +82,22 @@ impl Enforcer {
         self.datapath.lock().expect("datapath").detach(iface);
     }
 
-    /// Changes what the cluster is and writes the maps anew.
+    /// Says the cluster will come from the API's watches: until the first
+    /// [`Enforcer::update`], the pinned maps are left as they are.
+    pub fn await_watches(&self) {
+        self.watched.store(true, Ordering::Relaxed);
+    }
+
+    /// Why enforcement is not yet what the cluster says (for `/readyz`).
+    pub fn unsynced(&self) -> Option<&'static str> {
+        (self.watched.load(Ordering::Relaxed) && !self.synced.load(Ordering::Relaxed)).then_some(
+            "NetworkPolicy not yet listed from the API server (the datapath enforces what the previous agent wrote)",
+        )
+    }
+
+    /// Changes what the cluster is and writes the maps anew. Called only
+    /// with the whole cluster as listed: the maps are never written from
+    /// a partial view.
     pub fn update(&self, change: impl FnOnce(&mut Cluster)) {
         let compiled = {
             let mut c = self.cluster.lock().expect("cluster");
@@ -96,6 +119,7 @@ impl Enforcer {
             Err(e) => tracing::error!(error = %e, "policy maps not written"),
         }
         drop(dp);
+        self.synced.store(true, Ordering::Relaxed);
         for w in &compiled.warnings {
             tracing::warn!(warning = %w, "NetworkPolicy");
         }
