@@ -272,6 +272,13 @@ pub async fn render(
         .expect("metric");
         lost.inc_by(c.events_lost);
         r.register(Box::new(lost)).expect("unique metric");
+        let spoofed = prometheus::IntCounter::new(
+            "novanet_policy_spoofed_packets_total",
+            "Packets pods sent from an address not their own, dropped at their host end",
+        )
+        .expect("metric");
+        spoofed.inc_by(c.spoofed);
+        r.register(Box::new(spoofed)).expect("unique metric");
     }
     let mut out = Vec::new();
     TextEncoder::new().encode(&r.gather(), &mut out).expect("text encoding");

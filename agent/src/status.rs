@@ -156,6 +156,7 @@ async fn datapath_status(
         "counters": {
             "ingress_allow": c.ingress_allow, "ingress_deny": c.ingress_deny,
             "egress_allow": c.egress_allow, "egress_deny": c.egress_deny, "events_lost": c.events_lost,
+            "spoofed": c.spoofed,
         },
         "events": events,
     })))

@@ -181,6 +181,31 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } counters SEC(".maps");
 
+// The addresses each pod's host end may send from: (ifindex, address),
+// written by the agent before it attaches the programs.
+struct source_key {
+	__u32 ifindex;
+	struct addr addr;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct source_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pod_sources SEC(".maps");
+
+// Packets dropped at a pod's host end for a source address that is not
+// the pod's (a map of its own: the pinned counters keep their size).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} spoofed SEC(".maps");
+
 static __always_inline void count(__u32 which)
 {
 	__u64 *c = bpf_map_lookup_elem(&counters, &which);
@@ -306,13 +331,29 @@ static __always_inline void emit(struct __sk_buff *skb, struct flow_key *f, __u3
 	bpf_ringbuf_submit(e, 0);
 }
 
-// The verdict for one packet, `direction` saying whose policy applies:
-// ingress, the destination's; egress, the source's.
-static __always_inline int verdict(struct __sk_buff *skb, __u8 direction)
+// Whether a packet a pod sent carries one of its own addresses. IPv6
+// link-local and unspecified sources (neighbour discovery, duplicate
+// address detection) never leave the link and are every pod's own.
+static __always_inline int own_source(struct __sk_buff *skb, struct flow_key *flow)
 {
-	struct flow_key flow;
-	if (parse(skb, &flow) < 0)
-		return TC_ACT_OK;
+	if (flow->src.bytes[0] == 0xfe && (flow->src.bytes[1] & 0xc0) == 0x80)
+		return 1;
+	__u8 any = 0;
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		any |= flow->src.bytes[i];
+	if (!any)
+		return 1;
+	struct source_key k = {.ifindex = skb->ifindex};
+	__builtin_memcpy(&k.addr, &flow->src, sizeof(k.addr));
+	return bpf_map_lookup_elem(&pod_sources, &k) != 0;
+}
+
+// The verdict for one parsed packet, `direction` saying whose policy
+// applies: ingress, the destination's; egress, the source's.
+static __always_inline int verdict(struct __sk_buff *skb, struct flow_key *f, __u8 direction)
+{
+	struct flow_key flow = *f;
 	flow.direction = direction;
 	__u64 now = bpf_ktime_get_ns();
 	// A flow already allowed, or the reply of one.
@@ -361,13 +402,29 @@ static __always_inline int verdict(struct __sk_buff *skb, __u8 direction)
 SEC("classifier/from_pod")
 int from_pod(struct __sk_buff *skb)
 {
-	return verdict(skb, DIRECTION_EGRESS);
+	struct flow_key flow;
+	if (parse(skb, &flow) < 0)
+		return TC_ACT_OK;
+	// A pod sends only from its own addresses: not as another pod, a
+	// node or a router, whatever policy would say of the packet.
+	if (!own_source(skb, &flow)) {
+		__u32 zero = 0;
+		__u64 *c = bpf_map_lookup_elem(&spoofed, &zero);
+		if (c)
+			*c += 1;
+		emit(skb, &flow, 0, 0, EVENT_DROP, DIRECTION_EGRESS);
+		return TC_ACT_SHOT;
+	}
+	return verdict(skb, &flow, DIRECTION_EGRESS);
 }
 
 SEC("classifier/to_pod")
 int to_pod(struct __sk_buff *skb)
 {
-	return verdict(skb, DIRECTION_INGRESS);
+	struct flow_key flow;
+	if (parse(skb, &flow) < 0)
+		return TC_ACT_OK;
+	return verdict(skb, &flow, DIRECTION_INGRESS);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -5,7 +5,7 @@
 //! and bring the maps to a desired state (only the differences are
 //! written).
 
-use crate::maps::{counter, Addr, PolicyKey, PolicyValue};
+use crate::maps::{counter, Addr, PolicyKey, PolicyValue, SourceKey};
 use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{tc, SchedClassifier, TcAttachType};
@@ -74,6 +74,8 @@ pub struct Counters {
     pub egress_allow: u64,
     pub egress_deny: u64,
     pub events_lost: u64,
+    /// Packets a pod sent from an address not its own, dropped.
+    pub spoofed: u64,
 }
 
 /// The loaded programs.
@@ -88,6 +90,22 @@ pub struct Datapath {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DatapathError {
     let what = what.into();
     move |source| DatapathError::Io { what, source }
+}
+
+/// An interface's index.
+fn ifindex(iface: &str) -> Result<u32, DatapathError> {
+    let name = std::ffi::CString::new(iface).map_err(|e| DatapathError::Io {
+        what: iface.to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    // SAFETY: a NUL-terminated name.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(DatapathError::Io {
+            what: format!("interface {iface}"),
+            source: std::io::Error::last_os_error(),
+        }),
+        i => Ok(i),
+    }
 }
 
 /// Takes a pinned link off its hook and removes its pin (a stale pin
@@ -322,13 +340,66 @@ impl Datapath {
         })?;
         let sum = |i: u32| -> u64 { arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
         debug_assert_eq!(counter::COUNT, 5);
-        Ok(Counters {
+        let mut c = Counters {
             ingress_allow: sum(counter::INGRESS_ALLOW),
             ingress_deny: sum(counter::INGRESS_DENY),
             egress_allow: sum(counter::EGRESS_ALLOW),
             egress_deny: sum(counter::EGRESS_DENY),
             events_lost: sum(counter::EVENTS_LOST),
-        })
+            spoofed: 0,
+        };
+        let map = self.ebpf.map_mut("spoofed").expect("the object has the map");
+        let arr: PerCpuArray<&mut MapData, u64> = PerCpuArray::try_from(map).map_err(|source| DatapathError::Map {
+            name: "spoofed",
+            source,
+        })?;
+        c.spoofed = arr.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0);
+        Ok(c)
+    }
+
+    /// Sets the addresses a pod's host end lets out (the pod's own; any
+    /// other source is dropped by `from_pod`), replacing what that
+    /// interface index held, perhaps for an earlier interface.
+    pub fn set_sources(&mut self, iface: &str, addrs: &[std::net::IpAddr]) -> Result<(), DatapathError> {
+        let ifindex = ifindex(iface)?;
+        let mut map = self.hash::<SourceKey, u8>("pod_sources")?;
+        let name = "pod_sources";
+        let stale: Vec<SourceKey> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.ifindex == ifindex && !addrs.iter().any(|a| Addr::from(*a) == { k.addr }))
+            .collect();
+        for k in stale {
+            map.remove(&k).map_err(|source| DatapathError::Map { name, source })?;
+        }
+        for a in addrs {
+            let key = SourceKey {
+                ifindex,
+                addr: Addr::from(*a),
+            };
+            map.insert(key, 1, 0)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the sources of interface indexes that no longer exist.
+    pub fn prune_sources(&mut self) -> Result<(), DatapathError> {
+        let mut map = self.hash::<SourceKey, u8>("pod_sources")?;
+        let gone: Vec<SourceKey> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                let index = k.ifindex;
+                // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes.
+                let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+                unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) }.is_null()
+            })
+            .collect();
+        for k in gone {
+            let _ = map.remove(&k);
+        }
+        Ok(())
     }
 
     /// The events ring buffer (taken once: its reader owns it).

@@ -35,6 +35,18 @@ impl Addr {
     }
 }
 
+/// A source address a pod's host end lets out: (interface index,
+/// address), as `pod_sources` keys it.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct SourceKey {
+    pub ifindex: u32,
+    pub addr: Addr,
+}
+
+// SAFETY: plain bytes; packed as the C struct (4 + 16 bytes, no padding).
+unsafe impl aya::Pod for SourceKey {}
+
 /// (peer identity or [`IDENTITY_ANY`], local pod identity, protocol or 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
@@ -218,6 +230,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<PolicyKey>(), 12);
         assert_eq!(std::mem::size_of::<PolicyValue>(), 4 + 4 * MAX_RANGES);
         assert_eq!(std::mem::size_of::<FlowKey>(), 40);
+        assert_eq!(std::mem::size_of::<SourceKey>(), 20);
         assert_eq!(std::mem::size_of::<RawEvent>(), 64);
         let v4: IpAddr = "10.244.1.7".parse().unwrap();
         assert_eq!(Addr::from(v4).ip(), v4);

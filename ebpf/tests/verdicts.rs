@@ -91,6 +91,9 @@ fn verdicts_follow_the_maps() {
     let pins = PinDir::new();
     let mut dp = Datapath::load(&pins.pins).expect("load");
     dp.sync_endpoints(&endpoints()).unwrap();
+    // BPF_PROG_TEST_RUN hands the programs its packets on the loopback
+    // interface: from_pod takes them as sent by a pod holding both.
+    dp.set_sources("lo", &[ip("10.244.1.10"), ip("10.244.2.20")]).unwrap();
     let a_to_b_80 = packet("10.244.1.10", "10.244.2.20", TCP, 40000, 80);
 
     // No policy selects B: open.
@@ -211,6 +214,53 @@ fn verdicts_follow_the_maps() {
     assert!(drops
         .iter()
         .any(|e| e.dport == 8081 && e.src == ip("10.244.1.10") && e.dst_identity == POD_B));
+}
+
+#[test]
+fn a_pod_sends_only_from_its_own_addresses() {
+    let pins = PinDir::new();
+    let mut dp = Datapath::load(&pins.pins).expect("load");
+    dp.sync_endpoints(&endpoints()).unwrap();
+    dp.set_sources("lo", &[ip("10.244.1.10"), ip("fd00:244:1::10")])
+        .unwrap();
+    // Its own addresses pass (no policy isolates it).
+    assert_eq!(
+        run(&dp, "from_pod", &packet("10.244.1.10", "10.0.0.1", UDP, 40000, 3784)),
+        PASS
+    );
+    assert_eq!(
+        run(&dp, "from_pod", &packet("fd00:244:1::10", "fd00::1", UDP, 40000, 53)),
+        PASS
+    );
+    // Neighbour discovery from link-local and unspecified addresses passes.
+    assert_eq!(run(&dp, "from_pod", &packet("fe80::1", "ff02::2", 58, 0, 0)), PASS);
+    assert_eq!(run(&dp, "from_pod", &packet("::", "ff02::1:ff00:10", 58, 0, 0)), PASS);
+    // Another pod's, the ToR's, the node's: dropped and counted, whatever
+    // policy says of them.
+    for spoofed in ["10.244.2.20", "10.0.0.1", "10.0.0.11", "fd00:244:1::11"] {
+        let dst = if spoofed.contains(':') { "fd00::1" } else { "10.0.0.12" };
+        assert_eq!(
+            run(&dp, "from_pod", &packet(spoofed, dst, UDP, 3784, 3784)),
+            DROP,
+            "{spoofed}"
+        );
+    }
+    assert_eq!(dp.counters().unwrap().spoofed, 4);
+    // Packets to the pod are not judged by their source.
+    assert_eq!(
+        run(&dp, "to_pod", &packet("10.0.0.1", "10.244.1.10", UDP, 3784, 3784)),
+        PASS
+    );
+    // Replaced: the old address no longer passes.
+    dp.set_sources("lo", &[ip("10.244.1.99")]).unwrap();
+    assert_eq!(
+        run(&dp, "from_pod", &packet("10.244.1.10", "10.0.0.1", UDP, 40001, 3784)),
+        DROP
+    );
+    assert_eq!(
+        run(&dp, "from_pod", &packet("10.244.1.99", "10.0.0.1", UDP, 40001, 3784)),
+        PASS
+    );
 }
 
 #[test]

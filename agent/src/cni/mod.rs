@@ -46,12 +46,16 @@ impl CniBackend {
     /// (pinned links from before are replaced by this run's programs).
     fn reattach(&self) {
         let Some(e) = &self.enforcer else { return };
-        for (_, a) in self.ipam.assignments().unwrap_or_default() {
-            let iface = &a.host_interface;
-            if iface.is_empty() || !Path::new("/sys/class/net").join(iface).exists() {
+        let mut pods: std::collections::BTreeMap<String, Vec<IpAddr>> = Default::default();
+        for (ip, a) in self.ipam.assignments().unwrap_or_default() {
+            pods.entry(a.host_interface).or_default().push(ip);
+        }
+        e.prune_sources();
+        for (iface, sources) in pods {
+            if iface.is_empty() || !Path::new("/sys/class/net").join(&iface).exists() {
                 continue;
             }
-            if let Err(err) = e.attach(iface) {
+            if let Err(err) = e.attach(&iface, &sources) {
                 tracing::error!(interface = %iface, error = %err, "policy programs not attached to an existing pod");
             }
         }
@@ -121,7 +125,12 @@ impl CniBackend {
                 host_interface,
             } => match &self.enforcer {
                 None => Response::Done,
-                Some(e) => match e.attach(&host_interface) {
+                Some(e) => match self
+                    .ipam
+                    .held(&attachment)
+                    .map_err(|err| err.to_string())
+                    .and_then(|sources| e.attach(&host_interface, &sources))
+                {
                     Ok(()) => Response::Done,
                     Err(err) => Response::Error {
                         code: novanet_proto::cni::POLICY_NOT_ATTACHED,

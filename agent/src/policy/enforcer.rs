@@ -69,13 +69,19 @@ impl Enforcer {
         Ok(e)
     }
 
-    /// Attaches the programs to a pod's host end.
-    pub fn attach(&self, iface: &str) -> Result<(), String> {
-        self.datapath
-            .lock()
-            .expect("datapath")
-            .attach(iface)
-            .map_err(|e| e.to_string())
+    /// Attaches the programs to a pod's host end, which may send from
+    /// `sources` (the pod's addresses) only.
+    pub fn attach(&self, iface: &str, sources: &[IpAddr]) -> Result<(), String> {
+        let mut dp = self.datapath.lock().expect("datapath");
+        dp.set_sources(iface, sources).map_err(|e| e.to_string())?;
+        dp.attach(iface).map_err(|e| e.to_string())
+    }
+
+    /// Forgets the source addresses of interfaces that are gone.
+    pub fn prune_sources(&self) {
+        if let Err(e) = self.datapath.lock().expect("datapath").prune_sources() {
+            tracing::warn!(error = %e, "pod source addresses not pruned");
+        }
     }
 
     pub fn detach(&self, iface: &str) {
