@@ -72,11 +72,25 @@ struct port_range {
 	__u16 last;
 };
 
+// With MORE_PORTS set in flags, ports beyond the ranges are listed one by
+// one in `more_ports`.
+#define MORE_PORTS 1
+
 struct policy_value {
 	__u8 all_ports;
 	__u8 count;
-	__u8 pad[2];
+	__u8 flags;
+	__u8 pad;
 	struct port_range ranges[MAX_RANGES];
+};
+
+// One more allowed port of a policy entry whose ranges did not fit.
+struct port_key {
+	__u32 peer;
+	__u32 local;
+	__u8 protocol;
+	__u8 direction;
+	__u16 port;
 };
 
 // A flow, and whose policy allowed it: an entry from the source's
@@ -154,6 +168,14 @@ struct {
 	__type(value, struct policy_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } egress_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct port_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} more_ports SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -272,7 +294,7 @@ static __always_inline __u32 identity_of(struct addr *a)
 	return IDENTITY_WORLD;
 }
 
-static __always_inline int ports_allow(struct policy_value *v, __u16 port)
+static __always_inline int ports_allow(struct policy_value *v, struct policy_key *k, __u8 direction, __u16 port)
 {
 	if (v->all_ports)
 		return 1;
@@ -283,27 +305,34 @@ static __always_inline int ports_allow(struct policy_value *v, __u16 port)
 		if (port >= v->ranges[i].first && port <= v->ranges[i].last)
 			return 1;
 	}
+	if (v->flags & MORE_PORTS) {
+		struct port_key pk = {
+			.peer = k->peer, .local = k->local, .protocol = k->protocol, .direction = direction, .port = port};
+		if (bpf_map_lookup_elem(&more_ports, &pk))
+			return 1;
+	}
 	return 0;
 }
 
-static __always_inline int lookup_allows(void *map, __u32 peer, __u32 local, __u8 protocol, __u16 port)
+static __always_inline int lookup_allows(void *map, __u8 direction, __u32 peer, __u32 local, __u8 protocol,
+					 __u16 port)
 {
 	struct policy_key k = {.peer = peer, .local = local, .protocol = protocol};
 	struct policy_value *v = bpf_map_lookup_elem(map, &k);
-	if (v && ports_allow(v, port))
+	if (v && ports_allow(v, &k, direction, port))
 		return 1;
 	k.protocol = 0;
 	v = bpf_map_lookup_elem(map, &k);
-	if (v && ports_allow(v, port))
+	if (v && ports_allow(v, &k, direction, port))
 		return 1;
 	k.peer = IDENTITY_ANY;
 	k.protocol = protocol;
 	v = bpf_map_lookup_elem(map, &k);
-	if (v && ports_allow(v, port))
+	if (v && ports_allow(v, &k, direction, port))
 		return 1;
 	k.protocol = 0;
 	v = bpf_map_lookup_elem(map, &k);
-	if (v && ports_allow(v, port))
+	if (v && ports_allow(v, &k, direction, port))
 		return 1;
 	return 0;
 }
@@ -387,7 +416,7 @@ static __always_inline int verdict(struct __sk_buff *skb, struct flow_key *f, __
 	void *policy = direction == DIRECTION_INGRESS ? (void *)&ingress_policy : (void *)&egress_policy;
 	int allowed = 1;
 	if (bpf_map_lookup_elem(isolated, &local))
-		allowed = lookup_allows(policy, peer, local, flow.protocol, flow.dport);
+		allowed = lookup_allows(policy, direction, peer, local, flow.protocol, flow.dport);
 	if (!allowed) {
 		count(direction == DIRECTION_INGRESS ? COUNTER_INGRESS_DENY : COUNTER_EGRESS_DENY);
 		emit(skb, &flow, src_id, dst_id, EVENT_DROP, direction);

@@ -5,7 +5,7 @@
 //! and bring the maps to a desired state (only the differences are
 //! written).
 
-use crate::maps::{counter, Addr, PolicyKey, PolicyValue, SourceKey};
+use crate::maps::{counter, Addr, PolicyKey, PolicyValue, PortKey, SourceKey};
 use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{tc, SchedClassifier, TcAttachType};
@@ -61,6 +61,8 @@ pub struct PolicyState {
     pub egress_isolated: BTreeSet<u32>,
     pub ingress: BTreeMap<PolicyKey, PolicyValue>,
     pub egress: BTreeMap<PolicyKey, PolicyValue>,
+    /// Ports of entries flagged [`crate::maps::MORE_PORTS`], one by one.
+    pub more_ports: BTreeSet<PortKey>,
     /// ipBlock prefixes (address, length on the IPv6-mapped scale) and the
     /// identity each stands for.
     pub cidrs: BTreeMap<(Addr, u32), u32>,
@@ -276,6 +278,20 @@ impl Datapath {
         Ok(())
     }
 
+    /// Writes `want`'s entries into a hash map, removing nothing.
+    fn add_hash<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
+        &mut self,
+        name: &'static str,
+        want: &BTreeMap<K, V>,
+    ) -> Result<(), DatapathError> {
+        let mut map = self.hash::<K, V>(name)?;
+        for (k, v) in want {
+            map.insert(k, v, 0)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        }
+        Ok(())
+    }
+
     /// Every pod's address and identity.
     pub fn sync_endpoints(&mut self, want: &BTreeMap<Addr, u32>) -> Result<(), DatapathError> {
         self.sync_hash("endpoints", want)
@@ -291,8 +307,12 @@ impl Datapath {
         let set = |s: &BTreeSet<u32>| s.iter().map(|i| (*i, 1u8)).collect::<BTreeMap<u32, u8>>();
         self.sync_hash("ingress_isolated", &set(&want.ingress_isolated))?;
         self.sync_hash("egress_isolated", &set(&want.egress_isolated))?;
+        // The ports an entry points to are there before the entry.
+        let more: BTreeMap<PortKey, u8> = want.more_ports.iter().map(|k| (*k, 1u8)).collect();
+        self.add_hash("more_ports", &more)?;
         self.sync_hash("ingress_policy", &want.ingress)?;
         self.sync_hash("egress_policy", &want.egress)?;
+        self.sync_hash("more_ports", &more)?;
         self.sync_cidrs(&want.cidrs)?;
         self.clear_conntrack()?;
         self.written = Some(want.clone());

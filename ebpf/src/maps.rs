@@ -84,9 +84,34 @@ pub struct PortRange {
 pub struct PolicyValue {
     pub all_ports: u8,
     pub count: u8,
-    pub pad: [u8; 2],
+    /// [`MORE_PORTS`]: more allowed ports in `more_ports`.
+    pub flags: u8,
+    pub pad: u8,
     pub ranges: [PortRange; MAX_RANGES],
 }
+
+/// [`PolicyValue::flags`]: ports beyond the ranges are in `more_ports`.
+pub const MORE_PORTS: u8 = 1;
+
+/// One more allowed port of a policy entry whose ranges did not fit in
+/// [`MAX_RANGES`]: (peer, local, protocol) as the entry's key, the
+/// direction whose map holds the entry, the port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct PortKey {
+    pub peer: u32,
+    pub local: u32,
+    pub protocol: u8,
+    pub direction: u8,
+    pub port: u16,
+}
+
+// SAFETY: all fields are plain integers, 12 bytes without padding.
+unsafe impl aya::Pod for PortKey {}
+
+/// The `direction` of a [`PortKey`].
+pub const DIRECTION_INGRESS: u8 = 0;
+pub const DIRECTION_EGRESS: u8 = 1;
 
 // SAFETY: all fields are plain integers; the padding is explicit.
 unsafe impl aya::Pod for PolicyValue {}
@@ -231,6 +256,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<PolicyValue>(), 4 + 4 * MAX_RANGES);
         assert_eq!(std::mem::size_of::<FlowKey>(), 40);
         assert_eq!(std::mem::size_of::<SourceKey>(), 20);
+        assert_eq!(std::mem::size_of::<PortKey>(), 12);
         assert_eq!(std::mem::size_of::<RawEvent>(), 64);
         let v4: IpAddr = "10.244.1.7".parse().unwrap();
         assert_eq!(Addr::from(v4).ip(), v4);

@@ -5,7 +5,9 @@
 //! bpffs of its own.
 
 use novanet_ebpf::datapath::PolicyState;
-use novanet_ebpf::maps::{Addr, EventKind, FlowEvent, PolicyKey, PolicyValue, IDENTITY_ANY};
+use novanet_ebpf::maps::{
+    Addr, EventKind, FlowEvent, PolicyKey, PolicyValue, PortKey, DIRECTION_INGRESS, IDENTITY_ANY, MORE_PORTS,
+};
 use novanet_ebpf::test_run;
 use novanet_ebpf::Datapath;
 use std::collections::BTreeMap;
@@ -261,6 +263,47 @@ fn a_pod_sends_only_from_its_own_addresses() {
         run(&dp, "from_pod", &packet("10.244.1.99", "10.0.0.1", UDP, 40001, 3784)),
         PASS
     );
+}
+
+#[test]
+fn ports_past_an_entry_s_ranges_are_looked_up_one_by_one() {
+    let pins = PinDir::new();
+    let mut dp = Datapath::load(&pins.pins).expect("load");
+    dp.sync_endpoints(&endpoints()).unwrap();
+    let mut state = PolicyState::default();
+    state.ingress_isolated.insert(POD_B);
+    // Sixteen ranges in the entry, 1000-1001 ... 1030-1031, and two more
+    // ports, 80 and 443, listed on their own.
+    let ranges: Vec<(u16, u16)> = (0..16).map(|i| (1000 + 2 * i, 1001 + 2 * i)).collect();
+    let mut v = PolicyValue::ranges(&ranges);
+    v.flags |= MORE_PORTS;
+    state.ingress.insert(PolicyKey::new(POD_A, POD_B, TCP), v);
+    for port in [80, 443] {
+        state.more_ports.insert(PortKey {
+            peer: POD_A,
+            local: POD_B,
+            protocol: TCP,
+            direction: DIRECTION_INGRESS,
+            port,
+        });
+    }
+    dp.sync_policy(&state).unwrap();
+    let to_b =
+        |dp: &Datapath, sport, dport| run(dp, "to_pod", &packet("10.244.1.10", "10.244.2.20", TCP, sport, dport));
+    assert_eq!(to_b(&dp, 41000, 1031), PASS, "the last range");
+    assert_eq!(to_b(&dp, 41001, 80), PASS, "a listed port");
+    assert_eq!(to_b(&dp, 41002, 443), PASS, "a listed port");
+    assert_eq!(to_b(&dp, 41003, 81), DROP, "between listed ports");
+    assert_eq!(to_b(&dp, 41004, 1032), DROP, "past the ranges");
+    // Without the flag the listed ports are not consulted.
+    state.ingress.get_mut(&PolicyKey::new(POD_A, POD_B, TCP)).unwrap().flags = 0;
+    dp.sync_policy(&state).unwrap();
+    assert_eq!(to_b(&dp, 41005, 80), DROP);
+    // The listed ports go with their entry.
+    state.ingress.clear();
+    state.more_ports.clear();
+    dp.sync_policy(&state).unwrap();
+    assert_eq!(to_b(&dp, 41006, 443), DROP);
 }
 
 #[test]

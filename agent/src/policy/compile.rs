@@ -22,7 +22,10 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, Network
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use novanet_ebpf::datapath::PolicyState;
-use novanet_ebpf::maps::{Addr, PolicyKey, PolicyValue, IDENTITY_ANY, IDENTITY_HOST, MAX_RANGES};
+use novanet_ebpf::maps::{
+    Addr, PolicyKey, PolicyValue, PortKey, DIRECTION_EGRESS, DIRECTION_INGRESS, IDENTITY_ANY, IDENTITY_HOST,
+    MAX_RANGES, MORE_PORTS,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -110,9 +113,9 @@ fn protocol_number(p: Option<&str>) -> Option<u8> {
     }
 }
 
-/// Port ranges merged, at most [`MAX_RANGES`] (the closest are joined
-/// when there are more).
-fn merge(mut ranges: Vec<(u16, u16)>) -> (Vec<(u16, u16)>, bool) {
+/// Port ranges merged where they overlap or touch: exactly the same
+/// ports, in order.
+fn merge(mut ranges: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
     ranges.sort();
     let mut out: Vec<(u16, u16)> = Vec::new();
     for (a, b) in ranges {
@@ -121,16 +124,38 @@ fn merge(mut ranges: Vec<(u16, u16)>) -> (Vec<(u16, u16)>, bool) {
             _ => out.push((a, b)),
         }
     }
-    let mut joined = false;
-    while out.len() > MAX_RANGES {
-        let i = (0..out.len() - 1)
-            .min_by_key(|&i| out[i + 1].0 - out[i].1)
-            .expect("more than one range");
-        out[i].1 = out[i + 1].1;
-        out.remove(i + 1);
-        joined = true;
+    out
+}
+
+/// Most ports of one entry listed one by one beyond its ranges.
+const MAX_MORE_PORTS: usize = 4096;
+
+/// An entry's ports as the datapath holds them: the [`MAX_RANGES`] widest
+/// ranges in the entry itself, every port of the rest listed one by one
+/// (never a wider range: a policy allows no port it does not name). Past
+/// [`MAX_MORE_PORTS`] the rest are left out (allowing less, never more),
+/// and the second value says so.
+fn fit(merged: Vec<(u16, u16)>) -> (Vec<(u16, u16)>, Vec<u16>, bool) {
+    if merged.len() <= MAX_RANGES {
+        return (merged, Vec::new(), false);
     }
-    (out, joined)
+    let mut by_span = merged;
+    by_span.sort_by_key(|(a, b)| std::cmp::Reverse(b - a));
+    let rest = by_span.split_off(MAX_RANGES);
+    by_span.sort();
+    let mut more = Vec::new();
+    let mut left_out = false;
+    for (a, b) in rest {
+        for port in a..=b {
+            if more.len() == MAX_MORE_PORTS {
+                left_out = true;
+                break;
+            }
+            more.push(port);
+        }
+    }
+    more.sort();
+    (by_span, more, left_out)
 }
 
 impl<'a> Compiler<'a> {
@@ -313,26 +338,53 @@ pub fn compile(cluster: &Cluster) -> Compiled {
     for l in state.ingress_isolated.clone() {
         ingress.insert((IDENTITY_HOST, l, 0), None);
     }
-    let to_map = |entries: Entries, out: &mut BTreeMap<PolicyKey, PolicyValue>, warnings: &mut Vec<String>| {
-        for ((peer, local, proto), ranges) in entries {
+    let to_map = |entries: Entries,
+                  direction: u8,
+                  out: &mut BTreeMap<PolicyKey, PolicyValue>,
+                  more_ports: &mut BTreeSet<PortKey>,
+                  warnings: &mut Vec<String>| {
+        for ((peer, local, protocol), ranges) in entries {
             let v = match ranges {
                 None => PolicyValue::all_ports(),
                 Some(r) => {
-                    let (merged, joined) = merge(r);
-                    if joined {
+                    let (ranges, more, left_out) = fit(merge(r));
+                    if left_out {
                         warnings.push(format!(
-                            "identity {local}: more than {MAX_RANGES} port ranges from one peer; the closest were joined"
+                            "identity {local}: more than {MAX_RANGES} port ranges and {MAX_MORE_PORTS} further ports from one peer; the ports past them are not allowed"
                         ));
                     }
-                    PolicyValue::ranges(&merged)
+                    let mut v = PolicyValue::ranges(&ranges);
+                    if !more.is_empty() {
+                        v.flags |= MORE_PORTS;
+                        more_ports.extend(more.into_iter().map(|port| PortKey {
+                            peer,
+                            local,
+                            protocol,
+                            direction,
+                            port,
+                        }));
+                    }
+                    v
                 }
             };
-            out.insert(PolicyKey::new(peer, local, proto), v);
+            out.insert(PolicyKey::new(peer, local, protocol), v);
         }
     };
     let mut warnings = std::mem::take(&mut c.warnings);
-    to_map(ingress, &mut state.ingress, &mut warnings);
-    to_map(egress, &mut state.egress, &mut warnings);
+    to_map(
+        ingress,
+        DIRECTION_INGRESS,
+        &mut state.ingress,
+        &mut state.more_ports,
+        &mut warnings,
+    );
+    to_map(
+        egress,
+        DIRECTION_EGRESS,
+        &mut state.egress,
+        &mut state.more_ports,
+        &mut warnings,
+    );
     state.cidrs = c
         .prefixes
         .iter()

@@ -3,7 +3,9 @@
 //! maps say, read the way the TC programs read them.
 
 use super::compile::{compile, Cluster, Compiled, PodInfo};
-use novanet_ebpf::maps::{Addr, PolicyKey, IDENTITY_ANY, IDENTITY_WORLD};
+use novanet_ebpf::maps::{
+    Addr, PolicyKey, PortKey, DIRECTION_EGRESS, DIRECTION_INGRESS, IDENTITY_ANY, IDENTITY_WORLD, MORE_PORTS,
+};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -32,23 +34,36 @@ fn allows(c: &Compiled, src: &str, dst: &str, proto: u8, port: u16) -> bool {
             .unwrap_or(IDENTITY_WORLD)
     };
     let (s, d) = (identity(src), identity(dst));
-    let dir_ok = |isolated: &std::collections::BTreeSet<u32>, map: &BTreeMap<PolicyKey, _>, peer: u32, local: u32| {
+    let dir_ok = |isolated: &std::collections::BTreeSet<u32>,
+                  map: &BTreeMap<PolicyKey, _>,
+                  direction: u8,
+                  peer: u32,
+                  local: u32| {
         if !isolated.contains(&local) {
             return true;
         }
         let map: &BTreeMap<PolicyKey, novanet_ebpf::maps::PolicyValue> = map;
         [(peer, proto), (peer, 0), (IDENTITY_ANY, proto), (IDENTITY_ANY, 0)]
             .iter()
-            .filter_map(|(p, pr)| map.get(&PolicyKey::new(*p, local, *pr)))
-            .any(|v| {
+            .filter_map(|(p, pr)| map.get(&PolicyKey::new(*p, local, *pr)).map(|v| (*p, *pr, v)))
+            .any(|(p, pr, v)| {
                 v.all_ports == 1
                     || v.ranges[..v.count as usize]
                         .iter()
                         .any(|r| port >= r.first && port <= r.last)
+                    || (v.flags & MORE_PORTS != 0
+                        && c.state.more_ports.contains(&PortKey {
+                            peer: p,
+                            local,
+                            protocol: pr,
+                            direction,
+                            port,
+                        }))
             })
     };
     // The source's egress, then the destination's ingress.
-    dir_ok(&c.state.egress_isolated, &c.state.egress, d, s) && dir_ok(&c.state.ingress_isolated, &c.state.ingress, s, d)
+    dir_ok(&c.state.egress_isolated, &c.state.egress, DIRECTION_EGRESS, d, s)
+        && dir_ok(&c.state.ingress_isolated, &c.state.ingress, DIRECTION_INGRESS, s, d)
 }
 
 fn pod(ns: &str, name: &str, ip: &str, labels: &[(&str, &str)]) -> PodInfo {
@@ -227,4 +242,52 @@ fn port_ranges_expressions_and_what_is_not_honoured() {
         "NotIn the expression: open"
     );
     assert!(c.warnings.iter().any(|w| w.contains("named port")), "{:?}", c.warnings);
+}
+
+#[test]
+fn any_number_of_ports_allows_exactly_those_ports() {
+    // Seventeen single ports, 80, 82, ... 112: more than the 16 ranges an
+    // entry holds. Not one port between them may open.
+    let ports: Vec<serde_json::Value> = (0..17)
+        .map(|i| json!({"protocol": "TCP", "port": 80 + 2 * i}))
+        .collect();
+    let mut egress_ports = ports.clone();
+    egress_ports.push(json!({"protocol": "TCP", "port": 7000, "endPort": 7100}));
+    let c = cluster(vec![
+        json!({"metadata": {"name": "many", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"role": "db"}}, "ingress": [{"ports": ports}]}}),
+        json!({"metadata": {"name": "many-out", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"role": "frontend"}}, "policyTypes": ["Egress"],
+                     "egress": [{"ports": egress_ports}]}}),
+    ]);
+    for i in 0..17u16 {
+        assert!(
+            allows(&c, "10.0.2.10", "10.0.0.10", TCP, 80 + 2 * i),
+            "port {}",
+            80 + 2 * i
+        );
+        assert!(
+            !allows(&c, "10.0.2.10", "10.0.0.10", TCP, 81 + 2 * i),
+            "port {}",
+            81 + 2 * i
+        );
+        assert!(
+            allows(&c, "10.0.0.11", "10.0.2.10", TCP, 80 + 2 * i),
+            "egress port {}",
+            80 + 2 * i
+        );
+        assert!(
+            !allows(&c, "10.0.0.11", "10.0.2.10", TCP, 81 + 2 * i),
+            "egress port {}",
+            81 + 2 * i
+        );
+    }
+    assert!(!allows(&c, "10.0.2.10", "10.0.0.10", TCP, 79));
+    assert!(
+        allows(&c, "10.0.0.11", "10.0.2.10", TCP, 7050),
+        "the wide range stays a range"
+    );
+    assert!(!allows(&c, "10.0.0.11", "10.0.2.10", TCP, 7101));
+    assert!(!c.state.more_ports.is_empty());
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
