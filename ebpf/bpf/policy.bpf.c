@@ -281,6 +281,16 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow_key *flow)
 	return 0;
 }
 
+// The identity of the longest ipBlock prefix holding an address, 0 for
+// none.
+static __always_inline __u32 cidr_identity_of(struct addr *a)
+{
+	struct cidr_key k = {.prefixlen = 128};
+	__builtin_memcpy(k.bytes, a->bytes, 16);
+	__u32 *id = bpf_map_lookup_elem(&cidrs, &k);
+	return id ? *id : 0;
+}
+
 static __always_inline __u32 identity_of(struct addr *a)
 {
 	__u32 *id = bpf_map_lookup_elem(&endpoints, a);
@@ -415,8 +425,15 @@ static __always_inline int verdict(struct __sk_buff *skb, struct flow_key *f, __
 	void *isolated = direction == DIRECTION_INGRESS ? (void *)&ingress_isolated : (void *)&egress_isolated;
 	void *policy = direction == DIRECTION_INGRESS ? (void *)&ingress_policy : (void *)&egress_policy;
 	int allowed = 1;
-	if (bpf_map_lookup_elem(isolated, &local))
+	if (bpf_map_lookup_elem(isolated, &local)) {
 		allowed = lookup_allows(policy, direction, peer, local, flow.protocol, flow.dport);
+		// A pod's address is also in the ipBlocks that hold it.
+		if (!allowed) {
+			__u32 peer_cidr = cidr_identity_of(direction == DIRECTION_INGRESS ? &flow.src : &flow.dst);
+			if (peer_cidr && peer_cidr != peer)
+				allowed = lookup_allows(policy, direction, peer_cidr, local, flow.protocol, flow.dport);
+		}
+	}
 	if (!allowed) {
 		count(direction == DIRECTION_INGRESS ? COUNTER_INGRESS_DENY : COUNTER_EGRESS_DENY);
 		emit(skb, &flow, src_id, dst_id, EVENT_DROP, direction);

@@ -187,6 +187,25 @@ fn verdicts_follow_the_maps() {
         run(&dp, "to_pod", &packet("198.51.100.1", "10.244.2.20", TCP, 1002, 443)),
         DROP
     );
+    // A pod's address inside an ipBlock is in that block too: pod A
+    // (10.244.1.10) reaches B's 443 once 10.244.1.0/24 is allowed.
+    assert_eq!(
+        run(&dp, "to_pod", &packet("10.244.1.10", "10.244.2.20", TCP, 1003, 443)),
+        DROP
+    );
+    state.cidrs.insert((Addr::from(ip("10.244.1.0")), 96 + 24), BLOCK + 1);
+    state.ingress.insert(
+        PolicyKey::new(BLOCK + 1, POD_B, TCP),
+        PolicyValue::ranges(&[(443, 443)]),
+    );
+    dp.sync_policy(&state).unwrap();
+    assert_eq!(
+        run(&dp, "to_pod", &packet("10.244.1.10", "10.244.2.20", TCP, 1004, 443)),
+        PASS
+    );
+    state.ingress.remove(&PolicyKey::new(BLOCK + 1, POD_B, TCP));
+    state.cidrs.remove(&(Addr::from(ip("10.244.1.0")), 96 + 24));
+    dp.sync_policy(&state).unwrap();
 
     // IPv6 alike.
     assert_eq!(

@@ -16,11 +16,8 @@ const UDP: u8 = 17;
 /// The verdict the programs reach for a new flow, from the maps alone
 /// (the same lookups in the same order as `bpf/policy.bpf.c`).
 fn allows(c: &Compiled, src: &str, dst: &str, proto: u8, port: u16) -> bool {
-    let identity = |ip: &str| -> u32 {
+    let cidr_identity = |ip: &str| -> Option<u32> {
         let a = Addr::from(ip.parse::<IpAddr>().unwrap());
-        if let Some(id) = c.endpoints.get(&a) {
-            return *id;
-        }
         c.state
             .cidrs
             .iter()
@@ -31,7 +28,13 @@ fn allows(c: &Compiled, src: &str, dst: &str, proto: u8, port: u16) -> bool {
             })
             .max_by_key(|((_, len), _)| *len)
             .map(|(_, id)| *id)
-            .unwrap_or(IDENTITY_WORLD)
+    };
+    let identity = |ip: &str| -> u32 {
+        let a = Addr::from(ip.parse::<IpAddr>().unwrap());
+        match c.endpoints.get(&a) {
+            Some(id) => *id,
+            None => cidr_identity(ip).unwrap_or(IDENTITY_WORLD),
+        }
     };
     let (s, d) = (identity(src), identity(dst));
     let dir_ok = |isolated: &std::collections::BTreeSet<u32>,
@@ -61,9 +64,21 @@ fn allows(c: &Compiled, src: &str, dst: &str, proto: u8, port: u16) -> bool {
                         }))
             })
     };
+    // A pod's address is its identity, and also the ipBlocks holding it.
+    let either = |map, isolated, direction, peer_ip: &str, peer: u32, local: u32| {
+        dir_ok(isolated, map, direction, peer, local)
+            || cidr_identity(peer_ip).is_some_and(|p| p != peer && dir_ok(isolated, map, direction, p, local))
+    };
     // The source's egress, then the destination's ingress.
-    dir_ok(&c.state.egress_isolated, &c.state.egress, DIRECTION_EGRESS, d, s)
-        && dir_ok(&c.state.ingress_isolated, &c.state.ingress, DIRECTION_INGRESS, s, d)
+    either(&c.state.egress, &c.state.egress_isolated, DIRECTION_EGRESS, dst, d, s)
+        && either(
+            &c.state.ingress,
+            &c.state.ingress_isolated,
+            DIRECTION_INGRESS,
+            src,
+            s,
+            d,
+        )
 }
 
 fn pod(ns: &str, name: &str, ip: &str, labels: &[(&str, &str)]) -> PodInfo {
@@ -290,4 +305,32 @@ fn any_number_of_ports_allows_exactly_those_ports() {
     assert!(!allows(&c, "10.0.0.11", "10.0.2.10", TCP, 7101));
     assert!(!c.state.more_ports.is_empty());
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn an_ip_block_holds_the_pods_in_it() {
+    // Egress to a pod's /32; ingress from a CIDR holding pod addresses,
+    // with an except; the upstream suite's ipBlock cases.
+    let c = cluster(vec![
+        json!({"metadata": {"name": "to-db", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"role": "frontend"}}, "policyTypes": ["Egress"],
+                     "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.10/32"}}]}]}}),
+        json!({"metadata": {"name": "from-block", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"role": "db"}}, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.2.0/24"]}}]}]}}),
+    ]);
+    assert!(
+        allows(&c, "10.0.0.11", "10.0.0.10", TCP, 80),
+        "frontend to db's /32, db admits 10.0.0.0/16"
+    );
+    assert!(
+        !allows(&c, "10.0.0.11", "10.0.0.12", TCP, 80),
+        "frontend may reach only db's /32"
+    );
+    assert!(allows(&c, "10.0.1.10", "10.0.0.10", TCP, 80), "a pod inside the block");
+    assert!(
+        !allows(&c, "10.0.2.10", "10.0.0.10", TCP, 80),
+        "a pod inside the except"
+    );
+    assert!(!allows(&c, "192.168.9.9", "10.0.0.10", TCP, 80), "outside the block");
 }
