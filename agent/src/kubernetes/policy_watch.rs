@@ -65,11 +65,28 @@ fn pod_info(p: &Pod) -> Option<PodInfo> {
     if ips.is_empty() {
         return None;
     }
+    let named_ports = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let name = p.name.clone()?;
+            let proto = match p.protocol.as_deref().unwrap_or("TCP") {
+                "TCP" => 6,
+                "UDP" => 17,
+                "SCTP" => 132,
+                _ => return None,
+            };
+            Some((name, proto, u16::try_from(p.container_port).ok()?))
+        })
+        .collect();
     Some(PodInfo {
         namespace: p.metadata.namespace.clone().unwrap_or_default(),
         name: p.metadata.name.clone().unwrap_or_default(),
         labels: p.metadata.labels.clone().unwrap_or_default(),
         ips,
+        named_ports,
     })
 }
 

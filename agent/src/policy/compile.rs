@@ -36,6 +36,8 @@ pub struct PodInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub ips: Vec<IpAddr>,
+    /// Its containers' named ports: (name, protocol number, port).
+    pub named_ports: Vec<(String, u8, u16)>,
 }
 
 impl PodInfo {
@@ -100,6 +102,9 @@ struct Compiler<'a> {
 
 /// Port ranges, or all ports (None).
 type Ports = Option<Vec<(u16, u16)>>;
+
+/// Named ports of a rule: (protocol number, name).
+type Names = Vec<(u8, String)>;
 
 /// (peer, local, protocol) -> the ports allowed.
 type Entries = BTreeMap<(u32, u32, u8), Ports>;
@@ -220,11 +225,13 @@ impl<'a> Compiler<'a> {
         *self.prefixes.entry(p).or_insert(next)
     }
 
-    /// The (protocol, ranges) a rule's ports allow; `None` ranges: all.
-    fn ports(&mut self, ports: Option<&Vec<NetworkPolicyPort>>) -> Vec<(u8, Ports)> {
+    /// The (protocol, ranges) a rule's numbered ports allow (`None`
+    /// ranges: all), and its named ports as (protocol, name).
+    fn ports(&mut self, ports: Option<&Vec<NetworkPolicyPort>>) -> (Vec<(u8, Ports)>, Names) {
         let Some(ports) = ports.filter(|p| !p.is_empty()) else {
-            return vec![(0, None)];
+            return (vec![(0, None)], Vec::new());
         };
+        let mut names = Vec::new();
         let mut out: BTreeMap<u8, Ports> = BTreeMap::new();
         for p in ports {
             let Some(proto) = protocol_number(p.protocol.as_deref()) else {
@@ -242,8 +249,7 @@ impl<'a> Compiler<'a> {
                     Some((first, last))
                 }
                 Some(IntOrString::String(name)) => {
-                    self.warnings
-                        .push(format!("named port {name:?} is not resolved: that port allows nothing"));
+                    names.push((proto, name.clone()));
                     continue;
                 }
             };
@@ -254,7 +260,66 @@ impl<'a> Compiler<'a> {
                 (None, Some(_)) => {}
             }
         }
-        out.into_iter().collect()
+        (out.into_iter().collect(), names)
+    }
+
+    /// Named ports resolved against the pods of one identity: what the
+    /// names are among their containers' ports (same name and protocol).
+    fn resolve(&self, names: &[(u8, String)], identity: u32) -> Vec<(u8, Ports)> {
+        let mut out: BTreeMap<u8, Vec<(u16, u16)>> = BTreeMap::new();
+        for pod in self
+            .cluster
+            .pods
+            .iter()
+            .filter(|p| self.ids.get(&p.key()) == Some(&identity))
+        {
+            for (name, proto, port) in &pod.named_ports {
+                if names.iter().any(|(p, n)| p == proto && n == name) {
+                    out.entry(*proto).or_default().push((*port, *port));
+                }
+            }
+        }
+        out.into_iter().map(|(p, r)| (p, Some(r))).collect()
+    }
+
+    /// Adds a rule's named ports: resolved against each local pod's
+    /// containers (ingress), or each peer pod's (egress; a rule without
+    /// peers: every pod's). A name no pod has allows nothing.
+    fn add_named(
+        &mut self,
+        entries: &mut Entries,
+        ingress: bool,
+        peers: &Peers,
+        locals: &BTreeSet<u32>,
+        names: &[(u8, String)],
+    ) {
+        if names.is_empty() {
+            return;
+        }
+        let mut resolved_any = false;
+        if ingress {
+            for l in locals {
+                let ports = self.resolve(names, *l);
+                resolved_any |= !ports.is_empty();
+                Compiler::add(entries, peers, &BTreeSet::from([*l]), &ports);
+            }
+        } else {
+            let peer_ids: BTreeSet<u32> = match peers {
+                Peers::Any => self.ids.values().copied().collect(),
+                Peers::Identities(s) => s.clone(),
+            };
+            for p in peer_ids {
+                let ports = self.resolve(names, p);
+                resolved_any |= !ports.is_empty();
+                Compiler::add(entries, &Peers::Identities(BTreeSet::from([p])), locals, &ports);
+            }
+        }
+        if !resolved_any {
+            let list: Vec<&str> = names.iter().map(|(_, n)| n.as_str()).collect();
+            self.warnings.push(format!(
+                "named port {list:?} is no container port of the pods it applies to: it allows nothing"
+            ));
+        }
     }
 
     fn add(entries: &mut Entries, peers: &Peers, locals: &BTreeSet<u32>, ports: &[(u8, Ports)]) {
@@ -321,16 +386,18 @@ pub fn compile(cluster: &Cluster) -> Compiled {
             state.ingress_isolated.extend(selected.iter().copied());
             for rule in spec.ingress.iter().flatten() {
                 let peers = c.peers_of(&ns, rule.from.as_ref());
-                let ports = c.ports(rule.ports.as_ref());
+                let (ports, names) = c.ports(rule.ports.as_ref());
                 Compiler::add(&mut ingress, &peers, &selected, &ports);
+                c.add_named(&mut ingress, true, &peers, &selected, &names);
             }
         }
         if types.iter().any(|t| t == "Egress") {
             state.egress_isolated.extend(selected.iter().copied());
             for rule in spec.egress.iter().flatten() {
                 let peers = c.peers_of(&ns, rule.to.as_ref());
-                let ports = c.ports(rule.ports.as_ref());
+                let (ports, names) = c.ports(rule.ports.as_ref());
                 Compiler::add(&mut egress, &peers, &selected, &ports);
+                c.add_named(&mut egress, false, &peers, &selected, &names);
             }
         }
     }

@@ -87,6 +87,7 @@ fn pod(ns: &str, name: &str, ip: &str, labels: &[(&str, &str)]) -> PodInfo {
         name: name.into(),
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         ips: vec![ip.parse().unwrap()],
+        named_ports: vec![("serve-81-tcp".into(), TCP, 81), ("serve-81-udp".into(), UDP, 81)],
     }
 }
 
@@ -250,13 +251,16 @@ fn port_ranges_expressions_and_what_is_not_honoured() {
         assert!(allows(&c, "10.0.2.10", dst, TCP, 32768));
         assert!(!allows(&c, "10.0.2.10", dst, TCP, 32769));
         assert!(allows(&c, "10.0.2.10", dst, UDP, 9999), "every UDP port");
-        assert!(!allows(&c, "10.0.2.10", dst, TCP, 80), "the named port allows nothing");
+        assert!(
+            !allows(&c, "10.0.2.10", dst, TCP, 80),
+            "no pod serves a port named http"
+        );
     }
     assert!(
         allows(&c, "10.0.2.10", "10.0.0.11", TCP, 80),
         "NotIn the expression: open"
     );
-    assert!(c.warnings.iter().any(|w| w.contains("named port")), "{:?}", c.warnings);
+    assert!(c.warnings.iter().any(|w| w.contains("\"http\"")), "{:?}", c.warnings);
 }
 
 #[test]
@@ -333,4 +337,38 @@ fn an_ip_block_holds_the_pods_in_it() {
         "a pod inside the except"
     );
     assert!(!allows(&c, "192.168.9.9", "10.0.0.10", TCP, 80), "outside the block");
+}
+
+#[test]
+fn named_ports_resolve_against_the_pods_they_apply_to() {
+    // The upstream cases: ingress on a named port, ingress from a
+    // namespace on a named port, egress on a named port. Every pod here
+    // serves serve-81-tcp on 81 and serve-81-udp on UDP 81.
+    let c = cluster(vec![
+        json!({"metadata": {"name": "in", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"role": "db"}},
+                     "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}}),
+        json!({"metadata": {"name": "in-ns", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"role": "other"}},
+                     "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"project": "myproject"}}}],
+                                  "ports": [{"port": "serve-81-tcp"}]}]}}),
+        json!({"metadata": {"name": "out", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"role": "frontend"}}, "policyTypes": ["Egress"],
+                     "egress": [{"ports": [{"protocol": "UDP", "port": "serve-81-udp"}]}]}}),
+    ]);
+    assert!(allows(&c, "10.0.2.10", "10.0.0.10", TCP, 81));
+    assert!(!allows(&c, "10.0.2.10", "10.0.0.10", TCP, 80));
+    assert!(!allows(&c, "10.0.2.10", "10.0.0.10", UDP, 81), "the name is TCP's");
+    assert!(allows(&c, "10.0.1.10", "10.0.0.12", TCP, 81));
+    assert!(
+        !allows(&c, "10.0.2.10", "10.0.0.12", TCP, 81),
+        "not from that namespace"
+    );
+    assert!(allows(&c, "10.0.0.11", "10.0.2.10", UDP, 81));
+    assert!(!allows(&c, "10.0.0.11", "10.0.2.10", UDP, 80));
+    assert!(
+        !allows(&c, "10.0.0.11", "192.168.9.9", UDP, 81),
+        "no pod there holds the name"
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
