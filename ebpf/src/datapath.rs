@@ -31,6 +31,12 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("map {name} holds at most {capacity} entries, {want} were to be written: nothing was written, the previous state stays")]
+    Full {
+        name: &'static str,
+        want: usize,
+        capacity: usize,
+    },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -68,6 +74,29 @@ pub struct PolicyState {
     pub cidrs: BTreeMap<(Addr, u32), u32>,
 }
 
+impl PolicyState {
+    /// The identities whose verdicts differ between `self` and `other`:
+    /// isolated in one only, or holding an entry (or listed port) that
+    /// differs. Each is the local end of what changed.
+    pub fn changed_identities(&self, other: &PolicyState) -> BTreeSet<u32> {
+        let mut ids: BTreeSet<u32> = self
+            .ingress_isolated
+            .symmetric_difference(&other.ingress_isolated)
+            .chain(self.egress_isolated.symmetric_difference(&other.egress_isolated))
+            .copied()
+            .collect();
+        for (a, b) in [(&self.ingress, &other.ingress), (&self.egress, &other.egress)] {
+            for k in a.keys().chain(b.keys()) {
+                if a.get(k) != b.get(k) {
+                    ids.insert(k.local);
+                }
+            }
+        }
+        ids.extend(self.more_ports.symmetric_difference(&other.more_ports).map(|k| k.local));
+        ids
+    }
+}
+
 /// Verdict counters summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -87,6 +116,33 @@ pub struct Datapath {
     /// What this datapath last wrote into the policy maps (none yet: the
     /// pinned maps may hold a previous run's).
     written: Option<PolicyState>,
+    /// What the endpoints map holds, as last written.
+    endpoints: BTreeMap<Addr, u32>,
+}
+
+/// How many entries each map the agent writes holds (as
+/// `bpf/policy.bpf.c` sizes them): a state that does not fit is refused
+/// whole before anything is written.
+const CAPACITY: &[(&str, usize)] = &[
+    ("endpoints", 65536),
+    ("cidrs", 16384),
+    ("ingress_isolated", 65536),
+    ("egress_isolated", 65536),
+    ("ingress_policy", 262144),
+    ("egress_policy", 262144),
+    ("more_ports", 262144),
+];
+
+fn fits(name: &'static str, want: usize) -> Result<(), DatapathError> {
+    let capacity = CAPACITY
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, c)| *c)
+        .expect("a sized map");
+    if want > capacity {
+        return Err(DatapathError::Full { name, want, capacity });
+    }
+    Ok(())
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DatapathError {
@@ -162,6 +218,7 @@ impl Datapath {
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
             written: None,
+            endpoints: BTreeMap::new(),
         })
     }
 
@@ -292,9 +349,28 @@ impl Datapath {
         Ok(())
     }
 
-    /// Every pod's address and identity.
+    /// Every pod's address and identity. The remembered flows of an
+    /// address that appears, goes or changes identity are forgotten (a
+    /// new pod on a released address inherits nothing).
     pub fn sync_endpoints(&mut self, want: &BTreeMap<Addr, u32>) -> Result<(), DatapathError> {
-        self.sync_hash("endpoints", want)
+        fits("endpoints", want.len())?;
+        let have: BTreeMap<Addr, u32> = self
+            .hash::<Addr, u32>("endpoints")?
+            .iter()
+            .filter_map(Result::ok)
+            .collect();
+        let moved: BTreeSet<Addr> = have
+            .keys()
+            .chain(want.keys())
+            .filter(|a| have.get(a) != want.get(a))
+            .copied()
+            .collect();
+        self.sync_hash("endpoints", want)?;
+        self.endpoints = want.clone();
+        if !moved.is_empty() {
+            self.forget_flows(&moved)?;
+        }
+        Ok(())
     }
 
     /// The policy maps; established flows are forgotten when anything
@@ -304,6 +380,23 @@ impl Datapath {
         if self.written.as_ref() == Some(want) {
             return Ok(false);
         }
+        for (name, len) in [
+            ("ingress_isolated", want.ingress_isolated.len()),
+            ("egress_isolated", want.egress_isolated.len()),
+            ("ingress_policy", want.ingress.len()),
+            ("egress_policy", want.egress.len()),
+            ("more_ports", want.more_ports.len()),
+            ("cidrs", want.cidrs.len()),
+        ] {
+            fits(name, len)?;
+        }
+        // Whose remembered flows the change concerns: every pod's when the
+        // ipBlocks changed (or nothing is known of what the maps held).
+        let concerned: Option<BTreeSet<u32>> = self
+            .written
+            .as_ref()
+            .filter(|old| old.cidrs == want.cidrs)
+            .map(|old| old.changed_identities(want));
         let set = |s: &BTreeSet<u32>| s.iter().map(|i| (*i, 1u8)).collect::<BTreeMap<u32, u8>>();
         self.sync_hash("ingress_isolated", &set(&want.ingress_isolated))?;
         self.sync_hash("egress_isolated", &set(&want.egress_isolated))?;
@@ -314,9 +407,42 @@ impl Datapath {
         self.sync_hash("egress_policy", &want.egress)?;
         self.sync_hash("more_ports", &more)?;
         self.sync_cidrs(&want.cidrs)?;
-        self.clear_conntrack()?;
+        match concerned {
+            None => self.clear_conntrack()?,
+            Some(ids) => {
+                let addrs: BTreeSet<Addr> = self
+                    .endpoints
+                    .iter()
+                    .filter(|(_, id)| ids.contains(id))
+                    .map(|(a, _)| *a)
+                    .collect();
+                self.forget_flows(&addrs)?;
+            }
+        }
         self.written = Some(want.clone());
         Ok(true)
+    }
+
+    /// Forgets the remembered flows to or from `addrs`.
+    fn forget_flows(&mut self, addrs: &BTreeSet<Addr>) -> Result<(), DatapathError> {
+        if addrs.is_empty() {
+            return Ok(());
+        }
+        let mut ct = self.hash::<crate::maps::FlowKey, u64>("conntrack")?;
+        let keys: Vec<_> = ct
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| addrs.contains(&k.src) || addrs.contains(&k.dst))
+            .collect();
+        for k in keys {
+            let _ = ct.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// How many flows are remembered.
+    pub fn remembered_flows(&mut self) -> Result<usize, DatapathError> {
+        Ok(self.hash::<crate::maps::FlowKey, u64>("conntrack")?.keys().count())
     }
 
     fn lpm(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], u32>, DatapathError> {

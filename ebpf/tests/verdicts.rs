@@ -326,6 +326,62 @@ fn ports_past_an_entry_s_ranges_are_looked_up_one_by_one() {
 }
 
 #[test]
+fn a_policy_change_forgets_only_the_flows_it_concerns_and_a_state_too_big_is_refused_whole() {
+    let pins = PinDir::new();
+    let mut dp = Datapath::load(&pins.pins).expect("load");
+    dp.sync_endpoints(&endpoints()).unwrap();
+    let mut state = PolicyState::default();
+    state.egress_isolated.insert(0x3000); // an identity with no pod here
+    dp.sync_policy(&state).unwrap();
+    // Two remembered flows: A to B, and the world to A.
+    assert_eq!(
+        run(&dp, "to_pod", &packet("10.244.1.10", "10.244.2.20", TCP, 42000, 80)),
+        PASS
+    );
+    assert_eq!(
+        run(&dp, "to_pod", &packet("203.0.113.9", "10.244.1.10", TCP, 42001, 80)),
+        PASS
+    );
+    assert_eq!(dp.remembered_flows().unwrap(), 2);
+    // B's policy changes: B's flows are forgotten, A's other flow stays.
+    state.ingress_isolated.insert(POD_B);
+    state
+        .ingress
+        .insert(PolicyKey::new(POD_A, POD_B, TCP), PolicyValue::ranges(&[(80, 80)]));
+    assert!(dp.sync_policy(&state).unwrap());
+    assert_eq!(dp.remembered_flows().unwrap(), 1, "only the flow to B is forgotten");
+    // Another tenant's identity comes and goes: nothing of A's or B's.
+    state.egress_isolated.remove(&0x3000);
+    assert!(dp.sync_policy(&state).unwrap());
+    assert_eq!(dp.remembered_flows().unwrap(), 1);
+
+    // More endpoints than the map holds: refused before anything is
+    // written; the pods keep their identities.
+    let too_many: BTreeMap<Addr, u32> = (0..65537u32)
+        .map(|i| {
+            (
+                Addr::from(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))),
+                0x1000,
+            )
+        })
+        .collect();
+    let e = dp.sync_endpoints(&too_many).unwrap_err().to_string();
+    assert!(
+        e.contains("endpoints") && e.contains("65536") && e.contains("nothing was written"),
+        "{e}"
+    );
+    assert_eq!(
+        run(&dp, "to_pod", &packet("10.244.1.10", "10.244.2.20", TCP, 42002, 80)),
+        PASS,
+        "A is still A"
+    );
+    assert_eq!(
+        run(&dp, "to_pod", &packet("10.244.1.10", "10.244.2.20", TCP, 42003, 81)),
+        DROP
+    );
+}
+
+#[test]
 fn maps_outlive_the_loader_and_are_found_again() {
     let pins = PinDir::new();
     {
