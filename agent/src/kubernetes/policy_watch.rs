@@ -1,6 +1,7 @@
 //! The watches identity policy needs: every Pod (address, namespace,
-//! labels), every Namespace (labels, for namespaceSelector) and every
-//! NetworkPolicy, each a kube-runtime watcher behind a reflector store.
+//! labels, container ports), every Namespace (labels, for
+//! namespaceSelector) and every NetworkPolicy, each a kube-runtime watcher
+//! behind a reflector store that keeps only those fields.
 //! Nothing is handed to the enforcer until all three have listed: the
 //! pinned maps keep what the previous agent wrote (across a restart, and
 //! while the API server is away) rather than a partial cluster, where a
@@ -26,14 +27,14 @@ use std::time::Duration;
 /// Changes closer together than this are applied together.
 const SETTLE: Duration = Duration::from_millis(100);
 
-fn watch<K>(api: Api<K>, what: &'static str, changed: Arc<tokio::sync::Notify>) -> Store<K>
+fn watch<K>(api: Api<K>, what: &'static str, changed: Arc<tokio::sync::Notify>, strip: fn(&mut K)) -> Store<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().timeout(super::watch::WATCH_TIMEOUT_SECS);
-    let stream = reflector(writer, watcher::watcher(api, config)).default_backoff();
+    let stream = reflector(writer, watcher::watcher(api, config).modify(strip)).default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
@@ -45,6 +46,55 @@ where
         }
     });
     reader
+}
+
+/// What every cached object keeps of its metadata: name, namespace,
+/// labels, uid and resourceVersion (the store's keys and what selectors
+/// read); annotations, managed fields and owners go.
+fn strip_metadata(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    m.annotations = None;
+    m.managed_fields = None;
+    m.owner_references = None;
+    m.finalizers = None;
+}
+
+/// A Pod as the store keeps it: its metadata as above, whether it is on
+/// the host network, its containers' ports (for named ports) and its
+/// addresses. Environment, volumes, images and everything else of a
+/// tenant's pod are never held.
+fn strip_pod(p: &mut Pod) {
+    strip_metadata(&mut p.metadata);
+    if let Some(spec) = p.spec.take() {
+        let keep = |c: &k8s_openapi::api::core::v1::Container| k8s_openapi::api::core::v1::Container {
+            name: c.name.clone(),
+            ports: c.ports.clone(),
+            ..Default::default()
+        };
+        p.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            host_network: spec.host_network,
+            node_name: spec.node_name,
+            containers: spec.containers.iter().map(keep).collect(),
+            init_containers: spec.init_containers.map(|cs| cs.iter().map(keep).collect()),
+            ..Default::default()
+        });
+    }
+    if let Some(status) = p.status.take() {
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            pod_ip: status.pod_ip,
+            pod_ips: status.pod_ips,
+            ..Default::default()
+        });
+    }
+}
+
+fn strip_namespace(n: &mut Namespace) {
+    strip_metadata(&mut n.metadata);
+    n.spec = None;
+    n.status = None;
+}
+
+fn strip_policy(p: &mut NetworkPolicy) {
+    strip_metadata(&mut p.metadata);
 }
 
 /// What policy knows of a pod: none for host-network pods and pods without
@@ -93,9 +143,19 @@ fn pod_info(p: &Pod) -> Option<PodInfo> {
 /// Starts the watches and keeps the enforcer's cluster current.
 pub fn spawn(client: Client, enforcer: Arc<Enforcer>) {
     let changed = Arc::new(tokio::sync::Notify::new());
-    let pods = watch(Api::<Pod>::all(client.clone()), "Pod", changed.clone());
-    let namespaces = watch(Api::<Namespace>::all(client.clone()), "Namespace", changed.clone());
-    let policies = watch(Api::<NetworkPolicy>::all(client), "NetworkPolicy", changed.clone());
+    let pods = watch(Api::<Pod>::all(client.clone()), "Pod", changed.clone(), strip_pod);
+    let namespaces = watch(
+        Api::<Namespace>::all(client.clone()),
+        "Namespace",
+        changed.clone(),
+        strip_namespace,
+    );
+    let policies = watch(
+        Api::<NetworkPolicy>::all(client),
+        "NetworkPolicy",
+        changed.clone(),
+        strip_policy,
+    );
     enforcer.await_watches();
     tokio::spawn(async move {
         let listed = async {
@@ -133,4 +193,42 @@ pub fn spawn(client: Client, enforcer: Arc<Enforcer>) {
             });
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_pod_keeps_what_policy_reads_and_nothing_of_its_secrets() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "prod", "labels": {"app": "web"},
+                         "annotations": {"secret-ish": "x"}, "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"nodeName": "n1", "containers": [{
+                "name": "c", "image": "registry/app:1",
+                "env": [{"name": "DB_PASSWORD", "value": "hunter2"}],
+                "ports": [{"name": "http", "containerPort": 8080}]}],
+                "volumes": [{"name": "v", "emptyDir": {}}]},
+            "status": {"phase": "Running", "podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}],
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        strip_pod(&mut pod);
+        let text = serde_json::to_string(&pod).unwrap();
+        for gone in [
+            "hunter2",
+            "DB_PASSWORD",
+            "registry/app",
+            "secret-ish",
+            "kubectl",
+            "emptyDir",
+            "Ready",
+        ] {
+            assert!(!text.contains(gone), "{gone} kept: {text}");
+        }
+        let info = pod_info(&pod).expect("an addressed pod");
+        assert_eq!(info.labels["app"], "web");
+        assert_eq!(info.ips, vec!["10.244.1.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(info.named_ports, vec![("http".to_string(), 6, 8080)]);
+    }
 }
