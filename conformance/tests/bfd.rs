@@ -370,3 +370,77 @@ fn bfd_changes_on_reload_follow_rfc_5880() {
     });
     wait_for_value("the BFD session to go", Value::Null, || agent.bfd_session("10.0.1.1"));
 }
+
+/// A ToR's BFD session keyed from a file (`bfd_key_file`, meticulous
+/// keyed SHA1) against BIRD with the same key: Up, and BGP with it. BIRD
+/// given another key: its packets fail the digest (counted) and the
+/// session goes Down, BGP with it; the right key back, both come back.
+#[test]
+fn a_keyed_bfd_session_with_bird() {
+    let mut lab = Lab::new("bfdkey");
+    two_tors_and_node(&mut lab);
+    let bird_conf = |key: &str| {
+        BIRD.replace(
+            r#"interface "eth0" { interval 100 ms; multiplier 3; };"#,
+            &format!(
+                r#"interface "eth0" {{ interval 100 ms; multiplier 3; authentication meticulous keyed sha1; password "{key}" {{ id 3; }}; }};"#
+            ),
+        )
+    };
+    let bird = Bird::start(&mut lab, "tor2", &bird_conf("tor2-bfd-k3y"));
+    let key_file = lab.dir().join("tor2-bfd.key");
+    std::fs::write(&key_file, "tor2-bfd-k3y\n").unwrap();
+    let agent = Agent::start(
+        &mut lab,
+        "node",
+        &json!({
+            "node_name": "node-a",
+            "node_ip": "10.0.1.10",
+            "pod_cidr": "10.244.10.0/24",
+            "routing": {"peers": [
+                {"neighbor_address": "10.0.2.1", "remote_as": 65002, "hold_time": 9, "keepalive": 3,
+                 "bfd_enabled": true, "bfd_min_tx_ms": 100, "bfd_min_rx_ms": 100, "bfd_detect_multiplier": 3,
+                 "bfd_key_file": key_file.display().to_string(), "bfd_key_id": 3}
+            ]}
+        }),
+    );
+    let bfd_up = |what: &str| {
+        wait_for_value(what, json!("Up"), || agent.bfd_session("10.0.2.1")["state"].clone());
+    };
+    bfd_up("keyed BFD with BIRD Up");
+    agent_established(&agent, "10.0.2.1");
+    let bird_bfd = bird.birdc(&["show", "bfd", "sessions"]);
+    assert!(bird_bfd.contains("10.0.2.10") && bird_bfd.contains("Up"), "{bird_bfd}");
+    let auth_drops = |agent: &Agent| -> u64 {
+        agent
+            .get("/metrics")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("novanet_bfd_packets_dropped_total{reason=\"authentication\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(auth_drops(&agent), 0);
+
+    // BIRD with another key: its packets fail the digest, BFD and BGP go.
+    let conf = lab.dir().join("bird-tor2").join("bird.conf");
+    std::fs::write(&conf, bird_conf("another-k3y")).unwrap();
+    bird.birdc(&["configure"]);
+    wait_for_value("BFD Down on the wrong key", json!("Down"), || {
+        agent.bfd_session("10.0.2.1")["state"].clone()
+    });
+    wait_until("digest failures counted", Duration::from_secs(10), || {
+        let n = auth_drops(&agent);
+        (n > 0).then_some(()).ok_or(n.to_string())
+    });
+    wait_until("BGP closed with BFD", Duration::from_secs(20), || {
+        let s = agent.peer_state("10.0.2.1");
+        (s != "Established").then_some(()).ok_or(s)
+    });
+
+    // The right key back: both return.
+    std::fs::write(&conf, bird_conf("tor2-bfd-k3y")).unwrap();
+    bird.birdc(&["configure"]);
+    bfd_up("keyed BFD Up again");
+    agent_established(&agent, "10.0.2.1");
+}

@@ -287,4 +287,43 @@ fn prepare_kernel_turns_compat_mode_off_unless_the_configuration_keeps_it() {
     assert_eq!(compat(&lab), "1");
     assert!(prepare(&lab, &agent_config()).contains("turned off"));
     assert_eq!(compat(&lab), "0");
+
+    // As the chart runs it: not privileged, NET_ADMIN its only
+    // capability, /proc/sys read-only as in a container, the node's
+    // /proc/sys/net mounted writable elsewhere (NOVANET_PROC_SYS_NET).
+    lab.exec("node", "sysctl", &["-qw", "net.ipv4.nexthop_compat_mode=1"]);
+    let cfg = lab.dir().join("prepare.json");
+    std::fs::write(&cfg, agent_config().to_string()).unwrap();
+    let host_net = lab.dir().join("host-proc-sys-net");
+    std::fs::create_dir_all(&host_net).unwrap();
+    let contained = |env: &str| {
+        let script = format!(
+            "mount --make-rprivate / && mount --bind /proc/sys/net {net} && mount --bind /proc/sys /proc/sys && \
+             mount -o remount,bind,ro /proc/sys && \
+             {env} setpriv --inh-caps=-all,+net_admin --bounding-set=-all,+net_admin \
+             {bin} --config {cfg} --prepare-kernel",
+            net = host_net.display(),
+            bin = novanet_conformance::agent::agent_binary().display(),
+            cfg = cfg.display()
+        );
+        lab.cmd("node", "unshare")
+            .args(["-m", "sh", "-c", &script])
+            .output()
+            .expect("unshare runs")
+    };
+    let refused = contained("");
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("Read-only"),
+        "the container's own /proc/sys is read-only: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(compat(&lab), "1");
+    let o = contained(&format!("NOVANET_PROC_SYS_NET={}", host_net.display()));
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("turned off"),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(compat(&lab), "0");
 }

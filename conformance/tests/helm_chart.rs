@@ -120,6 +120,8 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
         std::fs::create_dir_all(secrets.join("tor-passwords")).unwrap();
         std::fs::write(secrets.join("mesh-password"), "mesh-password-from-secret\n").unwrap();
         std::fs::write(secrets.join("tor-passwords/tor-b"), "tor-b-password\n").unwrap();
+        std::fs::create_dir_all(secrets.join("tor-bfd-keys")).unwrap();
+        std::fs::write(secrets.join("tor-bfd-keys/tor-b"), "tor-b-bfd-key\n").unwrap();
         std::fs::write(secrets.join("ospf-key"), "0spf-key\n").unwrap();
         let config = config
             .replace(
@@ -130,7 +132,7 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
                 "/etc/novanet/ospf-key/key",
                 &secrets.join("ospf-key").display().to_string(),
             )
-            .replace("/etc/novanet/peer-passwords/", &format!("{}/", secrets.display()));
+            .replace("/etc/novanet/peer-secrets/", &format!("{}/", secrets.display()));
         let config_file = dir.join(format!("{}.json", name.replace(' ', "-")));
         std::fs::write(&config_file, &config).unwrap();
         let o = run(Command::new(agent_binary())
@@ -152,11 +154,10 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
             // A ToR's password from a Secret is a file the DaemonSet
             // mounts; none is in the ConfigMap.
             let tor_b = &parsed["routing"]["peers"][1];
-            assert_eq!(
-                tor_b["password_file"],
-                "/etc/novanet/peer-passwords/tor-passwords/tor-b"
-            );
+            assert_eq!(tor_b["password_file"], "/etc/novanet/peer-secrets/tor-passwords/tor-b");
             assert!(tor_b.get("password").is_none() && tor_b.get("password_secret").is_none());
+            assert_eq!(tor_b["bfd_key_file"], "/etc/novanet/peer-secrets/tor-bfd-keys/tor-b");
+            assert!(tor_b.get("bfd_key_secret").is_none());
             assert_eq!(
                 parsed["routing"]["node_mesh"]["bfd_key_file"],
                 "/etc/novanet/mesh-bfd/key"
@@ -237,7 +238,11 @@ fn check_daemonset(name: &str, docs: &[Value]) {
             .find(|v| v["name"] == name)
             .map(|v| v["hostPath"]["path"].clone())
     };
-    assert_eq!(host_path("bpffs"), Some(serde_json::json!("/sys/fs/bpf")));
+    assert_eq!(
+        host_path("bpffs"),
+        Some(serde_json::json!("/sys/fs/bpf/novanet")),
+        "only the agent's pin directory of the host's bpffs"
+    );
     assert_eq!(host_path("cni-bin"), Some(serde_json::json!("/opt/cni/bin")));
     assert_eq!(host_path("cni-conf"), Some(serde_json::json!("/etc/cni/net.d")));
     assert_eq!(agent["livenessProbe"]["httpGet"]["path"], "/healthz");
@@ -259,9 +264,21 @@ fn check_daemonset(name: &str, docs: &[Value]) {
     let kernel = inits.iter().find(|c| c["name"] == "kernel-settings");
     assert_eq!(kernel.is_some(), name != "OSPF", "{inits:?}");
     if let Some(k) = kernel {
-        assert_eq!(k["securityContext"]["privileged"], true);
+        assert!(k["securityContext"]["privileged"].is_null(), "not privileged: {k}");
+        assert_eq!(
+            k["securityContext"]["capabilities"]["add"],
+            serde_json::json!(["NET_ADMIN"])
+        );
+        assert_eq!(k["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        assert_eq!(k["env"][0]["value"], "/host/proc/sys/net");
+        assert_eq!(host_path("host-proc-sys-net"), Some(serde_json::json!("/proc/sys/net")));
         assert_eq!(k["command"][3], "--prepare-kernel");
     }
+    // No container of the chart is privileged.
+    assert!(
+        !serde_json::to_string(&ds).unwrap().contains("\"privileged\":true"),
+        "a privileged container"
+    );
     assert_eq!(
         containers.iter().any(|c| c["name"] == "ospfd"),
         name == "OSPF",

@@ -11,11 +11,18 @@
 
 use std::io;
 
-const PATH: &str = "/proc/sys/net/ipv4/nexthop_compat_mode";
+/// Where the host's `/proc/sys/net` is: `NOVANET_PROC_SYS_NET` (a
+/// container's own `/proc/sys` is read-only; the chart mounts the host's
+/// `/proc/sys/net` writable there, so no privileged container is needed),
+/// else `/proc/sys/net`.
+fn path() -> std::path::PathBuf {
+    let net = std::env::var_os("NOVANET_PROC_SYS_NET").unwrap_or_else(|| "/proc/sys/net".into());
+    std::path::Path::new(&net).join("ipv4/nexthop_compat_mode")
+}
 
 /// The setting now; `None` when the kernel has none (before Linux 5.9).
 pub fn current() -> Option<bool> {
-    let text = std::fs::read_to_string(PATH).ok()?;
+    let text = std::fs::read_to_string(path()).ok()?;
     Some(text.trim() != "0")
 }
 
@@ -24,6 +31,6 @@ pub fn turn_off() -> io::Result<bool> {
     match current() {
         None => Ok(false),
         Some(false) => Ok(false),
-        Some(true) => std::fs::write(PATH, "0").map(|()| true),
+        Some(true) => std::fs::write(path(), "0").map(|()| true),
     }
 }

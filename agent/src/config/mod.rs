@@ -451,6 +451,29 @@ fn read_password(at: &str, path: &str) -> Result<String, ConfigError> {
     Ok(text.to_string())
 }
 
+/// A keyed SHA1 BFD key from a file (a final newline ignored): 1 to
+/// [`MAX_BFD_KEY`] bytes.
+fn read_bfd_key(at: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    let mut key = std::fs::read(path).map_err(|e| invalid(at, format!("cannot read {path}: {e}")))?;
+    if key.last() == Some(&b'\n') {
+        key.pop();
+    }
+    if key.is_empty() || key.len() > MAX_BFD_KEY {
+        return Err(invalid(
+            at,
+            format!(
+                "{path} holds {} bytes; a keyed SHA1 key is 1 to {MAX_BFD_KEY}",
+                key.len()
+            ),
+        ));
+    }
+    Ok(key)
+}
+
+fn default_bfd_key_id() -> u8 {
+    1
+}
+
 /// Longest key of keyed SHA1 BFD authentication (RFC 5880 4.4).
 pub const MAX_BFD_KEY: usize = 20;
 
@@ -524,6 +547,18 @@ pub struct PeerEntry {
     /// A multihop peer's BFD packets must arrive with at least this TTL.
     #[serde(default)]
     pub bfd_min_ttl: Option<u8>,
+    /// A file holding the key of this peer's BFD authentication
+    /// (meticulous keyed SHA1, RFC 5880 6.7.4; 1 to 20 bytes, a final
+    /// newline ignored), the peer's key: packets failing the digest are
+    /// dropped. Without it, the session is unauthenticated.
+    #[serde(default)]
+    pub bfd_key_file: Option<String>,
+    /// The key's id (0-255), as the peer numbers it.
+    #[serde(default = "default_bfd_key_id")]
+    pub bfd_key_id: u8,
+    /// The key read from `bfd_key_file`.
+    #[serde(skip)]
+    pub bfd_key: Option<Vec<u8>>,
     #[serde(default)]
     pub source_address: Option<IpAddr>,
     #[serde(default)]
@@ -612,6 +647,18 @@ impl Config {
             }
             p.password = Some(read_password(&at, path)?);
         }
+        for (i, p) in self.routing.peers.iter_mut().enumerate() {
+            if let Some(path) = p.bfd_key_file.as_deref().filter(|f| !f.is_empty()) {
+                let at = format!("routing.peers[{i}].bfd_key_file");
+                if !p.bfd_enabled {
+                    return Err(invalid(
+                        at,
+                        "set without bfd_enabled: there is no BFD session to authenticate",
+                    ));
+                }
+                p.bfd_key = Some(read_bfd_key(&at, path)?);
+            }
+        }
         let mesh = &mut self.routing.node_mesh;
         if let Some(path) = mesh.password_file.as_deref().filter(|p| !p.is_empty()) {
             mesh.password = Some(read_password("routing.node_mesh.password_file", path)?);
@@ -633,21 +680,7 @@ impl Config {
         let Some(path) = mesh.bfd_key_file.as_deref().filter(|p| !p.is_empty()) else {
             return Ok(());
         };
-        let at = "routing.node_mesh.bfd_key_file";
-        let mut key = std::fs::read(path).map_err(|e| invalid(at, format!("cannot read {path}: {e}")))?;
-        if key.last() == Some(&b'\n') {
-            key.pop();
-        }
-        if key.is_empty() || key.len() > MAX_BFD_KEY {
-            return Err(invalid(
-                at,
-                format!(
-                    "{path} holds {} bytes; a keyed SHA1 key is 1 to {MAX_BFD_KEY}",
-                    key.len()
-                ),
-            ));
-        }
-        mesh.bfd_key = Some(key);
+        mesh.bfd_key = Some(read_bfd_key("routing.node_mesh.bfd_key_file", path)?);
         Ok(())
     }
 
@@ -1097,6 +1130,30 @@ mod tests {
         let e = Config::parse(text).unwrap_err().to_string();
         assert!(e.contains("routing.policies.in.rules[1].set.add_communities"), "{e}");
         assert!(e.contains("\"no_exprot\" is not a community"), "{e}");
+    }
+
+    #[test]
+    fn a_peer_s_bfd_key_is_read_from_its_file_and_needs_bfd() {
+        let dir = std::env::temp_dir().join(format!("novanet-peer-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("tor-a");
+        std::fs::write(&key, "tor-a-bfd-key\n").unwrap();
+        let peer = |bfd: bool| {
+            Config::parse(&format!(
+                r#"{{"node_name": "n1", "node_ip": "10.0.1.10", "routing": {{"peers": [{{"neighbor_address": "10.0.1.1",
+                    "remote_as": 65001, "bfd_enabled": {bfd}, "bfd_key_file": "{}", "bfd_key_id": 7}}]}}}}"#,
+                key.display()
+            ))
+        };
+        let c = peer(true).unwrap();
+        assert_eq!(c.routing.peers[0].bfd_key.as_deref(), Some(&b"tor-a-bfd-key"[..]));
+        assert_eq!(c.routing.peers[0].bfd_key_id, 7);
+        let e = peer(false).unwrap_err().to_string();
+        assert!(
+            e.contains("routing.peers[0].bfd_key_file") && e.contains("bfd_enabled"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -172,6 +172,11 @@ pub fn tor(cfg: &Config, p: &PeerEntry, address: IpAddr) -> PeerSpec {
         };
         let mut s = bfd_session(&pc, timers, BfdTimers::node_defaults(cfg));
         s.min_ttl = p.bfd_min_ttl;
+        s.config.auth = p.bfd_key.as_ref().map(|key| AuthConfig::KeyedSha1 {
+            key_id: p.bfd_key_id,
+            key: key.clone(),
+            meticulous: true,
+        });
         s
     });
     PeerSpec { bgp: pc, bfd }

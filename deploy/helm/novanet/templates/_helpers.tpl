@@ -36,12 +36,15 @@ app.kubernetes.io/component: agent
 {{/* The agent's configuration (novanet.json). */}}
 {{- define "novanet.config" -}}
 {{- $r := .Values.routing -}}
-{{- /* A peer's password_secret {name, key} becomes the file its Secret is mounted at. */ -}}
+{{- /* A peer's password_secret and bfd_key_secret {name, key} become the files their Secrets are mounted at. */ -}}
 {{- $peers := list -}}
 {{- range $p := $r.peers -}}
-{{- $q := omit $p "password_secret" -}}
+{{- $q := omit $p "password_secret" "bfd_key_secret" -}}
 {{- if $p.password_secret -}}
-{{- $_ := set $q "password_file" (printf "/etc/novanet/peer-passwords/%s/%s" $p.password_secret.name $p.password_secret.key) -}}
+{{- $_ := set $q "password_file" (printf "/etc/novanet/peer-secrets/%s/%s" $p.password_secret.name $p.password_secret.key) -}}
+{{- end -}}
+{{- if $p.bfd_key_secret -}}
+{{- $_ := set $q "bfd_key_file" (printf "/etc/novanet/peer-secrets/%s/%s" $p.bfd_key_secret.name $p.bfd_key_secret.key) -}}
 {{- end -}}
 {{- $peers = append $peers $q -}}
 {{- end -}}
@@ -115,14 +118,17 @@ app.kubernetes.io/component: agent
 {{- end -}}
 
 {{/*
-The Secrets that hold ToR passwords (routing.peers[].password_secret.name),
-each once.
+The Secrets that hold ToR passwords and BFD keys
+(routing.peers[].password_secret.name, .bfd_key_secret.name), each once.
 */}}
-{{- define "novanet.peerPasswordSecrets" -}}
+{{- define "novanet.peerSecrets" -}}
 {{- $names := dict -}}
 {{- range .Values.routing.peers -}}
 {{- if .password_secret -}}
 {{- $_ := set $names .password_secret.name true -}}
+{{- end -}}
+{{- if .bfd_key_secret -}}
+{{- $_ := set $names .bfd_key_secret.name true -}}
 {{- end -}}
 {{- end -}}
 {{- keys $names | sortAlpha | join "," -}}
