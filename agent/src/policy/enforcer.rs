@@ -36,6 +36,9 @@ pub struct Enforcer {
     /// The maps hold what every watch listed (set at the first write from
     /// them); before, they hold what the previous agent wrote.
     synced: AtomicBool,
+    /// Why the last write of the maps failed (they then hold the state
+    /// before it).
+    write_error: Mutex<Option<String>>,
     datapath: Mutex<Datapath>,
     cluster: Mutex<Cluster>,
     view: Mutex<View>,
@@ -53,6 +56,7 @@ impl Enforcer {
         let e = Arc::new(Enforcer {
             watched: AtomicBool::new(false),
             synced: AtomicBool::new(false),
+            write_error: Mutex::new(None),
             datapath: Mutex::new(dp),
             cluster: Mutex::new(Cluster {
                 host_ips,
@@ -94,11 +98,19 @@ impl Enforcer {
         self.watched.store(true, Ordering::Relaxed);
     }
 
-    /// Why enforcement is not yet what the cluster says (for `/readyz`).
-    pub fn unsynced(&self) -> Option<&'static str> {
-        (self.watched.load(Ordering::Relaxed) && !self.synced.load(Ordering::Relaxed)).then_some(
-            "NetworkPolicy not yet listed from the API server (the datapath enforces what the previous agent wrote)",
-        )
+    /// Why enforcement is not what the cluster says (for `/readyz`).
+    pub fn unsynced(&self) -> Option<String> {
+        if self.watched.load(Ordering::Relaxed) && !self.synced.load(Ordering::Relaxed) {
+            return Some(
+                "NetworkPolicy not yet listed from the API server (the datapath enforces what the previous agent wrote)"
+                    .into(),
+            );
+        }
+        self.write_error
+            .lock()
+            .expect("write error")
+            .as_ref()
+            .map(|e| format!("the policy maps hold an earlier state: {e}"))
     }
 
     /// Changes what the cluster is and writes the maps anew. Called only
@@ -111,10 +123,13 @@ impl Enforcer {
             compile(&c)
         };
         let mut dp = self.datapath.lock().expect("datapath");
-        if let Err(e) = dp.sync_endpoints(&compiled.endpoints) {
-            tracing::error!(error = %e, "endpoint map not written");
-        }
-        match dp.sync_policy(&compiled.state) {
+        // Policies are written only over the endpoints they were compiled
+        // with.
+        let written = dp
+            .sync_endpoints(&compiled.endpoints)
+            .and_then(|()| dp.sync_policy(&compiled.state));
+        drop(dp);
+        match &written {
             Ok(true) => tracing::info!(
                 identities = compiled.identities.len(),
                 ingress = compiled.state.ingress.len(),
@@ -124,7 +139,7 @@ impl Enforcer {
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "policy maps not written"),
         }
-        drop(dp);
+        *self.write_error.lock().expect("write error") = written.err().map(|e| e.to_string());
         self.synced.store(true, Ordering::Relaxed);
         for w in &compiled.warnings {
             tracing::warn!(warning = %w, "NetworkPolicy");
