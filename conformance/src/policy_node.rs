@@ -87,6 +87,26 @@ impl PolicyNode {
         agent
     }
 
+    /// Pods on n1 wired by novanet-cni as a runtime calls it (their
+    /// namespaces named after them); their IPv4 addresses, in order.
+    pub fn wire_pods(&self, lab: &mut Lab, names: &[&str]) -> Vec<String> {
+        let bin = crate::cni_runtime::plugin_dir(lab, &[]);
+        let sandboxes: Vec<_> = names
+            .iter()
+            .map(|n| crate::cni_runtime::pod(lab, n, Value::Null))
+            .collect();
+        let rt = crate::cni_runtime::Runtime {
+            lab,
+            node: "n1".into(),
+            cni_path: bin,
+            conflist: crate::cni_runtime::novanet_only(&self.cni_socket),
+        };
+        sandboxes
+            .iter()
+            .map(|s| crate::cni_runtime::pod_ipv4(&rt.add(s).unwrap_or_else(|a| panic!("ADD {}: {}", s.name, a.out))))
+            .collect()
+    }
+
     /// A pod object as the kubelet reports it on n1.
     pub fn pod_object(name: &str, ip: &str, labels: Value) -> Value {
         json!({

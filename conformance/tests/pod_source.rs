@@ -6,7 +6,6 @@
 //! pod's own datagrams, and the agent counts every forged one as dropped.
 //! After an agent restart the check still holds.
 
-use novanet_conformance::cni_runtime::{self, Runtime};
 use novanet_conformance::policy_node::{datapath_status, PolicyNode};
 use novanet_conformance::{wait_until, Lab};
 use serde_json::{json, Value};
@@ -62,21 +61,7 @@ fn a_pod_cannot_send_as_another_pod_the_node_or_a_router() {
     for key in ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"] {
         lab.exec("n1", "sysctl", &["-qw", &format!("{key}=0")]);
     }
-    let bin = cni_runtime::plugin_dir(&lab, &[]);
-    let sandboxes = [
-        cni_runtime::pod(&mut lab, "tenant", Value::Null),
-        cni_runtime::pod(&mut lab, "victim", Value::Null),
-    ];
-    let rt = Runtime {
-        lab: &lab,
-        node: "n1".into(),
-        cni_path: bin,
-        conflist: cni_runtime::novanet_only(&node.cni_socket),
-    };
-    let ips: Vec<String> = sandboxes
-        .iter()
-        .map(|s| cni_runtime::pod_ipv4(&rt.add(s).unwrap_or_else(|a| panic!("ADD {}: {}", s.name, a.out))))
-        .collect();
+    let ips = node.wire_pods(&mut lab, &["tenant", "victim"]);
     let (tenant, victim) = (ips[0].clone(), ips[1].clone());
     for (name, ip) in [("tenant", &tenant), ("victim", &victim)] {
         node.api

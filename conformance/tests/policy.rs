@@ -7,7 +7,6 @@
 //! programs and maps keep enforcing, and a new agent takes over from them.
 
 use novanet_conformance::agent::ctl_binary;
-use novanet_conformance::cni_runtime::{self, Runtime};
 use novanet_conformance::policy_node::{datapath_status, reaches, serve, PolicyNode};
 use novanet_conformance::{wait_until, Agent, Lab};
 use serde_json::{json, Value};
@@ -34,25 +33,10 @@ fn network_policies_decide_what_reaches_a_pod() {
     let mut lab = Lab::new("policy");
     let node = PolicyNode::new(&mut lab);
     let api = &node.api;
-    let cni_socket = node.cni_socket.clone();
     let agent = node.start_agent(&mut lab, true);
 
     // Two pods through the plugin, as a runtime wires them.
-    let bin = cni_runtime::plugin_dir(&lab, &[]);
-    let sandboxes = [
-        cni_runtime::pod(&mut lab, "web", Value::Null),
-        cni_runtime::pod(&mut lab, "client", Value::Null),
-    ];
-    let rt = Runtime {
-        lab: &lab,
-        node: "n1".into(),
-        cni_path: bin,
-        conflist: cni_runtime::novanet_only(&cni_socket),
-    };
-    let ips: Vec<String> = sandboxes
-        .iter()
-        .map(|s| cni_runtime::pod_ipv4(&rt.add(s).unwrap_or_else(|a| panic!("ADD {}: {}", s.name, a.out))))
-        .collect();
+    let ips = node.wire_pods(&mut lab, &["web", "client"]);
     let (web_ip, client_ip) = (ips[0].clone(), ips[1].clone());
     api.apply_pod("default", PolicyNode::pod_object("web", &web_ip, json!({"app": "web"})));
     api.apply_pod(

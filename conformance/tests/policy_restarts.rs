@@ -6,11 +6,10 @@
 //! says so meanwhile, and once the API server answers the agent follows
 //! it again (the policy deleted there opens the pod).
 
-use novanet_conformance::cni_runtime::{self, Runtime};
 use novanet_conformance::kube_api::{self, KubeApi};
 use novanet_conformance::policy_node::{reaches, serve, PolicyNode};
 use novanet_conformance::{wait_until, Agent, Lab};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -110,21 +109,7 @@ fn a_deny_policy_keeps_denying_across_agent_restarts_and_an_absent_api_server() 
     let node = PolicyNode::new(&mut lab);
     let mut agent = node.start_agent(&mut lab, true);
 
-    let bin = cni_runtime::plugin_dir(&lab, &[]);
-    let sandboxes = [
-        cni_runtime::pod(&mut lab, "web", Value::Null),
-        cni_runtime::pod(&mut lab, "client", Value::Null),
-    ];
-    let rt = Runtime {
-        lab: &lab,
-        node: "n1".into(),
-        cni_path: bin,
-        conflist: cni_runtime::novanet_only(&node.cni_socket),
-    };
-    let ips: Vec<String> = sandboxes
-        .iter()
-        .map(|s| cni_runtime::pod_ipv4(&rt.add(s).unwrap_or_else(|a| panic!("ADD {}: {}", s.name, a.out))))
-        .collect();
+    let ips = node.wire_pods(&mut lab, &["web", "client"]);
     let (web_ip, client_ip) = (ips[0].clone(), ips[1].clone());
     serve(&lab, "web", &web_ip, &[80]);
     assert!(reaches(&lab, "client", &web_ip, 80), "open before any policy");

@@ -10,7 +10,6 @@
 //! `novanet-datapath-bench [SECONDS]` (iperf3 duration, default 5). Needs
 //! root, bpffs support and iperf3.
 
-use novanet_conformance::cni_runtime::{self, Runtime};
 use novanet_conformance::policy_node::{datapath_status, Bpffs, PolicyNode};
 use novanet_conformance::{wait_until, Agent, Lab};
 use novanet_ebpf::datapath::PolicyState;
@@ -79,23 +78,10 @@ fn main() {
     let node = PolicyNode::new(&mut lab);
     let api = &node.api;
     let agent = node.start_agent(&mut lab, false);
-    let bin = cni_runtime::plugin_dir(&lab, &[]);
-    let pods = [
-        cni_runtime::pod(&mut lab, "server", Value::Null),
-        cni_runtime::pod(&mut lab, "client", Value::Null),
-    ];
-    let rt = Runtime {
-        lab: &lab,
-        node: "n1".into(),
-        cni_path: bin,
-        conflist: cni_runtime::novanet_only(&node.cni_socket),
-    };
-    let ips: Vec<String> = pods
-        .iter()
-        .map(|s| cni_runtime::pod_ipv4(&rt.add(s).unwrap_or_else(|a| panic!("ADD: {}", a.out))))
-        .collect();
-    for (p, ip) in pods.iter().zip(&ips) {
-        api.apply_pod("default", PolicyNode::pod_object(&p.name, ip, json!({"app": p.name})));
+    let names = ["server", "client"];
+    let ips = node.wire_pods(&mut lab, &names);
+    for (name, ip) in names.iter().zip(&ips) {
+        api.apply_pod("default", PolicyNode::pod_object(name, ip, json!({"app": name})));
     }
     lab.spawn("iperf3-server", "server", "iperf3", &["-s", "-B", &ips[0]]);
     wait_until("iperf3 to listen", Duration::from_secs(10), || {
