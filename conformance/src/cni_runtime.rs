@@ -230,13 +230,18 @@ fn empty_sandbox() -> Sandbox {
 }
 
 /// A directory to use as `CNI_PATH`: novanet-cni and these plugins of
-/// Debian's containernetworking-plugins (`/usr/lib/cni`).
+/// Debian's containernetworking-plugins (`/usr/lib/cni`); asked again, the
+/// same directory with the links made afresh.
 pub fn plugin_dir(lab: &Lab, debian_plugins: &[&str]) -> PathBuf {
     let dir = lab.dir().join("cni-bin");
     std::fs::create_dir_all(&dir).expect("CNI_PATH directory");
-    std::os::unix::fs::symlink(crate::agent::cni_binary(), dir.join("novanet-cni")).expect("novanet-cni link");
+    let link = |target: &std::path::Path, name: &str| {
+        let _ = std::fs::remove_file(dir.join(name));
+        std::os::unix::fs::symlink(target, dir.join(name)).unwrap_or_else(|e| panic!("{name} link: {e}"));
+    };
+    link(&crate::agent::cni_binary(), "novanet-cni");
     for p in debian_plugins {
-        std::os::unix::fs::symlink(std::path::Path::new("/usr/lib/cni").join(p), dir.join(p)).expect("plugin link");
+        link(&std::path::Path::new("/usr/lib/cni").join(p), p);
     }
     dir
 }

@@ -1,8 +1,9 @@
-//! One Kubernetes node for the identity-policy test and benchmark: lab
+//! Kubernetes nodes for the identity-policy tests and benchmark: lab
 //! namespace `n1` (10.0.0.11) on a LAN with a list/watch API server
 //! (10.0.0.100, in `sw`) that knows its Node and the `default` namespace,
-//! a bpffs of its own, and the agent started there with its CNI backend
-//! and, when asked, the policy datapath.
+//! and more nodes joining the same LAN and API server; each with a bpffs
+//! of its own and the agent started there with its CNI backend and, when
+//! asked, the policy datapath.
 
 use crate::kube_api::{self, KubeApi};
 use crate::{in_namespace, wait_until, Agent, Lab};
@@ -10,6 +11,7 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
 
 /// A bpffs instance mounted in the lab directory (`ip netns exec` gives
@@ -38,7 +40,9 @@ impl Drop for Bpffs {
 }
 
 pub struct PolicyNode {
-    pub api: KubeApi,
+    /// The node's name, also its lab namespace.
+    pub name: String,
+    pub api: Rc<KubeApi>,
     pub kubeconfig: PathBuf,
     pub cni_socket: PathBuf,
     pub bpffs: Bpffs,
@@ -49,26 +53,47 @@ impl PolicyNode {
     pub fn new(lab: &mut Lab) -> PolicyNode {
         lab.add_ns("sw");
         lab.add_bridge("sw", "br0", &["10.0.0.100/24"]);
-        lab.add_ns("n1");
-        lab.link_to_bridge("n1", "eth0", &["10.0.0.11/24"], "sw", "br0", "p1");
         let api = KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6443");
         let kubeconfig = lab.dir().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig);
-        api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
         api.apply_namespace("default", json!({"kubernetes.io/metadata.name": "default"}));
+        Self::on_lan(lab, Rc::new(api), kubeconfig, 1)
+    }
+
+    /// Node `n<index>` (10.0.0.1<index>, PodCIDR 10.244.<index>.0/24) on
+    /// the LAN and API server of `first`.
+    pub fn join(&self, lab: &mut Lab, index: u8) -> PolicyNode {
+        Self::on_lan(lab, self.api.clone(), self.kubeconfig.clone(), index)
+    }
+
+    fn on_lan(lab: &mut Lab, api: Rc<KubeApi>, kubeconfig: PathBuf, index: u8) -> PolicyNode {
+        let name = format!("n{index}");
+        let ip = format!("10.0.0.{}", 10 + u32::from(index));
+        lab.add_ns(&name);
+        lab.link_to_bridge(&name, "eth0", &[&format!("{ip}/24")], "sw", "br0", &format!("p{index}"));
+        api.apply_node(kube_api::node(&name, &ip, &format!("10.244.{index}.0/24")));
+        // The first node keeps the paths it always had.
+        let own = |base: &str| {
+            if index == 1 {
+                lab.dir().join(base)
+            } else {
+                lab.dir().join(format!("{name}-{base}"))
+            }
+        };
         PolicyNode {
+            cni_socket: own("cni.sock"),
+            bpffs: Bpffs::mount(&own("bpf")),
+            ipam_dir: own("ipam"),
+            name,
             api,
             kubeconfig,
-            cni_socket: lab.dir().join("cni.sock"),
-            bpffs: Bpffs::mount(&lab.dir().join("bpf")),
-            ipam_dir: lab.dir().join("ipam"),
         }
     }
 
     /// The agent's configuration, with or without the policy datapath.
     pub fn config(&self, datapath: bool) -> Value {
         json!({
-            "node_name": "n1",
+            "node_name": self.name,
             "routing": {"bfd": {"enabled": false}, "node_mesh": {"enabled": true, "source": "kubernetes"}},
             "cni": {"enabled": true, "socket": self.cni_socket.display().to_string(),
                     "ipam_dir": self.ipam_dir.display().to_string()},
@@ -80,24 +105,37 @@ impl PolicyNode {
     pub fn start_agent(&self, lab: &mut Lab, datapath: bool) -> Agent {
         let _ = std::fs::remove_file(&self.cni_socket);
         let env = [("KUBECONFIG", self.kubeconfig.to_str().expect("a UTF-8 path"))];
-        let agent = Agent::start_with_env(lab, "n1", &self.config(datapath), &env);
+        let agent = Agent::start_with_env(lab, &self.name, &self.config(datapath), &env);
         wait_until("the CNI socket", Duration::from_secs(20), || {
             self.cni_socket.exists().then_some(()).ok_or_else(String::new)
         });
         agent
     }
 
-    /// Pods on n1 wired by novanet-cni as a runtime calls it (their
+    /// Pods on this node wired by novanet-cni as a runtime calls it (their
     /// namespaces named after them); their IPv4 addresses, in order.
     pub fn wire_pods(&self, lab: &mut Lab, names: &[&str]) -> Vec<String> {
+        let pods: Vec<(&str, &str, &str)> = names.iter().map(|n| (*n, "default", *n)).collect();
+        self.wire(lab, &pods)
+    }
+
+    /// Pods wired as a runtime calls the plugin for Pod `namespace/name`:
+    /// (lab namespace, Kubernetes namespace, Pod name); their IPv4
+    /// addresses, in order.
+    pub fn wire(&self, lab: &mut Lab, pods: &[(&str, &str, &str)]) -> Vec<String> {
         let bin = crate::cni_runtime::plugin_dir(lab, &[]);
-        let sandboxes: Vec<_> = names
+        let sandboxes: Vec<_> = pods
             .iter()
-            .map(|n| crate::cni_runtime::pod(lab, n, Value::Null))
+            .map(|(netns, namespace, name)| {
+                let mut s = crate::cni_runtime::pod(lab, netns, Value::Null);
+                s.namespace = namespace.to_string();
+                s.name = name.to_string();
+                s
+            })
             .collect();
         let rt = crate::cni_runtime::Runtime {
             lab,
-            node: "n1".into(),
+            node: self.name.clone(),
             cni_path: bin,
             conflist: crate::cni_runtime::novanet_only(&self.cni_socket),
         };
@@ -113,6 +151,21 @@ impl PolicyNode {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": labels},
             "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+        })
+    }
+
+    /// A pod object as the kubelet reports it on this node, its container
+    /// declaring `ports` (name, protocol, number).
+    pub fn pod_here(&self, name: &str, ip: &str, labels: Value, ports: &[(&str, &str, u16)]) -> Value {
+        let ports: Vec<Value> = ports
+            .iter()
+            .map(|(n, proto, port)| json!({"name": n, "protocol": proto, "containerPort": port}))
+            .collect();
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": self.name, "containers": [{"name": "c", "image": "x", "ports": ports}]},
             "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
         })
     }
@@ -157,4 +210,23 @@ pub fn reaches(lab: &Lab, pod: &str, ip: &str, port: u16) -> bool {
         let mut buf = [0u8; 2];
         s.read_exact(&mut buf).is_ok() && &buf == b"ok"
     })
+}
+
+/// A UDP server in a pod: answers "ok" to every datagram on each port.
+pub fn serve_udp(lab: &Lab, pod: &str, ip: &str, ports: &[u16]) {
+    for port in ports {
+        let ns = lab.ns_name(pod);
+        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            crate::lab::enter_namespace(&ns);
+            let s = std::net::UdpSocket::bind(addr).expect("bind in the pod");
+            ready_tx.send(()).unwrap();
+            let mut buf = [0u8; 64];
+            while let Ok((_, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(b"ok", from);
+            }
+        });
+        ready_rx.recv().unwrap();
+    }
 }

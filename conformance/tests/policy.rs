@@ -156,3 +156,68 @@ fn network_policies_decide_what_reaches_a_pod() {
     );
     assert!(!reaches(&lab, "client", &web_ip, 81));
 }
+
+/// A pod is protected from its CNI ADD on: in a namespace whose policy
+/// admits only app=client, a pod the API server has not reported yet
+/// (the kubelet writes its address after ADD) takes no connection from
+/// another pod, and takes the client's; once its Pod is listed it keeps
+/// exactly that.
+#[test]
+fn a_pod_not_yet_reported_is_not_open_in_a_policy_isolated_namespace() {
+    let mut lab = Lab::new("polnew");
+    let node = PolicyNode::new(&mut lab);
+    let api = &node.api;
+    let agent = node.start_agent(&mut lab, true);
+    let ips = node.wire_pods(&mut lab, &["client", "stranger"]);
+    for (name, ip) in ["client", "stranger"].iter().zip(&ips) {
+        api.apply_pod("default", PolicyNode::pod_object(name, ip, json!({"app": name})));
+    }
+    api.apply_network_policy(json!({
+        "metadata": {"name": "clients-only", "namespace": "default"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]}
+    }));
+    wait_until("the policy and both pods in the maps", Duration::from_secs(20), || {
+        let v = datapath_status(&agent, "");
+        let n = v["identities"].as_array().map(|a| a.len()).unwrap_or(0);
+        (v["policies"] == 1 && n == 2).then_some(()).ok_or(v.to_string())
+    });
+
+    // A new pod, through the plugin, unknown to the API server.
+    let fresh = node.wire_pods(&mut lab, &["fresh"]).remove(0);
+    serve(&lab, "fresh", &fresh, &[80]);
+    assert!(
+        reaches(&lab, "client", &fresh, 80),
+        "the rule for every pod of the namespace admits the client"
+    );
+    assert!(
+        !reaches(&lab, "stranger", &fresh, 80),
+        "a pod not reported yet was open to a pod the namespace's policy refuses"
+    );
+    let v = datapath_status(&agent, "");
+    assert!(
+        v["identities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["labels"]["novanet.io/unresolved"] == "true" && i["ingress_isolated"] == true),
+        "{v}"
+    );
+
+    // Reported: its own identity, the same verdicts.
+    api.apply_pod(
+        "default",
+        PolicyNode::pod_object("fresh", &fresh, json!({"app": "fresh"})),
+    );
+    wait_until("the pod's own identity", Duration::from_secs(10), || {
+        let v = datapath_status(&agent, "");
+        let own = v["identities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["labels"]["app"] == "fresh");
+        own.then_some(()).ok_or(v.to_string())
+    });
+    assert!(reaches(&lab, "client", &fresh, 80));
+    assert!(!reaches(&lab, "stranger", &fresh, 80));
+}

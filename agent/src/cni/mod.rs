@@ -47,8 +47,13 @@ impl CniBackend {
     fn reattach(&self) {
         let Some(e) = &self.enforcer else { return };
         let mut pods: std::collections::BTreeMap<String, Vec<IpAddr>> = Default::default();
+        let mut named: std::collections::BTreeMap<(String, String), Vec<IpAddr>> = Default::default();
         for (ip, a) in self.ipam.assignments().unwrap_or_default() {
             pods.entry(a.host_interface).or_default().push(ip);
+            named.entry((a.pod.namespace, a.pod.name)).or_default().push(ip);
+        }
+        for ((namespace, name), ips) in named {
+            e.local_pod(&namespace, &name, Some(ips));
         }
         e.prune_sources();
         for (iface, sources) in pods {
@@ -95,6 +100,11 @@ impl CniBackend {
                             container = %a.attachment.container_id, pod = %format!("{}/{}", a.pod.namespace, a.pod.name),
                             ips = ?ips, "pod addresses assigned"
                         );
+                        // The pod's identity before the kubelet reports
+                        // its address: never open where policy isolates.
+                        if let Some(e) = &self.enforcer {
+                            e.local_pod(&a.pod.namespace, &a.pod.name, Some(ips.clone()));
+                        }
                         Response::Addresses(Addresses {
                             ips,
                             mtu: uplink_mtu(self.node_ip),
@@ -148,6 +158,7 @@ impl CniBackend {
                         tracing::info!(container = %attachment.container_id, ips = ?ips, "pod addresses released");
                         if let Some(e) = &self.enforcer {
                             e.detach(&a.host_interface);
+                            e.local_pod(&a.pod.namespace, &a.pod.name, None);
                         }
                     }
                     Response::Done
@@ -159,6 +170,7 @@ impl CniBackend {
                     if let Some(e) = &self.enforcer {
                         for r in &released {
                             e.detach(&r.host_interface);
+                            e.local_pod(&r.pod.namespace, &r.pod.name, None);
                         }
                     }
                     if !released.is_empty() {

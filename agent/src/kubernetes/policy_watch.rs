@@ -97,8 +97,9 @@ fn strip_policy(p: &mut NetworkPolicy) {
     strip_metadata(&mut p.metadata);
 }
 
-/// What policy knows of a pod: none for host-network pods and pods without
-/// an address yet.
+/// What policy knows of a pod: none for host-network pods; a pod without
+/// an address yet keeps its labels (this node's pods take their addresses
+/// from CNI ADD).
 fn pod_info(p: &Pod) -> Option<PodInfo> {
     let spec = p.spec.as_ref()?;
     if spec.host_network == Some(true) {
@@ -106,15 +107,10 @@ fn pod_info(p: &Pod) -> Option<PodInfo> {
     }
     let ips: Vec<IpAddr> = p
         .status
-        .as_ref()?
-        .pod_ips
         .iter()
-        .flatten()
+        .flat_map(|s| s.pod_ips.iter().flatten())
         .filter_map(|ip| ip.ip.parse().ok())
         .collect();
-    if ips.is_empty() {
-        return None;
-    }
     let named_ports = spec
         .containers
         .iter()

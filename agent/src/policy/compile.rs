@@ -12,9 +12,16 @@
 //!   protocol (TCP when absent) with a port, a range (`endPort`) or none
 //!   (every port of it);
 //! - replies of allowed connections pass (the programs track flows);
-//! - the node itself always reaches its pods (kubelet probes).
+//! - the node itself always reaches its pods (kubelet probes);
+//! - a named port is each selected pod's (ingress) or each destination
+//!   pod's (egress) container port of that name and protocol.
 //!
-//! Named ports are not resolved: such a port allows nothing, and says so.
+//! This node's pods are known from their CNI ADD, before the kubelet
+//! reports their addresses: such a pod takes its Pod's labels at once, and
+//! a pod whose Pod the watch has not brought yet is an identity of its own
+//! ([`UNRESOLVED_LABEL`]), isolated in each direction some policy of its
+//! namespace isolates and allowed only what rules selecting every pod
+//! allow: never open in a policy-isolated namespace.
 
 use super::identity::{self, IdentityKey, CIDR_IDENTITY_BIT};
 use ipnet::IpNet;
@@ -58,6 +65,47 @@ pub struct Cluster {
     pub policies: Vec<NetworkPolicy>,
     /// The node's own addresses (always allowed to reach its pods).
     pub host_ips: Vec<IpAddr>,
+    /// This node's pods as their CNI ADD gave them addresses: (namespace,
+    /// name) -> addresses.
+    pub local_pods: BTreeMap<(String, String), Vec<IpAddr>>,
+}
+
+/// The label of a local pod whose Pod the watches have not brought yet.
+pub const UNRESOLVED_LABEL: &str = "novanet.io/unresolved";
+
+impl Cluster {
+    /// The pods with this node's pods as CNI gave them addresses: a Pod
+    /// without addresses yet takes them; a pod with no Pod yet is added
+    /// with [`UNRESOLVED_LABEL`] as its only label.
+    fn with_local_pods(&self) -> Vec<PodInfo> {
+        let mut pods = self.pods.clone();
+        for ((namespace, name), ips) in &self.local_pods {
+            match pods.iter_mut().find(|p| &p.namespace == namespace && &p.name == name) {
+                Some(p) if p.ips.is_empty() => p.ips = ips.clone(),
+                Some(_) => {}
+                None => pods.push(PodInfo {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    labels: BTreeMap::from([(UNRESOLVED_LABEL.to_string(), "true".to_string())]),
+                    ips: ips.clone(),
+                    named_ports: Vec::new(),
+                }),
+            }
+        }
+        pods
+    }
+}
+
+/// The directions a policy isolates: `policyTypes`, or when absent,
+/// Ingress, plus Egress when `egress` is given.
+fn policy_types(pol: &NetworkPolicy) -> (bool, bool) {
+    let Some(spec) = &pol.spec else {
+        return (false, false);
+    };
+    match &spec.policy_types {
+        Some(t) => (t.iter().any(|t| t == "Ingress"), t.iter().any(|t| t == "Egress")),
+        None => (true, spec.egress.is_some()),
+    }
 }
 
 /// What the maps should hold, and what could not be honoured.
@@ -357,6 +405,19 @@ impl<'a> Compiler<'a> {
 
 /// Compiles the cluster's policies for the TC programs.
 pub fn compile(cluster: &Cluster) -> Compiled {
+    let resolved;
+    let cluster = if cluster.local_pods.is_empty() {
+        cluster
+    } else {
+        resolved = Cluster {
+            pods: cluster.with_local_pods(),
+            namespaces: cluster.namespaces.clone(),
+            policies: cluster.policies.clone(),
+            host_ips: cluster.host_ips.clone(),
+            local_pods: BTreeMap::new(),
+        };
+        &resolved
+    };
     let keys: BTreeSet<IdentityKey> = cluster.pods.iter().map(PodInfo::key).collect();
     let ids = identity::number(&keys);
     let mut c = Compiler {
@@ -375,14 +436,8 @@ pub fn compile(cluster: &Cluster) -> Compiled {
             None,
             spec.pod_selector.as_ref().or(Some(&LabelSelector::default())),
         );
-        let types: Vec<String> = spec.policy_types.clone().unwrap_or_else(|| {
-            let mut t = vec!["Ingress".to_string()];
-            if spec.egress.is_some() {
-                t.push("Egress".into());
-            }
-            t
-        });
-        if types.iter().any(|t| t == "Ingress") {
+        let (isolates_ingress, isolates_egress) = policy_types(pol);
+        if isolates_ingress {
             state.ingress_isolated.extend(selected.iter().copied());
             for rule in spec.ingress.iter().flatten() {
                 let peers = c.peers_of(&ns, rule.from.as_ref());
@@ -391,13 +446,30 @@ pub fn compile(cluster: &Cluster) -> Compiled {
                 c.add_named(&mut ingress, true, &peers, &selected, &names);
             }
         }
-        if types.iter().any(|t| t == "Egress") {
+        if isolates_egress {
             state.egress_isolated.extend(selected.iter().copied());
             for rule in spec.egress.iter().flatten() {
                 let peers = c.peers_of(&ns, rule.to.as_ref());
                 let (ports, names) = c.ports(rule.ports.as_ref());
                 Compiler::add(&mut egress, &peers, &selected, &ports);
                 c.add_named(&mut egress, false, &peers, &selected, &names);
+            }
+        }
+    }
+    // A local pod not known yet is isolated wherever some policy of its
+    // namespace isolates a direction.
+    for (key, id) in c.ids.iter().filter(|(k, _)| k.labels.contains_key(UNRESOLVED_LABEL)) {
+        for pol in cluster
+            .policies
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref().unwrap_or("default") == key.namespace)
+        {
+            let (i, e) = policy_types(pol);
+            if i {
+                state.ingress_isolated.insert(*id);
+            }
+            if e {
+                state.egress_isolated.insert(*id);
             }
         }
     }

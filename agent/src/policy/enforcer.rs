@@ -113,6 +113,30 @@ impl Enforcer {
             .map(|e| format!("the policy maps hold an earlier state: {e}"))
     }
 
+    /// A pod of this node has these addresses from its CNI ADD (None: it
+    /// is gone). Its endpoint is written at once, with its Pod's labels or
+    /// as a pod not known yet; before the watches have listed, it is only
+    /// remembered (the maps keep what the previous agent wrote).
+    pub fn local_pod(&self, namespace: &str, name: &str, ips: Option<Vec<IpAddr>>) {
+        if namespace.is_empty() || name.is_empty() {
+            return;
+        }
+        let key = (namespace.to_string(), name.to_string());
+        let change = |c: &mut Cluster| match ips {
+            Some(ips) => {
+                c.local_pods.insert(key, ips);
+            }
+            None => {
+                c.local_pods.remove(&key);
+            }
+        };
+        if self.synced.load(Ordering::Relaxed) {
+            self.update(change);
+        } else {
+            change(&mut self.cluster.lock().expect("cluster"));
+        }
+    }
+
     /// Changes what the cluster is and writes the maps anew. Called only
     /// with the whole cluster as listed: the maps are never written from
     /// a partial view.

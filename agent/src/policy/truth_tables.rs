@@ -99,6 +99,16 @@ fn policy(v: serde_json::Value) -> k8s_openapi::api::networking::v1::NetworkPoli
 /// 10.0.0.11, other 10.0.0.12) and `myproject` (any pod 10.0.1.10),
 /// `other` namespace (10.0.2.10).
 fn cluster(policies: Vec<serde_json::Value>) -> Compiled {
+    cluster_with(policies, vec![], BTreeMap::new())
+}
+
+/// The documentation's cluster with more pods and this node's pods as
+/// CNI ADD gave them addresses.
+fn cluster_with(
+    policies: Vec<serde_json::Value>,
+    more: Vec<PodInfo>,
+    local_pods: BTreeMap<(String, String), Vec<IpAddr>>,
+) -> Compiled {
     let mut namespaces = BTreeMap::new();
     namespaces.insert("default".to_string(), BTreeMap::new());
     namespaces.insert(
@@ -107,16 +117,20 @@ fn cluster(policies: Vec<serde_json::Value>) -> Compiled {
     );
     namespaces.insert("other".to_string(), BTreeMap::new());
     compile(&Cluster {
-        pods: vec![
+        pods: [
             pod("default", "db", "10.0.0.10", &[("role", "db")]),
             pod("default", "frontend", "10.0.0.11", &[("role", "frontend")]),
             pod("default", "other", "10.0.0.12", &[("role", "other")]),
             pod("myproject", "p", "10.0.1.10", &[("role", "anything")]),
             pod("other", "o", "10.0.2.10", &[("role", "frontend")]),
-        ],
+        ]
+        .into_iter()
+        .chain(more)
+        .collect(),
         namespaces,
         policies: policies.into_iter().map(policy).collect(),
         host_ips: vec!["192.168.0.1".parse().unwrap()],
+        local_pods,
     })
 }
 
@@ -371,4 +385,63 @@ fn named_ports_resolve_against_the_pods_they_apply_to() {
         "no pod there holds the name"
     );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn a_pod_known_only_from_cni_add_is_never_open_where_policy_isolates() {
+    let deny_db = json!({"metadata": {"name": "db", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"role": "db"}},
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "frontend"}}}]}]}});
+    let egress_other = json!({"metadata": {"name": "out", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"role": "other"}}, "policyTypes": ["Egress"],
+                 "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}});
+    let dns_for_all = json!({"metadata": {"name": "dns", "namespace": "default"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                 "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}, {"to": [{"namespaceSelector": {}}]}]}});
+    // A second db whose Pod is listed without an address yet: it takes
+    // the address CNI gave it, and its labels with it.
+    let mut pending = pod("default", "db-2", "10.0.0.99", &[("role", "db")]);
+    pending.ips.clear();
+    let local = |ns: &str, name: &str, ip: &str| ((ns.to_string(), name.to_string()), vec![ip.parse().unwrap()]);
+    let c = cluster_with(
+        vec![deny_db.clone(), egress_other.clone()],
+        vec![pending],
+        BTreeMap::from([
+            local("default", "db-2", "10.0.0.20"),
+            local("default", "new", "10.0.0.21"),
+            local("other", "new", "10.0.2.21"),
+        ]),
+    );
+    assert!(
+        allows(&c, "10.0.0.11", "10.0.0.20", TCP, 5432),
+        "the frontend reaches the new db"
+    );
+    assert!(
+        !allows(&c, "10.0.0.12", "10.0.0.20", TCP, 5432),
+        "the new db is isolated as a db"
+    );
+    // No Pod yet in a namespace whose policies isolate: isolated in each
+    // direction some policy isolates, allowed what selects every pod.
+    assert!(!allows(&c, "10.0.0.11", "10.0.0.21", TCP, 80));
+    assert!(!allows(&c, "10.0.0.21", "10.0.2.10", TCP, 80));
+    assert!(!allows(&c, "10.0.0.21", "8.8.8.8", UDP, 53));
+    // Where no policy isolates, open.
+    assert!(allows(&c, "10.0.0.11", "10.0.2.21", TCP, 80));
+    assert!(allows(&c, "10.0.2.21", "10.0.0.11", TCP, 80));
+    let unresolved = c
+        .identities
+        .values()
+        .filter(|k| k.labels.contains_key(super::compile::UNRESOLVED_LABEL))
+        .count();
+    assert_eq!(unresolved, 2, "one identity per namespace for pods not known yet");
+
+    // A rule selecting every pod of the namespace holds for it too.
+    let c = cluster_with(
+        vec![deny_db, egress_other, dns_for_all],
+        vec![],
+        BTreeMap::from([local("default", "new", "10.0.0.21")]),
+    );
+    assert!(allows(&c, "10.0.0.21", "8.8.8.8", UDP, 53));
+    assert!(allows(&c, "10.0.0.21", "10.0.2.10", TCP, 80));
+    assert!(!allows(&c, "10.0.0.21", "8.8.8.8", TCP, 443));
 }
