@@ -53,6 +53,8 @@ struct Store {
     namespaces: BTreeMap<String, Value>,
     policies: BTreeMap<(String, String), Value>,
     daemonsets: BTreeMap<(String, String), Value>,
+    /// Services and EndpointSlices: (kind, namespace, name) -> object.
+    services: BTreeMap<(&'static str, String, String), Value>,
 }
 
 impl Store {
@@ -64,6 +66,12 @@ impl Store {
             "Namespace" => self.namespaces.values().cloned().collect(),
             "NetworkPolicy" => self.policies.values().cloned().collect(),
             "DaemonSet" => self.daemonsets.values().cloned().collect(),
+            "Service" | "EndpointSlice" => self
+                .services
+                .iter()
+                .filter(|((k, _, _), _)| *k == kind)
+                .map(|(_, v)| v.clone())
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -110,6 +118,11 @@ impl KubeApi {
             .route(
                 "/apis/networking.k8s.io/v1/networkpolicies",
                 get(|st, q| list_or_watch(st, q, "NetworkPolicy")),
+            )
+            .route("/api/v1/services", get(|st, q| list_or_watch(st, q, "Service")))
+            .route(
+                "/apis/discovery.k8s.io/v1/endpointslices",
+                get(|st, q| list_or_watch(st, q, "EndpointSlice")),
             )
             .route(
                 "/apis/apps/v1/namespaces/:ns/daemonsets",
@@ -308,6 +321,24 @@ impl KubeApi {
                 p["metadata"]["resourceVersion"] = json!(s.version.to_string());
                 s.history.push((s.version, "NetworkPolicy", "DELETED", p));
             }
+        });
+    }
+
+    /// Adds or replaces a Service (`kind` "Service", core/v1) or an
+    /// EndpointSlice (`kind` "EndpointSlice", discovery.k8s.io/v1) in
+    /// `namespace`.
+    pub fn apply_service_object(&self, kind: &'static str, namespace: &str, mut obj: Value) {
+        assert!(kind == "Service" || kind == "EndpointSlice", "{kind}");
+        self.change(|s| {
+            let name = obj["metadata"]["name"].as_str().expect("a name").to_string();
+            obj["apiVersion"] = json!(if kind == "Service" { "v1" } else { "discovery.k8s.io/v1" });
+            obj["kind"] = json!(kind);
+            obj["metadata"]["namespace"] = json!(namespace);
+            obj["metadata"]["uid"] = json!(format!("uid-{kind}-{namespace}-{name}"));
+            let key = (kind, namespace.to_string(), name);
+            let existed = s.services.contains_key(&key);
+            s.record(kind, existed, &mut obj);
+            s.services.insert(key, obj);
         });
     }
 

@@ -274,6 +274,10 @@ fn check_daemonset(name: &str, docs: &[Value]) {
         assert_eq!(host_path("host-proc-sys-net"), Some(serde_json::json!("/proc/sys/net")));
         assert_eq!(k["command"][3], "--prepare-kernel");
     }
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+        "the runtime's seccomp profile"
+    );
     // No container of the chart is privileged.
     assert!(
         !serde_json::to_string(&ds).unwrap().contains("\"privileged\":true"),
@@ -288,13 +292,17 @@ fn check_daemonset(name: &str, docs: &[Value]) {
     let rules = role["rules"].as_array().unwrap();
     assert_eq!(
         rules.len(),
-        4,
+        5,
         "nodes, events, and what identity policy reads: {rules:?}"
     );
     assert_eq!(rules[0]["resources"], serde_json::json!(["nodes"]));
     assert_eq!(rules[0]["verbs"], serde_json::json!(["get", "list", "watch"]));
-    assert_eq!(rules[2]["resources"], serde_json::json!(["pods", "namespaces"]));
+    assert_eq!(
+        rules[2]["resources"],
+        serde_json::json!(["pods", "namespaces", "services"])
+    );
     assert_eq!(rules[3]["resources"], serde_json::json!(["networkpolicies"]));
+    assert_eq!(rules[4]["resources"], serde_json::json!(["endpointslices"]));
     for r in &rules[2..] {
         assert_eq!(r["verbs"], serde_json::json!(["get", "list", "watch"]), "read only");
     }

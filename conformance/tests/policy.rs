@@ -221,3 +221,94 @@ fn a_pod_not_yet_reported_is_not_open_in_a_policy_isolated_namespace() {
     assert!(reaches(&lab, "client", &fresh, 80));
     assert!(!reaches(&lab, "stranger", &fresh, 80));
 }
+
+/// A Service is judged by its backends: the programs run before
+/// kube-proxy's DNAT (here an nftables DNAT in the node, as kube-proxy
+/// writes it), so a pod allowed "the internet but not the cluster" must
+/// not reach a pod through its ClusterIP; allowed to the backends, it
+/// reaches them through the ClusterIP too; and a Service with a backend its
+/// policy refuses is refused as a whole (never more than the policy says).
+#[test]
+fn a_service_is_judged_by_its_backends() {
+    let mut lab = Lab::new("polsvc");
+    let node = PolicyNode::new(&mut lab);
+    let api = &node.api;
+    let agent = node.start_agent(&mut lab, true);
+    let ips = node.wire_pods(&mut lab, &["client", "web", "other"]);
+    let (client, web, other) = (ips[0].clone(), ips[1].clone(), ips[2].clone());
+    for (name, ip) in [("client", &client), ("web", &web), ("other", &other)] {
+        api.apply_pod("default", PolicyNode::pod_object(name, ip, json!({"app": name})));
+    }
+    serve(&lab, "web", &web, &[8080]);
+    serve(&lab, "other", &other, &[8080]);
+    // kube-proxy's part: the ClusterIP DNATed to web in the node.
+    let cluster_ip = "10.96.0.10";
+    for rule in [
+        "add table ip kubeproxy".to_string(),
+        "add chain ip kubeproxy pre { type nat hook prerouting priority -100 ; }".to_string(),
+        format!("add rule ip kubeproxy pre ip daddr {cluster_ip} tcp dport 80 dnat to {web}:8080"),
+    ] {
+        lab.exec("n1", "nft", &rule.split(' ').collect::<Vec<_>>());
+    }
+    api.apply_service_object(
+        "Service",
+        "default",
+        json!({"metadata": {"name": "web"},
+               "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "clusterIPs": [cluster_ip],
+                        "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}),
+    );
+    let slice = |backends: &[&str]| {
+        json!({"metadata": {"name": "web-x1", "labels": {"kubernetes.io/service-name": "web"}},
+               "addressType": "IPv4",
+               "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+               "endpoints": backends.iter().map(|b| json!({"addresses": [b]})).collect::<Vec<_>>()})
+    };
+    api.apply_service_object("EndpointSlice", "default", slice(&[&web]));
+    wait_until("the Service's identity", Duration::from_secs(20), || {
+        let v = datapath_status(&agent, "");
+        let seen = v["identities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["labels"]["novanet.io/service"] == "web");
+        seen.then_some(()).ok_or(v.to_string())
+    });
+    assert!(reaches(&lab, "client", cluster_ip, 80), "the ClusterIP leads to web");
+
+    // The internet, not the cluster.
+    let internet = json!({"metadata": {"name": "internet-only", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.244.0.0/16"]}}]}]}});
+    api.apply_network_policy(internet);
+    wait_until("web refused to the client", Duration::from_secs(20), || {
+        (!reaches(&lab, "client", &web, 8080))
+            .then_some(())
+            .ok_or_else(String::new)
+    });
+    assert!(
+        !reaches(&lab, "client", cluster_ip, 80),
+        "the client reached web through its ClusterIP past a policy refusing web"
+    );
+
+    // Allowed to web's pods: through the ClusterIP too.
+    api.apply_network_policy(json!({"metadata": {"name": "to-web", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                             "ports": [{"port": 8080, "protocol": "TCP"}]}]}}));
+    wait_until("the client reaches the Service", Duration::from_secs(20), || {
+        reaches(&lab, "client", cluster_ip, 80)
+            .then_some(())
+            .ok_or_else(String::new)
+    });
+    assert!(reaches(&lab, "client", &web, 8080));
+    assert!(!reaches(&lab, "client", &other, 8080));
+
+    // A backend the policy refuses: the Service is refused as a whole.
+    api.apply_service_object("EndpointSlice", "default", slice(&[&web, &other]));
+    wait_until("the Service refused", Duration::from_secs(20), || {
+        (!reaches(&lab, "client", cluster_ip, 80))
+            .then_some(())
+            .ok_or_else(String::new)
+    });
+    assert!(reaches(&lab, "client", &web, 8080), "web itself stays allowed");
+}

@@ -32,6 +32,9 @@
 
 #define IDENTITY_ANY 0
 #define IDENTITY_WORLD 2
+// A Service's cluster address: judged by its identity alone, never as an
+// ipBlock (the agent allows it only where every backend is allowed).
+#define SERVICE_IDENTITY_BITS 0xC0000000u
 #define MAX_RANGES 16
 
 #define DIRECTION_INGRESS 0
@@ -428,7 +431,7 @@ static __always_inline int verdict(struct __sk_buff *skb, struct flow_key *f, __
 	if (bpf_map_lookup_elem(isolated, &local)) {
 		allowed = lookup_allows(policy, direction, peer, local, flow.protocol, flow.dport);
 		// A pod's address is also in the ipBlocks that hold it.
-		if (!allowed) {
+		if (!allowed && (peer & SERVICE_IDENTITY_BITS) != SERVICE_IDENTITY_BITS) {
 			__u32 peer_cidr = cidr_identity_of(direction == DIRECTION_INGRESS ? &flow.src : &flow.dst);
 			if (peer_cidr && peer_cidr != peer)
 				allowed = lookup_allows(policy, direction, peer_cidr, local, flow.protocol, flow.dport);

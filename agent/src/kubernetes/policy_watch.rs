@@ -1,8 +1,10 @@
 //! The watches identity policy needs: every Pod (address, namespace,
 //! labels, container ports), every Namespace (labels, for
-//! namespaceSelector) and every NetworkPolicy, each a kube-runtime watcher
-//! behind a reflector store that keeps only those fields.
-//! Nothing is handed to the enforcer until all three have listed: the
+//! namespaceSelector), every NetworkPolicy, and every Service and
+//! EndpointSlice (cluster addresses, ports and backends: a connection to a
+//! Service is judged by its backends), each a kube-runtime watcher behind
+//! a reflector store that keeps only those fields.
+//! Nothing is handed to the enforcer until all of them have listed: the
 //! pinned maps keep what the previous agent wrote (across a restart, and
 //! while the API server is away) rather than a partial cluster, where a
 //! policy without its pods or namespaces would open what it denies. From
@@ -10,10 +12,11 @@
 //! three stores as a whole and handed to the enforcer (at most every
 //! 100 ms). A relist replaces a store only when it is complete.
 
-use crate::policy::compile::PodInfo;
+use crate::policy::compile::{PodInfo, ServiceInfo};
 use crate::policy::enforcer::Enforcer;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::{self, reflector, Store};
 use kube::runtime::watcher;
@@ -97,6 +100,116 @@ fn strip_policy(p: &mut NetworkPolicy) {
     strip_metadata(&mut p.metadata);
 }
 
+/// A Service keeps its cluster addresses, type and ports.
+fn strip_service(s: &mut Service) {
+    strip_metadata(&mut s.metadata);
+    s.status = None;
+    if let Some(spec) = s.spec.take() {
+        s.spec = Some(k8s_openapi::api::core::v1::ServiceSpec {
+            cluster_ip: spec.cluster_ip,
+            cluster_ips: spec.cluster_ips,
+            ports: spec.ports,
+            type_: spec.type_,
+            ..Default::default()
+        });
+    }
+}
+
+/// An EndpointSlice keeps its Service's label, its ports and its
+/// endpoints' addresses.
+fn strip_endpoint_slice(e: &mut EndpointSlice) {
+    strip_metadata(&mut e.metadata);
+    for ep in e.endpoints.iter_mut().flatten() {
+        *ep = k8s_openapi::api::discovery::v1::Endpoint {
+            addresses: std::mem::take(&mut ep.addresses),
+            ..Default::default()
+        };
+    }
+}
+
+fn protocol_number(p: Option<&str>) -> Option<u8> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some(6),
+        "UDP" => Some(17),
+        "SCTP" => Some(132),
+        _ => None,
+    }
+}
+
+/// The Services with cluster addresses, each port with the backends its
+/// EndpointSlices give (the slice port of the same name and protocol).
+fn service_infos(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<ServiceInfo> {
+    let mut out: Vec<ServiceInfo> = services
+        .iter()
+        .filter_map(|s| {
+            let spec = s.spec.as_ref()?;
+            if spec.type_.as_deref() == Some("ExternalName") {
+                return None;
+            }
+            let cluster_ips: Vec<IpAddr> = spec
+                .cluster_ips
+                .iter()
+                .flatten()
+                .chain(spec.cluster_ip.iter())
+                .filter_map(|ip| ip.parse().ok())
+                .collect::<std::collections::BTreeSet<IpAddr>>()
+                .into_iter()
+                .collect();
+            if cluster_ips.is_empty() {
+                return None;
+            }
+            let namespace = s.metadata.namespace.clone().unwrap_or_default();
+            let name = s.metadata.name.clone().unwrap_or_default();
+            let own: Vec<&EndpointSlice> = slices
+                .iter()
+                .filter(|e| {
+                    e.metadata.namespace.as_deref() == Some(namespace.as_str())
+                        && e.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("kubernetes.io/service-name"))
+                            == Some(&name)
+                })
+                .map(|e| &**e)
+                .collect();
+            let ports = spec
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| {
+                    let proto = protocol_number(p.protocol.as_deref())?;
+                    let port = u16::try_from(p.port).ok()?;
+                    let name = p.name.clone().unwrap_or_default();
+                    let mut backends = Vec::new();
+                    for slice in &own {
+                        let target = slice.ports.iter().flatten().find(|sp| {
+                            sp.name.clone().unwrap_or_default() == name
+                                && protocol_number(sp.protocol.as_deref()) == Some(proto)
+                        });
+                        let Some(target) = target.and_then(|t| t.port).and_then(|t| u16::try_from(t).ok()) else {
+                            continue;
+                        };
+                        for ep in slice.endpoints.iter().flatten() {
+                            backends.extend(ep.addresses.iter().filter_map(|a| a.parse().ok()).map(|a| (a, target)));
+                        }
+                    }
+                    backends.sort();
+                    backends.dedup();
+                    Some((proto, port, backends))
+                })
+                .collect();
+            Some(ServiceInfo {
+                namespace,
+                name,
+                cluster_ips,
+                ports,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    out
+}
+
 /// What policy knows of a pod: none for host-network pods; a pod without
 /// an address yet keeps its labels (this node's pods take their addresses
 /// from CNI ADD).
@@ -147,22 +260,38 @@ pub fn spawn(client: Client, enforcer: Arc<Enforcer>) {
         strip_namespace,
     );
     let policies = watch(
-        Api::<NetworkPolicy>::all(client),
+        Api::<NetworkPolicy>::all(client.clone()),
         "NetworkPolicy",
         changed.clone(),
         strip_policy,
+    );
+    let services = watch(
+        Api::<Service>::all(client.clone()),
+        "Service",
+        changed.clone(),
+        strip_service,
+    );
+    let slices = watch(
+        Api::<EndpointSlice>::all(client),
+        "EndpointSlice",
+        changed.clone(),
+        strip_endpoint_slice,
     );
     enforcer.await_watches();
     tokio::spawn(async move {
         let listed = async {
             pods.wait_until_ready().await?;
             namespaces.wait_until_ready().await?;
-            policies.wait_until_ready().await
+            policies.wait_until_ready().await?;
+            services.wait_until_ready().await?;
+            slices.wait_until_ready().await
         };
         if listed.await.is_err() {
             return;
         }
-        tracing::info!("Pods, Namespaces and NetworkPolicies listed: writing the policy maps");
+        tracing::info!(
+            "Pods, Namespaces, NetworkPolicies, Services and EndpointSlices listed: writing the policy maps"
+        );
         let mut first = true;
         loop {
             if !first {
@@ -182,10 +311,12 @@ pub fn spawn(client: Client, enforcer: Arc<Enforcer>) {
                 })
                 .collect();
             let pols: Vec<NetworkPolicy> = policies.state().iter().map(|p| (**p).clone()).collect();
+            let svcs = service_infos(&services.state(), &slices.state());
             enforcer.update(|c| {
                 c.pods = pods;
                 c.namespaces = ns;
                 c.policies = pols;
+                c.services = svcs;
             });
         }
     });
@@ -226,5 +357,55 @@ mod tests {
         assert_eq!(info.labels["app"], "web");
         assert_eq!(info.ips, vec!["10.244.1.5".parse::<IpAddr>().unwrap()]);
         assert_eq!(info.named_ports, vec![("http".to_string(), 6, 8080)]);
+    }
+
+    #[test]
+    fn a_service_port_takes_its_backends_from_the_slice_port_of_its_name() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "prod", "annotations": {"a": "b"}},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00::10"],
+                     "selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": "web"},
+                               {"name": "dns", "port": 53, "protocol": "UDP"}]}
+        }))
+        .unwrap();
+        let slice = |name: &str, ns: &str, service: &str, addrs: &[&str]| -> EndpointSlice {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": service}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 5353, "protocol": "UDP"}],
+                "endpoints": addrs.iter().map(|a| serde_json::json!({"addresses": [a], "nodeName": "n1",
+                    "conditions": {"ready": true}})).collect::<Vec<_>>()
+            }))
+            .unwrap()
+        };
+        let mut slices = vec![
+            slice("web-1", "prod", "web", &["10.244.1.5"]),
+            slice("web-2", "prod", "web", &["10.244.2.7", "10.244.1.5"]),
+            slice("web-1", "dev", "web", &["10.244.3.3"]),
+            slice("api-1", "prod", "api", &["10.244.3.4"]),
+        ];
+        let mut svc = svc;
+        strip_service(&mut svc);
+        for s in &mut slices {
+            strip_endpoint_slice(s);
+        }
+        assert!(svc.metadata.annotations.is_none());
+        assert!(
+            svc.spec.as_ref().unwrap().selector.is_none(),
+            "only what policy reads is kept"
+        );
+        let infos = service_infos(&[Arc::new(svc)], &slices.into_iter().map(Arc::new).collect::<Vec<_>>());
+        assert_eq!(infos.len(), 1);
+        let web = &infos[0];
+        assert_eq!(web.cluster_ips.len(), 2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            web.ports,
+            vec![
+                (6, 80, vec![(ip("10.244.1.5"), 8080), (ip("10.244.2.7"), 8080)]),
+                (17, 53, vec![(ip("10.244.1.5"), 5353), (ip("10.244.2.7"), 5353)]),
+            ]
+        );
     }
 }

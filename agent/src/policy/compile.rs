@@ -16,6 +16,14 @@
 //! - a named port is each selected pod's (ingress) or each destination
 //!   pod's (egress) container port of that name and protocol.
 //!
+//! A connection to a Service's cluster address is judged by the backends
+//! kube-proxy may send it to (the programs run before its DNAT): each
+//! cluster address is an identity of its own ([`SERVICE_IDENTITY_BITS`]),
+//! and an egress-isolated pod may open a Service port only when its
+//! policies allow it to every backend of that port (never more than they
+//! say; when the backends differ in what is allowed, the Service is
+//! refused as a whole). An ipBlock never matches a cluster address.
+//!
 //! This node's pods are known from their CNI ADD, before the kubelet
 //! reports their addresses: such a pod takes its Pod's labels at once, and
 //! a pod whose Pod the watch has not brought yet is an identity of its own
@@ -68,7 +76,23 @@ pub struct Cluster {
     /// This node's pods as their CNI ADD gave them addresses: (namespace,
     /// name) -> addresses.
     pub local_pods: BTreeMap<(String, String), Vec<IpAddr>>,
+    pub services: Vec<ServiceInfo>,
 }
+
+/// A Service as policy sees it: its cluster addresses and, per port, the
+/// backends kube-proxy may send a connection to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub namespace: String,
+    pub name: String,
+    pub cluster_ips: Vec<IpAddr>,
+    /// (protocol number, Service port, backends as (address, target port)).
+    pub ports: Vec<(u8, u16, Vec<(IpAddr, u16)>)>,
+}
+
+/// Service identities: both top bits set (ipBlocks have the top bit
+/// only); the programs never try an ipBlock for them.
+pub const SERVICE_IDENTITY_BITS: u32 = 0xC000_0000;
 
 /// The label of a local pod whose Pod the watches have not brought yet.
 pub const UNRESOLVED_LABEL: &str = "novanet.io/unresolved";
@@ -389,6 +413,64 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// Whether the egress entries let `local` open `proto`/`port` at
+    /// `addr`, looked up as the programs do: the address's pod identity
+    /// (or world), then the longest ipBlock holding it.
+    fn egress_allows(&self, egress: &Entries, local: u32, addr: IpAddr, proto: u8, port: u16) -> bool {
+        let pod = self
+            .cluster
+            .pods
+            .iter()
+            .find(|p| p.ips.contains(&addr))
+            .map(|p| self.ids[&p.key()])
+            .unwrap_or(novanet_ebpf::maps::IDENTITY_WORLD);
+        let cidr = self
+            .prefixes
+            .iter()
+            .filter(|(net, _)| net.contains(&addr))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, id)| *id);
+        let by = |peer: u32| {
+            [(peer, proto), (peer, 0), (IDENTITY_ANY, proto), (IDENTITY_ANY, 0)]
+                .iter()
+                .filter_map(|(p, pr)| egress.get(&(*p, local, *pr)))
+                .any(|ports| match ports {
+                    None => true,
+                    Some(r) => r.iter().any(|(a, b)| (*a..=*b).contains(&port)),
+                })
+        };
+        by(pod) || cidr.is_some_and(|c| c != pod && by(c))
+    }
+
+    /// The Services' identities, their keys and cluster addresses; each
+    /// egress-isolated identity gets the Service ports whose every backend
+    /// its entries allow.
+    fn services(&self, egress: &mut Entries, isolated: &BTreeSet<u32>) -> Vec<(u32, IdentityKey, Vec<IpAddr>)> {
+        let mut out = Vec::new();
+        for (n, svc) in self.cluster.services.iter().enumerate() {
+            let id = SERVICE_IDENTITY_BITS | n as u32;
+            for local in isolated {
+                for (proto, port, backends) in &svc.ports {
+                    let all = !backends.is_empty()
+                        && backends
+                            .iter()
+                            .all(|(addr, target)| self.egress_allows(egress, *local, *addr, *proto, *target));
+                    if all {
+                        if let Some(v) = egress.entry((id, *local, *proto)).or_insert_with(|| Some(Vec::new())) {
+                            v.push((*port, *port));
+                        }
+                    }
+                }
+            }
+            let key = IdentityKey {
+                namespace: svc.namespace.clone(),
+                labels: BTreeMap::from([("novanet.io/service".to_string(), svc.name.clone())]),
+            };
+            out.push((id, key, svc.cluster_ips.clone()));
+        }
+        out
+    }
+
     fn peers_of(&mut self, ns: &str, peers: Option<&Vec<NetworkPolicyPeer>>) -> Peers {
         match peers.filter(|p| !p.is_empty()) {
             None => Peers::Any,
@@ -415,6 +497,7 @@ pub fn compile(cluster: &Cluster) -> Compiled {
             policies: cluster.policies.clone(),
             host_ips: cluster.host_ips.clone(),
             local_pods: BTreeMap::new(),
+            services: cluster.services.clone(),
         };
         &resolved
     };
@@ -473,6 +556,7 @@ pub fn compile(cluster: &Cluster) -> Compiled {
             }
         }
     }
+    let services = c.services(&mut egress, &state.egress_isolated);
     // The node reaches its pods (kubelet probes), whatever their policy.
     for l in state.ingress_isolated.clone() {
         ingress.insert((IDENTITY_HOST, l, 0), None);
@@ -545,9 +629,16 @@ pub fn compile(cluster: &Cluster) -> Compiled {
     for ip in &cluster.host_ips {
         endpoints.insert(Addr::from(*ip), IDENTITY_HOST);
     }
+    let mut identities: BTreeMap<u32, IdentityKey> = c.ids.into_iter().map(|(k, v)| (v, k)).collect();
+    for (id, key, ips) in services {
+        for ip in ips {
+            endpoints.insert(Addr::from(ip), id);
+        }
+        identities.insert(id, key);
+    }
     Compiled {
         endpoints,
-        identities: c.ids.into_iter().map(|(k, v)| (v, k)).collect(),
+        identities,
         state,
         warnings,
     }

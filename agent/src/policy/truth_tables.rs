@@ -2,7 +2,7 @@
 //! documentation ("Network Policies"), checked against what the compiled
 //! maps say, read the way the TC programs read them.
 
-use super::compile::{compile, Cluster, Compiled, PodInfo};
+use super::compile::{compile, Cluster, Compiled, PodInfo, ServiceInfo, SERVICE_IDENTITY_BITS};
 use novanet_ebpf::maps::{
     Addr, PolicyKey, PortKey, DIRECTION_EGRESS, DIRECTION_INGRESS, IDENTITY_ANY, IDENTITY_WORLD, MORE_PORTS,
 };
@@ -64,10 +64,12 @@ fn allows(c: &Compiled, src: &str, dst: &str, proto: u8, port: u16) -> bool {
                         }))
             })
     };
-    // A pod's address is its identity, and also the ipBlocks holding it.
+    // A pod's address is its identity, and also the ipBlocks holding it
+    // (a Service's cluster address is its identity only).
     let either = |map, isolated, direction, peer_ip: &str, peer: u32, local: u32| {
         dir_ok(isolated, map, direction, peer, local)
-            || cidr_identity(peer_ip).is_some_and(|p| p != peer && dir_ok(isolated, map, direction, p, local))
+            || (peer & SERVICE_IDENTITY_BITS != SERVICE_IDENTITY_BITS
+                && cidr_identity(peer_ip).is_some_and(|p| p != peer && dir_ok(isolated, map, direction, p, local)))
     };
     // The source's egress, then the destination's ingress.
     either(&c.state.egress, &c.state.egress_isolated, DIRECTION_EGRESS, dst, d, s)
@@ -102,6 +104,24 @@ fn cluster(policies: Vec<serde_json::Value>) -> Compiled {
     cluster_with(policies, vec![], BTreeMap::new())
 }
 
+/// The documentation's cluster with Services.
+fn cluster_with_services(policies: Vec<serde_json::Value>, services: Vec<ServiceInfo>) -> Compiled {
+    let mut namespaces = BTreeMap::new();
+    namespaces.insert("default".to_string(), BTreeMap::new());
+    compile(&Cluster {
+        pods: vec![
+            pod("default", "db", "10.0.0.10", &[("role", "db")]),
+            pod("default", "frontend", "10.0.0.11", &[("role", "frontend")]),
+            pod("default", "other", "10.0.0.12", &[("role", "other")]),
+            pod("default", "db-2", "10.0.0.13", &[("role", "db")]),
+        ],
+        namespaces,
+        policies: policies.into_iter().map(policy).collect(),
+        services,
+        ..Default::default()
+    })
+}
+
 /// The documentation's cluster with more pods and this node's pods as
 /// CNI ADD gave them addresses.
 fn cluster_with(
@@ -131,6 +151,7 @@ fn cluster_with(
         policies: policies.into_iter().map(policy).collect(),
         host_ips: vec!["192.168.0.1".parse().unwrap()],
         local_pods,
+        services: vec![],
     })
 }
 
@@ -444,4 +465,49 @@ fn a_pod_known_only_from_cni_add_is_never_open_where_policy_isolates() {
     assert!(allows(&c, "10.0.0.21", "8.8.8.8", UDP, 53));
     assert!(allows(&c, "10.0.0.21", "10.0.2.10", TCP, 80));
     assert!(!allows(&c, "10.0.0.21", "8.8.8.8", TCP, 443));
+}
+
+#[test]
+fn a_service_is_judged_by_its_backends_never_by_an_ip_block() {
+    let svc = |name: &str, ip: &str, backends: &[&str]| ServiceInfo {
+        namespace: "default".into(),
+        name: name.into(),
+        cluster_ips: vec![ip.parse().unwrap()],
+        ports: vec![(TCP, 80, backends.iter().map(|b| (b.parse().unwrap(), 5432)).collect())],
+    };
+    let services = vec![
+        svc("db", "10.96.0.10", &["10.0.0.10", "10.0.0.13"]),
+        svc("mixed", "10.96.0.11", &["10.0.0.10", "10.0.0.12"]),
+        svc("empty", "10.96.0.12", &[]),
+    ];
+    // "The internet but not the cluster": the Service range is inside the
+    // ipBlock, and still no backend is reached through it.
+    let internet_only = json!({"metadata": {"name": "out", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"role": "frontend"}}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/16"]}}]}]}});
+    let c = cluster_with_services(vec![internet_only.clone()], services.clone());
+    assert!(allows(&c, "10.0.0.11", "8.8.8.8", TCP, 443));
+    assert!(!allows(&c, "10.0.0.11", "10.0.0.10", TCP, 5432));
+    assert!(
+        !allows(&c, "10.0.0.11", "10.96.0.10", TCP, 80),
+        "a ClusterIP reached a pod the policy refuses"
+    );
+    // Allowed to the db pods on 5432: the db Service's port 80 opens,
+    // the mixed one (a backend not allowed) and the empty one do not.
+    let to_db = json!({"metadata": {"name": "db", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"role": "frontend"}}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"podSelector": {"matchLabels": {"role": "db"}}}],
+                             "ports": [{"port": 5432, "protocol": "TCP"}]}]}});
+    let c = cluster_with_services(vec![internet_only, to_db], services);
+    assert!(allows(&c, "10.0.0.11", "10.96.0.10", TCP, 80));
+    assert!(!allows(&c, "10.0.0.11", "10.96.0.10", TCP, 81));
+    assert!(!allows(&c, "10.0.0.11", "10.96.0.10", UDP, 80));
+    assert!(!allows(&c, "10.0.0.11", "10.96.0.11", TCP, 80));
+    assert!(!allows(&c, "10.0.0.11", "10.96.0.12", TCP, 80));
+    // A pod no egress policy isolates reaches every Service.
+    assert!(allows(&c, "10.0.0.12", "10.96.0.11", TCP, 80));
+    assert!(c
+        .identities
+        .values()
+        .any(|k| k.labels.get("novanet.io/service") == Some(&"db".to_string())));
 }
