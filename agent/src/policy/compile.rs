@@ -86,9 +86,11 @@ pub struct ServiceInfo {
     pub namespace: String,
     pub name: String,
     pub cluster_ips: Vec<IpAddr>,
-    /// (protocol number, Service port, backends as (address, target port)).
-    pub ports: Vec<(u8, u16, Vec<(IpAddr, u16)>)>,
+    pub ports: Vec<ServicePort>,
 }
+
+/// (protocol number, Service port, backends as (address, target port)).
+pub type ServicePort = (u8, u16, Vec<(IpAddr, u16)>);
 
 /// Service identities: both top bits set (ipBlocks have the top bit
 /// only); the programs never try an ipBlock for them.
