@@ -167,7 +167,8 @@ fn add_host_side(att: &Attachment, ns: &File, ips: &[IpAddr], mtu: u32) -> Resul
     let temp = temporary_name(att);
     let v6 = ips.iter().any(IpAddr::is_ipv6);
     // Before the host end comes up: no DAD for its link-local address (the
-    // pods' IPv6 gateway must answer at once), proxy ARP for the IPv4 one.
+    // pods' IPv6 gateway must answer at once), proxy ARP for the IPv4 one,
+    // strict rp_filter.
     with_handle(async |h| {
         if let Some(old) = link_by_name(&h, &host).await? {
             // A leftover of an ADD that did not finish: start over.
@@ -193,6 +194,11 @@ fn add_host_side(att: &Attachment, ns: &File, ips: &[IpAddr], mtu: u32) -> Resul
         let index = link.header.index;
         if v6 {
             sysctl(&format!("/proc/sys/net/ipv6/conf/{host}/accept_dad"), "0")?;
+        }
+        // Strict reverse-path filtering on the pod's host end (the agent's
+        // programs check its sources whatever this says, and in IPv6 too).
+        if ips.iter().any(IpAddr::is_ipv4) {
+            sysctl(&format!("/proc/sys/net/ipv4/conf/{host}/rp_filter"), "1")?;
         }
         h.link()
             .set(LinkUnspec::new_with_index(index).up().build())

@@ -63,6 +63,20 @@ fn a_pod_cannot_send_as_another_pod_the_node_or_a_router() {
     }
     let ips = node.wire_pods(&mut lab, &["tenant", "victim"]);
     let (tenant, victim) = (ips[0].clone(), ips[1].clone());
+    // The plugin sets the pod's host end strict (the node's `all` stays
+    // off, so the kernel's check is loose and the programs' is the one).
+    let attached = datapath_status(&agent, "")["attached"].clone();
+    let ends: Vec<&str> = attached
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.as_str())
+        .collect();
+    assert_eq!(ends.len(), 2, "{attached}");
+    for end in ends {
+        let v = lab.exec("n1", "cat", &[&format!("/proc/sys/net/ipv4/conf/{end}/rp_filter")]);
+        assert_eq!(v.trim(), "1", "rp_filter of {end}");
+    }
     for (name, ip) in [("tenant", &tenant), ("victim", &victim)] {
         node.api
             .apply_pod("default", PolicyNode::pod_object(name, ip, json!({"app": name})));
