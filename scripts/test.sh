@@ -14,7 +14,7 @@ cargo fmt --all -- --check
 cargo deny --log-level error check licenses bans sources
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 cargo build --workspace --bins --locked -q
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 scripts/fuzz.sh --ci 15
 conformance/bench/smoke.sh
 # The container image builds and its binaries run inside it.

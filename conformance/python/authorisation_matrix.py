@@ -39,6 +39,9 @@ def for_owner(pb, stub, plan, o):
     auth = {"owner": name, "token": token}
     # A read RPC: the stream's first event is this owner's registration.
     events = stub.StreamEvents(pb.StreamEventsRequest(owner_filter=name), timeout=10)
+    # The agent subscribes before it answers with headers: once they are
+    # here, the registration below cannot pass the stream by.
+    events.initial_metadata()
     call(name, "Register", lambda: stub.Register(pb.RegisterRequest(**auth), timeout=10))
     try:
         first = next(events)

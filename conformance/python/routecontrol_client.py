@@ -76,6 +76,9 @@ def run(pb, stub, owner, token, prefix, peer):
     emit("register", session_id=reg.session_id)
 
     events = stub.StreamEvents(pb.StreamEventsRequest(owner_filter=owner, event_types=["prefix_advertised"]))
+    # Subscribed once the headers are here: the advertisement cannot pass
+    # the stream by.
+    events.initial_metadata()
     seen = threading.Event()
     got = {}
 
