@@ -40,7 +40,7 @@ pub async fn client() -> anyhow::Result<Client> {
 fn missing(cfg: &Config, own: &ClusterNode) -> Vec<String> {
     let mut m = Vec::new();
     if cfg.node_ip.is_none() && own.internal_ip.is_none() {
-        m.push("an InternalIP in status.addresses (node_ip is not configured)".to_string());
+        m.push("InternalIP in status.addresses (node_ip is not configured)".to_string());
     }
     if cfg.pod_cidr.is_none() && cfg.pod_cidrs.is_empty() && own.pod_cidrs.is_empty() {
         m.push("spec.podCIDR (pod_cidr is not configured)".to_string());
