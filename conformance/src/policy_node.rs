@@ -180,53 +180,79 @@ pub fn datapath_status(agent: &Agent, query: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// A TCP server in a pod: accepts and answers "ok" on each port.
-pub fn serve(lab: &Lab, pod: &str, ip: &str, ports: &[u16]) {
+/// Runs a server in a pod for each port: bound on the pod's namespace's
+/// thread before this returns, then `run` on it.
+fn serve_with<S: 'static>(lab: &Lab, pod: &str, ip: &str, ports: &[u16], bind: fn(SocketAddr) -> S, run: fn(S)) {
     for port in ports {
         let ns = lab.ns_name(pod);
         let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             crate::lab::enter_namespace(&ns);
-            let l = TcpListener::bind(addr).expect("bind in the pod");
+            let server = bind(addr);
             ready_tx.send(()).unwrap();
-            for s in l.incoming().flatten() {
-                let mut s = s;
-                let _ = s.write_all(b"ok");
-            }
+            run(server);
         });
         ready_rx.recv().unwrap();
     }
+}
+
+/// A TCP server in a pod: accepts and answers "ok" on each port.
+pub fn serve(lab: &Lab, pod: &str, ip: &str, ports: &[u16]) {
+    serve_with(
+        lab,
+        pod,
+        ip,
+        ports,
+        |a| TcpListener::bind(a).expect("bind in the pod"),
+        |l| {
+            for mut s in l.incoming().flatten() {
+                let _ = s.write_all(b"ok");
+            }
+        },
+    );
+}
+
+/// A UDP server in a pod: answers "ok" to every datagram on each port.
+pub fn serve_udp(lab: &Lab, pod: &str, ip: &str, ports: &[u16]) {
+    serve_with(
+        lab,
+        pod,
+        ip,
+        ports,
+        |a| std::net::UdpSocket::bind(a).expect("bind in the pod"),
+        |s| {
+            let mut buf = [0u8; 64];
+            while let Ok((_, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(b"ok", from);
+            }
+        },
+    );
+}
+
+/// Whether `addr` answers "ok" over TCP from this thread's namespace
+/// (connect and read, 1 s each).
+pub fn answers_tcp(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 2];
+    s.read_exact(&mut buf).is_ok() && &buf == b"ok"
+}
+
+/// Whether `addr` answers "ok" to a UDP datagram from this thread's
+/// namespace (sent up to three times in the second).
+pub fn answers_udp(addr: SocketAddr) -> bool {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+    s.connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(333))).unwrap();
+    let mut buf = [0u8; 2];
+    (0..3).any(|_| s.send(b"ping").is_ok() && s.recv(&mut buf).is_ok_and(|n| n == 2 && &buf == b"ok"))
 }
 
 /// Whether a pod reaches `ip:port` (connect and read "ok", 1 s bound).
 pub fn reaches(lab: &Lab, pod: &str, ip: &str, port: u16) -> bool {
     let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-    in_namespace(&lab.ns_name(pod), move || {
-        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 2];
-        s.read_exact(&mut buf).is_ok() && &buf == b"ok"
-    })
-}
-
-/// A UDP server in a pod: answers "ok" to every datagram on each port.
-pub fn serve_udp(lab: &Lab, pod: &str, ip: &str, ports: &[u16]) {
-    for port in ports {
-        let ns = lab.ns_name(pod);
-        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            crate::lab::enter_namespace(&ns);
-            let s = std::net::UdpSocket::bind(addr).expect("bind in the pod");
-            ready_tx.send(()).unwrap();
-            let mut buf = [0u8; 64];
-            while let Ok((_, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(b"ok", from);
-            }
-        });
-        ready_rx.recv().unwrap();
-    }
+    in_namespace(&lab.ns_name(pod), move || answers_tcp(addr))
 }

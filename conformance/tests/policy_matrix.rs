@@ -11,12 +11,11 @@
 //! SCTP is not probed (the lab's pods have no SCTP stack); the cases that
 //! allow SCTP are probed on TCP and UDP, which they must not open.
 
-use novanet_conformance::policy_node::{datapath_status, serve, serve_udp, PolicyNode};
+use novanet_conformance::policy_node::{answers_tcp, answers_udp, datapath_status, serve, serve_udp, PolicyNode};
 use novanet_conformance::{wait_until, Agent, Lab};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -198,23 +197,15 @@ fn netns(pod: &str) -> String {
     pod.replace('/', "")
 }
 
-/// Whether `src` reaches `ip:port`: a TCP connection answered "ok", or a
-/// UDP datagram answered "ok" (sent up to three times in the second).
+/// Whether a pod (its lab namespace) reaches `ip:port` over `proto`.
 fn probe(lab_ns: &str, ip: &str, proto: &str, port: u16) -> bool {
     novanet_conformance::lab::enter_namespace(lab_ns);
     let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-    let mut buf = [0u8; 2];
     if proto == "TCP" {
-        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        return s.read_exact(&mut buf).is_ok() && &buf == b"ok";
+        answers_tcp(addr)
+    } else {
+        answers_udp(addr)
     }
-    let s = UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
-    s.connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_millis(333))).unwrap();
-    (0..3).any(|_| s.send(b"ping").is_ok() && s.recv(&mut buf).is_ok_and(|n| n == 2 && &buf == b"ok"))
 }
 
 /// The whole matrix, probed at once.

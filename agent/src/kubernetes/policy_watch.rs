@@ -12,7 +12,7 @@
 //! three stores as a whole and handed to the enforcer (at most every
 //! 100 ms). A relist replaces a store only when it is complete.
 
-use crate::policy::compile::{PodInfo, ServiceInfo};
+use crate::policy::compile::{protocol_number, PodInfo, ServiceInfo};
 use crate::policy::enforcer::Enforcer;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -127,15 +127,6 @@ fn strip_endpoint_slice(e: &mut EndpointSlice) {
     }
 }
 
-fn protocol_number(p: Option<&str>) -> Option<u8> {
-    match p.unwrap_or("TCP") {
-        "TCP" => Some(6),
-        "UDP" => Some(17),
-        "SCTP" => Some(132),
-        _ => None,
-    }
-}
-
 /// The Services with cluster addresses, each port with the backends its
 /// EndpointSlices give (the slice port of the same name and protocol).
 fn service_infos(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<ServiceInfo> {
@@ -231,12 +222,7 @@ fn pod_info(p: &Pod) -> Option<PodInfo> {
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
             let name = p.name.clone()?;
-            let proto = match p.protocol.as_deref().unwrap_or("TCP") {
-                "TCP" => 6,
-                "UDP" => 17,
-                "SCTP" => 132,
-                _ => return None,
-            };
+            let proto = protocol_number(p.protocol.as_deref())?;
             Some((name, proto, u16::try_from(p.container_port).ok()?))
         })
         .collect();
