@@ -92,9 +92,7 @@ pub struct ServiceInfo {
 /// (protocol number, Service port, backends as (address, target port)).
 pub type ServicePort = (u8, u16, Vec<(IpAddr, u16)>);
 
-/// Service identities: both top bits set (ipBlocks have the top bit
-/// only); the programs never try an ipBlock for them.
-pub const SERVICE_IDENTITY_BITS: u32 = 0xC000_0000;
+pub use super::identity::SERVICE_IDENTITY_BITS;
 
 /// The label of a local pod whose Pod the watches have not brought yet.
 pub const UNRESOLVED_LABEL: &str = "novanet.io/unresolved";
@@ -105,8 +103,14 @@ impl Cluster {
     /// with [`UNRESOLVED_LABEL`] as its only label.
     fn with_local_pods(&self) -> Vec<PodInfo> {
         let mut pods = self.pods.clone();
+        let index: std::collections::HashMap<(&str, &str), usize> = self
+            .pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((p.namespace.as_str(), p.name.as_str()), i))
+            .collect();
         for ((namespace, name), ips) in &self.local_pods {
-            match pods.iter_mut().find(|p| &p.namespace == namespace && &p.name == name) {
+            match index.get(&(namespace.as_str(), name.as_str())).map(|i| &mut pods[*i]) {
                 Some(p) if p.ips.is_empty() => p.ips = ips.clone(),
                 Some(_) => {}
                 None => pods.push(PodInfo {
@@ -168,6 +172,8 @@ enum Peers {
 
 struct Compiler<'a> {
     cluster: &'a Cluster,
+    /// The cluster's pods with this node's pods as CNI gave them.
+    pods: Vec<PodInfo>,
     ids: BTreeMap<IdentityKey, u32>,
     /// ipBlock prefixes and their identities.
     prefixes: BTreeMap<IpNet, u32>,
@@ -183,7 +189,8 @@ type Names = Vec<(u8, String)>;
 /// (peer, local, protocol) -> the ports allowed.
 type Entries = BTreeMap<(u32, u32, u8), Ports>;
 
-fn protocol_number(p: Option<&str>) -> Option<u8> {
+/// The protocol number of a Kubernetes protocol name (TCP when absent).
+pub fn protocol_number(p: Option<&str>) -> Option<u8> {
     match p.unwrap_or("TCP") {
         "TCP" => Some(6),
         "UDP" => Some(17),
@@ -341,12 +348,7 @@ impl<'a> Compiler<'a> {
     /// names are among their containers' ports (same name and protocol).
     fn resolve(&self, names: &[(u8, String)], identity: u32) -> Vec<(u8, Ports)> {
         let mut out: BTreeMap<u8, Vec<(u16, u16)>> = BTreeMap::new();
-        for pod in self
-            .cluster
-            .pods
-            .iter()
-            .filter(|p| self.ids.get(&p.key()) == Some(&identity))
-        {
+        for pod in self.pods.iter().filter(|p| self.ids.get(&p.key()) == Some(&identity)) {
             for (name, proto, port) in &pod.named_ports {
                 if names.iter().any(|(p, n)| p == proto && n == name) {
                     out.entry(*proto).or_default().push((*port, *port));
@@ -417,15 +419,17 @@ impl<'a> Compiler<'a> {
 
     /// Whether the egress entries let `local` open `proto`/`port` at
     /// `addr`, looked up as the programs do: the address's pod identity
-    /// (or world), then the longest ipBlock holding it.
-    fn egress_allows(&self, egress: &Entries, local: u32, addr: IpAddr, proto: u8, port: u16) -> bool {
-        let pod = self
-            .cluster
-            .pods
-            .iter()
-            .find(|p| p.ips.contains(&addr))
-            .map(|p| self.ids[&p.key()])
-            .unwrap_or(novanet_ebpf::maps::IDENTITY_WORLD);
+    /// (`pods`, else world), then the longest ipBlock holding it.
+    fn egress_allows(
+        &self,
+        egress: &Entries,
+        pods: &BTreeMap<IpAddr, u32>,
+        local: u32,
+        addr: IpAddr,
+        proto: u8,
+        port: u16,
+    ) -> bool {
+        let pod = pods.get(&addr).copied().unwrap_or(novanet_ebpf::maps::IDENTITY_WORLD);
         let cidr = self
             .prefixes
             .iter()
@@ -444,19 +448,31 @@ impl<'a> Compiler<'a> {
         by(pod) || cidr.is_some_and(|c| c != pod && by(c))
     }
 
-    /// The Services' identities, their keys and cluster addresses; each
-    /// egress-isolated identity gets the Service ports whose every backend
-    /// its entries allow.
+    /// The Services' identities (numbered from their namespace and name,
+    /// so one Service coming or going renumbers no other), their keys and
+    /// cluster addresses; each egress-isolated identity gets the Service
+    /// ports whose every backend its entries allow.
     fn services(&self, egress: &mut Entries, isolated: &BTreeSet<u32>) -> Vec<(u32, IdentityKey, Vec<IpAddr>)> {
+        let key = |svc: &ServiceInfo| IdentityKey {
+            namespace: svc.namespace.clone(),
+            labels: BTreeMap::from([("novanet.io/service".to_string(), svc.name.clone())]),
+        };
+        let ids = identity::number_in(&self.cluster.services.iter().map(key).collect(), &identity::SERVICES);
+        let pods: BTreeMap<IpAddr, u32> = self
+            .pods
+            .iter()
+            .flat_map(|p| p.ips.iter().map(|ip| (*ip, self.ids[&p.key()])))
+            .collect();
         let mut out = Vec::new();
-        for (n, svc) in self.cluster.services.iter().enumerate() {
-            let id = SERVICE_IDENTITY_BITS | n as u32;
+        for svc in &self.cluster.services {
+            let key = key(svc);
+            let id = ids[&key];
             for local in isolated {
                 for (proto, port, backends) in &svc.ports {
                     let all = !backends.is_empty()
                         && backends
                             .iter()
-                            .all(|(addr, target)| self.egress_allows(egress, *local, *addr, *proto, *target));
+                            .all(|(addr, target)| self.egress_allows(egress, &pods, *local, *addr, *proto, *target));
                     if all {
                         if let Some(v) = egress.entry((id, *local, *proto)).or_insert_with(|| Some(Vec::new())) {
                             v.push((*port, *port));
@@ -464,10 +480,6 @@ impl<'a> Compiler<'a> {
                     }
                 }
             }
-            let key = IdentityKey {
-                namespace: svc.namespace.clone(),
-                labels: BTreeMap::from([("novanet.io/service".to_string(), svc.name.clone())]),
-            };
             out.push((id, key, svc.cluster_ips.clone()));
         }
         out
@@ -489,24 +501,12 @@ impl<'a> Compiler<'a> {
 
 /// Compiles the cluster's policies for the TC programs.
 pub fn compile(cluster: &Cluster) -> Compiled {
-    let resolved;
-    let cluster = if cluster.local_pods.is_empty() {
-        cluster
-    } else {
-        resolved = Cluster {
-            pods: cluster.with_local_pods(),
-            namespaces: cluster.namespaces.clone(),
-            policies: cluster.policies.clone(),
-            host_ips: cluster.host_ips.clone(),
-            local_pods: BTreeMap::new(),
-            services: cluster.services.clone(),
-        };
-        &resolved
-    };
-    let keys: BTreeSet<IdentityKey> = cluster.pods.iter().map(PodInfo::key).collect();
+    let pods = cluster.with_local_pods();
+    let keys: BTreeSet<IdentityKey> = pods.iter().map(PodInfo::key).collect();
     let ids = identity::number(&keys);
     let mut c = Compiler {
         cluster,
+        pods,
         ids,
         prefixes: BTreeMap::new(),
         warnings: Vec::new(),
@@ -622,7 +622,7 @@ pub fn compile(cluster: &Cluster) -> Compiled {
         })
         .collect();
     let mut endpoints = BTreeMap::new();
-    for pod in &cluster.pods {
+    for pod in &c.pods {
         let id = c.ids[&pod.key()];
         for ip in &pod.ips {
             endpoints.insert(Addr::from(*ip), id);

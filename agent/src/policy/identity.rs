@@ -30,6 +30,35 @@ impl std::fmt::Display for IdentityKey {
     }
 }
 
+/// Service identities: both top bits set (ipBlocks have the top bit
+/// only); the programs never try an ipBlock for them.
+pub const SERVICE_IDENTITY_BITS: u32 = 0xC000_0000;
+
+/// Where a kind of identity is numbered: a key's hash, masked, in `block`,
+/// at least `first`, below `end`.
+pub struct Space {
+    block: u32,
+    mask: u32,
+    first: u32,
+    end: u32,
+}
+
+/// Pods: between the reserved numbers and the ipBlocks' bit.
+pub const PODS: Space = Space {
+    block: 0,
+    mask: !CIDR_IDENTITY_BIT,
+    first: FIRST_POD_IDENTITY,
+    end: CIDR_IDENTITY_BIT,
+};
+
+/// Services: the top two bits set.
+pub const SERVICES: Space = Space {
+    block: SERVICE_IDENTITY_BITS,
+    mask: !SERVICE_IDENTITY_BITS,
+    first: SERVICE_IDENTITY_BITS,
+    end: u32::MAX,
+};
+
 fn hashed(key: &IdentityKey) -> u32 {
     let mut h = Sha1::new();
     h.update(key.namespace.as_bytes());
@@ -40,22 +69,25 @@ fn hashed(key: &IdentityKey) -> u32 {
         h.update(v.as_bytes());
     }
     let d = h.finalize();
-    let n = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) & !CIDR_IDENTITY_BIT;
-    n.max(FIRST_POD_IDENTITY)
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
-/// Numbers every key; the same keys give the same numbers everywhere.
+/// Numbers every pod key; the same keys give the same numbers everywhere.
 pub fn number(keys: &BTreeSet<IdentityKey>) -> BTreeMap<IdentityKey, u32> {
+    number_in(keys, &PODS)
+}
+
+/// Numbers every key in `space`: from its hash, a collision moving to the
+/// next free number in the order of the keys (every node has the same
+/// keys, so the same numbers), and a key's number never depends on keys
+/// that do not collide with it.
+pub fn number_in(keys: &BTreeSet<IdentityKey>, space: &Space) -> BTreeMap<IdentityKey, u32> {
     let mut taken: BTreeMap<u32, &IdentityKey> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for key in keys {
-        let mut n = hashed(key);
+        let mut n = (space.block | (hashed(key) & space.mask)).max(space.first);
         while taken.contains_key(&n) {
-            n = if n + 1 >= CIDR_IDENTITY_BIT {
-                FIRST_POD_IDENTITY
-            } else {
-                n + 1
-            };
+            n = if n + 1 >= space.end { space.first } else { n + 1 };
         }
         taken.insert(n, key);
         out.insert(key.clone(), n);
@@ -94,5 +126,14 @@ mod tests {
             "a key's number does not depend on others"
         );
         assert_eq!(a.to_string(), "web app=front");
+        let services = number_in(&all, &SERVICES);
+        assert!(services
+            .values()
+            .all(|i| i & SERVICE_IDENTITY_BITS == SERVICE_IDENTITY_BITS));
+        assert_eq!(
+            services[&a],
+            number_in(&[a.clone()].into(), &SERVICES)[&a],
+            "a Service's number does not depend on the others"
+        );
     }
 }
