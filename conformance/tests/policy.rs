@@ -167,7 +167,7 @@ fn a_pod_not_yet_reported_is_not_open_in_a_policy_isolated_namespace() {
     let mut lab = Lab::new("polnew");
     let node = PolicyNode::new(&mut lab);
     let api = &node.api;
-    let agent = node.start_agent(&mut lab, true);
+    let mut agent = node.start_agent(&mut lab, true);
     let ips = node.wire_pods(&mut lab, &["client", "stranger"]);
     for (name, ip) in ["client", "stranger"].iter().zip(&ips) {
         api.apply_pod("default", PolicyNode::pod_object(name, ip, json!({"app": name})));
@@ -202,6 +202,29 @@ fn a_pod_not_yet_reported_is_not_open_in_a_policy_isolated_namespace() {
             .flatten()
             .any(|i| i["labels"]["novanet.io/unresolved"] == "true" && i["ingress_isolated"] == true),
         "{v}"
+    );
+
+    // An agent restart before the Pod is reported: the new agent takes
+    // the pod from its address store, not as open.
+    lab.signal(&agent.name, libc::SIGKILL);
+    lab.wait_exit(&agent.name, Duration::from_secs(10));
+    agent = node.start_agent(&mut lab, true);
+    wait_until("the agent ready again", Duration::from_secs(30), || {
+        agent.get("/readyz").map(|_| ())
+    });
+    assert!(reaches(&lab, "client", &fresh, 80), "after the restart");
+    assert!(
+        !reaches(&lab, "stranger", &fresh, 80),
+        "after the restart, the pod not reported yet was open"
+    );
+    let v = datapath_status(&agent, "");
+    assert!(
+        v["identities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["labels"]["novanet.io/unresolved"] == "true" && i["ingress_isolated"] == true),
+        "after the restart: {v}"
     );
 
     // Reported: its own identity, the same verdicts.
@@ -311,4 +334,12 @@ fn a_service_is_judged_by_its_backends() {
             .ok_or_else(String::new)
     });
     assert!(reaches(&lab, "client", &web, 8080), "web itself stays allowed");
+
+    // The refused backend gone: the Service opens again.
+    api.apply_service_object("EndpointSlice", "default", slice(&[&web]));
+    wait_until("the Service allowed again", Duration::from_secs(20), || {
+        reaches(&lab, "client", cluster_ip, 80)
+            .then_some(())
+            .ok_or_else(String::new)
+    });
 }
