@@ -757,17 +757,18 @@ impl RouteControl for Service {
         for (owner, i) in intents.owners.iter().filter(|(o, _)| wanted(o)) {
             for (addr, p) in &i.peers {
                 let l = live.iter().find(|s| s.neighbor_address == *addr);
-                // A session at the address that another source holds is not
-                // this intent's.
-                let held = matches!(
+                // A session at the address is this intent's only once the
+                // peer pipeline has applied it: before, or when another
+                // source holds the address, it is someone else's.
+                let ours = matches!(
                     self.control
                         .peers
                         .outcomes
                         .borrow()
                         .of(crate::peers::Source::Api, *addr),
-                    Some(crate::peers::Outcome::HeldBy(_))
+                    Some(crate::peers::Outcome::Applied)
                 );
-                let l = l.filter(|_| !held);
+                let l = l.filter(|_| ours);
                 let state = match (l, self.control.apply_state(&peer_key(addr))) {
                     (Some(s), _) => s.state.clone(),
                     (None, ApplyState::Failed(e)) => format!("failed: {e}"),
