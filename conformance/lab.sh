@@ -6,9 +6,9 @@
 #   conformance/lab.sh down                stop everything and remove the namespaces
 #
 # --kubernetes: the nodes find their address, PodCIDR and node mesh in a
-# local Kubernetes API server (novanet-kube-api on 10.0.1.100, on tor1's
-# LAN) instead of a static list; `kubectl`-style changes to its Nodes move
-# the mesh.
+# local Kubernetes API server (novanet-kube-api: the upstream kube-apiserver
+# and etcd on 10.0.1.100, tor1's LAN) instead of a static list; kubectl
+# changes to its Nodes (KUBECONFIG=$RUN/kube/admin.kubeconfig) move the mesh.
 #
 # Two FRR ToRs (AS 65001 on 10.0.1.0/24, AS 65002 on 10.0.2.0/24), three
 # nodes attached to both, each running novanet-agent (per-node AS 65000 +
@@ -145,10 +145,12 @@ up() {
     ip -n "$(ns_of tor1)" addr add 10.0.1.100/24 dev br0
     local args=()
     for i in "${NODES[@]}"; do args+=(--node "node-$i=10.0.1.1$i,10.244.$i.0/24"); done
-    "$BIN"/novanet-kube-api --netns "$(ns_of tor1)" --listen 10.0.1.100:6443 \
+    "$BIN"/novanet-kube-api --netns "$(ns_of tor1)" --listen 10.0.1.100:6443 --dir "$RUN/kube" \
       --kubeconfig "$RUN/kubeconfig" "${args[@]}" > "$RUN/kube-api.log" 2>&1 &
     echo $! > "$RUN/kube-api.pid"
-    for _ in $(seq 50); do [ -s "$RUN/kubeconfig" ] && break; sleep 0.1; done
+    # kube-apiserver is ready within seconds; the kubeconfig is written then.
+    for _ in $(seq 600); do [ -s "$RUN/kubeconfig" ] && break; sleep 0.1; done
+    [ -s "$RUN/kubeconfig" ] || { echo "lab.sh: the API server did not start: $RUN/kube-api.log" >&2; exit 1; }
     env=(env "KUBECONFIG=$RUN/kubeconfig")
   fi
   for i in "${NODES[@]}"; do

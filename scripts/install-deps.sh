@@ -6,7 +6,7 @@
 # dependencies' licenses and sources.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
-pkgs=(frr bird2 gobgpd exabgp nftables iptables iputils-ping iproute2 clang libbpf-dev buildah podman runc containernetworking-plugins iperf3 g++ curl)
+pkgs=(frr bird2 gobgpd exabgp nftables iptables iputils-ping iproute2 clang libbpf-dev buildah podman runc containernetworking-plugins iperf3 g++ curl openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,5 +34,8 @@ if ! command -v cargo-fuzz >/dev/null; then
 fi
 # helm, kubectl and the Kubernetes schemas for the deploy tests.
 "$(dirname "$0")/install-k8s-tools.sh"
+# The upstream kube-apiserver and etcd, built from their Go modules once
+# (cached by version) for the tests and the lab that need a real API server.
+"$(dirname "$0")/build-kube-apiserver.sh"
 # The packaged FRR service is not used; the lab starts its own daemons.
 systemctl disable --now frr >/dev/null 2>&1 || true

@@ -12,7 +12,7 @@ pub mod checks;
 pub mod cni_runtime;
 pub mod daemons;
 pub mod kernel;
-pub mod kube_api;
+pub mod kube_server;
 pub mod lab;
 pub mod policy_node;
 pub mod raw;

@@ -1,11 +1,12 @@
 //! Kubernetes nodes for the identity-policy tests and benchmark: lab
-//! namespace `n1` (10.0.0.11) on a LAN with a list/watch API server
-//! (10.0.0.100, in `sw`) that knows its Node and the `default` namespace,
+//! namespace `n1` (10.0.0.11) on a LAN with a real API server (10.0.0.100,
+//! in `sw`; the agents use the chart's ServiceAccount and RBAC with the
+//! datapath on) that knows its Node and the `default` namespace,
 //! and more nodes joining the same LAN and API server; each with a bpffs
 //! of its own and the agent started there with its CNI backend and, when
 //! asked, the policy datapath.
 
-use crate::kube_api::{self, KubeApi};
+use crate::kube_server::{self, KubeServer, Options};
 use crate::{in_namespace, wait_until, Agent, Lab};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -42,7 +43,7 @@ impl Drop for Bpffs {
 pub struct PolicyNode {
     /// The node's name, also its lab namespace.
     pub name: String,
-    pub api: Rc<KubeApi>,
+    pub api: Rc<KubeServer>,
     pub kubeconfig: PathBuf,
     pub cni_socket: PathBuf,
     pub bpffs: Bpffs,
@@ -53,9 +54,8 @@ impl PolicyNode {
     pub fn new(lab: &mut Lab) -> PolicyNode {
         lab.add_ns("sw");
         lab.add_bridge("sw", "br0", &["10.0.0.100/24"]);
-        let api = KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6443");
-        let kubeconfig = lab.dir().join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig);
+        let api = KubeServer::start(lab, "sw", "10.0.0.100:6443", Options::default());
+        let kubeconfig = api.agent_kubeconfig(&["datapath.enabled=true"]);
         api.apply_namespace("default", json!({"kubernetes.io/metadata.name": "default"}));
         Self::on_lan(lab, Rc::new(api), kubeconfig, 1)
     }
@@ -66,12 +66,12 @@ impl PolicyNode {
         Self::on_lan(lab, self.api.clone(), self.kubeconfig.clone(), index)
     }
 
-    fn on_lan(lab: &mut Lab, api: Rc<KubeApi>, kubeconfig: PathBuf, index: u8) -> PolicyNode {
+    fn on_lan(lab: &mut Lab, api: Rc<KubeServer>, kubeconfig: PathBuf, index: u8) -> PolicyNode {
         let name = format!("n{index}");
         let ip = format!("10.0.0.{}", 10 + u32::from(index));
         lab.add_ns(&name);
         lab.link_to_bridge(&name, "eth0", &[&format!("{ip}/24")], "sw", "br0", &format!("p{index}"));
-        api.apply_node(kube_api::node(&name, &ip, &format!("10.244.{index}.0/24")));
+        api.apply_node(kube_server::node(&name, &ip, &format!("10.244.{index}.0/24")));
         // The first node keeps the paths it always had.
         let own = |base: &str| {
             if index == 1 {

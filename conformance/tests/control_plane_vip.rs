@@ -11,7 +11,7 @@ use novanet_conformance::checks::{
     agent_established, count_probes, ecmp_tor, more_replies, ping_counts, probed_node, replies, switched, tor_and_node,
     SETTLE, TOR_FRR,
 };
-use novanet_conformance::kube_api::{self, KubeApi};
+use novanet_conformance::kube_server::{self, KubeServer, Options};
 use novanet_conformance::{in_namespace, wait_until, Agent, Frr, Lab};
 use serde_json::json;
 use std::io::{Read, Write};
@@ -250,15 +250,14 @@ fn the_vip_follows_the_nodes_control_plane_label() {
     const LABEL: &str = "node-role.kubernetes.io/control-plane";
     let mut lab = Lab::new("cpvipl");
     tor_and_node(&mut lab);
-    let api = KubeApi::start_in(Some(&lab.ns_name("tor")), "10.0.0.1:6443");
-    let kubeconfig = lab.dir().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    let worker = kube_api::node("cp-1", "10.0.0.10", "10.244.10.0/24");
+    let api = KubeServer::start(&mut lab, "tor", "10.0.0.1:6443", Options::default());
+    let kubeconfig = api.agent_kubeconfig(&[]);
+    let worker = kube_server::node("cp-1", "10.0.0.10", "10.244.10.0/24");
     let mut labelled = worker.clone();
     labelled["metadata"]["labels"][LABEL] = json!("");
     api.apply_node(worker.clone());
     // Another node's label says nothing about this one.
-    let mut other = kube_api::node("cp-2", "10.0.0.11", "10.244.11.0/24");
+    let mut other = kube_server::node("cp-2", "10.0.0.11", "10.244.11.0/24");
     other["metadata"]["labels"][LABEL] = json!("");
     api.apply_node(other);
     let frr = Frr::start(&mut lab, "tor", TOR_FRR);

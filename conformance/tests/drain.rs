@@ -229,13 +229,12 @@ fn python_lifecycle(agent: &Agent, what: &str) -> Value {
 #[test]
 fn the_node_s_annotation_drains_it_and_a_cordoned_node_leaves_on_sigterm() {
     use novanet_conformance::checks::{tor_and_node, TOR_FRR};
-    use novanet_conformance::kube_api::{self, KubeApi};
+    use novanet_conformance::kube_server::{self, KubeServer, Options};
     let mut lab = Lab::new("drainnode");
     tor_and_node(&mut lab);
-    let api = KubeApi::start_in(Some(&lab.ns_name("tor")), "10.0.0.1:6443");
-    let kubeconfig = lab.dir().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    let node = kube_api::node("node-a", "10.0.0.10", "10.244.10.0/24");
+    let api = KubeServer::start(&mut lab, "tor", "10.0.0.1:6443", Options::default());
+    let kubeconfig = api.agent_kubeconfig(&[]);
+    let node = kube_server::node("node-a", "10.0.0.10", "10.244.10.0/24");
     api.apply_node(node.clone());
     let frr = Frr::start(&mut lab, "tor", TOR_FRR);
     let agent = Agent::start_with_env(
@@ -321,13 +320,12 @@ fn the_node_s_annotation_drains_it_and_a_cordoned_node_leaves_on_sigterm() {
 #[test]
 fn an_uninstall_decommissions_the_node() {
     use novanet_conformance::checks::{tor_and_node, TOR_FRR};
-    use novanet_conformance::kube_api::{self, KubeApi};
+    use novanet_conformance::kube_server::{self, KubeServer, Options};
     let mut lab = Lab::new("uninstall");
     tor_and_node(&mut lab);
-    let api = KubeApi::start_in(Some(&lab.ns_name("tor")), "10.0.0.1:6443");
-    let kubeconfig = lab.dir().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    api.apply_node(kube_api::node("node-a", "10.0.0.10", "10.244.10.0/24"));
+    let api = KubeServer::start(&mut lab, "tor", "10.0.0.1:6443", Options::default());
+    let kubeconfig = api.agent_kubeconfig(&[]);
+    api.apply_node(kube_server::node("node-a", "10.0.0.10", "10.244.10.0/24"));
     api.apply_daemonset("nova-system", "novanet");
     let frr = Frr::start(&mut lab, "tor", TOR_FRR);
     let env = [

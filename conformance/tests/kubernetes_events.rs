@@ -6,7 +6,7 @@
 //! returns with every prefix.
 
 use novanet_conformance::checks::{agent_established, tor_and_node, SETTLE};
-use novanet_conformance::kube_api::{self, KubeApi};
+use novanet_conformance::kube_server::{self, KubeServer, Options};
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
 use serde_json::json;
 
@@ -32,10 +32,9 @@ router bgp 65000
 fn a_prefix_limit_teardown_is_a_max_prefix_exceeded_event_on_the_node() {
     let mut lab = Lab::new("kevents");
     tor_and_node(&mut lab);
-    let api = KubeApi::start_in(Some(&lab.ns_name("tor")), "10.0.0.1:6443");
-    let kubeconfig = lab.dir().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    api.apply_node(kube_api::node("node-a", "10.0.0.10", "10.244.10.0/24"));
+    let api = KubeServer::start(&mut lab, "tor", "10.0.0.1:6443", Options::default());
+    let kubeconfig = api.agent_kubeconfig(&[]);
+    api.apply_node(kube_server::node("node-a", "10.0.0.10", "10.244.10.0/24"));
     let frr = Frr::start(&mut lab, "tor", CHATTY_TOR);
     // Within the limit first: the session stays up.
     let config = |limit: u32| {

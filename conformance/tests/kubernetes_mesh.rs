@@ -1,14 +1,14 @@
 //! The node mesh from Kubernetes, end to end: three agents with
 //! `node_mesh.source: "kubernetes"` in namespaces on one LAN, reading their
-//! Nodes from one API server that speaks the real list/watch protocol
-//! (`novanet_conformance::kube_api`). Every step is checked in the agents'
-//! sessions and in the kernels of the namespaces. And an agent restarted
-//! while the API server is away: it routes from the cluster as last seen
-//! and catches up when the API server answers again.
+//! Nodes from a real kube-apiserver (`novanet_conformance::kube_server`)
+//! through the chart's ServiceAccount and RBAC. Every step is checked in
+//! the agents' sessions and in the kernels of the namespaces. And an agent
+//! restarted while the API server is away: it routes from the cluster as
+//! last seen and catches up when the API server answers again.
 
 use novanet_conformance::agent::ctl_binary;
 use novanet_conformance::checks::{agent_established, SETTLE};
-use novanet_conformance::kube_api;
+use novanet_conformance::kube_server::{self, Options};
 use novanet_conformance::{kernel, wait_until, Agent, Lab};
 use serde_json::{json, Value};
 
@@ -61,13 +61,16 @@ fn wait_peers(agent: &Agent, want: &[&str]) {
 #[test]
 fn the_node_mesh_follows_the_clusters_nodes() {
     let mut lab = Lab::new("kmesh");
-    let (api, kubeconfig) = kube_api::on_switch(&mut lab, &["n1", "n2", "n3"]);
+    // Watches served from etcd, so that compacted history expires them.
+    let options = Options { no_watch_cache: true };
+    let (api, kubeconfig) = kube_server::on_switch(&mut lab, &["n1", "n2", "n3"], options, &[]);
+    let admin = api.admin_kubeconfig().to_path_buf();
     let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
 
-    api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
-    api.apply_node(kube_api::node("n2", "10.0.0.12", "10.244.2.0/24"));
+    api.apply_node(kube_server::node("n1", "10.0.0.11", "10.244.1.0/24"));
+    api.apply_node(kube_server::node("n2", "10.0.0.12", "10.244.2.0/24"));
     // n3's Node has no PodCIDR yet (the IPAM controller has not run).
-    let mut n3 = kube_api::node("n3", "10.0.0.13", "10.244.3.0/24");
+    let mut n3 = kube_server::node("n3", "10.0.0.13", "10.244.3.0/24");
     n3["spec"] = json!({});
     api.apply_node(n3);
 
@@ -94,7 +97,7 @@ fn the_node_mesh_follows_the_clusters_nodes() {
     kernel_route(&lab, "n2", "10.244.1.0/24", Some("10.0.0.11"));
 
     // The PodCIDR is assigned: n3 starts, everyone peers with everyone.
-    api.apply_node(kube_api::node("n3", "10.0.0.13", "10.244.3.0/24"));
+    api.apply_node(kube_server::node("n3", "10.0.0.13", "10.244.3.0/24"));
     a3.wait_ready(&mut lab);
     for (a, others) in [
         (&a1, ["10.0.0.12", "10.0.0.13"]),
@@ -116,7 +119,7 @@ fn the_node_mesh_follows_the_clusters_nodes() {
         let labels = json!({"app.kubernetes.io/name": "novanet", "app.kubernetes.io/component": "agent"});
         api.apply_pod(
             "nova-system",
-            kube_api::pod(&format!("novanet-{n}"), n, &format!("10.0.0.{}", 11 + i), labels),
+            kube_server::pod(&format!("novanet-{n}"), n, &format!("10.0.0.{}", 11 + i), labels),
         );
     }
     // Run from a node: the API server's address exists only on the lab's LAN.
@@ -124,7 +127,7 @@ fn the_node_mesh_follows_the_clusters_nodes() {
     let out = lab
         .cmd("n1", &ctl)
         .args(["routing", "peers", "--all-nodes", "--status-port", "9102", "-o", "json"])
-        .env("KUBECONFIG", &kubeconfig)
+        .env("KUBECONFIG", &admin)
         .output()
         .expect("novanetctl");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -142,25 +145,42 @@ fn the_node_mesh_follows_the_clusters_nodes() {
     let table = lab
         .cmd("n1", &ctl)
         .args(["routing", "peers", "--all-nodes", "--status-port", "9102"])
-        .env("KUBECONFIG", &kubeconfig)
+        .env("KUBECONFIG", &admin)
         .output()
         .expect("novanetctl");
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.starts_with("NODE") && table.lines().count() == 7, "{table}");
 
     // History is lost (410 Gone) while n3's Node goes without a watch
-    // event: the agents relist, n3 leaves their mesh and kernels, and the
+    // event reaching the agents: their traffic from the API server is
+    // dropped, n3 is deleted, etcd compacts its history and the agents'
+    // connections are cut. They resume their watches from a compacted
+    // version, get 410, relist: n3 leaves their mesh and kernels, and the
     // n1-n2 session is not touched.
     let up_since = a1.peer("10.0.0.12")["established_at"].clone();
-    let lists = api.lists();
-    api.expire(|nodes| {
-        nodes.remove("n3");
-    });
+    let lists = api.requests("LIST", "nodes");
+    for n in ["n1", "n2", "n3"] {
+        lab.drop_from(n, "10.0.0.100");
+    }
+    api.delete_node("n3");
+    api.compact();
+    for n in ["n1", "n2", "n3"] {
+        lab.exec(n, "ss", &["-K", "dst", "10.0.0.100", "dport", "=", ":6443"]);
+        lab.undrop(n);
+    }
     wait_peers(&a1, &["10.0.0.12"]);
     wait_peers(&a2, &["10.0.0.11"]);
     kernel_route(&lab, "n1", "10.244.3.0/24", None);
     kernel_route(&lab, "n2", "10.244.3.0/24", None);
-    assert!(api.lists() >= lists + 2, "every agent relisted after 410");
+    let relisted = api.requests("LIST", "nodes");
+    assert!(
+        relisted >= lists + 2,
+        "every agent relisted after 410 ({lists} -> {relisted})"
+    );
+    assert!(
+        a1.log(&lab).contains("410") || a1.log(&lab).contains("too old"),
+        "the agent saw its watch expire"
+    );
     assert_eq!(a1.peer_state("10.0.0.12"), "Established");
     assert_eq!(
         a1.peer("10.0.0.12")["established_at"],
@@ -171,7 +191,7 @@ fn the_node_mesh_follows_the_clusters_nodes() {
     // n3 comes back on another address, its AS kept by the annotation:
     // the peer moves.
     lab.exec("n3", "ip", &["addr", "add", "10.0.0.23/24", "dev", "eth0", "nodad"]);
-    let mut moved = kube_api::node("n3", "10.0.0.23", "10.244.3.0/24");
+    let mut moved = kube_server::node("n3", "10.0.0.23", "10.244.3.0/24");
     moved["metadata"]["annotations"] = json!({"novanet.io/asn": "65013"});
     api.apply_node(moved);
     agent_established(&a1, "10.0.0.23");
@@ -182,7 +202,7 @@ fn the_node_mesh_follows_the_clusters_nodes() {
 
     // n2 opts out of the mesh: nobody peers with it and it peers with
     // nobody; its PodCIDR leaves the others' kernels.
-    let mut out = kube_api::node("n2", "10.0.0.12", "10.244.2.0/24");
+    let mut out = kube_server::node("n2", "10.0.0.12", "10.244.2.0/24");
     out["metadata"]["labels"]["novanet.io/bgp-mesh"] = json!("false");
     api.apply_node(out);
     wait_peers(&a1, &["10.0.0.23"]);
@@ -195,11 +215,10 @@ fn the_node_mesh_follows_the_clusters_nodes() {
     api.delete_node("n3");
     wait_peers(&a1, &[]);
     kernel_route(&lab, "n1", "10.244.3.0/24", None);
-    assert!(api.watches() > 3, "changes arrived through watches");
 
     // A Node in another subnet with n1's last octet collides with n1's AS
     // under the default asn_mode: reported as an Event on n1's Node.
-    api.apply_node(kube_api::node("n4", "10.0.9.11", "10.244.4.0/24"));
+    api.apply_node(kube_server::node("n4", "10.0.9.11", "10.244.4.0/24"));
     api.wait_for_event("n1", "ASNCollision", "65011");
 
     // Sessions going up and down were reported on each agent's own Node.
@@ -211,9 +230,9 @@ fn the_node_mesh_follows_the_clusters_nodes() {
 #[test]
 fn an_agent_restarted_while_the_api_server_is_away_routes_from_the_cluster_as_last_seen() {
     let mut lab = Lab::new("kaway");
-    let (api, kubeconfig) = kube_api::on_switch(&mut lab, &["n1", "n2"]);
-    api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
-    api.apply_node(kube_api::node("n2", "10.0.0.12", "10.244.2.0/24"));
+    let (api, kubeconfig) = kube_server::on_switch(&mut lab, &["n1", "n2"], Options::default(), &[]);
+    api.apply_node(kube_server::node("n1", "10.0.0.11", "10.244.1.0/24"));
+    api.apply_node(kube_server::node("n2", "10.0.0.12", "10.244.2.0/24"));
     let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
     let a1 = Agent::start_with_env(&mut lab, "n1", &mesh_config("n1"), &env);
     let a2 = Agent::start_with_env(&mut lab, "n2", &mesh_config("n2"), &env);
@@ -222,7 +241,8 @@ fn an_agent_restarted_while_the_api_server_is_away_routes_from_the_cluster_as_la
     kernel_route(&lab, "n2", "10.244.1.0/24", Some("10.0.0.11"));
 
     // n1's agent dies; when it comes back the API server is away: its
-    // kubeconfig names an address where nothing answers yet.
+    // kubeconfig names an address where nothing answers yet, and the
+    // server is stopped.
     lab.signal(&a1.name, libc::SIGKILL);
     lab.wait_exit(&a1.name, SETTLE);
     let away = lab.dir().join("kubeconfig-away");
@@ -233,6 +253,7 @@ fn an_agent_restarted_while_the_api_server_is_away_routes_from_the_cluster_as_la
             .replace("10.0.0.100:6443", "10.0.0.100:6444"),
     )
     .unwrap();
+    api.stop();
     let a1 = Agent::start_with_env(
         &mut lab,
         "n1",
@@ -250,15 +271,8 @@ fn an_agent_restarted_while_the_api_server_is_away_routes_from_the_cluster_as_la
 
     // The API server answers again, with a node n3 that joined meanwhile:
     // n1 catches up.
-    let back = kube_api::KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6444");
-    for (name, ip, cidr) in [
-        ("n1", "10.0.0.11", "10.244.1.0/24"),
-        ("n2", "10.0.0.12", "10.244.2.0/24"),
-        ("n3", "10.0.0.13", "10.244.3.0/24"),
-    ] {
-        back.apply_node(kube_api::node(name, ip, cidr));
-    }
+    api.restart_on("10.0.0.100:6444");
+    api.apply_node(kube_server::node("n3", "10.0.0.13", "10.244.3.0/24"));
     wait_peers(&a1, &["10.0.0.12", "10.0.0.13"]);
     assert_eq!(a1.peer("10.0.0.12")["state"], "Established");
-    drop(api);
 }

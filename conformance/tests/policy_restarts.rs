@@ -6,7 +6,7 @@
 //! says so meanwhile, and once the API server answers the agent follows
 //! it again (the policy deleted there opens the pod).
 
-use novanet_conformance::kube_api::{self, KubeApi};
+use novanet_conformance::kube_server::{self, KubeServer};
 use novanet_conformance::policy_node::{reaches, serve, PolicyNode};
 use novanet_conformance::{wait_until, Agent, Lab};
 use serde_json::json;
@@ -87,8 +87,8 @@ fn wait_ready(agent: &Agent) {
 
 /// What the API server must hold for the node: its Node, the namespace,
 /// both pods and the policy.
-fn populate(api: &KubeApi, web_ip: &str, client_ip: &str) {
-    api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
+fn populate(api: &KubeServer, web_ip: &str, client_ip: &str) {
+    api.apply_node(kube_server::node("n1", "10.0.0.11", "10.244.1.0/24"));
     api.apply_namespace("default", json!({"kubernetes.io/metadata.name": "default"}));
     api.apply_pod("default", PolicyNode::pod_object("web", web_ip, json!({"app": "web"})));
     api.apply_pod(
@@ -141,6 +141,7 @@ fn a_deny_policy_keeps_denying_across_agent_restarts_and_an_absent_api_server() 
 
     // The API server away: the agent starts from its last-known Node and
     // leaves the maps as they are; not ready, still denying.
+    node.api.stop();
     lab.signal(&agent.name, libc::SIGKILL);
     lab.wait_exit(&agent.name, Duration::from_secs(30));
     let away = std::fs::read_to_string(&node.kubeconfig)
@@ -157,10 +158,11 @@ fn a_deny_policy_keeps_denying_across_agent_restarts_and_an_absent_api_server() 
     let ready = agent.get("/readyz");
     assert!(ready.is_err(), "ready with nothing listed: {ready:?}");
 
-    // The API server answers (a new one, holding the same objects): the
-    // agent lists, is ready, still denies; then follows a deletion.
-    let api = KubeApi::start_in(Some(&lab.ns_name("sw")), "10.0.0.100:6444");
-    populate(&api, &web_ip, &client_ip);
+    // The API server answers (on the address the agent now has, holding
+    // the same objects): the agent lists, is ready, still denies; then
+    // follows a deletion.
+    let api = &node.api;
+    api.restart_on("10.0.0.100:6444");
     wait_ready(&agent);
     prober.wait_attempts(20);
     assert_eq!(prober.through(), 0, "the denied pod got through as the agent caught up");

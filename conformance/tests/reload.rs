@@ -6,7 +6,7 @@
 //! table and `lo`.
 
 use novanet_conformance::checks::{agent_established, node_a, tor_and_node, tor_routing, SETTLE, TOR_FRR};
-use novanet_conformance::kube_api;
+use novanet_conformance::kube_server::{self, Options};
 use novanet_conformance::route_control::client;
 use novanet_conformance::{in_namespace, wait_until, Agent, Frr, Lab};
 use novanet_proto::api::*;
@@ -113,10 +113,10 @@ fn a_reload_reaches_the_api_owners_and_the_bfd_defaults_of_api_peers() {
 #[test]
 fn a_reload_reaches_the_kubernetes_mesh() {
     let mut lab = Lab::new("rlmesh");
-    let (api, kubeconfig) = kube_api::on_switch(&mut lab, &["n1", "n2"]);
+    let (api, kubeconfig) = kube_server::on_switch(&mut lab, &["n1", "n2"], Options::default(), &[]);
     let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
-    api.apply_node(kube_api::node("n1", "10.0.0.11", "10.244.1.0/24"));
-    api.apply_node(kube_api::node("n2", "10.0.0.12", "10.244.2.0/24"));
+    api.apply_node(kube_server::node("n1", "10.0.0.11", "10.244.1.0/24"));
+    api.apply_node(kube_server::node("n2", "10.0.0.12", "10.244.2.0/24"));
     let mesh = |name: &str, bfd: Value| {
         json!({
             "node_name": name,
