@@ -392,3 +392,61 @@ fn the_plain_manifests_equal_a_fresh_render() {
         "deploy/manifests/novanet.yaml is stale: run deploy/render-manifests.sh > deploy/manifests/novanet.yaml"
     );
 }
+
+/// The chart installed into a real kube-apiserver with helm (every values
+/// set, upgraded from one to the next, the datapath on), then uninstalled,
+/// and the plain manifests applied with kubectl: the server accepts every
+/// object, not only the offline schemas.
+#[test]
+fn a_real_api_server_accepts_the_chart_and_the_manifests() {
+    use novanet_conformance::kube_server::{KubeServer, Options};
+    use novanet_conformance::Lab;
+    let mut lab = Lab::new("helmapi");
+    lab.add_ns("api");
+    let api = KubeServer::start(&mut lab, "api", "127.0.0.1:6443", Options::default());
+    let helm = |args: &[&str]| {
+        let o = run(lab
+            .cmd("api", tool("helm").to_str().unwrap())
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(api.admin_kubeconfig()));
+        assert!(o.status.success(), "helm {args:?}: {}", text(&o));
+        text(&o)
+    };
+    let chart_dir = chart().display().to_string();
+    for (i, (name, values)) in VALUES.iter().enumerate() {
+        let verb = if i == 0 { "install" } else { "upgrade" };
+        let mut args = vec![verb, "novanet", chart_dir.as_str(), "-n", "nova-system"];
+        if i == 0 {
+            args.push("--create-namespace");
+        }
+        let files: Vec<String> = values.iter().map(|v| chart().join(v).display().to_string()).collect();
+        for f in &files {
+            args.extend(["-f", f.as_str()]);
+        }
+        args.extend(["--set", "datapath.enabled=true"]);
+        let out = helm(&args);
+        assert!(out.contains("STATUS: deployed"), "helm {verb} ({name}): {out}");
+        let objects = api.kubectl(&[
+            "get",
+            "daemonset,configmap,serviceaccount,role",
+            "-n",
+            "nova-system",
+            "-o",
+            "name",
+        ]);
+        assert!(
+            objects.contains("daemonset.apps/novanet") && objects.contains("serviceaccount/novanet"),
+            "{name}: {objects}"
+        );
+        let roles = api.kubectl(&["get", "clusterrole/novanet", "-o", "jsonpath={.rules[*].resources}"]);
+        assert!(roles.contains("networkpolicies"), "{name}: {roles}");
+    }
+    helm(&["uninstall", "novanet", "-n", "nova-system"]);
+    let left = api.kubectl(&["get", "daemonset", "-n", "nova-system", "-o", "name"]);
+    assert!(left.trim().is_empty(), "uninstalled: {left}");
+
+    let manifests = root().join("deploy/manifests/novanet.yaml");
+    let applied = api.kubectl(&["apply", "-f", manifests.to_str().unwrap()]);
+    assert!(applied.contains("daemonset.apps/novanet created"), "{applied}");
+}
