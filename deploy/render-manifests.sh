@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 helm=${HELM:-$(command -v helm || echo "${NOVANET_TOOLS:-/usr/local/lib/novanet-tools}/bin/helm")}
 cat <<'NS'
 # NovaNet native routing, rendered from deploy/helm/novanet with its default
-# values (deploy/render-manifests.sh). Apply with:
+# values and its CRDs (deploy/render-manifests.sh). Apply with:
 #   kubectl apply -f deploy/manifests/novanet.yaml
 ---
 apiVersion: v1
@@ -16,4 +16,4 @@ kind: Namespace
 metadata:
   name: nova-system
 NS
-"$helm" template novanet "$here/helm/novanet" --namespace nova-system
+"$helm" template novanet "$here/helm/novanet" --namespace nova-system --include-crds

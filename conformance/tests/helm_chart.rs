@@ -394,7 +394,8 @@ fn the_plain_manifests_equal_a_fresh_render() {
 }
 
 /// The chart installed into a real kube-apiserver with helm (every values
-/// set, upgraded from one to the next, the datapath on), then uninstalled,
+/// set, upgraded from one to the next, the datapath on; its CRDs with it),
+/// then uninstalled,
 /// and the plain manifests applied with kubectl: the server accepts every
 /// object, not only the offline schemas.
 #[test]
@@ -442,6 +443,13 @@ fn a_real_api_server_accepts_the_chart_and_the_manifests() {
         let roles = api.kubectl(&["get", "clusterrole/novanet", "-o", "jsonpath={.rules[*].resources}"]);
         assert!(roles.contains("networkpolicies"), "{name}: {roles}");
     }
+    // helm installs the chart's CRDs (crds/) with the release.
+    let crds = api.kubectl(&["get", "crd", "-o", "name"]);
+    assert_eq!(
+        crds.lines().filter(|l| l.ends_with(".bgp.novanet.io")).count(),
+        5,
+        "{crds}"
+    );
     helm(&["uninstall", "novanet", "-n", "nova-system"]);
     let left = api.kubectl(&["get", "daemonset", "-n", "nova-system", "-o", "name"]);
     assert!(left.trim().is_empty(), "uninstalled: {left}");
