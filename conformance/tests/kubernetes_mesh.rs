@@ -276,3 +276,63 @@ fn an_agent_restarted_while_the_api_server_is_away_routes_from_the_cluster_as_la
     wait_peers(&a1, &["10.0.0.12", "10.0.0.13"]);
     assert_eq!(a1.peer("10.0.0.12")["state"], "Established");
 }
+
+/// RBAC that lacks a verb: with `watch` on Nodes taken from the chart's
+/// ClusterRole, the agents still start and peer from what they can list,
+/// say in their log exactly what is refused, and do not exit; once the
+/// verb is given back, changes reach them through the watch again.
+#[test]
+fn a_cluster_role_without_watch_is_reported_not_a_crash_loop() {
+    let mut lab = Lab::new("krbac");
+    let (api, kubeconfig) = kube_server::on_switch(&mut lab, &["n1", "n2"], Options::default(), &[]);
+    api.apply_node(kube_server::node("n1", "10.0.0.11", "10.244.1.0/24"));
+    api.apply_node(kube_server::node("n2", "10.0.0.12", "10.244.2.0/24"));
+    let rules = api.kubectl(&["get", "clusterrole", "novanet", "-o", "json"]);
+    let mut role: Value = serde_json::from_str(&rules).unwrap();
+    assert_eq!(role["rules"][0]["resources"], json!(["nodes"]), "{role}");
+    role["rules"][0]["verbs"] = json!(["get", "list"]);
+    let patch = json!({"rules": role["rules"]}).to_string();
+    api.kubectl(&["patch", "clusterrole", "novanet", "--type=merge", "-p", &patch]);
+
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+    let a1 = Agent::start_with_env(&mut lab, "n1", &mesh_config("n1"), &env);
+    let a2 = Agent::start_with_env(&mut lab, "n2", &mesh_config("n2"), &env);
+    agent_established(&a1, "10.0.0.12");
+    agent_established(&a2, "10.0.0.11");
+    const REFUSED: &str = "refuses this agent's ServiceAccount access to Nodes";
+    wait_until("n1 to name what RBAC refuses", SETTLE, || {
+        let log = a1.log(&lab);
+        // One line: what is refused, in the server's words.
+        if log
+            .lines()
+            .any(|l| l.contains(REFUSED) && l.contains("cannot watch resource") && l.contains("novanet"))
+        {
+            Ok(())
+        } else {
+            Err(log.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
+        }
+    });
+    assert!(
+        !lab.has_exited(&a1.name) && !lab.has_exited(&a2.name),
+        "an agent exited"
+    );
+
+    // The verb given back: a new node reaches both through the watch.
+    role["rules"][0]["verbs"] = json!(["get", "list", "watch"]);
+    let patch = json!({"rules": role["rules"]}).to_string();
+    api.kubectl(&["patch", "clusterrole", "novanet", "--type=merge", "-p", &patch]);
+    lab.add_ns("n3");
+    lab.link_to_bridge("n3", "eth0", &["10.0.0.13/24"], "sw", "br0", "p2");
+    api.apply_node(kube_server::node("n3", "10.0.0.13", "10.244.3.0/24"));
+    let a3 = Agent::start_with_env(&mut lab, "n3", &mesh_config("n3"), &env);
+    agent_established(&a1, "10.0.0.13");
+    agent_established(&a2, "10.0.0.13");
+    agent_established(&a3, "10.0.0.11");
+    let log = a1.log(&lab);
+    assert!(log.contains("allows the watch of Nodes again"), "{log}");
+    assert_eq!(
+        log.matches(REFUSED).count(),
+        1,
+        "one refusal is said once, not at every retry"
+    );
+}

@@ -13,9 +13,12 @@
 //!   node's Node, rate limited.
 //! - [`policy_watch`]: Pods, Namespaces and NetworkPolicies for identity
 //!   policy.
+//! - [`watch_failures`]: what a failed watch is told as (an RBAC refusal
+//!   named once at error level, the rest warnings).
 
 pub mod events;
 pub mod last_known;
 pub mod nodes;
 pub mod policy_watch;
 pub mod watch;
+pub mod watch_failures;

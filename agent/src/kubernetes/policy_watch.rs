@@ -40,11 +40,15 @@ where
     let stream = reflector(writer, watcher::watcher(api, config).modify(strip)).default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
+        let mut failures = super::watch_failures::WatchFailures::default();
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(watcher::Event::Init) | Ok(watcher::Event::InitApply(_)) => {}
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(error = %e, what, "watch failed: relisting with backoff; the maps stay"),
+                Ok(_) => {
+                    failures.recovered(what);
+                    changed.notify_one();
+                }
+                Err(e) => failures.report(&e, what, "relisting; the maps stay"),
             }
         }
     });

@@ -135,6 +135,7 @@ pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, cont
         futures::pin_mut!(stream);
         let mut last: Option<MeshPlan> = None;
         let mut synced = false;
+        let mut failures = super::watch_failures::WatchFailures::default();
         // Until the first list, the mesh as last seen: the sessions of a
         // restart come back even while the API server is away.
         let cached: Vec<ClusterNode> = kept.load().nodes.iter().map(|n| n.node()).collect();
@@ -153,9 +154,12 @@ pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, cont
                     None => return,
                     // The store is complete again only at InitDone.
                     Some(Ok(Event::Init)) | Some(Ok(Event::InitApply(_))) => continue,
-                    Some(Ok(Event::Apply(_))) | Some(Ok(Event::Delete(_))) | Some(Ok(Event::InitDone)) => synced = true,
+                    Some(Ok(Event::Apply(_))) | Some(Ok(Event::Delete(_))) | Some(Ok(Event::InitDone)) => {
+                        failures.recovered("Nodes");
+                        synced = true;
+                    }
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "Node watch failed: relisting with backoff; sessions stay up");
+                        failures.report(&e, "Nodes", "relisting; sessions stay up");
                         continue;
                     }
                 },
@@ -207,16 +211,18 @@ where
         .timeout(WATCH_TIMEOUT_SECS);
     let stream = watcher::watcher(api, watch_config).default_backoff();
     futures::pin_mut!(stream);
+    let mut failures = super::watch_failures::WatchFailures::default();
     while let Some(event) = stream.next().await {
         let (object, gone) = match event {
             Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => (o, false),
             Ok(Event::Delete(o)) => (o, true),
             Ok(_) => continue,
             Err(e) => {
-                tracing::warn!(error = %e, "watch of {what} failed: retrying with backoff");
+                failures.report(&e, what, "the last state seen stays");
                 continue;
             }
         };
+        failures.recovered(what);
         // (The field selector already asks for this one alone.)
         if object.meta().name.as_deref() != Some(name) {
             continue;

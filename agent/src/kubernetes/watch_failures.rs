@@ -1,0 +1,91 @@
+//! What the agent says when a watch fails: an API server that refuses the
+//! agent's ServiceAccount a verb (403) is named as an RBAC problem at
+//! error level, once per refusal, with where it is fixed; other failures
+//! (the server away, 410 Gone, a timeout) stay warnings. Every watch keeps
+//! retrying with backoff either way: the agent never exits over RBAC.
+
+use kube::runtime::watcher;
+
+/// The API status a watch failure carries, if any.
+fn status(e: &watcher::Error) -> Option<&kube::core::Status> {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s),
+        watcher::Error::WatchError(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The server's words when it refuses this agent's identity (401, 403).
+pub fn refusal(e: &watcher::Error) -> Option<String> {
+    status(e)
+        .filter(|s| s.code == 401 || s.code == 403)
+        .map(|s| s.message.clone())
+}
+
+/// The failures of one watch, reported without flooding the log: a
+/// refusal is an error the first time it is seen (and again once it has
+/// changed); everything else is a warning.
+#[derive(Default)]
+pub struct WatchFailures {
+    last_refusal: Option<String>,
+}
+
+impl WatchFailures {
+    /// Reports one failure of the watch of `what`; `meanwhile` says what
+    /// the agent keeps doing.
+    pub fn report(&mut self, e: &watcher::Error, what: &str, meanwhile: &str) {
+        match refusal(e) {
+            Some(message) => {
+                if self.last_refusal.as_deref() != Some(message.as_str()) {
+                    tracing::error!(
+                        refused = %message,
+                        "the API server refuses this agent's ServiceAccount access to {what}: its ClusterRole or Role \
+                         lacks a verb (the chart's RBAC grants get, list and watch; check `kubectl get clusterrole` \
+                         for the release); retrying with backoff, {meanwhile}"
+                    );
+                    self.last_refusal = Some(message);
+                } else {
+                    tracing::debug!(refused = %message, "watch of {what} still refused");
+                }
+            }
+            None => {
+                self.last_refusal = None;
+                tracing::warn!(error = %e, "watch of {what} failed: retrying with backoff, {meanwhile}");
+            }
+        }
+    }
+
+    /// The watch works again.
+    pub fn recovered(&mut self, what: &str) {
+        if self.last_refusal.take().is_some() {
+            tracing::info!("the API server allows the watch of {what} again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: message.into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn only_401_and_403_are_refusals() {
+        let forbidden = watcher::Error::WatchStartFailed(api_error(403, "nodes is forbidden"));
+        assert_eq!(refusal(&forbidden).as_deref(), Some("nodes is forbidden"));
+        let gone = watcher::Error::WatchError(Box::new(kube::core::Status {
+            code: 410,
+            ..Default::default()
+        }));
+        assert_eq!(refusal(&gone), None);
+        assert_eq!(refusal(&watcher::Error::NoResourceVersion), None);
+    }
+}
