@@ -225,6 +225,20 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             kubernetes::last_known::LastKnown::beside(std::path::Path::new(&cfg.listen_socket)),
         );
     }
+    if let Some((client, _)) = &kube {
+        // The peers of the NovaBGPClusterConfig selecting this node; their
+        // password Secrets in the agent's namespace.
+        let namespace = std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "nova-system".into());
+        kubernetes::resources::watch::spawn(
+            client.clone(),
+            config_rx.clone(),
+            routing.peers.sources.clone(),
+            namespace,
+        );
+    }
     let (cni_stop, cni_stopped) = tokio::sync::oneshot::channel::<()>();
     let cni = if cfg.cni.enabled {
         let backend = std::sync::Arc::new(cni::CniBackend::new(&cfg, enforcer.clone())?);

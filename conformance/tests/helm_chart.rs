@@ -292,17 +292,21 @@ fn check_daemonset(name: &str, docs: &[Value]) {
     let rules = role["rules"].as_array().unwrap();
     assert_eq!(
         rules.len(),
-        5,
-        "nodes, events, and what identity policy reads: {rules:?}"
+        6,
+        "nodes, events, the routing resources, and what identity policy reads: {rules:?}"
     );
     assert_eq!(rules[0]["resources"], serde_json::json!(["nodes"]));
     assert_eq!(rules[0]["verbs"], serde_json::json!(["get", "list", "watch"]));
     assert_eq!(
         rules[2]["resources"],
+        serde_json::json!(["novabgpclusterconfigs", "novabgppeerprofiles"])
+    );
+    assert_eq!(
+        rules[3]["resources"],
         serde_json::json!(["pods", "namespaces", "services"])
     );
-    assert_eq!(rules[3]["resources"], serde_json::json!(["networkpolicies"]));
-    assert_eq!(rules[4]["resources"], serde_json::json!(["endpointslices"]));
+    assert_eq!(rules[4]["resources"], serde_json::json!(["networkpolicies"]));
+    assert_eq!(rules[5]["resources"], serde_json::json!(["endpointslices"]));
     for r in &rules[2..] {
         assert_eq!(r["verbs"], serde_json::json!(["get", "list", "watch"]), "read only");
     }

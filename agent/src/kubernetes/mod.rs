@@ -13,6 +13,8 @@
 //!   node's Node, rate limited.
 //! - [`policy_watch`]: Pods, Namespaces and NetworkPolicies for identity
 //!   policy.
+//! - [`resources`]: the routing resources (`bgp.novanet.io`): the peers
+//!   of the NovaBGPClusterConfig selecting this node.
 //! - [`watch_failures`]: what a failed watch is told as (an RBAC refusal
 //!   named once at error level, the rest warnings).
 
@@ -20,5 +22,6 @@ pub mod events;
 pub mod last_known;
 pub mod nodes;
 pub mod policy_watch;
+pub mod resources;
 pub mod watch;
 pub mod watch_failures;

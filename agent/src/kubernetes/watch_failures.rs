@@ -1,8 +1,9 @@
 //! What the agent says when a watch fails: an API server that refuses the
-//! agent's ServiceAccount a verb (403) is named as an RBAC problem at
-//! error level, once per refusal, with where it is fixed; other failures
+//! agent's ServiceAccount a verb (401, 403) is named as an RBAC problem at
+//! error level, and a kind it does not serve (404: the chart's CRDs not
+//! installed) as such, each once, with where it is fixed; other failures
 //! (the server away, 410 Gone, a timeout) stay warnings. Every watch keeps
-//! retrying with backoff either way: the agent never exits over RBAC.
+//! retrying with backoff either way: the agent never exits over them.
 
 use kube::runtime::watcher;
 
@@ -17,11 +18,20 @@ fn status(e: &watcher::Error) -> Option<&kube::core::Status> {
     }
 }
 
-/// The server's words when it refuses this agent's identity (401, 403).
+/// The server's words when it refuses this agent's identity (401, 403)
+/// or does not serve the kind (404).
 pub fn refusal(e: &watcher::Error) -> Option<String> {
-    status(e)
-        .filter(|s| s.code == 401 || s.code == 403)
-        .map(|s| s.message.clone())
+    status(e).filter(|s| matches!(s.code, 401 | 403 | 404)).map(|s| {
+        if s.message.is_empty() {
+            format!("{} {}", s.code, s.reason)
+        } else {
+            s.message.clone()
+        }
+    })
+}
+
+fn not_served(e: &watcher::Error) -> bool {
+    status(e).is_some_and(|s| s.code == 404)
 }
 
 /// The failures of one watch, reported without flooding the log: a
@@ -37,6 +47,16 @@ impl WatchFailures {
     /// the agent keeps doing.
     pub fn report(&mut self, e: &watcher::Error, what: &str, meanwhile: &str) {
         match refusal(e) {
+            Some(message) if not_served(e) => {
+                if self.last_refusal.as_deref() != Some(message.as_str()) {
+                    tracing::warn!(
+                        refused = %message,
+                        "the API server does not serve {what} (are the chart's CRDs installed? \
+                         `kubectl get crd | grep novanet`); retrying with backoff, {meanwhile}"
+                    );
+                    self.last_refusal = Some(message);
+                }
+            }
             Some(message) => {
                 if self.last_refusal.as_deref() != Some(message.as_str()) {
                     tracing::error!(
@@ -78,7 +98,7 @@ mod tests {
     }
 
     #[test]
-    fn only_401_and_403_are_refusals() {
+    fn only_401_403_and_404_are_said_once() {
         let forbidden = watcher::Error::WatchStartFailed(api_error(403, "nodes is forbidden"));
         assert_eq!(refusal(&forbidden).as_deref(), Some("nodes is forbidden"));
         let gone = watcher::Error::WatchError(Box::new(kube::core::Status {

@@ -4,7 +4,8 @@
 //! - [`spec`]: each source's input turned into a [`PeerSpec`] (the one
 //!   place with defaults).
 //! - [`Source`]: the configuration file (ToRs, static mesh), unnumbered
-//!   links, the Kubernetes Node mesh and the RouteControl API each publish
+//!   links, the Kubernetes routing resources, the Kubernetes Node mesh and
+//!   the RouteControl API each publish
 //!   the whole set of peers they want on a watch channel of their own
 //!   ([`PeerSources`]).
 //! - [`run`]: one task merges the sets ([`merge`]: an earlier source keeps
@@ -32,6 +33,8 @@ pub enum Source {
     Config,
     /// `routing.peers[]` by interface, once the link's neighbor is found.
     Unnumbered,
+    /// The ToRs of the `NovaBGPClusterConfig` selecting this node.
+    KubernetesResources,
     /// The Kubernetes Node watcher.
     KubernetesMesh,
     /// ApplyPeer intents of the RouteControl API's owners.
@@ -44,6 +47,7 @@ impl Source {
         match self {
             Source::Config => "config",
             Source::Unnumbered => "unnumbered",
+            Source::KubernetesResources => "kubernetes-resources",
             Source::KubernetesMesh => "kubernetes-mesh",
             Source::Api => "api",
         }
@@ -54,6 +58,7 @@ impl Source {
         match self {
             Source::Config => "the configuration file (routing.peers or the static node mesh)",
             Source::Unnumbered => "a peer by interface of the configuration",
+            Source::KubernetesResources => "a NovaBGPClusterConfig",
             Source::KubernetesMesh => "the Kubernetes node mesh",
             Source::Api => "another RouteControl owner",
         }
@@ -155,6 +160,7 @@ pub const RETRY: Duration = Duration::from_secs(5);
 pub struct PeerSources {
     pub config: watch::Sender<Vec<PeerSpec>>,
     pub unnumbered: watch::Sender<Vec<PeerSpec>>,
+    pub resources: watch::Sender<Vec<PeerSpec>>,
     pub mesh: watch::Sender<Vec<PeerSpec>>,
     pub api: watch::Sender<Vec<PeerSpec>>,
 }
@@ -174,12 +180,14 @@ where
 {
     let (config, config_rx) = watch::channel(config);
     let (unnumbered, unnumbered_rx) = watch::channel(Vec::new());
+    let (resources, resources_rx) = watch::channel(Vec::new());
     let (mesh, mesh_rx) = watch::channel(Vec::new());
     let (api, api_rx) = watch::channel(Vec::new());
     let (outcomes_tx, outcomes) = watch::channel(Outcomes::default());
     let inputs = [
         (Source::Config, config_rx),
         (Source::Unnumbered, unnumbered_rx),
+        (Source::KubernetesResources, resources_rx),
         (Source::KubernetesMesh, mesh_rx),
         (Source::Api, api_rx),
     ];
@@ -188,6 +196,7 @@ where
         sources: PeerSources {
             config,
             unnumbered,
+            resources,
             mesh,
             api,
         },
@@ -200,7 +209,7 @@ where
 pub async fn run(
     speaker: impl BgpPeers,
     bfd: impl BfdSessions,
-    mut inputs: [(Source, watch::Receiver<Vec<PeerSpec>>); 4],
+    mut inputs: [(Source, watch::Receiver<Vec<PeerSpec>>); 5],
     outcomes: watch::Sender<Outcomes>,
 ) {
     let mut applier = PeerApplier::default();

@@ -8,6 +8,7 @@
 use crate::config::checked::Checked;
 use crate::config::{node_asn, Config, MeshSource, NodeMesh, PeerEntry};
 use crate::control::owners::PeerTerms;
+use crate::kubernetes::resources::plan::ResourcePeer;
 use ipnet::IpNet;
 use novanet_bfd::session::{AuthConfig, SessionConfig};
 use novanet_bfd::transport::{SessionKey, SessionSpec};
@@ -178,6 +179,37 @@ pub fn tor(cfg: &Config, p: &PeerEntry, address: IpAddr) -> PeerSpec {
             meticulous: true,
         });
         s
+    });
+    PeerSpec { bgp: pc, bfd }
+}
+
+/// A ToR of a `NovaBGPClusterConfig`: its address and AS, its
+/// `NovaBGPPeerProfile`'s timers, BFD, password, multihop and prefix limit
+/// (the limit of the session's address family) over the same defaults as
+/// `routing.peers[]`; default import and export.
+pub fn resource_tor(cfg: &Config, p: &ResourcePeer) -> PeerSpec {
+    let profile = &p.profile;
+    let mut pc = PeerConfig::new(p.address, p.remote_as);
+    pc.description = format!("{} (NovaBGPClusterConfig {})", p.name, p.config);
+    pc.role = PeerRole::Tor;
+    set_timers(
+        &mut pc,
+        profile.hold_time_seconds.unwrap_or(0),
+        profile.keepalive_seconds.unwrap_or(0),
+    );
+    pc.ebgp_multihop = profile.ebgp_multihop.unwrap_or(0);
+    pc.password = p.password.clone();
+    let limit = profile
+        .max_prefix
+        .and_then(|m| if p.address.is_ipv4() { m.ipv4 } else { m.ipv6 });
+    set_prefix_limit(&mut pc, limit.unwrap_or(0), None);
+    let bfd = profile.bfd.map(|b| {
+        let timers = BfdTimers {
+            min_rx_ms: b.min_rx_ms,
+            min_tx_ms: b.min_tx_ms,
+            detect_multiplier: b.multiplier,
+        };
+        bfd_session(&pc, timers, BfdTimers::node_defaults(cfg))
     });
     PeerSpec { bgp: pc, bfd }
 }

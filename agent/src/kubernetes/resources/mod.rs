@@ -1,0 +1,14 @@
+//! The routing resources (`bgp.novanet.io/v1alpha1`, SPEC section 13):
+//! the peers a `NovaBGPClusterConfig` gives the nodes it selects become
+//! the peer pipeline's `kubernetes-resources` source.
+//!
+//! - [`objects`]: the resources' specs as read, and label selectors.
+//! - [`plan`]: which config selects this node, its peers with profile and
+//!   password, and the conditions to show (pure).
+//! - [`watch`]: the reflectors (configs, profiles, the agent namespace's
+//!   Secrets, this node's Node) and the task that publishes the plan's
+//!   peers to the pipeline, which applies them by difference.
+
+pub mod objects;
+pub mod plan;
+pub mod watch;

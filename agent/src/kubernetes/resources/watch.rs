@@ -1,0 +1,197 @@
+//! The watches behind the routing resources: every NovaBGPClusterConfig
+//! and NovaBGPPeerProfile, the Secrets of the agent's namespace (profile
+//! passwords) and this node's own Node (its labels pick the config). Any
+//! change recomputes the plan; its peers go to the peer pipeline, which
+//! touches only the sessions whose settings changed. Until every watch
+//! has listed, nothing is published (a restart does not drop the ToRs it
+//! is about to learn again).
+
+use super::objects::{api_resource, ClusterConfigSpec, PeerProfileSpec};
+use super::plan::{plan, Condition, Inputs, Plan};
+use crate::config::ConfigRx;
+use crate::kubernetes::watch::WATCH_TIMEOUT_SECS;
+use crate::kubernetes::watch_failures::WatchFailures;
+use crate::peers::PeerSources;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::DynamicObject;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Changes closer together than this are planned together.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Watches one kind into a store; notifies `changed` after each complete
+/// list and each change, and counts the watches that have listed once.
+fn watch<K>(api: Api<K>, config: watcher::Config, what: &'static str, changed: Arc<Changed>) -> Store<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    watch_with(api, config, what, changed, Default::default())
+}
+
+fn watch_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: &'static str,
+    changed: Arc<Changed>,
+    dynamic: K::DynamicType,
+) -> Store<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let writer = reflector::store::Writer::new(dynamic);
+    let reader = writer.as_reader();
+    let stream =
+        reflector::reflector(writer, watcher::watcher(api, config.timeout(WATCH_TIMEOUT_SECS))).default_backoff();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        let mut failures = WatchFailures::default();
+        let mut listed = false;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Init) | Ok(watcher::Event::InitApply(_)) => {}
+                Ok(ev) => {
+                    failures.recovered(what);
+                    if !listed && matches!(ev, watcher::Event::InitDone) {
+                        listed = true;
+                        changed.listed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    changed.notify.notify_one();
+                }
+                Err(e) => failures.report(&e, what, "the peers from the resources stay as they are"),
+            }
+        }
+    });
+    reader
+}
+
+/// Shared by the watches: a change, and how many have listed.
+#[derive(Default)]
+struct Changed {
+    notify: tokio::sync::Notify,
+    listed: AtomicUsize,
+}
+
+/// Starts the watches and the planning task; the agent's namespace holds
+/// the password Secrets.
+pub fn spawn(client: Client, config: ConfigRx, peers: PeerSources, namespace: String) {
+    let changed = Arc::new(Changed::default());
+    let node_name = config.borrow().node_name.clone();
+    let configs_ar = api_resource("NovaBGPClusterConfig", "novabgpclusterconfigs");
+    let profiles_ar = api_resource("NovaBGPPeerProfile", "novabgppeerprofiles");
+    let configs = watch_with(
+        Api::<DynamicObject>::all_with(client.clone(), &configs_ar),
+        watcher::Config::default(),
+        "NovaBGPClusterConfigs",
+        changed.clone(),
+        configs_ar.clone(),
+    );
+    let profiles = watch_with(
+        Api::<DynamicObject>::all_with(client.clone(), &profiles_ar),
+        watcher::Config::default(),
+        "NovaBGPPeerProfiles",
+        changed.clone(),
+        profiles_ar,
+    );
+    let secrets = watch(
+        Api::<Secret>::namespaced(client.clone(), &namespace),
+        watcher::Config::default(),
+        "Secrets of the agent's namespace",
+        changed.clone(),
+    );
+    let node = watch(
+        Api::<Node>::all(client),
+        watcher::Config::default().fields(&format!("metadata.name={node_name}")),
+        "this node's Node",
+        changed.clone(),
+    );
+    tokio::spawn(async move {
+        let mut last = Plan::default();
+        loop {
+            changed.notify.notified().await;
+            tokio::time::sleep(SETTLE).await;
+            if changed.listed.load(Ordering::SeqCst) < 4 {
+                continue;
+            }
+            let labels: BTreeMap<String, String> = node
+                .state()
+                .first()
+                .and_then(|n| n.metadata.labels.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            let configs = specs::<ClusterConfigSpec>(&configs, "NovaBGPClusterConfig");
+            let profiles = specs::<PeerProfileSpec>(&profiles, "NovaBGPPeerProfile");
+            let secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>> = secrets
+                .state()
+                .iter()
+                .filter_map(|s| {
+                    let data = s.data.as_ref()?.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+                    Some((s.metadata.name.clone()?, data))
+                })
+                .collect();
+            let now = plan(&Inputs {
+                node_labels: &labels,
+                configs: &configs,
+                profiles: &profiles,
+                secrets: &secrets,
+                namespace: &namespace,
+            });
+            if now == last {
+                continue;
+            }
+            report(&last, &now);
+            let cfg = config.borrow().clone();
+            let specs: Vec<_> = now
+                .peers
+                .iter()
+                .map(|p| crate::peers::spec::resource_tor(&cfg, p))
+                .collect();
+            peers.resources.send_if_modified(|held| {
+                let changed = *held != specs;
+                *held = specs;
+                changed
+            });
+            last = now;
+        }
+    });
+}
+
+/// Every object's spec by name; one that does not read (a schema the
+/// agent does not know) is left out and said.
+fn specs<T: serde::de::DeserializeOwned>(store: &Store<DynamicObject>, kind: &str) -> BTreeMap<String, T> {
+    store
+        .state()
+        .iter()
+        .filter_map(|o| {
+            let name = o.metadata.name.clone()?;
+            let spec = o.data.get("spec").cloned().unwrap_or(serde_json::Value::Null);
+            match serde_json::from_value::<T>(spec) {
+                Ok(s) => Some((name, s)),
+                Err(e) => {
+                    tracing::warn!(kind, name, error = %e, "resource left out: its spec does not read");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Says what changed: the config in use, and each new condition.
+fn report(last: &Plan, now: &Plan) {
+    if last.config != now.config {
+        tracing::info!(config = ?now.config, peers = now.peers.len(), "NovaBGPClusterConfig for this node");
+    }
+    let new: Vec<&Condition> = now.conditions.iter().filter(|c| !last.conditions.contains(c)).collect();
+    for c in new {
+        tracing::warn!(reason = c.reason, "{}", c.message);
+    }
+}

@@ -1,0 +1,321 @@
+//! Per-rack ToR peers from the routing resources, against a real
+//! kube-apiserver with the chart's CRDs and RBAC: two racks of two nodes,
+//! each rack its own pair of FRR ToRs (zebra and bgpd) on its own subnet,
+//! the four ToRs joined by a spine LAN, the API server on a management LAN.
+//! One NovaBGPClusterConfig per rack selects its nodes by
+//! `topology.kubernetes.io/zone`; every node peers with its rack's ToRs
+//! only and pod addresses answer across racks. A ToR added to rack A's
+//! config reaches both rack-A nodes without resetting any other session
+//! (FRR's connection counters prove it) and goes when removed; a password
+//! Secret that is missing keeps the session down and is said, and the
+//! session comes up once the Secret is there; a node relabelled into the
+//! other rack moves to that rack's ToRs.
+
+use novanet_conformance::checks::{agent_established, SETTLE};
+use novanet_conformance::kube_server::{self, KubeServer, Options};
+use novanet_conformance::{wait_until, Agent, Frr, Lab};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// (node, rack, rack address, management address, PodCIDR)
+const NODES: [(&str, &str, &str, &str, &str); 4] = [
+    ("na1", "a", "10.1.0.11", "10.100.0.11", "10.244.11.0/24"),
+    ("na2", "a", "10.1.0.12", "10.100.0.12", "10.244.12.0/24"),
+    ("nb1", "b", "10.2.0.21", "10.100.0.21", "10.244.21.0/24"),
+    ("nb2", "b", "10.2.0.22", "10.100.0.22", "10.244.22.0/24"),
+];
+
+/// (ToR, rack, rack address, spine address, AS)
+const TORS: [(&str, &str, &str, &str, u32); 4] = [
+    ("ta1", "a", "10.1.0.1", "10.9.0.1", 65001),
+    ("ta2", "a", "10.1.0.2", "10.9.0.2", 65002),
+    ("tb1", "b", "10.2.0.1", "10.9.0.3", 65003),
+    ("tb2", "b", "10.2.0.2", "10.9.0.4", 65004),
+];
+
+fn node_as(addr: &str) -> u32 {
+    65000 + addr.rsplit('.').next().unwrap().parse::<u32>().unwrap()
+}
+
+/// A ToR: its rack's nodes, the other ToRs over the spine.
+fn tor_config(name: &str, rack: &str, addr: &str, asn: u32) -> String {
+    let mut c = format!(
+        "frr defaults datacenter\nhostname {name}\n!\nrouter bgp {asn}\n bgp router-id {addr}\n no bgp ebgp-requires-policy\n"
+    );
+    for (_, r, a, _, _) in NODES.iter().filter(|n| n.1 == rack) {
+        let _ = r;
+        c += &format!(
+            " neighbor {a} remote-as {}\n neighbor {a} timers connect 1\n",
+            node_as(a)
+        );
+    }
+    for (n, _, _, spine, other_as) in TORS.iter().filter(|t| t.0 != name) {
+        let _ = n;
+        c += &format!(" neighbor {spine} remote-as {other_as}\n");
+    }
+    c + "!\n"
+}
+
+fn node_config(name: &str) -> Value {
+    json!({
+        "node_name": name,
+        "routing": {"bfd": {"enabled": false},
+                    "node_mesh": {"enabled": false, "source": "kubernetes"}}
+    })
+}
+
+fn peer_addresses(agent: &Agent) -> Vec<String> {
+    let mut v: Vec<String> = agent
+        .peers()
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["neighbor_address"].as_str().map(String::from))
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_peers(agent: &Agent, want: &[&str], within: Duration) {
+    wait_until(&format!("{} to peer with exactly {want:?}", agent.name), within, || {
+        let got = peer_addresses(agent);
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+}
+
+/// Established connections FRR counted with each neighbor.
+fn connections(frr: &Frr) -> Vec<(String, u64)> {
+    let v = frr.json("show bgp neighbors json");
+    let mut out: Vec<(String, u64)> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, n)| (k.clone(), n["connectionsEstablished"].as_u64().unwrap_or(0)))
+        .collect();
+    out.sort();
+    out
+}
+
+fn apply(api: &KubeServer, dir: &Path, yaml: &str) {
+    let file = dir.join(format!(
+        "apply-{}.yaml",
+        Instant::now().elapsed().as_nanos() + yaml.len() as u128
+    ));
+    std::fs::write(&file, yaml).unwrap();
+    api.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+}
+
+fn rack_config(rack: &str, tors: &[(&str, &str, u32, Option<&str>)]) -> String {
+    let mut peers = String::new();
+    for (name, addr, asn, profile) in tors {
+        peers += &format!("    - {{name: {name}, address: {addr}, remoteAS: {asn}");
+        if let Some(p) = profile {
+            peers += &format!(", profileRef: {p}");
+        }
+        peers += "}\n";
+    }
+    format!(
+        "apiVersion: bgp.novanet.io/v1alpha1\nkind: NovaBGPClusterConfig\nmetadata: {{name: rack-{rack}}}\nspec:\n  nodeSelector:\n    matchLabels: {{topology.kubernetes.io/zone: rack-{rack}}}\n  peers:\n{peers}"
+    )
+}
+
+#[test]
+fn each_rack_peers_with_its_own_tors_from_the_resources() {
+    let mut lab = Lab::new("racks");
+    for sw in ["swa", "swb", "spine", "mgmt"] {
+        lab.add_ns(sw);
+    }
+    lab.add_bridge("swa", "br0", &[]);
+    lab.add_bridge("swb", "br0", &[]);
+    lab.add_bridge("spine", "br0", &[]);
+    lab.add_bridge("mgmt", "br0", &["10.100.0.100/24"]);
+    for (i, (tor, rack, addr, spine, _)) in TORS.iter().enumerate() {
+        lab.add_ns(tor);
+        lab.link_to_bridge(
+            tor,
+            "eth0",
+            &[&format!("{addr}/24")],
+            &format!("sw{rack}"),
+            "br0",
+            &format!("t{i}"),
+        );
+        lab.link_to_bridge(tor, "eth1", &[&format!("{spine}/24")], "spine", "br0", &format!("s{i}"));
+        lab.forwarding(tor);
+    }
+    for (i, (node, rack, addr, mgmt, cidr)) in NODES.iter().enumerate() {
+        lab.add_ns(node);
+        lab.link_to_bridge(
+            node,
+            "eth0",
+            &[&format!("{addr}/24")],
+            &format!("sw{rack}"),
+            "br0",
+            &format!("n{i}"),
+        );
+        lab.link_to_bridge(node, "eth1", &[&format!("{mgmt}/24")], "mgmt", "br0", &format!("m{i}"));
+        // The node's pods answer at the first address of its PodCIDR.
+        let pod = cidr.replace(".0/24", ".1/32");
+        lab.exec(node, "ip", &["addr", "add", &pod, "dev", "lo"]);
+    }
+    let tors: Vec<Frr> = TORS
+        .iter()
+        .map(|(name, rack, addr, _, asn)| {
+            Frr::start_daemons(
+                &mut lab,
+                name,
+                &[("zebra", ""), ("bgpd", &tor_config(name, rack, addr, *asn))],
+            )
+        })
+        .collect();
+
+    let api = KubeServer::start(&mut lab, "mgmt", "10.100.0.100:6443", Options::default());
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/helm/novanet/crds");
+    api.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+    api.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"]);
+    let kubeconfig = api.agent_kubeconfig(&[]);
+    for (node, rack, addr, _, cidr) in NODES {
+        let mut n = kube_server::node(node, addr, cidr);
+        n["metadata"]["labels"]["topology.kubernetes.io/zone"] = json!(format!("rack-{rack}"));
+        api.apply_node(n);
+    }
+    apply(
+        &api,
+        lab.dir(),
+        &format!(
+            "{}---\n{}",
+            rack_config(
+                "a",
+                &[("ta1", "10.1.0.1", 65001, None), ("ta2", "10.1.0.2", 65002, None)]
+            ),
+            rack_config(
+                "b",
+                &[("tb1", "10.2.0.1", 65003, None), ("tb2", "10.2.0.2", 65004, None)]
+            )
+        ),
+    );
+
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+    let agents: Vec<Agent> = NODES
+        .iter()
+        .map(|(node, ..)| Agent::start_with_env(&mut lab, node, &node_config(node), &env))
+        .collect();
+    for (agent, (_, rack, ..)) in agents.iter().zip(NODES) {
+        let own: Vec<&str> = TORS.iter().filter(|t| t.1 == rack).map(|t| t.2).collect();
+        wait_peers(agent, &own, SETTLE);
+        for t in &own {
+            agent_established(agent, t);
+        }
+    }
+    // Pods answer across racks, through the ToRs and the spine.
+    for (from, _, _, _, from_cidr) in NODES {
+        for (_, _, _, _, to_cidr) in NODES.iter().filter(|n| n.0 != from) {
+            let (src, dst) = (from_cidr.replace(".0/24", ".1"), to_cidr.replace(".0/24", ".1"));
+            wait_until(&format!("{from}: {src} -> {dst}"), SETTLE, || {
+                let ok = lab
+                    .cmd(from, "ping")
+                    .args(["-c1", "-W1", "-I", &src, &dst])
+                    .output()
+                    .map(|o| o.status.success())
+                    .unwrap_or(false);
+                ok.then_some(()).ok_or_else(String::new)
+            });
+        }
+    }
+
+    // A third ToR for rack A: both rack-A nodes dial it within 5 s of the
+    // apply, and no other session is reset.
+    lab.add_ns("ta3");
+    lab.link_to_bridge("ta3", "eth0", &["10.1.0.3/24"], "swa", "br0", "t9");
+    let ta3 = Frr::start(&mut lab, "ta3", &tor_config("ta3", "a", "10.1.0.3", 65005));
+    let before: Vec<Vec<(String, u64)>> = tors.iter().map(connections).collect();
+    let three = rack_config(
+        "a",
+        &[
+            ("ta1", "10.1.0.1", 65001, None),
+            ("ta2", "10.1.0.2", 65002, None),
+            ("ta3", "10.1.0.3", 65005, None),
+        ],
+    );
+    let applied = Instant::now();
+    apply(&api, lab.dir(), &three);
+    for agent in &agents[..2] {
+        wait_peers(agent, &["10.1.0.1", "10.1.0.2", "10.1.0.3"], Duration::from_secs(5));
+    }
+    eprintln!(
+        "third ToR configured on both rack-A nodes {:?} after the apply",
+        applied.elapsed()
+    );
+    for agent in &agents[..2] {
+        agent_established(agent, "10.1.0.3");
+    }
+    wait_peers(&agents[2], &["10.2.0.1", "10.2.0.2"], Duration::from_secs(1));
+    let after: Vec<Vec<(String, u64)>> = tors.iter().map(connections).collect();
+    assert_eq!(before, after, "no other session was reset");
+
+    // Removed again: it goes from both nodes, the others stay.
+    apply(
+        &api,
+        lab.dir(),
+        &rack_config(
+            "a",
+            &[("ta1", "10.1.0.1", 65001, None), ("ta2", "10.1.0.2", 65002, None)],
+        ),
+    );
+    for agent in &agents[..2] {
+        wait_peers(agent, &["10.1.0.1", "10.1.0.2"], SETTLE);
+    }
+    assert_eq!(tors.iter().map(connections).collect::<Vec<_>>(), before);
+
+    // With a password from a Secret that is not there yet: the session
+    // stays down and the agent says which Secret; then the Secret comes.
+    ta3.configure(&["router bgp 65005", "neighbor 10.1.0.11 password s3cret-md5"]);
+    apply(
+        &api,
+        lab.dir(),
+        "apiVersion: bgp.novanet.io/v1alpha1\nkind: NovaBGPPeerProfile\nmetadata: {name: secure}\nspec: {passwordSecretRef: {name: ta3-password}}\n",
+    );
+    apply(
+        &api,
+        lab.dir(),
+        &rack_config(
+            "a",
+            &[
+                ("ta1", "10.1.0.1", 65001, None),
+                ("ta2", "10.1.0.2", 65002, None),
+                ("ta3", "10.1.0.3", 65005, Some("secure")),
+            ],
+        ),
+    );
+    wait_until("the missing Secret said", SETTLE, || {
+        let log = agents[0].log(&lab);
+        log.lines()
+            .find(|l| l.contains("SecretMissing") && l.contains("nova-system/ta3-password does not exist"))
+            .map(|_| ())
+            .ok_or_else(|| log.lines().rev().take(3).collect::<Vec<_>>().join("\n"))
+    });
+    assert!(agents[0].peer("10.1.0.3").is_null(), "no session without its password");
+    api.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "ta3-password",
+        "-n",
+        "nova-system",
+        "--from-literal=password=s3cret-md5",
+    ]);
+    agent_established(&agents[0], "10.1.0.3");
+    assert_eq!(ta3.neighbor_state("10.1.0.11"), "Established");
+
+    // nb2 relabelled into rack A: it leaves rack B's ToRs for rack A's.
+    let (node, _, addr, _, cidr) = NODES[3];
+    let mut moved = kube_server::node(node, addr, cidr);
+    moved["metadata"]["labels"]["topology.kubernetes.io/zone"] = json!("rack-a");
+    api.apply_node(moved);
+    wait_peers(&agents[3], &["10.1.0.1", "10.1.0.2", "10.1.0.3"], SETTLE);
+    wait_peers(&agents[2], &["10.2.0.1", "10.2.0.2"], Duration::from_secs(1));
+}
