@@ -232,12 +232,13 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             .ok()
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "nova-system".into());
-        kubernetes::resources::watch::spawn(
+        let conditions = kubernetes::resources::watch::spawn(
             client.clone(),
             config_rx.clone(),
             routing.peers.sources.clone(),
             namespace,
         );
+        kubernetes::resources::state::spawn(client.clone(), cfg.node_name.clone(), speaker.clone(), conditions);
     }
     let (cni_stop, cni_stopped) = tokio::sync::oneshot::channel::<()>();
     let cni = if cfg.cni.enabled {

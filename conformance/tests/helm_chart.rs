@@ -292,8 +292,8 @@ fn check_daemonset(name: &str, docs: &[Value]) {
     let rules = role["rules"].as_array().unwrap();
     assert_eq!(
         rules.len(),
-        6,
-        "nodes, events, the routing resources, and what identity policy reads: {rules:?}"
+        7,
+        "nodes, events, the routing resources, the node state, and what identity policy reads: {rules:?}"
     );
     assert_eq!(rules[0]["resources"], serde_json::json!(["nodes"]));
     assert_eq!(rules[0]["verbs"], serde_json::json!(["get", "list", "watch"]));
@@ -303,11 +303,16 @@ fn check_daemonset(name: &str, docs: &[Value]) {
     );
     assert_eq!(
         rules[3]["resources"],
+        serde_json::json!(["novabgpnodestates", "novabgpnodestates/status"])
+    );
+    assert_eq!(rules[3]["verbs"], serde_json::json!(["get", "create", "patch"]));
+    assert_eq!(
+        rules[4]["resources"],
         serde_json::json!(["pods", "namespaces", "services"])
     );
-    assert_eq!(rules[4]["resources"], serde_json::json!(["networkpolicies"]));
-    assert_eq!(rules[5]["resources"], serde_json::json!(["endpointslices"]));
-    for r in &rules[2..] {
+    assert_eq!(rules[5]["resources"], serde_json::json!(["networkpolicies"]));
+    assert_eq!(rules[6]["resources"], serde_json::json!(["endpointslices"]));
+    for r in rules[2..].iter().filter(|r| r["resources"][0] != "novabgpnodestates") {
         assert_eq!(r["verbs"], serde_json::json!(["get", "list", "watch"]), "read only");
     }
 }

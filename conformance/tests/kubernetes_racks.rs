@@ -124,6 +124,68 @@ fn rack_config(rack: &str, tors: &[(&str, &str, u32, Option<&str>)]) -> String {
     )
 }
 
+/// (address, remote AS, state, role, received, advertised) of each peer,
+/// sorted: from a NovaBGPNodeState's status and from `novanetctl routing
+/// peers -o json` on the node.
+type Row = (String, u64, String, String, u64, u64);
+
+fn state_rows(state: &Value) -> Vec<Row> {
+    let sum = |v: &Value| {
+        v.as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, n)| n.as_u64())
+            .sum::<u64>()
+    };
+    let mut rows: Vec<Row> = state["status"]["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["address"].as_str().unwrap_or_default().to_string(),
+                p["remoteAS"].as_u64().unwrap_or(0),
+                p["state"].as_str().unwrap_or_default().to_string(),
+                p["role"].as_str().unwrap_or_default().to_lowercase(),
+                sum(&p["received"]),
+                sum(&p["advertised"]),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn ctl_rows(agent: &Agent) -> Vec<Row> {
+    let v: Value = serde_json::from_str(&agent.ctl(&["routing", "peers", "-o", "json"])).unwrap_or(Value::Null);
+    let mut rows: Vec<Row> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["neighbor_address"].as_str().unwrap_or_default().to_string(),
+                p["remote_as"].as_u64().unwrap_or(0),
+                p["state"].as_str().unwrap_or_default().to_string(),
+                p["role"].as_str().unwrap_or_default().to_lowercase(),
+                p["prefixes_received"].as_u64().unwrap_or(0),
+                p["prefixes_sent"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn node_state(api: &KubeServer, node: &str) -> Value {
+    let (ok, out) = api.try_kubectl(&["get", "novabgpnodestate", node, "-o", "json"]);
+    if ok {
+        serde_json::from_str(&out).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    }
+}
+
 #[test]
 fn each_rack_peers_with_its_own_tors_from_the_resources() {
     let mut lab = Lab::new("racks");
@@ -227,6 +289,24 @@ fn each_rack_peers_with_its_own_tors_from_the_resources() {
         }
     }
 
+    // Each node's NovaBGPNodeState says what `novanetctl routing peers`
+    // says on the node, and kubectl shows peers up per node.
+    for (agent, (node, ..)) in agents.iter().zip(NODES) {
+        wait_until(&format!("{node}'s state object to match its agent"), SETTLE, || {
+            let (state, local) = (state_rows(&node_state(&api, node)), ctl_rows(agent));
+            if state == local && state.len() == 2 && state.iter().all(|r| r.2 == "Established") {
+                Ok(())
+            } else {
+                Err(format!("state {state:?} agent {local:?}"))
+            }
+        });
+    }
+    let table = api.kubectl(&["get", "novabgpnodestates"]);
+    assert!(
+        table.lines().skip(1).filter(|l| l.contains(" 2/2 ")).count() == 4,
+        "{table}"
+    );
+
     // A third ToR for rack A: both rack-A nodes dial it within 5 s of the
     // apply, and no other session is reset.
     lab.add_ns("ta3");
@@ -299,6 +379,21 @@ fn each_rack_peers_with_its_own_tors_from_the_resources() {
             .ok_or_else(|| log.lines().rev().take(3).collect::<Vec<_>>().join("\n"))
     });
     assert!(agents[0].peer("10.1.0.3").is_null(), "no session without its password");
+    wait_until("the missing Secret on na1's state", SETTLE, || {
+        let state = node_state(&api, "na1");
+        let conditions = state["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        conditions
+            .iter()
+            .find(|c| {
+                c["type"] == "SecretMissing"
+                    && c["status"] == "True"
+                    && c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("nova-system/ta3-password"))
+            })
+            .map(|_| ())
+            .ok_or_else(|| format!("{conditions:?}"))
+    });
     api.kubectl(&[
         "create",
         "secret",
@@ -310,6 +405,14 @@ fn each_rack_peers_with_its_own_tors_from_the_resources() {
     ]);
     agent_established(&agents[0], "10.1.0.3");
     assert_eq!(ta3.neighbor_state("10.1.0.11"), "Established");
+    wait_until("the condition cleared once the Secret is there", SETTLE, || {
+        let state = node_state(&api, "na1");
+        match state["status"]["conditions"].as_array() {
+            Some(c) if c.is_empty() => Ok(()),
+            None => Ok(()),
+            Some(c) => Err(format!("{c:?}")),
+        }
+    });
 
     // nb2 relabelled into rack A: it leaves rack B's ToRs for rack A's.
     let (node, _, addr, _, cidr) = NODES[3];

@@ -8,7 +8,10 @@
 //! - [`watch`]: the reflectors (configs, profiles, the agent namespace's
 //!   Secrets, this node's Node) and the task that publishes the plan's
 //!   peers to the pipeline, which applies them by difference.
+//! - [`state`]: this node's `NovaBGPNodeState` (peers and conditions),
+//!   written rate-limited, only on change, with a heartbeat.
 
 pub mod objects;
 pub mod plan;
+pub mod state;
 pub mod watch;

@@ -81,8 +81,14 @@ struct Changed {
 }
 
 /// Starts the watches and the planning task; the agent's namespace holds
-/// the password Secrets.
-pub fn spawn(client: Client, config: ConfigRx, peers: PeerSources, namespace: String) {
+/// the password Secrets. Returns the plan's conditions as they change.
+pub fn spawn(
+    client: Client,
+    config: ConfigRx,
+    peers: PeerSources,
+    namespace: String,
+) -> tokio::sync::watch::Receiver<Vec<Condition>> {
+    let (conditions_tx, conditions) = tokio::sync::watch::channel(Vec::new());
     let changed = Arc::new(Changed::default());
     let node_name = config.borrow().node_name.clone();
     let configs_ar = api_resource("NovaBGPClusterConfig", "novabgpclusterconfigs");
@@ -149,6 +155,11 @@ pub fn spawn(client: Client, config: ConfigRx, peers: PeerSources, namespace: St
                 continue;
             }
             report(&last, &now);
+            conditions_tx.send_if_modified(|held| {
+                let changed = *held != now.conditions;
+                held.clone_from(&now.conditions);
+                changed
+            });
             let cfg = config.borrow().clone();
             let specs: Vec<_> = now
                 .peers
@@ -163,6 +174,7 @@ pub fn spawn(client: Client, config: ConfigRx, peers: PeerSources, namespace: St
             last = now;
         }
     });
+    conditions
 }
 
 /// Every object's spec by name; one that does not read (a schema the
