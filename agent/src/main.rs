@@ -238,7 +238,13 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             routing.peers.sources.clone(),
             namespace,
         );
-        kubernetes::resources::state::spawn(client.clone(), cfg.node_name.clone(), speaker.clone(), conditions);
+        kubernetes::resources::state::spawn(
+            client.clone(),
+            cfg.node_name.clone(),
+            std::time::Duration::from_secs(cfg.routing.node_state_heartbeat.max(1)),
+            speaker.clone(),
+            conditions,
+        );
     }
     let (cni_stop, cni_stopped) = tokio::sync::oneshot::channel::<()>();
     let cni = if cfg.cni.enabled {

@@ -9,7 +9,10 @@
 //! (FRR's connection counters prove it) and goes when removed; a password
 //! Secret that is missing keeps the session down and is said, and the
 //! session comes up once the Secret is there; a node relabelled into the
-//! other rack moves to that rack's ToRs.
+//! other rack moves to that rack's ToRs. Every node's NovaBGPNodeState
+//! says what `novanetctl routing peers` says on the node, and
+//! `novanetctl routing peers --all-nodes` reads them, a node whose agent is
+//! stopped shown as stale, and fresh again once it is back.
 
 use novanet_conformance::checks::{agent_established, SETTLE};
 use novanet_conformance::kube_server::{self, KubeServer, Options};
@@ -60,9 +63,26 @@ fn tor_config(name: &str, rack: &str, addr: &str, asn: u32) -> String {
 fn node_config(name: &str) -> Value {
     json!({
         "node_name": name,
-        "routing": {"bfd": {"enabled": false},
+        // The node state written every second even without change, so a
+        // stopped agent's node is stale within seconds.
+        "routing": {"bfd": {"enabled": false}, "node_state_heartbeat": 1,
                     "node_mesh": {"enabled": false, "source": "kubernetes"}}
     })
+}
+
+/// `novanetctl routing peers --all-nodes` run on a node as the cluster
+/// admin, JSON.
+fn all_nodes(lab: &Lab, api: &KubeServer, extra: &[&str]) -> Value {
+    let ctl = novanet_conformance::agent::ctl_binary().display().to_string();
+    let out = lab
+        .cmd("na1", &ctl)
+        .args(["routing", "peers", "--all-nodes", "-o", "json"])
+        .args(extra)
+        .env("KUBECONFIG", api.admin_kubeconfig())
+        .output()
+        .expect("novanetctl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
 fn peer_addresses(agent: &Agent) -> Vec<String> {
@@ -421,4 +441,57 @@ fn each_rack_peers_with_its_own_tors_from_the_resources() {
     api.apply_node(moved);
     wait_peers(&agents[3], &["10.1.0.1", "10.1.0.2", "10.1.0.3"], SETTLE);
     wait_peers(&agents[2], &["10.2.0.1", "10.2.0.2"], Duration::from_secs(1));
+
+    // Every node at one glance from the node states; nb1's agent stopped:
+    // its node is still listed, as last written, and stale.
+    let fresh = all_nodes(&lab, &api, &["--stale-after", "4"]);
+    let nodes = fresh.as_array().unwrap();
+    assert_eq!(
+        nodes.iter().map(|n| n["node"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["na1", "na2", "nb1", "nb2"]
+    );
+    assert!(
+        nodes.iter().all(|n| n["source"] == "node-state" && n["stale"] == false),
+        "{fresh}"
+    );
+    let mut agents = agents;
+    let nb1 = agents.remove(2);
+    lab.signal(&nb1.name, libc::SIGKILL);
+    lab.wait_exit(&nb1.name, SETTLE);
+    wait_until("nb1 stale in --all-nodes", SETTLE, || {
+        let v = all_nodes(&lab, &api, &["--stale-after", "4"]);
+        let nodes = v.as_array().cloned().unwrap_or_default();
+        let nb1 = nodes.iter().find(|n| n["node"] == "nb1").cloned().unwrap_or_default();
+        let others_fresh = nodes.iter().filter(|n| n["node"] != "nb1").all(|n| n["stale"] == false);
+        if nb1["stale"] == true && nb1["peers"].as_array().is_some_and(|p| p.len() == 2) && others_fresh {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    });
+    let ctl = novanet_conformance::agent::ctl_binary().display().to_string();
+    let table = lab
+        .cmd("na1", &ctl)
+        .args(["routing", "peers", "--all-nodes", "--stale-after", "4"])
+        .env("KUBECONFIG", api.admin_kubeconfig())
+        .output()
+        .expect("novanetctl");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("nb1") && l.contains("(stale)") && l.contains("is its agent running")),
+        "{table}"
+    );
+    let (node, ..) = NODES[2];
+    let back = Agent::start_with_env(&mut lab, node, &node_config(node), &env);
+    agent_established(&back, "10.2.0.1");
+    wait_until("nb1 fresh again", SETTLE, || {
+        let v = all_nodes(&lab, &api, &["--stale-after", "4"]);
+        let nb1 = v.as_array().into_iter().flatten().find(|n| n["node"] == "nb1").cloned();
+        match nb1 {
+            Some(n) if n["stale"] == false => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
 }

@@ -231,9 +231,14 @@ enum View {
             default_value = "app.kubernetes.io/name=novanet,app.kubernetes.io/component=agent"
         )]
         selector: String,
-        /// The agents' status port (with --all-nodes).
+        /// The agents' status port (with --all-nodes, where no node
+        /// state objects are readable).
         #[arg(long, default_value_t = 9103)]
         status_port: u16,
+        /// Seconds after which a node state not written again is stale
+        /// (with --all-nodes; three heartbeats of the agents' default).
+        #[arg(long, default_value_t = 180)]
+        stale_after: u64,
     },
     /// Advertised prefixes.
     Prefixes {
@@ -390,12 +395,14 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 namespace,
                 selector,
                 status_port,
+                stale_after,
             } = view
             {
                 let agents = cluster::Agents {
                     namespace: namespace.clone(),
                     selector: selector.clone(),
                     status_port: *status_port,
+                    stale_after: Duration::from_secs(*stale_after),
                 };
                 loop {
                     let text = cluster::render(*output, &cluster::peers(&agents).await?)?;

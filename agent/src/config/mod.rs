@@ -229,6 +229,10 @@ pub struct Routing {
     /// Accept a default route from peers.
     #[serde(default)]
     pub accept_default_route: bool,
+    /// Seconds between two writes of this node's NovaBGPNodeState when
+    /// nothing changed (readers call a node stale after three).
+    #[serde(default = "default_state_heartbeat")]
+    pub node_state_heartbeat: u64,
     // Flat BFD keys of the NovaNet Helm chart, folded into `bfd`.
     #[serde(default)]
     pub bfd_enabled: Option<bool>,
@@ -254,6 +258,9 @@ fn default_bgp_port() -> u16 {
 }
 fn default_gr_time() -> u16 {
     120
+}
+fn default_state_heartbeat() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,8 +3,8 @@
 //! through the status subresource (server-side apply, field manager
 //! `novanet-agent`). Written only when something changed and at most once
 //! per [`MIN_INTERVAL`] (a flapping peer cannot flood the API server), and
-//! every [`HEARTBEAT`] regardless, so a reader can tell a node whose agent
-//! is gone (`status.lastUpdateTime`).
+//! every `routing.node_state_heartbeat` seconds regardless, so a reader can
+//! tell a node whose agent is gone (`status.lastUpdateTime`).
 
 use super::objects::api_resource;
 use super::plan::Condition;
@@ -18,8 +18,6 @@ use tokio::sync::watch;
 
 /// The least time between two writes.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(2);
-/// The most time between two writes.
-pub const HEARTBEAT: Duration = Duration::from_secs(60);
 
 fn rfc3339(secs: u64) -> String {
     k8s_openapi::jiff::Timestamp::from_second(secs as i64)
@@ -83,7 +81,13 @@ fn conditions_view(now: &[Condition], since: &mut BTreeMap<&'static str, u64>) -
 }
 
 /// Writes this node's state until the agent stops.
-pub fn spawn(client: Client, node: String, speaker: Speaker, mut conditions: watch::Receiver<Vec<Condition>>) {
+pub fn spawn(
+    client: Client,
+    node: String,
+    heartbeat: Duration,
+    speaker: Speaker,
+    mut conditions: watch::Receiver<Vec<Condition>>,
+) {
     let api: Api<DynamicObject> = Api::all_with(client, &api_resource("NovaBGPNodeState", "novabgpnodestates"));
     tokio::spawn(async move {
         let pp = PatchParams::apply("novanet-agent").force();
@@ -107,7 +111,7 @@ pub fn spawn(client: Client, node: String, speaker: Speaker, mut conditions: wat
             });
             let due = match &written {
                 None => true,
-                Some((last, at)) => (*last != content && at.elapsed() >= MIN_INTERVAL) || at.elapsed() >= HEARTBEAT,
+                Some((last, at)) => (*last != content && at.elapsed() >= MIN_INTERVAL) || at.elapsed() >= heartbeat,
             };
             if !due {
                 continue;
