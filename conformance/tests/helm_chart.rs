@@ -94,10 +94,21 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
         let out = text(&o);
         assert!(o.status.success() && !out.contains("failed"), "schemas ({name}): {out}");
         let docs = documents(&yaml);
+        // The routing resources have no offline schema: the API server
+        // checks them against the chart's CRDs (the real-server test).
+        let ours = docs
+            .iter()
+            .filter(|d| d["apiVersion"] == "bgp.novanet.io/v1alpha1")
+            .count();
         assert_eq!(
             out.matches(" passed ").count(),
-            docs.len(),
+            docs.len() - ours,
             "every object validated ({name}): {out}"
+        );
+        assert_eq!(
+            out.matches("Couldn't find schema").count(),
+            ours,
+            "only the routing resources lack an offline schema ({name}): {out}"
         );
 
         // The agent accepts the configuration the chart renders.
@@ -152,8 +163,9 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
                 "/etc/novanet/mesh-bgp/password"
             );
             // A ToR's password from a Secret is a file the DaemonSet
-            // mounts; none is in the ConfigMap.
-            let tor_b = &parsed["routing"]["peers"][1];
+            // mounts; none is in the ConfigMap. (tor-a went to the routing
+            // resources; tor-b stays for its BFD key.)
+            let tor_b = &parsed["routing"]["peers"][0];
             assert_eq!(tor_b["password_file"], "/etc/novanet/peer-secrets/tor-passwords/tor-b");
             assert!(tor_b.get("password").is_none() && tor_b.get("password_secret").is_none());
             assert_eq!(tor_b["bfd_key_file"], "/etc/novanet/peer-secrets/tor-bfd-keys/tor-b");
@@ -451,6 +463,19 @@ fn a_real_api_server_accepts_the_chart_and_the_manifests() {
         );
         let roles = api.kubectl(&["get", "clusterrole/novanet", "-o", "jsonpath={.rules[*].resources}"]);
         assert!(roles.contains("networkpolicies"), "{name}: {roles}");
+        // routing.peers by address as resources, accepted by the CRDs'
+        // schemas (only the native-BGP values have such peers).
+        let peers = api.kubectl(&[
+            "get",
+            "novabgpclusterconfigs",
+            "-o",
+            "jsonpath={.items[*].spec.peers[*].address}",
+        ]);
+        assert_eq!(
+            peers.trim(),
+            if *name == "native BGP" { "10.0.0.1" } else { "" },
+            "{name}"
+        );
     }
     // helm installs the chart's CRDs (crds/) with the release.
     let crds = api.kubectl(&["get", "crd", "-o", "name"]);
@@ -466,4 +491,78 @@ fn a_real_api_server_accepts_the_chart_and_the_manifests() {
     let manifests = root().join("deploy/manifests/novanet.yaml");
     let applied = api.kubectl(&["apply", "-f", manifests.to_str().unwrap()]);
     assert!(applied.contains("daemonset.apps/novanet created"), "{applied}");
+}
+
+/// routing.peers by address become routing resources (a cluster config for
+/// every node and a profile per peer); the rest stays in the agent's
+/// configuration; adding or changing such a peer leaves the DaemonSet's
+/// pod template as it was (no agent restarts), while a peer the resources
+/// cannot hold still changes it.
+#[test]
+fn peers_by_address_are_rendered_as_resources_and_do_not_roll_the_daemonset() {
+    let o = template(&["ci/native-bgp-values.yaml"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let docs = documents(&String::from_utf8(o.stdout).unwrap());
+    let config = find(&docs, "NovaBGPClusterConfig").expect("the peers' cluster config");
+    assert_eq!(config["metadata"]["name"], "novanet-peers");
+    assert_eq!(config["spec"]["nodeSelector"], serde_json::json!({}));
+    assert_eq!(
+        config["spec"]["peers"],
+        serde_json::json!([{"name": "tor-a", "address": "10.0.0.1", "remoteAS": 65001, "profileRef": "novanet-tor-a"}])
+    );
+    let profile = find(&docs, "NovaBGPPeerProfile").expect("tor-a's profile");
+    assert_eq!(profile["spec"], serde_json::json!({"bfd": {}}));
+    let cm = find(&docs, "ConfigMap").unwrap();
+    let agent: Value = serde_json::from_str(cm["data"]["novanet.json"].as_str().unwrap()).unwrap();
+    let kept: Vec<String> = agent["routing"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["neighbor_address"]
+                .as_str()
+                .or(p["interface"].as_str())
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        ["10.0.1.1", "10.0.2.1", "eth2"],
+        "BFD keys, inline passwords and interfaces stay in the configuration"
+    );
+
+    let template_of = |sets: &[&str]| {
+        let o = template(&[], sets);
+        assert!(o.status.success(), "{sets:?}: {}", text(&o));
+        let docs = documents(&String::from_utf8(o.stdout).unwrap());
+        find(&docs, "DaemonSet").unwrap()["spec"]["template"].clone()
+    };
+    let one = template_of(&[
+        "routing.peers[0].neighbor_address=10.0.0.1",
+        "routing.peers[0].remote_as=65001",
+    ]);
+    let two = template_of(&[
+        "routing.peers[0].neighbor_address=10.0.0.1",
+        "routing.peers[0].remote_as=65001",
+        "routing.peers[0].hold_time=9",
+        "routing.peers[1].neighbor_address=10.0.1.1",
+        "routing.peers[1].remote_as=65002",
+        "routing.peers[1].password_secret.name=tor-passwords",
+        "routing.peers[1].password_secret.key=tor-b",
+    ]);
+    assert_eq!(one, two, "a peer change through the resources rolls no agent");
+    let unnumbered = template_of(&[
+        "routing.peers[0].neighbor_address=10.0.0.1",
+        "routing.peers[0].remote_as=65001",
+        "routing.peers[1].interface=eth1",
+        "routing.peers[1].remote_as=65002",
+    ]);
+    assert_ne!(one, unnumbered, "a peer of the configuration file still does");
+    let off = template_of(&[
+        "routing.peersAsResources=false",
+        "routing.peers[0].neighbor_address=10.0.0.1",
+        "routing.peers[0].remote_as=65001",
+    ]);
+    assert_ne!(one, off, "without peersAsResources the peer is in the configuration");
 }

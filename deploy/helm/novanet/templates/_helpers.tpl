@@ -33,12 +33,32 @@ app.kubernetes.io/component: agent
 {{- default (printf "%s-tokens" (include "novanet.fullname" .)) .Values.tokens.existingSecret -}}
 {{- end -}}
 
+{{/*
+Whether a routing.peers entry is rendered as routing resources (a peer of
+the NovaBGPClusterConfig "<release>-peers" with a NovaBGPPeerProfile of
+its own) rather than in the agent's configuration: with
+routing.peersAsResources, a peer by address whose keys all have a
+resource field. Call with (dict "root" $ "peer" $p); "true" or "".
+*/}}
+{{- define "novanet.peerAsResource" -}}
+{{- $p := .peer -}}
+{{- $ok := and .root.Values.routing.peersAsResources (hasKey $p "neighbor_address") (not (hasKey $p "interface")) (eq .root.Values.routing.protocol "bgp") -}}
+{{- $fields := list "neighbor_address" "remote_as" "description" "bfd_enabled" "bfd_min_rx_ms" "bfd_min_tx_ms" "bfd_detect_multiplier" "hold_time" "keepalive" "ebgp_multihop" "max_prefix" "password_secret" -}}
+{{- range $k, $_ := $p -}}
+{{- if not (has $k $fields) -}}
+{{- $ok = false -}}
+{{- end -}}
+{{- end -}}
+{{- if $ok -}}true{{- end -}}
+{{- end -}}
+
 {{/* The agent's configuration (novanet.json). */}}
 {{- define "novanet.config" -}}
 {{- $r := .Values.routing -}}
 {{- /* A peer's password_secret and bfd_key_secret {name, key} become the files their Secrets are mounted at. */ -}}
 {{- $peers := list -}}
 {{- range $p := $r.peers -}}
+{{- if not (include "novanet.peerAsResource" (dict "root" $ "peer" $p)) -}}
 {{- $q := omit $p "password_secret" "bfd_key_secret" -}}
 {{- if $p.password_secret -}}
 {{- $_ := set $q "password_file" (printf "/etc/novanet/peer-secrets/%s/%s" $p.password_secret.name $p.password_secret.key) -}}
@@ -47,6 +67,7 @@ app.kubernetes.io/component: agent
 {{- $_ := set $q "bfd_key_file" (printf "/etc/novanet/peer-secrets/%s/%s" $p.bfd_key_secret.name $p.bfd_key_secret.key) -}}
 {{- end -}}
 {{- $peers = append $peers $q -}}
+{{- end -}}
 {{- end -}}
 {{- $routing := dict
   "protocol" $r.protocol
@@ -119,16 +140,20 @@ app.kubernetes.io/component: agent
 
 {{/*
 The Secrets that hold ToR passwords and BFD keys
-(routing.peers[].password_secret.name, .bfd_key_secret.name), each once.
+(routing.peers[].password_secret.name, .bfd_key_secret.name), each once,
+of the peers in the agent's configuration (the agent reads the passwords
+of peers rendered as resources through the API).
 */}}
 {{- define "novanet.peerSecrets" -}}
 {{- $names := dict -}}
-{{- range .Values.routing.peers -}}
-{{- if .password_secret -}}
-{{- $_ := set $names .password_secret.name true -}}
+{{- range $p := .Values.routing.peers -}}
+{{- if not (include "novanet.peerAsResource" (dict "root" $ "peer" $p)) -}}
+{{- if $p.password_secret -}}
+{{- $_ := set $names $p.password_secret.name true -}}
 {{- end -}}
-{{- if .bfd_key_secret -}}
-{{- $_ := set $names .bfd_key_secret.name true -}}
+{{- if $p.bfd_key_secret -}}
+{{- $_ := set $names $p.bfd_key_secret.name true -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- keys $names | sortAlpha | join "," -}}
