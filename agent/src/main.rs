@@ -237,6 +237,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             config_rx.clone(),
             routing.peers.sources.clone(),
             namespace,
+            kubernetes::last_known::LastKnown::beside(std::path::Path::new(&cfg.listen_socket)),
         );
         kubernetes::resources::state::spawn(
             client.clone(),

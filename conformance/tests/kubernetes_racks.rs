@@ -9,7 +9,9 @@
 //! (FRR's connection counters prove it) and goes when removed; a password
 //! Secret that is missing keeps the session down and is said, and the
 //! session comes up once the Secret is there; a node relabelled into the
-//! other rack moves to that rack's ToRs. Every node's NovaBGPNodeState
+//! other rack moves to that rack's ToRs; an agent restarted while the API
+//! server is away brings its ToR sessions back from the peers as last
+//! seen. Every node's NovaBGPNodeState
 //! says what `novanetctl routing peers` says on the node, and
 //! `novanetctl routing peers --all-nodes` reads them, a node whose agent is
 //! stopped shown as stale, and fresh again once it is back.
@@ -434,6 +436,34 @@ fn each_rack_peers_with_its_own_tors_from_the_resources() {
         }
     });
 
+    // na1's agent restarted while the API server is away: its rack's ToRs,
+    // the password-protected one too, come back from the peers as last
+    // seen; the server back, nothing changes.
+    api.stop();
+    let mut agents = agents;
+    let na1 = agents.remove(0);
+    lab.signal(&na1.name, libc::SIGKILL);
+    lab.wait_exit(&na1.name, SETTLE);
+    let na1 = Agent::start_with_env(&mut lab, "na1", &node_config("na1"), &env);
+    for t in ["10.1.0.1", "10.1.0.2", "10.1.0.3"] {
+        agent_established(&na1, t);
+    }
+    assert!(
+        na1.log(&lab).contains("ToRs from the routing resources as last seen"),
+        "{}",
+        na1.log(&lab)
+    );
+    api.restart_on("10.100.0.100:6443");
+    agents.insert(0, na1);
+    wait_until("na1's state written again", SETTLE, || {
+        let rows = state_rows(&node_state(&api, "na1"));
+        if rows.len() == 3 && rows.iter().all(|r| r.2 == "Established") {
+            Ok(())
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    });
+
     // nb2 relabelled into rack A: it leaves rack B's ToRs for rack A's.
     let (node, _, addr, _, cidr) = NODES[3];
     let mut moved = kube_server::node(node, addr, cidr);
@@ -454,7 +484,6 @@ fn each_rack_peers_with_its_own_tors_from_the_resources() {
         nodes.iter().all(|n| n["source"] == "node-state" && n["stale"] == false),
         "{fresh}"
     );
-    let mut agents = agents;
     let nb1 = agents.remove(2);
     lab.signal(&nb1.name, libc::SIGKILL);
     lab.wait_exit(&nb1.name, SETTLE);

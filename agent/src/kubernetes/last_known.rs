@@ -1,10 +1,12 @@
-//! The cluster as this agent last saw it: its own Node and the nodes of
-//! its mesh, kept in a file beside the RouteControl socket (a hostPath in
-//! the chart, so it outlives the agent's restarts). When the API server
-//! cannot be reached at start, routing starts from it, and catches up
-//! once the watches get through.
+//! The cluster as this agent last saw it: its own Node, the nodes of its
+//! mesh and the ToRs the routing resources gave it (with their passwords:
+//! the file is 0600), kept in a file beside the RouteControl socket (a
+//! hostPath in the chart, so it outlives the agent's restarts). When the
+//! API server cannot be reached at start, routing starts from it, and
+//! catches up once the watches get through.
 
 use super::nodes::ClusterNode;
+use super::resources::plan::ResourcePeer;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -50,12 +52,15 @@ impl KeptNode {
 }
 
 /// The file's contents.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Kept {
     /// This node's Node.
     pub own: Option<KeptNode>,
     /// Every Node of the cluster when the mesh last changed.
     pub nodes: Vec<KeptNode>,
+    /// The peers of the NovaBGPClusterConfig selecting this node.
+    #[serde(default)]
+    pub resource_peers: Vec<ResourcePeer>,
     /// Seconds since the epoch of the last write.
     pub saved_at: u64,
 }
@@ -101,15 +106,26 @@ impl LastKnown {
 
     /// Keeps this node's Node.
     pub fn keep_own(&self, own: &ClusterNode) {
-        let mut k = self.load();
-        k.own = Some(KeptNode::of(own));
-        self.store(k);
+        self.change(|k| k.own = Some(KeptNode::of(own)));
     }
 
     /// Keeps the cluster's Nodes.
     pub fn keep_nodes(&self, nodes: &[ClusterNode]) {
+        self.change(|k| k.nodes = nodes.iter().map(KeptNode::of).collect());
+    }
+
+    /// Keeps the peers the routing resources give this node.
+    pub fn keep_resource_peers(&self, peers: &[ResourcePeer]) {
+        self.change(|k| k.resource_peers = peers.to_vec());
+    }
+
+    /// Reads, changes and writes the file, one writer at a time (the mesh
+    /// and the resources keep their parts from tasks of their own).
+    fn change(&self, f: impl FnOnce(&mut Kept)) {
+        static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = WRITING.lock().unwrap_or_else(|e| e.into_inner());
         let mut k = self.load();
-        k.nodes = nodes.iter().map(KeptNode::of).collect();
+        f(&mut k);
         self.store(k);
     }
 

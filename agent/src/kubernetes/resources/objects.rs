@@ -5,7 +5,7 @@
 //! profile or Secret, two configs for one node) is the plan's.
 
 use kube::discovery::ApiResource;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -24,7 +24,7 @@ pub fn api_resource(kind: &str, plural: &str) -> ApiResource {
 }
 
 /// `NovaBGPClusterConfig.spec`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterConfigSpec {
     #[serde(default)]
@@ -34,7 +34,7 @@ pub struct ClusterConfigSpec {
 }
 
 /// One ToR of a cluster config.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterPeer {
     pub name: String,
@@ -51,7 +51,7 @@ pub struct ClusterPeer {
 }
 
 /// `NovaBGPPeerProfile.spec`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerProfileSpec {
     #[serde(default)]
@@ -70,7 +70,7 @@ pub struct PeerProfileSpec {
     pub max_prefix: Option<MaxPrefix>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProfileBfd {
     #[serde(default)]
@@ -81,7 +81,7 @@ pub struct ProfileBfd {
     pub multiplier: u32,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct SecretRef {
     pub name: String,
     #[serde(default = "default_key")]
@@ -92,7 +92,7 @@ fn default_key() -> String {
     "password".into()
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
 pub struct MaxPrefix {
     #[serde(default)]
     pub ipv4: Option<u32>,
@@ -102,7 +102,7 @@ pub struct MaxPrefix {
 
 /// A standard label selector (`matchLabels`, `matchExpressions`); empty
 /// selects everything.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LabelSelector {
     #[serde(default)]
@@ -111,7 +111,7 @@ pub struct LabelSelector {
     pub match_expressions: Vec<Requirement>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct Requirement {
     pub key: String,
     pub operator: String,

@@ -21,7 +21,7 @@ pub struct Inputs<'a> {
 }
 
 /// One ToR of the selected config, with what its profile says.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResourcePeer {
     pub config: String,
     pub name: String,

@@ -3,12 +3,14 @@
 //! passwords) and this node's own Node (its labels pick the config). Any
 //! change recomputes the plan; its peers go to the peer pipeline, which
 //! touches only the sessions whose settings changed. Until every watch
-//! has listed, nothing is published (a restart does not drop the ToRs it
-//! is about to learn again).
+//! has listed, the peers as last seen are published (kept beside the
+//! socket, [`LastKnown`]): a restart while the API server is away still
+//! brings the rack's ToR sessions back.
 
 use super::objects::{api_resource, ClusterConfigSpec, PeerProfileSpec};
 use super::plan::{plan, Condition, Inputs, Plan};
 use crate::config::ConfigRx;
+use crate::kubernetes::last_known::LastKnown;
 use crate::kubernetes::watch::WATCH_TIMEOUT_SECS;
 use crate::kubernetes::watch_failures::WatchFailures;
 use crate::peers::PeerSources;
@@ -87,6 +89,7 @@ pub fn spawn(
     config: ConfigRx,
     peers: PeerSources,
     namespace: String,
+    kept: LastKnown,
 ) -> tokio::sync::watch::Receiver<Vec<Condition>> {
     let (conditions_tx, conditions) = tokio::sync::watch::channel(Vec::new());
     let changed = Arc::new(Changed::default());
@@ -121,6 +124,20 @@ pub fn spawn(
     );
     tokio::spawn(async move {
         let mut last = Plan::default();
+        let cached = kept.load().resource_peers;
+        if !cached.is_empty() {
+            let cfg = config.borrow().clone();
+            tracing::info!(
+                peers = cached.len(),
+                "ToRs from the routing resources as last seen, until the watches list"
+            );
+            peers.resources.send_replace(
+                cached
+                    .iter()
+                    .map(|p| crate::peers::spec::resource_tor(&cfg, p))
+                    .collect(),
+            );
+        }
         loop {
             changed.notify.notified().await;
             tokio::time::sleep(SETTLE).await;
@@ -171,6 +188,9 @@ pub fn spawn(
                 *held = specs;
                 changed
             });
+            if last.peers != now.peers {
+                kept.keep_resource_peers(&now.peers);
+            }
             last = now;
         }
     });
