@@ -436,6 +436,32 @@ fn each_rack_peers_with_its_own_tors_from_the_resources() {
         }
     });
 
+    // The profile's timers changed: the sessions that use it start again
+    // (na1's with ta3), and only those.
+    let ta3_before = connections(&ta3);
+    let others_before: Vec<Vec<(String, u64)>> = tors.iter().map(connections).collect();
+    apply(
+        &api,
+        lab.dir(),
+        "apiVersion: bgp.novanet.io/v1alpha1\nkind: NovaBGPPeerProfile\nmetadata: {name: secure}\nspec: {holdTimeSeconds: 30, keepaliveSeconds: 10, passwordSecretRef: {name: ta3-password}}\n",
+    );
+    let count = |c: &[(String, u64)], peer: &str| c.iter().find(|(a, _)| a == peer).map(|(_, n)| *n).unwrap_or(0);
+    wait_until("na1's session with ta3 started again", SETTLE, || {
+        let now = connections(&ta3);
+        if count(&now, "10.1.0.11") > count(&ta3_before, "10.1.0.11")
+            && ta3.neighbor_state("10.1.0.11") == "Established"
+        {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    });
+    assert_eq!(
+        tors.iter().map(connections).collect::<Vec<_>>(),
+        others_before,
+        "a profile change touched only its own sessions"
+    );
+
     // na1's agent restarted while the API server is away: its rack's ToRs,
     // the password-protected one too, come back from the peers as last
     // seen; the server back, nothing changes.
