@@ -171,6 +171,17 @@ impl PolicyNode {
     }
 }
 
+/// How many pod identities the agent holds (Services have identities
+/// too, the API server's own `kubernetes` Service among them: not counted).
+pub fn pod_identities(agent: &Agent) -> usize {
+    datapath_status(agent, "")["identities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["labels"]["novanet.io/service"].is_null())
+        .count()
+}
+
 /// The agent's `/status/datapath` (with `query`), Null when unreadable.
 pub fn datapath_status(agent: &Agent, query: &str) -> Value {
     agent

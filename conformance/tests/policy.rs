@@ -7,7 +7,7 @@
 //! programs and maps keep enforcing, and a new agent takes over from them.
 
 use novanet_conformance::agent::ctl_binary;
-use novanet_conformance::policy_node::{datapath_status, reaches, serve, PolicyNode};
+use novanet_conformance::policy_node::{datapath_status, pod_identities, reaches, serve, PolicyNode};
 use novanet_conformance::{wait_until, Agent, Lab};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -52,10 +52,7 @@ fn network_policies_decide_what_reaches_a_pod() {
             .ok_or(format!("{attached} attached: {v} {:?}", agent.get("/status/datapath")))
     });
     wait_until("the pods' identities", Duration::from_secs(10), || {
-        let n = datapath_status(&agent, "")["identities"]
-            .as_array()
-            .map(|a| a.len())
-            .unwrap_or(0);
+        let n = pod_identities(&agent);
         (n == 2).then_some(()).ok_or(format!("{n} identities"))
     });
 
@@ -179,15 +176,9 @@ fn a_pod_not_yet_reported_is_not_open_in_a_policy_isolated_namespace() {
     }));
     wait_until("the policy and both pods in the maps", Duration::from_secs(20), || {
         let v = datapath_status(&agent, "");
-        // Pods' identities (the API server's own `kubernetes` Service has
-        // one too).
-        let n = v["identities"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|i| i["labels"]["novanet.io/service"].is_null())
-            .count();
-        (v["policies"] == 1 && n == 2).then_some(()).ok_or(v.to_string())
+        (v["policies"] == 1 && pod_identities(&agent) == 2)
+            .then_some(())
+            .ok_or(v.to_string())
     });
 
     // A new pod, through the plugin, unknown to the API server.

@@ -11,7 +11,9 @@
 //! SCTP is not probed (the lab's pods have no SCTP stack); the cases that
 //! allow SCTP are probed on TCP and UDP, which they must not open.
 
-use novanet_conformance::policy_node::{answers_tcp, answers_udp, datapath_status, serve, serve_udp, PolicyNode};
+use novanet_conformance::policy_node::{
+    answers_tcp, answers_udp, datapath_status, pod_identities, serve, serve_udp, PolicyNode,
+};
 use novanet_conformance::{wait_until, Agent, Lab};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -842,10 +844,7 @@ fn the_upstream_network_policy_cases_agree_with_the_api() {
             &format!("every pod's identity in {}", agent.name),
             Duration::from_secs(30),
             || {
-                let n = datapath_status(agent, "")["identities"]
-                    .as_array()
-                    .map(|a| a.len())
-                    .unwrap_or(0);
+                let n = pod_identities(agent);
                 (n == 9).then_some(()).ok_or(format!("{n} identities"))
             },
         );
