@@ -36,6 +36,13 @@ struct Args {
 }
 
 fn init_logging(level: &str, format: &str) {
+    // The agent names a failing watch itself, once (kubernetes::
+    // watch_failures); kube's watcher would say it again at every retry.
+    let level = if level.contains("kube") {
+        level.to_string()
+    } else {
+        format!("{level},kube_runtime::watcher=error")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("NOVANET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
@@ -135,6 +142,24 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     } else {
         None
     };
+    // This node's NovaBGPNodeOverride, over the file: applied before
+    // routing starts, then followed. `file` is the configuration without
+    // it, to apply the next one over.
+    let mut file = cfg.clone();
+    let mut identity = match &kube {
+        Some((client, _)) => {
+            let kept = kubernetes::last_known::LastKnown::beside(std::path::Path::new(&cfg.listen_socket));
+            let o = kubernetes::resources::identity::at_start(client, &cfg.node_name, &kept).await;
+            if o.is_some() {
+                kubernetes::resources::identity::describe(o.as_ref());
+            }
+            o
+        }
+        None => None,
+    };
+    kubernetes::resources::identity::apply(&mut cfg, identity.as_ref());
+    cfg.validate_node()
+        .map_err(|e| anyhow::anyhow!("with this node's NovaBGPNodeOverride: {e}"))?;
     // The running configuration, which every consumer follows: a reload
     // is one send.
     let (config_tx, config_rx) = tokio::sync::watch::channel(std::sync::Arc::new(cfg.clone()));
@@ -216,15 +241,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     if let Some((client, own)) = &kube {
         kubernetes::events::spawn(client.clone(), own, control.clone(), lifecycle.take_announcements());
     }
-    if let Some((client, _)) = kube.as_ref().filter(|_| cfg.kubernetes_mesh()) {
-        kubernetes::watch::spawn_mesh(
-            client.clone(),
-            config_rx.clone(),
-            routing.peers.sources.clone(),
-            control.clone(),
-            kubernetes::last_known::LastKnown::beside(std::path::Path::new(&cfg.listen_socket)),
-        );
-    }
+    let mut identity_changes = None;
     if let Some((client, _)) = &kube {
         // The peers of the NovaBGPClusterConfig selecting this node; their
         // password Secrets in the agent's namespace.
@@ -232,20 +249,33 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             .ok()
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "nova-system".into());
-        let conditions = kubernetes::resources::watch::spawn(
+        let published = kubernetes::resources::watch::spawn(
             client.clone(),
             config_rx.clone(),
             routing.peers.sources.clone(),
             namespace,
             kubernetes::last_known::LastKnown::beside(std::path::Path::new(&cfg.listen_socket)),
+            identity,
         );
         kubernetes::resources::state::spawn(
             client.clone(),
             cfg.node_name.clone(),
             std::time::Duration::from_secs(cfg.routing.node_state_heartbeat.max(1)),
             speaker.clone(),
-            conditions,
+            control.clone(),
+            published.conditions,
         );
+        if cfg.kubernetes_mesh() {
+            kubernetes::watch::spawn_mesh(
+                client.clone(),
+                config_rx.clone(),
+                routing.peers.sources.clone(),
+                control.clone(),
+                kubernetes::last_known::LastKnown::beside(std::path::Path::new(&cfg.listen_socket)),
+                published.node_as,
+            );
+        }
+        identity_changes = Some(published.identity);
     }
     let (cni_stop, cni_stopped) = tokio::sync::oneshot::channel::<()>();
     let cni = if cfg.cni.enabled {
@@ -287,13 +317,30 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             }
             _ = hup.recv() => match reload(&config_path, &cfg, kube.as_ref().map(|(_, own)| own)) {
                 Ok(new) => {
-                    // Every consumer follows the channel and applies what
-                    // changed for it.
-                    config_tx.send_replace(std::sync::Arc::new(new.clone()));
-                    tracing::info!(config = %config_path.display(), "configuration reloaded");
-                    cfg = new;
+                    file = new;
+                    match running(&file, identity.as_ref()) {
+                        Ok(new) => {
+                            // Every consumer follows the channel and
+                            // applies what changed for it.
+                            config_tx.send_replace(std::sync::Arc::new(new.clone()));
+                            tracing::info!(config = %config_path.display(), "configuration reloaded");
+                            cfg = new;
+                        }
+                        Err(e) => tracing::error!(error = %e, "configuration not reloaded; the running one stays"),
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "configuration not reloaded; the running one stays"),
+            },
+            Some(o) = next_identity(&mut identity_changes) => {
+                kubernetes::resources::identity::describe(o.as_ref());
+                match running(&file, o.as_ref()) {
+                    Ok(new) => {
+                        identity = o;
+                        config_tx.send_replace(std::sync::Arc::new(new.clone()));
+                        cfg = new;
+                    }
+                    Err(e) => tracing::error!(error = %e, "NovaBGPNodeOverride not applied; the running identity stays"),
+                }
             },
             r = &mut http => {
                 r??;
@@ -353,6 +400,35 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The running configuration: the file's with this node's override over
+/// it, checked.
+fn running(
+    file: &config::Config,
+    o: Option<&kubernetes::resources::objects::NodeOverrideSpec>,
+) -> anyhow::Result<config::Config> {
+    let mut cfg = file.clone();
+    kubernetes::resources::identity::apply(&mut cfg, o);
+    cfg.validate_node()
+        .map_err(|e| anyhow::anyhow!("with this node's NovaBGPNodeOverride: {e}"))?;
+    Ok(cfg)
+}
+
+/// The next override of this node, when it changes (never, without the
+/// Kubernetes API or once its watch is gone).
+async fn next_identity(
+    changes: &mut Option<tokio::sync::watch::Receiver<Option<kubernetes::resources::objects::NodeOverrideSpec>>>,
+) -> Option<Option<kubernetes::resources::objects::NodeOverrideSpec>> {
+    let Some(rx) = changes else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        *changes = None;
+        return std::future::pending().await;
+    }
+    let o = *rx.borrow_and_update();
+    Some(o)
 }
 
 /// The configuration file read again for a reload (SIGHUP), completed

@@ -199,6 +199,9 @@ impl Decision {
 pub struct Applied {
     pub decision: Decision,
     pub attrs: Option<PathAttributes>,
+    /// How many more times the local AS goes in front of the AS path
+    /// (export to an external peer only).
+    pub prepend: u8,
 }
 
 impl Policy {
@@ -239,12 +242,14 @@ impl Policy {
                 return Applied {
                     decision,
                     attrs: changed,
+                    prepend: 0,
                 };
             }
         }
         Applied {
             decision: Decision::new(self.default, Reason::PolicyDefault { policy: name.clone() }),
             attrs: None,
+            prepend: 0,
         }
     }
 }
@@ -261,6 +266,56 @@ pub enum PeerPolicy {
     /// A node of the mesh: the default rules, and only what that node may
     /// originate (import; as an export it is the default).
     Node(Arc<NodeRoutes>),
+    /// The default rules, the node's own routes sent as an advertisement
+    /// says (export; as an import it is the default).
+    Advertise(Arc<Advertise>),
+}
+
+/// How the node's own routes go to a peer (a NovaBGPAdvertisement): some
+/// withheld, the others with communities added, a LOCAL_PREF (internal
+/// peers) and the AS path prepended (external peers).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Advertise {
+    /// What the advertisement is called in decisions.
+    pub name: String,
+    /// The node's prefixes not advertised, and why.
+    pub withheld: Vec<(IpNet, String)>,
+    pub communities: Vec<u32>,
+    pub large_communities: Vec<crate::wire::types::LargeCommunity>,
+    pub local_pref: Option<u32>,
+    pub prepend: u8,
+}
+
+impl Advertise {
+    /// After [`export_default`] accepted a route of the node's own.
+    fn export(&self, prefix: &IpNet, attrs: &PathAttributes) -> Applied {
+        if let Some((_, why)) = self.withheld.iter().find(|(p, _)| p == prefix) {
+            return Applied {
+                decision: Decision::new(Verdict::Reject, format!("{}: {why}", self.name)),
+                attrs: None,
+                prepend: 0,
+            };
+        }
+        let mut a = attrs.clone();
+        for c in &self.communities {
+            if !a.communities.contains(c) {
+                a.communities.push(*c);
+            }
+        }
+        for c in &self.large_communities {
+            if !a.large_communities.contains(c) {
+                a.large_communities.push(*c);
+            }
+        }
+        if let Some(lp) = self.local_pref {
+            a.local_pref = Some(lp);
+        }
+        Applied {
+            decision: Decision::new(Verdict::Accept, format!("{}: originated by this node", self.name)),
+            attrs: Some(a),
+            prepend: self.prepend,
+        }
+    }
 }
 
 /// What one node of the cluster may originate: its own PodCIDRs (or parts
@@ -303,6 +358,7 @@ impl PeerPolicy {
             PeerPolicy::None => "none",
             PeerPolicy::Named(n, _) => n,
             PeerPolicy::Node(_) => "node",
+            PeerPolicy::Advertise(a) => &a.name,
         }
     }
 }
@@ -361,9 +417,10 @@ pub fn evaluate_import(policy: &PeerPolicy, local: &LocalPrefixes, prefix: &IpNe
     let plain = |d| Applied {
         decision: d,
         attrs: None,
+        prepend: 0,
     };
     match policy {
-        PeerPolicy::Default => plain(import_default(local, prefix)),
+        PeerPolicy::Default | PeerPolicy::Advertise(_) => plain(import_default(local, prefix)),
         PeerPolicy::Node(n) => {
             let d = import_default(local, prefix);
             plain(if d.verdict == Verdict::Reject {
@@ -388,9 +445,12 @@ pub fn evaluate_export(
     let plain = |d| Applied {
         decision: d,
         attrs: None,
+        prepend: 0,
     };
     match policy {
         PeerPolicy::Default | PeerPolicy::Node(_) => plain(export_default(locally_originated)),
+        PeerPolicy::Advertise(a) if locally_originated => a.export(prefix, attrs),
+        PeerPolicy::Advertise(_) => plain(export_default(false)),
         PeerPolicy::All => plain(Decision::new(Verdict::Accept, "export all")),
         PeerPolicy::None => plain(Decision::new(Verdict::Reject, "export none")),
         PeerPolicy::Named(n, p) => p.apply(n, prefix, attrs),

@@ -504,3 +504,39 @@ fn pending_coalesces_and_packs_withdrawals_first() {
     };
     assert_eq!(second.nlri.len(), 2, "one UPDATE for both prefixes sharing attributes");
 }
+
+#[test]
+fn an_advertisement_shapes_only_the_nodes_own_routes() {
+    let adv = novanet_bgp::policy::Advertise {
+        name: "NovaBGPAdvertisement tor".into(),
+        withheld: vec![(prefix("10.244.11.0/24"), "podCIDRs: false".into())],
+        communities: vec![64512 << 16 | 100],
+        large_communities: vec![novanet_bgp::wire::types::LargeCommunity {
+            global_admin: 4200000000,
+            local1: 1,
+            local2: 2,
+        }],
+        local_pref: Some(300),
+        prepend: 2,
+    };
+    let policy = PeerPolicy::Advertise(Arc::new(adv));
+    let own = best(LOCAL_PEER, PathAttributes::default());
+    // External: communities added, the AS prepended twice more; no
+    // LOCAL_PREF.
+    let mut ebgp = target(policy.clone(), 65001);
+    let out = ebgp.export(&prefix("10.96.0.0/24"), &own, false).unwrap();
+    assert_eq!(out.as_path, AsPath::from_sequence(vec![65010, 65010, 65010]));
+    assert_eq!(out.communities, vec![64512 << 16 | 100]);
+    assert_eq!(out.large_communities.len(), 1);
+    assert_eq!(out.local_pref, None);
+    // Withheld, and learned routes never go out.
+    let why = ebgp.export(&prefix("10.244.11.0/24"), &own, false).unwrap_err();
+    assert!(why.reason.to_string().contains("podCIDRs: false"), "{}", why.reason);
+    let learned = best(1, attrs(&[65002], "10.0.1.1"));
+    assert!(ebgp.export(&prefix("192.0.2.0/24"), &learned, false).is_err());
+    // Internal: LOCAL_PREF, no prepend.
+    let mut ibgp = target(policy, 65010);
+    let out = ibgp.export(&prefix("10.96.0.0/24"), &own, false).unwrap();
+    assert_eq!(out.local_pref, Some(300));
+    assert!(out.as_path.segments.is_empty(), "{:?}", out.as_path);
+}

@@ -311,7 +311,12 @@ fn check_daemonset(name: &str, docs: &[Value]) {
     assert_eq!(rules[0]["verbs"], serde_json::json!(["get", "list", "watch"]));
     assert_eq!(
         rules[2]["resources"],
-        serde_json::json!(["novabgpclusterconfigs", "novabgppeerprofiles"])
+        serde_json::json!([
+            "novabgpclusterconfigs",
+            "novabgppeerprofiles",
+            "novabgpadvertisements",
+            "novabgpnodeoverrides"
+        ])
     );
     assert_eq!(
         rules[3]["resources"],

@@ -41,6 +41,10 @@ fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
 pub struct Config {
     #[serde(default)]
     pub node_name: String,
+    /// The source address of ToR sessions that set none, from this node's
+    /// NovaBGPNodeOverride (not a key of the file).
+    #[serde(skip)]
+    pub node_source_address: Option<IpAddr>,
     #[serde(default)]
     pub node_ip: Option<IpAddr>,
     #[serde(default)]

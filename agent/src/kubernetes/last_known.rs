@@ -6,6 +6,7 @@
 //! catches up once the watches get through.
 
 use super::nodes::ClusterNode;
+use super::resources::objects::NodeOverrideSpec;
 use super::resources::plan::ResourcePeer;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,9 @@ pub struct Kept {
     /// The peers of the NovaBGPClusterConfig selecting this node.
     #[serde(default)]
     pub resource_peers: Vec<ResourcePeer>,
+    /// This node's NovaBGPNodeOverride.
+    #[serde(default)]
+    pub own_override: Option<NodeOverrideSpec>,
     /// Seconds since the epoch of the last write.
     pub saved_at: u64,
 }
@@ -117,6 +121,13 @@ impl LastKnown {
     /// Keeps the peers the routing resources give this node.
     pub fn keep_resource_peers(&self, peers: &[ResourcePeer]) {
         self.change(|k| k.resource_peers = peers.to_vec());
+    }
+
+    /// Keeps this node's NovaBGPNodeOverride (none: there is none).
+    pub fn keep_own_override(&self, o: Option<NodeOverrideSpec>) {
+        if self.load().own_override != o {
+            self.change(|k| k.own_override = o);
+        }
     }
 
     /// Reads, changes and writes the file, one writer at a time (the mesh

@@ -125,8 +125,17 @@ pub fn complete_config(cfg: &mut Config, own: &ClusterNode) -> anyhow::Result<()
 /// Watches every Node and publishes this node's mesh peers whenever the
 /// mesh or the running configuration changes, until the agent stops. The
 /// configuration gives this node's name, the `asn_mode`, the mesh's
-/// prefix limit and the BFD settings of mesh peers.
-pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, control: Control, kept: LastKnown) {
+/// prefix limit and the BFD settings of mesh peers; `node_as` the local AS
+/// of the nodes with a NovaBGPNodeOverride, which wins over their
+/// annotation and the `asn_mode` rule.
+pub fn spawn_mesh(
+    client: Client,
+    mut config: ConfigRx,
+    peers: PeerSources,
+    control: Control,
+    kept: LastKnown,
+    mut node_as: tokio::sync::watch::Receiver<std::collections::BTreeMap<String, u32>>,
+) {
     tokio::spawn(async move {
         let api: Api<Node> = Api::all(client);
         let (reader, writer) = reflector::store();
@@ -135,6 +144,7 @@ pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, cont
         futures::pin_mut!(stream);
         let mut last: Option<MeshPlan> = None;
         let mut synced = false;
+        let mut overrides_open = true;
         let mut failures = super::watch_failures::WatchFailures::default();
         // Until the first list, the mesh as last seen: the sessions of a
         // restart come back even while the API server is away.
@@ -171,9 +181,26 @@ pub fn spawn_mesh(client: Client, mut config: ConfigRx, peers: PeerSources, cont
                         continue;
                     }
                 }
+                r = node_as.changed(), if overrides_open => {
+                    overrides_open = r.is_ok();
+                    if !overrides_open || !synced {
+                        continue;
+                    }
+                }
             }
             let cfg = config.borrow_and_update().clone();
-            let nodes: Vec<ClusterNode> = reader.state().iter().map(|n| ClusterNode::from_node(n)).collect();
+            let overridden = node_as.borrow_and_update().clone();
+            let nodes: Vec<ClusterNode> = reader
+                .state()
+                .iter()
+                .map(|n| {
+                    let mut node = ClusterNode::from_node(n);
+                    if let Some(asn) = overridden.get(&node.name) {
+                        node.asn = Some(*asn);
+                    }
+                    node
+                })
+                .collect();
             let now = plan(&cfg.node_name, &nodes, cfg.routing.asn_mode);
             if last.as_ref() != Some(&now) {
                 log_changes(last.as_ref(), &now);

@@ -8,12 +8,13 @@
 use crate::config::checked::Checked;
 use crate::config::{node_asn, Config, MeshSource, NodeMesh, PeerEntry};
 use crate::control::owners::PeerTerms;
-use crate::kubernetes::resources::plan::ResourcePeer;
+use crate::kubernetes::resources::plan::{Advertising, ResourcePeer};
 use ipnet::IpNet;
 use novanet_bfd::session::{AuthConfig, SessionConfig};
 use novanet_bfd::transport::{SessionKey, SessionSpec};
-use novanet_bgp::policy::{NodeRoutes, PeerPolicy, PrefixMatch};
+use novanet_bgp::policy::{Advertise, NodeRoutes, PeerPolicy, PrefixMatch};
 use novanet_bgp::speaker::{PeerConfig, PeerRole};
+use novanet_bgp::wire::types::LargeCommunity;
 use novanet_bgp::wire::Family;
 use novanet_proto::api::{AddressFamily, BgpPeer};
 use std::net::IpAddr;
@@ -137,6 +138,12 @@ fn policy(cfg: &Config, name: &str) -> PeerPolicy {
     }
 }
 
+/// The node's source address (its NovaBGPNodeOverride's) for a ToR at
+/// `peer`: only one of the peer's family.
+fn node_source(source: Option<IpAddr>, peer: IpAddr) -> Option<IpAddr> {
+    source.filter(|s| s.is_ipv4() == peer.is_ipv4())
+}
+
 /// A ToR from `routing.peers[]` at `address`: its `neighbor_address`, or
 /// for a peer by interface the link-local address found on that link (it
 /// carries IPv4 and IPv6 unicast unless told otherwise).
@@ -154,7 +161,11 @@ pub fn tor(cfg: &Config, p: &PeerEntry, address: IpAddr) -> PeerSpec {
     set_timers(&mut pc, p.hold_time as u32, p.keepalive as u32);
     pc.passive = p.passive;
     pc.port = p.port;
-    pc.source_address = p.source_address;
+    if p.interface.is_none() {
+        pc.source_address = p
+            .source_address
+            .or_else(|| node_source(cfg.node_source_address, address));
+    }
     pc.ebgp_multihop = p.ebgp_multihop;
     pc.ttl_security_hops = p.ttl_security_hops;
     pc.password = p.password.clone().filter(|s| !s.is_empty());
@@ -198,6 +209,10 @@ pub fn resource_tor(cfg: &Config, p: &ResourcePeer) -> PeerSpec {
         profile.keepalive_seconds.unwrap_or(0),
     );
     pc.ebgp_multihop = profile.ebgp_multihop.unwrap_or(0);
+    pc.source_address = node_source(p.source_address, p.address);
+    if let Some(a) = p.advertising.as_ref().filter(|a| !a.names.is_empty()) {
+        pc.export = PeerPolicy::Advertise(Arc::new(advertise(cfg, a)));
+    }
     pc.password = p.password.clone();
     let limit = profile
         .max_prefix
@@ -212,6 +227,46 @@ pub fn resource_tor(cfg: &Config, p: &ResourcePeer) -> PeerSpec {
         bfd_session(&pc, timers, BfdTimers::node_defaults(cfg))
     });
     PeerSpec { bgp: pc, bfd }
+}
+
+/// The export of a ToR with NovaBGPAdvertisements: the node's PodCIDRs
+/// withheld when none of them advertises them, their communities
+/// (`ASN:VALUE` standard, `ASN:VALUE:VALUE` large; the API server's schema
+/// refused any other), LOCAL_PREF and prepend.
+fn advertise(cfg: &Config, a: &Advertising) -> Advertise {
+    let name = format!("NovaBGPAdvertisement {}", a.names.join(", "));
+    let withheld = if a.pod_cidrs {
+        Vec::new()
+    } else {
+        cfg.pod_cidrs()
+            .into_iter()
+            .map(|p| (p, "podCIDRs: false".to_string()))
+            .collect()
+    };
+    let mut communities = Vec::new();
+    let mut large_communities = Vec::new();
+    for c in &a.communities {
+        let parts: Vec<Option<u32>> = c.split(':').map(|p| p.parse().ok()).collect();
+        match parts.as_slice() {
+            [Some(_), Some(_)] => communities.extend(novanet_bgp::policy::parse_community(c)),
+            [Some(g), Some(l1), Some(l2)] => large_communities.push(LargeCommunity {
+                global_admin: *g,
+                local1: *l1,
+                local2: *l2,
+            }),
+            _ => {
+                tracing::warn!(community = %c, advertisement = %name, "community left out: not ASN:VALUE or ASN:VALUE:VALUE")
+            }
+        }
+    }
+    Advertise {
+        name,
+        withheld,
+        communities,
+        large_communities,
+        local_pref: a.local_preference,
+        prepend: a.as_path_prepend,
+    }
 }
 
 /// A node-mesh peer: the other node's address and per-node AS, multihop

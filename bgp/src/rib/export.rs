@@ -132,7 +132,15 @@ impl ExportTarget {
         }
         let next_hop = self.next_hop_for(family)?;
         match applied.attrs {
-            Some(changed) => Ok(Arc::new(self.rewrite(&changed, local, next_hop))),
+            Some(changed) => {
+                let mut out = self.rewrite(&changed, local, next_hop);
+                if !self.ibgp() {
+                    for _ in 0..applied.prepend {
+                        out.as_path = out.as_path.prepended(self.local_as);
+                    }
+                }
+                Ok(Arc::new(out))
+            }
             None => {
                 let key = (Arc::as_ptr(attrs) as usize, next_hop);
                 if let Some((_, out)) = self.rewrites.get(&key) {

@@ -206,7 +206,7 @@ pub struct PeerStatus {
 }
 
 impl PeerStatus {
-    fn new(cfg: &PeerConfig, local_as: u32) -> Self {
+    pub fn new(cfg: &PeerConfig, local_as: u32) -> Self {
         PeerStatus {
             neighbor_address: cfg.address,
             interface: cfg.interface.clone(),

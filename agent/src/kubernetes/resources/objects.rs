@@ -31,6 +31,28 @@ pub struct ClusterConfigSpec {
     pub node_selector: LabelSelector,
     #[serde(default)]
     pub peers: Vec<ClusterPeer>,
+    /// Which NovaBGPAdvertisements go to these peers (by their labels).
+    #[serde(default)]
+    pub advertisement_selector: Option<LabelSelector>,
+}
+
+/// `NovaBGPAdvertisement.spec`: what the node's own routes carry to the
+/// peers of the cluster configs selecting it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdvertisementSpec {
+    #[serde(default = "yes", rename = "podCIDRs")]
+    pub pod_cidrs: bool,
+    #[serde(default)]
+    pub communities: Vec<String>,
+    #[serde(default)]
+    pub local_preference: Option<u32>,
+    #[serde(default)]
+    pub as_path_prepend: Option<u8>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One ToR of a cluster config.
@@ -98,6 +120,19 @@ pub struct MaxPrefix {
     pub ipv4: Option<u32>,
     #[serde(default)]
     pub ipv6: Option<u32>,
+}
+
+/// `NovaBGPNodeOverride.spec` (the object's name is the node's): this
+/// node's own BGP identity, over the configuration's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeOverrideSpec {
+    #[serde(default, rename = "routerID")]
+    pub router_id: Option<std::net::Ipv4Addr>,
+    #[serde(default, rename = "localAS")]
+    pub local_as: Option<u32>,
+    #[serde(default)]
+    pub source_address: Option<IpAddr>,
 }
 
 /// A standard label selector (`matchLabels`, `matchExpressions`); empty

@@ -1,9 +1,10 @@
 //! What the routing resources ask of this node (pure): the cluster config
-//! selecting it, its peers with their profiles and passwords, and the
-//! conditions an operator must see (two configs for one node, a missing
-//! profile or Secret, a peer this release cannot dial).
+//! selecting it, its peers with their profiles, passwords and what is
+//! advertised to them, and the conditions an operator must see (two
+//! configs for one node, a missing profile or Secret, advertisements that
+//! disagree, a peer this release cannot dial).
 
-use super::objects::{ClusterConfigSpec, PeerProfileSpec};
+use super::objects::{AdvertisementSpec, ClusterConfigSpec, LabelSelector, NodeOverrideSpec, PeerProfileSpec};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -18,6 +19,23 @@ pub struct Inputs<'a> {
     pub secrets: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// The agent's namespace, for messages.
     pub namespace: &'a str,
+    /// This node's NovaBGPNodeOverride.
+    pub own_override: Option<&'a NodeOverrideSpec>,
+    /// Every NovaBGPAdvertisement by name: its labels and spec.
+    pub advertisements: &'a BTreeMap<String, (BTreeMap<String, String>, AdvertisementSpec)>,
+}
+
+/// What the node's own routes carry to a peer: the NovaBGPAdvertisements
+/// its cluster config selects, merged (communities together, the first
+/// LOCAL_PREF by name, the longest prepend; the PodCIDRs unless none of
+/// them advertises them).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Advertising {
+    pub names: Vec<String>,
+    pub pod_cidrs: bool,
+    pub communities: Vec<String>,
+    pub local_preference: Option<u32>,
+    pub as_path_prepend: u8,
 }
 
 /// One ToR of the selected config, with what its profile says.
@@ -30,6 +48,12 @@ pub struct ResourcePeer {
     /// The profile named by `profileRef` (its defaults when none is).
     pub profile: PeerProfileSpec,
     pub password: Option<String>,
+    /// The source address of the node's override (the peer's family).
+    #[serde(default)]
+    pub source_address: Option<IpAddr>,
+    /// The advertisements selected; none: the node's routes as they are.
+    #[serde(default)]
+    pub advertising: Option<Advertising>,
 }
 
 /// Something wrong the operator must see (on the node's state and in the
@@ -71,6 +95,10 @@ pub fn plan(inputs: &Inputs) -> Plan {
         });
     }
     out.config = Some(name.to_string());
+    let advertising = config
+        .advertisement_selector
+        .as_ref()
+        .map(|selector| advertising(name, selector, inputs.advertisements, &mut out.conditions));
     for p in &config.peers {
         let what = format!("peer {} of NovaBGPClusterConfig {name}", p.name);
         let Some(address) = p.address else {
@@ -139,9 +167,61 @@ pub fn plan(inputs: &Inputs) -> Plan {
             remote_as: p.remote_as,
             profile,
             password,
+            source_address: inputs
+                .own_override
+                .and_then(|o| o.source_address)
+                .filter(|s| s.is_ipv4() == address.is_ipv4()),
+            advertising: advertising.clone(),
         });
     }
     out.conditions.sort();
+    out
+}
+
+/// The advertisements `selector` picks, merged; a selector that picks
+/// none, or advertisements that disagree, are conditions.
+fn advertising(
+    config: &str,
+    selector: &LabelSelector,
+    all: &BTreeMap<String, (BTreeMap<String, String>, AdvertisementSpec)>,
+    conditions: &mut Vec<Condition>,
+) -> Advertising {
+    let mut out = Advertising::default();
+    let mut pref_from: Option<&str> = None;
+    for (name, (_, spec)) in all.iter().filter(|(_, (labels, _))| selector.matches(labels)) {
+        out.names.push(name.clone());
+        out.pod_cidrs |= spec.pod_cidrs;
+        for c in &spec.communities {
+            if !out.communities.contains(c) {
+                out.communities.push(c.clone());
+            }
+        }
+        if let Some(lp) = spec.local_preference {
+            match (out.local_preference, pref_from) {
+                (None, _) => {
+                    out.local_preference = Some(lp);
+                    pref_from = Some(name);
+                }
+                (Some(first), Some(from)) if first != lp => conditions.push(Condition {
+                    reason: "AdvertisementConflict",
+                    message: format!(
+                        "NovaBGPAdvertisements {from} and {name} (both selected by NovaBGPClusterConfig {config}) set localPreference {first} and {lp}; {first} (the first by name) is used"
+                    ),
+                }),
+                _ => {}
+            }
+        }
+        out.as_path_prepend = out.as_path_prepend.max(spec.as_path_prepend.unwrap_or(0));
+    }
+    if out.names.is_empty() {
+        out.pod_cidrs = true;
+        conditions.push(Condition {
+            reason: "AdvertisementMissing",
+            message: format!(
+                "the advertisementSelector of NovaBGPClusterConfig {config} selects no NovaBGPAdvertisement; the node's PodCIDRs go out without attributes"
+            ),
+        });
+    }
     out
 }
 
@@ -174,6 +254,8 @@ mod tests {
             profiles: &profiles,
             secrets: &s,
             namespace: "nova-system",
+            own_override: None,
+            advertisements: &BTreeMap::new(),
         })
     }
 
@@ -256,5 +338,63 @@ mod tests {
             "{:?}",
             p.conditions
         );
+    }
+
+    #[test]
+    fn selected_advertisements_merge_and_disagreements_are_said() {
+        let cfgs = configs(json!({
+            "rack-a": {"nodeSelector": {}, "advertisementSelector": {"matchLabels": {"to": "tor"}},
+                       "peers": [{"name": "tor1", "address": "10.1.0.1", "remoteAS": 65001}]}
+        }));
+        let adv = |labels: serde_json::Value, spec: serde_json::Value| {
+            (
+                serde_json::from_value::<BTreeMap<String, String>>(labels).unwrap(),
+                serde_json::from_value::<AdvertisementSpec>(spec).unwrap(),
+            )
+        };
+        let mut advertisements = BTreeMap::new();
+        advertisements.insert(
+            "a".to_string(),
+            adv(
+                json!({"to": "tor"}),
+                json!({"communities": ["64512:1"], "localPreference": 200, "asPathPrepend": 1}),
+            ),
+        );
+        advertisements.insert(
+            "b".to_string(),
+            adv(json!({"to": "tor"}), json!({"podCIDRs": false, "communities": ["64512:1", "64512:2"], "localPreference": 50, "asPathPrepend": 3})),
+        );
+        advertisements.insert(
+            "c".to_string(),
+            adv(json!({"to": "elsewhere"}), json!({"communities": ["1:1"]})),
+        );
+        let labels = BTreeMap::new();
+        let plan_with = |advertisements: &BTreeMap<String, (BTreeMap<String, String>, AdvertisementSpec)>| {
+            plan(&Inputs {
+                node_labels: &labels,
+                configs: &cfgs,
+                profiles: &BTreeMap::new(),
+                secrets: &BTreeMap::new(),
+                namespace: "nova-system",
+                own_override: None,
+                advertisements,
+            })
+        };
+        let p = plan_with(&advertisements);
+        let a = p.peers[0].advertising.clone().unwrap();
+        assert_eq!(a.names, ["a", "b"]);
+        assert!(a.pod_cidrs, "one of them advertises the PodCIDRs");
+        assert_eq!(a.communities, ["64512:1", "64512:2"]);
+        assert_eq!((a.local_preference, a.as_path_prepend), (Some(200), 3));
+        assert_eq!(p.conditions[0].reason, "AdvertisementConflict");
+        assert!(
+            p.conditions[0].message.contains("200 (the first by name) is used"),
+            "{:?}",
+            p.conditions
+        );
+
+        let none = plan_with(&BTreeMap::new());
+        assert_eq!(none.conditions[0].reason, "AdvertisementMissing");
+        assert!(none.peers[0].advertising.as_ref().unwrap().names.is_empty());
     }
 }

@@ -1,5 +1,6 @@
 //! This node's `NovaBGPNodeState`: every BGP peer as the speaker sees it
-//! and the routing resources' conditions, written by the node's agent
+//! and the conditions (the routing resources', an AS this node shares
+//! with another, a peer closed at its prefix limit), written by the node's agent
 //! through the status subresource (server-side apply, field manager
 //! `novanet-agent`). Written only when something changed and at most once
 //! per [`MIN_INTERVAL`] (a flapping peer cannot flood the API server), and
@@ -80,12 +81,46 @@ fn conditions_view(now: &[Condition], since: &mut BTreeMap<&'static str, u64>) -
         .collect()
 }
 
+/// The conditions the node's own state gives: the AS this node shares
+/// with other nodes of the mesh (`collisions`, as the mesh found them),
+/// and every peer whose session was closed at its prefix limit.
+pub fn node_conditions(node: &str, collisions: &[(u32, Vec<String>)], peers: &[PeerStatus]) -> Vec<Condition> {
+    let mut out = Vec::new();
+    for (asn, names) in collisions.iter().filter(|(_, n)| n.iter().any(|x| x == node)) {
+        let others: Vec<&str> = names.iter().map(String::as_str).filter(|n| *n != node).collect();
+        out.push(Condition {
+            reason: "ASCollision",
+            message: format!(
+                "AS {asn} is also the AS of node {}: each refuses routes whose AS path holds its own AS, so routes between them through the fabric are lost; give each node its own AS (asn_mode, the novanet.io/asn annotation or a NovaBGPNodeOverride localAS)",
+                others.join(", ")
+            ),
+        });
+    }
+    for p in peers {
+        let closed = [&p.last_notification_sent, &p.last_error]
+            .into_iter()
+            .flatten()
+            .find(|e| e.contains("maximum prefixes"));
+        if let (Some(why), false) = (closed, p.state == "Established") {
+            out.push(Condition {
+                reason: "PrefixLimitHit",
+                message: format!(
+                    "peer {} ({}) closed at its prefix limit ({why}); it comes back after its restart interval or a reset",
+                    p.neighbor_address, p.description
+                ),
+            });
+        }
+    }
+    out
+}
+
 /// Writes this node's state until the agent stops.
 pub fn spawn(
     client: Client,
     node: String,
     heartbeat: Duration,
     speaker: Speaker,
+    control: crate::control::Control,
     mut conditions: watch::Receiver<Vec<Condition>>,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &api_resource("NovaBGPNodeState", "novabgpnodestates"));
@@ -102,12 +137,17 @@ pub fn spawn(
                 _ = tick.tick() => {}
                 r = conditions.changed() => if r.is_err() { return },
             }
-            let peers: Vec<Value> = speaker.peers().iter().map(peer_view).collect();
+            let statuses = speaker.peers();
+            let peers: Vec<Value> = statuses.iter().map(peer_view).collect();
             let up = peers.iter().filter(|p| p["state"] == "Established").count();
+            let collisions = control.asn_collisions.lock().expect("collisions").clone();
+            let mut all = conditions.borrow_and_update().clone();
+            all.extend(node_conditions(&node, &collisions, &statuses));
+            all.sort();
             let content = json!({
                 "peersSummary": format!("{up}/{}", peers.len()),
                 "peers": peers,
-                "conditions": conditions_view(&conditions.borrow_and_update(), &mut since),
+                "conditions": conditions_view(&all, &mut since),
             });
             let due = match &written {
                 None => true,
@@ -155,4 +195,32 @@ pub fn spawn(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use novanet_bgp::speaker::PeerConfig;
+
+    #[test]
+    fn a_shared_as_and_a_peer_closed_at_its_limit_are_conditions() {
+        let collisions = vec![
+            (65010, vec!["n1".to_string(), "n2".to_string(), "n3".to_string()]),
+            (65020, vec!["n4".to_string(), "n5".to_string()]),
+        ];
+        let mut tor = PeerStatus::new(&PeerConfig::new("10.1.0.1".parse().unwrap(), 65001), 65010);
+        tor.state = "Idle".into();
+        tor.last_notification_sent = Some("cease: maximum prefixes reached (6/1)".into());
+        let c = node_conditions("n2", &collisions, std::slice::from_ref(&tor));
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(c[0].reason, "ASCollision");
+        assert!(c[0].message.contains("AS 65010 is also the AS of node n1, n3"), "{c:?}");
+        assert_eq!(c[1].reason, "PrefixLimitHit");
+        assert!(c[1].message.contains("10.1.0.1"), "{c:?}");
+        tor.state = "Established".into();
+        assert!(
+            node_conditions("n9", &collisions, &[tor]).is_empty(),
+            "up again: no condition"
+        );
+    }
 }

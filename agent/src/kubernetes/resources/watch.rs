@@ -1,13 +1,15 @@
-//! The watches behind the routing resources: every NovaBGPClusterConfig
-//! and NovaBGPPeerProfile, the Secrets of the agent's namespace (profile
-//! passwords) and this node's own Node (its labels pick the config). Any
-//! change recomputes the plan; its peers go to the peer pipeline, which
-//! touches only the sessions whose settings changed. Until every watch
+//! The watches behind the routing resources: every NovaBGPClusterConfig,
+//! NovaBGPPeerProfile, NovaBGPAdvertisement and NovaBGPNodeOverride, the Secrets of the agent's
+//! namespace (profile passwords) and this node's own Node (its labels pick
+//! the config). Any change recomputes the plan; its peers go to the peer
+//! pipeline, which touches only the sessions whose settings changed; this
+//! node's override goes to the running configuration, every node's local
+//! AS to the node mesh. Until every watch
 //! has listed, the peers as last seen are published (kept beside the
 //! socket, [`LastKnown`]): a restart while the API server is away still
 //! brings the rack's ToR sessions back.
 
-use super::objects::{api_resource, ClusterConfigSpec, PeerProfileSpec};
+use super::objects::{api_resource, AdvertisementSpec, ClusterConfigSpec, NodeOverrideSpec, PeerProfileSpec};
 use super::plan::{plan, Condition, Inputs, Plan};
 use crate::config::ConfigRx;
 use crate::kubernetes::last_known::LastKnown;
@@ -82,16 +84,33 @@ struct Changed {
     listed: AtomicUsize,
 }
 
+/// What the resources publish besides the peers.
+pub struct Published {
+    /// The plan's conditions as they change.
+    pub conditions: tokio::sync::watch::Receiver<Vec<Condition>>,
+    /// This node's NovaBGPNodeOverride as it changes (from the first
+    /// complete list on).
+    pub identity: tokio::sync::watch::Receiver<Option<NodeOverrideSpec>>,
+    /// The local AS every NovaBGPNodeOverride gives its node, by node name.
+    pub node_as: tokio::sync::watch::Receiver<BTreeMap<String, u32>>,
+}
+
+/// The number of watches that must have listed before anything is planned.
+const WATCHES: usize = 6;
+
 /// Starts the watches and the planning task; the agent's namespace holds
-/// the password Secrets. Returns the plan's conditions as they change.
+/// the password Secrets. `identity` is the override read at start.
 pub fn spawn(
     client: Client,
     config: ConfigRx,
     peers: PeerSources,
     namespace: String,
     kept: LastKnown,
-) -> tokio::sync::watch::Receiver<Vec<Condition>> {
+    identity: Option<NodeOverrideSpec>,
+) -> Published {
     let (conditions_tx, conditions) = tokio::sync::watch::channel(Vec::new());
+    let (identity_tx, identity_rx) = tokio::sync::watch::channel(identity);
+    let (node_as_tx, node_as) = tokio::sync::watch::channel(BTreeMap::new());
     let changed = Arc::new(Changed::default());
     let node_name = config.borrow().node_name.clone();
     let configs_ar = api_resource("NovaBGPClusterConfig", "novabgpclusterconfigs");
@@ -109,6 +128,22 @@ pub fn spawn(
         "NovaBGPPeerProfiles",
         changed.clone(),
         profiles_ar,
+    );
+    let advertisements_ar = api_resource("NovaBGPAdvertisement", "novabgpadvertisements");
+    let advertisements = watch_with(
+        Api::<DynamicObject>::all_with(client.clone(), &advertisements_ar),
+        watcher::Config::default(),
+        "NovaBGPAdvertisements",
+        changed.clone(),
+        advertisements_ar,
+    );
+    let overrides_ar = api_resource("NovaBGPNodeOverride", "novabgpnodeoverrides");
+    let overrides = watch_with(
+        Api::<DynamicObject>::all_with(client.clone(), &overrides_ar),
+        watcher::Config::default(),
+        "NovaBGPNodeOverrides",
+        changed.clone(),
+        overrides_ar,
     );
     let secrets = watch(
         Api::<Secret>::namespaced(client.clone(), &namespace),
@@ -141,9 +176,28 @@ pub fn spawn(
         loop {
             changed.notify.notified().await;
             tokio::time::sleep(SETTLE).await;
-            if changed.listed.load(Ordering::SeqCst) < 4 {
+            if changed.listed.load(Ordering::SeqCst) < WATCHES {
                 continue;
             }
+            let overrides = specs::<NodeOverrideSpec>(&overrides, "NovaBGPNodeOverride");
+            let own_override = overrides.get(&node_name).copied();
+            identity_tx.send_if_modified(|held| {
+                if *held == own_override {
+                    return false;
+                }
+                kept.keep_own_override(own_override);
+                *held = own_override;
+                true
+            });
+            let by_node: BTreeMap<String, u32> = overrides
+                .iter()
+                .filter_map(|(name, o)| Some((name.clone(), o.local_as?)))
+                .collect();
+            node_as_tx.send_if_modified(|held| {
+                let changed = *held != by_node;
+                *held = by_node;
+                changed
+            });
             let labels: BTreeMap<String, String> = node
                 .state()
                 .first()
@@ -153,6 +207,7 @@ pub fn spawn(
                 .collect();
             let configs = specs::<ClusterConfigSpec>(&configs, "NovaBGPClusterConfig");
             let profiles = specs::<PeerProfileSpec>(&profiles, "NovaBGPPeerProfile");
+            let advertisements = labelled_specs::<AdvertisementSpec>(&advertisements, "NovaBGPAdvertisement");
             let secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>> = secrets
                 .state()
                 .iter()
@@ -167,6 +222,8 @@ pub fn spawn(
                 profiles: &profiles,
                 secrets: &secrets,
                 namespace: &namespace,
+                own_override: own_override.as_ref(),
+                advertisements: &advertisements,
             });
             if now == last {
                 continue;
@@ -194,12 +251,27 @@ pub fn spawn(
             last = now;
         }
     });
-    conditions
+    Published {
+        conditions,
+        identity: identity_rx,
+        node_as,
+    }
 }
 
 /// Every object's spec by name; one that does not read (a schema the
 /// agent does not know) is left out and said.
 fn specs<T: serde::de::DeserializeOwned>(store: &Store<DynamicObject>, kind: &str) -> BTreeMap<String, T> {
+    labelled_specs(store, kind)
+        .into_iter()
+        .map(|(name, (_, spec))| (name, spec))
+        .collect()
+}
+
+/// Every object's labels and spec by name, as [`specs`].
+fn labelled_specs<T: serde::de::DeserializeOwned>(
+    store: &Store<DynamicObject>,
+    kind: &str,
+) -> BTreeMap<String, (BTreeMap<String, String>, T)> {
     store
         .state()
         .iter()
@@ -207,7 +279,7 @@ fn specs<T: serde::de::DeserializeOwned>(store: &Store<DynamicObject>, kind: &st
             let name = o.metadata.name.clone()?;
             let spec = o.data.get("spec").cloned().unwrap_or(serde_json::Value::Null);
             match serde_json::from_value::<T>(spec) {
-                Ok(s) => Some((name, s)),
+                Ok(s) => Some((name, (o.metadata.labels.clone().unwrap_or_default(), s))),
                 Err(e) => {
                     tracing::warn!(kind, name, error = %e, "resource left out: its spec does not read");
                     None
