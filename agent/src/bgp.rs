@@ -45,6 +45,8 @@ pub struct Routing {
     /// Speaker events from before the first peer was added (for the event
     /// sources, which start later).
     pub events: tokio::sync::broadcast::Receiver<SpeakerEvent>,
+    /// Unnumbered links other sources ask for, and the neighbors found.
+    pub links: crate::unnumbered::Links,
 }
 
 /// How often the FIB compares itself with the kernel.
@@ -97,7 +99,7 @@ pub async fn start(config: &crate::config::ConfigRx) -> anyhow::Result<Routing> 
         tracing::info!(prefix = %pod_cidr, "PodCIDR advertised");
     }
     let peers = crate::peers::spawn(speaker.clone(), bfd.clone(), crate::peers::spec::from_config(cfg));
-    crate::unnumbered::spawn(
+    let links = crate::unnumbered::spawn(
         config.clone(),
         fib.is_some().then_some(scopes),
         peers.sources.unnumbered.clone(),
@@ -114,6 +116,7 @@ pub async fn start(config: &crate::config::ConfigRx) -> anyhow::Result<Routing> 
         bfd,
         peers,
         events,
+        links,
     })
 }
 

@@ -24,6 +24,7 @@ pub mod bgp;
 pub mod cni;
 pub mod config;
 pub mod control;
+pub mod gateways;
 pub mod kubernetes;
 pub mod lifecycle;
 pub mod metrics;

@@ -256,6 +256,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             namespace,
             kubernetes::last_known::LastKnown::beside(std::path::Path::new(&cfg.listen_socket)),
             identity,
+            routing.links.clone(),
         );
         kubernetes::resources::state::spawn(
             client.clone(),

@@ -194,13 +194,16 @@ pub fn tor(cfg: &Config, p: &PeerEntry, address: IpAddr) -> PeerSpec {
     PeerSpec { bgp: pc, bfd }
 }
 
-/// A ToR of a `NovaBGPClusterConfig`: its address and AS, its
-/// `NovaBGPPeerProfile`'s timers, BFD, password, multihop and prefix limit
-/// (the limit of the session's address family) over the same defaults as
-/// `routing.peers[]`; default import and export.
-pub fn resource_tor(cfg: &Config, p: &ResourcePeer) -> PeerSpec {
+/// A ToR of a `NovaBGPClusterConfig` at `address` (the peer's, or for a
+/// peer by interface the link-local address found on that link, carrying
+/// IPv4 and IPv6 unicast): its AS (0: any), its `NovaBGPPeerProfile`'s
+/// timers, BFD (not on an unnumbered link), password, multihop and prefix
+/// limit (the session's address family's; the larger of the two on a link)
+/// over the same defaults as `routing.peers[]`; default import, the
+/// advertisements' export.
+pub fn resource_tor(cfg: &Config, p: &ResourcePeer, address: IpAddr) -> PeerSpec {
     let profile = &p.profile;
-    let mut pc = PeerConfig::new(p.address, p.remote_as);
+    let mut pc = PeerConfig::new(address, p.remote_as);
     pc.description = format!("{} (NovaBGPClusterConfig {})", p.name, p.config);
     pc.role = PeerRole::Tor;
     set_timers(
@@ -208,17 +211,29 @@ pub fn resource_tor(cfg: &Config, p: &ResourcePeer) -> PeerSpec {
         profile.hold_time_seconds.unwrap_or(0),
         profile.keepalive_seconds.unwrap_or(0),
     );
-    pc.ebgp_multihop = profile.ebgp_multihop.unwrap_or(0);
-    pc.source_address = node_source(p.source_address, p.address);
+    let limits = profile.max_prefix.unwrap_or_default();
+    let limit = match &p.interface {
+        Some(name) => {
+            pc.interface = Some(name.clone());
+            pc.families = vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST];
+            limits.ipv4.max(limits.ipv6)
+        }
+        None => {
+            pc.ebgp_multihop = profile.ebgp_multihop.unwrap_or(0);
+            pc.source_address = node_source(p.source_address, address);
+            if address.is_ipv4() {
+                limits.ipv4
+            } else {
+                limits.ipv6
+            }
+        }
+    };
     if let Some(a) = p.advertising.as_ref().filter(|a| !a.names.is_empty()) {
         pc.export = PeerPolicy::Advertise(Arc::new(advertise(cfg, a)));
     }
     pc.password = p.password.clone();
-    let limit = profile
-        .max_prefix
-        .and_then(|m| if p.address.is_ipv4() { m.ipv4 } else { m.ipv6 });
     set_prefix_limit(&mut pc, limit.unwrap_or(0), None);
-    let bfd = profile.bfd.map(|b| {
+    let bfd = profile.bfd.filter(|_| p.interface.is_none()).map(|b| {
         let timers = BfdTimers {
             min_rx_ms: b.min_rx_ms,
             min_tx_ms: b.min_tx_ms,

@@ -10,7 +10,9 @@
 //! The manager turns what the links found into peers for the peer applier
 //! (its own source, beside the configuration's addressed peers), and tells
 //! the FIB each neighbor's interface first (a link-local next hop means
-//! nothing without its link).
+//! nothing without its link). Other sources (the routing resources' peers
+//! by interface) ask for links too ([`Links`]) and build their own peers
+//! from the neighbors found.
 
 pub mod ra;
 pub mod socket;
@@ -39,6 +41,13 @@ pub struct Found {
     pub ifindex: u32,
 }
 
+/// The links other sources ask for, and the neighbors found on every link.
+#[derive(Clone)]
+pub struct Links {
+    pub wanted: watch::Sender<std::collections::BTreeSet<String>>,
+    pub found: watch::Receiver<HashMap<String, Found>>,
+}
+
 /// The interfaces of the configuration's peers by interface.
 fn interfaces(cfg: &Config) -> Vec<String> {
     cfg.routing.peers.iter().filter_map(|p| p.interface.clone()).collect()
@@ -60,20 +69,42 @@ pub fn peers(cfg: &Config, found: &HashMap<String, Found>) -> Vec<PeerSpec> {
 /// new peers by interface start, links no longer configured stop and their
 /// peers go); peers go to `out`, neighbors' interfaces to `scopes` (when
 /// the FIB runs).
-pub fn spawn(mut config_rx: ConfigRx, scopes: Option<LinkLocalScopes>, out: watch::Sender<Vec<PeerSpec>>) {
+pub fn spawn(config_rx: ConfigRx, scopes: Option<LinkLocalScopes>, out: watch::Sender<Vec<PeerSpec>>) -> Links {
+    let (wanted_tx, wanted_rx) = watch::channel(Default::default());
+    let (found_tx, found_rx) = watch::channel(HashMap::new());
+    manage(config_rx, scopes, out, wanted_rx, found_tx);
+    Links {
+        wanted: wanted_tx,
+        found: found_rx,
+    }
+}
+
+fn manage(
+    mut config_rx: ConfigRx,
+    scopes: Option<LinkLocalScopes>,
+    out: watch::Sender<Vec<PeerSpec>>,
+    mut others: watch::Receiver<std::collections::BTreeSet<String>>,
+    found_out: watch::Sender<HashMap<String, Found>>,
+) {
     tokio::spawn(async move {
         let (found_tx, mut found_rx) = mpsc::channel::<(String, Found)>(16);
         let mut links: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
         let mut found: HashMap<String, Found> = HashMap::new();
+        let mut others_open = true;
         loop {
             let cfg = config_rx.borrow_and_update().clone();
-            let wanted = interfaces(&cfg);
+            let mut wanted = interfaces(&cfg);
+            for name in others.borrow_and_update().iter() {
+                if !wanted.contains(name) {
+                    wanted.push(name.clone());
+                }
+            }
             links.retain(|name, task| {
                 let keep = wanted.contains(name);
                 if !keep {
                     task.abort();
                     found.remove(name);
-                    tracing::info!(interface = %name, "unnumbered link no longer configured");
+                    tracing::info!(interface = %name, "unnumbered link no longer wanted");
                 }
                 keep
             });
@@ -89,7 +120,16 @@ pub fn spawn(mut config_rx: ConfigRx, scopes: Option<LinkLocalScopes>, out: watc
                 }
             }
             out.send_replace(peers(&cfg, &found));
+            found_out.send_if_modified(|held| {
+                let changed = *held != found;
+                held.clone_from(&found);
+                changed
+            });
             tokio::select! {
+                r = others.changed(), if others_open => {
+                    // Gone: the links other sources asked for stay.
+                    others_open = r.is_ok();
+                },
                 r = config_rx.changed() => if r.is_err() {
                     for task in links.values() {
                         task.abort();

@@ -98,6 +98,8 @@ pub enum PeerRole {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerConfig {
     pub address: IpAddr,
+    /// The peer's AS; 0 takes whatever AS its OPEN names (external or
+    /// internal as that AS is).
     pub remote_as: u32,
     pub description: String,
     pub role: PeerRole,

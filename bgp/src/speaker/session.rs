@@ -123,6 +123,7 @@ pub(crate) enum StatusChange {
     NotificationSent(String),
     NotificationReceived(String),
     Established {
+        remote_as: u32,
         remote_router_id: std::net::Ipv4Addr,
         families: Vec<String>,
     },
@@ -142,9 +143,12 @@ impl StatusChange {
             StatusChange::NotificationSent(n) => st.last_notification_sent = Some(n.clone()),
             StatusChange::NotificationReceived(n) => st.last_notification_received = Some(n.clone()),
             StatusChange::Established {
+                remote_as,
                 remote_router_id,
                 families,
             } => {
+                // A peer configured with AS 0 shows the AS it opened with.
+                st.remote_as = *remote_as;
                 st.remote_router_id = Some(*remote_router_id);
                 st.families = families.clone();
                 st.last_error = None;
@@ -746,6 +750,7 @@ impl PeerSession {
             .local
             .unwrap_or_else(|| SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
         self.status(StatusChange::Established {
+            remote_as: n.remote_as,
             remote_router_id: n.remote_id,
             families: n.families.iter().map(|f| f.to_string()).collect(),
         });
@@ -901,7 +906,14 @@ impl PeerSession {
     /// before).
     fn import(&self, u: Update) -> (AttrRuns, Vec<Nlri>) {
         let local_as = self.speaker.local_as;
-        let ebgp = self.config.remote_as != local_as;
+        // The AS the peer opened with (the configured one, or any when the
+        // configuration says 0).
+        let remote_as = self
+            .primary
+            .fsm
+            .negotiated()
+            .map_or(self.config.remote_as, |n| n.remote_as);
+        let ebgp = remote_as != local_as;
         let mut withdraw: Vec<Nlri> = u.withdrawals().copied().collect();
         let mut announce = AttrRuns::new();
         let mut base = u.attrs.clone();
@@ -922,7 +934,7 @@ impl PeerSession {
             Some("AS path holds confederation segments from an external peer")
         } else if base.as_path.contains(local_as) {
             Some("AS path contains our AS")
-        } else if ebgp && base.as_path.first_as() != Some(self.config.remote_as) {
+        } else if ebgp && base.as_path.first_as() != Some(remote_as) {
             Some("first AS is not the peer's AS")
         } else {
             None

@@ -2,7 +2,7 @@
 //! selecting it, its peers with their profiles, passwords and what is
 //! advertised to them, and the conditions an operator must see (two
 //! configs for one node, a missing profile or Secret, advertisements that
-//! disagree, a peer this release cannot dial).
+//! disagree, no default gateway to peer with).
 
 use super::objects::{AdvertisementSpec, ClusterConfigSpec, LabelSelector, NodeOverrideSpec, PeerProfileSpec};
 use std::collections::BTreeMap;
@@ -23,6 +23,9 @@ pub struct Inputs<'a> {
     pub own_override: Option<&'a NodeOverrideSpec>,
     /// Every NovaBGPAdvertisement by name: its labels and spec.
     pub advertisements: &'a BTreeMap<String, (BTreeMap<String, String>, AdvertisementSpec)>,
+    /// The node's default gateways (IPv4 first), for peers by
+    /// `autoDiscovery: {mode: DefaultGateway}`.
+    pub default_gateways: &'a [IpAddr],
 }
 
 /// What the node's own routes carry to a peer: the NovaBGPAdvertisements
@@ -43,7 +46,12 @@ pub struct Advertising {
 pub struct ResourcePeer {
     pub config: String,
     pub name: String,
-    pub address: IpAddr,
+    /// The peer's address (given, or the node's default gateway); none for
+    /// a peer by interface, dialled at the link-local address its Router
+    /// Advertisements give.
+    pub address: Option<IpAddr>,
+    #[serde(default)]
+    pub interface: Option<String>,
     pub remote_as: u32,
     /// The profile named by `profileRef` (its defaults when none is).
     pub profile: PeerProfileSpec,
@@ -101,27 +109,39 @@ pub fn plan(inputs: &Inputs) -> Plan {
         .map(|selector| advertising(name, selector, inputs.advertisements, &mut out.conditions));
     for p in &config.peers {
         let what = format!("peer {} of NovaBGPClusterConfig {name}", p.name);
-        let Some(address) = p.address else {
-            let how = if p.interface.is_some() {
-                "interface"
-            } else {
-                "autoDiscovery"
-            };
-            out.conditions.push(Condition {
-                reason: "PeerUnsupported",
-                message: format!(
-                    "{what}: peers by {how} are not taken from the resources in this release (use routing.peers)"
-                ),
-            });
-            continue;
+        let address = match (p.address, &p.interface, &p.auto_discovery) {
+            (Some(a), ..) => Some(a),
+            (None, Some(_), _) => None,
+            (None, None, Some(d)) => {
+                let mode = d.get("mode").and_then(|m| m.as_str()).unwrap_or_default();
+                if mode != "DefaultGateway" {
+                    out.conditions.push(Condition {
+                        reason: "PeerUnsupported",
+                        message: format!("{what}: autoDiscovery mode {mode:?} is not known (DefaultGateway is)"),
+                    });
+                    continue;
+                }
+                match inputs.default_gateways.first() {
+                    Some(gw) => Some(*gw),
+                    None => {
+                        out.conditions.push(Condition {
+                            reason: "GatewayMissing",
+                            message: format!(
+                                "{what}: this node has no default route to take the peer's address from; the peer waits for one"
+                            ),
+                        });
+                        continue;
+                    }
+                }
+            }
+            (None, None, None) => {
+                out.conditions.push(Condition {
+                    reason: "PeerUnsupported",
+                    message: format!("{what}: none of address, interface or autoDiscovery"),
+                });
+                continue;
+            }
         };
-        if p.remote_as == 0 {
-            out.conditions.push(Condition {
-                reason: "PeerUnsupported",
-                message: format!("{what}: remoteAS 0 (taken from the peer's OPEN) is not supported in this release"),
-            });
-            continue;
-        }
         let profile = match &p.profile_ref {
             None => PeerProfileSpec::default(),
             Some(r) => match inputs.profiles.get(r) {
@@ -164,13 +184,14 @@ pub fn plan(inputs: &Inputs) -> Plan {
             config: name.to_string(),
             name: p.name.clone(),
             address,
+            interface: if address.is_none() { p.interface.clone() } else { None },
             remote_as: p.remote_as,
             profile,
             password,
             source_address: inputs
                 .own_override
                 .and_then(|o| o.source_address)
-                .filter(|s| s.is_ipv4() == address.is_ipv4()),
+                .filter(|s| address.is_some_and(|a| s.is_ipv4() == a.is_ipv4())),
             advertising: advertising.clone(),
         });
     }
@@ -256,6 +277,7 @@ mod tests {
             namespace: "nova-system",
             own_override: None,
             advertisements: &BTreeMap::new(),
+            default_gateways: &[],
         })
     }
 
@@ -273,7 +295,7 @@ mod tests {
     fn a_node_takes_its_racks_peers_only() {
         let p = run(&[("zone", "a")], &racks(), json!({"tor": {"holdTimeSeconds": 9}}), &[]);
         assert_eq!(p.config.as_deref(), Some("rack-a"));
-        let addrs: Vec<String> = p.peers.iter().map(|x| x.address.to_string()).collect();
+        let addrs: Vec<String> = p.peers.iter().map(|x| x.address.unwrap().to_string()).collect();
         assert_eq!(addrs, ["10.1.0.1", "10.1.0.2"]);
         assert_eq!(p.peers[0].profile.hold_time_seconds, Some(9));
         assert!(p.conditions.is_empty());
@@ -378,6 +400,7 @@ mod tests {
                 namespace: "nova-system",
                 own_override: None,
                 advertisements,
+                default_gateways: &[],
             })
         };
         let p = plan_with(&advertisements);
@@ -396,5 +419,41 @@ mod tests {
         let none = plan_with(&BTreeMap::new());
         assert_eq!(none.conditions[0].reason, "AdvertisementMissing");
         assert!(none.peers[0].advertising.as_ref().unwrap().names.is_empty());
+    }
+
+    #[test]
+    fn peers_by_gateway_and_by_interface_and_any_as() {
+        let cfgs = configs(json!({
+            "all": {"peers": [
+                {"name": "gw", "autoDiscovery": {"mode": "DefaultGateway"}, "remoteAS": 0},
+                {"name": "link", "interface": "eth1", "remoteAS": 65000}
+            ]}
+        }));
+        let labels = BTreeMap::new();
+        let with = |gateways: &[IpAddr]| {
+            plan(&Inputs {
+                node_labels: &labels,
+                configs: &cfgs,
+                profiles: &BTreeMap::new(),
+                secrets: &BTreeMap::new(),
+                namespace: "nova-system",
+                own_override: None,
+                advertisements: &BTreeMap::new(),
+                default_gateways: gateways,
+            })
+        };
+        let p = with(&["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()]);
+        assert!(p.conditions.is_empty(), "{:?}", p.conditions);
+        assert_eq!(
+            (p.peers[0].address, p.peers[0].remote_as),
+            (Some("10.0.0.1".parse().unwrap()), 0)
+        );
+        assert_eq!(
+            (p.peers[1].address, p.peers[1].interface.as_deref()),
+            (None, Some("eth1"))
+        );
+        let none = with(&[]);
+        assert_eq!(none.peers.len(), 1, "the gateway peer waits for a default route");
+        assert_eq!(none.conditions[0].reason, "GatewayMissing");
     }
 }

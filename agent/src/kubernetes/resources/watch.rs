@@ -10,12 +10,14 @@
 //! brings the rack's ToR sessions back.
 
 use super::objects::{api_resource, AdvertisementSpec, ClusterConfigSpec, NodeOverrideSpec, PeerProfileSpec};
-use super::plan::{plan, Condition, Inputs, Plan};
+use super::plan::{plan, Condition, Inputs, Plan, ResourcePeer};
 use crate::config::ConfigRx;
 use crate::kubernetes::last_known::LastKnown;
 use crate::kubernetes::watch::WATCH_TIMEOUT_SECS;
 use crate::kubernetes::watch_failures::WatchFailures;
 use crate::peers::PeerSources;
+use crate::peers::PeerSpec;
+use crate::unnumbered::{Found, Links};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::DynamicObject;
@@ -23,9 +25,14 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How often the default route is looked at (peers by gateway).
+const GATEWAY_POLL: Duration = Duration::from_secs(2);
 
 /// Changes closer together than this are planned together.
 const SETTLE: Duration = Duration::from_millis(100);
@@ -107,6 +114,7 @@ pub fn spawn(
     namespace: String,
     kept: LastKnown,
     identity: Option<NodeOverrideSpec>,
+    links: Links,
 ) -> Published {
     let (conditions_tx, conditions) = tokio::sync::watch::channel(Vec::new());
     let (identity_tx, identity_rx) = tokio::sync::watch::channel(identity);
@@ -157,6 +165,27 @@ pub fn spawn(
         "this node's Node",
         changed.clone(),
     );
+    // A link's neighbor found or lost, or the default route changed: the
+    // peers by interface and by gateway are planned again.
+    let mut found = links.found.clone();
+    let on_found = changed.clone();
+    tokio::spawn(async move {
+        while found.changed().await.is_ok() {
+            on_found.notify.notify_one();
+        }
+    });
+    let on_gateway = changed.clone();
+    tokio::spawn(async move {
+        let mut seen = crate::gateways::read();
+        loop {
+            tokio::time::sleep(GATEWAY_POLL).await;
+            let now = crate::gateways::read();
+            if now != seen {
+                seen = now;
+                on_gateway.notify.notify_one();
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut last = Plan::default();
         let cached = kept.load().resource_peers;
@@ -166,12 +195,9 @@ pub fn spawn(
                 peers = cached.len(),
                 "ToRs from the routing resources as last seen, until the watches list"
             );
-            peers.resources.send_replace(
-                cached
-                    .iter()
-                    .map(|p| crate::peers::spec::resource_tor(&cfg, p))
-                    .collect(),
-            );
+            peers
+                .resources
+                .send_replace(peer_specs(&cfg, &cached, &Default::default()));
         }
         loop {
             changed.notify.notified().await;
@@ -216,6 +242,7 @@ pub fn spawn(
                     Some((s.metadata.name.clone()?, data))
                 })
                 .collect();
+            let gateways = crate::gateways::read();
             let now = plan(&Inputs {
                 node_labels: &labels,
                 configs: &configs,
@@ -224,30 +251,34 @@ pub fn spawn(
                 namespace: &namespace,
                 own_override: own_override.as_ref(),
                 advertisements: &advertisements,
+                default_gateways: &gateways,
             });
-            if now == last {
-                continue;
+            if now != last {
+                report(&last, &now);
+                conditions_tx.send_if_modified(|held| {
+                    let changed = *held != now.conditions;
+                    held.clone_from(&now.conditions);
+                    changed
+                });
+                let wanted: BTreeSet<String> = now.peers.iter().filter_map(|p| p.interface.clone()).collect();
+                links.wanted.send_if_modified(|held| {
+                    let changed = *held != wanted;
+                    *held = wanted;
+                    changed
+                });
+                if last.peers != now.peers {
+                    kept.keep_resource_peers(&now.peers);
+                }
             }
-            report(&last, &now);
-            conditions_tx.send_if_modified(|held| {
-                let changed = *held != now.conditions;
-                held.clone_from(&now.conditions);
-                changed
-            });
+            // Again when a link's neighbor is found, though the plan is
+            // the same.
             let cfg = config.borrow().clone();
-            let specs: Vec<_> = now
-                .peers
-                .iter()
-                .map(|p| crate::peers::spec::resource_tor(&cfg, p))
-                .collect();
+            let specs = peer_specs(&cfg, &now.peers, &links.found.borrow());
             peers.resources.send_if_modified(|held| {
                 let changed = *held != specs;
                 *held = specs;
                 changed
             });
-            if last.peers != now.peers {
-                kept.keep_resource_peers(&now.peers);
-            }
             last = now;
         }
     });
@@ -256,6 +287,22 @@ pub fn spawn(
         identity: identity_rx,
         node_as,
     }
+}
+
+/// The peers of the plan the pipeline can dial: every peer with an
+/// address, and the peers by interface whose link's neighbor is found.
+fn peer_specs(cfg: &crate::config::Config, planned: &[ResourcePeer], found: &HashMap<String, Found>) -> Vec<PeerSpec> {
+    planned
+        .iter()
+        .filter_map(|p| {
+            let address = match (&p.address, &p.interface) {
+                (Some(a), _) => *a,
+                (None, Some(link)) => IpAddr::V6(found.get(link)?.address),
+                (None, None) => return None,
+            };
+            Some(crate::peers::spec::resource_tor(cfg, p, address))
+        })
+        .collect()
 }
 
 /// Every object's spec by name; one that does not read (a schema the
