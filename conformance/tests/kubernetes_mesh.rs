@@ -8,7 +8,7 @@
 
 use novanet_conformance::agent::ctl_binary;
 use novanet_conformance::checks::{agent_established, SETTLE};
-use novanet_conformance::kube_server::{self, Options};
+use novanet_conformance::kube_server::{self, KubeServer, Options};
 use novanet_conformance::{kernel, wait_until, Agent, Lab};
 use serde_json::{json, Value};
 
@@ -279,12 +279,16 @@ fn an_agent_restarted_while_the_api_server_is_away_routes_from_the_cluster_as_la
 
 /// RBAC that lacks a verb: with `watch` on Nodes taken from the chart's
 /// ClusterRole, the agents still start and peer from what they can list,
-/// say in their log exactly what is refused, and do not exit; once the
-/// verb is given back, changes reach them through the watch again.
+/// say in their log exactly what is refused and show it as a condition on
+/// their node's state, and do not exit; once the verb is given back,
+/// changes reach them through the watch again and the condition goes.
 #[test]
 fn a_cluster_role_without_watch_is_reported_not_a_crash_loop() {
     let mut lab = Lab::new("krbac");
     let (api, kubeconfig) = kube_server::on_switch(&mut lab, &["n1", "n2"], Options::default(), &[]);
+    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/helm/novanet/crds");
+    api.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
+    api.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"]);
     api.apply_node(kube_server::node("n1", "10.0.0.11", "10.244.1.0/24"));
     api.apply_node(kube_server::node("n2", "10.0.0.12", "10.244.2.0/24"));
     let rules = api.kubectl(&["get", "clusterrole", "novanet", "-o", "json"]);
@@ -312,6 +316,20 @@ fn a_cluster_role_without_watch_is_reported_not_a_crash_loop() {
             Err(log.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
         }
     });
+    let refused_condition = |api: &KubeServer| -> Option<String> {
+        let (_, out) = api.try_kubectl(&["get", "novabgpnodestate", "n1", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out).unwrap_or_default();
+        v["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "WatchRefused")
+            .and_then(|c| c["message"].as_str().map(String::from))
+    };
+    wait_until("the refusal on n1's state", SETTLE, || match refused_condition(&api) {
+        Some(m) if m.contains("Nodes") && m.contains("cannot watch resource") => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
     assert!(
         !lab.has_exited(&a1.name) && !lab.has_exited(&a2.name),
         "an agent exited"
@@ -330,6 +348,14 @@ fn a_cluster_role_without_watch_is_reported_not_a_crash_loop() {
     agent_established(&a3, "10.0.0.11");
     let log = a1.log(&lab);
     assert!(log.contains("allows the watch of Nodes again"), "{log}");
+    // n1's own Node changes: the watch of it delivers again too.
+    api.kubectl(&["label", "node", "n1", "rack=a"]);
+    wait_until("the refusal gone from n1's state", SETTLE, || {
+        match refused_condition(&api) {
+            None => Ok(()),
+            Some(m) => Err(m),
+        }
+    });
     assert_eq!(
         log.matches(REFUSED).count(),
         1,

@@ -4,8 +4,49 @@
 //! installed) as such, each once, with where it is fixed; other failures
 //! (the server away, 410 Gone, a timeout) stay warnings. Every watch keeps
 //! retrying with backoff either way: the agent never exits over them.
+//! What is refused now is also kept ([`refused_now`]) for the node's
+//! state, where it shows as a condition until the watch delivers again,
+//! or until no retry has been refused for [`REFUSAL_KEPT`] (a watch that
+//! works again but has nothing to tell yields no event; the retries of a
+//! refused one come at most 30 s apart).
 
 use kube::runtime::watcher;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a refusal counts after the last retry it refused.
+pub const REFUSAL_KEPT: Duration = Duration::from_secs(90);
+
+/// The watches refused, by what they watch: (HTTP code, the server's
+/// words, when last refused).
+static REFUSED: Mutex<BTreeMap<String, (u16, String, Instant)>> = Mutex::new(BTreeMap::new());
+
+/// Every watch the API server refuses now: (what it watches, HTTP code,
+/// the server's words).
+pub fn refused_now() -> Vec<(String, u16, String)> {
+    let all = REFUSED.lock().unwrap_or_else(|e| e.into_inner());
+    current(&all, Instant::now())
+}
+
+fn current(all: &BTreeMap<String, (u16, String, Instant)>, now: Instant) -> Vec<(String, u16, String)> {
+    all.iter()
+        .filter(|(_, (.., at))| now.saturating_duration_since(*at) < REFUSAL_KEPT)
+        .map(|(what, (code, message, _))| (what.clone(), *code, message.clone()))
+        .collect()
+}
+
+fn set_refused(what: &str, refused: Option<(u16, String)>) {
+    let mut all = REFUSED.lock().unwrap_or_else(|e| e.into_inner());
+    match refused {
+        Some((code, message)) => {
+            all.insert(what.to_string(), (code, message, Instant::now()));
+        }
+        None => {
+            all.remove(what);
+        }
+    }
+}
 
 /// The API status a watch failure carries, if any.
 fn status(e: &watcher::Error) -> Option<&kube::core::Status> {
@@ -46,6 +87,9 @@ impl WatchFailures {
     /// Reports one failure of the watch of `what`; `meanwhile` says what
     /// the agent keeps doing.
     pub fn report(&mut self, e: &watcher::Error, what: &str, meanwhile: &str) {
+        if let (Some(message), Some(code)) = (refusal(e), status(e).map(|s| s.code)) {
+            set_refused(what, Some((code, message)));
+        }
         match refusal(e) {
             Some(message) if not_served(e) => {
                 if self.last_refusal.as_deref() != Some(message.as_str()) {
@@ -79,6 +123,7 @@ impl WatchFailures {
 
     /// The watch works again.
     pub fn recovered(&mut self, what: &str) {
+        set_refused(what, None);
         if self.last_refusal.take().is_some() {
             tracing::info!("the API server allows the watch of {what} again");
         }
@@ -107,5 +152,27 @@ mod tests {
         }));
         assert_eq!(refusal(&gone), None);
         assert_eq!(refusal(&watcher::Error::NoResourceVersion), None);
+    }
+
+    #[test]
+    fn a_refusal_is_kept_until_the_watch_works() {
+        let mut f = WatchFailures::default();
+        let forbidden = watcher::Error::WatchStartFailed(api_error(403, "widgets is forbidden"));
+        f.report(&forbidden, "Widgets", "nothing changes");
+        assert!(refused_now().contains(&("Widgets".into(), 403, "widgets is forbidden".into())));
+        f.recovered("Widgets");
+        assert!(!refused_now().iter().any(|(w, ..)| w == "Widgets"));
+        let mut all = BTreeMap::new();
+        let then = Instant::now();
+        all.insert("Gadgets".to_string(), (403, "no".to_string(), then));
+        assert_eq!(
+            current(&all, then + Duration::from_secs(30)).len(),
+            1,
+            "retries still refused"
+        );
+        assert!(
+            current(&all, then + REFUSAL_KEPT).is_empty(),
+            "no refused retry for long: gone"
+        );
     }
 }

@@ -114,6 +114,28 @@ pub fn node_conditions(node: &str, collisions: &[(u32, Vec<String>)], peers: &[P
     out
 }
 
+/// The watches the API server refuses this agent now (a ClusterRole
+/// without a verb, a kind not served), one condition each.
+pub fn refusal_conditions(refused: &[(String, u16, String)]) -> Vec<Condition> {
+    refused
+        .iter()
+        .map(|(what, code, words)| match code {
+            404 => Condition {
+                reason: "KindNotServed",
+                message: format!(
+                    "the API server does not serve {what} ({words}): are the chart's CRDs installed?"
+                ),
+            },
+            _ => Condition {
+                reason: "WatchRefused",
+                message: format!(
+                    "the API server refuses this agent's watch of {what} ({words}): the chart's ClusterRole grants get, list and watch"
+                ),
+            },
+        })
+        .collect()
+}
+
 /// Writes this node's state until the agent stops.
 pub fn spawn(
     client: Client,
@@ -143,6 +165,7 @@ pub fn spawn(
             let collisions = control.asn_collisions.lock().expect("collisions").clone();
             let mut all = conditions.borrow_and_update().clone();
             all.extend(node_conditions(&node, &collisions, &statuses));
+            all.extend(refusal_conditions(&crate::kubernetes::watch_failures::refused_now()));
             all.sort();
             let content = json!({
                 "peersSummary": format!("{up}/{}", peers.len()),
