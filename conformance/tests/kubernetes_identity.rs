@@ -1,7 +1,7 @@
 //! What a node advertises and who it is, from the routing resources,
 //! against a real kube-apiserver with the chart's CRDs: two meshed nodes
 //! and an FRR ToR that takes any node of the subnet (a listen range,
-//! `remote-as external`). A NovaBGPAdvertisement selected by the cluster
+//! `remote-as external`), told the profile's graceful-restart time. A NovaBGPAdvertisement selected by the cluster
 //! config puts its communities (standard and large) and AS-path prepend on
 //! the PodCIDRs the ToR receives, and `podCIDRs: false` withholds them
 //! from the ToR while the mesh keeps them; a NovaBGPNodeOverride gives a
@@ -36,7 +36,12 @@ metadata: {name: all}
 spec:
   advertisementSelector: {matchLabels: {to: tor}}
   peers:
-    - {name: tor, address: 10.0.0.13, remoteAS: 65001}
+    - {name: tor, address: 10.0.0.13, remoteAS: 65001, profileRef: tor}
+---
+apiVersion: bgp.novanet.io/v1alpha1
+kind: NovaBGPPeerProfile
+metadata: {name: tor}
+spec: {gracefulRestartSeconds: 45}
 ";
 
 fn node_config(name: &str) -> Value {
@@ -151,6 +156,9 @@ fn advertisements_and_overrides_shape_what_a_node_says_and_who_it_is() {
         agent_established(agent, "10.0.0.13");
         agent_established(agent, other);
     }
+    // The profile's graceful-restart time is what the ToR was told.
+    let gr = tor.neighbor("10.0.0.11")["gracefulRestartInfo"].clone();
+    assert_eq!(gr["timers"]["receivedRestartTimer"], 45, "{gr}");
     // Selected advertisements that do not exist: said, the PodCIDRs go
     // out plainly.
     wait_condition(&api, "n1", "AdvertisementMissing", true);

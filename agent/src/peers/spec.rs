@@ -197,7 +197,8 @@ pub fn tor(cfg: &Config, p: &PeerEntry, address: IpAddr) -> PeerSpec {
 /// A ToR of a `NovaBGPClusterConfig` at `address` (the peer's, or for a
 /// peer by interface the link-local address found on that link, carrying
 /// IPv4 and IPv6 unicast): its AS (0: any), its `NovaBGPPeerProfile`'s
-/// timers, BFD (not on an unnumbered link), password, multihop and prefix
+/// timers, graceful-restart time, BFD (not on an unnumbered link),
+/// password, multihop and prefix
 /// limit (the session's address family's; the larger of the two on a link)
 /// over the same defaults as `routing.peers[]`; default import, the
 /// advertisements' export.
@@ -232,6 +233,7 @@ pub fn resource_tor(cfg: &Config, p: &ResourcePeer, address: IpAddr) -> PeerSpec
         pc.export = PeerPolicy::Advertise(Arc::new(advertise(cfg, a)));
     }
     pc.password = p.password.clone();
+    pc.graceful_restart_time = profile.graceful_restart_seconds.map(|t| t.min(4095) as u16);
     set_prefix_limit(&mut pc, limit.unwrap_or(0), None);
     let bfd = profile.bfd.filter(|_| p.interface.is_none()).map(|b| {
         let timers = BfdTimers {

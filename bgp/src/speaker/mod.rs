@@ -136,6 +136,9 @@ pub struct PeerConfig {
     /// previous run (a restart quicker than its detection time) sees that
     /// one go Down before the new BGP session is up, not after.
     pub start_held_for: Option<Duration>,
+    /// The graceful-restart time announced to this peer; None: the
+    /// speaker's. 0: no graceful restart with this peer.
+    pub graceful_restart_time: Option<u16>,
 }
 
 impl PeerConfig {
@@ -168,7 +171,13 @@ impl PeerConfig {
             import: PeerPolicy::Default,
             export: PeerPolicy::Default,
             start_held_for: None,
+            graceful_restart_time: None,
         }
+    }
+
+    /// The graceful-restart time announced to this peer (0: none).
+    pub fn restart_time(&self, speaker: &SpeakerConfig) -> u16 {
+        self.graceful_restart_time.unwrap_or(speaker.graceful_restart_time)
     }
 }
 

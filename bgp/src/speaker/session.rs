@@ -238,14 +238,15 @@ pub(crate) fn capabilities(cfg: &PeerConfig, speaker: &SpeakerConfig, forwarding
     // peer that negotiated it would wait for them.
     caps.push(Capability::RouteRefresh);
     caps.push(Capability::FourOctetAs(speaker.local_as));
-    if speaker.graceful_restart_time > 0 {
+    let restart_time = cfg.restart_time(speaker);
+    if restart_time > 0 {
         let restarting = speaker.restarting.load(std::sync::atomic::Ordering::Relaxed);
         caps.push(Capability::GracefulRestart(GracefulRestart {
             restarting,
             // RFC 8538: a NOTIFICATION other than a Hard Reset keeps the
             // routes as a graceful restart does.
             notification: true,
-            restart_time: speaker.graceful_restart_time.min(4095),
+            restart_time: restart_time.min(4095),
             families: cfg
                 .families
                 .iter()
@@ -481,7 +482,7 @@ impl PeerSession {
 
     /// Both sides announced the N bit (RFC 8538) on the current session.
     fn notification_negotiated(&self) -> bool {
-        self.speaker.graceful_restart_time > 0 && self.peer_gr.as_ref().is_some_and(|g| g.notification)
+        self.config.restart_time(&self.speaker) > 0 && self.peer_gr.as_ref().is_some_and(|g| g.notification)
     }
 
     /// The NOTIFICATION as sent: wrapped in a Hard Reset when it means the
