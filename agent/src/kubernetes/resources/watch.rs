@@ -1,13 +1,13 @@
 //! The watches behind the routing resources: every NovaBGPClusterConfig,
-//! NovaBGPPeerProfile, NovaBGPAdvertisement and NovaBGPNodeOverride, the Secrets of the agent's
-//! namespace (profile passwords) and this node's own Node (its labels pick
-//! the config). Any change recomputes the plan; its peers go to the peer
-//! pipeline, which touches only the sessions whose settings changed; this
-//! node's override goes to the running configuration, every node's local
-//! AS to the node mesh. Until every watch
-//! has listed, the peers as last seen are published (kept beside the
-//! socket, [`LastKnown`]): a restart while the API server is away still
-//! brings the rack's ToR sessions back.
+//! NovaBGPPeerProfile, NovaBGPAdvertisement and NovaBGPNodeOverride, the
+//! password Secrets the profiles name (each by name, in the agent's
+//! namespace) and this node's own Node (its labels pick the config). Any
+//! change recomputes the plan; its peers go to the peer pipeline, which
+//! touches only the sessions whose settings changed; this node's override
+//! goes to the running configuration, every node's local AS to the node
+//! mesh. Until every watch has listed, the peers as last seen are
+//! published (kept beside the socket, [`LastKnown`]): a restart while the
+//! API server is away still brings the rack's ToR sessions back.
 
 use super::objects::{api_resource, AdvertisementSpec, ClusterConfigSpec, NodeOverrideSpec, PeerProfileSpec};
 use super::plan::{plan, Condition, Inputs, Plan, ResourcePeer};
@@ -27,7 +27,7 @@ use kube::{Api, Client, Resource};
 use std::collections::BTreeMap;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,11 +58,28 @@ where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
+    watch_counted(api, config, what, changed, dynamic, None).0
+}
+
+/// A watch as [`watch_with`]; with `listed`, its first complete list sets
+/// that flag instead of counting among the fixed watches.
+fn watch_counted<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: &'static str,
+    changed: Arc<Changed>,
+    dynamic: K::DynamicType,
+    own_flag: Option<Arc<AtomicBool>>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
     let writer = reflector::store::Writer::new(dynamic);
     let reader = writer.as_reader();
     let stream =
         reflector::reflector(writer, watcher::watcher(api, config.timeout(WATCH_TIMEOUT_SECS))).default_backoff();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
         let mut failures = WatchFailures::default();
         let mut listed = false;
@@ -73,7 +90,12 @@ where
                     failures.recovered(what);
                     if !listed && matches!(ev, watcher::Event::InitDone) {
                         listed = true;
-                        changed.listed.fetch_add(1, Ordering::SeqCst);
+                        match &own_flag {
+                            Some(flag) => flag.store(true, Ordering::SeqCst),
+                            None => {
+                                changed.listed.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
                     }
                     changed.notify.notify_one();
                 }
@@ -81,7 +103,34 @@ where
             }
         }
     });
-    reader
+    (reader, task)
+}
+
+/// The watch of one password Secret (by name, in the agent's namespace):
+/// the agent holds only the Secrets the profiles name.
+struct SecretWatch {
+    store: Store<Secret>,
+    listed: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SecretWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn watch_secret(client: &Client, namespace: &str, name: &str, changed: Arc<Changed>) -> SecretWatch {
+    let listed = Arc::new(AtomicBool::new(false));
+    let (store, task) = watch_counted(
+        Api::<Secret>::namespaced(client.clone(), namespace),
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+        "the profiles' password Secrets",
+        changed,
+        (),
+        Some(listed.clone()),
+    );
+    SecretWatch { store, listed, task }
 }
 
 /// Shared by the watches: a change, and how many have listed.
@@ -103,7 +152,7 @@ pub struct Published {
 }
 
 /// The number of watches that must have listed before anything is planned.
-const WATCHES: usize = 6;
+const WATCHES: usize = 5;
 
 /// Starts the watches and the planning task; the agent's namespace holds
 /// the password Secrets. `identity` is the override read at start.
@@ -153,14 +202,9 @@ pub fn spawn(
         changed.clone(),
         overrides_ar,
     );
-    let secrets = watch(
-        Api::<Secret>::namespaced(client.clone(), &namespace),
-        watcher::Config::default(),
-        "Secrets of the agent's namespace",
-        changed.clone(),
-    );
+    let mut secrets: BTreeMap<String, SecretWatch> = BTreeMap::new();
     let node = watch(
-        Api::<Node>::all(client),
+        Api::<Node>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={node_name}")),
         "this node's Node",
         changed.clone(),
@@ -234,9 +278,24 @@ pub fn spawn(
             let configs = specs::<ClusterConfigSpec>(&configs, "NovaBGPClusterConfig");
             let profiles = specs::<PeerProfileSpec>(&profiles, "NovaBGPPeerProfile");
             let advertisements = labelled_specs::<AdvertisementSpec>(&advertisements, "NovaBGPAdvertisement");
+            // Only the Secrets the profiles name are watched (each by
+            // name); nothing is planned before each has listed.
+            let named: BTreeSet<String> = profiles
+                .values()
+                .filter_map(|p| p.password_secret_ref.as_ref().map(|r| r.name.clone()))
+                .collect();
+            secrets.retain(|name, _| named.contains(name));
+            for name in &named {
+                secrets
+                    .entry(name.clone())
+                    .or_insert_with(|| watch_secret(&client, &namespace, name, changed.clone()));
+            }
+            if secrets.values().any(|w| !w.listed.load(Ordering::SeqCst)) {
+                continue;
+            }
             let secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>> = secrets
-                .state()
-                .iter()
+                .values()
+                .flat_map(|w| w.store.state())
                 .filter_map(|s| {
                     let data = s.data.as_ref()?.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
                     Some((s.metadata.name.clone()?, data))
