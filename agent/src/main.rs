@@ -263,6 +263,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
             cfg.node_name.clone(),
             std::time::Duration::from_secs(cfg.routing.node_state_heartbeat.max(1)),
             speaker.clone(),
+            routing.bfd.clone(),
             control.clone(),
             published.conditions,
         );

@@ -1,7 +1,8 @@
 //! What a node advertises and who it is, from the routing resources,
 //! against a real kube-apiserver with the chart's CRDs: two meshed nodes
 //! and an FRR ToR that takes any node of the subnet (a listen range,
-//! `remote-as external`), told the profile's graceful-restart time. A NovaBGPAdvertisement selected by the cluster
+//! `remote-as external`), told the profile's graceful-restart time; the
+//! node's state shows the mesh peer's BFD session. A NovaBGPAdvertisement selected by the cluster
 //! config puts its communities (standard and large) and AS-path prepend on
 //! the PodCIDRs the ToR receives, and `podCIDRs: false` withholds them
 //! from the ToR while the mesh keeps them; a NovaBGPNodeOverride gives a
@@ -47,7 +48,7 @@ spec: {gracefulRestartSeconds: 45}
 fn node_config(name: &str) -> Value {
     json!({
         "node_name": name,
-        "routing": {"bfd": {"enabled": false}, "node_state_heartbeat": 1,
+        "routing": {"bfd": {"enabled": true}, "node_state_heartbeat": 1,
                     "node_mesh": {"enabled": true, "source": "kubernetes"}}
     })
 }
@@ -156,6 +157,18 @@ fn advertisements_and_overrides_shape_what_a_node_says_and_who_it_is() {
         agent_established(agent, "10.0.0.13");
         agent_established(agent, other);
     }
+    // The mesh runs BFD (the profile of the ToR none): the node's state
+    // shows the mesh peer's BFD session.
+    wait_until("n1's state to show the mesh peer's BFD session up", SETTLE, || {
+        let (_, out) = api.try_kubectl(&["get", "novabgpnodestate", "n1", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out).unwrap_or_default();
+        let peers = v["status"]["peers"].as_array().cloned().unwrap_or_default();
+        let bfd = |addr: &str| peers.iter().find(|p| p["address"] == addr).map(|p| p["bfd"].clone());
+        match (bfd("10.0.0.12"), bfd("10.0.0.13")) {
+            (Some(Value::String(s)), Some(Value::Null)) if s == "Up" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
     // The profile's graceful-restart time is what the ToR was told.
     let gr = tor.neighbor("10.0.0.11")["gracefulRestartInfo"].clone();
     assert_eq!(gr["timers"]["receivedRestartTimer"], 45, "{gr}");

@@ -33,8 +33,9 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// One peer as the state object shows it (SPEC section 13 names).
-pub fn peer_view(p: &PeerStatus) -> Value {
+/// One peer as the state object shows it (SPEC section 13 names), with
+/// the state of its BFD session when it has one.
+pub fn peer_view(p: &PeerStatus, bfd: Option<&Value>) -> Value {
     let family = |v4: u64, v6: u64| {
         let mut m = serde_json::Map::new();
         if v4 > 0 || v6 == 0 {
@@ -59,6 +60,9 @@ pub fn peer_view(p: &PeerStatus) -> Value {
     }
     if let Some(e) = &p.last_error {
         v["lastError"] = json!(e);
+    }
+    if let Some(b) = bfd {
+        v["bfd"] = b.clone();
     }
     v
 }
@@ -142,6 +146,7 @@ pub fn spawn(
     node: String,
     heartbeat: Duration,
     speaker: Speaker,
+    bfd: novanet_bfd::transport::Bfd,
     control: crate::control::Control,
     mut conditions: watch::Receiver<Vec<Condition>>,
 ) {
@@ -160,7 +165,16 @@ pub fn spawn(
                 r = conditions.changed() => if r.is_err() { return },
             }
             let statuses = speaker.peers();
-            let peers: Vec<Value> = statuses.iter().map(peer_view).collect();
+            let bfd_states: BTreeMap<std::net::IpAddr, Value> = bfd
+                .sessions()
+                .await
+                .into_iter()
+                .map(|s| (s.peer, serde_json::to_value(s.state).unwrap_or_default()))
+                .collect();
+            let peers: Vec<Value> = statuses
+                .iter()
+                .map(|p| peer_view(p, bfd_states.get(&p.neighbor_address)))
+                .collect();
             let up = peers.iter().filter(|p| p["state"] == "Established").count();
             let collisions = control.asn_collisions.lock().expect("collisions").clone();
             let mut all = conditions.borrow_and_update().clone();
