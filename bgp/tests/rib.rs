@@ -540,3 +540,30 @@ fn an_advertisement_shapes_only_the_nodes_own_routes() {
     assert_eq!(out.local_pref, Some(300));
     assert!(out.as_path.segments.is_empty(), "{:?}", out.as_path);
 }
+
+#[test]
+fn a_route_server_passes_routes_on_transparently() {
+    // RFC 7947 2.2: to a client, another client's route keeps its AS
+    // path, next hop and MED; the server's own routes go as to any peer;
+    // a client never gets a route whose path holds its own AS.
+    let mut t = target(PeerPolicy::All, 65003);
+    t.transparent = true;
+    let mut from_client = attrs(&[65002], "10.0.0.12");
+    from_client.med = Some(5);
+    let b = best(1, from_client);
+    let out = t.export(&prefix("10.244.12.0/24"), &b, false).unwrap();
+    assert_eq!(out.as_path, AsPath::from_sequence(vec![65002]));
+    assert_eq!(out.next_hop, Some(ip("10.0.0.12")));
+    assert_eq!(out.med, Some(5));
+    let own = best(LOCAL_PEER, PathAttributes::default());
+    let out = t.export(&prefix("10.244.10.0/24"), &own, false).unwrap();
+    assert_eq!(out.as_path, AsPath::from_sequence(vec![65010]));
+    assert_eq!(out.next_hop, Some(ip("10.0.0.10")));
+    let its_own = best(1, attrs(&[65003], "10.0.0.13"));
+    assert!(t.export(&prefix("10.244.13.0/24"), &its_own, false).is_err());
+    // Not a route server: the usual rewrite.
+    let mut plain = target(PeerPolicy::All, 65003);
+    let out = plain.export(&prefix("10.244.12.0/24"), &b, false).unwrap();
+    assert_eq!(out.as_path, AsPath::from_sequence(vec![65010, 65002]));
+    assert_eq!((out.next_hop, out.med), (Some(ip("10.0.0.10")), None));
+}

@@ -591,6 +591,23 @@ pub struct PeerEntry {
     pub import: String,
     #[serde(default = "default_policy_name")]
     pub export: String,
+    /// What the peer is besides a ToR: `route_server` (an RFC 7947 route
+    /// server this node is a client of: routes come with the originating
+    /// node's AS path and next hop) or `route_server_client` (this node is
+    /// its route server: other peers' routes go to it unchanged; give it
+    /// `export: all` or a policy).
+    #[serde(default)]
+    pub role: PeerEntryRole,
+}
+
+/// `routing.peers[].role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerEntryRole {
+    #[default]
+    Tor,
+    RouteServer,
+    RouteServerClient,
 }
 
 fn default_policy_name() -> String {

@@ -6,7 +6,7 @@
 //! node's BFD timers.
 
 use crate::config::checked::Checked;
-use crate::config::{node_asn, Config, MeshSource, NodeMesh, PeerEntry};
+use crate::config::{node_asn, Config, MeshSource, NodeMesh, PeerEntry, PeerEntryRole};
 use crate::control::owners::PeerTerms;
 use crate::kubernetes::resources::plan::{Advertising, ResourcePeer};
 use ipnet::IpNet;
@@ -157,7 +157,11 @@ pub fn tor(cfg: &Config, p: &PeerEntry, address: IpAddr) -> PeerSpec {
             pc.description = format!("unnumbered on {name}");
         }
     }
-    pc.role = PeerRole::Tor;
+    pc.role = match p.role {
+        PeerEntryRole::Tor => PeerRole::Tor,
+        PeerEntryRole::RouteServer => PeerRole::RouteServer,
+        PeerEntryRole::RouteServerClient => PeerRole::RouteServerClient,
+    };
     set_timers(&mut pc, p.hold_time as u32, p.keepalive as u32);
     pc.passive = p.passive;
     pc.port = p.port;

@@ -41,6 +41,10 @@ pub struct ExportTarget {
     /// path prepended [`DRAIN_PREPEND`] more times to eBGP peers,
     /// LOCAL_PREF 0 to iBGP peers).
     pub draining: bool,
+    /// The peer is a client of this node as a route server (RFC 7947):
+    /// routes of other peers go to it with their AS path, next hop and MED
+    /// unchanged.
+    pub transparent: bool,
     /// Rewritten attributes by source set and next hop (keyed by the
     /// source `Arc`'s address; the source is kept so the address stays
     /// valid): IPv4 and IPv6 routes of one source set get different next
@@ -77,6 +81,7 @@ impl ExportTarget {
             local_v6,
             extended_next_hop_v4,
             draining: false,
+            transparent: false,
             rewrites: HashMap::new(),
         }
     }
@@ -94,6 +99,7 @@ impl ExportTarget {
             self.extended_next_hop_v4,
         );
         t.draining = self.draining;
+        t.transparent = self.transparent;
         t
     }
 
@@ -180,6 +186,16 @@ impl ExportTarget {
             if local || a.next_hop.is_none() {
                 a.next_hop = Some(next_hop);
             }
+        } else if self.transparent && !local {
+            // RFC 7947 2.2: the client's path, next hop and MED, as the
+            // route server received them; a next hop of the other family
+            // than the prefix's cannot be kept.
+            if src.next_hop.is_none_or(|h| h.is_ipv4() != next_hop.is_ipv4()) {
+                a.next_hop = Some(next_hop);
+            }
+            a.local_pref = None;
+            a.originator_id = None;
+            a.cluster_list.clear();
         } else {
             a.as_path = src.as_path.prepended(self.local_as);
             a.next_hop = Some(next_hop);

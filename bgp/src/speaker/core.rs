@@ -6,7 +6,9 @@ use super::messages::{AttrRuns, Command, PeerCommand, PeerEvent, RouteEvent};
 use super::peer::{self, PeerCtx};
 use super::prefix_limit::{self, FamilyCounts};
 use super::supervise::{self, Supervised};
-use super::{PathView, PeerConfig, PeerShared, PeerStatus, RouteView, SpeakerConfig, SpeakerError, SpeakerEvent};
+use super::{
+    PathView, PeerConfig, PeerRole, PeerShared, PeerStatus, RouteView, SpeakerConfig, SpeakerError, SpeakerEvent,
+};
 use crate::fsm::Negotiated;
 use crate::policy::PeerPolicy;
 use crate::rib::export::ExportTarget;
@@ -600,6 +602,7 @@ impl Core {
             n.extended_next_hop_v4,
         );
         target.draining = self.draining;
+        target.transparent = slot.config.role == PeerRole::RouteServerClient;
         slot.export = Some(target);
         self.rib.set_peer(
             id,

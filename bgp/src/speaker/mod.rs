@@ -92,6 +92,14 @@ pub enum PeerRole {
     Mesh,
     /// Added through the API.
     Api,
+    /// A route server (RFC 7947) this node is a client of: its routes
+    /// carry the AS path and next hop of the node that originated them, so
+    /// the first AS of their path is not the route server's.
+    RouteServer,
+    /// A client of this node as a route server (RFC 7947): what it is
+    /// sent of other peers' routes goes transparently (no AS prepended,
+    /// next hop and MED unchanged); the node's own routes as to any peer.
+    RouteServerClient,
 }
 
 /// One configured neighbor.

@@ -935,7 +935,8 @@ impl PeerSession {
             Some("AS path holds confederation segments from an external peer")
         } else if base.as_path.contains(local_as) {
             Some("AS path contains our AS")
-        } else if ebgp && base.as_path.first_as() != Some(remote_as) {
+        } else if ebgp && self.config.role != super::PeerRole::RouteServer && base.as_path.first_as() != Some(remote_as)
+        {
             Some("first AS is not the peer's AS")
         } else {
             None
