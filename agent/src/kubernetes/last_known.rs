@@ -21,6 +21,8 @@ pub struct KeptNode {
     pub internal_ip: Option<IpAddr>,
     pub pod_cidrs: Vec<IpNet>,
     pub in_mesh: bool,
+    #[serde(default)]
+    pub route_server: bool,
     pub asn: Option<u32>,
     pub control_plane: bool,
 }
@@ -32,6 +34,7 @@ impl KeptNode {
             internal_ip: n.internal_ip,
             pod_cidrs: n.pod_cidrs.clone(),
             in_mesh: n.in_mesh,
+            route_server: n.route_server,
             asn: n.asn,
             control_plane: n.control_plane,
         }
@@ -44,6 +47,7 @@ impl KeptNode {
             internal_ip: self.internal_ip,
             pod_cidrs: self.pod_cidrs.clone(),
             in_mesh: self.in_mesh,
+            route_server: self.route_server,
             asn: self.asn,
             control_plane: self.control_plane,
             lifecycle: Default::default(),
@@ -183,6 +187,7 @@ mod tests {
                 internal_ip: Some(ip.parse().unwrap()),
                 pod_cidrs: vec!["10.244.1.0/24".parse().unwrap()],
                 in_mesh: true,
+                route_server: false,
                 asn: None,
                 control_plane: false,
             }

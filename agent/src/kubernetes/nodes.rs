@@ -13,6 +13,8 @@ pub const MESH_LABEL: &str = "novanet.io/bgp-mesh";
 pub const ASN_ANNOTATION: &str = "novanet.io/asn";
 /// Label of control-plane nodes.
 pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+/// Label that makes a node a route server of the mesh when `"true"`.
+pub const ROUTE_SERVER_LABEL: &str = "novanet.io/route-server";
 /// Annotation that asks the node to drain when `"true"`.
 pub const DRAIN_ANNOTATION: &str = "novanet.io/drain";
 
@@ -28,6 +30,8 @@ pub struct ClusterNode {
     pub pod_cidrs: Vec<IpNet>,
     /// False when labelled `novanet.io/bgp-mesh: "false"`.
     pub in_mesh: bool,
+    /// Labelled `novanet.io/route-server: "true"`.
+    pub route_server: bool,
     /// The `novanet.io/asn` annotation, when present and valid.
     pub asn: Option<u32>,
     pub control_plane: bool,
@@ -73,6 +77,9 @@ impl ClusterNode {
         let labels = meta.labels.as_ref();
         let in_mesh = labels.and_then(|l| l.get(MESH_LABEL)).is_none_or(|v| v != "false");
         let control_plane = labels.is_some_and(|l| l.contains_key(CONTROL_PLANE_LABEL));
+        let route_server = labels
+            .and_then(|l| l.get(ROUTE_SERVER_LABEL))
+            .is_some_and(|v| v == "true");
         let asn = meta
             .annotations
             .as_ref()
@@ -102,6 +109,7 @@ impl ClusterNode {
             internal_ip,
             pod_cidrs,
             in_mesh,
+            route_server,
             asn,
             control_plane,
             lifecycle,
@@ -116,20 +124,40 @@ impl ClusterNode {
     }
 }
 
+/// What a mesh session is to this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MeshRole {
+    /// A node like this one (the full mesh, or another route server).
+    #[default]
+    Peer,
+    /// A route server of the mesh, this node its client: it carries
+    /// every node's routes.
+    RouteServer,
+    /// A client of this node, the mesh's route server.
+    Client,
+}
+
 /// A node to peer with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshMember {
     pub name: String,
     pub ip: IpAddr,
     pub asn: u32,
+    /// What the session may carry from it: its PodCIDRs, or from a route
+    /// server every other node's.
     pub pod_cidrs: Vec<IpNet>,
+    pub role: MeshRole,
 }
 
 /// The mesh of one node: whom it peers with, who is left out and why,
-/// and which AS numbers several nodes share.
+/// and which AS numbers several nodes share. With route servers (nodes
+/// labelled `novanet.io/route-server=true`), a node peers with the route
+/// servers only, and a route server with every node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeshPlan {
     pub members: Vec<MeshMember>,
+    /// Every PodCIDR of the mesh's nodes (what a route server passes on).
+    pub cluster_cidrs: Vec<IpNet>,
     /// (node, reason) for every other node that is not peered.
     pub left_out: Vec<(String, String)>,
     /// (AS, node names) shared by more than one node of the mesh.
@@ -174,7 +202,43 @@ pub fn plan<'a>(me: &str, nodes: impl IntoIterator<Item = &'a ClusterNode>, mode
                 ip: n.internal_ip.expect("checked"),
                 asn: n.as_number(mode).expect("checked"),
                 pod_cidrs: n.pod_cidrs.clone(),
+                role: MeshRole::Peer,
             }),
+        }
+    }
+    let me_node = nodes.iter().find(|n| n.name == me);
+    let servers: Vec<String> = plan
+        .members
+        .iter()
+        .filter(|m| nodes.iter().any(|n| n.name == m.name && n.route_server))
+        .map(|m| m.name.clone())
+        .collect();
+    let me_server = me_node.is_some_and(|n| n.route_server && n.in_mesh);
+    if me_in_mesh && (me_server || !servers.is_empty()) {
+        plan.cluster_cidrs = nodes
+            .iter()
+            .filter(|n| n.in_mesh)
+            .flat_map(|n| n.pod_cidrs.iter().copied())
+            .collect();
+        let others: Vec<IpNet> = nodes
+            .iter()
+            .filter(|n| n.in_mesh && n.name != me)
+            .flat_map(|n| n.pod_cidrs.iter().copied())
+            .collect();
+        for m in &mut plan.members {
+            let server = servers.contains(&m.name);
+            m.role = match (me_server, server) {
+                (true, true) | (false, false) => MeshRole::Peer,
+                (true, false) => MeshRole::Client,
+                (false, true) => MeshRole::RouteServer,
+            };
+            if m.role == MeshRole::RouteServer {
+                m.pod_cidrs = others.clone();
+            }
+        }
+        if !me_server {
+            // A client peers with the route servers only.
+            plan.members.retain(|m| m.role == MeshRole::RouteServer);
         }
     }
     plan.collisions = by_as.into_iter().filter(|(_, names)| names.len() > 1).collect();
@@ -257,12 +321,14 @@ mod tests {
                     ip: "10.0.0.12".parse().unwrap(),
                     asn: 65012,
                     pod_cidrs: vec!["10.244.2.0/24".parse().unwrap()],
+                    role: MeshRole::Peer,
                 },
                 MeshMember {
                     name: "c".into(),
                     ip: "10.0.1.13".parse().unwrap(),
                     asn: 65100,
                     pod_cidrs: vec!["10.244.3.0/24".parse().unwrap()],
+                    role: MeshRole::Peer,
                 },
             ]
         );
@@ -308,5 +374,51 @@ mod tests {
     fn a_node_missing_from_the_list_changes_nothing_for_the_others() {
         let nodes = [simple("b", "10.0.0.12", "10.244.2.0/24")];
         assert_eq!(plan("a", &nodes, AsnMode::LastOctet).members.len(), 1);
+    }
+
+    #[test]
+    fn with_route_servers_a_node_peers_with_them_only() {
+        let mut nodes = vec![
+            simple("a", "10.0.0.11", "10.244.1.0/24"),
+            simple("b", "10.0.0.12", "10.244.2.0/24"),
+            simple("c", "10.0.0.13", "10.244.3.0/24"),
+            simple("d", "10.0.0.14", "10.244.4.0/24"),
+        ];
+        nodes[0].route_server = true;
+        nodes[1].route_server = true;
+        let roles = |nodes: &[ClusterNode], me: &str| -> Vec<(String, MeshRole)> {
+            plan(me, nodes, AsnMode::LastOctet)
+                .members
+                .iter()
+                .map(|m| (m.name.clone(), m.role))
+                .collect()
+        };
+        assert_eq!(
+            roles(&nodes, "c"),
+            [
+                ("a".to_string(), MeshRole::RouteServer),
+                ("b".to_string(), MeshRole::RouteServer)
+            ]
+        );
+        assert_eq!(
+            roles(&nodes, "a"),
+            [
+                ("b".to_string(), MeshRole::Peer),
+                ("c".to_string(), MeshRole::Client),
+                ("d".to_string(), MeshRole::Client)
+            ]
+        );
+        let c = plan("c", &nodes, AsnMode::LastOctet);
+        assert_eq!(
+            c.members[0].pod_cidrs.len(),
+            3,
+            "a route server carries every other node's PodCIDR"
+        );
+        assert_eq!(c.cluster_cidrs.len(), 4);
+        // No route server: the full mesh.
+        nodes[0].route_server = false;
+        nodes[1].route_server = false;
+        let full = roles(&nodes, "c");
+        assert!(full.iter().all(|(_, r)| *r == MeshRole::Peer) && full.len() == 3);
     }
 }

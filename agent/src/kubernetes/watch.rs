@@ -222,7 +222,7 @@ pub fn spawn_mesh(
 fn mesh_specs(cfg: &Config, plan: &MeshPlan) -> Vec<crate::peers::PeerSpec> {
     plan.members
         .iter()
-        .map(|m| crate::peers::spec::mesh(cfg, &m.name, m.ip, m.asn, &m.pod_cidrs))
+        .map(|m| crate::peers::spec::mesh(cfg, &m.name, m.ip, m.asn, &m.pod_cidrs, m.role, &plan.cluster_cidrs))
         .collect()
 }
 
@@ -326,7 +326,7 @@ fn log_changes(before: Option<&MeshPlan>, now: &MeshPlan) {
     let empty = MeshPlan::default();
     let before = before.unwrap_or(&empty);
     for m in now.members.iter().filter(|m| !before.members.contains(m)) {
-        tracing::info!(node = %m.name, address = %m.ip, asn = m.asn, "node joins the mesh");
+        tracing::info!(node = %m.name, address = %m.ip, asn = m.asn, role = ?m.role, "node joins the mesh");
     }
     for m in before.members.iter().filter(|m| !now.members.contains(m)) {
         tracing::info!(node = %m.name, address = %m.ip, asn = m.asn, "node leaves the mesh");

@@ -8,6 +8,7 @@
 use crate::config::checked::Checked;
 use crate::config::{node_asn, Config, MeshSource, NodeMesh, PeerEntry, PeerEntryRole};
 use crate::control::owners::PeerTerms;
+use crate::kubernetes::nodes::MeshRole;
 use crate::kubernetes::resources::plan::{Advertising, ResourcePeer};
 use ipnet::IpNet;
 use novanet_bfd::session::{AuthConfig, SessionConfig};
@@ -297,7 +298,20 @@ fn advertise(cfg: &Config, a: &Advertising) -> Advertise {
 /// Its routes are taken only within its `pod_cidrs` and what every node
 /// may originate ([`node_originations`]), next hop the node; a node whose
 /// PodCIDRs are not known is held to the default import only.
-pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32, pod_cidrs: &[IpNet]) -> PeerSpec {
+///
+/// With route servers, `role` says what the session is: to a route server
+/// (its routes are every other node's, `pod_cidrs` all of theirs, with
+/// their AS path and next hop), or to a client of this node as the route
+/// server (sent the mesh's routes, `cluster`, transparently).
+pub fn mesh(
+    cfg: &Config,
+    name: &str,
+    ip: IpAddr,
+    asn: u32,
+    pod_cidrs: &[IpNet],
+    role: MeshRole,
+    cluster: &[IpNet],
+) -> PeerSpec {
     let mesh: &NodeMesh = &cfg.routing.node_mesh;
     let mut pc = PeerConfig::new(ip, asn);
     if !pod_cidrs.is_empty() {
@@ -307,8 +321,41 @@ pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32, pod_cidrs: &[IpNet])
             cluster: Arc::new(node_originations(cfg)),
         }));
     }
-    pc.description = format!("node {name}");
-    pc.role = PeerRole::Mesh;
+    pc.description = match role {
+        MeshRole::Peer => format!("node {name}"),
+        MeshRole::RouteServer => format!("node {name} (route server)"),
+        MeshRole::Client => format!("node {name} (route-server client)"),
+    };
+    pc.role = match role {
+        MeshRole::Peer => PeerRole::Mesh,
+        MeshRole::RouteServer => PeerRole::RouteServer,
+        MeshRole::Client => PeerRole::RouteServerClient,
+    };
+    if role == MeshRole::Client {
+        // The mesh's routes, passed on; nothing learned elsewhere.
+        let mut rules: Vec<PrefixMatch> = cluster
+            .iter()
+            .map(|c| PrefixMatch {
+                prefix: *c,
+                ge: Some(c.prefix_len()),
+                le: Some(c.max_prefix_len()),
+            })
+            .collect();
+        rules.extend(node_originations(cfg));
+        pc.export = PeerPolicy::Named(
+            "route-server".into(),
+            Arc::new(novanet_bgp::policy::Policy {
+                rules: vec![novanet_bgp::policy::Rule {
+                    prefixes: rules,
+                    as_path_contains: None,
+                    community: None,
+                    action: novanet_bgp::policy::Verdict::Accept,
+                    set: None,
+                }],
+                default: novanet_bgp::policy::Verdict::Reject,
+            }),
+        );
+    }
     pc.password = mesh.password.clone();
     pc.ebgp_multihop = MESH_MULTIHOP;
     pc.connect_retry = MESH_CONNECT_RETRY;
@@ -316,6 +363,10 @@ pub fn mesh(cfg: &Config, name: &str, ip: IpAddr, asn: u32, pod_cidrs: &[IpNet])
         // What the node may originate bounds what it sends: a node
         // sending more is broken or hostile, and is closed.
         pc.max_prefix = mesh_limit(cfg);
+        if role == MeshRole::RouteServer {
+            // Every other node's, through one session.
+            pc.max_prefix = pc.max_prefix.saturating_mul(pod_cidrs.len().max(1) as u32);
+        }
         pc.max_prefix_warning_only = mesh.max_prefix_warning_only.unwrap_or(false);
     } else {
         set_prefix_limit(&mut pc, mesh.max_prefix, mesh.max_prefix_warning_only);
@@ -401,7 +452,15 @@ pub fn static_mesh(cfg: &Config) -> Vec<PeerSpec> {
         .filter(|n| Some(n.ip) != cfg.node_ip && n.name != cfg.node_name)
         .filter_map(|n| {
             let asn = node_asn(n.ip, cfg.routing.asn_mode)?;
-            Some(mesh(cfg, &n.name, n.ip, asn, n.pod_cidr.as_slice()))
+            Some(mesh(
+                cfg,
+                &n.name,
+                n.ip,
+                asn,
+                n.pod_cidr.as_slice(),
+                MeshRole::Peer,
+                &[],
+            ))
         })
         .collect()
 }

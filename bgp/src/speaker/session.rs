@@ -950,7 +950,11 @@ impl PeerSession {
             // A node of the mesh originates its routes itself: their next
             // hop is the node (one of the other family cannot be checked
             // against the session's address).
-            if let (super::PeerRole::Mesh, Some(hop)) = (self.config.role, nh) {
+            let from_the_node = matches!(
+                self.config.role,
+                super::PeerRole::Mesh | super::PeerRole::RouteServerClient
+            );
+            if let (true, Some(hop)) = (from_the_node, nh) {
                 if hop.is_ipv4() == self.config.address.is_ipv4() && hop != self.config.address {
                     tracing::debug!(peer = %self.config.address, prefix = %nlri.prefix, next_hop = %hop, "import rejected: a mesh route's next hop is not the node");
                     withdraw.push(*nlri);
