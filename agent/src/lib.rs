@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod ospf;
 pub mod peers;
 pub mod policy;
+pub mod published;
 pub mod status;
 pub mod unnumbered;
 pub mod vip;

@@ -157,9 +157,7 @@ async fn run(config_path: PathBuf, mut cfg: config::Config) -> anyhow::Result<()
         }
         None => None,
     };
-    kubernetes::resources::identity::apply(&mut cfg, identity.as_ref());
-    cfg.validate_node()
-        .map_err(|e| anyhow::anyhow!("with this node's NovaBGPNodeOverride: {e}"))?;
+    cfg = running(&file, identity.as_ref())?;
     // The running configuration, which every consumer follows: a reload
     // is one send.
     let (config_tx, config_rx) = tokio::sync::watch::channel(std::sync::Arc::new(cfg.clone()));

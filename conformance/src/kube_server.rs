@@ -471,6 +471,24 @@ impl KubeServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The node's NovaBGPNodeState as kubectl reads it (Null while there is
+    /// none).
+    pub fn node_state(&self, node: &str) -> Value {
+        match self.try_kubectl(&["get", "novabgpnodestate", node, "-o", "json"]) {
+            (true, out) => serde_json::from_str(&out).unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
+    /// The condition of `type` on the node's NovaBGPNodeState, if shown.
+    pub fn node_condition(&self, node: &str, kind: &str) -> Option<Value> {
+        self.node_state(node)["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == kind)
+            .cloned()
+    }
+
     /// kubectl as the cluster admin, its output and whether it succeeded.
     pub fn try_kubectl(&self, args: &[&str]) -> (bool, String) {
         let out = self

@@ -11,7 +11,7 @@
 use novanet_conformance::checks::{agent_established, SETTLE};
 use novanet_conformance::kube_server::{self, KubeServer, Options};
 use novanet_conformance::{wait_until, Agent, Frr, Lab};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 
 const GATEWAY: &str = "frr defaults datacenter
@@ -59,17 +59,6 @@ fn apply(api: &KubeServer, dir: &Path, yaml: &str) {
     let file = dir.join("config.yaml");
     std::fs::write(&file, yaml).unwrap();
     api.kubectl(&["apply", "-f", file.to_str().unwrap()]);
-}
-
-fn conditions(api: &KubeServer) -> Vec<String> {
-    let (_, out) = api.try_kubectl(&["get", "novabgpnodestate", "n1", "-o", "json"]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_default();
-    v["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["type"].as_str().map(String::from))
-        .collect()
 }
 
 /// The link-local address of `ns`'s `dev`.
@@ -139,8 +128,8 @@ fn tors_by_default_gateway_and_by_interface_from_the_resources() {
     // link's session stays. The route back: the peer comes back.
     lab.exec("n1", "ip", &["route", "del", "default"]);
     wait_until("the gateway peer gone, GatewayMissing shown", SETTLE, || {
-        let c = conditions(&api);
-        (n1.peer("10.0.0.12").is_null() && c.iter().any(|r| r == "GatewayMissing"))
+        let c = api.node_condition("n1", "GatewayMissing");
+        (n1.peer("10.0.0.12").is_null() && c.is_some())
             .then_some(())
             .ok_or_else(|| format!("{c:?} {}", n1.peer("10.0.0.12")))
     });
@@ -148,10 +137,8 @@ fn tors_by_default_gateway_and_by_interface_from_the_resources() {
     lab.exec("n1", "ip", &["route", "add", "default", "via", "10.0.0.12"]);
     agent_established(&n1, "10.0.0.12");
     wait_until("GatewayMissing cleared", SETTLE, || {
-        let c = conditions(&api);
-        (!c.iter().any(|r| r == "GatewayMissing"))
-            .then_some(())
-            .ok_or_else(|| format!("{c:?}"))
+        let c = api.node_condition("n1", "GatewayMissing");
+        c.is_none().then_some(()).ok_or_else(|| format!("{c:?}"))
     });
     assert_eq!(
         tor.json("show bgp neighbors json")["eth0"]["connectionsEstablished"],

@@ -84,26 +84,13 @@ fn tor_path(tor: &Frr, prefix: &str) -> Result<(String, String, String), String>
     Ok((s(&best["aspath"]), s(&best["community"]), s(&best["largeCommunity"])))
 }
 
-fn conditions(api: &KubeServer, node: &str) -> Vec<String> {
-    let (_, out) = api.try_kubectl(&["get", "novabgpnodestate", node, "-o", "json"]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_default();
-    v["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["type"].as_str().map(String::from))
-        .collect()
-}
-
 fn wait_condition(api: &KubeServer, node: &str, reason: &str, present: bool) {
     wait_until(
         &format!("{reason} {} on {node}'s state", if present { "shown" } else { "gone" }),
         SETTLE,
         || {
-            let c = conditions(api, node);
-            (c.iter().any(|r| r == reason) == present)
-                .then_some(())
-                .ok_or_else(|| format!("{c:?}"))
+            let c = api.node_condition(node, reason);
+            (c.is_some() == present).then_some(()).ok_or_else(|| format!("{c:?}"))
         },
     );
 }
@@ -160,9 +147,10 @@ fn advertisements_and_overrides_shape_what_a_node_says_and_who_it_is() {
     // The mesh runs BFD (the profile of the ToR none): the node's state
     // shows the mesh peer's BFD session.
     wait_until("n1's state to show the mesh peer's BFD session up", SETTLE, || {
-        let (_, out) = api.try_kubectl(&["get", "novabgpnodestate", "n1", "-o", "json"]);
-        let v: Value = serde_json::from_str(&out).unwrap_or_default();
-        let peers = v["status"]["peers"].as_array().cloned().unwrap_or_default();
+        let peers = api.node_state("n1")["status"]["peers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let bfd = |addr: &str| peers.iter().find(|p| p["address"] == addr).map(|p| p["bfd"].clone());
         match (bfd("10.0.0.12"), bfd("10.0.0.13")) {
             (Some(Value::String(s)), Some(Value::Null)) if s == "Up" => Ok(()),

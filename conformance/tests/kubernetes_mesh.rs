@@ -317,13 +317,7 @@ fn a_cluster_role_without_watch_is_reported_not_a_crash_loop() {
         }
     });
     let refused_condition = |api: &KubeServer| -> Option<String> {
-        let (_, out) = api.try_kubectl(&["get", "novabgpnodestate", "n1", "-o", "json"]);
-        let v: Value = serde_json::from_str(&out).unwrap_or_default();
-        v["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == "WatchRefused")
+        api.node_condition("n1", "WatchRefused")
             .and_then(|c| c["message"].as_str().map(String::from))
     };
     wait_until("the refusal on n1's state", SETTLE, || match refused_condition(&api) {

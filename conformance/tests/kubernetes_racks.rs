@@ -199,15 +199,6 @@ fn ctl_rows(agent: &Agent) -> Vec<Row> {
     rows
 }
 
-fn node_state(api: &KubeServer, node: &str) -> Value {
-    let (ok, out) = api.try_kubectl(&["get", "novabgpnodestate", node, "-o", "json"]);
-    if ok {
-        serde_json::from_str(&out).unwrap_or(Value::Null)
-    } else {
-        Value::Null
-    }
-}
-
 #[test]
 fn each_rack_peers_with_its_own_tors_from_the_resources() {
     let mut lab = Lab::new("racks");
@@ -315,7 +306,7 @@ fn each_rack_peers_with_its_own_tors_from_the_resources() {
     // says on the node, and kubectl shows peers up per node.
     for (agent, (node, ..)) in agents.iter().zip(NODES) {
         wait_until(&format!("{node}'s state object to match its agent"), SETTLE, || {
-            let (state, local) = (state_rows(&node_state(&api, node)), ctl_rows(agent));
+            let (state, local) = (state_rows(&api.node_state(node)), ctl_rows(agent));
             if state == local && state.len() == 2 && state.iter().all(|r| r.2 == "Established") {
                 Ok(())
             } else {
@@ -402,7 +393,7 @@ fn each_rack_peers_with_its_own_tors_from_the_resources() {
     });
     assert!(agents[0].peer("10.1.0.3").is_null(), "no session without its password");
     wait_until("the missing Secret on na1's state", SETTLE, || {
-        let state = node_state(&api, "na1");
+        let state = api.node_state("na1");
         let conditions = state["status"]["conditions"].as_array().cloned().unwrap_or_default();
         conditions
             .iter()
@@ -428,7 +419,7 @@ fn each_rack_peers_with_its_own_tors_from_the_resources() {
     agent_established(&agents[0], "10.1.0.3");
     assert_eq!(ta3.neighbor_state("10.1.0.11"), "Established");
     wait_until("the condition cleared once the Secret is there", SETTLE, || {
-        let state = node_state(&api, "na1");
+        let state = api.node_state("na1");
         match state["status"]["conditions"].as_array() {
             Some(c) if c.is_empty() => Ok(()),
             None => Ok(()),
@@ -482,7 +473,7 @@ fn each_rack_peers_with_its_own_tors_from_the_resources() {
     api.restart_on("10.100.0.100:6443");
     agents.insert(0, na1);
     wait_until("na1's state written again", SETTLE, || {
-        let rows = state_rows(&node_state(&api, "na1"));
+        let rows = state_rows(&api.node_state("na1"));
         if rows.len() == 3 && rows.iter().all(|r| r.2 == "Established") {
             Ok(())
         } else {

@@ -174,11 +174,7 @@ pub async fn reconcile(control: &Control, applied: &mut Applied) {
         control.applied.lock().expect("applied").remove(&peer_key(addr));
     }
     applied.peers = desired_peers.keys().copied().collect();
-    control.peers.sources.api.send_if_modified(|held| {
-        let changed = *held != specs;
-        *held = specs;
-        changed
-    });
+    crate::published::publish(&control.peers.sources.api, specs);
 
     // Prefixes.
     let desired = intents.effective_prefixes();

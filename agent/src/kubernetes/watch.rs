@@ -208,11 +208,7 @@ pub fn spawn_mesh(
                 kept.keep_nodes(&nodes);
             }
             let specs = mesh_specs(&cfg, &now);
-            peers.mesh.send_if_modified(|held| {
-                let changed = *held != specs;
-                *held = specs;
-                changed
-            });
+            crate::published::publish(&peers.mesh, specs);
             last = Some(now);
         }
     });

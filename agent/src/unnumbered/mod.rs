@@ -120,11 +120,7 @@ fn manage(
                 }
             }
             out.send_replace(peers(&cfg, &found));
-            found_out.send_if_modified(|held| {
-                let changed = *held != found;
-                held.clone_from(&found);
-                changed
-            });
+            crate::published::publish(&found_out, found.clone());
             tokio::select! {
                 r = others.changed(), if others_open => {
                     // Gone: the links other sources asked for stay.

@@ -263,11 +263,7 @@ pub fn spawn(
                 .iter()
                 .filter_map(|(name, o)| Some((name.clone(), o.local_as?)))
                 .collect();
-            node_as_tx.send_if_modified(|held| {
-                let changed = *held != by_node;
-                *held = by_node;
-                changed
-            });
+            crate::published::publish(&node_as_tx, by_node);
             let labels: BTreeMap<String, String> = node
                 .state()
                 .first()
@@ -314,17 +310,9 @@ pub fn spawn(
             });
             if now != last {
                 report(&last, &now);
-                conditions_tx.send_if_modified(|held| {
-                    let changed = *held != now.conditions;
-                    held.clone_from(&now.conditions);
-                    changed
-                });
+                crate::published::publish(&conditions_tx, now.conditions.clone());
                 let wanted: BTreeSet<String> = now.peers.iter().filter_map(|p| p.interface.clone()).collect();
-                links.wanted.send_if_modified(|held| {
-                    let changed = *held != wanted;
-                    *held = wanted;
-                    changed
-                });
+                crate::published::publish(&links.wanted, wanted);
                 if last.peers != now.peers {
                     kept.keep_resource_peers(&now.peers);
                 }
@@ -333,11 +321,7 @@ pub fn spawn(
             // the same.
             let cfg = config.borrow().clone();
             let specs = peer_specs(&cfg, &now.peers, &links.found.borrow());
-            peers.resources.send_if_modified(|held| {
-                let changed = *held != specs;
-                *held = specs;
-                changed
-            });
+            crate::published::publish(&peers.resources, specs);
             last = now;
         }
     });
